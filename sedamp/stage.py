@@ -1,0 +1,253 @@
+"""The user-facing stage API and the loading of user code. Pure: starts no process.
+
+A user writes plain Python and names it in YAML as ``module:attribute``:
+
+handler, a function
+    ``def f(event, **params)`` returns one event, ``None`` (drop it), or several events
+    as a generator (``yield``) or ``sedamp.Many([...])``. A list or tuple returned is ONE
+    event (a MessagePack array), never a fan-out: that keeps list-valued events possible
+    and the meaning of a return value obvious.
+handler, a class
+    ``setup(**params)`` once per worker process (if the class has no ``setup``, the params
+    go to ``__init__``), ``handle(event)`` with the same return convention, an optional
+    ``handle_batch(events)`` returning one result per input event, an optional
+    ``finish()`` returning events to emit once the input has ended (aggregations), and an
+    optional ``teardown()``.
+source
+    a function ``f(**params)`` returning an iterable of events (if it has ``len()``, that is
+    the total shown as progress), or a class with ``setup(**params)``, ``__iter__`` and an
+    optional ``total()``.
+sink
+    a function ``f(event, **params)`` or a class with ``setup``, ``handle`` (or
+    ``handle_batch``) and ``teardown()``, which runs once at the end so it can flush.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Failure",
+    "HandlerRunner",
+    "Many",
+    "SourceRunner",
+    "check_ref",
+    "load_ref",
+    "outputs_of",
+]
+
+
+class Many:
+    """Several events returned by a handler: ``return sedamp.Many([a, b, c])``."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: Iterable[Any]) -> None:
+        self.events = list(events)
+
+    def __repr__(self) -> str:
+        return f"Many({self.events!r})"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An exception raised by user code, as data that can cross processes."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> Failure:
+        return cls(
+            type=type(exc).__qualname__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+
+def outputs_of(result: Any) -> list[Any]:
+    """Normalise a handler's return value to the list of events it emits."""
+    if result is None:
+        return []
+    if isinstance(result, Many):
+        return result.events
+    if isinstance(result, Iterator):  # generators and other iterators: fan-out
+        return list(result)
+    return [result]
+
+
+def add_import_paths(paths: Sequence[Path | str]) -> None:
+    """Make user modules importable: the topology's directory and the current one."""
+    for p in reversed([str(Path(p).resolve()) for p in paths]):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+def load_ref(ref: str) -> Any:
+    """Import ``module:attribute`` (the attribute may be dotted). Raises ImportError or
+    AttributeError with a message naming what is missing."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{ref!r} is not of the form module:attribute")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def check_ref(kind: str, ref: str, params: dict[str, Any]) -> str | None:
+    """Import `ref` and check it can serve as a `kind` stage with `params`.
+
+    Returns None when it can, else a one-line message saying what is wrong."""
+    try:
+        obj = load_ref(ref)
+    except ModuleNotFoundError as exc:
+        return f"cannot import module {exc.name!r} for {ref!r}"
+    except Exception as exc:  # import-time errors of user code, bad attribute
+        return f"cannot load {ref!r}: {type(exc).__name__}: {exc}"
+    if not callable(obj):
+        return f"{ref!r} is a {type(obj).__name__}, not a function or class"
+    if inspect.isclass(obj):
+        if kind == "source":
+            if not hasattr(obj, "__iter__"):
+                return f"source class {ref!r} has no __iter__ method"
+        elif not (hasattr(obj, "handle") or hasattr(obj, "handle_batch")):
+            return f"{kind} class {ref!r} has neither handle() nor handle_batch()"
+        target = getattr(obj, "setup", None) or obj
+        return _check_params(ref, target, params, leading=0)
+    return _check_params(ref, obj, params, leading=0 if kind == "source" else 1)
+
+
+def _check_params(ref: str, func: Callable[..., Any], params: dict[str, Any], leading: int) -> str | None:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None  # builtins without a signature: nothing to check
+    args: list[Any] = [None] * leading
+    try:
+        if inspect.ismethod(func) or not inspect.isclass(func):
+            bound_params = list(sig.parameters.values())
+            if bound_params and bound_params[0].name == "self":
+                args = [None, *args]
+        sig.bind(*args, **params)
+    except TypeError as exc:
+        return f"{ref!r} does not accept these params: {exc}"
+    return None
+
+
+def _instantiate(cls: type, params: dict[str, Any]) -> Any:
+    if hasattr(cls, "setup"):
+        obj = cls()
+        obj.setup(**params)
+        return obj
+    return cls(**params)
+
+
+class HandlerRunner:
+    """Runs a handler or sink in a worker process: set up once, then batches of events.
+
+    `handle_batch` returns, per input event, either the list of output events or a
+    `Failure`. User exceptions never escape it."""
+
+    def __init__(self, ref: str, params: dict[str, Any]) -> None:
+        self.ref = ref
+        self.params = dict(params)
+        self._obj: Any = None
+        self._func: Callable[..., Any] | None = None
+
+    def setup(self) -> None:
+        target = load_ref(self.ref)
+        if inspect.isclass(target):
+            self._obj = _instantiate(target, self.params)
+        else:
+            self._func = target
+
+    def handle_batch(self, events: Sequence[Any]) -> list[list[Any] | Failure]:
+        obj = self._obj
+        if obj is not None and hasattr(obj, "handle_batch"):
+            try:
+                results = list(obj.handle_batch(list(events)))
+                if len(results) != len(events):
+                    raise ValueError(
+                        f"handle_batch returned {len(results)} results for {len(events)} events"
+                    )
+                return [outputs_of(r) for r in results]
+            except Exception as exc:
+                fail = Failure.from_exception(exc)
+                return [fail] * len(events)
+        out: list[list[Any] | Failure] = []
+        if obj is not None:
+            handle = obj.handle
+            for ev in events:
+                try:
+                    out.append(outputs_of(handle(ev)))
+                except Exception as exc:
+                    out.append(Failure.from_exception(exc))
+        else:
+            func = self._func
+            assert func is not None, "setup() was not called"
+            params = self.params
+            for ev in events:
+                try:
+                    out.append(outputs_of(func(ev, **params)))
+                except Exception as exc:
+                    out.append(Failure.from_exception(exc))
+        return out
+
+    def finish(self) -> list[Any]:
+        """Events a class handler emits once its input has ended (may raise)."""
+        if self._obj is not None and hasattr(self._obj, "finish"):
+            return outputs_of(self._obj.finish())
+        return []
+
+    def teardown(self) -> None:
+        if self._obj is not None and hasattr(self._obj, "teardown"):
+            self._obj.teardown()
+
+
+class SourceRunner:
+    """Runs a source in the source process: yields its events and knows its total."""
+
+    def __init__(self, ref: str, params: dict[str, Any]) -> None:
+        self.ref = ref
+        self.params = dict(params)
+        self._obj: Any = None
+        self._iterable: Iterable[Any] | None = None
+
+    def setup(self) -> None:
+        target = load_ref(self.ref)
+        if inspect.isclass(target):
+            self._obj = _instantiate(target, self.params)
+            self._iterable = self._obj
+        else:
+            self._iterable = target(**self.params)
+
+    def total(self) -> int | None:
+        """How many events the source will yield, if it says."""
+        if self._obj is not None and hasattr(self._obj, "total"):
+            n = self._obj.total()
+            return int(n) if n is not None else None
+        try:
+            return len(self._iterable)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+    def __iter__(self) -> Iterator[Any]:
+        assert self._iterable is not None, "setup() was not called"
+        return iter(self._iterable)
+
+    def teardown(self) -> None:
+        if self._obj is not None and hasattr(self._obj, "teardown"):
+            self._obj.teardown()

@@ -1,0 +1,3 @@
+from sedamp.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""Entry point of every local runtime process: ``python -m sedamp._child ROLE NAME``.
+
+Reads ``{"role": ..., "config": {...}}`` as JSON on stdin and calls the role's entry
+function. The extra argv words only make ``ps`` readable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def _config(role: str, data: dict[str, Any]) -> tuple[Any, Any]:
+    if role == "queue":
+        from sedamp.queue import QueueConfig, run_queue
+
+        return run_queue, QueueConfig(**data)
+    from sedamp.outlet import OutputConfig
+
+    data["outputs"] = tuple(OutputConfig(**o) for o in data["outputs"])
+    data["import_paths"] = tuple(data["import_paths"])
+    if role == "worker":
+        from sedamp.worker import WorkerConfig, run_worker
+
+        return run_worker, WorkerConfig(**data)
+    if role == "source":
+        from sedamp.source import SourceConfig, run_source
+
+        return run_source, SourceConfig(**data)
+    raise SystemExit(f"sedamp._child: unknown role {role!r}")
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
+    entry, cfg = _config(spec["role"], spec["config"])
+    entry(cfg)
+
+
+if __name__ == "__main__":
+    main()

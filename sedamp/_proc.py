@@ -1,0 +1,73 @@
+"""Helpers every runtime child process uses at start: tie its life to its parent,
+leave Ctrl-C to the controller, and build its ZeroMQ sockets the same way. Pure of
+process roles: each role module calls these from its entry function."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from typing import Any
+
+import zmq
+
+_PR_SET_PDEATHSIG = 1
+
+# How often a child checks that its parent (the controller) is still alive when the
+# kernel cannot tell it (non-Linux). Short enough that an orphan is gone within a second.
+PARENT_CHECK_PERIOD_S = 0.5
+
+
+def become_child(parent_pid: int) -> None:
+    """Call first in a child: ignore SIGINT (the controller coordinates Ctrl-C, which the
+    terminal sends to the whole process group) and die with the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def parent_alive(parent_pid: int) -> bool:
+    return os.getppid() == parent_pid
+
+
+def dealer(ctx: zmq.Context[Any], identity: str, endpoint: str) -> zmq.Socket[Any]:
+    """A DEALER with a stable routing id. HWMs are a safety net only: the protocol's
+    credits and leases bound what is in flight, so they are set far above it."""
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.IDENTITY, identity.encode())
+    s.setsockopt(zmq.SNDHWM, 100_000)
+    s.setsockopt(zmq.RCVHWM, 100_000)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    return s
+
+
+def router(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    """A ROUTER that raises on sends to unknown peers (never drops silently) and lets a
+    reconnecting peer with the same routing id take over its old connection."""
+    s = ctx.socket(zmq.ROUTER)
+    s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    s.setsockopt(zmq.SNDHWM, 100_000)
+    s.setsockopt(zmq.RCVHWM, 100_000)
+    s.setsockopt(zmq.LINGER, 0)
+    s.bind(endpoint)
+    return s
+
+
+def drain(sock: zmq.Socket[Any], limit: int = 1000) -> list[list[bytes]]:
+    """Receive up to `limit` messages that are already waiting, without blocking."""
+    out: list[list[bytes]] = []
+    try:
+        while len(out) < limit:
+            out.append(sock.recv_multipart(zmq.NOBLOCK, copy=True))
+    except zmq.Again:
+        pass
+    return out

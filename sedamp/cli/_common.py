@@ -1,0 +1,34 @@
+"""What the commands share: logging set-up and the printing of topology problems."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+
+from sedamp.controller import EXIT_INVALID
+from sedamp.errors import TopologyError
+from sedamp.topology import Topology, load_topology
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="sedamp: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def load_or_exit(path: Path, overrides: Sequence[str] = (), check_handlers: bool = True) -> Topology:
+    """Load a topology; on problems print each on stderr and exit with code 2."""
+    try:
+        return load_topology(path, overrides=overrides, check_handlers=check_handlers)
+    except TopologyError as exc:
+        for p in exc.problems:
+            typer.echo(f"error: {p}", err=True)
+        n = len(exc.problems)
+        typer.echo(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was started", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    except OSError as exc:
+        typer.echo(f"error: cannot read {path}: {exc.strerror}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None

@@ -1,0 +1,571 @@
+"""Runs in the controller process (the process that called `sedamp run`).
+
+Reads:  its control ROUTER (REGISTER/STATS/DONE/FATAL from every queue, worker and
+        source), the sentinels of every process it started (a death is seen at once),
+        and SIGINT/SIGTERM.
+Writes: CLOSE to a queue once every stage feeding it has finished, STOP to a finished
+        process (the acknowledgement of its DONE) or to a source on Ctrl-C, GONE to a
+        queue whose worker died; processes through the executor; the summary.
+
+It is the supervisor: it starts the queues, the workers (one reconcile step spawns
+until each pool matches its target) and the sources; it restarts a worker that dies;
+it ends the run in order. No payload ever passes through it.
+
+End of a batch job, stage by stage in topological order: a source is finished when its
+process reported DONE (everything it sent was taken downstream) and exited. A stage
+with a queue is finished when its queue has ENDed (closed, empty, no lease out) and
+every worker reported DONE and exited. When every stage feeding a queue is finished,
+the controller sends it CLOSE. A finished stage's queue is told STOP.
+
+Ctrl-C or SIGTERM: the sources are told STOP (they deliver what they read and finish),
+so the run drains within `drain_timeout_s`; past the deadline, or on a second Ctrl-C,
+every process is killed. In every case no process of the run is left: children also
+die with the controller (PR_SET_PDEATHSIG) and check their parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from sedamp import _proc, policy, wire
+from sedamp.deadletter import DEAD_LETTERS_FILE
+from sedamp.errors import WireError
+from sedamp.executor import Executor, LocalExecutor, Proc
+from sedamp.outlet import OutputConfig
+from sedamp.queue import QueueConfig, queue_identity
+from sedamp.source import SourceConfig, source_identity
+from sedamp.topology import StageSpec, Topology
+from sedamp.worker import WorkerConfig, worker_identity
+
+log = logging.getLogger(__name__)
+
+# Events a source reads per PUT: large enough to amortise the per-message cost for
+# near-free events, small enough that a slow first stage still gets work to all its
+# workers at once (the queue splits batches for workers that ask for fewer).
+SOURCE_BATCH_EVENTS = 256
+# A stage whose workers die more often than this in one run is failing, not unlucky.
+MAX_RESTARTS_PER_STAGE = 20
+# Exit codes of `sedamp run` (documented in the README).
+EXIT_OK = 0
+EXIT_FAILED_EVENTS = 1
+EXIT_INVALID = 2
+EXIT_RUN_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workdir: Path = Path(".sedamp")
+    cores: int | None = None  # overrides the topology's controller.cores
+    drain_timeout_s: float | None = None  # overrides controller.drain_timeout_s
+    executor: Executor | None = None
+    on_tick: Callable[[dict[str, Any]], None] | None = None  # called every period
+    handle_signals: bool = True
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    name: str
+    kind: str
+    events_in: int
+    events_out: int
+    failed: int
+    workers: int  # largest pool size during the run
+    restarts: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    run_dir: Path
+    dead_letters: Path
+    stages: tuple[StageSummary, ...]
+    wall_s: float
+    events: int  # events read by the sources
+    failed: int  # events sent to the dead-letter file
+    interrupted: bool
+    error: str | None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.error is not None:
+            return EXIT_RUN_ERROR
+        if self.failed:
+            return EXIT_FAILED_EVENTS
+        return EXIT_OK
+
+    def stage(self, name: str) -> StageSummary:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "run_dir": str(self.run_dir),
+            "dead_letters": str(self.dead_letters),
+            "wall_s": round(self.wall_s, 4),
+            "events": self.events,
+            "events_per_s": round(self.events_per_s, 1),
+            "failed": self.failed,
+            "interrupted": self.interrupted,
+            "error": self.error,
+            "exit_code": self.exit_code,
+            "stages": [s.__dict__ for s in self.stages],
+        }
+
+
+@dataclass(eq=False)
+class _Child:
+    proc: Proc
+    role: int
+    stage: str
+    index: int
+    identity: str
+    done: bool = False
+    stopped: bool = False  # we told it to stop (a queue) or acknowledged its DONE
+    fatal: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Stage:
+    spec: StageSpec
+    target: int = 0
+    queue: _Child | None = None
+    source: _Child | None = None
+    workers: dict[int, _Child] = field(default_factory=dict)
+    retired: dict[str, float] = field(default_factory=dict)  # counters of exited workers
+    closed: bool = False
+    ended: bool = False
+    complete: bool = False
+    restarts: int = 0
+    peak_workers: int = 0
+
+
+def run_topology(topology: Topology, options: RunOptions | None = None) -> Summary:
+    """Run a topology to completion in this process (the controller) and summarise it."""
+    return _Controller(topology, options or RunOptions()).run()
+
+
+class _Controller:
+    def __init__(self, topology: Topology, options: RunOptions) -> None:
+        self.top = topology
+        self.opt = options
+        self.executor = options.executor or LocalExecutor()
+        self.cores = options.cores or topology.controller.cores or policy.usable_cores()
+        self.period_s = topology.controller.period_s
+        self.drain_timeout_s = (
+            options.drain_timeout_s if options.drain_timeout_s is not None else topology.controller.drain_timeout_s
+        )
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(options.workdir) / "runs" / f"{topology.name}-{stamp}-{os.getpid()}"
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.run_dir, 0o700)
+        self.dead_path = self.run_dir / DEAD_LETTERS_FILE
+        # ipc paths must stay short (about 100 bytes), so sockets live in a private
+        # temporary directory rather than under a possibly deep run directory.
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="sedamp-"))
+        os.chmod(self.sock_dir, 0o700)
+        self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
+        names = list(topology.stages)
+        self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(names)}
+        self.stages = {n: _Stage(spec=s) for n, s in topology.stages.items()}
+        self.children: dict[str, _Child] = {}  # by identity
+        self.by_sentinel: dict[int, _Child] = {}
+        self.registered: set[bytes] = set()
+        self.pending: dict[bytes, list[list[bytes]]] = {}
+        self.error: str | None = None
+        self.interrupted = False
+        self.draining = False
+        self.drain_deadline: float | None = None
+        self.hard_stop = False
+        self.import_paths = (str(topology.base_dir), os.getcwd())
+
+    # ---------------------------------------------------------------- run
+
+    def run(self) -> Summary:
+        t0 = time.monotonic()
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ctl = _proc.router(self.ctx, self.ctl_endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.ctl, zmq.POLLIN)
+        restore = self._install_signals()
+        try:
+            self._start()
+            self._loop()
+        finally:
+            self._reap_all()
+            restore()
+            self.ctl.close(linger=0)
+            self.ctx.term()
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
+        return self._summary(time.monotonic() - t0)
+
+    def _start(self) -> None:
+        targets = policy.initial_targets(self.top, self.cores)
+        for name, st in self.stages.items():
+            if st.spec.kind == "source":
+                continue
+            cfg = QueueConfig(
+                stage=name,
+                endpoint=self.endpoints[name],
+                control_endpoint=self.ctl_endpoint,
+                capacity=st.spec.queue.capacity,
+                partitions=self._partitions(name),
+                period_s=self.period_s,
+                parent_pid=os.getpid(),
+            )
+            proc = self.executor.start(f"sedamp-queue-{name}", "queue", cfg)
+            st.queue = self._adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
+            st.target = targets[name]
+        self._reconcile()
+        for name, st in self.stages.items():
+            if st.spec.kind == "source":
+                cfg_s = SourceConfig(
+                    stage=name,
+                    ref=st.spec.ref,
+                    params=dict(st.spec.params),
+                    outputs=self._outputs(st.spec),
+                    control_endpoint=self.ctl_endpoint,
+                    batch=st.spec.batch or SOURCE_BATCH_EVENTS,
+                    dead_letters=str(self.dead_path),
+                    import_paths=self.import_paths,
+                    period_s=self.period_s,
+                    parent_pid=os.getpid(),
+                )
+                proc = self.executor.start(f"sedamp-source-{name}", "source", cfg_s)
+                st.source = self._adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
+        log.info("run %s started: %d cores, targets %s, run dir %s", self.top.name, self.cores, targets, self.run_dir)
+
+    def _partitions(self, name: str) -> int:
+        if self.top.route_key(name) is None:
+            return 1
+        return self.stages[name].spec.workers.min
+
+    def _outputs(self, spec: StageSpec) -> tuple[OutputConfig, ...]:
+        return tuple(
+            OutputConfig(e.stage, self.endpoints[e.stage], e.key, self._partitions(e.stage)) for e in spec.to
+        )
+
+    def _adopt(self, proc: Proc, role: int, stage: str, index: int, identity: str) -> _Child:
+        child = _Child(proc=proc, role=role, stage=stage, index=index, identity=identity)
+        self.children[identity] = child
+        self.by_sentinel[proc.sentinel] = child
+        self.poller.register(proc.sentinel, zmq.POLLIN)
+        return child
+
+    def _reconcile(self) -> None:
+        """Spawn workers until every unfinished pool matches its target."""
+        if self.error is not None or self.hard_stop:
+            return
+        for name, st in self.stages.items():
+            if st.spec.kind == "source" or st.ended:
+                continue
+            while len(st.workers) < st.target:
+                index = next(i for i in range(st.target + len(st.workers) + 1) if i not in st.workers)
+                self._spawn_worker(st, index)
+            st.peak_workers = max(st.peak_workers, len(st.workers))
+
+    def _spawn_worker(self, st: _Stage, index: int) -> None:
+        spec = st.spec
+        cfg = WorkerConfig(
+            stage=spec.name,
+            kind=spec.kind,
+            index=index,
+            ref=spec.ref,
+            params=dict(spec.params),
+            input_endpoint=self.endpoints[spec.name],
+            outputs=self._outputs(spec),
+            control_endpoint=self.ctl_endpoint,
+            batch=spec.batch,
+            dead_letters=str(self.dead_path),
+            import_paths=self.import_paths,
+            period_s=self.period_s,
+            parent_pid=os.getpid(),
+        )
+        proc = self.executor.start(f"sedamp-worker-{spec.name}-{index}", "worker", cfg)
+        st.workers[index] = self._adopt(proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid))
+
+    # ---------------------------------------------------------------- loop
+
+    def _loop(self) -> None:
+        next_tick = time.monotonic() + self.period_s
+        while True:
+            if self.hard_stop:
+                return
+            if self.error is not None:
+                log.error("stopping the run: %s", self.error)
+                return
+            if all(st.complete for st in self.stages.values()) and not self.by_sentinel:
+                return
+            now = time.monotonic()
+            if self.drain_deadline is not None and now >= self.drain_deadline:
+                log.error("drain deadline of %.1f s passed: stopping every process", self.drain_timeout_s)
+                return
+            timeout = min(next_tick - now, 0.1 if self.draining else self.period_s)
+            ready = dict(self.poller.poll(max(0, int(timeout * 1000))))
+            if self.ctl in ready:
+                for frames in _proc.drain(self.ctl):
+                    self._on_control(frames)
+            for fd in [fd for fd in ready if isinstance(fd, int) and fd in self.by_sentinel]:
+                self._on_exit(self.by_sentinel[fd])
+            self._advance()
+            self._reconcile()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + self.period_s
+                if self.opt.on_tick is not None:
+                    self.opt.on_tick(self.snapshot())
+
+    def _on_control(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return
+        rid, payload = frames[0], frames[1:]
+        try:
+            msg = wire.parse(payload)
+        except WireError as exc:
+            log.warning("controller: refused a control frame from %r: %s", rid, exc)
+            return
+        child = self.children.get(rid.decode(errors="replace"))
+        if msg.kind == wire.REGISTER:
+            self.registered.add(rid)
+            for frames_ in self.pending.pop(rid, []):
+                self._send(rid, frames_)
+            return
+        if child is None:
+            log.warning("controller: message from unknown process %r", rid)
+            return
+        if msg.kind == wire.STATS:
+            child.stats = msg.fields[0]
+            if child.role == wire.QUEUE and child.stats.get("ended"):
+                self.stages[child.stage].ended = True
+        elif msg.kind == wire.DONE:
+            child.stats = msg.fields[0]
+            child.done = True
+            if child.role == wire.QUEUE:
+                if child.stats.get("ended"):
+                    self.stages[child.stage].ended = True
+            else:
+                child.stopped = True
+                if child.role == wire.WORKER:
+                    # A worker finishes only after its queue said END: the stage's input
+                    # is over, so no worker of it may be started again.
+                    self.stages[child.stage].ended = True
+                self._send(rid, wire.simple(wire.STOP, 0))  # acknowledge: it may exit
+        elif msg.kind == wire.FATAL:
+            info = msg.fields[0]
+            child.fatal = str(info.get("message"))
+            log.error("%s", child.fatal)
+            tb = info.get("traceback")
+            if tb:
+                log.error("traceback from pid %s:\n%s", info.get("pid"), tb)
+
+    def _on_exit(self, child: _Child) -> None:
+        proc = child.proc
+        fd = proc.sentinel
+        self.poller.unregister(fd)
+        del self.by_sentinel[fd]
+        proc.join(0.5)
+        code = proc.exitcode
+        self.children.pop(child.identity, None)
+        self.registered.discard(child.identity.encode())
+        st = self.stages[child.stage]
+        how = _describe_exit(code)
+        if child.role == wire.QUEUE:
+            if not child.stopped:
+                self.error = f"the queue of stage {child.stage!r} (pid {proc.pid}) {how}"
+            return
+        if child.role == wire.SOURCE:
+            st.source = None
+            if child.fatal:
+                self.error = self.error or child.fatal
+            elif not child.done:
+                self.error = self.error or f"source {child.stage!r} (pid {proc.pid}) {how} before it finished"
+            st.complete = True
+            st.retired = {k: v for k, v in child.stats.items() if isinstance(v, int | float)}
+            log.info("source %s finished (%s events)", child.stage, child.stats.get("in"))
+            return
+        # a worker
+        st.workers.pop(child.index, None)
+        for k in ("in", "out", "failed"):
+            st.retired[k] = st.retired.get(k, 0) + child.stats.get(k, 0)
+        if child.done and code == 0:
+            return
+        if child.fatal:
+            self.error = child.fatal
+            return
+        log.warning("worker %s[%d] (pid %d) %s; its leases return to the queue", child.stage, child.index, proc.pid, how)
+        if st.queue is not None:
+            self._send(st.queue.identity.encode(), wire.simple(wire.GONE, child.identity))
+        st.restarts += 1
+        if st.restarts > MAX_RESTARTS_PER_STAGE:
+            self.error = f"workers of stage {child.stage!r} died {st.restarts} times; last one {how}"
+
+    def _advance(self) -> None:
+        """Move finished stages forward: CLOSE queues whose producers are all done,
+        mark stages complete, STOP queues of complete stages."""
+        for name, st in self.stages.items():
+            if st.spec.kind == "source" or st.complete:
+                continue
+            if not st.closed and all(self.stages[u].complete for u in self.top.upstream(name)):
+                st.closed = True
+                assert st.queue is not None
+                self._send(st.queue.identity.encode(), wire.simple(wire.CLOSE))
+                log.info("stage %s: every producer finished; queue closed", name)
+            if st.ended and not st.workers:
+                st.complete = True
+                if st.queue is not None:
+                    st.queue.stopped = True
+                    self._send(st.queue.identity.encode(), wire.simple(wire.STOP, 0))
+                log.info("stage %s finished", name)
+
+    def _send(self, rid: bytes, frames: list[bytes]) -> None:
+        if rid not in self.registered:
+            self.pending.setdefault(rid, []).append(frames)
+            return
+        try:
+            self.ctl.send_multipart([rid, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("controller: cannot send to %r: %s", rid, exc)
+
+    # ---------------------------------------------------------------- signals
+
+    def _install_signals(self) -> Callable[[], None]:
+        if not self.opt.handle_signals or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.interrupted = True
+            if self.draining:
+                log.error("second interrupt: stopping every process now")
+                self.hard_stop = True
+                return
+            self.draining = True
+            self.drain_deadline = time.monotonic() + self.drain_timeout_s
+            log.warning(
+                "%s: stopping the sources and draining in-flight work (up to %.0f s); interrupt again to stop at once",
+                signal.Signals(signum).name,
+                self.drain_timeout_s,
+            )
+            for st in self.stages.values():
+                if st.source is not None:
+                    self._send(st.source.identity.encode(), wire.simple(wire.STOP, 0))
+
+        for s in old:
+            signal.signal(s, on_signal)
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+    # ---------------------------------------------------------------- end
+
+    def _reap_all(self) -> None:
+        """Make sure no process of this run is left: wait briefly for the ones that are
+        finishing on their own, then kill the rest."""
+        clean = self.error is None and not self.hard_stop and all(st.complete for st in self.stages.values())
+        deadline = time.monotonic() + (2.0 if clean else 0.0)
+        for fd, child in list(self.by_sentinel.items()):
+            self.poller.unregister(fd)
+            left = deadline - time.monotonic()
+            if left > 0:
+                child.proc.join(left)
+            if child.proc.is_alive():
+                child.proc.kill()
+            child.proc.join(5)
+        self.by_sentinel.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The controller's current view (also what progress displays show)."""
+        out: dict[str, Any] = {"name": self.top.name, "stages": {}}
+        for name, st in self.stages.items():
+            counts = dict(st.retired) if st.spec.kind != "source" else {}
+            for w in st.workers.values():
+                for k in ("in", "out", "failed"):
+                    counts[k] = counts.get(k, 0) + w.stats.get(k, 0)
+            if st.source is not None:
+                counts = dict(st.source.stats)
+            elif st.spec.kind == "source":
+                counts = dict(st.retired)
+            out["stages"][name] = {
+                "kind": st.spec.kind,
+                "workers": len(st.workers),
+                "target": st.target,
+                "queue": dict(st.queue.stats) if st.queue is not None else None,
+                **counts,
+            }
+        return out
+
+    def _summary(self, wall_s: float) -> Summary:
+        snap = self.snapshot()
+        stages = []
+        events = 0
+        failed = 0
+        for name, st in self.stages.items():
+            s = snap["stages"][name]
+            stages.append(
+                StageSummary(
+                    name=name,
+                    kind=st.spec.kind,
+                    events_in=int(s.get("in", 0)),
+                    events_out=int(s.get("out", 0)),
+                    failed=int(s.get("failed", 0)),
+                    workers=st.peak_workers if st.spec.kind != "source" else 1,
+                    restarts=st.restarts,
+                )
+            )
+            failed += int(s.get("failed", 0))
+            if st.spec.kind == "source":
+                events += int(s.get("in", 0))
+        error = self.error
+        if error is None and self.hard_stop:
+            error = None  # an interrupt is reported by `interrupted`
+        if error is None and not self.interrupted and not all(st.complete for st in self.stages.values()):
+            error = "the run stopped before every stage finished"
+        if self.interrupted and self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
+            error = error or f"in-flight work did not drain within {self.drain_timeout_s:.0f} s"
+        return Summary(
+            name=self.top.name,
+            run_dir=self.run_dir,
+            dead_letters=self.dead_path,
+            stages=tuple(stages),
+            wall_s=wall_s,
+            events=events,
+            failed=failed,
+            interrupted=self.interrupted,
+            error=error,
+        )
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

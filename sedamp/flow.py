@@ -1,0 +1,323 @@
+"""The stage queue's state machine: exact bound, credits, leases, end of stream. Pure.
+
+`QueueCore` holds no socket. The queue process (`sedamp.queue`) feeds it parsed
+messages and sends the `(routing_id, frames)` pairs it returns. Keeping it pure lets the
+tests drive every interleaving directly.
+
+The bound. ``buffered + leased + outstanding_credit <= capacity`` holds at all times:
+a producer may only send as many events as it holds credit for, so the queue never
+accepts an event it has no room for, and events handed to workers (leases) keep
+their room until acknowledged, so redelivering a dead worker's lease never overflows.
+
+Credit. Each producer asks for a window (`want`, usually two of its batches). The
+queue grants credit as room frees, least-served producer first, in chunks of at least a
+quarter of the window so that a batch size of 1 does not double the message count. A
+producer's window is also capped at ``capacity // (2 * producers)`` so that credit held
+by idle producers can never take more than half the room: a producer with data always
+gets some credit once the workers drain the buffer.
+
+Work. Workers ask (GET) for up to N events; the oldest waiting worker is served first.
+A batch may be merged from several chunks or split from one, at event boundaries,
+without decoding events. Each batch is a lease until ACKed; BYE or GONE puts a
+worker's leases back at the head of the buffer.
+
+End. After CLOSE (no producer will send again), once the buffer is empty and no lease
+is outstanding, every waiting worker and every later GET is answered with END.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from sedamp import wire
+
+Outgoing = list[tuple[bytes, list[Any]]]
+
+
+@dataclass(slots=True)
+class Chunk:
+    ids: list[Any]
+    ends: list[int]  # cumulative end offset of each event in `body`
+    body: memoryview
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def split(self, k: int) -> tuple[Chunk, Chunk]:
+        """The first k events and the rest, at an event boundary."""
+        cut = self.ends[k - 1]
+        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut])
+        tail = Chunk(self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:])
+        return head, tail
+
+
+@dataclass(slots=True)
+class _Producer:
+    want: int
+    outstanding: int = 0  # credit granted and not yet used
+    last_seq: int = -1
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    gets: deque[int] = field(default_factory=deque)  # max_events of each pending GET
+    leases: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Lease:
+    worker: bytes
+    chunks: list[Chunk]
+    partition: int
+    n: int
+
+
+@dataclass
+class QueueCounters:
+    arrived: int = 0  # events accepted from producers
+    leased: int = 0  # events handed to workers (redeliveries included)
+    acked: int = 0  # events whose lease was acknowledged
+    redelivered: int = 0  # events put back after a worker left or died
+    refused_frames: int = 0  # malformed or out-of-protocol messages refused
+
+
+class QueueCore:
+    def __init__(self, capacity: int, partitions: int = 1) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.capacity = capacity
+        self.partitions = partitions
+        self.buffers: list[deque[Chunk]] = [deque() for _ in range(partitions)]
+        self.buffered = 0
+        self.leased = 0
+        self.outstanding = 0
+        self.producers: dict[bytes, _Producer] = {}
+        self.workers: dict[bytes, _Worker] = {}
+        self.waiting: deque[bytes] = deque()  # workers with a pending GET, oldest first
+        self.leases: dict[int, _Lease] = {}
+        self.next_lease = 0
+        self.closed = False
+        self.ended = False
+        self.counters = QueueCounters()
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.buffered - self.leased - self.outstanding
+
+    def check_invariant(self) -> None:
+        assert self.free >= 0, (self.buffered, self.leased, self.outstanding, self.capacity)
+        assert self.buffered == sum(c.n for b in self.buffers for c in b)
+        assert self.leased == sum(lease.n for lease in self.leases.values())
+        assert self.outstanding == sum(p.outstanding for p in self.producers.values())
+
+    # ------------------------------------------------------------ messages
+
+    def handle(self, rid: bytes, msg: wire.Message) -> Outgoing:
+        """Apply one parsed data-plane message from `rid`; return messages to send."""
+        k = msg.kind
+        if k == wire.PUT:
+            return self._put(rid, *msg.fields, body=msg.bodies[0])
+        if k == wire.GET:
+            return self._get(rid, msg.fields[0])
+        if k == wire.ACK:
+            return self._ack(rid, msg.fields[0])
+        if k == wire.HELLO:
+            return self._hello(rid, *msg.fields)
+        if k == wire.EOS:
+            return self._eos(rid)
+        if k == wire.BYE:
+            return self.worker_gone(rid)
+        return self.refuse(rid, f"{wire.KIND_NAMES.get(k, k)} is not a data-plane request")
+
+    def refuse(self, rid: bytes, reason: str) -> Outgoing:
+        self.counters.refused_frames += 1
+        return [(rid, wire.simple(wire.ERR, reason))]
+
+    def _hello(self, rid: bytes, role: int, index: int, want: int) -> Outgoing:
+        if role == wire.PRODUCER:
+            if rid not in self.producers:
+                self.producers[rid] = _Producer(want=max(1, want))
+            else:
+                self.producers[rid].want = max(1, want)
+            return self._grant()
+        if not 0 <= index < self.partitions and self.partitions > 1:
+            return self.refuse(rid, f"worker index {index} outside 0..{self.partitions - 1}")
+        if rid not in self.workers:
+            self.workers[rid] = _Worker(index=index if self.partitions > 1 else 0)
+        return []
+
+    def _put(self, rid: bytes, seq: int, partition: int, ids: list[Any], ends: list[int], body: bytes) -> Outgoing:
+        prod = self.producers.get(rid)
+        if prod is None:
+            return self.refuse(rid, "PUT before HELLO")
+        n = len(ids)
+        if n > prod.outstanding:
+            return self.refuse(rid, f"PUT of {n} events with only {prod.outstanding} credit")
+        if not 0 <= partition < self.partitions:
+            return self.refuse(rid, f"partition {partition} outside 0..{self.partitions - 1}")
+        if self.closed:
+            return self.refuse(rid, "PUT after CLOSE")
+        prod.outstanding -= n
+        self.outstanding -= n
+        prod.last_seq = seq
+        self.buffers[partition].append(Chunk(ids, ends, memoryview(body)))
+        self.buffered += n
+        self.counters.arrived += n
+        out = self._dispatch()
+        granted = self._grant()
+        if not any(r == rid for r, _ in granted):
+            granted.append((rid, wire.credit(0, seq)))
+        return out + granted
+
+    def _eos(self, rid: bytes) -> Outgoing:
+        prod = self.producers.pop(rid, None)
+        if prod is not None:
+            self.outstanding -= prod.outstanding
+        return self._grant()
+
+    def _get(self, rid: bytes, max_events: int) -> Outgoing:
+        w = self.workers.get(rid)
+        if w is None:
+            return self.refuse(rid, "GET before HELLO")
+        if self.ended:
+            return [(rid, wire.simple(wire.END))]
+        w.gets.append(max_events)
+        if len(w.gets) == 1:
+            self.waiting.append(rid)
+        return self._dispatch() + self._grant()
+
+    def _ack(self, rid: bytes, lease_id: int) -> Outgoing:
+        lease = self.leases.get(lease_id)
+        if lease is None or lease.worker != rid:
+            return self.refuse(rid, f"ACK of unknown lease {lease_id}")
+        del self.leases[lease_id]
+        self.workers[rid].leases.discard(lease_id)
+        self.leased -= lease.n
+        self.counters.acked += lease.n
+        return self._grant() + self._check_end()
+
+    def worker_gone(self, rid: bytes) -> Outgoing:
+        """The worker left (BYE) or died (GONE from the controller): requeue its leases."""
+        w = self.workers.pop(rid, None)
+        if w is None:
+            return []
+        if w.gets:
+            self.waiting = deque(r for r in self.waiting if r != rid)
+        for lease_id in sorted(w.leases, reverse=True):
+            lease = self.leases.pop(lease_id)
+            self.leased -= lease.n
+            self.buffered += lease.n
+            self.counters.redelivered += lease.n
+            self.buffers[lease.partition].extendleft(reversed(lease.chunks))
+        return self._dispatch() + self._grant() + self._check_end()
+
+    def producer_gone(self, rid: bytes) -> Outgoing:
+        return self._eos(rid)
+
+    def close(self) -> Outgoing:
+        """No producer will send again (the controller saw every upstream finish)."""
+        self.closed = True
+        return self._check_end()
+
+    # ------------------------------------------------------------ internals
+
+    def _dispatch(self) -> Outgoing:
+        out: Outgoing = []
+        if not self.buffered or not self.waiting:
+            return out
+        still: deque[bytes] = deque()
+        while self.waiting:
+            rid = self.waiting.popleft()
+            w = self.workers[rid]
+            buf = self.buffers[w.index]
+            while w.gets and buf:
+                out.append((rid, self._lease(rid, w, w.index, buf, w.gets.popleft())))
+            if w.gets:
+                still.append(rid)
+        self.waiting = still
+        return out
+
+    def _lease(self, rid: bytes, w: _Worker, partition: int, buf: deque[Chunk], max_events: int) -> list[Any]:
+        chunks: list[Chunk] = []
+        n = 0
+        while buf and n < max_events:
+            c = buf[0]
+            room = max_events - n
+            if c.n <= room:
+                buf.popleft()
+            else:
+                c, rest = c.split(room)
+                buf[0] = rest
+            chunks.append(c)
+            n += c.n
+        lease_id = self.next_lease
+        self.next_lease += 1
+        self.leases[lease_id] = _Lease(rid, chunks, partition, n)
+        w.leases.add(lease_id)
+        self.buffered -= n
+        self.leased += n
+        self.counters.leased += n
+        ids: list[Any] = []
+        for c in chunks:
+            ids.extend(c.ids)
+        return wire.batch(lease_id, ids, [c.n for c in chunks], [c.body for c in chunks])  # type: ignore[misc]
+
+    def _grant(self) -> Outgoing:
+        free = self.free
+        if free <= 0 or not self.producers:
+            return []
+        out: Outgoing = []
+        cap = max(1, self.capacity // (2 * len(self.producers)))
+        for rid, p in sorted(self.producers.items(), key=lambda kv: kv[1].outstanding):
+            if free <= 0:
+                break
+            window = min(p.want, cap)
+            deficit = window - p.outstanding
+            if deficit <= 0:
+                continue
+            if p.outstanding > 0 and deficit < max(1, window // 4):
+                continue  # still holds plenty; wait to grant a worthwhile chunk
+            g = min(deficit, free)
+            p.outstanding += g
+            self.outstanding += g
+            free -= g
+            out.append((rid, wire.credit(g, p.last_seq)))
+        return out
+
+    def _check_end(self) -> Outgoing:
+        if self.ended or not self.closed or self.buffered or self.leased:
+            return []
+        self.ended = True
+        out: Outgoing = []
+        for rid in self.waiting:
+            w = self.workers[rid]
+            out.extend((rid, wire.simple(wire.END)) for _ in w.gets)
+            w.gets.clear()
+        self.waiting.clear()
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "length": self.buffered,
+            "capacity": self.capacity,
+            "leased": self.leased,
+            "credit": self.outstanding,
+            "producers": len(self.producers),
+            "workers": len(self.workers),
+            "waiting": len(self.waiting),
+            "arrived": c.arrived,
+            "acked": c.acked,
+            "redelivered": c.redelivered,
+            "refused_frames": c.refused_frames,
+            "closed": self.closed,
+            "ended": self.ended,
+        }

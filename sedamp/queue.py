@@ -1,0 +1,123 @@
+"""Runs in a stage-queue process, one per stage that has an input.
+
+Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/BYE from
+        workers) and its control DEALER to the controller (CLOSE, STOP, GONE).
+Writes: CREDIT to producers, BATCH/END to workers, ERR to a peer whose frame was
+        refused; REGISTER, STATS every period and DONE to the controller.
+
+All decisions are made by `sedamp.flow.QueueCore`; this module only moves frames
+between the sockets and that state machine. A malformed frame is counted and answered
+with ERR; it never stops the queue. The queue exits when the controller says STOP or
+when its parent is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from sedamp import _proc, wire
+from sedamp.errors import WireError
+from sedamp.flow import Outgoing, QueueCore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    stage: str
+    endpoint: str  # where the data ROUTER binds
+    control_endpoint: str
+    capacity: int
+    partitions: int  # > 1 for a key-routed stage: one per worker index
+    period_s: float
+    parent_pid: int
+
+
+def queue_identity(stage: str) -> str:
+    return f"q:{stage}"
+
+
+def run_queue(cfg: QueueConfig) -> None:
+    """Entry function of a queue process."""
+    _proc.become_child(cfg.parent_pid)
+    ctx: zmq.Context[Any] = zmq.Context()
+    data = _proc.router(ctx, cfg.endpoint)
+    ctl = _proc.dealer(ctx, queue_identity(cfg.stage), cfg.control_endpoint)
+    core = QueueCore(cfg.capacity, cfg.partitions)
+    ctl.send_multipart(wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid()))
+    poller = zmq.Poller()
+    poller.register(data, zmq.POLLIN)
+    poller.register(ctl, zmq.POLLIN)
+    next_stats = time.monotonic() + cfg.period_s
+    next_parent_check = time.monotonic() + _proc.PARENT_CHECK_PERIOD_S
+    stopping = False
+    reported_end = False
+    try:
+        while not stopping:
+            ready = dict(poller.poll(int(cfg.period_s * 1000 / 2)))
+            if data in ready:
+                for frames in _proc.drain(data):
+                    _send(data, core, _on_data(core, frames))
+            if ctl in ready:
+                for frames in _proc.drain(ctl):
+                    try:
+                        msg = wire.parse(frames)
+                    except WireError as exc:
+                        log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
+                        continue
+                    if msg.kind == wire.CLOSE:
+                        _send(data, core, core.close())
+                    elif msg.kind == wire.GONE:
+                        rid = msg.fields[0]
+                        _send(data, core, core.worker_gone(rid.encode() if isinstance(rid, str) else rid))
+                    elif msg.kind == wire.STOP:
+                        stopping = True
+            now = time.monotonic()
+            if core.ended and not reported_end:
+                reported_end = True
+                next_stats = now  # tell the controller at once
+            if now >= next_stats or stopping:
+                ctl.send_multipart(wire.simple(wire.DONE if stopping else wire.STATS, core.stats()))
+                next_stats = now + cfg.period_s
+            if now >= next_parent_check:
+                if not _proc.parent_alive(cfg.parent_pid):
+                    log.error("queue %s: controller is gone, exiting", cfg.stage)
+                    os._exit(1)
+                next_parent_check = now + _proc.PARENT_CHECK_PERIOD_S
+    finally:
+        ctl.setsockopt(zmq.LINGER, 1000)  # let the final DONE out; counters are advisory
+        ctl.close()
+        data.close()
+        ctx.term()
+
+
+def _on_data(core: QueueCore, frames: list[bytes]) -> Outgoing:
+    if len(frames) < 2:
+        core.counters.refused_frames += 1
+        return []
+    rid, payload = frames[0], frames[1:]
+    try:
+        msg = wire.parse(payload)
+    except WireError as exc:
+        return core.refuse(rid, str(exc))
+    return core.handle(rid, msg)
+
+
+def _send(sock: zmq.Socket[Any], core: QueueCore, out: Outgoing) -> None:
+    for rid, frames in out:
+        try:
+            sock.send_multipart([rid, *frames], zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            # The peer is gone (EHOSTUNREACH) or wedged far past any protocol bound
+            # (EAGAIN). Treat a worker like one that left, so its leases return.
+            log.warning("queue: cannot send to %r: %s", rid, exc)
+            if rid in core.workers:
+                _send(sock, core, core.worker_gone(rid))
+            elif rid in core.producers:
+                _send(sock, core, core.producer_gone(rid))

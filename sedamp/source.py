@@ -1,0 +1,176 @@
+"""Runs in a source process: one per source stage.
+
+Reads:  the user's source iterable; CREDIT from each downstream queue; STOP from the
+        controller (Ctrl-C: stop reading, deliver what was read, finish).
+Writes: HELLO/PUT/EOS to each downstream queue, REGISTER/STATS/DONE/FATAL to the
+        controller, unserializable events to the dead-letter file.
+
+Every event gets its id here: its position in the source (0, 1, 2, ...). The source
+reads ahead only as far as the downstream credit allows, so a full pipeline stops the
+source: backpressure reaches the input. It reports DONE only once every downstream
+queue has taken every event it sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from sedamp import _proc, wire
+from sedamp.deadletter import DeadLetters
+from sedamp.errors import WireError
+from sedamp.outlet import Outlet, OutputConfig, Router
+from sedamp.stage import Failure, SourceRunner, add_import_paths
+
+log = logging.getLogger(__name__)
+
+EXIT_SOURCE_FAILED = 3
+DONE_ACK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    stage: str
+    ref: str
+    params: dict[str, Any]
+    outputs: tuple[OutputConfig, ...]
+    control_endpoint: str
+    batch: int  # events read per PUT
+    dead_letters: str
+    import_paths: tuple[str, ...]
+    period_s: float
+    parent_pid: int
+
+
+def source_identity(stage: str, pid: int) -> str:
+    return f"s:{stage}:{pid}"
+
+
+def run_source(cfg: SourceConfig) -> None:
+    """Entry function of a source process."""
+    _proc.become_child(cfg.parent_pid)
+    add_import_paths(cfg.import_paths)
+    pid = os.getpid()
+    identity = source_identity(cfg.stage, pid)
+    ctx: zmq.Context[Any] = zmq.Context()
+    ctl = _proc.dealer(ctx, identity, cfg.control_endpoint)
+    ctl.send_multipart(wire.simple(wire.REGISTER, wire.SOURCE, cfg.stage, 0, pid))
+    runner = SourceRunner(cfg.ref, cfg.params)
+    try:
+        runner.setup()
+        total = runner.total()
+        it = iter(runner)
+    except BaseException as exc:
+        fail = Failure.from_exception(exc)
+        _fatal(ctl, f"source {cfg.stage!r} ({cfg.ref}) could not start: {fail.type}: {fail.message}", fail, pid)
+        sys.exit(EXIT_SOURCE_FAILED)
+    outlets = [
+        Outlet(ctx, o.stage, o.endpoint, identity, o.key, o.partitions, want=4 * cfg.batch) for o in cfg.outputs
+    ]
+    router = Router(outlets)
+    dead = DeadLetters(cfg.dead_letters)
+    poller = zmq.Poller()
+    poller.register(ctl, zmq.POLLIN)
+    for o in outlets:
+        poller.register(o.sock, zmq.POLLIN)
+
+    counters = {"total": total, "in": 0, "out": 0, "failed": 0, "pid": pid}
+    stop_requested = False
+    error: Failure | None = None
+    next_stats = 0.0
+    seq = itertools.count()
+
+    def poll(timeout_ms: int) -> None:
+        nonlocal stop_requested
+        ready = dict(poller.poll(timeout_ms))
+        for o in outlets:
+            if o.sock in ready:
+                for frames in _proc.drain(o.sock):
+                    o.on_message(frames)
+                o.flush()
+                while o.errors:
+                    log.error("source %s: %s", cfg.stage, o.errors.pop())
+        if ctl in ready:
+            for frames in _proc.drain(ctl):
+                try:
+                    msg = wire.parse(frames)
+                except WireError:
+                    continue
+                if msg.kind == wire.STOP:
+                    stop_requested = True
+
+    exhausted = False
+    while not exhausted and not stop_requested:
+        if any(o.blocked for o in outlets):
+            poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
+        else:
+            n = 0
+            try:
+                for ev in itertools.islice(it, cfg.batch):
+                    eid = next(seq)
+                    n += 1
+                    try:
+                        router.route(eid, [ev])
+                        counters["out"] += 1
+                    except (WireError, KeyError) as exc:
+                        counters["failed"] += 1
+                        dead.write(
+                            stage=cfg.stage,
+                            event_id=eid,
+                            error_type=type(exc).__name__,
+                            message=f"source {cfg.stage!r} yielded an event that cannot be sent: {exc}",
+                            traceback=None,
+                            event=repr(ev),
+                        )
+            except Exception as exc:
+                error = Failure.from_exception(exc)
+                exhausted = True
+            counters["in"] += n
+            router.commit(None)
+            if n < cfg.batch:
+                exhausted = True
+            poll(0)
+        now = time.monotonic()
+        if now >= next_stats:
+            ctl.send_multipart(wire.simple(wire.STATS, counters))
+            next_stats = now + cfg.period_s
+            if not _proc.parent_alive(cfg.parent_pid):
+                os._exit(1)
+    # deliver what was read, then detach
+    while not all(o.idle for o in outlets):
+        poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
+        if not _proc.parent_alive(cfg.parent_pid):
+            os._exit(1)
+    try:
+        runner.teardown()
+    except Exception as exc:
+        error = error or Failure.from_exception(exc)
+    for o in outlets:
+        o.detach()
+    dead.close()
+    counters["stopped"] = stop_requested
+    if error is not None:
+        _fatal(ctl, f"source {cfg.stage!r} raised after {counters['in']} events: {error.type}: {error.message}", error, pid)
+        sys.exit(EXIT_SOURCE_FAILED)
+    ctl.send_multipart(wire.simple(wire.DONE, counters))
+    deadline = time.monotonic() + DONE_ACK_TIMEOUT_S
+    while time.monotonic() < deadline and not ctl.poll(100):
+        pass
+    for o in outlets:
+        o.close()
+    ctl.close(linger=0)
+    ctx.term()
+
+
+def _fatal(ctl: zmq.Socket[Any], message: str, fail: Failure, pid: int) -> None:
+    ctl.send_multipart(
+        wire.simple(wire.FATAL, {"message": message, "type": fail.type, "traceback": fail.traceback, "pid": pid})
+    )
+    ctl.close(linger=2000)

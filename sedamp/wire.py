@@ -1,0 +1,309 @@
+"""MessagePack frames and protocol constants: the only module that makes or parses bytes.
+
+Every message is a ZeroMQ multipart message. Its first frame is the header, a
+MessagePack array ``[VERSION, KIND, field...]``; data messages carry event bodies in
+further frames. A body is the concatenation of individually packed events, so a queue
+can split a batch at an event boundary (``ends`` gives the cumulative byte offset where
+each event ends) and merge batches by sending several bodies, without ever decoding an
+event.
+
+Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs)::
+
+    producer -> queue   HELLO(role=PRODUCER, index=-1, want)     register, ask for credit
+                        PUT(seq, partition, ids, ends) + body    at most `credit` events
+                        EOS()                                    detach, give credit back
+    queue -> producer   CREDIT(grant, took_seq)                  reply to every PUT and
+                                                                 unsolicited as room frees
+    worker -> queue     HELLO(role=WORKER, index, 0)             index = key partition
+                        GET(max_events)                          ask for one batch
+                        ACK(lease)                               outputs delivered downstream
+                        BYE()                                    leaving: unacked leases return
+    queue -> worker     BATCH(lease, ids, counts) + bodies       one body per merged chunk
+                        END()                                    input is over for good
+    queue -> anyone     ERR(message)                             a frame was refused
+
+Control plane (the controller's ROUTER; every runtime process connects a DEALER)::
+
+    process -> controller   REGISTER(role, stage, index, pid)
+                            STATS(map)                           cumulative counters
+                            DONE(map)                            final counters, exiting 0
+                            FATAL(map)                           cannot go on (e.g. setup
+                                                                 raised), exiting non-zero
+    controller -> process   CLOSE()                              to a queue: no producer
+                                                                 will send again
+                            STOP(grace_s)                        finish what is held, exit
+                            GONE(routing_id)                     to a queue: that worker is
+                                                                 dead, requeue its leases
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import msgpack
+
+from sedamp.errors import WireError
+
+VERSION = 1
+
+# Largest frame a queue or worker accepts. A batch of 256 events of 256 KiB each fits;
+# anything larger is refused with ERR rather than allowed to exhaust memory.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+# roles in HELLO and REGISTER
+PRODUCER = 0
+WORKER = 1
+QUEUE = 2
+SOURCE = 3
+ROLE_NAMES = {PRODUCER: "producer", WORKER: "worker", QUEUE: "queue", SOURCE: "source"}
+
+# data-plane kinds
+HELLO = 1
+PUT = 2
+EOS = 3
+GET = 4
+ACK = 5
+BYE = 6
+CREDIT = 10
+BATCH = 11
+END = 12
+ERR = 13
+# control-plane kinds
+REGISTER = 20
+STATS = 21
+DONE = 22
+FATAL = 23
+CLOSE = 30
+STOP = 31
+GONE = 32
+
+KIND_NAMES = {
+    HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE",
+    CREDIT: "CREDIT", BATCH: "BATCH", END: "END", ERR: "ERR", REGISTER: "REGISTER",
+    STATS: "STATS", DONE: "DONE", FATAL: "FATAL", CLOSE: "CLOSE", STOP: "STOP", GONE: "GONE",
+}  # fmt: skip
+
+# kind -> (number of header fields after VERSION and KIND, number of body frames:
+# 0 = none, 1 = exactly one, -1 = one or more)
+_SHAPES: dict[int, tuple[int, int]] = {
+    HELLO: (3, 0), PUT: (4, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
+    CREDIT: (2, 0), BATCH: (3, -1), END: (0, 0), ERR: (1, 0),
+    REGISTER: (4, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
+    CLOSE: (0, 0), STOP: (1, 0), GONE: (1, 0),
+}  # fmt: skip
+
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+class Message(NamedTuple):
+    """A parsed message: its kind, header fields (already type-checked) and body frames."""
+
+    kind: int
+    fields: tuple[Any, ...]
+    bodies: tuple[bytes, ...] = ()
+
+
+# ---------------------------------------------------------------- building
+
+
+def header(kind: int, *fields: Any) -> bytes:
+    return _packb([VERSION, kind, *fields])
+
+
+def hello(role: int, index: int, want: int) -> list[bytes]:
+    return [header(HELLO, role, index, want)]
+
+
+def put(seq: int, partition: int, ids: Sequence[Any], ends: Sequence[int], body: bytes) -> list[bytes]:
+    return [header(PUT, seq, partition, list(ids), list(ends)), body]
+
+
+def credit(grant: int, took_seq: int) -> list[bytes]:
+    return [header(CREDIT, grant, took_seq)]
+
+
+def get(max_events: int) -> list[bytes]:
+    return [header(GET, max_events)]
+
+
+def ack(lease: int) -> list[bytes]:
+    return [header(ACK, lease)]
+
+
+def batch(lease: int, ids: Sequence[Any], counts: Sequence[int], bodies: Sequence[bytes]) -> list[bytes]:
+    return [header(BATCH, lease, list(ids), list(counts)), *bodies]
+
+
+def simple(kind: int, *fields: Any) -> list[bytes]:
+    """A message with no body (EOS, BYE, END, ERR, CLOSE, STOP, GONE, STATS, ...)."""
+    return [header(kind, *fields)]
+
+
+def pack_event(event: Any) -> bytes:
+    """Pack one event. Raises WireError naming the Python type MessagePack cannot carry."""
+    try:
+        return _packb(event)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise WireError(f"cannot serialize {_describe(event)}: {exc}") from None
+
+
+def pack_events(events: Iterable[Any]) -> tuple[bytes, list[int]]:
+    """Pack events into one body; returns the body and the cumulative end offsets."""
+    parts = [pack_event(e) for e in events]
+    ends: list[int] = []
+    total = 0
+    for p in parts:
+        total += len(p)
+        ends.append(total)
+    return b"".join(parts), ends
+
+
+def join_packed(parts: Sequence[bytes]) -> tuple[bytes, list[int]]:
+    """Join already packed events into one body with its end offsets."""
+    ends: list[int] = []
+    total = 0
+    for p in parts:
+        total += len(p)
+        ends.append(total)
+    return b"".join(parts), ends
+
+
+def _describe(value: Any) -> str:
+    """Name the first value inside `value` that MessagePack cannot carry, by type."""
+    bad = _find_unpackable(value)
+    return f"a value of Python type {type(bad).__module__}.{type(bad).__qualname__}"
+
+
+def _find_unpackable(value: Any) -> Any:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            for x in (k, v):
+                found = _find_unpackable(x)
+                if found is not None:
+                    return found
+        return None
+    if isinstance(value, list | tuple):
+        for x in value:
+            found = _find_unpackable(x)
+            if found is not None:
+                return found
+        return None
+    if value is None or isinstance(value, bool | int | float | str | bytes | bytearray):
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            return value
+        return None
+    return value
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse(frames: Sequence[bytes]) -> Message:
+    """Parse and check a message. Raises WireError for anything malformed: bad
+    MessagePack, wrong version, unknown kind, wrong field count or types, wrong number
+    of body frames, oversized frames."""
+    if not frames:
+        raise WireError("empty message")
+    for f in frames:
+        if len(f) > MAX_FRAME_BYTES:
+            raise WireError(f"frame of {len(f)} bytes exceeds the limit of {MAX_FRAME_BYTES}")
+    try:
+        head = msgpack.unpackb(frames[0], raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:
+        raise WireError(f"header is not MessagePack: {type(exc).__name__}") from None
+    if not isinstance(head, list) or len(head) < 2:
+        raise WireError("header is not an array [version, kind, ...]")
+    version, kind = head[0], head[1]
+    if version != VERSION:
+        raise WireError(f"protocol version {version!r}, expected {VERSION}")
+    shape = _SHAPES.get(kind) if isinstance(kind, int) and not isinstance(kind, bool) else None
+    if shape is None:
+        raise WireError(f"unknown message kind {kind!r}")
+    n_fields, n_bodies = shape
+    fields = tuple(head[2:])
+    if len(fields) != n_fields:
+        raise WireError(f"{KIND_NAMES[kind]} has {len(fields)} fields, expected {n_fields}")
+    bodies = tuple(frames[1:])
+    if (n_bodies >= 0 and len(bodies) != n_bodies) or (n_bodies < 0 and not bodies):
+        raise WireError(f"{KIND_NAMES[kind]} has {len(bodies)} body frames")
+    _check_fields(kind, fields, bodies)
+    return Message(kind, fields, bodies)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> None:
+    ok = True
+    if kind == HELLO:
+        ok = _is_int(f[0]) and f[0] in (PRODUCER, WORKER) and _is_int(f[1]) and _is_int(f[2])
+    elif kind == PUT:
+        seq, part, ids, ends = f
+        ok = (
+            _is_int(seq)
+            and _is_int(part)
+            and isinstance(ids, list)
+            and isinstance(ends, list)
+            and len(ids) == len(ends)
+            and len(ids) > 0
+            and all(_is_int(e) for e in ends)
+            and ends[-1] == len(bodies[0])
+            and all(0 < a for a in ends[:1])
+            and all(a < b for a, b in zip(ends, ends[1:], strict=False))
+        )
+    elif kind in (GET, ACK):
+        ok = _is_int(f[0]) and f[0] >= (1 if kind == GET else 0)
+    elif kind == CREDIT:
+        ok = _is_int(f[0]) and f[0] >= 0 and _is_int(f[1])
+    elif kind == BATCH:
+        lease, ids, counts = f
+        ok = (
+            _is_int(lease)
+            and isinstance(ids, list)
+            and isinstance(counts, list)
+            and len(counts) == len(bodies)
+            and all(_is_int(c) and c > 0 for c in counts)
+            and sum(counts) == len(ids)
+        )
+    elif kind in (ERR, GONE):
+        ok = isinstance(f[0], str | bytes)
+    elif kind == REGISTER:
+        ok = _is_int(f[0]) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3])
+    elif kind in (STATS, DONE, FATAL):
+        ok = isinstance(f[0], dict)
+    elif kind == STOP:
+        ok = isinstance(f[0], int | float) and not isinstance(f[0], bool)
+    if not ok:
+        raise WireError(f"{KIND_NAMES[kind]} has malformed fields")
+
+
+def unpack_events(bodies: Iterable[bytes], expected: int) -> list[Any]:
+    """Decode the events of one or more bodies; raises WireError unless exactly
+    `expected` well-formed events are found."""
+    events: list[Any] = []
+    for body in bodies:
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME_BYTES)
+        unpacker.feed(body)
+        try:
+            events.extend(unpacker)
+        except Exception as exc:
+            raise WireError(f"body is not a sequence of MessagePack events: {type(exc).__name__}") from None
+        if unpacker.tell() != len(body):
+            raise WireError("body ends inside an event")
+    if len(events) != expected:
+        raise WireError(f"body holds {len(events)} events, header says {expected}")
+    return events
+
+
+def iter_events(body: bytes) -> Iterator[Any]:
+    """Decode one body lazily (for tools and tests)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME_BYTES)
+    unpacker.feed(body)
+    yield from unpacker
+
+
+def pack_map(data: dict[str, Any]) -> bytes:
+    """Pack a control-plane map (used by files the runtime writes, e.g. stats dumps)."""
+    return _packb(data)

@@ -1,0 +1,344 @@
+"""Runs in a worker process: one of the pool of a handler or sink stage.
+
+Reads:  BATCH/END from its stage queue (DEALER, routing id ``w:<stage>:<index>:<pid>``),
+        CREDIT from each downstream queue, STOP from the controller.
+Writes: HELLO/GET/ACK/BYE to its stage queue, HELLO/PUT/EOS to each downstream queue,
+        REGISTER/STATS/DONE/FATAL to the controller, failed events to the dead-letter file.
+
+The loop: keep up to `prefetch` requests for work outstanding, handle one batch, give
+the outputs to the outlets, and acknowledge the batch's lease only when every
+downstream queue has taken its outputs (so a crash in between loses nothing). While a
+downstream queue has no room for this worker's outputs, it neither handles nor asks
+for more work: that is how backpressure travels upstream. When the queue says END, the
+handler's `finish()` outputs are sent, `teardown()` runs, and the worker reports DONE
+and waits for the controller's word before exiting.
+
+User code never crashes the worker: an exception in `handle` sends that event to the
+dead-letter file. An exception in `setup` (the stage cannot run at all) is reported as
+FATAL with its traceback and the worker exits with code 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from sedamp import _proc, wire
+from sedamp.deadletter import DeadLetters
+from sedamp.errors import WireError
+from sedamp.outlet import Outlet, OutputConfig, Router
+from sedamp.stage import Failure, HandlerRunner, add_import_paths
+
+log = logging.getLogger(__name__)
+
+EXIT_SETUP_FAILED = 3
+
+# The adaptive batch size aims at batches that take about this long to handle: long
+# enough that the per-batch cost of crossing processes (~50-100 us) is a few percent,
+# short enough that a worker never sits on work another idle worker could take.
+TARGET_BATCH_S = 0.02
+MAX_BATCH_EVENTS = 256
+INITIAL_BATCH_EVENTS = 8
+# Below this batch time a worker keeps a second request outstanding so it never waits
+# for a round trip; above it a second batch would sit idle in this worker while another
+# worker might be free.
+PREFETCH_BELOW_S = 0.005
+# How long a finished worker waits for the controller to acknowledge its DONE.
+DONE_ACK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    stage: str
+    kind: str  # "handler" or "sink"
+    index: int
+    ref: str
+    params: dict[str, Any]
+    input_endpoint: str
+    outputs: tuple[OutputConfig, ...]
+    control_endpoint: str
+    batch: int | None  # fixed batch size, or None = adaptive
+    dead_letters: str
+    import_paths: tuple[str, ...]
+    period_s: float
+    parent_pid: int
+
+
+def worker_identity(stage: str, index: int, pid: int) -> str:
+    return f"w:{stage}:{index}:{pid}"
+
+
+def run_worker(cfg: WorkerConfig) -> None:
+    """Entry function of a worker process."""
+    _proc.become_child(cfg.parent_pid)
+    add_import_paths(cfg.import_paths)
+    _Worker(cfg).run()
+
+
+class _Worker:
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self.pid = os.getpid()
+        self.identity = worker_identity(cfg.stage, cfg.index, self.pid)
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ctl = _proc.dealer(self.ctx, self.identity, cfg.control_endpoint)
+        self.dead = DeadLetters(cfg.dead_letters)
+        self.runner = HandlerRunner(cfg.ref, cfg.params)
+        self.n_in = 0
+        self.n_out = 0
+        self.n_failed = 0
+        self.busy_s = 0.0
+        self.batches = 0
+        self.batch_n = cfg.batch or INITIAL_BATCH_EVENTS
+        self.per_event_s: float | None = None
+        self.prefetch = 2
+        self.inbox: deque[wire.Message] = deque()
+        self.gets_out = 0
+        self.ended = False
+        self.unacked: dict[int, int] = {}  # lease -> outlets still holding its outputs
+        self.protocol_errors = 0
+
+    # ---------------------------------------------------------------- life
+
+    def run(self) -> None:
+        cfg = self.cfg
+        self.ctl.send_multipart(wire.simple(wire.REGISTER, wire.WORKER, cfg.stage, cfg.index, self.pid))
+        try:
+            self.runner.setup()
+        except BaseException as exc:
+            fail = Failure.from_exception(exc)
+            self._fatal(f"setup of stage {cfg.stage!r} ({cfg.ref}) raised {fail.type}: {fail.message}", fail)
+            sys.exit(EXIT_SETUP_FAILED)
+        self.up = _proc.dealer(self.ctx, self.identity, cfg.input_endpoint)
+        self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
+        self.outlets = [
+            Outlet(self.ctx, o.stage, o.endpoint, self.identity, o.key, o.partitions, want=2 * MAX_BATCH_EVENTS)
+            for o in cfg.outputs
+        ]
+        self.router = Router(self.outlets)
+        self.poller = zmq.Poller()
+        self.poller.register(self.up, zmq.POLLIN)
+        self.poller.register(self.ctl, zmq.POLLIN)
+        for o in self.outlets:
+            self.poller.register(o.sock, zmq.POLLIN)
+        self._loop()
+        self._finish()
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        next_stats = time.monotonic() + cfg.period_s
+        while True:
+            blocked = any(o.blocked for o in self.outlets)
+            if not blocked and not self.ended:
+                while self.gets_out + len(self.inbox) < self.prefetch:
+                    self.up.send_multipart(wire.get(self.batch_n))
+                    self.gets_out += 1
+            if self.inbox and not blocked:
+                self._handle(self.inbox.popleft())
+                timeout_ms = 0
+            elif self.ended and not self.inbox and not self.unacked:
+                return
+            else:
+                timeout_ms = int(_proc.PARENT_CHECK_PERIOD_S * 1000)
+            self._poll(timeout_ms)
+            now = time.monotonic()
+            if now >= next_stats:
+                self._send_stats(wire.STATS)
+                next_stats = now + cfg.period_s
+                if not _proc.parent_alive(cfg.parent_pid):
+                    os._exit(1)
+
+    def _poll(self, timeout_ms: int) -> None:
+        ready = dict(self.poller.poll(timeout_ms))
+        if not ready:
+            return
+        if self.up in ready:
+            for frames in _proc.drain(self.up):
+                self._on_upstream(frames)
+        for o in self.outlets:
+            if o.sock in ready:
+                for frames in _proc.drain(o.sock):
+                    for lease in o.on_message(frames):
+                        self._released(lease)
+                    o.flush()
+                while o.errors:
+                    log.error("worker %s: %s", self.identity, o.errors.pop())
+                    self.protocol_errors += 1
+        if self.ctl in ready:
+            for frames in _proc.drain(self.ctl):
+                self._on_control(frames)
+
+    def _on_upstream(self, frames: list[bytes]) -> None:
+        try:
+            msg = wire.parse(frames)
+        except WireError as exc:
+            log.error("worker %s: refused frame from its queue: %s", self.identity, exc)
+            self.protocol_errors += 1
+            return
+        if msg.kind == wire.BATCH:
+            self.gets_out -= 1
+            self.inbox.append(msg)
+        elif msg.kind == wire.END:
+            self.ended = True
+            self.gets_out = 0
+        elif msg.kind == wire.ERR:
+            log.error("worker %s: queue refused a message: %s", self.identity, msg.fields[0])
+            self.protocol_errors += 1
+
+    def _on_control(self, frames: list[bytes]) -> None:
+        try:
+            msg = wire.parse(frames)
+        except WireError:
+            self.protocol_errors += 1
+            return
+        if msg.kind == wire.STOP:
+            # The controller gave up on a clean end (deadline passed): leave now.
+            os._exit(0)
+
+    def _released(self, lease: Any) -> None:
+        if lease is None:
+            return
+        left = self.unacked[lease] - 1
+        if left:
+            self.unacked[lease] = left
+        else:
+            del self.unacked[lease]
+            self.up.send_multipart(wire.ack(lease))
+
+    # ---------------------------------------------------------------- work
+
+    def _handle(self, msg: wire.Message) -> None:
+        lease, ids, _counts = msg.fields
+        try:
+            events = wire.unpack_events(msg.bodies, len(ids))
+        except WireError as exc:
+            for eid in ids:
+                self._dead(eid, "WireError", f"stage {self.cfg.stage!r} received an undecodable event: {exc}", None, None)
+            self.up.send_multipart(wire.ack(lease))
+            return
+        t0 = time.perf_counter()
+        results = self.runner.handle_batch(events)
+        elapsed = time.perf_counter() - t0
+        self.busy_s += elapsed
+        self.batches += 1
+        self.n_in += len(events)
+        self._adapt(elapsed, len(events))
+        sink = self.cfg.kind == "sink"
+        for eid, ev, res in zip(ids, events, results, strict=True):
+            if isinstance(res, Failure):
+                self._dead(eid, res.type, res.message, res.traceback, ev)
+                continue
+            if sink:
+                self.n_out += 1
+                continue
+            try:
+                self.router.route(eid, res)
+            except WireError as exc:
+                self._dead(eid, "WireError", f"stage {self.cfg.stage!r} returned an event MessagePack cannot carry: {exc}", None, ev)
+                continue
+            except KeyError as exc:
+                self._dead(eid, "KeyError", f"stage {self.cfg.stage!r}: {exc.args[0]}", None, ev)
+                continue
+            self.n_out += len(res)
+        self._commit(lease)
+
+    def _commit(self, lease: Any) -> None:
+        if self.router.commit(lease):
+            holding = sum(1 for o in self.outlets if lease in o.held)
+            if holding:
+                self.unacked[lease] = holding
+                return
+        self.up.send_multipart(wire.ack(lease))
+
+    def _adapt(self, elapsed: float, n: int) -> None:
+        if n == 0:
+            return
+        per_event = elapsed / n
+        self.per_event_s = per_event if self.per_event_s is None else 0.7 * self.per_event_s + 0.3 * per_event
+        if self.cfg.batch is None:
+            want = TARGET_BATCH_S / max(self.per_event_s, 1e-7)
+            self.batch_n = max(1, min(MAX_BATCH_EVENTS, int(want)))
+        self.prefetch = 2 if self.per_event_s * self.batch_n < PREFETCH_BELOW_S else 1
+
+    def _dead(self, eid: Any, etype: str, message: str, tb: str | None, event: Any) -> None:
+        self.n_failed += 1
+        self.dead.write(stage=self.cfg.stage, event_id=eid, error_type=etype, message=message, traceback=tb, event=event)
+
+    # ---------------------------------------------------------------- end
+
+    def _finish(self) -> None:
+        cfg = self.cfg
+        error: Failure | None = None
+        try:
+            outputs = self.runner.finish()
+        except Exception as exc:
+            error = Failure.from_exception(exc)
+            outputs = []
+        if outputs:
+            for i, ev in enumerate(outputs):
+                try:
+                    self.router.route(f"{cfg.stage}.{cfg.index}.end.{i}", [ev])
+                    self.n_out += 1
+                except (WireError, KeyError) as exc:
+                    self._dead(f"{cfg.stage}.{cfg.index}.end.{i}", type(exc).__name__, f"stage {cfg.stage!r} finish(): {exc}", None, None)
+            self.router.commit(None)
+            while not all(o.idle for o in self.outlets):
+                self._poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
+                if not _proc.parent_alive(cfg.parent_pid):
+                    os._exit(1)
+        try:
+            self.runner.teardown()
+        except Exception as exc:
+            error = error or Failure.from_exception(exc)
+        for o in self.outlets:
+            o.detach()
+        self.up.send_multipart(wire.simple(wire.BYE))
+        self.dead.close()
+        if error is not None:
+            self._fatal(f"stage {cfg.stage!r} failed at the end of its input: {error.type}: {error.message}", error)
+            sys.exit(1)
+        self._send_stats(wire.DONE)
+        self._await_release()
+
+    def _await_release(self) -> None:
+        """Wait for the controller to acknowledge DONE (it replies STOP), so the final
+        counters are known to have arrived; then close everything and return."""
+        deadline = time.monotonic() + DONE_ACK_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.ctl.poll(100):
+                break
+        for o in self.outlets:
+            o.close()
+        self.up.close(linger=0)
+        self.ctl.close(linger=0)
+        self.ctx.term()
+
+    def _fatal(self, message: str, fail: Failure) -> None:
+        self.ctl.send_multipart(
+            wire.simple(wire.FATAL, {"message": message, "type": fail.type, "traceback": fail.traceback, "pid": self.pid})
+        )
+        self.ctl.close(linger=2000)
+
+    def _send_stats(self, kind: int) -> None:
+        self.ctl.send_multipart(
+            wire.simple(
+                kind,
+                {
+                    "in": self.n_in,
+                    "out": self.n_out,
+                    "failed": self.n_failed,
+                    "busy_s": self.busy_s,
+                    "batches": self.batches,
+                    "batch_size": self.batch_n,
+                    "protocol_errors": self.protocol_errors,
+                    "pid": self.pid,
+                },
+            )
+        )

@@ -26,6 +26,4 @@ def run(
 
     Ctrl-C during the call drains and stops the run as `sedamp run` does."""
     top = topology if isinstance(topology, Topology) else load(topology, overrides)
-    return run_topology(
-        top, RunOptions(workdir=Path(workdir), cores=cores, drain_timeout_s=drain_timeout_s)
-    )
+    return run_topology(top, RunOptions(workdir=Path(workdir), cores=cores, drain_timeout_s=drain_timeout_s))

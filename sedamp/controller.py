@@ -263,9 +263,7 @@ class _Controller:
         return self.stages[name].spec.workers.min
 
     def _outputs(self, spec: StageSpec) -> tuple[OutputConfig, ...]:
-        return tuple(
-            OutputConfig(e.stage, self.endpoints[e.stage], e.key, self._partitions(e.stage)) for e in spec.to
-        )
+        return tuple(OutputConfig(e.stage, self.endpoints[e.stage], e.key, self._partitions(e.stage)) for e in spec.to)
 
     def _adopt(self, proc: Proc, role: int, stage: str, index: int, identity: str) -> _Child:
         child = _Child(proc=proc, role=role, stage=stage, index=index, identity=identity)
@@ -278,7 +276,7 @@ class _Controller:
         """Spawn workers until every unfinished pool matches its target."""
         if self.error is not None or self.hard_stop:
             return
-        for name, st in self.stages.items():
+        for st in self.stages.values():
             if st.spec.kind == "source" or st.ended:
                 continue
             while len(st.workers) < st.target:
@@ -304,7 +302,9 @@ class _Controller:
             parent_pid=os.getpid(),
         )
         proc = self.executor.start(f"sedamp-worker-{spec.name}-{index}", "worker", cfg)
-        st.workers[index] = self._adopt(proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid))
+        st.workers[index] = self._adopt(
+            proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid)
+        )
 
     # ---------------------------------------------------------------- loop
 
@@ -414,7 +414,9 @@ class _Controller:
         if child.fatal:
             self.error = child.fatal
             return
-        log.warning("worker %s[%d] (pid %d) %s; its leases return to the queue", child.stage, child.index, proc.pid, how)
+        log.warning(
+            "worker %s[%d] (pid %d) %s; its leases return to the queue", child.stage, child.index, proc.pid, how
+        )
         if st.queue is not None:
             self._send(st.queue.identity.encode(), wire.simple(wire.GONE, child.identity))
         st.restarts += 1

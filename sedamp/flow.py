@@ -124,7 +124,8 @@ class QueueCore:
         """Apply one parsed data-plane message from `rid`; return messages to send."""
         k = msg.kind
         if k == wire.PUT:
-            return self._put(rid, *msg.fields, body=msg.bodies[0])
+            seq, partition, ids, ends = msg.fields
+            return self._put(rid, seq, partition, ids, ends, msg.bodies[0])
         if k == wire.GET:
             return self._get(rid, msg.fields[0])
         if k == wire.ACK:

@@ -11,8 +11,8 @@ taken, so the worker acknowledges a lease only once its outputs are safe downstr
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -144,6 +144,19 @@ class Router:
     def __init__(self, outlets: list[Outlet]) -> None:
         self.outlets = outlets
         self._pending: list[dict[int, tuple[list[Any], list[bytes]]]] = [{} for _ in outlets]
+        # True when some edge routes by key: outputs must then be looked at one by one
+        self.keyed = any(o.key is not None and o.partitions > 1 for o in outlets)
+
+    def route_packed(self, ids: list[Any], packed: list[bytes]) -> None:
+        """Add events already named and packed, on edges that do not route by key."""
+        assert not self.keyed
+        for pending in self._pending:
+            slot = pending.get(0)
+            if slot is None:
+                pending[0] = (list(ids), list(packed))
+            else:
+                slot[0].extend(ids)
+                slot[1].extend(packed)
 
     def route(self, parent_id: Any, outputs: list[Any]) -> None:
         if not outputs:
@@ -161,9 +174,7 @@ class Router:
             parts = []
             for ev in outputs:
                 if not isinstance(ev, dict) or o.key not in ev:
-                    raise KeyError(
-                        f"an output has no field {o.key!r} to route it to stage {o.stage!r} by"
-                    )
+                    raise KeyError(f"an output has no field {o.key!r} to route it to stage {o.stage!r} by")
                 parts.append(partition_of(ev[o.key], o.partitions))
             placements.append(parts)
         for pending, parts in zip(self._pending, placements, strict=True):

@@ -116,8 +116,12 @@ def _send(sock: zmq.Socket[Any], core: QueueCore, out: Outgoing) -> None:
         except zmq.ZMQError as exc:
             # The peer is gone (EHOSTUNREACH) or wedged far past any protocol bound
             # (EAGAIN). Treat a worker like one that left, so its leases return.
-            log.warning("queue: cannot send to %r: %s", rid, exc)
             if rid in core.workers:
+                log.warning("queue: cannot send to worker %r: %s", rid, exc)
                 _send(sock, core, core.worker_gone(rid))
             elif rid in core.producers:
+                log.warning("queue: cannot send to producer %r: %s", rid, exc)
                 _send(sock, core, core.producer_gone(rid))
+            else:
+                # a peer that already left (e.g. an END crossing its last GET)
+                log.debug("queue: %r is gone: %s", rid, exc)

@@ -71,9 +71,7 @@ def run_source(cfg: SourceConfig) -> None:
         fail = Failure.from_exception(exc)
         _fatal(ctl, f"source {cfg.stage!r} ({cfg.ref}) could not start: {fail.type}: {fail.message}", fail, pid)
         sys.exit(EXIT_SOURCE_FAILED)
-    outlets = [
-        Outlet(ctx, o.stage, o.endpoint, identity, o.key, o.partitions, want=4 * cfg.batch) for o in cfg.outputs
-    ]
+    outlets = [Outlet(ctx, o.stage, o.endpoint, identity, o.key, o.partitions, want=4 * cfg.batch) for o in cfg.outputs]
     router = Router(outlets)
     dead = DeadLetters(cfg.dead_letters)
     poller = zmq.Poller()
@@ -81,11 +79,10 @@ def run_source(cfg: SourceConfig) -> None:
     for o in outlets:
         poller.register(o.sock, zmq.POLLIN)
 
-    counters = {"total": total, "in": 0, "out": 0, "failed": 0, "pid": pid}
+    counters: dict[str, Any] = {"total": total, "in": 0, "out": 0, "failed": 0, "pid": pid}
     stop_requested = False
     error: Failure | None = None
     next_stats = 0.0
-    seq = itertools.count()
 
     def poll(timeout_ms: int) -> None:
         nonlocal stop_requested
@@ -111,11 +108,21 @@ def run_source(cfg: SourceConfig) -> None:
         if any(o.blocked for o in outlets):
             poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
         else:
-            n = 0
+            evs: list[Any] = []
             try:
                 for ev in itertools.islice(it, cfg.batch):
-                    eid = next(seq)
-                    n += 1
+                    evs.append(ev)
+            except Exception as exc:  # the user's iterator failed: keep what it gave
+                error = Failure.from_exception(exc)
+                exhausted = True
+            n = len(evs)
+            first = counters["in"]
+            packed = wire.pack_all(evs) if not router.keyed else None
+            if packed is not None:
+                router.route_packed(list(range(first, first + n)), packed)
+                counters["out"] += n
+            else:
+                for eid, ev in enumerate(evs, start=first):
                     try:
                         router.route(eid, [ev])
                         counters["out"] += 1
@@ -129,9 +136,6 @@ def run_source(cfg: SourceConfig) -> None:
                             traceback=None,
                             event=repr(ev),
                         )
-            except Exception as exc:
-                error = Failure.from_exception(exc)
-                exhausted = True
             counters["in"] += n
             router.commit(None)
             if n < cfg.batch:
@@ -157,7 +161,9 @@ def run_source(cfg: SourceConfig) -> None:
     dead.close()
     counters["stopped"] = stop_requested
     if error is not None:
-        _fatal(ctl, f"source {cfg.stage!r} raised after {counters['in']} events: {error.type}: {error.message}", error, pid)
+        _fatal(
+            ctl, f"source {cfg.stage!r} raised after {counters['in']} events: {error.type}: {error.message}", error, pid
+        )
         sys.exit(EXIT_SOURCE_FAILED)
     ctl.send_multipart(wire.simple(wire.DONE, counters))
     deadline = time.monotonic() + DONE_ACK_TIMEOUT_S

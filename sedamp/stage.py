@@ -73,10 +73,15 @@ class Failure:
         )
 
 
+_PLAIN = frozenset({dict, list, str, int, float, bytes, bool, tuple})
+
+
 def outputs_of(result: Any) -> list[Any]:
     """Normalise a handler's return value to the list of events it emits."""
     if result is None:
         return []
+    if type(result) in _PLAIN:  # the common case, decided without an ABC check
+        return [result]
     if isinstance(result, Many):
         return result.events
     if isinstance(result, Iterator):  # generators and other iterators: fan-out
@@ -180,9 +185,7 @@ class HandlerRunner:
             try:
                 results = list(obj.handle_batch(list(events)))
                 if len(results) != len(events):
-                    raise ValueError(
-                        f"handle_batch returned {len(results)} results for {len(events)} events"
-                    )
+                    raise ValueError(f"handle_batch returned {len(results)} results for {len(events)} events")
                 return [outputs_of(r) for r in results]
             except Exception as exc:
                 fail = Failure.from_exception(exc)

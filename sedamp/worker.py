@@ -220,7 +220,9 @@ class _Worker:
             events = wire.unpack_events(msg.bodies, len(ids))
         except WireError as exc:
             for eid in ids:
-                self._dead(eid, "WireError", f"stage {self.cfg.stage!r} received an undecodable event: {exc}", None, None)
+                self._dead(
+                    eid, "WireError", f"stage {self.cfg.stage!r} received an undecodable event: {exc}", None, None
+                )
             self.up.send_multipart(wire.ack(lease))
             return
         t0 = time.perf_counter()
@@ -230,24 +232,56 @@ class _Worker:
         self.batches += 1
         self.n_in += len(events)
         self._adapt(elapsed, len(events))
-        sink = self.cfg.kind == "sink"
+        if self.cfg.kind == "sink":
+            for eid, ev, res in zip(ids, events, results, strict=True):
+                if isinstance(res, Failure):
+                    self._dead(eid, res.type, res.message, res.traceback, ev)
+                else:
+                    self.n_out += 1
+        else:
+            self._route(ids, events, results)
+        self._commit(lease)
+
+    def _route(self, ids: list[Any], events: list[Any], results: list[list[Any] | Failure]) -> None:
+        """Give each event's outputs to the router. One output per event on unkeyed
+        edges (the common case) is packed in bulk; anything else goes one by one."""
+        fast_ids: list[Any] = []
+        fast_out: list[Any] = []
         for eid, ev, res in zip(ids, events, results, strict=True):
+            if type(res) is list and len(res) == 1 and not self.router.keyed:
+                fast_ids.append(eid)
+                fast_out.append(res[0])
+                continue
             if isinstance(res, Failure):
                 self._dead(eid, res.type, res.message, res.traceback, ev)
                 continue
-            if sink:
-                self.n_out += 1
-                continue
-            try:
-                self.router.route(eid, res)
-            except WireError as exc:
-                self._dead(eid, "WireError", f"stage {self.cfg.stage!r} returned an event MessagePack cannot carry: {exc}", None, ev)
-                continue
-            except KeyError as exc:
-                self._dead(eid, "KeyError", f"stage {self.cfg.stage!r}: {exc.args[0]}", None, ev)
-                continue
-            self.n_out += len(res)
-        self._commit(lease)
+            self._route_one(eid, ev, res)
+        if fast_ids:
+            packed = wire.pack_all(fast_out)
+            if packed is not None:
+                self.router.route_packed(fast_ids, packed)
+                self.n_out += len(packed)
+            else:
+                by_id = dict(zip(ids, events, strict=True))
+                for eid, out in zip(fast_ids, fast_out, strict=True):
+                    self._route_one(eid, by_id[eid], [out])
+
+    def _route_one(self, eid: Any, ev: Any, outputs: list[Any]) -> None:
+        try:
+            self.router.route(eid, outputs)
+        except WireError as exc:
+            self._dead(
+                eid,
+                "WireError",
+                f"stage {self.cfg.stage!r} returned an event MessagePack cannot carry: {exc}",
+                None,
+                ev,
+            )
+            return
+        except KeyError as exc:
+            self._dead(eid, "KeyError", f"stage {self.cfg.stage!r}: {exc.args[0]}", None, ev)
+            return
+        self.n_out += len(outputs)
 
     def _commit(self, lease: Any) -> None:
         if self.router.commit(lease):
@@ -269,7 +303,9 @@ class _Worker:
 
     def _dead(self, eid: Any, etype: str, message: str, tb: str | None, event: Any) -> None:
         self.n_failed += 1
-        self.dead.write(stage=self.cfg.stage, event_id=eid, error_type=etype, message=message, traceback=tb, event=event)
+        self.dead.write(
+            stage=self.cfg.stage, event_id=eid, error_type=etype, message=message, traceback=tb, event=event
+        )
 
     # ---------------------------------------------------------------- end
 
@@ -287,7 +323,13 @@ class _Worker:
                     self.router.route(f"{cfg.stage}.{cfg.index}.end.{i}", [ev])
                     self.n_out += 1
                 except (WireError, KeyError) as exc:
-                    self._dead(f"{cfg.stage}.{cfg.index}.end.{i}", type(exc).__name__, f"stage {cfg.stage!r} finish(): {exc}", None, None)
+                    self._dead(
+                        f"{cfg.stage}.{cfg.index}.end.{i}",
+                        type(exc).__name__,
+                        f"stage {cfg.stage!r} finish(): {exc}",
+                        None,
+                        None,
+                    )
             self.router.commit(None)
             while not all(o.idle for o in self.outlets):
                 self._poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
@@ -322,7 +364,9 @@ class _Worker:
 
     def _fatal(self, message: str, fail: Failure) -> None:
         self.ctl.send_multipart(
-            wire.simple(wire.FATAL, {"message": message, "type": fail.type, "traceback": fail.traceback, "pid": self.pid})
+            wire.simple(
+                wire.FATAL, {"message": message, "type": fail.type, "traceback": fail.traceback, "pid": self.pid}
+            )
         )
         self.ctl.close(linger=2000)
 

@@ -20,10 +20,12 @@ def run(
         list[str] | None,
         typer.Option("--set", help="Override a field: STAGE.FIELD=VALUE, e.g. resize.workers=4 (repeatable)."),
     ] = None,
-    workdir: Annotated[
-        Path, typer.Option(help="Where run directories (dead letters, logs) are made.")
-    ] = Path(".sedamp"),
-    cores: Annotated[int | None, typer.Option(min=1, help="Core budget (default: controller.cores, else all usable cores).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Where run directories (dead letters, logs) are made.")] = Path(
+        ".sedamp"
+    ),
+    cores: Annotated[
+        int | None, typer.Option(min=1, help="Core budget (default: controller.cores, else all usable cores).")
+    ] = None,
     drain_timeout: Annotated[
         float | None, typer.Option(min=0, help="Seconds Ctrl-C lets in-flight work finish (default 10).")
     ] = None,
@@ -61,9 +63,7 @@ def print_summary(s: Summary) -> None:
     table.add_column("failed", justify="right")
     table.add_column("workers", justify="right")
     for st in s.stages:
-        table.add_row(
-            st.name, st.kind, f"{st.events_in:,}", f"{st.events_out:,}", f"{st.failed:,}", str(st.workers)
-        )
+        table.add_row(st.name, st.kind, f"{st.events_in:,}", f"{st.events_out:,}", f"{st.failed:,}", str(st.workers))
     console.print(table)
     if s.failed:
         console.print(f"{s.failed} failed events: {s.dead_letters}")

@@ -1,0 +1,254 @@
+"""stages.files: called directly, no runtime, no processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from stages.files import AtomicFile, ListFiles, WriteFiles, atomic_write, list_files, read_text
+
+
+def _tree(root: Path) -> None:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "b.txt").write_text("bee")
+    (root / "a.txt").write_text("a")
+    (root / "c.md").write_text("markdown")
+    (root / ".hidden.txt").write_text("hidden!")
+    (root / "sub" / "d.txt").write_text("dddd")
+    (root / "sub" / "deeper" / "e.txt").write_text("eeeee")
+    (root / "dir.txt").mkdir()  # a directory matching the pattern is not a file
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+# ---------------------------------------------------------------- ListFiles
+
+
+def test_list_files_flat_sorted_with_sizes(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    src = ListFiles()
+    src.setup(root=str(tmp_path), pattern="*.txt")
+    assert list(src) == [
+        {"path": str(tmp_path / ".hidden.txt"), "size": 7},
+        {"path": str(tmp_path / "a.txt"), "size": 1},
+        {"path": str(tmp_path / "b.txt"), "size": 3},
+    ]
+    assert src.total() == 3
+    assert len(src) == 3
+    assert list(src) == list(src)  # iterable more than once
+
+
+def test_list_files_recursive(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    src = ListFiles()
+    src.setup(root=str(tmp_path), pattern="*.txt", recursive=True)
+    paths = [e["path"] for e in src]
+    assert paths == sorted(paths)
+    assert [os.path.relpath(p, tmp_path) for p in paths] == [
+        ".hidden.txt",
+        "a.txt",
+        "b.txt",
+        os.path.join("sub", "d.txt"),
+        os.path.join("sub", "deeper", "e.txt"),
+    ]
+    assert src.total() == 5
+
+
+def test_list_files_default_pattern_and_alias(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    src = list_files(root=tmp_path)  # callable with the params, like a source function
+    assert list_files is ListFiles
+    assert {os.path.basename(e["path"]) for e in src} == {".hidden.txt", "a.txt", "b.txt", "c.md"}
+    assert len(src) == 4
+
+
+def test_list_files_follows_symlinked_files(tmp_path: Path) -> None:
+    (tmp_path / "real.txt").write_text("x")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")
+    (tmp_path / "dangling.txt").symlink_to(tmp_path / "nowhere")
+    names = [os.path.basename(e["path"]) for e in list_files(root=tmp_path)]
+    assert names == ["link.txt", "real.txt"]
+
+
+def test_list_files_empty_dir(tmp_path: Path) -> None:
+    src = list_files(root=tmp_path)
+    assert list(src) == [] and src.total() == 0
+
+
+def test_list_files_missing_root(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ValueError, match="nope.*does not exist"):
+        ListFiles().setup(root=str(missing))
+
+
+def test_list_files_root_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        ListFiles().setup(root=str(tmp_path / "f"))
+
+
+# ---------------------------------------------------------------- read_text
+
+
+def test_read_text_adds_text_and_keeps_fields(tmp_path: Path) -> None:
+    p = tmp_path / "t.txt"
+    p.write_bytes("héllo\r\nworld\n".encode())
+    event = {"path": str(p), "size": 14}
+    out = read_text(event)
+    assert out == {"path": str(p), "size": 14, "text": "héllo\r\nworld\n"}
+    assert "text" not in event  # a new dict
+
+
+def test_read_text_encoding(tmp_path: Path) -> None:
+    p = tmp_path / "latin.txt"
+    p.write_bytes("café".encode("latin-1"))
+    assert read_text({"path": str(p)}, encoding="latin-1")["text"] == "café"
+    with pytest.raises(ValueError, match=r"latin\.txt.*not valid utf-8"):
+        read_text({"path": str(p)})
+
+
+def test_read_text_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="gone.txt"):
+        read_text({"path": str(tmp_path / "gone.txt")})
+    with pytest.raises(ValueError, match="'path'"):
+        read_text({"text": "x"})
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_creates_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    dest = tmp_path / "new" / "dir" / "out.bin"
+    atomic_write(dest, b"one")
+    assert dest.read_bytes() == b"one"
+    atomic_write(dest, b"two", fsync=True)
+    assert dest.read_bytes() == b"two"
+    assert os.listdir(dest.parent) == ["out.bin"]
+    mode = dest.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_atomic_write_rejects_str(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        atomic_write(tmp_path / "x", "text")  # type: ignore[arg-type]
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path: Path) -> None:
+    dest = tmp_path / "keep.txt"
+    dest.write_bytes(b"old")
+
+    # A failing replace (destination is a non-empty directory) leaves no temp behind.
+    target_dir = tmp_path / "adir"
+    (target_dir / "child").mkdir(parents=True)
+    with pytest.raises(OSError):
+        atomic_write(target_dir, b"data")
+    assert dest.read_bytes() == b"old"
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_file_commit_and_discard(tmp_path: Path) -> None:
+    dest = tmp_path / "stream.txt"
+    f = AtomicFile(dest)
+    f.write("partial")
+    assert not dest.exists()  # nothing visible before commit
+    assert len(_leftovers(tmp_path)) == 1
+    f.commit()
+    f.commit()  # idempotent
+    assert dest.read_text() == "partial"
+    assert _leftovers(tmp_path) == []
+
+    g = AtomicFile(dest, "wb")
+    g.write(b"other")
+    g.discard()
+    assert dest.read_text() == "partial"
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(ValueError):
+        AtomicFile(dest, "a")
+
+
+# ---------------------------------------------------------------- WriteFiles
+
+
+def test_write_files_bytes_str_and_subdirs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    sink = WriteFiles()
+    sink.setup(out=str(out))
+    assert out.is_dir()
+    sink.handle({"name": "a.bin", "data": b"\x00\x01"})
+    sink.handle({"name": "sub/b.txt", "data": "héllo"})
+    sink.handle({"name": "./c.txt", "data": ""})
+    sink.teardown()
+    assert (out / "a.bin").read_bytes() == b"\x00\x01"
+    assert (out / "sub" / "b.txt").read_bytes() == "héllo".encode()
+    assert (out / "c.txt").read_bytes() == b""
+    assert sink.written == 3
+    assert _leftovers(out) == [] and _leftovers(out / "sub") == []
+
+
+def test_write_files_overwrite(tmp_path: Path) -> None:
+    sink = WriteFiles()
+    sink.setup(out=str(tmp_path))
+    sink.handle({"name": "x", "data": "1"})
+    sink.handle({"name": "x", "data": "2"})
+    assert (tmp_path / "x").read_text() == "2"
+
+    strict = WriteFiles()
+    strict.setup(out=str(tmp_path), overwrite=False)
+    strict.handle({"name": "y", "data": "first"})
+    with pytest.raises(ValueError, match="already exists"):
+        strict.handle({"name": "y", "data": "second"})
+    assert (tmp_path / "y").read_text() == "first"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("/etc/passwd", "absolute"),
+        ("../escape.txt", r"'\.\.'"),
+        ("sub/../../escape.txt", r"'\.\.'"),
+        ("..", r"'\.\.'"),
+        ("", "non-empty"),
+        (".", "does not name a file"),
+        (42, "non-empty str"),
+    ],
+)
+def test_write_files_refuses_names_escaping_out(tmp_path: Path, name: object, match: str) -> None:
+    out = tmp_path / "out"
+    sink = WriteFiles()
+    sink.setup(out=str(out))
+    with pytest.raises(ValueError, match=match):
+        sink.handle({"name": name, "data": b"x"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert list(out.iterdir()) == []
+
+
+def test_write_files_refuses_symlink_out_of_out(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sink = WriteFiles()
+    sink.setup(out=str(out))
+    (out / "link").symlink_to(outside)
+    with pytest.raises(ValueError, match="leads outside"):
+        sink.handle({"name": "link/new/x.txt", "data": b"x"})
+    assert list(outside.iterdir()) == []
+
+
+def test_write_files_bad_data(tmp_path: Path) -> None:
+    sink = WriteFiles()
+    sink.setup(out=str(tmp_path))
+    with pytest.raises(ValueError, match="'data' of 'x' must be bytes or str"):
+        sink.handle({"name": "x", "data": [1, 2]})
+    with pytest.raises(ValueError, match="must be a dict"):
+        sink.handle(["x", b"data"])  # type: ignore[arg-type]
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        sink.handle({"name": "d", "data": b"x"})

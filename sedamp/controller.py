@@ -255,6 +255,8 @@ class _Controller:
                 )
                 proc = self.executor.start(f"sedamp-source-{name}", "source", cfg_s)
                 st.source = self._adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
+        if self.draining:  # interrupted while starting: the sources stop at once
+            self._stop_sources()
         log.info("run %s started: %d cores, targets %s, run dir %s", self.top.name, self.cores, targets, self.run_dir)
 
     def _partitions(self, name: str) -> int:
@@ -470,9 +472,7 @@ class _Controller:
                 signal.Signals(signum).name,
                 self.drain_timeout_s,
             )
-            for st in self.stages.values():
-                if st.source is not None:
-                    self._send(st.source.identity.encode(), wire.simple(wire.STOP, 0))
+            self._stop_sources()
 
         for s in old:
             signal.signal(s, on_signal)
@@ -482,6 +482,11 @@ class _Controller:
                 signal.signal(s, h)
 
         return restore
+
+    def _stop_sources(self) -> None:
+        for st in self.stages.values():
+            if st.source is not None:
+                self._send(st.source.identity.encode(), wire.simple(wire.STOP, 0))
 
     # ---------------------------------------------------------------- end
 

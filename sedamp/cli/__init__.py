@@ -3,6 +3,8 @@ parse, call the library, print. Failures exit non-zero with one clear line on st
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from sedamp.cli import graph, run, validate
@@ -20,4 +22,15 @@ app.command("graph")(graph.graph)
 
 
 def main() -> None:
-    app()
+    # Until a run installs its own handlers (which drain in order), Ctrl-C and SIGTERM
+    # end the command quietly with the conventional code; nothing has been started yet.
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        app()
+    except KeyboardInterrupt:
+        _interrupted(signal.SIGINT, None)
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    typer.echo(f"sedamp: {signal.Signals(signum).name}: stopped before the run started", err=True)
+    raise SystemExit(130)

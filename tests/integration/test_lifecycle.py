@@ -1,0 +1,300 @@
+"""The run's life: failures in user code, interrupts, deaths. Real processes throughout;
+the autouse fixture in conftest.py fails any test that leaves a process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from sedamp.deadletter import read_dead_letters
+from tests.conftest import tagged_processes, wait_until
+from tests.integration.teststages import read_records
+from tests.integration.util import REPO, run_sedamp, sedamp_cmd, stage_of, summary_of
+
+T = "tests.integration.teststages"
+
+
+def topology(tmp: Path, body: str, name: str = "t") -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{body}")
+    return path
+
+
+def chain(out: Path, middle: str, count: int = 200, delay_s: float = 0.0, extra: str = "") -> str:
+    return f"""
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: {count}, delay_s: {delay_s}}}
+    to: mid
+  mid:
+{middle}
+    to: sink
+  sink:
+    sink: {T}:Record
+    params: {{out: "{out}"}}
+{extra}"""
+
+
+def test_handler_exception_goes_to_dead_letters(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, f"    handler: {T}:fail_on\n    params: {{modulo: 7}}\n    workers: 2"))
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json")
+    assert proc.returncode == 1, proc.stderr
+    s = summary_of(proc)
+    failing = [n for n in range(200) if n % 7 == 0]
+    assert s["failed"] == len(failing) == stage_of(s, "mid")["failed"]
+    assert sorted(e["n"] for e in read_records(out)) == [n for n in range(200) if n % 7]
+    dead = read_dead_letters(s["dead_letters"])
+    assert sorted(d["event"]["n"] for d in dead) == failing
+    d = dead[0]
+    assert d["stage"] == "mid" and d["error_type"] == "ValueError"
+    assert "is a multiple of 7" in d["message"] and "fail_on" in d["traceback"]
+    assert d["event_id"] == d["event"]["n"]  # ids are the source positions
+    assert (Path(s["dead_letters"]).stat().st_mode & 0o777) == 0o600
+    assert (Path(s["run_dir"]).stat().st_mode & 0o777) == 0o700
+
+
+def test_unserializable_output_names_stage_and_type(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, f"    handler: {T}:unserializable\n    params: {{modulo: 50}}"))
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json")
+    assert proc.returncode == 1, proc.stderr
+    s = summary_of(proc)
+    assert s["failed"] == 4
+    dead = read_dead_letters(s["dead_letters"])
+    assert {d["event"]["n"] for d in dead} == {0, 50, 100, 150}
+    for d in dead:
+        assert "stage 'mid'" in d["message"] and "builtins.object" in d["message"], d["message"]
+    assert len(read_records(out)) == 196
+
+
+def test_fan_out_and_list_events(tmp_path: Path, workdir: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    topo = topology(
+        tmp_path,
+        f"""
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: 100}}
+    to: [twice, listed]
+  twice:
+    handler: {T}:split
+    to: a
+  listed:
+    handler: {T}:as_list
+    to: b
+  a:
+    sink: {T}:Record
+    params: {{out: "{a}"}}
+  b:
+    sink: {T}:Record
+    params: {{out: "{b}"}}
+""",
+    )
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    got_a = sorted((e["n"], e["half"]) for e in read_records(a))
+    assert got_a == [(n, h) for n in range(100) for h in (0, 1)]
+    assert sorted(read_records(b)) == [[n, n] for n in range(100)]
+
+
+def test_setup_failure_stops_the_run(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, f"    handler: {T}:BadSetup"))
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir))
+    assert proc.returncode == 3
+    assert "setup of stage 'mid'" in proc.stderr
+    assert "RuntimeError: no model file at /nonexistent/model.bin" in proc.stderr
+
+
+def test_backpressure_bounds_what_is_in_flight(tmp_path: Path) -> None:
+    """A slow sink behind small queues holds the source back: at every moment the events
+    read but not yet consumed stay within the queues' bounds, whatever the input size."""
+    from sedamp.api import load
+    from sedamp.controller import RunOptions, run_topology
+
+    out = tmp_path / "out.jsonl"
+    topo = topology(
+        tmp_path,
+        f"""
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: 100}}
+    to: mid
+  mid:
+    handler: json:dumps
+    queue: {{capacity: 8}}
+    batch: 4
+    to: sink
+  sink:
+    sink: json:dumps
+    queue: {{capacity: 8}}
+    batch: 4
+""",
+    )
+    # --set overrides reach every kind of field
+    top = load(
+        topo,
+        overrides=[
+            f"mid.handler={T}:pause",
+            "mid.params={delay_s: 0.001}",
+            f"sink.sink={T}:Record",
+            f"sink.params.out={out}",
+            "src.params.count=1500",
+            "controller.period_s=0.1",
+        ],
+    )
+    assert top.stages["mid"].ref == f"{T}:pause"
+    assert top.stages["sink"].params == {"out": str(out)}
+    ticks: list[dict[str, Any]] = []
+    summary = run_topology(top, RunOptions(workdir=tmp_path / "w", on_tick=ticks.append, handle_signals=False))
+    assert summary.exit_code == 0, summary.error
+    assert sorted(e["n"] for e in read_records(out)) == list(range(1500))
+    assert ticks, "no tick was observed"
+    for snap in ticks:
+        for name in ("mid", "sink"):
+            q = snap["stages"][name]["queue"]
+            if q:
+                assert q["length"] + q["leased"] + q["credit"] <= q["capacity"] == 8
+        ahead = snap["stages"]["src"].get("out", 0) - snap["stages"]["sink"].get("in", 0)
+        # two queues of 8, plus at most one batch of outputs waiting in each producer
+        assert ahead <= 2 * 8 + 2 * 256, snap
+
+
+def wait_for_output_start(proc: subprocess.Popen[str], count: int) -> None:
+    def workers_up() -> bool:
+        return len(psutil.Process(proc.pid).children()) >= count
+
+    wait_until(workers_up, 30, "the run's processes to start")
+
+
+def start_run(topo: Path, workdir: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        sedamp_cmd("run", str(topo), "--workdir", str(workdir), "--json", *extra),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_ctrl_c_drains_in_flight_work(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(
+        tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 0.01}}", count=100_000, delay_s=0.001)
+    )
+    proc = start_run(topo, workdir)
+    wait_for_output_start(proc, 5)
+    time.sleep(1.0)  # let events flow: the interrupt lands mid-job
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "draining" in stderr
+    s = json.loads(stdout)
+    assert s["interrupted"] is True and s["error"] is None
+    got = read_records(out)
+    # every event the source read went through: nothing read was lost
+    assert 0 < len(got) == s["events"] < 100_000
+    assert sorted(e["n"] for e in got) == list(range(s["events"]))
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 5}}", count=1000))
+    proc = start_run(topo, workdir, "--drain-timeout", "60")
+    wait_for_output_start(proc, 5)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 130
+    assert "stopping every process now" in stderr
+
+
+def test_drain_deadline(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 30}}", count=10))
+    proc = start_run(topo, workdir, "--drain-timeout", "1")
+    wait_for_output_start(proc, 5)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert "did not drain within 1 s" in stderr
+
+
+def test_controller_sigkill_leaves_no_process(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(
+        tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 0.01}}\n    workers: 2", count=100_000)
+    )
+    proc = start_run(topo, workdir)
+    wait_for_output_start(proc, 6)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 6
+    proc.kill()
+    proc.communicate(timeout=10)
+    wait_until(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children), 5, "orphans to exit"
+    )
+    assert not tagged_processes()
+
+
+def test_killed_worker_is_replaced_and_nothing_is_lost(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    marker = tmp_path / "died"
+    topo = topology(
+        tmp_path,
+        chain(
+            out, f'    handler: {T}:die_once\n    params: {{at: 500, marker: "{marker}"}}\n    workers: 2', count=2000
+        ),
+    )
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json")
+    assert marker.exists(), "the worker never died: the test proves nothing"
+    assert proc.returncode == 0, proc.stderr
+    assert "was killed by SIGKILL" in proc.stderr
+    s = summary_of(proc)
+    got = [e["n"] for e in read_records(out)]
+    assert set(got) == set(range(2000))  # at least once: redelivery may duplicate
+    assert stage_of(s, "mid")["restarts"] == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_before_start_completes_cleanly(tmp_path: Path, workdir: Path, sig: int) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 0}}", count=50, delay_s=0.05))
+    proc = start_run(topo, workdir)
+    wait_for_output_start(proc, 1)  # the run has begun; its processes are still starting
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    s = json.loads(stdout)
+    if out.exists():
+        assert sorted(e["n"] for e in read_records(out)) == list(range(s["events"]))
+
+
+def test_run_dir_and_no_socket_left(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, "    handler: json:dumps"))
+    before = set(Path("/tmp").glob("sedamp-*"))
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert set(Path("/tmp").glob("sedamp-*")) <= before
+    assert [json.loads(x) for x in read_records(out)] == [{"n": n} for n in range(200)] or sorted(
+        json.loads(x)["n"] for x in read_records(out)
+    ) == list(range(200))
+    assert os.path.isdir(summary_of(proc)["run_dir"])

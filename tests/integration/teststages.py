@@ -1,0 +1,94 @@
+"""Stages used by the integration tests (importable as tests.integration.teststages)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import sedamp
+
+
+class Numbers:
+    """Source: {"n": 0..count-1}, optionally pausing `delay_s` after each event."""
+
+    def setup(self, count: int, delay_s: float = 0.0) -> None:
+        self.count = int(count)
+        self.delay_s = float(delay_s)
+
+    def total(self) -> int:
+        return self.count
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for i in range(self.count):
+            yield {"n": i}
+            if self.delay_s:
+                time.sleep(self.delay_s)
+
+
+def fail_on(event: dict[str, Any], modulo: int) -> dict[str, Any]:
+    if event["n"] % modulo == 0:
+        raise ValueError(f"n={event['n']} is a multiple of {modulo}")
+    return event
+
+
+def unserializable(event: dict[str, Any], modulo: int) -> dict[str, Any]:
+    if event["n"] % modulo == 0:
+        return {"n": event["n"], "handle": object()}
+    return event
+
+
+def pause(event: dict[str, Any], delay_s: float) -> dict[str, Any]:
+    time.sleep(delay_s)
+    return event
+
+
+def split(event: dict[str, Any]) -> Any:
+    return sedamp.Many([{"n": event["n"], "half": 0}, {"n": event["n"], "half": 1}])
+
+
+def as_list(event: dict[str, Any]) -> list[int]:
+    return [event["n"], event["n"]]  # a list is ONE event
+
+
+def die_once(event: dict[str, Any], at: int, marker: str) -> dict[str, Any]:
+    """SIGKILL this worker the first time event `at` is seen (once per marker file)."""
+    if event["n"] == at:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return event
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return event
+
+
+class BadSetup:
+    def setup(self) -> None:
+        raise RuntimeError("no model file at /nonexistent/model.bin")
+
+    def handle(self, event: Any) -> Any:
+        return event
+
+
+class Record:
+    """Sink: writes every event it got as one JSON line, at teardown (atomically)."""
+
+    def setup(self, out: str) -> None:
+        self.out = Path(out)
+        self.events: list[Any] = []
+
+    def handle(self, event: Any) -> None:
+        self.events.append(event)
+
+    def teardown(self) -> None:
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in self.events))
+        os.replace(tmp, self.out)
+
+
+def read_records(path: Path) -> list[Any]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

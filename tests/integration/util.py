@@ -1,0 +1,39 @@
+"""Helpers for tests that run sedamp for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+TOPOLOGIES = REPO / "topologies"
+
+
+def sedamp_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sedamp", *args]
+
+
+def run_sedamp(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion (a hang fails the test through the timeout)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        sedamp_cmd(*args), env=full_env, cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def summary_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The JSON summary printed by `sedamp run --json`."""
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"no JSON summary; stdout={proc.stdout!r} stderr={proc.stderr!r}") from exc
+
+
+def stage_of(summary: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in summary["stages"] if s["name"] == name)

@@ -90,8 +90,7 @@ def test_thumbnails_parses_into_the_expected_specs() -> None:
     assert save.workers == WorkersSpec(1, 1)  # sink default
     assert save.params == {"out": "${HOME} costs $5 and /tmp/out"}
 
-    assert top.controller == ControllerSpec(cores=4, period_s=0.25, policy="static",
-                                            drain_timeout_s=3.0)
+    assert top.controller == ControllerSpec(cores=4, period_s=0.25, policy="static", drain_timeout_s=3.0)
     assert [s.name for s in top.sources()] == ["files"]
 
 
@@ -156,8 +155,7 @@ def test_controller_settings() -> None:
 
 
 def test_null_optional_fields_mean_default() -> None:
-    top = parse(MINIMAL.replace("    to: out\n", "    params:\n    workers:\n    to: out\n")
-                + "controller:\n")
+    top = parse(MINIMAL.replace("    to: out\n", "    params:\n    workers:\n    to: out\n") + "controller:\n")
     assert top.stages["work"].params == {}
     assert top.stages["work"].workers == WorkersSpec(1, None)
     assert top.controller == ControllerSpec()
@@ -189,7 +187,8 @@ def test_merge_keys_and_anchors() -> None:
 
 
 def test_env_substitution_everywhere() -> None:
-    top = parse("""\
+    top = parse(
+        """\
         name: ${NAME}
         description: "cost: $$${PRICE:-3} for ${WHO:-nobody}"
         stages:
@@ -209,7 +208,9 @@ def test_env_substitution_everywhere() -> None:
           out:
             sink: json:dumps
         controller: {cores: "${CORES:-auto}"}
-        """, env={"NAME": "pipe", "ROOT": "/data", "SUB": "", "SIZE": "12", "W": "5"})
+        """,
+        env={"NAME": "pipe", "ROOT": "/data", "SUB": "", "SIZE": "12", "W": "5"},
+    )
     assert top.name == "pipe"
     src, work, _ = top.stages.values()
     assert src.params == {"root": "/data/in/x", "pattern": "4"}  # quoted stays a string
@@ -221,8 +222,7 @@ def test_env_substitution_everywhere() -> None:
 
 def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEDAMP_TEST_SIZE", "77")
-    text = MINIMAL.replace("    to: out\n",
-                           "    params:\n      size: ${SEDAMP_TEST_SIZE}\n    to: out\n")
+    text = MINIMAL.replace("    to: out\n", "    params:\n      size: ${SEDAMP_TEST_SIZE}\n    to: out\n")
     top = parse_topology(text, file="t.yaml", base_dir=GOOD)
     assert top.stages["work"].params == {"size": 77}
 
@@ -230,9 +230,11 @@ def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_topology_dir_is_builtin_and_not_overridable(tmp_path: Path) -> None:
     f = tmp_path / "sub" / "p.yaml"
     f.parent.mkdir()
-    f.write_text(MINIMAL.replace("    to: work\n", "    params:\n      root: ${TOPOLOGY_DIR}/x\n"
-                                 "    to: work\n").replace("goodstages:list_files", "json:dumps")
-                 .replace("goodstages:resize", "json:dumps"))
+    f.write_text(
+        MINIMAL.replace("    to: work\n", "    params:\n      root: ${TOPOLOGY_DIR}/x\n    to: work\n")
+        .replace("goodstages:list_files", "json:dumps")
+        .replace("goodstages:resize", "json:dumps")
+    )
     top = load_topology(f, env={"TOPOLOGY_DIR": "/elsewhere"}, check_handlers=False)
     assert top.stages["src"].params == {"root": f"{f.parent.resolve()}/x"}
     assert top.base_dir == f.parent.resolve()
@@ -249,8 +251,7 @@ def test_missing_variables_are_all_reported() -> None:
           out:
             sink: json:dumps
         """)
-    assert [(p.line, p.field) for p in found] == [(1, "description"),
-                                                  (5, "stages.src.params.root")]
+    assert [(p.line, p.field) for p in found] == [(1, "description"), (5, "stages.src.params.root")]
     assert "'A', 'B'" in found[0].message and "'C'" in found[1].message
     assert found[1].hint is not None and "${C:-" in found[1].hint
 
@@ -259,16 +260,19 @@ def test_missing_variables_are_all_reported() -> None:
 
 
 def test_overrides_are_applied_before_validation() -> None:
-    top = parse(MINIMAL, overrides=[
-        "work.workers=4",
-        "work.params.size=128",
-        "work.queue.capacity=64",
-        "controller.cores=2",
-        "name=renamed",
-        "description=a b c",
-        "src.params={root: /r, pattern: '*.png'}",
-        "stages.out.workers={min: 1, max: 1}",
-    ])
+    top = parse(
+        MINIMAL,
+        overrides=[
+            "work.workers=4",
+            "work.params.size=128",
+            "work.queue.capacity=64",
+            "controller.cores=2",
+            "name=renamed",
+            "description=a b c",
+            "src.params={root: /r, pattern: '*.png'}",
+            "stages.out.workers={min: 1, max: 1}",
+        ],
+    )
     assert top.name == "renamed"
     assert top.stages["work"].workers == WorkersSpec(4, 4)
     assert top.stages["work"].params == {"size": 128}
@@ -303,17 +307,16 @@ def test_malformed_overrides(override: str, field: str, fragment: str | None) ->
 
 
 def test_problems_in_overridden_values_point_at_set() -> None:
-    found = problems(MINIMAL, overrides=["work.workers={min: 3, max: 2}", "work.wrokers=1",
-                                         "controller.cores=0"])
+    found = problems(MINIMAL, overrides=["work.workers={min: 3, max: 2}", "work.wrokers=1", "controller.cores=0"])
     assert {(p.file, p.line) for p in found} == {("--set", None)}
-    assert sorted(p.field for p in found) == ["controller.cores", "stages.work.workers.max",
-                                              "stages.work.wrokers"]
+    assert sorted(p.field for p in found) == ["controller.cores", "stages.work.workers.max", "stages.work.wrokers"]
     assert any("must be >= min (3), got 2" in p.message for p in found)
 
 
 def test_override_into_a_non_mapping() -> None:
-    found = problems(MINIMAL.replace("    to: out\n", "    workers: 2\n    to: out\n"),
-                     overrides=["work.workers.max=3"])
+    found = problems(
+        MINIMAL.replace("    to: out\n", "    workers: 2\n    to: out\n"), overrides=["work.workers.max=3"]
+    )
     assert [(p.file, p.field) for p in found] == [("--set", "work.workers.max")]
     assert "not a mapping" in found[0].message
 
@@ -360,8 +363,11 @@ def test_handler_checks_can_be_skipped() -> None:
 
 
 def test_refs_are_not_checked_on_broken_stages() -> None:
-    found = problems(MINIMAL.replace("goodstages:resize", "no_such_module_xyz:f")
-                     .replace("    to: out\n", "    workers: many\n    to: out\n"))
+    found = problems(
+        MINIMAL.replace("goodstages:resize", "no_such_module_xyz:f").replace(
+            "    to: out\n", "    workers: many\n    to: out\n"
+        )
+    )
     assert [p.field for p in found] == ["stages.work.workers"]
 
 

@@ -1,0 +1,108 @@
+"""The command line, run as a user runs it (a real subprocess for each command)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.util import REPO, TOPOLOGIES, run_sedamp
+
+BAD = sorted((REPO / "tests" / "data" / "bad").glob("*.yaml"))
+
+
+def expectation(path: Path) -> tuple[int, str]:
+    m = re.match(r"# expect: (\d+): (.*)", path.read_text().splitlines()[0])
+    assert m, f"{path} has no '# expect:' first line"
+    return int(m.group(1)), m.group(2)
+
+
+def test_bad_corpus_is_large_enough() -> None:
+    assert len(BAD) >= 30
+
+
+def test_every_bad_topology_fails_validation_with_one_precise_line() -> None:
+    """All files in one process (the corpus is large); each must exit 2 with its line."""
+    script = (
+        "import sys, subprocess\n"
+        "for p in sys.argv[1:]:\n"
+        "    r = subprocess.run([sys.executable, '-m', 'sedamp', 'validate', p], capture_output=True, text=True)\n"
+        "    print(f'@@{p}@@{r.returncode}@@{r.stderr!r}')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, *map(str, BAD)],
+        cwd=REPO / "tests" / "data" / "bad",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    results = {}
+    for line in out.splitlines():
+        _, p, code, err = line.split("@@", 3)
+        results[p] = (int(code), eval(err))  # repr of a str we printed ourselves
+    for path in BAD:
+        code, err = results[str(path)]
+        line, fragment = expectation(path)
+        assert code == 2, f"{path.name}: exit {code}\n{err}"
+        assert "Traceback" not in err, f"{path.name}: traceback printed\n{err}"
+        errors = [x for x in err.splitlines() if x.startswith("error: ")]
+        assert len(errors) == 1, f"{path.name}: expected one problem, got\n{err}"
+        assert errors[0].startswith(f"error: {path}:{line}:"), f"{path.name}: {errors[0]}"
+        assert fragment in errors[0], f"{path.name}: {fragment!r} not in {errors[0]!r}"
+
+
+@pytest.mark.parametrize("name", ["wordcount.yaml", "jsonl-etl.yaml", "burn.yaml"])
+def test_validate_examples(name: str) -> None:
+    r = run_sedamp("validate", str(TOPOLOGIES / name))
+    assert r.returncode == 0, r.stderr
+    assert "valid" in r.stdout
+
+
+def test_validate_with_override_error_names_the_override() -> None:
+    r = run_sedamp("validate", str(TOPOLOGIES / "wordcount.yaml"), "--set", "count.workers=zero")
+    assert r.returncode == 2
+    assert "--set" in r.stderr and "count.workers" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_file() -> None:
+    r = run_sedamp("run", "no/such/topology.yaml")
+    assert r.returncode == 2
+    assert "no/such/topology.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_graph_formats() -> None:
+    r = run_sedamp("graph", str(TOPOLOGIES / "wordcount.yaml"), "--format", "mermaid")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("flowchart LR") and "key: word" in r.stdout
+    r = run_sedamp("graph", str(TOPOLOGIES / "wordcount.yaml"), "--format", "dot")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("digraph") and "->" in r.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "graph"])
+def test_help_has_an_example(command: str) -> None:
+    r = run_sedamp(command, "--help")
+    assert r.returncode == 0
+    assert "Example: sedamp " + command in r.stdout
+
+
+def test_python_m_and_console_script_agree() -> None:
+    exe = Path(sys.executable).parent / "sedamp"
+    if not exe.exists():
+        pytest.skip("console script not installed next to this interpreter")
+    a = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=30)
+    b = run_sedamp("--help")
+    assert a.returncode == b.returncode == 0
+    assert "run" in a.stdout and "validate" in a.stdout
+
+
+def test_run_prints_summary_table(tmp_path: Path) -> None:
+    out = tmp_path / "counts.tsv"
+    r = run_sedamp("run", str(TOPOLOGIES / "wordcount.yaml"), "--workdir", str(tmp_path), env={"OUT": str(out)})
+    assert r.returncode == 0, r.stderr
+    assert "events/s" in r.stdout and "tokenize" in r.stdout
+    assert out.exists()

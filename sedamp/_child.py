@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 
-def _config(role: str, data: dict[str, Any]) -> tuple[Any, Any]:
+def config_of(role: str, data: dict[str, Any]) -> tuple[Any, Any]:
     if role == "queue":
         from sedamp.queue import QueueConfig, run_queue
 
@@ -33,7 +33,7 @@ def _config(role: str, data: dict[str, Any]) -> tuple[Any, Any]:
 def main() -> None:
     spec = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
-    entry, cfg = _config(spec["role"], spec["config"])
+    entry, cfg = config_of(spec["role"], spec["config"])
     entry(cfg)
 
 

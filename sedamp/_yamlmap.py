@@ -178,16 +178,19 @@ class _Walker:
 
     def convert(self, node: Node, path: YPath, depth: int) -> Any:
         if depth > _MAX_DEPTH:
-            self.issues.append(
-                YamlIssue(path, _line(node), "nesting is too deep", poisoned=True)
-            )
+            self.issues.append(YamlIssue(path, _line(node), "nesting is too deep", poisoned=True))
             return None
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)
         if id(node) in self._active:
             self.issues.append(
-                YamlIssue(path, _line(node), "an alias refers to its own parent (a recursive "
-                          "structure)", "remove the recursive alias", poisoned=True)
+                YamlIssue(
+                    path,
+                    _line(node),
+                    "an alias refers to its own parent (a recursive structure)",
+                    "remove the recursive alias",
+                    poisoned=True,
+                )
             )
             return None
         self._active.add(id(node))
@@ -221,8 +224,12 @@ class _Walker:
                 continue
             if not isinstance(key_node, ScalarNode):
                 self.issues.append(
-                    YamlIssue(path, _line(key_node), "a mapping key must be a plain scalar, "
-                              "not a list or mapping", "write the key as a plain word")
+                    YamlIssue(
+                        path,
+                        _line(key_node),
+                        "a mapping key must be a plain scalar, not a list or mapping",
+                        "write the key as a plain word",
+                    )
                 )
                 continue
             key = self._construct(key_node, path)
@@ -232,8 +239,12 @@ class _Walker:
             kline = _line(key_node)
             if key in first_line:
                 self.issues.append(
-                    YamlIssue(kpath, kline, f"duplicate key {key!r} (first defined on line "
-                              f"{first_line[key]})", "remove or rename one of the two")
+                    YamlIssue(
+                        kpath,
+                        kline,
+                        f"duplicate key {key!r} (first defined on line {first_line[key]})",
+                        "remove or rename one of the two",
+                    )
                 )
             else:
                 first_line[key] = kline
@@ -249,8 +260,12 @@ class _Walker:
         for src in reversed(sources):  # earlier mappings in a `<<: [*a, *b]` list win
             if not isinstance(src, MappingNode):
                 self.issues.append(
-                    YamlIssue(path, _line(src), "a merge key (<<) needs a mapping or a list "
-                              "of mappings", "point << at an anchored mapping")
+                    YamlIssue(
+                        path,
+                        _line(src),
+                        "a merge key (<<) needs a mapping or a list of mappings",
+                        "point << at an anchored mapping",
+                    )
                 )
                 continue
             merged.update(self.convert(src, path, depth + 1))
@@ -258,8 +273,13 @@ class _Walker:
 
     def _unsupported(self, node: Node, path: YPath) -> None:
         self.issues.append(
-            YamlIssue(path, _line(node), f"unsupported YAML tag {node.tag!r}",
-                      "only plain YAML values are allowed (no ! or !! tags)", poisoned=True)
+            YamlIssue(
+                path,
+                _line(node),
+                f"unsupported YAML tag {node.tag!r}",
+                "only plain YAML values are allowed (no ! or !! tags)",
+                poisoned=True,
+            )
         )
         return None
 
@@ -270,9 +290,13 @@ class _Walker:
             return self._unsupported(node, path)
         except (ValueError, TypeError) as exc:  # e.g. an impossible timestamp
             self.issues.append(
-                YamlIssue(path, _line(node), f"invalid {node.tag.rsplit(':', 1)[-1]} value "
-                          f"{node.value!r}: {exc}", "quote it to make it a string",
-                          poisoned=True)
+                YamlIssue(
+                    path,
+                    _line(node),
+                    f"invalid {node.tag.rsplit(':', 1)[-1]} value {node.value!r}: {exc}",
+                    "quote it to make it a string",
+                    poisoned=True,
+                )
             )
             return None
 

@@ -84,6 +84,8 @@ class StageSummary:
     failed: int
     workers: int  # largest pool size during the run
     restarts: int
+    dropped: int = 0  # events its full queue made producers drop (on_full: drop)
+    rejected: int = 0  # events its full queue refused (on_full: reject), dead-lettered
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Summary:
     stages: tuple[StageSummary, ...]
     wall_s: float
     events: int  # events read by the sources
-    failed: int  # events sent to the dead-letter file
+    failed: int  # events sent to the dead-letter file (handler failures and rejections)
     interrupted: bool
     error: str | None
 
@@ -178,19 +180,16 @@ class _Controller:
             options.drain_timeout_s if options.drain_timeout_s is not None else topology.controller.drain_timeout_s
         )
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.run_dir = Path(options.workdir) / "runs" / f"{topology.name}-{stamp}-{os.getpid()}"
-        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.run_dir, 0o700)
+        runs = Path(options.workdir) / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        # unique even for runs of one topology started in the same second (mode 0700)
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{topology.name}-{stamp}-", dir=runs)).resolve()
         self.dead_path = self.run_dir / DEAD_LETTERS_FILE
-        # ipc paths must stay short (about 100 bytes), so sockets live in a private
-        # temporary directory rather than under a possibly deep run directory.
-        self.sock_dir = Path(tempfile.mkdtemp(prefix="sedamp-"))
-        os.chmod(self.sock_dir, 0o700)
-        self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
-        names = list(topology.stages)
-        self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(names)}
+        self.sock_dir: Path | None = None
+        self.names = list(topology.stages)
         self.stages = {n: _Stage(spec=s) for n, s in topology.stages.items()}
         self.children: dict[str, _Child] = {}  # by identity
+        self.retired_shed: dict[str, list[int]] = {}  # target stage -> [dropped, rejected]
         self.by_sentinel: dict[int, _Child] = {}
         self.registered: set[bytes] = set()
         self.pending: dict[bytes, list[list[bytes]]] = {}
@@ -205,18 +204,24 @@ class _Controller:
 
     def run(self) -> Summary:
         t0 = time.monotonic()
+        self.sock_dir = _socket_dir(self.run_dir)
+        self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
+        self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(self.names)}
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.ctl = _proc.router(self.ctx, self.ctl_endpoint)
-        self.poller = zmq.Poller()
-        self.poller.register(self.ctl, zmq.POLLIN)
-        restore = self._install_signals()
+        restore: Callable[[], None] = lambda: None  # noqa: E731
         try:
+            self.ctl = _proc.router(self.ctx, self.ctl_endpoint)
+            self.poller = zmq.Poller()
+            self.poller.register(self.ctl, zmq.POLLIN)
+            restore = self._install_signals()
             self._start()
             self._loop()
         finally:
             self._reap_all()
+            self.executor.close()
             restore()
-            self.ctl.close(linger=0)
+            if hasattr(self, "ctl"):
+                self.ctl.close(linger=0)
             self.ctx.term()
             shutil.rmtree(self.sock_dir, ignore_errors=True)
         return self._summary(time.monotonic() - t0)
@@ -265,7 +270,16 @@ class _Controller:
         return self.stages[name].spec.workers.min
 
     def _outputs(self, spec: StageSpec) -> tuple[OutputConfig, ...]:
-        return tuple(OutputConfig(e.stage, self.endpoints[e.stage], e.key, self._partitions(e.stage)) for e in spec.to)
+        return tuple(
+            OutputConfig(
+                e.stage,
+                self.endpoints[e.stage],
+                e.key,
+                self._partitions(e.stage),
+                self.top.stages[e.stage].queue.on_full,
+            )
+            for e in spec.to
+        )
 
     def _adopt(self, proc: Proc, role: int, stage: str, index: int, identity: str) -> _Child:
         child = _Child(proc=proc, role=role, stage=stage, index=index, identity=identity)
@@ -355,7 +369,8 @@ class _Controller:
                 self._send(rid, frames_)
             return
         if child is None:
-            log.warning("controller: message from unknown process %r", rid)
+            # e.g. a queue's DONE arriving just after its exit was seen: harmless
+            log.debug("controller: message from a process no longer tracked: %r", rid)
             return
         if msg.kind == wire.STATS:
             child.stats = msg.fields[0]
@@ -405,12 +420,14 @@ class _Controller:
                 self.error = self.error or f"source {child.stage!r} (pid {proc.pid}) {how} before it finished"
             st.complete = True
             st.retired = {k: v for k, v in child.stats.items() if isinstance(v, int | float)}
+            self._retire_shed(child)
             log.info("source %s finished (%s events)", child.stage, child.stats.get("in"))
             return
         # a worker
         st.workers.pop(child.index, None)
         for k in ("in", "out", "failed"):
             st.retired[k] = st.retired.get(k, 0) + child.stats.get(k, 0)
+        self._retire_shed(child)
         if child.done and code == 0:
             return
         if child.fatal:
@@ -424,6 +441,23 @@ class _Controller:
         st.restarts += 1
         if st.restarts > MAX_RESTARTS_PER_STAGE:
             self.error = f"workers of stage {child.stage!r} died {st.restarts} times; last one {how}"
+
+    def _retire_shed(self, child: _Child) -> None:
+        for target, (dropped, rejected) in child.stats.get("shed", {}).items():
+            acc = self.retired_shed.setdefault(target, [0, 0])
+            acc[0] += dropped
+            acc[1] += rejected
+
+    def _shed(self) -> dict[str, list[int]]:
+        """Events each stage's full queue made its producers drop or reject."""
+        total = {k: list(v) for k, v in self.retired_shed.items()}
+        for child in self.children.values():
+            if child.role in (wire.WORKER, wire.SOURCE):
+                for target, (dropped, rejected) in child.stats.get("shed", {}).items():
+                    acc = total.setdefault(target, [0, 0])
+                    acc[0] += dropped
+                    acc[1] += rejected
+        return total
 
     def _advance(self) -> None:
         """Move finished stages forward: CLOSE queues whose producers are all done,
@@ -508,6 +542,7 @@ class _Controller:
     def snapshot(self) -> dict[str, Any]:
         """The controller's current view (also what progress displays show)."""
         out: dict[str, Any] = {"name": self.top.name, "stages": {}}
+        shed = self._shed()
         for name, st in self.stages.items():
             counts = dict(st.retired) if st.spec.kind != "source" else {}
             for w in st.workers.values():
@@ -523,6 +558,8 @@ class _Controller:
                 "target": st.target,
                 "queue": dict(st.queue.stats) if st.queue is not None else None,
                 **counts,
+                "dropped": shed.get(name, [0, 0])[0],
+                "rejected": shed.get(name, [0, 0])[1],
             }
         return out
 
@@ -542,14 +579,14 @@ class _Controller:
                     failed=int(s.get("failed", 0)),
                     workers=st.peak_workers if st.spec.kind != "source" else 1,
                     restarts=st.restarts,
+                    dropped=int(s["dropped"]),
+                    rejected=int(s["rejected"]),
                 )
             )
-            failed += int(s.get("failed", 0))
+            failed += int(s.get("failed", 0)) + int(s["rejected"])
             if st.spec.kind == "source":
                 events += int(s.get("in", 0))
-        error = self.error
-        if error is None and self.hard_stop:
-            error = None  # an interrupt is reported by `interrupted`
+        error = self.error  # an interrupt alone is reported by `interrupted`
         if error is None and not self.interrupted and not all(st.complete for st in self.stages.values()):
             error = "the run stopped before every stage finished"
         if self.interrupted and self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
@@ -565,6 +602,20 @@ class _Controller:
             interrupted=self.interrupted,
             error=error,
         )
+
+
+# ipc:// paths must fit in a sockaddr_un (108 bytes on Linux, less elsewhere).
+_MAX_IPC_PATH = 90
+
+
+def _socket_dir(run_dir: Path) -> Path:
+    """Where the run's ipc sockets live: inside the private run directory when its path
+    is short enough, else a private temporary directory (mode 0700 either way)."""
+    d = run_dir / "sock"
+    if len(str(d)) + len("/q999") <= _MAX_IPC_PATH:
+        d.mkdir(mode=0o700)
+        return d
+    return Path(tempfile.mkdtemp(prefix="sedamp-"))
 
 
 def _describe_exit(code: int | None) -> str:

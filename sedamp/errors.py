@@ -1,11 +1,11 @@
 """The exception hierarchy of sedamp.
 
-    SedampError                 base of everything sedamp raises on purpose
-    +-- TopologyError           a topology file or override is invalid (CLI exit code 2)
-    |                           `.problems` lists every problem found, each with place and hint
-    +-- WireError               a frame could not be parsed or built (counted, never fatal)
-    +-- HandlerError            user code failed; carries the remote traceback text
-    +-- RunError                a run could not complete (a process died, a deadline passed)
+SedampError                 base of everything sedamp raises on purpose
++-- TopologyError           a topology file or override is invalid (CLI exit code 2)
+|                           `.problems` lists every problem found, each with place and hint
++-- WireError               a frame could not be parsed or built (counted, never fatal)
++-- HandlerError            user code failed; carries the remote traceback text
++-- RunError                a run could not complete (a process died, a deadline passed)
 """
 
 from __future__ import annotations

@@ -41,8 +41,10 @@ class Outlet:
         key: str | None,
         partitions: int,
         want: int,
+        on_full: str = "block",
     ) -> None:
         self.stage = stage
+        self.on_full = on_full
         self.key = key
         self.partitions = partitions
         self.sock = _proc.dealer(ctx, identity, endpoint)
@@ -52,6 +54,10 @@ class Outlet:
         self.sent: deque[tuple[int, Any]] = deque()  # (seq, tag) not yet taken
         self.held: dict[Any, int] = {}  # tag -> backlog items + PUTs not yet taken
         self.events_sent = 0
+        self.answered = False  # the queue has replied at least once
+        self.dropped = 0  # events shed under on_full: drop
+        self.rejected_count = 0  # events shed under on_full: reject
+        self.rejected: list[tuple[list[Any], list[bytes]]] = []  # for the owner to dead-letter
         self.errors: list[str] = []
         self.sock.send_multipart(wire.hello(wire.PRODUCER, -1, want))
 
@@ -71,8 +77,10 @@ class Outlet:
         self.backlog.append((partition, ids, packed, tag))
         self.held[tag] = self.held.get(tag, 0) + 1
 
-    def flush(self) -> None:
-        """Send as much of the backlog as the credit allows."""
+    def flush(self) -> list[Any]:
+        """Send as much of the backlog as the credit allows. With ``on_full: drop`` or
+        ``reject``, a backlog the queue has no room for is shed instead of waiting.
+        Returns the tags whose events have all been taken or shed."""
         while self.backlog and self.credit > 0:
             partition, ids, packed, tag = self.backlog[0]
             k = min(len(ids), self.credit, MAX_PUT_EVENTS)
@@ -88,9 +96,38 @@ class Outlet:
             self.seq += 1
             self.credit -= k
             self.events_sent += k
+        if self.backlog and self.on_full != "block" and self._full():
+            return self._shed()
+        return []
+
+    def _full(self) -> bool:
+        """The queue is full for this producer: it has answered every PUT and still
+        granted no credit (credit merely in flight is not fullness)."""
+        return self.answered and not self.sent and self.credit == 0
+
+    def _shed(self) -> list[Any]:
+        released = []
+        while self.backlog:
+            _, ids, packed, tag = self.backlog.popleft()
+            if self.on_full == "drop":
+                self.dropped += len(ids)
+            else:
+                self.rejected.append((ids, packed))
+                self.rejected_count += len(ids)
+            released.extend(self._release(tag))
+        return released
+
+    def _release(self, tag: Any) -> list[Any]:
+        left = self.held[tag] - 1
+        if left:
+            self.held[tag] = left
+            return []
+        del self.held[tag]
+        return [tag]
 
     def on_message(self, frames: list[bytes]) -> list[Any]:
-        """Apply a message from the queue; return the tags now fully taken."""
+        """Apply a message from the queue and send what its credit allows; return the
+        tags whose events have all been taken (or shed)."""
         try:
             msg = wire.parse(frames)
         except WireError as exc:
@@ -103,17 +140,13 @@ class Outlet:
             self.errors.append(f"unexpected {wire.KIND_NAMES[msg.kind]} from queue {self.stage}")
             return []
         grant, took = msg.fields
+        self.answered = True
         self.credit += grant
         done: list[Any] = []
         while self.sent and self.sent[0][0] <= took:
             _, tag = self.sent.popleft()
-            left = self.held[tag] - 1
-            if left:
-                self.held[tag] = left
-            else:
-                del self.held[tag]
-                done.append(tag)
-        return done
+            done.extend(self._release(tag))
+        return done + self.flush()
 
     def detach(self) -> None:
         self.sock.send_multipart(wire.simple(wire.EOS))
@@ -130,6 +163,7 @@ class OutputConfig:
     endpoint: str
     key: str | None
     partitions: int
+    on_full: str = "block"
 
 
 class Router:
@@ -185,13 +219,15 @@ class Router:
                 slot[0].append(eid)
                 slot[1].append(p)
 
-    def commit(self, tag: Any) -> bool:
-        """Hand what `route` gathered to the outlets under `tag`; True if anything was."""
+    def commit(self, tag: Any) -> tuple[bool, list[Any]]:
+        """Hand what `route` gathered to the outlets under `tag`. Returns whether
+        anything was handed over, and the tags released meanwhile (taken or shed)."""
         any_out = False
+        released: list[Any] = []
         for o, pending in zip(self.outlets, self._pending, strict=True):
             for part, (ids, packed) in pending.items():
                 o.add(part, ids, packed, tag)
                 any_out = True
             pending.clear()
-            o.flush()
-        return any_out
+            released.extend(o.flush())
+        return any_out, released

@@ -117,7 +117,10 @@ def _send(sock: zmq.Socket[Any], core: QueueCore, out: Outgoing) -> None:
             # The peer is gone (EHOSTUNREACH) or wedged far past any protocol bound
             # (EAGAIN). Treat a worker like one that left, so its leases return.
             if rid in core.workers:
-                log.warning("queue: cannot send to worker %r: %s", rid, exc)
+                # Routine when a finished worker closed its socket while an END for its
+                # last GET was on the way; a warning only if work was in its hands.
+                level = logging.WARNING if core.workers[rid].leases else logging.DEBUG
+                log.log(level, "queue: cannot send to worker %r: %s", rid, exc)
                 _send(sock, core, core.worker_gone(rid))
             elif rid in core.producers:
                 log.warning("queue: cannot send to producer %r: %s", rid, exc)

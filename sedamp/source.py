@@ -71,7 +71,9 @@ def run_source(cfg: SourceConfig) -> None:
         fail = Failure.from_exception(exc)
         _fatal(ctl, f"source {cfg.stage!r} ({cfg.ref}) could not start: {fail.type}: {fail.message}", fail, pid)
         sys.exit(EXIT_SOURCE_FAILED)
-    outlets = [Outlet(ctx, o.stage, o.endpoint, identity, o.key, o.partitions, want=4 * cfg.batch) for o in cfg.outputs]
+    outlets = [
+        Outlet(ctx, o.stage, o.endpoint, identity, o.key, o.partitions, 4 * cfg.batch, o.on_full) for o in cfg.outputs
+    ]
     router = Router(outlets)
     dead = DeadLetters(cfg.dead_letters)
     poller = zmq.Poller()
@@ -84,6 +86,20 @@ def run_source(cfg: SourceConfig) -> None:
     error: Failure | None = None
     next_stats = 0.0
 
+    def reject(o: Outlet) -> None:
+        """Dead-letter what a full ``on_full: reject`` queue could not take."""
+        while o.rejected:
+            ids, packed = o.rejected.pop()
+            for eid, p in zip(ids, packed, strict=True):
+                dead.write(
+                    stage=o.stage,
+                    event_id=eid,
+                    error_type="Rejected",
+                    message=f"the queue of stage {o.stage!r} was full (on_full: reject)",
+                    traceback=None,
+                    event=wire.unpack_events([p], 1)[0],
+                )
+
     def poll(timeout_ms: int) -> None:
         nonlocal stop_requested
         ready = dict(poller.poll(timeout_ms))
@@ -91,7 +107,7 @@ def run_source(cfg: SourceConfig) -> None:
             if o.sock in ready:
                 for frames in _proc.drain(o.sock):
                     o.on_message(frames)
-                o.flush()
+                reject(o)
                 while o.errors:
                     log.error("source %s: %s", cfg.stage, o.errors.pop())
         if ctl in ready:
@@ -138,11 +154,14 @@ def run_source(cfg: SourceConfig) -> None:
                         )
             counters["in"] += n
             router.commit(None)
+            for o in outlets:
+                reject(o)
             if n < cfg.batch:
                 exhausted = True
             poll(0)
         now = time.monotonic()
         if now >= next_stats:
+            counters["shed"] = {o.stage: [o.dropped, o.rejected_count] for o in outlets}
             ctl.send_multipart(wire.simple(wire.STATS, counters))
             next_stats = now + cfg.period_s
             if not _proc.parent_alive(cfg.parent_pid):
@@ -160,6 +179,7 @@ def run_source(cfg: SourceConfig) -> None:
         o.detach()
     dead.close()
     counters["stopped"] = stop_requested
+    counters["shed"] = {o.stage: [o.dropped, o.rejected_count] for o in outlets}
     if error is not None:
         _fatal(
             ctl, f"source {cfg.stage!r} raised after {counters['in']} events: {error.type}: {error.message}", error, pid

@@ -131,8 +131,7 @@ class Topology:
 # ---------------------------------------------------------------------------------------
 
 TOP_KEYS = ("name", "description", "stages", "controller")
-STAGE_KEYS = ("source", "handler", "sink", "params", "workers", "queue", "batch", "to",
-              "description")
+STAGE_KEYS = ("source", "handler", "sink", "params", "workers", "queue", "batch", "to", "description")
 KINDS: tuple[StageKind, ...] = ("source", "handler", "sink")
 QUEUE_KEYS = ("capacity", "on_full")
 WORKERS_KEYS = ("min", "max")
@@ -170,16 +169,15 @@ def load_topology(
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise TopologyError(
-            [Problem(label, None, "", f"cannot read the topology file: {reason}",
-                     "check the path")]
+            [Problem(label, None, "", f"cannot read the topology file: {reason}", "check the path")]
         ) from None
     except UnicodeDecodeError as exc:
         raise TopologyError(
-            [Problem(label, None, "", f"the file is not UTF-8 text: {exc.reason}",
-                     "save it as UTF-8")]
+            [Problem(label, None, "", f"the file is not UTF-8 text: {exc.reason}", "save it as UTF-8")]
         ) from None
-    top = parse_topology(text, file=label, base_dir=p.resolve().parent, overrides=overrides,
-                         env=env, check_handlers=check_handlers)
+    top = parse_topology(
+        text, file=label, base_dir=p.resolve().parent, overrides=overrides, env=env, check_handlers=check_handlers
+    )
     return dataclasses.replace(top, path=p)
 
 
@@ -215,8 +213,7 @@ def parse_topology(
     tree = loaded.value
     if isinstance(tree, dict):
         _apply_overrides(tree, overrides, substitute, checker)
-    top = checker.topology(tree, default_name=Path(file).stem, base_dir=base_dir,
-                           check_handlers=check_handlers)
+    top = checker.topology(tree, default_name=Path(file).stem, base_dir=base_dir, check_handlers=check_handlers)
     if checker.problems or top is None:
         raise TopologyError(checker.sorted_problems())
     return top
@@ -243,14 +240,15 @@ def expand_vars(value: str, env: Mapping[str, str]) -> str:
             k = value.find("}", j)
             if k < 0:
                 raise _yamlmap.SubstitutionError(
-                    f"unterminated '${{' in {value!r}", "close it with '}', or write $$ for a "
-                    "literal $")
-            body = value[j + 2:k]
+                    f"unterminated '${{' in {value!r}", "close it with '}', or write $$ for a literal $"
+                )
+            body = value[j + 2 : k]
             name, sep, default = body.partition(":-")
             if not _VAR_NAME.match(name):
                 raise _yamlmap.SubstitutionError(
                     f"invalid variable reference '${{{body}}}' in {value!r}",
-                    "write ${NAME} or ${NAME:-default}, or $$ for a literal $")
+                    "write ${NAME} or ${NAME:-default}, or $$ for a literal $",
+                )
             got = env.get(name)
             if got is None or (sep and got == ""):
                 if sep:
@@ -269,7 +267,8 @@ def expand_vars(value: str, env: Mapping[str, str]) -> str:
         plural = "" if len(missing) == 1 else "s"
         raise _yamlmap.SubstitutionError(
             f"environment variable{plural} {names} {verb} not set",
-            f"set {missing[0]} in the environment, or give a default: ${{{missing[0]}:-value}}")
+            f"set {missing[0]} in the environment, or give a default: ${{{missing[0]}:-value}}",
+        )
     return "".join(out)
 
 
@@ -285,9 +284,13 @@ def _apply_overrides(
         path_text = path_text.strip()
         segments = path_text.split(".")
         if not sep or not path_text or any(not s.strip() for s in segments):
-            checker.add_raw(OVERRIDE_FILE, None, path_text or text,
-                            f"malformed override {text!r}: expected PATH=VALUE",
-                            "e.g. --set resize.workers=4 or --set decode.params.size=128")
+            checker.add_raw(
+                OVERRIDE_FILE,
+                None,
+                path_text or text,
+                f"malformed override {text!r}: expected PATH=VALUE",
+                "e.g. --set resize.workers=4 or --set decode.params.size=128",
+            )
             continue
         segments = [s.strip() for s in segments]
         stages = tree.get("stages")
@@ -302,26 +305,34 @@ def _apply_overrides(
             path = tuple(segments)
         else:
             shown = segments[1] if first == "stages" and len(segments) >= 2 else first
-            checker.add_raw(OVERRIDE_FILE, None, path_text, f"unknown stage {shown!r}",
-                            _did_you_mean(shown, stage_names + ["name", "description",
-                                                                "controller"],
-                                          "the first part of PATH is name, description, "
-                                          "controller or a stage name"))
+            checker.add_raw(
+                OVERRIDE_FILE,
+                None,
+                path_text,
+                f"unknown stage {shown!r}",
+                _did_you_mean(
+                    shown,
+                    stage_names + ["name", "description", "controller"],
+                    "the first part of PATH is name, description, controller or a stage name",
+                ),
+            )
             continue
         if first in ("name", "description") and len(segments) > 1:
-            checker.add_raw(OVERRIDE_FILE, None, path_text, f"{first} is a plain string",
-                            f"use --set {first}=VALUE")
+            checker.add_raw(OVERRIDE_FILE, None, path_text, f"{first} is a plain string", f"use --set {first}=VALUE")
             continue
         try:
             loaded = _yamlmap.load(value_text, substitute)
         except _yamlmap.YamlSyntaxError as exc:
-            checker.add_raw(OVERRIDE_FILE, None, path_text,
-                            f"cannot parse the value {value_text!r}: {exc.message}",
-                            "quote the value, e.g. --set 'name=\"a: b\"'")
+            checker.add_raw(
+                OVERRIDE_FILE,
+                None,
+                path_text,
+                f"cannot parse the value {value_text!r}: {exc.message}",
+                "quote the value, e.g. --set 'name=\"a: b\"'",
+            )
             continue
         for issue in loaded.issues:
-            checker.issue(dataclasses.replace(issue, path=path + issue.path, line=None),
-                          override=True)
+            checker.issue(dataclasses.replace(issue, path=path + issue.path, line=None), override=True)
         node: Any = tree
         ok = True
         for i, seg in enumerate(path[:-1]):
@@ -330,10 +341,13 @@ def _apply_overrides(
                 child = {}
                 node[seg] = child
             elif not isinstance(child, dict):
-                checker.add_raw(OVERRIDE_FILE, None, path_text,
-                                f"cannot set {path_text}: {_field(path[:i + 1])} is "
-                                f"{_describe(child)}, not a mapping",
-                                f"set {_field(path[:i + 1])} as a whole instead")
+                checker.add_raw(
+                    OVERRIDE_FILE,
+                    None,
+                    path_text,
+                    f"cannot set {path_text}: {_field(path[: i + 1])} is {_describe(child)}, not a mapping",
+                    f"set {_field(path[: i + 1])} as a whole instead",
+                )
                 ok = False
                 break
             node = child
@@ -376,8 +390,7 @@ class _Checker:
     def _is_overridden(self, path: tuple[Any, ...]) -> bool:
         return any(path[:i] in self.overridden for i in range(1, len(path) + 1))
 
-    def add(self, path: tuple[Any, ...], message: str, hint: str | None = None,
-            line: int | None = None) -> None:
+    def add(self, path: tuple[Any, ...], message: str, hint: str | None = None, line: int | None = None) -> None:
         """Record a problem at `path` (its line is looked up unless `line` is given)."""
         if len(path) >= 2 and path[0] == "stages":
             self.bad_stages.add(str(path[1]))
@@ -389,15 +402,13 @@ class _Checker:
             file, where = self.file, (line if line is not None else self.lines.nearest(path))
         self.problems.append(Problem(file, where, _field(path), message, hint))
 
-    def add_raw(self, file: str, line: int | None, field_: str, message: str,
-                hint: str | None) -> None:
+    def add_raw(self, file: str, line: int | None, field_: str, message: str, hint: str | None) -> None:
         self.problems.append(Problem(file, line, field_, message, hint))
 
     def issue(self, issue: _yamlmap.YamlIssue, override: bool = False) -> None:
         """Record a problem the YAML walker found."""
         file = OVERRIDE_FILE if override else self.file
-        self.problems.append(Problem(file, issue.line, _field(issue.path), issue.message,
-                                     issue.hint))
+        self.problems.append(Problem(file, issue.line, _field(issue.path), issue.message, issue.hint))
         if issue.poisoned:
             self.poisoned.add(issue.path)
             if len(issue.path) >= 2 and issue.path[0] == "stages":
@@ -405,24 +416,35 @@ class _Checker:
 
     def sorted_problems(self) -> list[Problem]:
         """File problems by line, then override problems in the order found."""
+
         def key(p: Problem) -> tuple[int, int]:
             return (0 if p.file == self.file else 1, p.line or 0)
+
         return sorted(self.problems, key=key)
 
     # -- typed field readers -----------------------------------------------------------
 
-    def unknown_keys(self, path: tuple[Any, ...], mapping: dict[Any, Any],
-                     allowed: Sequence[str], what: str) -> None:
+    def unknown_keys(self, path: tuple[Any, ...], mapping: dict[Any, Any], allowed: Sequence[str], what: str) -> None:
         for k in mapping:
             if k not in allowed:
                 hint = _did_you_mean(str(k), allowed, f"allowed keys: {', '.join(allowed)}")
                 self.add((*path, k), f"unknown key {k!r} in {what}", hint)
 
-    def integer(self, path: tuple[Any, ...], value: Any, *, minimum: int = 1,
-                maximum: int | None = None, hint: str | None = None) -> int | None:
+    def integer(
+        self,
+        path: tuple[Any, ...],
+        value: Any,
+        *,
+        minimum: int = 1,
+        maximum: int | None = None,
+        hint: str | None = None,
+    ) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int):
-            self.add(path, f"must be an integer, got {_describe(value)}",
-                     hint or f"e.g. {_field(path[-1:])}: {max(minimum, 1)}")
+            self.add(
+                path,
+                f"must be an integer, got {_describe(value)}",
+                hint or f"e.g. {_field(path[-1:])}: {max(minimum, 1)}",
+            )
             return None
         if value < minimum:
             self.add(path, f"must be >= {minimum}, got {value}", hint)
@@ -445,9 +467,13 @@ class _Checker:
         if not isinstance(value, str) or value not in choices:
             shown = repr(value) if isinstance(value, str) else _describe(value)
             alts = " | ".join(choices)
-            self.add(path, f"must be one of {alts}, got {shown}",
-                     _did_you_mean(str(value), choices, f"use one of {alts}")
-                     if isinstance(value, str) else f"use one of {alts}")
+            self.add(
+                path,
+                f"must be one of {alts}, got {shown}",
+                _did_you_mean(str(value), choices, f"use one of {alts}")
+                if isinstance(value, str)
+                else f"use one of {alts}",
+            )
             return None
         return value
 
@@ -459,15 +485,18 @@ class _Checker:
 
     # -- the whole file ------------------------------------------------------------------
 
-    def topology(self, tree: Any, *, default_name: str, base_dir: Path,
-                 check_handlers: bool) -> Topology | None:
+    def topology(self, tree: Any, *, default_name: str, base_dir: Path, check_handlers: bool) -> Topology | None:
         if tree is None:
-            self.add_raw(self.file, 1, "", "the file is empty",
-                         "a topology is a mapping with at least a stages: section")
+            self.add_raw(
+                self.file, 1, "", "the file is empty", "a topology is a mapping with at least a stages: section"
+            )
             return None
         if not isinstance(tree, dict):
-            self.add((), f"the top level must be a mapping, got {_describe(tree)}",
-                     "start the file with name:, description: and stages:")
+            self.add(
+                (),
+                f"the top level must be a mapping, got {_describe(tree)}",
+                "start the file with name:, description: and stages:",
+            )
             return None
         self.unknown_keys((), tree, TOP_KEYS, "the topology")
         name = default_name
@@ -484,11 +513,17 @@ class _Checker:
         drafts: dict[str, _Draft] = {}
         if stages_raw is None:
             where = ("stages",) if "stages" in tree else ()
-            self.add(where, "no stages" if "stages" in tree else "no stages: section",
-                     "add stages: with at least a source and a sink", )
+            self.add(
+                where,
+                "no stages" if "stages" in tree else "no stages: section",
+                "add stages: with at least a source and a sink",
+            )
         elif not isinstance(stages_raw, dict):
-            self.add(("stages",), f"must be a mapping of stage names to stages, got "
-                     f"{_describe(stages_raw)}", "write each stage as `name:` under stages:")
+            self.add(
+                ("stages",),
+                f"must be a mapping of stage names to stages, got {_describe(stages_raw)}",
+                "write each stage as `name:` under stages:",
+            )
         elif not stages_raw:
             self.add(("stages",), "no stages", "add at least a source and a sink")
         else:
@@ -500,10 +535,18 @@ class _Checker:
         if self.problems:
             return None
         stages = {
-            d.name: StageSpec(name=d.name, kind=d.kind or "handler", ref=d.ref,
-                              params=d.params, workers=d.workers, queue=d.queue,
-                              batch=d.batch, to=tuple(e for e, _ in d.edges), line=d.line,
-                              ref_line=d.ref_line)
+            d.name: StageSpec(
+                name=d.name,
+                kind=d.kind or "handler",
+                ref=d.ref,
+                params=d.params,
+                workers=d.workers,
+                queue=d.queue,
+                batch=d.batch,
+                to=tuple(e for e, _ in d.edges),
+                line=d.line,
+                ref_line=d.ref_line,
+            )
             for d in drafts.values()
         }
         return Topology(name=name, stages=stages, controller=controller, base_dir=base_dir)
@@ -513,26 +556,27 @@ class _Checker:
         if raw is None:
             return ControllerSpec()
         if not isinstance(raw, dict):
-            self.add(path, f"must be a mapping, got {_describe(raw)}",
-                     "e.g. controller: {cores: auto, policy: adaptive}")
+            self.add(
+                path, f"must be a mapping, got {_describe(raw)}", "e.g. controller: {cores: auto, policy: adaptive}"
+            )
             return ControllerSpec()
         self.unknown_keys(path, raw, CONTROLLER_KEYS, "controller")
         default = ControllerSpec()
         cores: int | None = default.cores
         if raw.get("cores") is not None and raw["cores"] != "auto":
-            cores = self.integer((*path, "cores"), raw["cores"],
-                                 hint="use cores: auto or a number of cores >= 1")
+            cores = self.integer((*path, "cores"), raw["cores"], hint="use cores: auto or a number of cores >= 1")
         period = default.period_s
         if raw.get("period_s") is not None:
-            period = self.positive_float((*path, "period_s"), raw["period_s"],
-                                         "e.g. period_s: 0.5") or period
+            period = self.positive_float((*path, "period_s"), raw["period_s"], "e.g. period_s: 0.5") or period
         policy: Any = default.policy
         if raw.get("policy") is not None:
             policy = self.choice((*path, "policy"), raw["policy"], POLICY_CHOICES) or policy
         drain = default.drain_timeout_s
         if raw.get("drain_timeout_s") is not None:
-            drain = self.positive_float((*path, "drain_timeout_s"), raw["drain_timeout_s"],
-                                        "e.g. drain_timeout_s: 10") or drain
+            drain = (
+                self.positive_float((*path, "drain_timeout_s"), raw["drain_timeout_s"], "e.g. drain_timeout_s: 10")
+                or drain
+            )
         return ControllerSpec(cores=cores, period_s=period, policy=policy, drain_timeout_s=drain)
 
     # -- one stage -----------------------------------------------------------------------
@@ -540,30 +584,50 @@ class _Checker:
     def stage(self, key: Any, raw: Any) -> _Draft:
         name = str(key)
         path: tuple[Any, ...] = ("stages", key)
-        draft = _Draft(name=name, kind=None, ref="", params={}, workers=WorkersSpec(1, None),
-                       workers_ok=False, queue=QueueSpec(), batch=None, edges=[],
-                       to_ok=False, line=self.lines.line(path), ref_line=None)
+        draft = _Draft(
+            name=name,
+            kind=None,
+            ref="",
+            params={},
+            workers=WorkersSpec(1, None),
+            workers_ok=False,
+            queue=QueueSpec(),
+            batch=None,
+            edges=[],
+            to_ok=False,
+            line=self.lines.line(path),
+            ref_line=None,
+        )
         if not isinstance(key, str) or not _STAGE_NAME.match(key):
-            self.add(path, f"invalid stage name {key!r}",
-                     "a stage name starts with a letter or _ and holds only letters, digits, "
-                     "_ and -")
+            self.add(
+                path,
+                f"invalid stage name {key!r}",
+                "a stage name starts with a letter or _ and holds only letters, digits, _ and -",
+            )
         if raw is None:
-            self.add(path, f"stage {name!r} is empty",
-                     "give it one of source:, handler: or sink: (a module:function)")
+            self.add(path, f"stage {name!r} is empty", "give it one of source:, handler: or sink: (a module:function)")
             return draft
         if not isinstance(raw, dict):
-            self.add(path, f"a stage must be a mapping, got {_describe(raw)}",
-                     f"e.g. {name}: {{handler: module:function, to: next_stage}}")
+            self.add(
+                path,
+                f"a stage must be a mapping, got {_describe(raw)}",
+                f"e.g. {name}: {{handler: module:function, to: next_stage}}",
+            )
             return draft
         self.unknown_keys(path, raw, STAGE_KEYS, f"stage {name!r}")
         kinds = [k for k in KINDS if k in raw]
         if not kinds:
-            self.add(path, "a stage needs one of source:, handler: or sink:",
-                     "add handler: module:function (or source:/sink:)")
+            self.add(
+                path,
+                "a stage needs one of source:, handler: or sink:",
+                "add handler: module:function (or source:/sink:)",
+            )
         elif len(kinds) > 1:
-            self.add((*path, kinds[1]), f"a stage has exactly one of source:/handler:/sink:, "
-                     f"got {' and '.join(kinds)}",
-                     "split it into two stages joined by to:")
+            self.add(
+                (*path, kinds[1]),
+                f"a stage has exactly one of source:/handler:/sink:, got {' and '.join(kinds)}",
+                "split it into two stages joined by to:",
+            )
         else:
             kind = kinds[0]
             draft.kind = kind
@@ -571,21 +635,26 @@ class _Checker:
             draft.ref_line = self.lines.value_line(kpath)
             ref = raw[kind]
             if not isinstance(ref, str):
-                self.add(kpath, f"must be a 'module:attribute' string, got {_describe(ref)}",
-                         f"e.g. {kind}: mymodule:my_function")
+                self.add(
+                    kpath,
+                    f"must be a 'module:attribute' string, got {_describe(ref)}",
+                    f"e.g. {kind}: mymodule:my_function",
+                )
             elif not _REF.match(ref.strip()):
-                self.add(kpath, f"{ref!r} is not of the form module:attribute",
-                         f"e.g. {kind}: {_suggest_ref(ref)}")
+                self.add(kpath, f"{ref!r} is not of the form module:attribute", f"e.g. {kind}: {_suggest_ref(ref)}")
             else:
                 draft.ref = ref.strip()
         draft.params = self.params((*path, "params"), raw.get("params"))
-        draft.workers, draft.workers_ok = self.workers((*path, "workers"), raw.get("workers"),
-                                                       draft.kind)
+        draft.workers, draft.workers_ok = self.workers((*path, "workers"), raw.get("workers"), draft.kind)
         draft.queue = self.queue((*path, "queue"), raw.get("queue"))
         if raw.get("batch") is not None:
-            draft.batch = self.integer((*path, "batch"), raw["batch"], minimum=1,
-                                       maximum=MAX_BATCH,
-                                       hint=f"batch is events per message, 1..{MAX_BATCH}")
+            draft.batch = self.integer(
+                (*path, "batch"),
+                raw["batch"],
+                minimum=1,
+                maximum=MAX_BATCH,
+                hint=f"batch is events per message, 1..{MAX_BATCH}",
+            )
         if raw.get("description") is not None:
             self.string((*path, "description"), raw["description"], "a string")
         draft.edges, draft.to_ok = self.edges((*path, "to"), raw.get("to"))
@@ -595,20 +664,25 @@ class _Checker:
         if raw is None:
             return {}
         if not isinstance(raw, dict):
-            self.add(path, f"must be a mapping of keyword params, got {_describe(raw)}",
-                     "e.g. params: {size: 128, quality: 90}")
+            self.add(
+                path,
+                f"must be a mapping of keyword params, got {_describe(raw)}",
+                "e.g. params: {size: 128, quality: 90}",
+            )
             return {}
         out: dict[str, Any] = {}
         for k, v in raw.items():
             if not isinstance(k, str) or not k.isidentifier():
-                self.add((*path, k), f"param name {k!r} is not a valid keyword",
-                         "param names are Python identifiers (letters, digits, _)")
+                self.add(
+                    (*path, k),
+                    f"param name {k!r} is not a valid keyword",
+                    "param names are Python identifiers (letters, digits, _)",
+                )
             else:
                 out[k] = v
         return out
 
-    def workers(self, path: tuple[Any, ...], raw: Any,
-                kind: StageKind | None) -> tuple[WorkersSpec, bool]:
+    def workers(self, path: tuple[Any, ...], raw: Any, kind: StageKind | None) -> tuple[WorkersSpec, bool]:
         if raw is None:
             return (WorkersSpec(1, None) if kind == "handler" else WorkersSpec(1, 1)), True
         spec: WorkersSpec | None = None
@@ -625,8 +699,9 @@ class _Checker:
                 spec = WorkersSpec(lo, None) if lo is not None else None
             elif lo is not None and hi is not None:
                 if hi < lo:
-                    self.add((*path, "max"), f"must be >= min ({lo}), got {hi}",
-                             f"raise max to at least {lo}, or lower min")
+                    self.add(
+                        (*path, "max"), f"must be >= min ({lo}), got {hi}", f"raise max to at least {lo}, or lower min"
+                    )
                 else:
                     spec = WorkersSpec(lo, hi)
         elif isinstance(raw, int) and not isinstance(raw, bool):
@@ -634,14 +709,19 @@ class _Checker:
             if n is not None:
                 spec = WorkersSpec(n, n)
         else:
-            self.add(path, f"must be an integer N or a mapping {{min: N, max: M}}, got "
-                     f"{_describe(raw)}", "e.g. workers: 4 or workers: {min: 1, max: 8}")
+            self.add(
+                path,
+                f"must be an integer N or a mapping {{min: N, max: M}}, got {_describe(raw)}",
+                "e.g. workers: 4 or workers: {min: 1, max: 8}",
+            )
         if spec is None:
             return WorkersSpec(1, None), False
         if kind == "source" and spec != WorkersSpec(1, 1):
-            self.add(path, f"a source always runs in one process, got workers "
-                     f"{_bounds(spec)}", "remove workers: from the source; put the work "
-                     "in a handler after it")
+            self.add(
+                path,
+                f"a source always runs in one process, got workers {_bounds(spec)}",
+                "remove workers: from the source; put the work in a handler after it",
+            )
             return WorkersSpec(1, 1), False
         return spec, True
 
@@ -649,22 +729,21 @@ class _Checker:
         if raw is None:
             return QueueSpec()
         if not isinstance(raw, dict):
-            self.add(path, f"must be a mapping, got {_describe(raw)}",
-                     "e.g. queue: {capacity: 256, on_full: block}")
+            self.add(path, f"must be a mapping, got {_describe(raw)}", "e.g. queue: {capacity: 256, on_full: block}")
             return QueueSpec()
         self.unknown_keys(path, raw, QUEUE_KEYS, "queue")
         capacity = DEFAULT_CAPACITY_EVENTS
         if raw.get("capacity") is not None:
-            capacity = self.integer((*path, "capacity"), raw["capacity"],
-                                    hint="capacity is the queue bound in events, >= 1"
-                                    ) or capacity
+            capacity = (
+                self.integer((*path, "capacity"), raw["capacity"], hint="capacity is the queue bound in events, >= 1")
+                or capacity
+            )
         on_full: Any = "block"
         if raw.get("on_full") is not None:
             on_full = self.choice((*path, "on_full"), raw["on_full"], ON_FULL_CHOICES) or "block"
         return QueueSpec(capacity=capacity, on_full=on_full)
 
-    def edges(self, path: tuple[Any, ...],
-              raw: Any) -> tuple[list[tuple[Edge, tuple[Any, ...]]], bool]:
+    def edges(self, path: tuple[Any, ...], raw: Any) -> tuple[list[tuple[Edge, tuple[Any, ...]]], bool]:
         if raw is None:
             return [], True
         if isinstance(raw, str):
@@ -684,37 +763,45 @@ class _Checker:
                 elif isinstance(item, dict):
                     got = self.keyed_edge(ipath, item)
                 else:
-                    self.add(ipath, f"must be a stage name or {{stage: NAME, key: FIELD}}, got "
-                             f"{_describe(item)}", "e.g. to: [resize, {stage: stats, key: user}]")
+                    self.add(
+                        ipath,
+                        f"must be a stage name or {{stage: NAME, key: FIELD}}, got {_describe(item)}",
+                        "e.g. to: [resize, {stage: stats, key: user}]",
+                    )
                     got = None
                 if got is None:
                     ok = False
                 elif got[0].stage in seen:
-                    self.add(ipath, f"stage {got[0].stage!r} is listed twice",
-                             "list each next stage once")
+                    self.add(ipath, f"stage {got[0].stage!r} is listed twice", "list each next stage once")
                 else:
                     seen.add(got[0].stage)
                     out.append(got)
             return out, ok
-        self.add(path, f"must be a stage name, a list of stage names, or {{stage: NAME, key: "
-                 f"FIELD}}, got {_describe(raw)}", "e.g. to: resize")
+        self.add(
+            path,
+            f"must be a stage name, a list of stage names, or {{stage: NAME, key: FIELD}}, got {_describe(raw)}",
+            "e.g. to: resize",
+        )
         return [], False
 
-    def keyed_edge(self, path: tuple[Any, ...],
-                   raw: dict[Any, Any]) -> tuple[Edge, tuple[Any, ...]] | None:
+    def keyed_edge(self, path: tuple[Any, ...], raw: dict[Any, Any]) -> tuple[Edge, tuple[Any, ...]] | None:
         self.unknown_keys(path, raw, EDGE_KEYS, "an edge")
         stage = raw.get("stage")
         if stage is None:
             self.add(path, "an edge mapping needs stage:", "e.g. {stage: count, key: user}")
             return None
         if not isinstance(stage, str):
-            self.add((*path, "stage"), f"must be a stage name, got {_describe(stage)}",
-                     "e.g. {stage: count, key: user}")
+            self.add(
+                (*path, "stage"), f"must be a stage name, got {_describe(stage)}", "e.g. {stage: count, key: user}"
+            )
             return None
         key = raw.get("key")
         if key is not None and (not isinstance(key, str) or not key):
-            self.add((*path, "key"), f"must be the name of an event field, got "
-                     f"{_describe(key)}", "e.g. {stage: count, key: user}")
+            self.add(
+                (*path, "key"),
+                f"must be the name of an event field, got {_describe(key)}",
+                "e.g. {stage: count, key: user}",
+            )
             return None
         return Edge(stage, key), (*path, "stage")
 
@@ -727,35 +814,45 @@ class _Checker:
         for d in drafts.values():
             spath: tuple[Any, ...] = ("stages", d.name)
             if d.kind == "sink" and d.edges:
-                self.add((*spath, "to"), "a sink has no output, so it cannot have to:",
-                         "remove to:, or make it a handler if it should pass events on")
+                self.add(
+                    (*spath, "to"),
+                    "a sink has no output, so it cannot have to:",
+                    "remove to:, or make it a handler if it should pass events on",
+                )
                 continue
             if d.kind in ("source", "handler") and not d.edges and d.to_ok:
-                self.add((*spath, "to"), f"a {d.kind} must send its events somewhere, "
-                         "but has no to:",
-                         "add to: <next stage>" + (", or make it a sink" if d.kind == "handler"
-                                                   else ""))
+                self.add(
+                    (*spath, "to"),
+                    f"a {d.kind} must send its events somewhere, but has no to:",
+                    "add to: <next stage>" + (", or make it a sink" if d.kind == "handler" else ""),
+                )
             for edge, epath in d.edges:
                 if edge.stage not in drafts:
                     close = difflib.get_close_matches(edge.stage, names, n=1)
-                    self.add(epath, f"unknown stage {edge.stage!r}",
-                             f"did you mean {close[0]!r}?" if close
-                             else f"the stages are: {', '.join(names)}")
+                    self.add(
+                        epath,
+                        f"unknown stage {edge.stage!r}",
+                        f"did you mean {close[0]!r}?" if close else f"the stages are: {', '.join(names)}",
+                    )
                     if close:
                         reach[d.name].append(close[0])
                     continue
                 target = drafts[edge.stage]
                 reach[d.name].append(edge.stage)
                 if target.kind == "source":
-                    self.add(epath, f"cannot send to {edge.stage!r}: it is a source, which "
-                             "has no input", "send to a handler or sink instead")
+                    self.add(
+                        epath,
+                        f"cannot send to {edge.stage!r}: it is a source, which has no input",
+                        "send to a handler or sink instead",
+                    )
                     continue
                 adjacency[d.name].append((edge.stage, epath))
         self.cycles(names, adjacency)
         kinds_known = all(d.kind is not None for d in drafts.values())
         if kinds_known and not any(d.kind == "source" for d in drafts.values()):
-            self.add(("stages",), "there is no source stage",
-                     "add a stage with source: module:function feeding the others")
+            self.add(
+                ("stages",), "there is no source stage", "add a stage with source: module:function feeding the others"
+            )
         elif all(d.to_ok for d in drafts.values()):
             roots = [d.name for d in drafts.values() if d.kind in ("source", None)]
             seen = set(roots)
@@ -767,13 +864,14 @@ class _Checker:
                         todo.append(nxt)
             for d in drafts.values():
                 if d.name not in seen:
-                    self.add(("stages", d.name), f"stage {d.name!r} is not reachable from "
-                             "any source", "add it to the to: of an upstream stage, or "
-                             "remove it")
+                    self.add(
+                        ("stages", d.name),
+                        f"stage {d.name!r} is not reachable from any source",
+                        "add it to the to: of an upstream stage, or remove it",
+                    )
         self.key_routing(drafts)
 
-    def cycles(self, names: list[str],
-               adjacency: dict[str, list[tuple[str, tuple[Any, ...]]]]) -> None:
+    def cycles(self, names: list[str], adjacency: dict[str, list[tuple[str, tuple[Any, ...]]]]) -> None:
         """Report every back edge of a depth-first walk, with the cycle it closes."""
         state: dict[str, int] = {}  # 1 = on the stack, 2 = done
         stack: list[str] = []
@@ -784,12 +882,15 @@ class _Checker:
             stack.append(node)
             for nxt, epath in adjacency[node]:
                 if state.get(nxt) == 1:
-                    loop = stack[stack.index(nxt):] + [nxt]
+                    loop = stack[stack.index(nxt) :] + [nxt]
                     sig = frozenset(zip(loop, loop[1:], strict=False))
                     if sig not in reported:
                         reported.add(sig)
-                        self.add(epath, f"cycle: {' -> '.join(loop)}",
-                                 "a pipeline must be acyclic: remove one of these edges")
+                        self.add(
+                            epath,
+                            f"cycle: {' -> '.join(loop)}",
+                            "a pipeline must be acyclic: remove one of these edges",
+                        )
                 elif nxt not in state:
                     visit(nxt)
             stack.pop()
@@ -811,25 +912,27 @@ class _Checker:
             first_src, first, _ = edges[0]
             for src, edge, epath in edges[1:]:
                 if edge.key != first.key:
-                    self.add(epath[:-1] if epath[-1] == "stage" else epath,
-                             f"edges into {target!r} disagree on the routing key: "
-                             f"{first_src!r} routes by {_key_text(first.key)}, {src!r} by "
-                             f"{_key_text(edge.key)}",
-                             f"route every edge into {target!r} by the same key: field, "
-                             "or none")
+                    self.add(
+                        epath[:-1] if epath[-1] == "stage" else epath,
+                        f"edges into {target!r} disagree on the routing key: "
+                        f"{first_src!r} routes by {_key_text(first.key)}, {src!r} by "
+                        f"{_key_text(edge.key)}",
+                        f"route every edge into {target!r} by the same key: field, or none",
+                    )
                     break
             keyed = next((e.key for _, e, _ in edges if e.key is not None), None)
             d = drafts[target]
             if keyed is not None and d.workers_ok and not d.workers.fixed:
-                self.add(("stages", target, "workers"),
-                         f"stage {target!r} is reached through an edge keyed by {keyed!r}, so "
-                         f"it needs a fixed worker count, got {_bounds(d.workers)}",
-                         "add workers: N, or make min equal max")
+                self.add(
+                    ("stages", target, "workers"),
+                    f"stage {target!r} is reached through an edge keyed by {keyed!r}, so "
+                    f"it needs a fixed worker count, got {_bounds(d.workers)}",
+                    "add workers: N, or make min equal max",
+                )
 
     def handlers(self, drafts: dict[str, _Draft], base_dir: Path) -> None:
         """Import every structurally valid stage's ref and check it against its params."""
-        todo = [d for d in drafts.values()
-                if d.kind is not None and d.ref and d.name not in self.bad_stages]
+        todo = [d for d in drafts.values() if d.kind is not None and d.ref and d.name not in self.bad_stages]
         if not todo:
             return
         stage_mod.add_import_paths([base_dir, Path.cwd()])
@@ -905,8 +1008,10 @@ def _ref_hint(ref: str, message: str, base_dir: Path) -> str:
     modules are searched for a missing module."""
     module_name, _, attr = ref.partition(":")
     if message.startswith("cannot import module"):
-        return (f"make sure {module_name!r} is importable: put it next to the topology "
-                f"({base_dir}) or in the current directory, or install it")
+        return (
+            f"make sure {module_name!r} is importable: put it next to the topology "
+            f"({base_dir}) or in the current directory, or install it"
+        )
     if "has no attribute" in message:
         module = sys.modules.get(module_name)
         if module is not None and "." not in attr:
@@ -967,11 +1072,14 @@ def to_dot(top: Topology) -> str:
     """A Graphviz digraph of the stage graph: sources are ``invhouse``, handlers boxes,
     sinks cylinders; keyed edges are labelled ``key: FIELD``."""
     shapes = {"source": "invhouse", "handler": "box", "sink": "cylinder"}
-    lines = [f"digraph {_dot_quote(top.name)} {{", "    rankdir=LR;",
-             '    node [fontname="Helvetica"];', '    edge [fontname="Helvetica"];']
+    lines = [
+        f"digraph {_dot_quote(top.name)} {{",
+        "    rankdir=LR;",
+        '    node [fontname="Helvetica"];',
+        '    edge [fontname="Helvetica"];',
+    ]
     for s in top.stages.values():
-        lines.append(f"    {_dot_quote(s.name)} [shape={shapes[s.kind]}, "
-                     f"label={_dot_quote(_node_label(s, chr(10)))}];")
+        lines.append(f"    {_dot_quote(s.name)} [shape={shapes[s.kind]}, label={_dot_quote(_node_label(s, chr(10)))}];")
     for s in top.stages.values():
         for e in s.to:
             attrs = f" [label={_dot_quote('key: ' + e.key)}]" if e.key is not None else ""

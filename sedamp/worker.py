@@ -119,7 +119,7 @@ class _Worker:
         self.up = _proc.dealer(self.ctx, self.identity, cfg.input_endpoint)
         self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
         self.outlets = [
-            Outlet(self.ctx, o.stage, o.endpoint, self.identity, o.key, o.partitions, want=2 * MAX_BATCH_EVENTS)
+            Outlet(self.ctx, o.stage, o.endpoint, self.identity, o.key, o.partitions, 2 * MAX_BATCH_EVENTS, o.on_full)
             for o in cfg.outputs
         ]
         self.router = Router(self.outlets)
@@ -167,7 +167,7 @@ class _Worker:
                 for frames in _proc.drain(o.sock):
                     for lease in o.on_message(frames):
                         self._released(lease)
-                    o.flush()
+                self._reject(o)
                 while o.errors:
                     log.error("worker %s: %s", self.identity, o.errors.pop())
                     self.protocol_errors += 1
@@ -284,12 +284,32 @@ class _Worker:
         self.n_out += len(outputs)
 
     def _commit(self, lease: Any) -> None:
-        if self.router.commit(lease):
+        any_out, released = self.router.commit(lease)
+        for o in self.outlets:
+            self._reject(o)
+        for t in released:
+            if t != lease:
+                self._released(t)
+        if any_out:
             holding = sum(1 for o in self.outlets if lease in o.held)
             if holding:
                 self.unacked[lease] = holding
                 return
         self.up.send_multipart(wire.ack(lease))
+
+    def _reject(self, o: Outlet) -> None:
+        """Dead-letter the events a full ``on_full: reject`` queue could not take."""
+        while o.rejected:
+            ids, packed = o.rejected.pop()
+            for eid, p in zip(ids, packed, strict=True):
+                self.dead.write(
+                    stage=o.stage,
+                    event_id=eid,
+                    error_type="Rejected",
+                    message=f"the queue of stage {o.stage!r} was full (on_full: reject)",
+                    traceback=None,
+                    event=wire.unpack_events([p], 1)[0],
+                )
 
     def _adapt(self, elapsed: float, n: int) -> None:
         if n == 0:
@@ -331,6 +351,8 @@ class _Worker:
                         None,
                     )
             self.router.commit(None)
+            for o in self.outlets:
+                self._reject(o)
             while not all(o.idle for o in self.outlets):
                 self._poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
                 if not _proc.parent_alive(cfg.parent_pid):
@@ -382,6 +404,7 @@ class _Worker:
                     "batches": self.batches,
                     "batch_size": self.batch_n,
                     "protocol_errors": self.protocol_errors,
+                    "shed": {o.stage: [o.dropped, o.rejected_count] for o in self.outlets},
                     "pid": self.pid,
                 },
             )

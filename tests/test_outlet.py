@@ -20,8 +20,8 @@ class FakeOutlet:
     def add(self, partition: int, ids: list[Any], packed: list[bytes], tag: Any) -> None:
         self.items.append((partition, ids, packed, tag))
 
-    def flush(self) -> None:
-        pass
+    def flush(self) -> list[Any]:
+        return []
 
 
 def test_partition_is_stable_and_spread() -> None:
@@ -35,7 +35,7 @@ def test_ids_follow_the_parent() -> None:
     r = Router([o])  # type: ignore[list-item]
     r.route(7, ["x"])
     r.route(8, ["a", "b"])
-    assert r.commit("lease") is True
+    assert r.commit("lease") == (True, [])
     ((part, ids, packed, tag),) = o.items
     assert ids == [7, "8.0", "8.1"] and part == 0 and tag == "lease"
     assert [wire.unpack_events([p], 1)[0] for p in packed] == ["x", "a", "b"]
@@ -63,4 +63,4 @@ def test_failed_event_adds_nothing() -> None:
         r.route(1, [{"k": 1}, {"other": 2}])
     with pytest.raises(WireError):
         r.route(2, [{"k": object()}])
-    assert r.commit(None) is False and keyed.items == []
+    assert r.commit(None) == (False, []) and keyed.items == []

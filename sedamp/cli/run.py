@@ -62,8 +62,15 @@ def print_summary(s: Summary) -> None:
     table.add_column("out", justify="right")
     table.add_column("failed", justify="right")
     table.add_column("workers", justify="right")
+    shed = any(st.dropped or st.rejected for st in s.stages)
+    if shed:
+        table.add_column("dropped", justify="right")
+        table.add_column("rejected", justify="right")
     for st in s.stages:
-        table.add_row(st.name, st.kind, f"{st.events_in:,}", f"{st.events_out:,}", f"{st.failed:,}", str(st.workers))
+        row = [st.name, st.kind, f"{st.events_in:,}", f"{st.events_out:,}", f"{st.failed:,}", str(st.workers)]
+        if shed:
+            row += [f"{st.dropped:,}", f"{st.rejected:,}"]
+        table.add_row(*row)
     console.print(table)
     if s.failed:
         console.print(f"{s.failed} failed events: {s.dead_letters}")

@@ -4,7 +4,6 @@ the autouse fixture in conftest.py fails any test that leaves a process behind."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -174,7 +173,7 @@ stages:
 
 def wait_for_output_start(proc: subprocess.Popen[str], count: int) -> None:
     def workers_up() -> bool:
-        return len(psutil.Process(proc.pid).children()) >= count
+        return len(psutil.Process(proc.pid).children(recursive=True)) >= count
 
     wait_until(workers_up, 30, "the run's processes to start")
 
@@ -192,7 +191,14 @@ def start_run(topo: Path, workdir: Path, *extra: str) -> subprocess.Popen[str]:
 def test_ctrl_c_drains_in_flight_work(tmp_path: Path, workdir: Path) -> None:
     out = tmp_path / "out.jsonl"
     topo = topology(
-        tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 0.01}}", count=100_000, delay_s=0.001)
+        tmp_path,
+        # a small queue, so what is in flight drains well within the 10 s deadline
+        chain(
+            out,
+            f"    handler: {T}:pause\n    params: {{delay_s: 0.01}}\n    queue: {{capacity: 64}}",
+            count=100_000,
+            delay_s=0.001,
+        ),
     )
     proc = start_run(topo, workdir)
     wait_for_output_start(proc, 5)
@@ -291,10 +297,44 @@ def test_run_dir_and_no_socket_left(tmp_path: Path, workdir: Path) -> None:
     out = tmp_path / "out.jsonl"
     topo = topology(tmp_path, chain(out, "    handler: json:dumps"))
     before = set(Path("/tmp").glob("sedamp-*"))
-    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json")
-    assert proc.returncode == 0, proc.stderr
+    procs = [run_sedamp("run", str(topo), "--workdir", str(workdir), "--json") for _ in range(2)]
+    assert all(p.returncode == 0 for p in procs), procs[0].stderr
+    run_dirs = [Path(summary_of(p)["run_dir"]) for p in procs]
+    assert run_dirs[0] != run_dirs[1]  # runs of one topology never share a directory
+    for d in run_dirs:
+        assert d.is_dir() and (d.stat().st_mode & 0o777) == 0o700
+        assert not (d / "sock").exists()  # sockets are removed at the end
     assert set(Path("/tmp").glob("sedamp-*")) <= before
-    assert [json.loads(x) for x in read_records(out)] == [{"n": n} for n in range(200)] or sorted(
-        json.loads(x)["n"] for x in read_records(out)
-    ) == list(range(200))
-    assert os.path.isdir(summary_of(proc)["run_dir"])
+    assert sorted(json.loads(x)["n"] for x in read_records(out)) == list(range(200))
+
+
+@pytest.mark.parametrize("policy", ["drop", "reject"])
+def test_full_queue_sheds_by_policy_and_counts_it(tmp_path: Path, workdir: Path, policy: str) -> None:
+    """A fast source before a slow stage with a tiny queue: with drop or reject, the
+    source never waits; every event is either handled, counted as dropped, or
+    dead-lettered as rejected (never silently lost)."""
+    out = tmp_path / "out.jsonl"
+    topo = topology(
+        tmp_path,
+        chain(
+            out,
+            f"    handler: {T}:pause\n    params: {{delay_s: 0.002}}\n    workers: 1\n    batch: 1\n    queue: {{capacity: 4, on_full: {policy}}}",
+            count=3000,
+        ),
+    )
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json")
+    s = summary_of(proc)
+    mid = stage_of(s, "mid")
+    handled = len(read_records(out))
+    assert handled == mid["events_in"]
+    shed = mid["dropped"] if policy == "drop" else mid["rejected"]
+    assert shed > 0, "the queue never filled: the test proves nothing"
+    assert handled + shed == 3000
+    if policy == "reject":
+        assert proc.returncode == 1
+        dead = read_dead_letters(s["dead_letters"])
+        assert len(dead) == shed and all(d["error_type"] == "Rejected" and d["stage"] == "mid" for d in dead)
+        assert sorted([d["event"]["n"] for d in dead] + [e["n"] for e in read_records(out)]) == list(range(3000))
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert mid["rejected"] == 0

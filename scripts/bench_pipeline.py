@@ -594,7 +594,8 @@ def memory_workload(
         f"stages.burn.burn({MEMORY_BURN_ITERATIONS} iterations) in 1 process.",
         "machine limit unknown: the serial run failed."
         if math.isnan(limit)
-        else f"serial CPU per event (process_time): {cpu_per_event * 1e3:.4f} ms -> machine limit {limit:,.0f} events/s "
+        else f"serial CPU per event (process_time): {cpu_per_event * 1e3:.4f} ms -> machine limit "
+        f"{limit:,.0f} events/s "
         "(the one slow stage bounds every system's rate by design).",
         f"sedamp: queue capacity {capacity} events per stage (2 queues: at most "
         f"{2 * capacity * size / bl.MIB:,.1f} MiB of payload queued), source batch {MEMORY_SOURCE_BATCH}.",

@@ -85,6 +85,7 @@ def _run_child(spec: dict[str, Any], fds: tuple[int, ...]) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in fds:
             os.close(fd)
+        _proc.set_name(spec["name"])
         entry, cfg = _child.config_of(spec["role"], spec["config"])
         entry(cfg)
     except SystemExit as exc:

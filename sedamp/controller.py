@@ -240,7 +240,7 @@ class _Controller:
                 period_s=self.period_s,
                 parent_pid=os.getpid(),
             )
-            proc = self.executor.start(f"sedamp-queue-{name}", "queue", cfg)
+            proc = self.executor.start(f"sdq:{name}", "queue", cfg)
             st.queue = self._adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
             st.target = targets[name]
         self._reconcile()
@@ -258,7 +258,7 @@ class _Controller:
                     period_s=self.period_s,
                     parent_pid=os.getpid(),
                 )
-                proc = self.executor.start(f"sedamp-source-{name}", "source", cfg_s)
+                proc = self.executor.start(f"sds:{name}", "source", cfg_s)
                 st.source = self._adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
         if self.draining:  # interrupted while starting: the sources stop at once
             self._stop_sources()
@@ -317,7 +317,7 @@ class _Controller:
             period_s=self.period_s,
             parent_pid=os.getpid(),
         )
-        proc = self.executor.start(f"sedamp-worker-{spec.name}-{index}", "worker", cfg)
+        proc = self.executor.start(f"sdw:{spec.name}:{index}", "worker", cfg)
         st.workers[index] = self._adopt(
             proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid)
         )

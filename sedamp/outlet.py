@@ -152,7 +152,9 @@ class Outlet:
         self.sock.send_multipart(wire.simple(wire.EOS))
 
     def close(self) -> None:
-        self.sock.close(linger=0)
+        # Everything this outlet sent was confirmed; only the EOS may still be on its
+        # way, and a short linger lets it out (the queue copes if it never arrives).
+        self.sock.close(linger=500)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def _send(sock: zmq.Socket[Any], core: QueueCore, out: Outgoing) -> None:
                 log.log(level, "queue: cannot send to worker %r: %s", rid, exc)
                 _send(sock, core, core.worker_gone(rid))
             elif rid in core.producers:
-                log.warning("queue: cannot send to producer %r: %s", rid, exc)
+                log.debug("queue: cannot send to producer %r: %s", rid, exc)
                 _send(sock, core, core.producer_gone(rid))
             else:
                 # a peer that already left (e.g. an END crossing its last GET)

@@ -237,7 +237,7 @@ def expand_vars(value: str, env: Mapping[str, str]) -> str:
             out.append("$")
             i = j + 2
         elif value.startswith("${", j):
-            k = value.find("}", j)
+            k = _closing_brace(value, j + 2)
             if k < 0:
                 raise _yamlmap.SubstitutionError(
                     f"unterminated '${{' in {value!r}", "close it with '}', or write $$ for a literal $"
@@ -252,7 +252,7 @@ def expand_vars(value: str, env: Mapping[str, str]) -> str:
             got = env.get(name)
             if got is None or (sep and got == ""):
                 if sep:
-                    got = default
+                    got = expand_vars(default, env)  # a default may use variables too
                 else:
                     missing.append(name)
                     got = ""
@@ -270,6 +270,24 @@ def expand_vars(value: str, env: Mapping[str, str]) -> str:
             f"set {missing[0]} in the environment, or give a default: ${{{missing[0]}:-value}}",
         )
     return "".join(out)
+
+
+def _closing_brace(value: str, start: int) -> int:
+    """Index of the ``}`` closing a ``${`` whose body starts at `start` (nested
+    ``${...}`` in a default are skipped), or -1."""
+    depth = 0
+    i = start
+    while i < len(value):
+        if value.startswith("${", i):
+            depth += 1
+            i += 2
+            continue
+        if value[i] == "}":
+            if depth == 0:
+                return i
+            depth -= 1
+        i += 1
+    return -1
 
 
 def _apply_overrides(

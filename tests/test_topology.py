@@ -471,3 +471,12 @@ def test_diagram_of_unbounded_handler() -> None:
     top = parse(MINIMAL)
     assert "workers: 1..auto" in to_mermaid(top)
     assert "workers: 1..auto" in to_dot(top)
+
+
+def test_defaults_may_use_variables() -> None:
+    from sedamp.topology import expand_vars
+
+    env = {"TOPOLOGY_DIR": "/t", "B": "b"}
+    assert expand_vars("${INPUT:-${TOPOLOGY_DIR}/input.txt}", env) == "/t/input.txt"
+    assert expand_vars("${INPUT:-${B:-x}-${C:-c}}!", env) == "b-c!"
+    assert expand_vars("${INPUT:-${TOPOLOGY_DIR}/in}", {**env, "INPUT": "/given"}) == "/given"

@@ -48,6 +48,8 @@ def run(
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:
         print_summary(summary)
+    if summary.failed:
+        typer.echo(f"sedamp: {summary.failed} events failed; see {summary.dead_letters}", err=True)
     if summary.error:
         typer.echo(f"error: {summary.error}", err=True)
     raise typer.Exit(summary.exit_code)
@@ -72,7 +74,5 @@ def print_summary(s: Summary) -> None:
             row += [f"{st.dropped:,}", f"{st.rejected:,}"]
         table.add_row(*row)
     console.print(table)
-    if s.failed:
-        console.print(f"{s.failed} failed events: {s.dead_letters}")
     if s.interrupted:
         console.print("interrupted")

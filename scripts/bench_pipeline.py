@@ -73,6 +73,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -208,9 +209,9 @@ def run_serial(pipe: Pipeline, n: int) -> Run:
     return Run("serial", n, wall, cpu_s=cpu, count=s["count"], checksum=s["checksum"], procs="1")
 
 
-def stage_costs(pipe: Pipeline, n: int) -> list[float]:
+def stage_costs(pipe: Pipeline, n: int, min_s: float = 0.05) -> list[float]:
     """CPU seconds per event of each handler stage, measured (process_time) on the
-    first events of the source, stage by stage, until the sample takes >= 50 ms."""
+    first events of the source, stage by stage, until the sample takes >= min_s."""
     k = min(n, 32)
     while True:
         events = list(itertools.islice(pipe.source_events(), k))
@@ -219,7 +220,7 @@ def stage_costs(pipe: Pipeline, n: int) -> list[float]:
             c0 = time.process_time()
             events = [s.call(e) for e in events]
             costs.append((time.process_time() - c0) / max(1, k))
-        if sum(costs) * k >= 0.05 or k >= min(n, 50_000):
+        if sum(costs) * k >= min_s or k >= min(n, 50_000):
             return costs
         k = min(n, 50_000, k * 4)
 
@@ -349,77 +350,98 @@ def cpu_workload(wl: CpuWorkload, systems: Sequence[str], repeat: int, cores: in
     n = wl.events
     pipe = pipeline(n)
     expected = expected_for(pipe, n)
-    runs: dict[str, Run] = {}
-    all_runs: dict[str, list[Run]] = {}
     notes: list[str] = []
-
-    def record(name: str, n_ev: int, fn: Callable[[], Run], exp: Mapping[str, int] | None) -> None:
-        def one() -> Run:
-            return check(guarded(name, n_ev, fn), exp)
-
-        runs[name], all_runs[name] = best_of(repeat, one)
-
-    # serial first: the reference and the CPU cost per event
-    record("serial", n, lambda: run_serial(pipe, n), expected)
-    if expected is None and runs["serial"].ok:  # not a stages.burn pipeline: serial is the reference
-        expected = {"count": runs["serial"].count or 0, "checksum": runs["serial"].checksum or 0}
-    serial_cpu = [r.cpu_s for r in all_runs["serial"] if r.ok and r.cpu_s is not None]
-    cpu_per_event = min(serial_cpu) / n if serial_cpu else math.nan
-    limit = cores / cpu_per_event if cpu_per_event > 0 else math.nan
-
     costs = stage_costs(pipe, n)
     pool_chunk = chunksize(sum(costs), n, cores)
     chain_chunks = [chunksize(c, n, w) for c, w in zip(costs, workers, strict=True)]
+    n_pl = min(n, wl.pypeln_events) if wl.pypeln_events > 0 else n
+    pipe_pl = pipe if n_pl == n else pipeline(n_pl)
+    exp_pl = expected if n_pl == n else expected_for(pipe_pl, n_pl)
+    procs = "/".join(map(str, workers))
 
+    plan: list[tuple[str, int, Callable[[], Run], Mapping[str, int] | None]] = [
+        ("serial", n, lambda: run_serial(pipe, n), expected)
+    ]
     if "pool" in systems:
-        record("pool", n, lambda: run_pool(pipe, n, cores, pool_chunk), expected)
+        plan.append(("pool", n, lambda: run_pool(pipe, n, cores, pool_chunk), expected))
     if "pool-chain" in systems:
-        record("pool-chain", n, lambda: run_pool_chain(pipe, n, workers, chain_chunks), expected)
+        plan.append(("pool-chain", n, lambda: run_pool_chain(pipe, n, workers, chain_chunks), expected))
     if "pypeln" in systems:
-        n_pl = min(n, wl.pypeln_events) if wl.pypeln_events > 0 else n
-        pipe_pl = pipe if n_pl == n else pipeline(n_pl)
-        exp_pl = expected if n_pl == n else expected_for(pipe_pl, n_pl)
-        record("pypeln", n_pl, lambda: run_pypeln(pipe_pl, n_pl, workers), exp_pl)
-        if n_pl != n and runs["pypeln"].ok:
-            notes.append(f"pypeln ran on {n_pl:,} events, not {n:,} (it is slow here); rates are per second.")
+        plan.append(("pypeln", n_pl, lambda: run_pypeln(pipe_pl, n_pl, workers), exp_pl))
     if "sedamp" in systems:
-        procs = "/".join(map(str, workers))
-        record("sedamp", n, lambda: run_sedamp(wl.topology, overrides(n), pipe.sink_name, n, procs), expected)
-        empty = [
-            check(
-                guarded("sedamp", 0, lambda: run_sedamp(wl.topology, overrides(0), pipe.sink_name, 0, procs)),
+        plan.append(("sedamp", n, lambda: run_sedamp(wl.topology, overrides(n), pipe.sink_name, n, procs), expected))
+        plan.append(
+            (
+                "sedamp-empty",
+                0,
+                lambda: run_sedamp(wl.topology, overrides(0), pipe.sink_name, 0, procs),
                 {"count": 0, "checksum": 0},
             )
-            for _ in range(max(1, repeat))
-        ]
-        all_runs["sedamp-empty"] = empty
-        bad = [r for r in empty if not r.ok]
-        if bad:
-            bad[0].system = "sedamp (0 events)"
-            runs["sedamp-empty"] = bad[0]
-        else:
-            n_procs = 1 + (len(names) + 1) + (sum(workers) + 1)  # source, queues, workers
-            notes.append(
-                f"sedamp's wall includes starting and stopping its {n_procs} processes; an empty run "
-                f"(0 events) of the same topology takes {min(r.wall_s for r in empty):.2f} s "
-                "(measured separately, not subtracted)."
-            )
-
-    if math.isnan(limit):
-        notes.insert(0, "machine limit unknown: the serial run failed.")
-    else:
-        notes.insert(
-            0,
-            f"serial CPU per event (process_time): {cpu_per_event * 1e3:.4f} ms -> machine limit "
-            f"{cores} cores / that = {limit:,.0f} events/s.",
         )
-    notes.insert(
-        1,
-        "stage CPU per event: "
-        + ", ".join(f"{s.name} {c * 1e3:.4f} ms" for s, c in zip(pipe.stages, costs, strict=True))
-        + f"; chunksize pool {pool_chunk}, pool-chain {'/'.join(map(str, chain_chunks))}.",
+
+    # This machine's speed drifts by tens of percent over minutes (a shared VM), so the
+    # systems run interleaved, one round after another, and every comparison is made
+    # within a round: efficiency against the limit measured in that round (cores / the
+    # CPU seconds per event of that round's serial run), and sedamp's ratio to each
+    # peer. The table gives each system's best round and the median of the per-round
+    # figures. The stages are also timed one by one in each round, for reference.
+    all_runs: dict[str, list[Run]] = {name: [] for name, *_ in plan}
+    round_limits: list[float] = []
+    sampled_limits: list[float] = []
+    for _ in range(max(1, repeat)):
+        sampled_limits.append(cores / sum(stage_costs(pipe, n, min_s=0.5)))
+        for name, n_ev, fn, exp in plan:
+            all_runs[name].append(check(guarded(name, n_ev, fn), exp))
+        serial_run = all_runs["serial"][-1]
+        if serial_run.ok and serial_run.cpu_s:
+            round_limits.append(cores / (serial_run.cpu_s / n))
+        else:
+            round_limits.append(sampled_limits[-1])
+
+    runs: dict[str, Run] = {}
+    efficiency: dict[str, float] = {}
+    ratio: dict[str, float] = {}
+    for name, rs in all_runs.items():
+        failed = [r for r in rs if not r.ok]
+        runs[name] = failed[0] if failed else min(rs, key=lambda r: r.wall_s)
+        if failed:
+            continue
+        efficiency[name] = statistics.median(r.rate / lim for r, lim in zip(rs, round_limits, strict=True))
+        sed_runs = all_runs.get("sedamp", [])
+        if sed_runs and all(r.ok for r in sed_runs) and name != "sedamp-empty":
+            ratio[name] = statistics.median(sr.rate / r.rate for sr, r in zip(sed_runs, rs, strict=True))
+    empty = runs.pop("sedamp-empty", None)
+    efficiency.pop("sedamp-empty", None)
+    if empty is not None and not empty.ok:
+        empty.system = "sedamp (0 events)"
+        runs["sedamp-empty"] = empty
+    limit = statistics.median(round_limits)
+    cpu_per_event = cores / limit
+    notes.append(
+        f"limit per round: {', '.join(f'{x:,.0f}' for x in round_limits)} events/s "
+        f"({cores} cores / CPU seconds per event of the round's serial run; median {limit:,.0f}). "
+        "eff. and sedamp ÷ this are medians of per-round figures; wall s and events/s are each system's best round."
     )
-    if runs["serial"].ok and "serial" not in systems:
+    notes.append(
+        "the same limit from the stages timed one by one (0.5 s samples) in each round: "
+        + ", ".join(f"{x:,.0f}" for x in sampled_limits)
+        + " events/s (short samples run at this machine's faster moments: a stricter limit)."
+    )
+    notes.append(
+        "stage CPU per event (first sample): "
+        + ", ".join(f"{st.name} {c * 1e3:.4f} ms" for st, c in zip(pipe.stages, costs, strict=True))
+        + f"; chunksize pool {pool_chunk}, pool-chain {'/'.join(map(str, chain_chunks))}."
+    )
+    if "pypeln" in systems and n_pl != n:
+        notes.append(f"pypeln ran on {n_pl:,} events, not {n:,} (it is slow here); rates are per second.")
+    if empty is not None and empty.ok:
+        n_procs = 1 + (len(names) + 1) + (sum(workers) + 1) + 1  # source, queues, workers, launcher
+        notes.append(
+            f"sedamp's wall includes starting and stopping its {n_procs} processes; an empty run "
+            f"(0 events) of the same topology takes {min(r.wall_s for r in all_runs['sedamp-empty']):.2f} s "
+            "(measured separately, not subtracted)."
+        )
+    if "serial" not in systems:
         notes.append("serial is run anyway: it is the reference for the limit.")
     chain = " -> ".join([pipe.source_name, *names, pipe.sink_name])
     title = f"{wl.name}: {chain} ({wl.topology.relative_to(REPO) if wl.topology.is_relative_to(REPO) else wl.topology})"
@@ -434,6 +456,8 @@ def cpu_workload(wl: CpuWorkload, systems: Sequence[str], repeat: int, cores: in
         "notes": notes,
         "runs": runs,
         "all_runs": all_runs,
+        "efficiency": efficiency,
+        "ratio": ratio,
     }
 
 
@@ -650,6 +674,9 @@ def print_workload(res: dict[str, Any], memory: bool) -> None:
     for r in runs.values():
         eff = r.rate / limit if limit > 0 and r.ok else math.nan
         ratio = sed_rate / r.rate if r.ok and not math.isnan(sed_rate) else math.nan
+        if "efficiency" in res:
+            eff = res["efficiency"].get(r.system, math.nan)
+            ratio = res["ratio"].get(r.system, math.nan)
         status = "ok" if r.ok else ("skipped" if r.skipped else "FAILED")
         row = [
             r.system,
@@ -709,6 +736,9 @@ def jsonable(res: dict[str, Any]) -> dict[str, Any]:
         d["events_per_s"] = r.rate
         d["efficiency"] = r.rate / limit if limit > 0 else None
         d["sedamp_ratio"] = sed.rate / r.rate if sed is not None and sed.ok and r.ok else None
+        if "efficiency" in res:
+            d["efficiency"] = res["efficiency"].get(r.system)
+            d["sedamp_ratio"] = res["ratio"].get(r.system)
         return d
 
     out = dict(res)

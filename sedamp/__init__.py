@@ -1,9 +1,17 @@
-"""sedamp: a staged event-driven runtime for CPU-bound Python pipelines."""
+"""sedamp: a staged event-driven runtime for CPU-bound Python pipelines.
+
+The public surface: `run` and `load` (the Python API), `Many` (several events from one
+handler call), and the exception tree (`SedampError` and its subclasses)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sedamp.errors import HandlerError, Problem, RunError, SedampError, TopologyError, WireError
 from sedamp.stage import Many
+
+if TYPE_CHECKING:
+    from sedamp.api import load, run
 
 __version__ = "0.1.0"
 
@@ -16,4 +24,16 @@ __all__ = [
     "TopologyError",
     "WireError",
     "__version__",
+    "load",
+    "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `run` and `load` pull in the controller (and ZeroMQ); a worker importing `sedamp`
+    # for `Many` should not pay for that.
+    if name in ("run", "load"):
+        from sedamp import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sedamp' has no attribute {name!r}")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sedamp.controller import RunOptions, Summary, run_topology
+from sedamp.executor import LocalExecutor
 from sedamp.topology import Topology, load_topology
 
 
@@ -25,5 +26,11 @@ def run(
     """Run a topology (a path or a loaded Topology) to completion; return its summary.
 
     Ctrl-C during the call drains and stops the run as `sedamp run` does."""
-    top = topology if isinstance(topology, Topology) else load(topology, overrides)
-    return run_topology(top, RunOptions(workdir=Path(workdir), cores=cores, drain_timeout_s=drain_timeout_s))
+    executor = LocalExecutor()  # boots while the topology loads
+    try:
+        top = topology if isinstance(topology, Topology) else load(topology, overrides)
+    except BaseException:
+        executor.close()
+        raise
+    options = RunOptions(workdir=Path(workdir), cores=cores, drain_timeout_s=drain_timeout_s, executor=executor)
+    return run_topology(top, options)

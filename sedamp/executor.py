@@ -110,6 +110,9 @@ class LocalProc:
 
 
 class LocalExecutor:
+    """Starts the launcher at once (it boots in ~100 ms, in parallel with whatever the
+    caller does next, e.g. loading the topology)."""
+
     def __init__(self) -> None:
         self._zygote: subprocess.Popen[bytes] | None = None
         self._req_w = -1
@@ -117,6 +120,7 @@ class LocalExecutor:
         self._buf = b""
         self._exits: dict[int, int] = {}
         self._started: list[int] = []
+        self._launch()
 
     def _launch(self) -> None:
         req_r, self._req_w = os.pipe()

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from sedamp.cli._common import load_or_exit, setup_logging
 from sedamp.controller import RunOptions, Summary, run_topology
+from sedamp.executor import LocalExecutor
 
 
 def run(
@@ -42,8 +43,14 @@ def run(
     Ctrl-C stops the sources and drains in-flight work; a second Ctrl-C stops at once.
     """
     setup_logging(verbose)
-    top = load_or_exit(topology, set_ or [])
-    summary = run_topology(top, RunOptions(workdir=workdir, cores=cores, drain_timeout_s=drain_timeout))
+    executor = LocalExecutor()  # boots while the topology loads
+    try:
+        top = load_or_exit(topology, set_ or [])
+    except BaseException:
+        executor.close()
+        raise
+    options = RunOptions(workdir=workdir, cores=cores, drain_timeout_s=drain_timeout, executor=executor)
+    summary = run_topology(top, options)
     if json_:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:

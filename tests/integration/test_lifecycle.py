@@ -338,3 +338,16 @@ def test_full_queue_sheds_by_policy_and_counts_it(tmp_path: Path, workdir: Path,
     else:
         assert proc.returncode == 0, proc.stderr
         assert mid["rejected"] == 0
+
+
+def test_python_api_runs_a_topology_and_returns_the_summary(tmp_path: Path) -> None:
+    import sedamp
+
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, "    handler: json:dumps", count=300))
+    s = sedamp.run(topo, overrides=["mid.workers=2"], workdir=tmp_path / "w")
+    assert s.exit_code == 0 and s.events == 300 and s.stage("mid").workers == 2
+    assert s.stage("sink").events_in == 300 and s.events_per_s > 0
+    with pytest.raises(sedamp.TopologyError) as info:
+        sedamp.run(topo, overrides=["mid.workers=0"], workdir=tmp_path / "w")
+    assert "mid.workers" in str(info.value)

@@ -40,10 +40,13 @@ log = logging.getLogger(__name__)
 
 EXIT_SETUP_FAILED = 3
 
-# The adaptive batch size aims at batches that take about this long to handle: long
-# enough that the per-batch cost of crossing processes (~50-100 us) is a few percent,
-# short enough that a worker never sits on work another idle worker could take.
-TARGET_BATCH_S = 0.02
+# The adaptive batch size aims at batches that take about this long to handle. Every
+# batch costs about ten message hand-overs across the queue and worker processes, and on
+# a busy machine each wakes a process: at 20 ms those processes took 11% of all CPU in
+# the heavy benchmark, at 50 ms 8%, and sedamp went from 0.91x to 1.00x of
+# multiprocessing.Pool. The price is the tail: at the end of a job a worker may sit on
+# up to two batches (PREFETCH_BATCHES) of this length while another is idle.
+TARGET_BATCH_S = 0.05
 MAX_BATCH_EVENTS = 256
 INITIAL_BATCH_EVENTS = 8
 # Batches a worker holds or has asked for at once: the one it handles and the next.

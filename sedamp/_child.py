@@ -19,6 +19,8 @@ def config_of(role: str, data: dict[str, Any]) -> tuple[Any, Any]:
 
     data["outputs"] = tuple(OutputConfig(**o) for o in data["outputs"])
     data["import_paths"] = tuple(data["import_paths"])
+    if "chain_rest" in data:
+        data["chain_rest"] = tuple(data["chain_rest"])
     if role == "worker":
         from sedamp.worker import WorkerConfig, run_worker
 

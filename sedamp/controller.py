@@ -229,8 +229,8 @@ class _Controller:
     def _start(self) -> None:
         targets = policy.initial_targets(self.top, self.cores)
         for name, st in self.stages.items():
-            if st.spec.kind == "source":
-                continue
+            if st.spec.kind == "source" or self.top.is_member(name):
+                continue  # a grouped stage after the first is served by the first's queue
             cfg = QueueConfig(
                 stage=name,
                 endpoint=self.endpoints[name],
@@ -292,8 +292,8 @@ class _Controller:
         """Spawn workers until every unfinished pool matches its target."""
         if self.error is not None or self.hard_stop:
             return
-        for st in self.stages.values():
-            if st.spec.kind == "source" or st.ended:
+        for name, st in self.stages.items():
+            if st.spec.kind == "source" or st.ended or self.top.is_member(name):
                 continue
             while len(st.workers) < st.target:
                 index = next(i for i in range(st.target + len(st.workers) + 1) if i not in st.workers)
@@ -302,6 +302,7 @@ class _Controller:
 
     def _spawn_worker(self, st: _Stage, index: int) -> None:
         spec = st.spec
+        chain = self.top.chain_of(spec.name)
         cfg = WorkerConfig(
             stage=spec.name,
             kind=spec.kind,
@@ -309,13 +310,16 @@ class _Controller:
             ref=spec.ref,
             params=dict(spec.params),
             input_endpoint=self.endpoints[spec.name],
-            outputs=self._outputs(spec),
+            outputs=self._outputs(chain[-1]),
             control_endpoint=self.ctl_endpoint,
             batch=spec.batch,
             dead_letters=str(self.dead_path),
             import_paths=self.import_paths,
             period_s=self.period_s,
             parent_pid=os.getpid(),
+            chain_rest=tuple(
+                {"stage": m.name, "kind": m.kind, "ref": m.ref, "params": dict(m.params)} for m in chain[1:]
+            ),
         )
         proc = self.executor.start(f"sdw:{spec.name}:{index}", "worker", cfg)
         st.workers[index] = self._adopt(
@@ -425,8 +429,10 @@ class _Controller:
             return
         # a worker
         st.workers.pop(child.index, None)
-        for k in ("in", "out", "failed"):
-            st.retired[k] = st.retired.get(k, 0) + child.stats.get(k, 0)
+        for member, counts in _member_counts(child).items():
+            retired = self.stages[member].retired
+            for k, v in counts.items():
+                retired[k] = retired.get(k, 0) + v
         self._retire_shed(child)
         if child.done and code == 0:
             return
@@ -464,6 +470,9 @@ class _Controller:
         mark stages complete, STOP queues of complete stages."""
         for name, st in self.stages.items():
             if st.spec.kind == "source" or st.complete:
+                continue
+            if self.top.is_member(name):
+                st.complete = self.stages[self.top.head_of(name)].complete
                 continue
             if not st.closed and all(self.stages[u].complete for u in self.top.upstream(name)):
                 st.closed = True
@@ -545,18 +554,20 @@ class _Controller:
         shed = self._shed()
         for name, st in self.stages.items():
             counts = dict(st.retired) if st.spec.kind != "source" else {}
-            for w in st.workers.values():
-                for k in ("in", "out", "failed"):
-                    counts[k] = counts.get(k, 0) + w.stats.get(k, 0)
+            pool = self.stages[self.top.head_of(name)]
+            for w in pool.workers.values():
+                for k, v in _member_counts(w).get(name, {}).items():
+                    counts[k] = counts.get(k, 0) + v
             if st.source is not None:
                 counts = dict(st.source.stats)
             elif st.spec.kind == "source":
                 counts = dict(st.retired)
             out["stages"][name] = {
                 "kind": st.spec.kind,
-                "workers": len(st.workers),
-                "target": st.target,
-                "queue": dict(st.queue.stats) if st.queue is not None else None,
+                "workers": len(pool.workers),
+                "target": pool.target,
+                "group": st.spec.group,
+                "queue": dict(pool.queue.stats) if pool.queue is not None else None,
                 **counts,
                 "dropped": shed.get(name, [0, 0])[0],
                 "rejected": shed.get(name, [0, 0])[1],
@@ -577,7 +588,7 @@ class _Controller:
                     events_in=int(s.get("in", 0)),
                     events_out=int(s.get("out", 0)),
                     failed=int(s.get("failed", 0)),
-                    workers=st.peak_workers if st.spec.kind != "source" else 1,
+                    workers=self.stages[self.top.head_of(name)].peak_workers if st.spec.kind != "source" else 1,
                     restarts=st.restarts,
                     dropped=int(s["dropped"]),
                     rejected=int(s["rejected"]),
@@ -602,6 +613,14 @@ class _Controller:
             interrupted=self.interrupted,
             error=error,
         )
+
+
+def _member_counts(child: _Child) -> dict[str, dict[str, int]]:
+    """A worker's counters per stage it runs (several for a group)."""
+    members = child.stats.get("members")
+    if not members:
+        return {child.stage: {k: child.stats.get(k, 0) for k in ("in", "out", "failed")}}
+    return {name: {"in": c[0], "out": c[1], "failed": c[2]} for name, c in members.items()}
 
 
 # ipc:// paths must fit in a sockaddr_un (108 bytes on Linux, less elsewhere).

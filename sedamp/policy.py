@@ -38,8 +38,8 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
     ranged = []
     fixed_total = 0
     for s in topology.stages.values():
-        if s.kind == "source":
-            continue
+        if s.kind == "source" or topology.is_member(s.name):
+            continue  # grouped stages after the first share the first's pool
         lo, hi = worker_bounds(s, cores)
         if lo == hi:
             targets[s.name] = lo

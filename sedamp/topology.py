@@ -84,6 +84,7 @@ class StageSpec:
     to: tuple[Edge, ...] = ()
     line: int | None = None  # line of the stage's key in the topology file
     ref_line: int | None = None  # line of its source:/handler:/sink: value
+    group: str | None = None  # consecutive stages of one group share one process pool
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,25 @@ class Topology:
     def sources(self) -> list[StageSpec]:
         return [s for s in self.stages.values() if s.kind == "source"]
 
+    def chain_of(self, name: str) -> list[StageSpec]:
+        """The stages a worker of `name` runs, in order: its group (validated to be a
+        chain starting at `name`), or just `name`."""
+        head = self.stages[name]
+        if head.group is None:
+            return [head]
+        return [s for s in self.stages.values() if s.group == head.group]
+
+    def head_of(self, name: str) -> str:
+        """The first stage of `name`'s group (whose queue and pool serve the group)."""
+        s = self.stages[name]
+        if s.group is None:
+            return name
+        return next(x.name for x in self.stages.values() if x.group == s.group)
+
+    def is_member(self, name: str) -> bool:
+        """True for a grouped stage other than the first: it has no queue or pool."""
+        return self.head_of(name) != name
+
 
 # ---------------------------------------------------------------------------------------
 # Loading and validation
@@ -131,7 +151,7 @@ class Topology:
 # ---------------------------------------------------------------------------------------
 
 TOP_KEYS = ("name", "description", "stages", "controller")
-STAGE_KEYS = ("source", "handler", "sink", "params", "workers", "queue", "batch", "to", "description")
+STAGE_KEYS = ("source", "handler", "sink", "params", "workers", "queue", "batch", "to", "group", "description")
 KINDS: tuple[StageKind, ...] = ("source", "handler", "sink")
 QUEUE_KEYS = ("capacity", "on_full")
 WORKERS_KEYS = ("min", "max")
@@ -390,6 +410,8 @@ class _Draft:
     to_ok: bool
     line: int | None
     ref_line: int | None
+    group: str | None = None
+    given: frozenset[str] = frozenset()  # the keys the stage set explicitly
 
 
 class _Checker:
@@ -548,6 +570,8 @@ class _Checker:
             for key, raw in stages_raw.items():
                 drafts[str(key)] = self.stage(key, raw)
             self.graph(drafts)
+            if not self.problems:
+                self.groups(drafts)
             if check_handlers:
                 self.handlers(drafts, base_dir)
         if self.problems:
@@ -564,10 +588,57 @@ class _Checker:
                 to=tuple(e for e, _ in d.edges),
                 line=d.line,
                 ref_line=d.ref_line,
+                group=d.group,
             )
             for d in drafts.values()
         }
         return Topology(name=name, stages=stages, controller=controller, base_dir=base_dir)
+
+    def groups(self, drafts: dict[str, _Draft]) -> None:
+        """Stages sharing a group run in one process pool, calling each other directly:
+        they must form a chain (each sends only to the next, unkeyed, and receives only
+        from the previous), hold no source, and set workers/queue/batch only on the
+        first stage, whose queue and pool serve the whole group."""
+        by_group: dict[str, list[_Draft]] = {}
+        for d in drafts.values():
+            if d.group is not None:
+                by_group.setdefault(d.group, []).append(d)
+        for group, members in by_group.items():
+            for i, d in enumerate(members):
+                path: tuple[Any, ...] = ("stages", d.name)
+                if d.kind == "source":
+                    self.add(
+                        (*path, "group"),
+                        f"a source cannot join group {group!r}: it runs in its own process",
+                        "remove group: from the source",
+                    )
+                    continue
+                if i + 1 < len(members):
+                    nxt = members[i + 1].name
+                    if len(d.edges) != 1 or d.edges[0][0].stage != nxt or d.edges[0][0].key is not None:
+                        self.add(
+                            (*path, "to"),
+                            f"stages of group {group!r} must form a chain: {d.name!r} must send only to "
+                            f"{nxt!r}, the next stage of the group, without a key",
+                            f"write to: {nxt}, or leave {d.name!r} out of the group",
+                        )
+                if i > 0:
+                    prev = members[i - 1].name
+                    senders = [x.name for x in drafts.values() if any(e.stage == d.name for e, _ in x.edges)]
+                    if senders != [prev]:
+                        self.add(
+                            (*path, "group"),
+                            f"{d.name!r} is inside group {group!r}, so only {prev!r} may send to it, "
+                            f"but {', '.join(repr(x) for x in senders if x != prev) or 'nothing'} does",
+                            "send to the group's first stage, or leave this stage out of the group",
+                        )
+                    for key in ("workers", "queue", "batch"):
+                        if key in d.given:
+                            self.add(
+                                (*path, key),
+                                f"{d.name!r} is inside group {group!r}, whose pool is set on its first stage",
+                                f"move {key}: to stage {members[0].name!r}",
+                            )
 
     def controller(self, raw: Any) -> ControllerSpec:
         path: tuple[Any, ...] = ("controller",)
@@ -633,6 +704,17 @@ class _Checker:
             )
             return draft
         self.unknown_keys(path, raw, STAGE_KEYS, f"stage {name!r}")
+        draft.given = frozenset(k for k in raw if raw[k] is not None)
+        if raw.get("group") is not None:
+            g = raw["group"]
+            if isinstance(g, str) and _STAGE_NAME.match(g):
+                draft.group = g
+            else:
+                self.add(
+                    (*path, "group"),
+                    f"must be a group name, got {_describe(g)}",
+                    "e.g. group: parse (the same name on consecutive stages)",
+                )
         kinds = [k for k in KINDS if k in raw]
         if not kinds:
             self.add(

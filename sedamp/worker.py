@@ -75,6 +75,21 @@ class WorkerConfig:
     import_paths: tuple[str, ...]
     period_s: float
     parent_pid: int
+    # the stages after this one in its group, each {"stage", "kind", "ref", "params"}:
+    # the worker calls them directly, in order, on what the previous one returned
+    chain_rest: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(eq=False)
+class _Link:
+    """One stage of the chain a worker runs, with its own counters."""
+
+    stage: str
+    kind: str
+    runner: HandlerRunner
+    n_in: int = 0
+    n_out: int = 0
+    n_failed: int = 0
 
 
 def worker_identity(stage: str, index: int, pid: int) -> str:
@@ -96,10 +111,10 @@ class _Worker:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.ctl = _proc.dealer(self.ctx, self.identity, cfg.control_endpoint)
         self.dead = DeadLetters(cfg.dead_letters)
-        self.runner = HandlerRunner(cfg.ref, cfg.params)
-        self.n_in = 0
-        self.n_out = 0
-        self.n_failed = 0
+        self.links = [_Link(cfg.stage, cfg.kind, HandlerRunner(cfg.ref, cfg.params))] + [
+            _Link(d["stage"], d["kind"], HandlerRunner(d["ref"], d["params"])) for d in cfg.chain_rest
+        ]
+        self.tail = self.links[-1]
         self.busy_s = 0.0
         self.batches = 0
         self.batch_n = cfg.batch or INITIAL_BATCH_EVENTS
@@ -116,12 +131,15 @@ class _Worker:
     def run(self) -> None:
         cfg = self.cfg
         self.ctl.send_multipart(wire.simple(wire.REGISTER, wire.WORKER, cfg.stage, cfg.index, self.pid))
-        try:
-            self.runner.setup()
-        except BaseException as exc:
-            fail = Failure.from_exception(exc)
-            self._fatal(f"setup of stage {cfg.stage!r} ({cfg.ref}) raised {fail.type}: {fail.message}", fail)
-            sys.exit(EXIT_SETUP_FAILED)
+        for link in self.links:
+            try:
+                link.runner.setup()
+            except BaseException as exc:
+                fail = Failure.from_exception(exc)
+                self._fatal(
+                    f"setup of stage {link.stage!r} ({link.runner.ref}) raised {fail.type}: {fail.message}", fail
+                )
+                sys.exit(EXIT_SETUP_FAILED)
         self.up = _proc.dealer(self.ctx, self.identity, cfg.input_endpoint)
         self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
         self.outlets = [
@@ -227,26 +245,56 @@ class _Worker:
         except WireError as exc:
             for eid in ids:
                 self._dead(
-                    eid, "WireError", f"stage {self.cfg.stage!r} received an undecodable event: {exc}", None, None
+                    self.links[0],
+                    eid,
+                    "WireError",
+                    f"stage {self.cfg.stage!r} received an undecodable event: {exc}",
+                    None,
+                    None,
                 )
             self.up.send_multipart(wire.ack(lease))
             return
         t0 = time.perf_counter()
-        results = self.runner.handle_batch(events)
+        self._run(0, ids, events)
         elapsed = time.perf_counter() - t0
         self.busy_s += elapsed
         self.batches += 1
-        self.n_in += len(events)
         self._adapt(elapsed, len(events))
-        if self.cfg.kind == "sink":
+        self._commit(lease)
+
+    def _run(self, start: int, ids: list[Any], events: list[Any]) -> None:
+        """Handle events from link `start` through the tail, then route the tail's
+        outputs (a sink's are only counted). Inside a group, events pass from stage
+        to stage as Python objects: no serialization until they leave the process."""
+        for link in self.links[start:-1]:
+            results = link.runner.handle_batch(events)
+            link.n_in += len(events)
+            next_ids: list[Any] = []
+            next_events: list[Any] = []
             for eid, ev, res in zip(ids, events, results, strict=True):
                 if isinstance(res, Failure):
-                    self._dead(eid, res.type, res.message, res.traceback, ev)
+                    self._dead(link, eid, res.type, res.message, res.traceback, ev)
+                    continue
+                if len(res) == 1:
+                    next_ids.append(eid)
                 else:
-                    self.n_out += 1
+                    next_ids.extend(f"{eid}.{i}" for i in range(len(res)))
+                next_events.extend(res)
+                link.n_out += len(res)
+            ids, events = next_ids, next_events
+            if not events:
+                return
+        tail = self.tail
+        results = tail.runner.handle_batch(events)
+        tail.n_in += len(events)
+        if tail.kind == "sink":
+            for eid, ev, res in zip(ids, events, results, strict=True):
+                if isinstance(res, Failure):
+                    self._dead(tail, eid, res.type, res.message, res.traceback, ev)
+                else:
+                    tail.n_out += 1
         else:
             self._route(ids, events, results)
-        self._commit(lease)
 
     def _route(self, ids: list[Any], events: list[Any], results: list[list[Any] | Failure]) -> None:
         """Give each event's outputs to the router. One output per event on unkeyed
@@ -259,14 +307,14 @@ class _Worker:
                 fast_out.append(res[0])
                 continue
             if isinstance(res, Failure):
-                self._dead(eid, res.type, res.message, res.traceback, ev)
+                self._dead(self.tail, eid, res.type, res.message, res.traceback, ev)
                 continue
             self._route_one(eid, ev, res)
         if fast_ids:
             packed = wire.pack_all(fast_out)
             if packed is not None:
                 self.router.route_packed(fast_ids, packed)
-                self.n_out += len(packed)
+                self.tail.n_out += len(packed)
             else:
                 by_id = dict(zip(ids, events, strict=True))
                 for eid, out in zip(fast_ids, fast_out, strict=True):
@@ -277,17 +325,18 @@ class _Worker:
             self.router.route(eid, outputs)
         except WireError as exc:
             self._dead(
+                self.tail,
                 eid,
                 "WireError",
-                f"stage {self.cfg.stage!r} returned an event MessagePack cannot carry: {exc}",
+                f"stage {self.tail.stage!r} returned an event MessagePack cannot carry: {exc}",
                 None,
                 ev,
             )
             return
         except KeyError as exc:
-            self._dead(eid, "KeyError", f"stage {self.cfg.stage!r}: {exc.args[0]}", None, ev)
+            self._dead(self.tail, eid, "KeyError", f"stage {self.tail.stage!r}: {exc.args[0]}", None, ev)
             return
-        self.n_out += len(outputs)
+        self.tail.n_out += len(outputs)
 
     def _commit(self, lease: Any) -> None:
         any_out, released = self.router.commit(lease)
@@ -326,46 +375,43 @@ class _Worker:
             want = TARGET_BATCH_S / max(self.per_event_s, 1e-7)
             self.batch_n = max(1, min(MAX_BATCH_EVENTS, int(want)))
 
-    def _dead(self, eid: Any, etype: str, message: str, tb: str | None, event: Any) -> None:
-        self.n_failed += 1
-        self.dead.write(
-            stage=self.cfg.stage, event_id=eid, error_type=etype, message=message, traceback=tb, event=event
-        )
+    def _dead(self, link: _Link, eid: Any, etype: str, message: str, tb: str | None, event: Any) -> None:
+        link.n_failed += 1
+        self.dead.write(stage=link.stage, event_id=eid, error_type=etype, message=message, traceback=tb, event=event)
 
     # ---------------------------------------------------------------- end
 
     def _finish(self) -> None:
         cfg = self.cfg
         error: Failure | None = None
-        try:
-            outputs = self.runner.finish()
-        except Exception as exc:
-            error = Failure.from_exception(exc)
-            outputs = []
-        if outputs:
-            for i, ev in enumerate(outputs):
-                try:
-                    self.router.route(f"{cfg.stage}.{cfg.index}.end.{i}", [ev])
-                    self.n_out += 1
-                except (WireError, KeyError) as exc:
-                    self._dead(
-                        f"{cfg.stage}.{cfg.index}.end.{i}",
-                        type(exc).__name__,
-                        f"stage {cfg.stage!r} finish(): {exc}",
-                        None,
-                        None,
-                    )
-            self.router.commit(None)
-            for o in self.outlets:
-                self._reject(o)
-            while not all(o.idle for o in self.outlets):
-                self._poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
-                if not _proc.parent_alive(cfg.parent_pid):
-                    os._exit(1)
-        try:
-            self.runner.teardown()
-        except Exception as exc:
-            error = error or Failure.from_exception(exc)
+        last = len(self.links) - 1
+        for i, link in enumerate(self.links):
+            try:
+                outputs = link.runner.finish()
+            except Exception as exc:
+                error = error or Failure.from_exception(exc)
+                continue
+            if not outputs:
+                continue
+            ids = [f"{link.stage}.{cfg.index}.end.{k}" for k in range(len(outputs))]
+            if i < last:
+                link.n_out += len(outputs)
+                self._run(i + 1, ids, outputs)
+            elif link.kind != "sink":
+                for eid, ev in zip(ids, outputs, strict=True):
+                    self._route_one(eid, None, [ev])
+        self.router.commit(None)
+        for o in self.outlets:
+            self._reject(o)
+        while not all(o.idle for o in self.outlets):
+            self._poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
+            if not _proc.parent_alive(cfg.parent_pid):
+                os._exit(1)
+        for link in self.links:
+            try:
+                link.runner.teardown()
+            except Exception as exc:
+                error = error or Failure.from_exception(exc)
         for o in self.outlets:
             o.detach()
         self.up.send_multipart(wire.simple(wire.BYE))
@@ -402,9 +448,10 @@ class _Worker:
             wire.simple(
                 kind,
                 {
-                    "in": self.n_in,
-                    "out": self.n_out,
-                    "failed": self.n_failed,
+                    "in": self.links[0].n_in,
+                    "out": self.tail.n_out,
+                    "failed": sum(link.n_failed for link in self.links),
+                    "members": {link.stage: [link.n_in, link.n_out, link.n_failed] for link in self.links},
                     "busy_s": self.busy_s,
                     "batches": self.batches,
                     "batch_size": self.batch_n,

@@ -113,6 +113,7 @@ class CpuWorkload:
     events: int
     pypeln_events: int
     workers: Mapping[str, int]  # per handler stage: sedamp, pypeln, pool-chain
+    domain: Path | None = None  # the same pipeline with its stages in one group (sedamp-domain)
 
 
 @dataclass
@@ -302,6 +303,11 @@ def run_pypeln(pipe: Pipeline, n: int, workers: Sequence[int]) -> Run:
     )
 
 
+def renamed(run: Run, system: str) -> Run:
+    run.system = system
+    return run
+
+
 def run_sedamp(topology: Path, overrides: Sequence[str], sink_name: str, n: int, procs: str) -> Run:
     import sedamp.api
 
@@ -370,6 +376,19 @@ def cpu_workload(wl: CpuWorkload, systems: Sequence[str], repeat: int, cores: in
         plan.append(("pypeln", n_pl, lambda: run_pypeln(pipe_pl, n_pl, workers), exp_pl))
     if "sedamp" in systems:
         plan.append(("sedamp", n, lambda: run_sedamp(wl.topology, overrides(n), pipe.sink_name, n, procs), expected))
+        domain = wl.domain
+        if domain is not None:
+            plan.append(
+                (
+                    "sedamp-domain",
+                    n,
+                    lambda: renamed(
+                        run_sedamp(domain, [f"{base.source_name}.params.count={n}"], pipe.sink_name, n, "1 group"),
+                        "sedamp-domain",
+                    ),
+                    expected,
+                )
+            )
         plan.append(
             (
                 "sedamp-empty",
@@ -841,7 +860,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "heavy", TOPOLOGIES / "burn.yaml", args.events_heavy, args.events_heavy, {"a": 1, "b": 2, "c": 1}
         ),
         "tiny": CpuWorkload(
-            "tiny", TOPOLOGIES / "tiny.yaml", args.events_tiny, args.events_pypeln_tiny, {"a": 1, "b": 1}
+            "tiny",
+            TOPOLOGIES / "tiny.yaml",
+            args.events_tiny,
+            args.events_pypeln_tiny,
+            {"a": 1, "b": 1},
+            TOPOLOGIES / "tiny-domain.yaml",
         ),
     }
     failures: list[str] = []

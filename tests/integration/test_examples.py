@@ -16,7 +16,7 @@ from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
 
 
 def test_every_example_is_covered() -> None:
-    tested = {"wordcount.yaml", "jsonl-etl.yaml", "burn.yaml", "tiny.yaml"}
+    tested = {"wordcount.yaml", "jsonl-etl.yaml", "burn.yaml", "tiny.yaml", "tiny-domain.yaml"}
     present = {p.name for p in TOPOLOGIES.glob("*.yaml")}
     assert present <= tested, f"untested example topologies: {sorted(present - tested)}"
 
@@ -125,13 +125,13 @@ def test_burn(workdir: Path) -> None:
     assert [stage_of(s, x)["events_in"] for x in ("a", "b", "c", "collect")] == [n] * 4
 
 
-@pytest.mark.skipif(not (TOPOLOGIES / "tiny.yaml").exists(), reason="tiny.yaml not present")
-def test_tiny(workdir: Path) -> None:
+@pytest.mark.parametrize("name", ["tiny.yaml", "tiny-domain.yaml"])
+def test_tiny(workdir: Path, name: str) -> None:
     out = workdir / "tiny.json"
     n = 20_000
     proc = run_sedamp(
         "run",
-        str(TOPOLOGIES / "tiny.yaml"),
+        str(TOPOLOGIES / name),
         "--workdir",
         str(workdir),
         "--json",

@@ -25,6 +25,7 @@ die with the controller (PR_SET_PDEATHSIG) and check their parent.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -35,11 +36,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import psutil
 import zmq
 
-from sedamp import _proc, policy, wire
+from sedamp import _proc, metrics, policy, wire
 from sedamp.deadletter import DEAD_LETTERS_FILE
 from sedamp.errors import WireError
 from sedamp.executor import Executor, LocalExecutor, Proc
@@ -71,8 +73,9 @@ class RunOptions:
     cores: int | None = None  # overrides the topology's controller.cores
     drain_timeout_s: float | None = None  # overrides controller.drain_timeout_s
     executor: Executor | None = None
-    on_tick: Callable[[dict[str, Any]], None] | None = None  # called every period
+    on_tick: Callable[[dict[str, Any]], None] | None = None  # called every period with the metrics record
     handle_signals: bool = True
+    metrics_path: Path | None = None  # write one JSON line per period (see README, "Metrics")
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,14 @@ class _Controller:
         self.drain_deadline: float | None = None
         self.hard_stop = False
         self.import_paths = (str(topology.base_dir), os.getcwd())
+        self.samples: dict[str, dict[str, list[Any]]] = {}
+        self.ps: dict[int, psutil.Process] = {}
+        self.decisions: list[dict[str, Any]] = []
+        self.last_counts: dict[str, dict[str, int]] = {}
+        self.last_busy: dict[str, float] = {}
+        self.t0 = time.monotonic()
+        self.last_record_t = self.t0
+        self.metrics_file: IO[str] | None = None
 
     # ---------------------------------------------------------------- run
 
@@ -210,6 +221,9 @@ class _Controller:
         self.ctx: zmq.Context[Any] = zmq.Context()
         restore: Callable[[], None] = lambda: None  # noqa: E731
         try:
+            if self.opt.metrics_path is not None:
+                Path(self.opt.metrics_path).parent.mkdir(parents=True, exist_ok=True)
+                self.metrics_file = open(self.opt.metrics_path, "w", encoding="utf-8")  # noqa: SIM115
             self.ctl = _proc.router(self.ctx, self.ctl_endpoint)
             self.poller = zmq.Poller()
             self.poller.register(self.ctl, zmq.POLLIN)
@@ -220,6 +234,9 @@ class _Controller:
             self._reap_all()
             self.executor.close()
             restore()
+            if self.metrics_file is not None:
+                self.metrics_file.write(json.dumps(self.record(final=True)) + "\n")
+                self.metrics_file.close()
             if hasattr(self, "ctl"):
                 self.ctl.close(linger=0)
             self.ctx.term()
@@ -354,8 +371,118 @@ class _Controller:
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + self.period_s
-                if self.opt.on_tick is not None:
-                    self.opt.on_tick(self.snapshot())
+                self._tick()
+
+    # ---------------------------------------------------------------- measurements
+
+    def _gather_samples(self, child: _Child, stats: dict[str, Any]) -> None:
+        """Keep the latency samples a process sent, per stage, until the next record."""
+        if child.role == wire.QUEUE:
+            self.samples.setdefault(child.stage, {}).setdefault("queue_wait", []).extend(stats.get("wait", ()))
+        elif child.role == wire.WORKER:
+            # a group's samples describe the whole chain; file them under its first stage
+            bucket = self.samples.setdefault(child.stage, {})
+            bucket.setdefault("service", []).extend(stats.get("service", ()))
+            bucket.setdefault("path", []).extend(stats.get("path", ()))
+
+    def _tick(self) -> None:
+        record = self.record()
+        if self.metrics_file is not None:
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+        if self.opt.on_tick is not None:
+            self.opt.on_tick(record)
+
+    def _ps(self, pid: int) -> psutil.Process | None:
+        """One psutil.Process per pid, kept, so that cpu_percent measures since the last call."""
+        p = self.ps.get(pid)
+        if p is None:
+            try:
+                p = self.ps[pid] = psutil.Process(pid)
+                p.cpu_percent(None)
+            except psutil.Error:
+                return None
+        return p
+
+    def record(self, final: bool = False) -> dict[str, Any]:
+        """The metrics record of this period: the snapshot of every stage plus rates,
+        latency percentiles, per-worker CPU and memory, and the decisions taken."""
+        now = time.monotonic()
+        dt = max(1e-6, now - self.last_record_t)
+        snap = self.snapshot()
+        out: dict[str, Any] = {
+            "t": round(time.time(), 3),
+            "elapsed_s": round(now - self.t0, 3),
+            "final": final,
+            "system": {
+                "cores": self.cores,
+                "cpu_percent": psutil.cpu_percent(None),
+                "load1": round(os.getloadavg()[0], 2),
+            },
+            "stages": {},
+            "decisions": self.decisions,
+        }
+        self.decisions = []
+        for name, st in self.stages.items():
+            s = snap["stages"][name]
+            prev = self.last_counts.get(name, {})
+            q = s.get("queue") or {}
+            arrived = q.get("arrived", s.get("out", 0) if st.spec.kind == "source" else 0)
+            handled = s.get("in", 0)
+            rec: dict[str, Any] = {
+                "kind": st.spec.kind,
+                "group": st.spec.group,
+                "workers": s["workers"],
+                "target": s["target"],
+                "bounds": list(policy.worker_bounds(st.spec, self.cores)) if st.spec.kind != "source" else [1, 1],
+                "queue": {k: q.get(k) for k in ("length", "capacity", "leased", "credit")} if q else None,
+                "events_in": handled,
+                "events_out": s.get("out", 0),
+                "failed": s.get("failed", 0),
+                "dropped": s.get("dropped", 0),
+                "rejected": s.get("rejected", 0),
+                "arrivals_per_s": round((arrived - prev.get("arrived", 0)) / dt, 2),
+                "completions_per_s": round((handled - prev.get("in", 0)) / dt, 2),
+            }
+            self.last_counts[name] = {"arrived": arrived, "in": handled}
+            bucket = self.samples.pop(name, {})
+            rec["latency_ms"] = {
+                "queue_wait": metrics.percentiles(bucket.get("queue_wait", ())),
+                "service": metrics.percentiles(bucket.get("service", ())),
+                "path": metrics.percentiles(bucket.get("path", ())),
+            }
+            pool = self.stages[self.top.head_of(name)]
+            workers = []
+            sizes = []
+            for w in sorted(pool.workers.values(), key=lambda c: c.index):
+                p = self._ps(w.proc.pid)
+                cpu = rss = None
+                if p is not None:
+                    try:
+                        cpu = round(p.cpu_percent(None), 1)
+                        rss = round(p.memory_info().rss / 2**20, 1)
+                    except psutil.Error:
+                        pass
+                busy = float(w.stats.get("busy_s", 0.0))
+                key = f"busy:{w.identity}"
+                busy_frac = (busy - self.last_busy.get(key, 0.0)) / dt
+                self.last_busy[key] = busy
+                if "batch_size" in w.stats:
+                    sizes.append(w.stats["batch_size"])
+                workers.append(
+                    {
+                        "index": w.index,
+                        "pid": w.proc.pid,
+                        "cpu_percent": cpu,
+                        "rss_mb": rss,
+                        "busy": round(min(1.0, max(0.0, busy_frac)), 3),
+                    }
+                )
+            rec["batch_size"] = round(sum(sizes) / len(sizes), 1) if sizes else None
+            rec["worker_detail"] = workers if name == pool.spec.name else []
+            out["stages"][name] = rec
+        self.last_record_t = now
+        return out
 
     def _on_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -376,6 +503,8 @@ class _Controller:
             # e.g. a queue's DONE arriving just after its exit was seen: harmless
             log.debug("controller: message from a process no longer tracked: %r", rid)
             return
+        if msg.kind in (wire.STATS, wire.DONE):
+            self._gather_samples(child, msg.fields[0])
         if msg.kind == wire.STATS:
             child.stats = msg.fields[0]
             if child.role == wire.QUEUE and child.stats.get("ended"):

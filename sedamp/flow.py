@@ -27,11 +27,13 @@ is outstanding, every waiting worker and every later GET is answered with END.
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sedamp import wire
+from sedamp import metrics, wire
 
 Outgoing = list[tuple[bytes, list[Any]]]
 
@@ -41,6 +43,8 @@ class Chunk:
     ids: list[Any]
     ends: list[int]  # cumulative end offset of each event in `body`
     body: memoryview
+    t_src: float = 0.0  # source time of its oldest event (unix s; 0.0 = unknown)
+    t_enq: float = 0.0  # when the queue accepted it (the queue's clock)
 
     @property
     def n(self) -> int:
@@ -49,8 +53,8 @@ class Chunk:
     def split(self, k: int) -> tuple[Chunk, Chunk]:
         """The first k events and the rest, at an event boundary."""
         cut = self.ends[k - 1]
-        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut])
-        tail = Chunk(self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:])
+        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut], self.t_src, self.t_enq)
+        tail = Chunk(self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:], self.t_src, self.t_enq)
         return head, tail
 
 
@@ -86,7 +90,7 @@ class QueueCounters:
 
 
 class QueueCore:
-    def __init__(self, capacity: int, partitions: int = 1) -> None:
+    def __init__(self, capacity: int, partitions: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if partitions < 1:
@@ -105,6 +109,9 @@ class QueueCore:
         self.closed = False
         self.ended = False
         self.counters = QueueCounters()
+        self.clock = clock
+        # (seconds waited, events) of each chunk leased since the last stats
+        self.waits: list[tuple[float, int]] = []
 
     # ------------------------------------------------------------ properties
 
@@ -124,8 +131,8 @@ class QueueCore:
         """Apply one parsed data-plane message from `rid`; return messages to send."""
         k = msg.kind
         if k == wire.PUT:
-            seq, partition, ids, ends = msg.fields
-            return self._put(rid, seq, partition, ids, ends, msg.bodies[0])
+            seq, partition, ids, ends, t_src = msg.fields
+            return self._put(rid, seq, partition, ids, ends, msg.bodies[0], t_src)
         if k == wire.GET:
             return self._get(rid, msg.fields[0])
         if k == wire.ACK:
@@ -155,7 +162,9 @@ class QueueCore:
             self.workers[rid] = _Worker(index=index if self.partitions > 1 else 0)
         return []
 
-    def _put(self, rid: bytes, seq: int, partition: int, ids: list[Any], ends: list[int], body: bytes) -> Outgoing:
+    def _put(
+        self, rid: bytes, seq: int, partition: int, ids: list[Any], ends: list[int], body: bytes, t_src: float = 0.0
+    ) -> Outgoing:
         prod = self.producers.get(rid)
         if prod is None:
             return self.refuse(rid, "PUT before HELLO")
@@ -169,7 +178,7 @@ class QueueCore:
         prod.outstanding -= n
         self.outstanding -= n
         prod.last_seq = seq
-        self.buffers[partition].append(Chunk(ids, ends, memoryview(body)))
+        self.buffers[partition].append(Chunk(ids, ends, memoryview(body), float(t_src), self.clock()))
         self.buffered += n
         self.counters.arrived += n
         out = self._dispatch()
@@ -267,9 +276,17 @@ class QueueCore:
         self.leased += n
         self.counters.leased += n
         ids: list[Any] = []
+        now = self.clock()
         for c in chunks:
             ids.extend(c.ids)
-        return wire.batch(lease_id, ids, [c.n for c in chunks], [c.body for c in chunks])  # type: ignore[misc]
+            self.waits.append((now - c.t_enq, c.n))
+        return wire.batch(
+            lease_id,
+            ids,
+            [c.n for c in chunks],
+            [c.body for c in chunks],
+            [c.t_src for c in chunks],  # type: ignore[misc]
+        )
 
     def _grant(self) -> Outgoing:
         free = self.free
@@ -306,8 +323,11 @@ class QueueCore:
         return out
 
     def stats(self) -> dict[str, Any]:
+        """Counters, and the queue waits sampled since the last call (then reset)."""
         c = self.counters
+        waits, self.waits = metrics.thin(self.waits), []
         return {
+            "wait": [[round(w * 1000, 3), n] for w, n in waits],  # [ms, events]
             "length": self.buffered,
             "capacity": self.capacity,
             "leased": self.leased,

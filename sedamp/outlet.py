@@ -50,7 +50,7 @@ class Outlet:
         self.sock = _proc.dealer(ctx, identity, endpoint)
         self.credit = 0
         self.seq = 0
-        self.backlog: deque[tuple[int, list[Any], list[bytes], Any]] = deque()
+        self.backlog: deque[tuple[int, list[Any], list[bytes], Any, float]] = deque()
         self.sent: deque[tuple[int, Any]] = deque()  # (seq, tag) not yet taken
         self.held: dict[Any, int] = {}  # tag -> backlog items + PUTs not yet taken
         self.events_sent = 0
@@ -71,10 +71,10 @@ class Outlet:
         """Everything given to this outlet has been taken by the queue."""
         return not self.backlog and not self.sent
 
-    def add(self, partition: int, ids: list[Any], packed: list[bytes], tag: Any) -> None:
+    def add(self, partition: int, ids: list[Any], packed: list[bytes], tag: Any, t_src: float = 0.0) -> None:
         if not ids:
             return
-        self.backlog.append((partition, ids, packed, tag))
+        self.backlog.append((partition, ids, packed, tag, t_src))
         self.held[tag] = self.held.get(tag, 0) + 1
 
     def flush(self) -> list[Any]:
@@ -82,16 +82,16 @@ class Outlet:
         ``reject``, a backlog the queue has no room for is shed instead of waiting.
         Returns the tags whose events have all been taken or shed."""
         while self.backlog and self.credit > 0:
-            partition, ids, packed, tag = self.backlog[0]
+            partition, ids, packed, tag, t_src = self.backlog[0]
             k = min(len(ids), self.credit, MAX_PUT_EVENTS)
             if k < len(ids):
-                self.backlog[0] = (partition, ids[k:], packed[k:], tag)
+                self.backlog[0] = (partition, ids[k:], packed[k:], tag, t_src)
                 self.held[tag] += 1
                 ids, packed = ids[:k], packed[:k]
             else:
                 self.backlog.popleft()
             body, ends = wire.join_packed(packed)
-            self.sock.send_multipart(wire.put(self.seq, partition, ids, ends, body), copy=False)
+            self.sock.send_multipart(wire.put(self.seq, partition, ids, ends, body, t_src), copy=False)
             self.sent.append((self.seq, tag))
             self.seq += 1
             self.credit -= k
@@ -108,7 +108,7 @@ class Outlet:
     def _shed(self) -> list[Any]:
         released = []
         while self.backlog:
-            _, ids, packed, tag = self.backlog.popleft()
+            _, ids, packed, tag, _t = self.backlog.popleft()
             if self.on_full == "drop":
                 self.dropped += len(ids)
             else:
@@ -221,14 +221,14 @@ class Router:
                 slot[0].append(eid)
                 slot[1].append(p)
 
-    def commit(self, tag: Any) -> tuple[bool, list[Any]]:
+    def commit(self, tag: Any, t_src: float = 0.0) -> tuple[bool, list[Any]]:
         """Hand what `route` gathered to the outlets under `tag`. Returns whether
         anything was handed over, and the tags released meanwhile (taken or shed)."""
         any_out = False
         released: list[Any] = []
         for o, pending in zip(self.outlets, self._pending, strict=True):
             for part, (ids, packed) in pending.items():
-                o.add(part, ids, packed, tag)
+                o.add(part, ids, packed, tag, t_src)
                 any_out = True
             pending.clear()
             released.extend(o.flush())

@@ -125,6 +125,7 @@ def run_source(cfg: SourceConfig) -> None:
             poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
         else:
             evs: list[Any] = []
+            t_read = time.time()
             try:
                 for ev in itertools.islice(it, cfg.batch):
                     evs.append(ev)
@@ -153,7 +154,7 @@ def run_source(cfg: SourceConfig) -> None:
                             event=repr(ev),
                         )
             counters["in"] += n
-            router.commit(None)
+            router.commit(None, t_read)
             for o in outlets:
                 reject(o)
             if n < cfg.batch:

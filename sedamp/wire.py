@@ -10,7 +10,8 @@ event.
 Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs)::
 
     producer -> queue   HELLO(role=PRODUCER, index=-1, want)     register, ask for credit
-                        PUT(seq, partition, ids, ends) + body    at most `credit` events
+                        PUT(seq, partition, ids, ends, t_src)    at most `credit` events;
+                          + body                                 t_src: source time (s)
                         EOS()                                    detach, give credit back
     queue -> producer   CREDIT(grant, took_seq)                  reply to every PUT and
                                                                  unsolicited as room frees
@@ -18,7 +19,8 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
                         GET(max_events)                          ask for one batch
                         ACK(lease)                               outputs delivered downstream
                         BYE()                                    leaving: unacked leases return
-    queue -> worker     BATCH(lease, ids, counts) + bodies       one body per merged chunk
+    queue -> worker     BATCH(lease, ids, counts, t_srcs)        one body per merged chunk
+                          + bodies
                         END()                                    input is over for good
     queue -> anyone     ERR(message)                             a frame was refused
 
@@ -45,7 +47,7 @@ import msgpack
 
 from sedamp.errors import WireError
 
-VERSION = 1
+VERSION = 2
 
 # Largest frame a queue or worker accepts. A batch of 256 events of 256 KiB each fits;
 # anything larger is refused with ERR rather than allowed to exhaust memory.
@@ -87,8 +89,8 @@ KIND_NAMES = {
 # kind -> (number of header fields after VERSION and KIND, number of body frames:
 # 0 = none, 1 = exactly one, -1 = one or more)
 _SHAPES: dict[int, tuple[int, int]] = {
-    HELLO: (3, 0), PUT: (4, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
-    CREDIT: (2, 0), BATCH: (3, -1), END: (0, 0), ERR: (1, 0),
+    HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
+    CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (1, 0),
     REGISTER: (4, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
     CLOSE: (0, 0), STOP: (1, 0), GONE: (1, 0),
 }  # fmt: skip
@@ -115,8 +117,11 @@ def hello(role: int, index: int, want: int) -> list[bytes]:
     return [header(HELLO, role, index, want)]
 
 
-def put(seq: int, partition: int, ids: Sequence[Any], ends: Sequence[int], body: bytes) -> list[bytes]:
-    return [header(PUT, seq, partition, list(ids), list(ends)), body]
+def put(
+    seq: int, partition: int, ids: Sequence[Any], ends: Sequence[int], body: bytes, t_src: float = 0.0
+) -> list[bytes]:
+    """`t_src`: when the oldest of these events was read by its source (unix seconds)."""
+    return [header(PUT, seq, partition, list(ids), list(ends), t_src), body]
 
 
 def credit(grant: int, took_seq: int) -> list[bytes]:
@@ -131,8 +136,12 @@ def ack(lease: int) -> list[bytes]:
     return [header(ACK, lease)]
 
 
-def batch(lease: int, ids: Sequence[Any], counts: Sequence[int], bodies: Sequence[bytes]) -> list[bytes]:
-    return [header(BATCH, lease, list(ids), list(counts)), *bodies]
+def batch(
+    lease: int, ids: Sequence[Any], counts: Sequence[int], bodies: Sequence[bytes], t_srcs: Sequence[float] = ()
+) -> list[bytes]:
+    """`t_srcs`: the source time of each body's oldest event (0.0 where unknown)."""
+    t = list(t_srcs) or [0.0] * len(counts)
+    return [header(BATCH, lease, list(ids), list(counts), t), *bodies]
 
 
 def simple(kind: int, *fields: Any) -> list[bytes]:
@@ -244,6 +253,10 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
 def _increasing_ints(xs: list[Any]) -> bool:
     """True if `xs` are strictly increasing integers (checked at C speed: this runs on
     every PUT a queue receives)."""
@@ -261,9 +274,10 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
     if kind == HELLO:
         ok = _is_int(f[0]) and f[0] in (PRODUCER, WORKER) and _is_int(f[1]) and _is_int(f[2])
     elif kind == PUT:
-        seq, part, ids, ends = f
+        seq, part, ids, ends, t_src = f
         ok = (
-            _is_int(seq)
+            _is_number(t_src)
+            and _is_int(seq)
             and _is_int(part)
             and isinstance(ids, list)
             and isinstance(ends, list)
@@ -278,11 +292,14 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
     elif kind == CREDIT:
         ok = _is_int(f[0]) and f[0] >= 0 and _is_int(f[1])
     elif kind == BATCH:
-        lease, ids, counts = f
+        lease, ids, counts, t_srcs = f
         ok = (
             _is_int(lease)
             and isinstance(ids, list)
             and isinstance(counts, list)
+            and isinstance(t_srcs, list)
+            and len(t_srcs) == len(counts)
+            and all(_is_number(t) for t in t_srcs)
             and len(counts) == len(bodies)
             and all(_is_int(c) and c > 0 for c in counts)
             and sum(counts) == len(ids)

@@ -30,7 +30,7 @@ from typing import Any
 
 import zmq
 
-from sedamp import _proc, wire
+from sedamp import _proc, metrics, wire
 from sedamp.deadletter import DeadLetters
 from sedamp.errors import WireError
 from sedamp.outlet import Outlet, OutputConfig, Router
@@ -115,6 +115,8 @@ class _Worker:
             _Link(d["stage"], d["kind"], HandlerRunner(d["ref"], d["params"])) for d in cfg.chain_rest
         ]
         self.tail = self.links[-1]
+        self.service: list[tuple[float, int]] = []  # (ms per event, events) per batch, this period
+        self.path: list[tuple[float, int]] = []  # (ms since the source read it, events), sinks only
         self.busy_s = 0.0
         self.batches = 0
         self.batch_n = cfg.batch or INITIAL_BATCH_EVENTS
@@ -239,7 +241,7 @@ class _Worker:
     # ---------------------------------------------------------------- work
 
     def _handle(self, msg: wire.Message) -> None:
-        lease, ids, _counts = msg.fields
+        lease, ids, counts, t_srcs = msg.fields
         try:
             events = wire.unpack_events(msg.bodies, len(ids))
         except WireError as exc:
@@ -260,7 +262,13 @@ class _Worker:
         self.busy_s += elapsed
         self.batches += 1
         self._adapt(elapsed, len(events))
-        self._commit(lease)
+        self.service.append((elapsed * 1000 / len(events), len(events)))
+        known = [t for t in t_srcs if t > 0]
+        t_src = min(known) if known else 0.0
+        if self.tail.kind == "sink" and known:
+            now = time.time()
+            self.path.extend(((now - t) * 1000, n) for t, n in zip(t_srcs, counts, strict=True) if t > 0)
+        self._commit(lease, t_src)
 
     def _run(self, start: int, ids: list[Any], events: list[Any]) -> None:
         """Handle events from link `start` through the tail, then route the tail's
@@ -338,8 +346,8 @@ class _Worker:
             return
         self.tail.n_out += len(outputs)
 
-    def _commit(self, lease: Any) -> None:
-        any_out, released = self.router.commit(lease)
+    def _commit(self, lease: Any, t_src: float = 0.0) -> None:
+        any_out, released = self.router.commit(lease, t_src)
         for o in self.outlets:
             self._reject(o)
         for t in released:
@@ -400,7 +408,7 @@ class _Worker:
             elif link.kind != "sink":
                 for eid, ev in zip(ids, outputs, strict=True):
                     self._route_one(eid, None, [ev])
-        self.router.commit(None)
+        self.router.commit(None, time.time())
         for o in self.outlets:
             self._reject(o)
         while not all(o.idle for o in self.outlets):
@@ -444,6 +452,8 @@ class _Worker:
         self.ctl.close(linger=2000)
 
     def _send_stats(self, kind: int) -> None:
+        service, self.service = metrics.thin(self.service), []
+        path, self.path = metrics.thin(self.path), []
         self.ctl.send_multipart(
             wire.simple(
                 kind,
@@ -457,6 +467,8 @@ class _Worker:
                     "batch_size": self.batch_n,
                     "protocol_errors": self.protocol_errors,
                     "shed": {o.stage: [o.dropped, o.rejected_count] for o in self.outlets},
+                    "service": [[round(v, 4), n] for v, n in service],  # [ms per event, events]
+                    "path": [[round(v, 3), n] for v, n in path],  # [ms from source to here, events]
                     "pid": self.pid,
                 },
             )

@@ -17,7 +17,7 @@ class FakeOutlet:
         self.items: list[tuple[int, list[Any], list[bytes], Any]] = []
         self.held: dict[Any, int] = {}
 
-    def add(self, partition: int, ids: list[Any], packed: list[bytes], tag: Any) -> None:
+    def add(self, partition: int, ids: list[Any], packed: list[bytes], tag: Any, t_src: float = 0.0) -> None:
         self.items.append((partition, ids, packed, tag))
 
     def flush(self) -> list[Any]:

@@ -95,7 +95,7 @@ def test_specific_refusals() -> None:
     with pytest.raises(WireError, match="malformed"):
         wire.parse(wire.get(0))
     with pytest.raises(WireError, match="body frames"):
-        wire.parse([wire.header(wire.PUT, 0, 0, [1], [1])])
+        wire.parse([wire.header(wire.PUT, 0, 0, [1], [1], 0.0)])
     with pytest.raises(WireError, match="exceeds"):
         wire.parse([b"\x00" * (wire.MAX_FRAME_BYTES + 1)])
     with pytest.raises(WireError, match="not MessagePack"):

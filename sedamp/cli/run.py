@@ -30,6 +30,9 @@ def run(
     drain_timeout: Annotated[
         float | None, typer.Option(min=0, help="Seconds Ctrl-C lets in-flight work finish (default 10).")
     ] = None,
+    metrics: Annotated[
+        Path | None, typer.Option(help="Write one JSON line of measurements per period to this file.")
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv for debug).")] = 0,
@@ -49,7 +52,9 @@ def run(
     except BaseException:
         executor.close()
         raise
-    options = RunOptions(workdir=workdir, cores=cores, drain_timeout_s=drain_timeout, executor=executor)
+    options = RunOptions(
+        workdir=workdir, cores=cores, drain_timeout_s=drain_timeout, executor=executor, metrics_path=metrics
+    )
     summary = run_topology(top, options)
     if json_:
         typer.echo(json.dumps(summary.to_dict(), indent=2))

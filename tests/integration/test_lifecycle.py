@@ -166,7 +166,7 @@ stages:
             q = snap["stages"][name]["queue"]
             if q:
                 assert q["length"] + q["leased"] + q["credit"] <= q["capacity"] == 8
-        ahead = snap["stages"]["src"].get("out", 0) - snap["stages"]["sink"].get("in", 0)
+        ahead = snap["stages"]["src"]["events_out"] - snap["stages"]["sink"]["events_in"]
         # two queues of 8, plus at most one batch of outputs waiting in each producer
         assert ahead <= 2 * 8 + 2 * 256, snap
 

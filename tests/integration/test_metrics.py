@@ -1,0 +1,65 @@
+"""`sedamp run --metrics FILE`: one JSON line per period with the documented fields."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
+
+
+def test_metrics_stream(tmp_path: Path) -> None:
+    metrics = tmp_path / "m.jsonl"
+    out = tmp_path / "result.json"
+    proc = run_sedamp(
+        "run",
+        str(TOPOLOGIES / "burn.yaml"),
+        "--set",
+        "seeds.params.count=300",
+        "--set",
+        "controller.period_s=0.2",
+        "--metrics",
+        str(metrics),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--json",
+        env={"OUT": str(out)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert len(lines) >= 3, "expected a record per period and a final one"
+    assert lines[-1]["final"] is True and not any(r["final"] for r in lines[:-1])
+    assert [r["elapsed_s"] for r in lines] == sorted(r["elapsed_s"] for r in lines)
+    for r in lines:
+        assert set(r) == {"t", "elapsed_s", "final", "system", "stages", "decisions"}
+        assert r["system"]["cores"] >= 1
+        assert set(r["stages"]) == {"seeds", "a", "b", "c", "collect"}
+        for st in r["stages"].values():
+            for key in (
+                "workers",
+                "target",
+                "bounds",
+                "queue",
+                "events_in",
+                "events_out",
+                "failed",
+                "arrivals_per_s",
+                "completions_per_s",
+                "latency_ms",
+                "batch_size",
+                "worker_detail",
+            ):
+                assert key in st
+    # the latency percentiles and per-worker figures were measured at some point
+    b = [r["stages"]["b"] for r in lines]
+    assert any(x["latency_ms"]["service"] and x["latency_ms"]["service"]["p50"] > 0 for x in b)
+    assert any(x["latency_ms"]["queue_wait"] for x in b)
+    assert any(r["stages"]["collect"]["latency_ms"]["path"] for r in lines)
+    details = [w for x in b for w in x["worker_detail"]]
+    assert details and all(w["pid"] > 0 for w in details)
+    assert any((w["rss_mb"] or 0) > 1 for w in details)
+    assert any((w["cpu_percent"] or 0) > 10 for w in details), "b burns CPU: its workers must show it"
+    # the final record agrees with the summary
+    s = summary_of(proc)
+    for name in ("a", "b", "c", "collect"):
+        assert lines[-1]["stages"][name]["events_in"] == stage_of(s, name)["events_in"] == 300

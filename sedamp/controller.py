@@ -150,6 +150,7 @@ class _Child:
     stopped: bool = False  # we told it to stop (a queue) or acknowledged its DONE
     fatal: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    retiring: bool = False  # told to leave because its pool shrank
 
 
 @dataclass(eq=False)
@@ -210,6 +211,7 @@ class _Controller:
         self.t0 = time.monotonic()
         self.last_record_t = self.t0
         self.metrics_file: IO[str] | None = None
+        self.policy_state = policy.PolicyState()
 
     # ---------------------------------------------------------------- run
 
@@ -312,10 +314,14 @@ class _Controller:
         for name, st in self.stages.items():
             if st.spec.kind == "source" or st.ended or self.top.is_member(name):
                 continue
-            while len(st.workers) < st.target:
+            active = [w for w in st.workers.values() if not w.retiring]
+            for _ in range(st.target - len(active)):
                 index = next(i for i in range(st.target + len(st.workers) + 1) if i not in st.workers)
                 self._spawn_worker(st, index)
-            st.peak_workers = max(st.peak_workers, len(st.workers))
+            for w in sorted(active, key=lambda c: c.index, reverse=True)[: max(0, len(active) - st.target)]:
+                w.retiring = True
+                self._send(w.identity.encode(), wire.simple(wire.RETIRE))
+            st.peak_workers = max(st.peak_workers, len([w for w in st.workers.values() if not w.retiring]))
 
     def _spawn_worker(self, st: _Stage, index: int) -> None:
         spec = st.spec
@@ -387,11 +393,47 @@ class _Controller:
 
     def _tick(self) -> None:
         record = self.record()
+        if self.top.controller.policy == "adaptive" and not self.draining:
+            record["decisions"] = record["decisions"] + [d.as_dict() for d in self._control(record)]
         if self.metrics_file is not None:
             self.metrics_file.write(json.dumps(record) + "\n")
             self.metrics_file.flush()
         if self.opt.on_tick is not None:
             self.opt.on_tick(record)
+
+    def _control(self, record: dict[str, Any]) -> list[policy.Decision]:
+        """The pool controller: decide from this period's record, then set targets (the
+        reconcile step spawns or retires workers to match)."""
+        views = []
+        for name, st in self.stages.items():
+            if st.spec.kind == "source" or self.top.is_member(name) or st.ended:
+                continue
+            r = record["stages"][name]
+            lo, hi = policy.worker_bounds(st.spec, self.cores)
+            stateful = any(w.stats.get("stateful") for w in st.workers.values())
+            busy = [w["busy"] for w in r["worker_detail"]] or [0.0]
+            q = r["queue"] or {}
+            views.append(
+                policy.StageView(
+                    name=name,
+                    target=st.target,
+                    lo=lo,
+                    hi=hi,
+                    queue_length=int(q.get("length") or 0),
+                    capacity=int(q.get("capacity") or st.spec.queue.capacity),
+                    batch_size=float(r["batch_size"] or 1),
+                    busy=sum(busy) / len(busy),
+                    completions_per_s=float(r["completions_per_s"]),
+                    resizable=lo != hi and not stateful and self.top.route_key(name) is None,
+                )
+            )
+        decisions = policy.decide(views, self.cores, time.monotonic(), self.policy_state)
+        for d in decisions:
+            st = self.stages[d.stage]
+            lo, hi = policy.worker_bounds(st.spec, self.cores)
+            st.target = max(lo, min(hi, d.new))
+            log.info("stage %s: %d -> %d workers: %s", d.stage, d.old, st.target, d.reason)
+        return decisions
 
     def _ps(self, pid: int) -> psutil.Process | None:
         """One psutil.Process per pid, kept, so that cpu_percent measures since the last call."""
@@ -517,9 +559,9 @@ class _Controller:
                     self.stages[child.stage].ended = True
             else:
                 child.stopped = True
-                if child.role == wire.WORKER:
-                    # A worker finishes only after its queue said END: the stage's input
-                    # is over, so no worker of it may be started again.
+                if child.role == wire.WORKER and not child.stats.get("retired"):
+                    # A worker finishes only after its queue said END (or when retired):
+                    # the stage's input is over, so no worker of it may start again.
                     self.stages[child.stage].ended = True
                 self._send(rid, wire.simple(wire.STOP, 0))  # acknowledge: it may exit
         elif msg.kind == wire.FATAL:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from sedamp.topology import StageSpec, Topology
 
@@ -52,3 +53,165 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
             lo, hi = worker_bounds(s, cores)
             targets[s.name] = min(hi, max(lo, share))
     return targets
+
+
+# ---------------------------------------------------------------- the pool controller
+#
+# SEDA's thread-pool controller, for process pools under one core budget. Every period
+# it looks at each stage's queue and workers and may move the stage's target by one:
+#
+#   grow    the queue holds at least GROW_QUEUE_FRACTION of its capacity (or two full
+#           batches) and the workers are at least GROW_BUSY busy: the stage is a
+#           bottleneck. Within the stage's max and the core budget; when the budget is
+#           spent, a worker is taken from a stage that has sat idle.
+#   shrink  the workers have been under SHRINK_BUSY busy for IDLE_TIMEOUT_S: the pool
+#           gives a worker back, down to its min.
+#
+# Safeguards: a stage just changed is left alone for COOLDOWN_PERIODS (hysteresis, so
+# noise cannot make a pool oscillate); a growth that did not raise the stage's
+# completions by THRASH_GAIN within that time is undone and growth is barred for
+# THRASH_BAR_PERIODS (SEDA's thrashing guard). Stages whose handler keeps state to emit
+# at the end (finish()) or that are key-routed are never resized.
+
+GROW_QUEUE_FRACTION = 0.25
+GROW_BUSY = 0.75
+SHRINK_BUSY = 0.25
+IDLE_TIMEOUT_S = 2.0
+COOLDOWN_PERIODS = 3
+THRASH_GAIN = 1.05
+THRASH_BAR_PERIODS = 10
+
+
+@dataclass(frozen=True)
+class StageView:
+    """What the pool controller sees of one stage in one period."""
+
+    name: str
+    target: int
+    lo: int
+    hi: int
+    queue_length: int
+    capacity: int
+    batch_size: float
+    busy: float  # mean fraction of the period its workers spent handling events
+    completions_per_s: float
+    resizable: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    stage: str
+    old: int
+    new: int
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"stage": self.stage, "from": self.old, "to": self.new, "reason": self.reason}
+
+
+@dataclass
+class PolicyState:
+    """What the controller remembers between periods (mutated by `decide`)."""
+
+    period: int = 0
+    changed_at: dict[str, int] = field(default_factory=dict)
+    idle_since: dict[str, float] = field(default_factory=dict)
+    grown: dict[str, tuple[int, float]] = field(default_factory=dict)  # stage -> (period, rate before)
+    barred_until: dict[str, int] = field(default_factory=dict)
+
+
+def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState) -> list[Decision]:
+    """One period of the pool controller: the target changes to make, with reasons."""
+    state.period += 1
+    p = state.period
+    decisions: list[Decision] = []
+    targets = {v.name: v.target for v in views}
+    by_name = {v.name: v for v in views}
+
+    def cooling(name: str) -> bool:
+        return p - state.changed_at.get(name, -(10**9)) < COOLDOWN_PERIODS
+
+    def change(v: StageView, new: int, reason: str) -> None:
+        decisions.append(Decision(v.name, targets[v.name], new, reason))
+        targets[v.name] = new
+        state.changed_at[v.name] = p
+
+    # idle clocks
+    for v in views:
+        if v.busy < SHRINK_BUSY and v.queue_length == 0:
+            state.idle_since.setdefault(v.name, now_s)
+        else:
+            state.idle_since.pop(v.name, None)
+
+    # thrashing guard: a growth that bought nothing is undone
+    for name, (at, before) in list(state.grown.items()):
+        grown = by_name.get(name)
+        if grown is None or p - at < COOLDOWN_PERIODS:
+            continue
+        v = grown
+        del state.grown[name]
+        if v.completions_per_s < before * THRASH_GAIN and targets[name] > v.lo and v.queue_length > 0:
+            change(
+                v,
+                targets[name] - 1,
+                f"growth did not pay: {v.completions_per_s:.0f}/s after vs {before:.0f}/s before; "
+                f"back to {targets[name] - 1}, no growth for {THRASH_BAR_PERIODS} periods",
+            )
+            state.barred_until[name] = p + THRASH_BAR_PERIODS
+
+    # shrink stages idle for the timeout
+    for v in views:
+        since = state.idle_since.get(v.name)
+        if (
+            v.resizable
+            and since is not None
+            and now_s - since >= IDLE_TIMEOUT_S
+            and targets[v.name] > v.lo
+            and not cooling(v.name)
+        ):
+            change(
+                v,
+                targets[v.name] - 1,
+                f"idle for {now_s - since:.1f} s (workers {v.busy:.0%} busy, queue empty): shrink to "
+                f"{targets[v.name] - 1}",
+            )
+            state.idle_since[v.name] = now_s
+
+    # grow the bottleneck(s), most backed-up first
+    def backlog(v: StageView) -> float:
+        return v.queue_length / max(1, v.capacity)
+
+    for v in sorted(views, key=backlog, reverse=True):
+        if not v.resizable or cooling(v.name) or targets[v.name] >= v.hi:
+            continue
+        if state.barred_until.get(v.name, 0) > p:
+            continue
+        threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
+        if v.queue_length < threshold or v.busy < GROW_BUSY:
+            continue
+        used = sum(targets.values())
+        donor = None
+        if used + 1 > budget:
+            idle = [
+                d
+                for d in views
+                if d.name != v.name
+                and d.resizable
+                and targets[d.name] > d.lo
+                and d.busy < SHRINK_BUSY
+                and not cooling(d.name)
+            ]
+            if not idle:
+                continue
+            donor = min(idle, key=lambda d: d.busy)
+            change(
+                donor,
+                targets[donor.name] - 1,
+                f"gives a worker to {v.name!r} ({donor.busy:.0%} busy): shrink to {targets[donor.name] - 1}",
+            )
+        reason = f"queue {v.queue_length}/{v.capacity} and workers {v.busy:.0%} busy: grow to {targets[v.name] + 1}" + (
+            f" (taking a core from {donor.name!r})" if donor else f" ({used + 1} of {budget} cores)"
+        )
+        state.grown[v.name] = (p, v.completions_per_s)
+        change(v, targets[v.name] + 1, reason)
+    return decisions

@@ -209,6 +209,10 @@ class HandlerRunner:
                     out.append(Failure.from_exception(exc))
         return out
 
+    @property
+    def has_finish(self) -> bool:
+        return self._obj is not None and hasattr(self._obj, "finish")
+
     def finish(self) -> list[Any]:
         """Events a class handler emits once its input has ended (may raise)."""
         if self._obj is not None and hasattr(self._obj, "finish"):

@@ -36,6 +36,8 @@ Control plane (the controller's ROUTER; every runtime process connects a DEALER)
                             STOP(grace_s)                        finish what is held, exit
                             GONE(routing_id)                     to a queue: that worker is
                                                                  dead, requeue its leases
+                            RETIRE()                             to a worker: finish what you
+                                                                 hold, say BYE, exit (pool shrinks)
 """
 
 from __future__ import annotations
@@ -79,11 +81,12 @@ FATAL = 23
 CLOSE = 30
 STOP = 31
 GONE = 32
+RETIRE = 33
 
 KIND_NAMES = {
     HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE",
     CREDIT: "CREDIT", BATCH: "BATCH", END: "END", ERR: "ERR", REGISTER: "REGISTER",
-    STATS: "STATS", DONE: "DONE", FATAL: "FATAL", CLOSE: "CLOSE", STOP: "STOP", GONE: "GONE",
+    STATS: "STATS", DONE: "DONE", FATAL: "FATAL", CLOSE: "CLOSE", STOP: "STOP", GONE: "GONE", RETIRE: "RETIRE",
 }  # fmt: skip
 
 # kind -> (number of header fields after VERSION and KIND, number of body frames:
@@ -92,7 +95,7 @@ _SHAPES: dict[int, tuple[int, int]] = {
     HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
     CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (1, 0),
     REGISTER: (4, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
-    CLOSE: (0, 0), STOP: (1, 0), GONE: (1, 0),
+    CLOSE: (0, 0), STOP: (1, 0), GONE: (1, 0), RETIRE: (0, 0),
 }  # fmt: skip
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack

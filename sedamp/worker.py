@@ -125,6 +125,7 @@ class _Worker:
         self.inbox: deque[wire.Message] = deque()
         self.gets_out = 0
         self.ended = False
+        self.retiring = False
         self.unacked: dict[int, int] = {}  # lease -> outlets still holding its outputs
         self.protocol_errors = 0
 
@@ -155,21 +156,44 @@ class _Worker:
         for o in self.outlets:
             self.poller.register(o.sock, zmq.POLLIN)
         self._loop()
-        self._finish()
+        if self.ended:
+            self._finish()
+        else:
+            self._retire()
+
+    def _retire(self) -> None:
+        """Leave a running stage: everything this worker took is handled and acknowledged;
+        BYE makes the queue put back any batch it leased us meanwhile. No finish():
+        the stage's input is not over (stateful stages are never shrunk)."""
+        self.up.send_multipart(wire.simple(wire.BYE))
+        error: Failure | None = None
+        for link in self.links:
+            try:
+                link.runner.teardown()
+            except Exception as exc:
+                error = error or Failure.from_exception(exc)
+        for o in self.outlets:
+            o.detach()
+        self.dead.close()
+        if error is not None:
+            self._fatal(f"stage {self.cfg.stage!r} teardown raised {error.type}: {error.message}", error)
+            sys.exit(1)
+        self._send_stats(wire.DONE, retired=True)
+        self._await_release()
 
     def _loop(self) -> None:
         cfg = self.cfg
         next_stats = time.monotonic() + cfg.period_s
         while True:
             blocked = any(o.blocked for o in self.outlets)
-            if not blocked and not self.ended:
+            if not blocked and not self.ended and not self.retiring:
                 while self.gets_out + len(self.inbox) < self.prefetch:
                     self.up.send_multipart(wire.get(self.batch_n))
                     self.gets_out += 1
             if self.inbox and not blocked:
                 self._handle(self.inbox.popleft())
                 timeout_ms = 0
-            elif self.ended and not self.inbox and not self.unacked:
+            elif (self.ended or self.retiring) and not self.inbox and not self.unacked:
                 return
             else:
                 timeout_ms = int(_proc.PARENT_CHECK_PERIOD_S * 1000)
@@ -227,6 +251,8 @@ class _Worker:
         if msg.kind == wire.STOP:
             # The controller gave up on a clean end (deadline passed): leave now.
             os._exit(0)
+        if msg.kind == wire.RETIRE:
+            self.retiring = True  # the pool shrinks: finish what is held, then leave
 
     def _released(self, lease: Any) -> None:
         if lease is None:
@@ -451,7 +477,7 @@ class _Worker:
         )
         self.ctl.close(linger=2000)
 
-    def _send_stats(self, kind: int) -> None:
+    def _send_stats(self, kind: int, retired: bool = False) -> None:
         service, self.service = metrics.thin(self.service), []
         path, self.path = metrics.thin(self.path), []
         self.ctl.send_multipart(
@@ -470,6 +496,9 @@ class _Worker:
                     "service": [[round(v, 4), n] for v, n in service],  # [ms per event, events]
                     "path": [[round(v, 3), n] for v, n in path],  # [ms from source to here, events]
                     "pid": self.pid,
+                    "retired": retired,
+                    # emits at the end of input: its state would be lost if it were retired
+                    "stateful": any(link.runner.has_finish for link in self.links),
                 },
             )
         )

@@ -36,3 +36,99 @@ def test_bounds_resolve_auto_max() -> None:
 
 def test_usable_cores_is_positive() -> None:
     assert policy.usable_cores() >= 1
+
+
+# ---------------------------------------------------------------- the pool controller
+
+from sedamp.policy import IDLE_TIMEOUT_S, PolicyState, StageView, decide  # noqa: E402
+
+
+def view(
+    name: str,
+    target: int,
+    *,
+    q: int = 0,
+    busy: float = 0.5,
+    rate: float = 100.0,
+    lo: int = 1,
+    hi: int = 8,
+    cap: int = 1000,
+    batch: float = 8,
+    resizable: bool = True,
+) -> StageView:
+    return StageView(name, target, lo, hi, q, cap, batch, busy, rate, resizable)
+
+
+def test_grows_the_bottleneck_within_budget() -> None:
+    st = PolicyState()
+    d = decide([view("slow", 1, q=800, busy=0.98), view("fast", 1, q=0, busy=0.4)], budget=4, now_s=0, state=st)
+    assert [(x.stage, x.old, x.new) for x in d] == [("slow", 1, 2)]
+    assert "queue 800/1000" in d[0].reason and "grow to 2" in d[0].reason
+
+
+def test_respects_max_and_budget() -> None:
+    st = PolicyState()
+    assert decide([view("slow", 8, q=900, busy=1.0, hi=8)], budget=16, now_s=0, state=st) == []
+    st = PolicyState()
+    # budget spent and nobody idle: no growth
+    assert decide([view("a", 2, q=900, busy=1.0), view("b", 2, q=0, busy=0.6)], budget=4, now_s=0, state=st) == []
+
+
+def test_takes_a_core_from_an_idle_stage_when_the_budget_is_spent() -> None:
+    st = PolicyState()
+    d = decide([view("a", 2, q=900, busy=1.0), view("b", 2, q=0, busy=0.05)], budget=4, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 1), ("a", 3)]
+    assert "gives a worker to 'a'" in d[0].reason
+
+
+def test_shrinks_only_after_the_idle_timeout_and_not_below_min() -> None:
+    st = PolicyState()
+    idle = [view("a", 3, busy=0.05, lo=2)]
+    assert decide(idle, budget=8, now_s=0.0, state=st) == []
+    assert decide(idle, budget=8, now_s=IDLE_TIMEOUT_S / 2, state=st) == []
+    d = decide(idle, budget=8, now_s=IDLE_TIMEOUT_S + 0.1, state=st)
+    assert [(x.old, x.new) for x in d] == [(3, 2)] and "idle for" in d[0].reason
+    assert decide([view("a", 2, busy=0.0, lo=2)], budget=8, now_s=60, state=st) == []
+
+
+def test_noisy_input_does_not_make_the_pool_oscillate() -> None:
+    st = PolicyState()
+    target = 2
+    history = []
+    for i in range(40):
+        busy = 0.9 if i % 2 else 0.2
+        q = 600 if i % 2 else 0
+        d = decide([view("a", target, q=q, busy=busy, rate=100 + i)], budget=8, now_s=i * 0.5, state=st)
+        for x in d:
+            target = x.new
+            history.append((i, x.new))
+    # at most one change per cooldown window, and never shrinks while it keeps growing into noise
+    periods = [i for i, _ in history]
+    assert all(b - a >= 3 for a, b in zip(periods, periods[1:], strict=False)), history
+    assert len(history) <= 40 // 3
+
+
+def test_thrashing_guard_reverts_a_growth_that_did_not_pay() -> None:
+    st = PolicyState()
+    d = decide([view("a", 2, q=900, busy=1.0, rate=100)], budget=8, now_s=0, state=st)
+    assert d[0].new == 3
+    for t in (0.5, 1.0):
+        assert decide([view("a", 3, q=900, busy=1.0, rate=101)], budget=8, now_s=t, state=st) == []
+    d = decide([view("a", 3, q=900, busy=1.0, rate=101)], budget=8, now_s=1.5, state=st)
+    assert [(x.old, x.new) for x in d] == [(3, 2)] and "did not pay" in d[0].reason
+    # and growth stays barred for a while
+    for t in range(4, 12):
+        assert all(x.new <= 2 for x in decide([view("a", 2, q=900, busy=1.0, rate=100)], 8, t, st))
+
+
+def test_a_growth_that_pays_is_kept() -> None:
+    st = PolicyState()
+    decide([view("a", 2, q=900, busy=1.0, rate=100)], budget=8, now_s=0, state=st)
+    for t in (0.5, 1.0, 1.5):
+        d = decide([view("a", 3, q=400, busy=1.0, rate=150)], budget=8, now_s=t, state=st)
+        assert all(x.new >= 3 for x in d)
+
+
+def test_fixed_or_stateful_stages_are_never_resized() -> None:
+    st = PolicyState()
+    assert decide([view("k", 2, q=900, busy=1.0, resizable=False)], budget=8, now_s=0, state=st) == []

@@ -1,0 +1,72 @@
+"""The pool controller on a live run: the slow stage gets the cores; static keeps sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.integration.teststages import read_records
+from tests.integration.util import run_sedamp, stage_of, summary_of
+
+T = "tests.integration.teststages"
+
+
+def topology(tmp: Path, out: Path, policy: str) -> Path:
+    p = tmp / "t.yaml"
+    p.write_text(
+        f"""
+name: ctl
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: 1500}}
+    to: cheap
+  cheap:
+    handler: {T}:pause
+    params: {{delay_s: 0}}
+    workers: {{min: 1, max: 3}}
+    to: slow
+  slow:
+    handler: stages.burn:burn
+    params: {{iterations: 19200, field: x, seed_field: n}}
+    workers: {{min: 1, max: 3}}
+    to: sink
+  sink:
+    sink: {T}:Record
+    params: {{out: "{out}"}}
+controller:
+  cores: 4
+  period_s: 0.2
+  policy: {policy}
+"""
+    )
+    return p
+
+
+def run(tmp: Path, policy: str) -> tuple[dict, list[dict], list]:
+    out = tmp / f"{policy}.jsonl"
+    metrics = tmp / f"{policy}-metrics.jsonl"
+    proc = run_sedamp(
+        "run", str(topology(tmp, out, policy)), "--metrics", str(metrics), "--workdir", str(tmp / "w"), "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(e["n"] for e in read_records(out)) == list(range(1500))  # nothing lost, nothing twice
+    return summary_of(proc), [json.loads(x) for x in metrics.read_text().splitlines()], read_records(out)
+
+
+def test_slow_stage_gets_more_workers_than_a_cheap_one(tmp_path: Path) -> None:
+    s, lines, _ = run(tmp_path, "adaptive")
+    assert stage_of(s, "slow")["workers"] > stage_of(s, "cheap")["workers"]
+    decisions = [d for r in lines for d in r["decisions"]]
+    grows = [d for d in decisions if d["stage"] == "slow" and d["to"] > d["from"]]
+    assert grows, decisions
+    assert all(d["reason"] for d in decisions)
+    assert "busy" in grows[0]["reason"] and "queue" in grows[0]["reason"]
+    # the metrics stream shows the pool following its target
+    assert max(r["stages"]["slow"]["workers"] for r in lines) >= 2
+
+
+def test_static_policy_keeps_the_sizes(tmp_path: Path) -> None:
+    s, lines, _ = run(tmp_path, "static")
+    assert [d for r in lines for d in r["decisions"]] == []
+    assert {r["stages"]["slow"]["target"] for r in lines} == {stage_of(s, "slow")["workers"]}

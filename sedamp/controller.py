@@ -212,6 +212,8 @@ class _Controller:
         self.last_record_t = self.t0
         self.metrics_file: IO[str] | None = None
         self.policy_state = policy.PolicyState()
+        self.pinned: set[str] = set()  # stages whose size `sedamp scale` set
+        self.last_record: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- run
 
@@ -227,8 +229,11 @@ class _Controller:
                 Path(self.opt.metrics_path).parent.mkdir(parents=True, exist_ok=True)
                 self.metrics_file = open(self.opt.metrics_path, "w", encoding="utf-8")  # noqa: SIM115
             self.ctl = _proc.router(self.ctx, self.ctl_endpoint)
+            self.cmd = _proc.router(self.ctx, f"ipc://{self.sock_dir}/cmd")
             self.poller = zmq.Poller()
             self.poller.register(self.ctl, zmq.POLLIN)
+            self.poller.register(self.cmd, zmq.POLLIN)
+            self._write_run_file(ended=False)
             restore = self._install_signals()
             self._start()
             self._loop()
@@ -241,6 +246,9 @@ class _Controller:
                 self.metrics_file.close()
             if hasattr(self, "ctl"):
                 self.ctl.close(linger=0)
+            if hasattr(self, "cmd"):
+                self.cmd.close(linger=0)
+                self._write_run_file(ended=True)
             self.ctx.term()
             shutil.rmtree(self.sock_dir, ignore_errors=True)
         return self._summary(time.monotonic() - t0)
@@ -370,6 +378,9 @@ class _Controller:
             if self.ctl in ready:
                 for frames in _proc.drain(self.ctl):
                     self._on_control(frames)
+            if self.cmd in ready:
+                for frames in _proc.drain(self.cmd):
+                    self._on_command(frames)
             for fd in [fd for fd in ready if isinstance(fd, int) and fd in self.by_sentinel]:
                 self._on_exit(self.by_sentinel[fd])
             self._advance()
@@ -395,6 +406,7 @@ class _Controller:
         record = self.record()
         if self.top.controller.policy == "adaptive" and not self.draining:
             record["decisions"] = record["decisions"] + [d.as_dict() for d in self._control(record)]
+        self.last_record = record
         if self.metrics_file is not None:
             self.metrics_file.write(json.dumps(record) + "\n")
             self.metrics_file.flush()
@@ -406,7 +418,7 @@ class _Controller:
         reconcile step spawns or retires workers to match)."""
         views = []
         for name, st in self.stages.items():
-            if st.spec.kind == "source" or self.top.is_member(name) or st.ended:
+            if st.spec.kind == "source" or self.top.is_member(name) or st.ended or name in self.pinned:
                 continue
             r = record["stages"][name]
             lo, hi = policy.worker_bounds(st.spec, self.cores)
@@ -434,6 +446,68 @@ class _Controller:
             st.target = max(lo, min(hi, d.new))
             log.info("stage %s: %d -> %d workers: %s", d.stage, d.old, st.target, d.reason)
         return decisions
+
+    # ---------------------------------------------------------------- commands
+
+    def _write_run_file(self, ended: bool) -> None:
+        """run.json in the run directory: how `sedamp status`, `scale` and `top` find
+        and reach this run."""
+        info = {
+            "name": self.top.name,
+            "pid": os.getpid(),
+            "command": f"ipc://{self.sock_dir}/cmd",
+            "topology": str(self.top.path) if self.top.path else None,
+            "started": time.time() - (time.monotonic() - self.t0),
+            "period_s": self.period_s,
+            "ended": ended,
+        }
+        tmp = self.run_dir / "run.json.tmp"
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.run_dir / "run.json")
+
+    def _on_command(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return
+        rid = frames[0]
+        try:
+            msg = wire.parse(frames[1:])
+            if msg.kind != wire.COMMAND:
+                raise WireError("expected COMMAND")
+            reply = self._command(msg.fields[0])
+        except WireError as exc:
+            reply = {"ok": False, "error": f"bad command: {exc}"}
+        try:
+            self.cmd.send_multipart([rid, *wire.simple(wire.REPLY, reply)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("command client went away: %s", exc)
+
+    def _command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        op = cmd.get("op")
+        if op == "status":
+            return {"ok": True, "record": self.last_record or self.record()}
+        if op == "scale":
+            name, n = cmd.get("stage"), cmd.get("workers")
+            if not isinstance(name, str) or name not in self.stages:
+                return {"ok": False, "error": f"no stage {name!r} (stages: {', '.join(self.stages)})"}
+            st = self.stages[name]
+            if st.spec.kind == "source":
+                return {"ok": False, "error": f"{name!r} is a source: it runs in one process"}
+            if self.top.is_member(name):
+                return {"ok": False, "error": f"{name!r} is inside a group: scale {self.top.head_of(name)!r}"}
+            if self.top.route_key(name) is not None:
+                return {"ok": False, "error": f"{name!r} is key-routed: its worker count is fixed"}
+            if st.ended:
+                return {"ok": False, "error": f"{name!r} has finished"}
+            lo, hi = policy.worker_bounds(st.spec, self.cores)
+            if not isinstance(n, int) or isinstance(n, bool) or not lo <= n <= hi:
+                return {"ok": False, "error": f"workers for {name!r} must be within {lo}..{hi}, got {n!r}"}
+            old, st.target = st.target, n
+            self.pinned.add(name)  # the pool controller leaves it alone from now on
+            d = policy.Decision(name, old, n, "set by sedamp scale (the controller no longer resizes it)")
+            self.decisions.append(d.as_dict())
+            log.info("stage %s: %d -> %d workers: %s", name, old, n, d.reason)
+            return {"ok": True, "stage": name, "from": old, "to": n}
+        return {"ok": False, "error": f"unknown command {op!r}"}
 
     def _ps(self, pid: int) -> psutil.Process | None:
         """One psutil.Process per pid, kept, so that cpu_percent measures since the last call."""

@@ -82,11 +82,15 @@ CLOSE = 30
 STOP = 31
 GONE = 32
 RETIRE = 33
+# command plane (`sedamp status`, `sedamp scale`): a map each way
+COMMAND = 40
+REPLY = 41
 
 KIND_NAMES = {
     HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE",
     CREDIT: "CREDIT", BATCH: "BATCH", END: "END", ERR: "ERR", REGISTER: "REGISTER",
     STATS: "STATS", DONE: "DONE", FATAL: "FATAL", CLOSE: "CLOSE", STOP: "STOP", GONE: "GONE", RETIRE: "RETIRE",
+    COMMAND: "COMMAND", REPLY: "REPLY",
 }  # fmt: skip
 
 # kind -> (number of header fields after VERSION and KIND, number of body frames:
@@ -95,7 +99,7 @@ _SHAPES: dict[int, tuple[int, int]] = {
     HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
     CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (1, 0),
     REGISTER: (4, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
-    CLOSE: (0, 0), STOP: (1, 0), GONE: (1, 0), RETIRE: (0, 0),
+    CLOSE: (0, 0), STOP: (1, 0), GONE: (1, 0), RETIRE: (0, 0), COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
@@ -311,7 +315,7 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
         ok = isinstance(f[0], str | bytes)
     elif kind == REGISTER:
         ok = _is_int(f[0]) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3])
-    elif kind in (STATS, DONE, FATAL):
+    elif kind in (STATS, DONE, FATAL, COMMAND, REPLY):
         ok = isinstance(f[0], dict)
     elif kind == STOP:
         ok = isinstance(f[0], int | float) and not isinstance(f[0], bool)

@@ -7,7 +7,7 @@ import signal
 
 import typer
 
-from sedamp.cli import graph, run, validate
+from sedamp.cli import control, graph, run, validate
 
 app = typer.Typer(
     name="sedamp",
@@ -19,6 +19,9 @@ app = typer.Typer(
 app.command("run")(run.run)
 app.command("validate")(validate.validate)
 app.command("graph")(graph.graph)
+app.command("status")(control.status)
+app.command("scale")(control.scale)
+app.command("top")(control.top)
 
 
 def main() -> None:

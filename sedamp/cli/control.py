@@ -1,0 +1,144 @@
+"""`sedamp status`, `sedamp scale`, `sedamp top`: look at and steer a running topology."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from sedamp.client import command, find_run
+from sedamp.errors import SedampError
+
+TargetArg = Annotated[
+    str | None, typer.Argument(help="A run directory or a topology name (default: the newest running one).")
+]
+WorkdirOpt = Annotated[Path, typer.Option(help="Where run directories are.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _status(target: str | None, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        info = find_run(target, workdir)
+        reply = command(info, {"op": "status"})
+    except SedampError as exc:
+        raise _fail(str(exc)) from None
+    if not reply.get("ok"):
+        raise _fail(str(reply.get("error")))
+    return info, reply["record"]
+
+
+def table(info: dict[str, Any], record: dict[str, Any]) -> Table:
+    """A row per stage; the bottleneck (the fullest queue whose workers are busiest) in bold red."""
+    stages = record["stages"]
+
+    def load(s: dict[str, Any]) -> float:
+        q = s.get("queue") or {}
+        busy = [w["busy"] for w in s.get("worker_detail") or []] or [0.0]
+        return (q.get("length") or 0) / max(1, q.get("capacity") or 1) + sum(busy) / len(busy)
+
+    candidates = [n for n, s in stages.items() if s["kind"] != "source"]
+    bottleneck = max(candidates, key=lambda n: load(stages[n])) if candidates else None
+    sysinfo = record["system"]
+    t = Table(
+        title=f"{info['name']} (pid {info['pid']}): {record['elapsed_s']:.1f} s, "
+        f"cpu {sysinfo['cpu_percent']:.0f}% of {sysinfo['cores']} cores",
+        caption=str(info["run_dir"]),
+    )
+    columns = ("stage", "workers", "queue", "in/s", "done", "failed", "batch", "svc p90", "wait p90")
+    for col in columns:
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for name, s in stages.items():
+        q = s.get("queue") or {}
+        lat = s.get("latency_ms") or {}
+        svc = (lat.get("service") or {}).get("p90")
+        wait = (lat.get("queue_wait") or {}).get("p90")
+        style = "bold red" if name == bottleneck and load(s) > 1.0 else None
+        label = {"source": f"{name} (source)", "sink": f"{name} (sink)"}.get(s["kind"], name)
+        if s.get("group"):
+            label += f" [{s['group']}]"
+        t.add_row(
+            label,
+            f"{s['workers']}/{s['target']}" if s["kind"] != "source" else "-",
+            f"{q.get('length', 0)}/{q.get('capacity')}" if q else "-",
+            f"{s['arrivals_per_s']:,.0f}",
+            f"{s['events_in']:,}",
+            f"{s['failed']:,}",
+            f"{s['batch_size']:.0f}" if s.get("batch_size") else "-",
+            f"{svc:.2f}ms" if svc is not None else "-",
+            f"{wait:.0f}ms" if wait is not None else "-",
+            style=style,
+        )
+    return t
+
+
+def status(
+    target: TargetArg = None,
+    workdir: WorkdirOpt = Path(".sedamp"),
+    json_: Annotated[bool, typer.Option("--json", help="Print the controller's last record as JSON.")] = False,
+) -> None:
+    """Print the stages, queues, workers and rates of a running topology.
+
+    Example: sedamp status wordcount
+    """
+    info, record = _status(target, workdir)
+    if json_:
+        typer.echo(json.dumps(record, indent=2))
+    else:
+        Console().print(table(info, record))
+
+
+def scale(
+    assignment: Annotated[str, typer.Argument(help="STAGE=N: the number of workers the stage should have.")],
+    target: TargetArg = None,
+    workdir: WorkdirOpt = Path(".sedamp"),
+) -> None:
+    """Set a stage's pool size on a running topology (within its workers bounds).
+
+    Example: sedamp scale resize=4
+
+    The pool controller leaves that stage alone afterwards.
+    """
+    name, sep, n = assignment.partition("=")
+    if not sep or not n.strip().isdigit():
+        raise _fail(f"expected STAGE=N, got {assignment!r}")
+    try:
+        info = find_run(target, workdir)
+        reply = command(info, {"op": "scale", "stage": name.strip(), "workers": int(n)})
+    except SedampError as exc:
+        raise _fail(str(exc)) from None
+    if not reply.get("ok"):
+        raise _fail(str(reply.get("error")))
+    typer.echo(f"{info['name']}: {reply['stage']}: {reply['from']} -> {reply['to']} workers")
+
+
+def top(
+    target: TargetArg = None,
+    workdir: WorkdirOpt = Path(".sedamp"),
+) -> None:
+    """A live view of a running topology, refreshed every period; the bottleneck in red.
+
+    Example: sedamp top
+    """
+    info, record = _status(target, workdir)
+    period = float(info.get("period_s") or 0.5)
+    with Live(table(info, record), refresh_per_second=4, screen=False) as live:
+        while True:
+            time.sleep(period)
+            try:
+                reply = command(info, {"op": "status"}, timeout_s=max(2.0, 4 * period))
+            except SedampError:
+                break  # the run has ended
+            if not reply.get("ok"):
+                break
+            live.update(table(info, reply["record"]))
+    typer.echo(f"{info['name']}: the run has ended")

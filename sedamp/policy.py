@@ -63,7 +63,11 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 #   grow    the queue holds at least GROW_QUEUE_FRACTION of its capacity (or two full
 #           batches) and the workers are at least GROW_BUSY busy: the stage is a
 #           bottleneck. Within the stage's max and the core budget; when the budget is
-#           spent, a worker is taken from a stage that has sat idle.
+#           spent, a worker is taken from a stage that has sat idle. The budget counts
+#           the cores the pools keep busy (workers x busy fraction), not processes: a
+#           worker waiting on a slow neighbour holds no core, and counting processes
+#           would stop a pipeline with more stages than cores from ever growing its
+#           bottleneck. A growth needs GROW_HEADROOM_CORES of the budget unused.
 #   shrink  the workers have been under SHRINK_BUSY busy for IDLE_TIMEOUT_S: the pool
 #           gives a worker back, down to its min.
 #
@@ -80,6 +84,9 @@ IDLE_TIMEOUT_S = 2.0
 COOLDOWN_PERIODS = 3
 THRASH_GAIN = 1.05
 THRASH_BAR_PERIODS = 10
+GROW_HEADROOM_CORES = 0.5
+FULL_QUEUE_FRACTION = 0.75
+OVERSUBSCRIBE = 2
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,7 @@ def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState
 
     # idle clocks
     for v in views:
-        if v.busy < SHRINK_BUSY and v.queue_length == 0:
+        if v.busy < SHRINK_BUSY and v.queue_length < 2 * max(1.0, v.batch_size):
             state.idle_since.setdefault(v.name, now_s)
         else:
             state.idle_since.pop(v.name, None)
@@ -178,6 +185,8 @@ def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState
             state.idle_since[v.name] = now_s
 
     # grow the bottleneck(s), most backed-up first
+    added = 0.0
+
     def backlog(v: StageView) -> float:
         return v.queue_length / max(1, v.capacity)
 
@@ -189,9 +198,23 @@ def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState
         threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
         if v.queue_length < threshold or v.busy < GROW_BUSY:
             continue
-        used = sum(targets.values())
+        used = sum(targets[x.name] * x.busy for x in views) + added
         donor = None
-        if used + 1 > budget:
+        # A nearly full queue holds its producers back (backpressure), so the cores they
+        # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
+        full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity
+        processes = sum(targets.values())
+        if used + GROW_HEADROOM_CORES > budget and full and processes + 1 <= OVERSUBSCRIBE * budget:
+            reason = (
+                f"queue {v.queue_length}/{v.capacity} nearly full and workers {v.busy:.0%} busy: grow to "
+                f"{targets[v.name] + 1} (its producers will be held back; {processes + 1} processes "
+                f"for {budget} cores)"
+            )
+            state.grown[v.name] = (p, v.completions_per_s)
+            change(v, targets[v.name] + 1, reason)
+            added += 1.0
+            continue
+        if used + GROW_HEADROOM_CORES > budget:
             idle = [
                 d
                 for d in views
@@ -210,8 +233,9 @@ def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState
                 f"gives a worker to {v.name!r} ({donor.busy:.0%} busy): shrink to {targets[donor.name] - 1}",
             )
         reason = f"queue {v.queue_length}/{v.capacity} and workers {v.busy:.0%} busy: grow to {targets[v.name] + 1}" + (
-            f" (taking a core from {donor.name!r})" if donor else f" ({used + 1} of {budget} cores)"
+            f" (taking a core from {donor.name!r})" if donor else f" ({used:.1f} of {budget} cores busy)"
         )
         state.grown[v.name] = (p, v.completions_per_s)
         change(v, targets[v.name] + 1, reason)
+        added += 1.0  # count the new worker as a whole busy core for the rest of this period
     return decisions

@@ -35,6 +35,7 @@ __all__ = [
     "Collect",
     "Seeds",
     "burn",
+    "burn_shift",
     "calibrate",
     "expected_checksum",
     "iterations_per_ms",
@@ -84,9 +85,7 @@ def jump(seed: int, n: int) -> int:
     return (mul * (seed & _MASK) + add) & _MASK
 
 
-def burn(
-    event: dict[str, Any], iterations: int, field: str, seed_field: str = "seed"
-) -> dict[str, Any]:
+def burn(event: dict[str, Any], iterations: int, field: str, seed_field: str = "seed") -> dict[str, Any]:
     """Handler: ``{<seed_field>: int, ...}`` -> a new dict, the event plus
     ``{<field>: spin_from(event[seed_field], iterations)}``.
 
@@ -99,6 +98,18 @@ def burn(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"burn: field {seed_field!r} must be an int, got {type(seed).__name__}")
     return {**event, field: spin(int(iterations), seed)}
+
+
+def burn_shift(
+    event: dict[str, Any], first: int, second: int, at: int, field: str, seed_field: str = "seed"
+) -> dict[str, Any]:
+    """Handler: `burn` with `first` iterations for events whose ``"seed"`` is below `at`
+    and `second` for the rest: a stage whose cost changes half way through a job (the
+    controller's shift benchmark). Chained shifts whose iterations add up to the same
+    total per event give the same checksum as `expected_checksum` of the totals."""
+    if not isinstance(event, dict) or not isinstance(event.get("seed"), int):
+        raise ValueError("burn_shift: the event has no int 'seed' field")
+    return burn(event, first if event["seed"] < int(at) else second, field, seed_field)
 
 
 def iterations_per_ms(sample_ms: float = 100.0, repeats: int = 3) -> float:

@@ -181,9 +181,7 @@ class ListFiles:
         if root is not None:
             self.setup(root, pattern, recursive)
 
-    def setup(
-        self, root: str | os.PathLike[str], pattern: str = "*", recursive: bool = False
-    ) -> None:
+    def setup(self, root: str | os.PathLike[str], pattern: str = "*", recursive: bool = False) -> None:
         root_str = os.fspath(root)
         if not os.path.exists(root_str):
             raise ValueError(f"ListFiles: root {root_str!r} does not exist")
@@ -243,9 +241,7 @@ def read_text(event: dict[str, Any], encoding: str = "utf-8") -> dict[str, Any]:
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"read_text: {path!r} is not valid {encoding} at byte {exc.start}: {exc.reason}"
-        ) from exc
+        raise ValueError(f"read_text: {path!r} is not valid {encoding} at byte {exc.start}: {exc.reason}") from exc
     return {**event, "text": text}
 
 
@@ -305,8 +301,7 @@ class WriteFiles:
             data = data.encode(self.encoding)
         elif not isinstance(data, bytes):
             raise ValueError(
-                f"WriteFiles: 'data' of {event.get('name')!r} must be bytes or str, "
-                f"got {type(data).__name__}"
+                f"WriteFiles: 'data' of {event.get('name')!r} must be bytes or str, got {type(data).__name__}"
             )
         dest = self.out / rel
         # Checked before creating anything: a symlinked directory must not lead outside.
@@ -333,14 +328,10 @@ class WriteFiles:
             try:
                 os.link(tmp, dest)  # fails if dest exists: no check-then-write race
             except FileExistsError:
-                raise ValueError(
-                    f"WriteFiles: {str(dest)!r} already exists and overwrite is false"
-                ) from None
+                raise ValueError(f"WriteFiles: {str(dest)!r} already exists and overwrite is false") from None
             except OSError:  # file systems without hard links
                 if dest.exists():
-                    raise ValueError(
-                        f"WriteFiles: {str(dest)!r} already exists and overwrite is false"
-                    ) from None
+                    raise ValueError(f"WriteFiles: {str(dest)!r} already exists and overwrite is false") from None
                 os.replace(tmp, dest)
         finally:
             _unlink_quietly(tmp)

@@ -179,8 +179,7 @@ def parse_json(
     for name, type_name in (types or {}).items():
         if type_name not in _TYPE_NAMES:
             raise ValueError(
-                f"parse_json: unknown type {type_name!r} for field {name!r}; "
-                f"use one of {', '.join(_TYPE_NAMES)}"
+                f"parse_json: unknown type {type_name!r} for field {name!r}; use one of {', '.join(_TYPE_NAMES)}"
             )
         if name not in record:
             continue
@@ -189,9 +188,7 @@ def parse_json(
             shown = json.dumps(value, ensure_ascii=False)
             if len(shown) > 40:
                 shown = shown[:37] + "..."
-            raise ValueError(
-                f"{where}: field {name!r} must be {type_name}, got {_json_type(value)} {shown}"
-            )
+            raise ValueError(f"{where}: field {name!r} must be {type_name}, got {_json_type(value)} {shown}")
         if type_name == "float":
             record[name] = float(value)
     record["_line"] = line
@@ -243,9 +240,7 @@ def _dump_line(event: Any, stage: str) -> str:
     if not isinstance(event, dict):
         raise ValueError(f"{stage}: the event must be a dict, got {type(event).__name__}")
     try:
-        return json.dumps(
-            event, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
-        )
+        return json.dumps(event, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         line = f" (line {event['_line']})" if "_line" in event else ""
         raise ValueError(f"{stage}: the event{line} is not JSON-serialisable: {exc}") from None
@@ -298,8 +293,7 @@ class WriteJsonl:
             value = event[self.sort_by]
             if not isinstance(value, str | int | float):  # NaN was refused by _dump_line
                 raise ValueError(
-                    f"WriteJsonl: sort field {self.sort_by!r} must be a str or number, "
-                    f"got {_json_type(value)}"
+                    f"WriteJsonl: sort field {self.sort_by!r} must be a str or number, got {_json_type(value)}"
                 )
             self._rows.append((_order_key(value), line))
         self.count += 1
@@ -333,9 +327,7 @@ class ReadCsv:
     rows (one extra pass over the file, done once). An empty file yields nothing.
     """
 
-    def setup(
-        self, path: str | os.PathLike[str], delimiter: str = ",", encoding: str = "utf-8-sig"
-    ) -> None:
+    def setup(self, path: str | os.PathLike[str], delimiter: str = ",", encoding: str = "utf-8-sig") -> None:
         self.path = _existing_file("ReadCsv", path)
         self.delimiter = delimiter
         self.encoding = encoding
@@ -380,10 +372,7 @@ def _csv_value(value: Any, field: str, event: dict[str, Any]) -> str:
     if isinstance(value, str | int | float):
         return str(value)
     line = f" (line {event['_line']})" if "_line" in event else ""
-    raise ValueError(
-        f"WriteCsv: field {field!r}{line} must be a str, number, bool or null, "
-        f"got {type(value).__name__}"
-    )
+    raise ValueError(f"WriteCsv: field {field!r}{line} must be a str, number, bool or null, got {type(value).__name__}")
 
 
 class WriteCsv:
@@ -397,9 +386,7 @@ class WriteCsv:
     or bytes value in a column is a ValueError.
     """
 
-    def setup(
-        self, path: str | os.PathLike[str], fields: Sequence[str] | str, delimiter: str = ","
-    ) -> None:
+    def setup(self, path: str | os.PathLike[str], fields: Sequence[str] | str, delimiter: str = ",") -> None:
         self.fields = _names(fields)
         if not self.fields:
             raise ValueError("WriteCsv: 'fields' names no column")

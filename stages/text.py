@@ -35,9 +35,7 @@ def _words(text: str, lower: bool, min_length: int) -> Iterator[dict[str, Any]]:
         yield {"word": word.lower() if lower else word}
 
 
-def tokenize(
-    event: dict[str, Any], lower: bool = True, min_length: int = 1
-) -> Iterator[dict[str, Any]]:
+def tokenize(event: dict[str, Any], lower: bool = True, min_length: int = 1) -> Iterator[dict[str, Any]]:
     """Handler: ``{"text": str, ...}`` -> a generator of ``{"word": str}``, one per word in
     order of appearance (duplicates included).
 
@@ -75,10 +73,7 @@ class Count:
             raise ValueError(f"Count: the event has no {self.field!r} field")
         value = event[self.field]
         if not isinstance(value, str | int | float | bytes):  # bool is an int
-            raise ValueError(
-                f"Count: field {self.field!r} must be a str, number or bytes, "
-                f"got {type(value).__name__}"
-            )
+            raise ValueError(f"Count: field {self.field!r} must be a str, number or bytes, got {type(value).__name__}")
         self.counts[value] = self.counts.get(value, 0) + 1
 
     def finish(self) -> Many:

@@ -70,13 +70,29 @@ def test_respects_max_and_budget() -> None:
     st = PolicyState()
     assert decide([view("slow", 8, q=900, busy=1.0, hi=8)], budget=16, now_s=0, state=st) == []
     st = PolicyState()
-    # budget spent and nobody idle: no growth
-    assert decide([view("a", 2, q=900, busy=1.0), view("b", 2, q=0, busy=0.6)], budget=4, now_s=0, state=st) == []
+    # budget spent (2 + 1.2 cores busy of 3), queue not nearly full, nobody idle: no growth
+    assert decide([view("a", 2, q=500, busy=1.0), view("b", 2, q=0, busy=0.6)], budget=3, now_s=0, state=st) == []
+
+
+def test_a_nearly_full_queue_grows_even_when_cores_are_busy_within_the_process_cap() -> None:
+    st = PolicyState()
+    d = decide([view("up", 1, busy=1.0), view("b", 1, q=900, busy=1.0)], budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 2)] and "nearly full" in d[0].reason
+    st = PolicyState()
+    assert decide([view("up", 2, busy=1.0), view("b", 2, q=900, busy=1.0)], budget=2, now_s=0, state=st) == []
+
+
+def test_budget_counts_busy_cores_not_processes() -> None:
+    # four stages of one worker on 2 cores: only 1.3 cores busy, so the bottleneck grows
+    st = PolicyState()
+    views = [view("a", 1, busy=0.2), view("b", 1, q=900, busy=1.0), view("c", 1, busy=0.1), view("s", 1, busy=0.0)]
+    d = decide(views, budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 2)] and "1.3 of 2 cores busy" in d[0].reason
 
 
 def test_takes_a_core_from_an_idle_stage_when_the_budget_is_spent() -> None:
     st = PolicyState()
-    d = decide([view("a", 2, q=900, busy=1.0), view("b", 2, q=0, busy=0.05)], budget=4, now_s=0, state=st)
+    d = decide([view("a", 2, q=900, busy=1.0), view("b", 2, q=0, busy=0.05)], budget=2, now_s=0, state=st)
     assert [(x.stage, x.new) for x in d] == [("b", 1), ("a", 3)]
     assert "gives a worker to 'a'" in d[0].reason
 

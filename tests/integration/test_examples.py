@@ -16,7 +16,7 @@ from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
 
 
 def test_every_example_is_covered() -> None:
-    tested = {"wordcount.yaml", "jsonl-etl.yaml", "burn.yaml", "tiny.yaml", "tiny-domain.yaml"}
+    tested = {"wordcount.yaml", "jsonl-etl.yaml", "burn.yaml", "tiny.yaml", "tiny-domain.yaml", "shift.yaml"}
     present = {p.name for p in TOPOLOGIES.glob("*.yaml")}
     assert present <= tested, f"untested example topologies: {sorted(present - tested)}"
 
@@ -141,3 +141,20 @@ def test_tiny(workdir: Path, name: str) -> None:
     result = json.loads(out.read_text())
     assert result["count"] == n
     assert result["checksum"] == sum(range(n))
+
+
+def test_shift(workdir: Path) -> None:
+    """The controller's benchmark topology: same CPU work per event before and after the
+    shift, so the checksum is the plain pipeline's."""
+    out = workdir / "shift.json"
+    n = 200
+    proc = run_sedamp(
+        "run",
+        str(TOPOLOGIES / "shift.yaml"),
+        "--workdir",
+        str(workdir),
+        "--json",
+        env={"OUT": str(out), "COUNT": str(n), "SHIFT_AT": str(n // 2)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == burn.expected_checksum(n, [9600, 38400, 4800])

@@ -284,7 +284,7 @@ def test_interrupt_before_start_completes_cleanly(tmp_path: Path, workdir: Path,
     out = tmp_path / "out.jsonl"
     topo = topology(tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 0}}", count=50, delay_s=0.05))
     proc = start_run(topo, workdir)
-    wait_for_output_start(proc, 1)  # the run has begun; its processes are still starting
+    wait_for_output_start(proc, 3)  # launcher and first processes up: the run has begun, the rest are starting
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr

@@ -437,6 +437,7 @@ class _Controller:
                     busy=sum(busy) / len(busy),
                     completions_per_s=float(r["completions_per_s"]),
                     resizable=lo != hi and not stateful and self.top.route_key(name) is None,
+                    arrivals_per_s=float(r["arrivals_per_s"]),
                 )
             )
         decisions = policy.decide(views, self.cores, time.monotonic(), self.policy_state)

@@ -62,12 +62,16 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 #
 #   grow    the queue holds at least GROW_QUEUE_FRACTION of its capacity (or two full
 #           batches) and the workers are at least GROW_BUSY busy: the stage is a
-#           bottleneck. Within the stage's max and the core budget; when the budget is
+#           bottleneck. Of several, the one completing the fewest events per second,
+#           one per period. Within the stage's max and the core budget; when the budget is
 #           spent, a worker is taken from a stage that has sat idle. The budget counts
 #           the cores the pools keep busy (workers x busy fraction), not processes: a
 #           worker waiting on a slow neighbour holds no core, and counting processes
 #           would stop a pipeline with more stages than cores from ever growing its
-#           bottleneck. A growth needs GROW_HEADROOM_CORES of the budget unused.
+#           bottleneck. A growth needs GROW_HEADROOM_CORES of the budget unused, unless
+#           the queue is nearly full or filling faster than it drains: then its producers
+#           are about to be held back, so their cores will be free (bounded by
+#           OVERSUBSCRIBE x the budget in processes).
 #   shrink  the workers have been under SHRINK_BUSY busy for IDLE_TIMEOUT_S: the pool
 #           gives a worker back, down to its min.
 #
@@ -86,6 +90,7 @@ THRASH_GAIN = 1.05
 THRASH_BAR_PERIODS = 10
 GROW_HEADROOM_CORES = 0.5
 FULL_QUEUE_FRACTION = 0.75
+GROWING_FACTOR = 1.2  # a queue filling 20% faster than it drains holds its producers back soon
 OVERSUBSCRIBE = 2
 
 
@@ -103,6 +108,7 @@ class StageView:
     busy: float  # mean fraction of the period its workers spent handling events
     completions_per_s: float
     resizable: bool = True
+    arrivals_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -184,13 +190,13 @@ def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState
             )
             state.idle_since[v.name] = now_s
 
-    # grow the bottleneck(s), most backed-up first
+    # grow the bottleneck: of the backed-up, busy stages, the one that completes the
+    # fewest events per second bounds the pipeline (a stage upstream of it looks busy
+    # only until backpressure reaches it). One growth per period.
     added = 0.0
-
-    def backlog(v: StageView) -> float:
-        return v.queue_length / max(1, v.capacity)
-
-    for v in sorted(views, key=backlog, reverse=True):
+    for v in sorted(views, key=lambda x: (x.completions_per_s, -x.queue_length)):
+        if added:
+            break
         if not v.resizable or cooling(v.name) or targets[v.name] >= v.hi:
             continue
         if state.barred_until.get(v.name, 0) > p:
@@ -202,12 +208,16 @@ def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState
         donor = None
         # A nearly full queue holds its producers back (backpressure), so the cores they
         # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
-        full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity
-        processes = sum(targets.values())
+        growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
+        full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity or growing
+        processes = sum(targets[x.name] for x in views if x.busy >= SHRINK_BUSY)  # idle pools hold no core
         if used + GROW_HEADROOM_CORES > budget and full and processes + 1 <= OVERSUBSCRIBE * budget:
+            why = (
+                f"filling ({v.arrivals_per_s:.0f}/s in, {v.completions_per_s:.0f}/s out)" if growing else "nearly full"
+            )
             reason = (
-                f"queue {v.queue_length}/{v.capacity} nearly full and workers {v.busy:.0%} busy: grow to "
-                f"{targets[v.name] + 1} (its producers will be held back; {processes + 1} processes "
+                f"queue {v.queue_length}/{v.capacity} {why} and workers {v.busy:.0%} busy: grow to "
+                f"{targets[v.name] + 1} (its producers will be held back; {processes + 1} busy processes "
                 f"for {budget} cores)"
             )
             state.grown[v.name] = (p, v.completions_per_s)

@@ -55,8 +55,9 @@ def view(
     cap: int = 1000,
     batch: float = 8,
     resizable: bool = True,
+    arrivals: float = 0.0,
 ) -> StageView:
-    return StageView(name, target, lo, hi, q, cap, batch, busy, rate, resizable)
+    return StageView(name, target, lo, hi, q, cap, batch, busy, rate, resizable, arrivals)
 
 
 def test_grows_the_bottleneck_within_budget() -> None:
@@ -92,7 +93,7 @@ def test_budget_counts_busy_cores_not_processes() -> None:
 
 def test_takes_a_core_from_an_idle_stage_when_the_budget_is_spent() -> None:
     st = PolicyState()
-    d = decide([view("a", 2, q=900, busy=1.0), view("b", 2, q=0, busy=0.05)], budget=2, now_s=0, state=st)
+    d = decide([view("a", 2, q=500, busy=1.0), view("b", 2, q=0, busy=0.05)], budget=2, now_s=0, state=st)
     assert [(x.stage, x.new) for x in d] == [("b", 1), ("a", 3)]
     assert "gives a worker to 'a'" in d[0].reason
 
@@ -148,3 +149,17 @@ def test_a_growth_that_pays_is_kept() -> None:
 def test_fixed_or_stateful_stages_are_never_resized() -> None:
     st = PolicyState()
     assert decide([view("k", 2, q=900, busy=1.0, resizable=False)], budget=8, now_s=0, state=st) == []
+
+
+def test_a_queue_filling_faster_than_it_drains_grows_on_busy_cores() -> None:
+    st = PolicyState()
+    views = [view("up", 1, busy=1.0), view("b", 1, q=300, busy=1.0, rate=250, arrivals=900)]
+    d = decide(views, budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 2)] and "filling (900/s in, 250/s out)" in d[0].reason
+
+
+def test_of_several_backed_up_stages_the_slowest_grows_one_per_period() -> None:
+    st = PolicyState()
+    views = [view("a", 1, q=950, busy=1.0, rate=640), view("b", 1, q=450, busy=1.0, rate=174, arrivals=650)]
+    d = decide(views, budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 2)]

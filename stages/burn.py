@@ -33,6 +33,7 @@ from stages.files import atomic_write
 
 __all__ = [
     "Collect",
+    "Paced",
     "Seeds",
     "burn",
     "burn_shift",
@@ -110,6 +111,28 @@ def burn_shift(
     if not isinstance(event, dict) or not isinstance(event.get("seed"), int):
         raise ValueError("burn_shift: the event has no int 'seed' field")
     return burn(event, first if event["seed"] < int(at) else second, field, seed_field)
+
+
+class Paced:
+    """Source: ``{"seed": i}`` at a rate that steps: `steps` is a list of
+    ``[events_per_s, seconds]`` (the staircase benchmark). total() is the event count."""
+
+    def setup(self, steps: list[list[float]]) -> None:
+        self.steps = [(float(r), float(d)) for r, d in steps]
+
+    def total(self) -> int:
+        return sum(int(r * d) for r, d in self.steps)
+
+    def __iter__(self) -> Iterator[dict[str, int]]:
+        seed = 0
+        for rate, duration in self.steps:
+            start = time.monotonic()
+            for k in range(int(rate * duration)):
+                delay = start + k / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                yield {"seed": seed}
+                seed += 1
 
 
 def iterations_per_ms(sample_ms: float = 100.0, repeats: int = 3) -> float:

@@ -16,7 +16,7 @@ from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
 
 
 def test_every_example_is_covered() -> None:
-    tested = {"wordcount.yaml", "jsonl-etl.yaml", "burn.yaml", "tiny.yaml", "tiny-domain.yaml", "shift.yaml"}
+    tested = {"wordcount.yaml", "jsonl-etl.yaml", "burn.yaml", "tiny.yaml", "tiny-domain.yaml", "shift.yaml", "staircase.yaml"}
     present = {p.name for p in TOPOLOGIES.glob("*.yaml")}
     assert present <= tested, f"untested example topologies: {sorted(present - tested)}"
 
@@ -158,3 +158,22 @@ def test_shift(workdir: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text()) == burn.expected_checksum(n, [9600, 38400, 4800])
+
+
+def test_staircase(workdir: Path) -> None:
+    out = workdir / "stair.json"
+    proc = run_sedamp(
+        "run",
+        str(TOPOLOGIES / "staircase.yaml"),
+        "--set",
+        "arrivals.params.steps=[[200, 0.5], [400, 0.5]]",
+        "--workdir",
+        str(workdir),
+        "--json",
+        env={"OUT": str(out)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    n = 100 + 200
+    got = json.loads(out.read_text())
+    assert got["count"] == n
+    assert got == burn.expected_checksum(n, [38400]) | {"count": n}

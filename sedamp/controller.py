@@ -49,7 +49,7 @@ from sedamp.outlet import OutputConfig
 from sedamp.queue import QueueConfig, queue_identity
 from sedamp.source import SourceConfig, source_identity
 from sedamp.topology import StageSpec, Topology
-from sedamp.worker import WorkerConfig, worker_identity
+from sedamp.worker import MAX_BATCH_EVENTS, WorkerConfig, worker_identity
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +348,8 @@ class _Controller:
             import_paths=self.import_paths,
             period_s=self.period_s,
             parent_pid=os.getpid(),
+            batch_min=spec.batch_bounds[0] if spec.batch_bounds else 1,
+            batch_max=spec.batch_bounds[1] if spec.batch_bounds else MAX_BATCH_EVENTS,
             chain_rest=tuple(
                 {"stage": m.name, "kind": m.kind, "ref": m.ref, "params": dict(m.params)} for m in chain[1:]
             ),

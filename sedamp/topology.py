@@ -80,7 +80,8 @@ class StageSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     workers: WorkersSpec = WorkersSpec()
     queue: QueueSpec = QueueSpec()
-    batch: int | None = None  # events per message; None = the runtime's default
+    batch: int | None = None  # fixed events per batch; None = adaptive
+    batch_bounds: tuple[int, int] | None = None  # floor and ceiling of the adaptive batch
     to: tuple[Edge, ...] = ()
     line: int | None = None  # line of the stage's key in the topology file
     ref_line: int | None = None  # line of its source:/handler:/sink: value
@@ -410,6 +411,7 @@ class _Draft:
     to_ok: bool
     line: int | None
     ref_line: int | None
+    batch_bounds: tuple[int, int] | None = None
     group: str | None = None
     given: frozenset[str] = frozenset()  # the keys the stage set explicitly
 
@@ -585,6 +587,7 @@ class _Checker:
                 workers=d.workers,
                 queue=d.queue,
                 batch=d.batch,
+                batch_bounds=d.batch_bounds,
                 to=tuple(e for e, _ in d.edges),
                 line=d.line,
                 ref_line=d.ref_line,
@@ -747,13 +750,27 @@ class _Checker:
         draft.params = self.params((*path, "params"), raw.get("params"))
         draft.workers, draft.workers_ok = self.workers((*path, "workers"), raw.get("workers"), draft.kind)
         draft.queue = self.queue((*path, "queue"), raw.get("queue"))
-        if raw.get("batch") is not None:
+        if isinstance(raw.get("batch"), dict):
+            bpath = (*path, "batch")
+            braw = raw["batch"]
+            self.unknown_keys(bpath, braw, ("min", "max"), "batch")
+            hint = f"batch: {{min: 8, max: 128}} bounds the adaptive batch size, 1..{MAX_BATCH}"
+            lo = self.integer((*bpath, "min"), braw.get("min", 1), minimum=1, maximum=MAX_BATCH, hint=hint)
+            hi = self.integer((*bpath, "max"), braw.get("max", MAX_BATCH), minimum=1, maximum=MAX_BATCH, hint=hint)
+            if lo is not None and hi is not None:
+                if hi < lo:
+                    self.add(
+                        (*bpath, "max"), f"must be >= min ({lo}), got {hi}", f"e.g. batch: {{min: {lo}, max: {lo * 8}}}"
+                    )
+                else:
+                    draft.batch_bounds = (lo, hi)
+        elif raw.get("batch") is not None:
             draft.batch = self.integer(
                 (*path, "batch"),
                 raw["batch"],
                 minimum=1,
                 maximum=MAX_BATCH,
-                hint=f"batch is events per message, 1..{MAX_BATCH}",
+                hint=f"batch is events per batch (1..{MAX_BATCH}), or {{min, max}} to bound the adaptive size",
             )
         if raw.get("description") is not None:
             self.string((*path, "description"), raw["description"], "a string")

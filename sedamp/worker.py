@@ -78,6 +78,8 @@ class WorkerConfig:
     # the stages after this one in its group, each {"stage", "kind", "ref", "params"}:
     # the worker calls them directly, in order, on what the previous one returned
     chain_rest: tuple[dict[str, Any], ...] = ()
+    batch_min: int = 1  # floor and ceiling of the adaptive batch size
+    batch_max: int = 256
 
 
 @dataclass(eq=False)
@@ -119,7 +121,7 @@ class _Worker:
         self.path: list[tuple[float, int]] = []  # (ms since the source read it, events), sinks only
         self.busy_s = 0.0
         self.batches = 0
-        self.batch_n = cfg.batch or INITIAL_BATCH_EVENTS
+        self.batch_n = cfg.batch or max(cfg.batch_min, min(cfg.batch_max, INITIAL_BATCH_EVENTS))
         self.per_event_s: float | None = None
         self.prefetch = PREFETCH_BATCHES
         self.inbox: deque[wire.Message] = deque()
@@ -407,7 +409,7 @@ class _Worker:
         self.per_event_s = per_event if self.per_event_s is None else 0.7 * self.per_event_s + 0.3 * per_event
         if self.cfg.batch is None:
             want = TARGET_BATCH_S / max(self.per_event_s, 1e-7)
-            self.batch_n = max(1, min(MAX_BATCH_EVENTS, int(want)))
+            self.batch_n = max(self.cfg.batch_min, min(self.cfg.batch_max, int(want)))
 
     def _dead(self, link: _Link, eid: Any, etype: str, message: str, tb: str | None, event: Any) -> None:
         link.n_failed += 1

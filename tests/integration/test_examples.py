@@ -16,7 +16,15 @@ from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
 
 
 def test_every_example_is_covered() -> None:
-    tested = {"wordcount.yaml", "jsonl-etl.yaml", "burn.yaml", "tiny.yaml", "tiny-domain.yaml", "shift.yaml", "staircase.yaml"}
+    tested = {
+        "wordcount.yaml",
+        "jsonl-etl.yaml",
+        "burn.yaml",
+        "tiny.yaml",
+        "tiny-domain.yaml",
+        "shift.yaml",
+        "staircase.yaml",
+    }
     present = {p.name for p in TOPOLOGIES.glob("*.yaml")}
     assert present <= tested, f"untested example topologies: {sorted(present - tested)}"
 

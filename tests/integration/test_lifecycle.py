@@ -351,3 +351,27 @@ def test_python_api_runs_a_topology_and_returns_the_summary(tmp_path: Path) -> N
     with pytest.raises(sedamp.TopologyError) as info:
         sedamp.run(topo, overrides=["mid.workers=0"], workdir=tmp_path / "w")
     assert "mid.workers" in str(info.value)
+
+
+def test_batch_bounds_floor_and_ceiling(tmp_path: Path) -> None:
+    """An adaptive batch stays within batch: {min, max}: near-free events would ask for
+    256 at a time; a ceiling of 5 holds every batch at 5 events or fewer."""
+    from sedamp.api import load
+    from sedamp.controller import RunOptions, run_topology
+
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain(out, "    handler: json:dumps\n    batch: {min: 2, max: 5}", count=3000))
+    top = load(topo, ["controller.period_s=0.05"])
+    assert top.stages["mid"].batch_bounds == (2, 5) and top.stages["mid"].batch is None
+    seen: list[float] = []
+    summary = run_topology(
+        top,
+        RunOptions(
+            workdir=tmp_path / "w",
+            handle_signals=False,
+            on_tick=lambda r: seen.append(r["stages"]["mid"]["batch_size"] or 0),
+        ),
+    )
+    assert summary.exit_code == 0
+    assert len(read_records(out)) == 3000
+    assert seen and all(b <= 5 for b in seen) and max(seen) == 5

@@ -440,6 +440,7 @@ class _Controller:
                     completions_per_s=float(r["completions_per_s"]),
                     resizable=lo != hi and not stateful and self.top.route_key(name) is None,
                     arrivals_per_s=float(r["arrivals_per_s"]),
+                    downstream_fill=self._downstream_fill(name, record),
                 )
             )
         decisions = policy.decide(views, self.cores, time.monotonic(), self.policy_state)
@@ -511,6 +512,16 @@ class _Controller:
             log.info("stage %s: %d -> %d workers: %s", name, old, n, d.reason)
             return {"ok": True, "stage": name, "from": old, "to": n}
         return {"ok": False, "error": f"unknown command {op!r}"}
+
+    def _downstream_fill(self, name: str, record: dict[str, Any]) -> float:
+        """How full the fullest queue is that `name`'s group sends to (0..1)."""
+        tail = self.top.chain_of(name)[-1]
+        fill = 0.0
+        for e in tail.to:
+            q = record["stages"][self.top.head_of(e.stage)]["queue"] or {}
+            if q.get("capacity"):
+                fill = max(fill, (q.get("length") or 0) / q["capacity"])
+        return fill
 
     def _ps(self, pid: int) -> psutil.Process | None:
         """One psutil.Process per pid, kept, so that cpu_percent measures since the last call."""

@@ -63,8 +63,9 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 #   grow    the queue holds at least GROW_QUEUE_FRACTION of its capacity (or two full
 #           batches) and the workers are at least GROW_BUSY busy: the stage is a
 #           bottleneck. Of several, the one completing the fewest events per second,
-#           one per period. Within the stage's max and the core budget; when the budget is
-#           spent, a worker is taken from a stage that has sat idle. The budget counts
+#           one per period; never a stage whose next queue is already half full.
+#           Within the stage's max and the core budget; when the budget is spent, a
+#           worker is taken from a stage that has sat idle. The budget counts
 #           the cores the pools keep busy (workers x busy fraction), not processes: a
 #           worker waiting on a slow neighbour holds no core, and counting processes
 #           would stop a pipeline with more stages than cores from ever growing its
@@ -90,6 +91,7 @@ THRASH_GAIN = 1.05
 THRASH_BAR_PERIODS = 10
 GROW_HEADROOM_CORES = 0.5
 FULL_QUEUE_FRACTION = 0.75
+DOWNSTREAM_FULL_FRACTION = 0.5
 GROWING_FACTOR = 1.2  # a queue filling 20% faster than it drains holds its producers back soon
 OVERSUBSCRIBE = 2
 
@@ -109,6 +111,7 @@ class StageView:
     completions_per_s: float
     resizable: bool = True
     arrivals_per_s: float = 0.0
+    downstream_fill: float = 0.0  # the fullest queue this stage sends to, as a fraction of its capacity
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,8 @@ def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState
             continue
         if state.barred_until.get(v.name, 0) > p:
             continue
+        if v.downstream_fill >= DOWNSTREAM_FULL_FRACTION:
+            continue  # its outputs already wait: more workers here would only wait too
         threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
         if v.queue_length < threshold or v.busy < GROW_BUSY:
             continue

@@ -56,8 +56,9 @@ def view(
     batch: float = 8,
     resizable: bool = True,
     arrivals: float = 0.0,
+    downstream: float = 0.0,
 ) -> StageView:
-    return StageView(name, target, lo, hi, q, cap, batch, busy, rate, resizable, arrivals)
+    return StageView(name, target, lo, hi, q, cap, batch, busy, rate, resizable, arrivals, downstream)
 
 
 def test_grows_the_bottleneck_within_budget() -> None:
@@ -163,3 +164,9 @@ def test_of_several_backed_up_stages_the_slowest_grows_one_per_period() -> None:
     views = [view("a", 1, q=950, busy=1.0, rate=640), view("b", 1, q=450, busy=1.0, rate=174, arrivals=650)]
     d = decide(views, budget=2, now_s=0, state=st)
     assert [(x.stage, x.new) for x in d] == [("b", 2)]
+
+
+def test_a_stage_whose_next_queue_is_half_full_does_not_grow() -> None:
+    st = PolicyState()
+    views = [view("a", 1, q=950, busy=1.0, rate=640, downstream=0.6), view("b", 2, q=600, busy=1.0, rate=300)]
+    assert all(x.stage != "a" for x in decide(views, budget=2, now_s=0, state=st))

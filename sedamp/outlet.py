@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from sedamp import _proc, wire
+from sedamp.deadletter import DeadLetters
 from sedamp.errors import WireError
 
 # Most events one PUT carries. Larger PUTs amortise per-message cost but make the queue
@@ -233,3 +234,18 @@ class Router:
             pending.clear()
             released.extend(o.flush())
         return any_out, released
+
+
+def dead_letter_rejected(o: Outlet, dead: DeadLetters) -> None:
+    """Write what a full ``on_full: reject`` queue could not take to the dead letters."""
+    while o.rejected:
+        ids, packed = o.rejected.pop()
+        for eid, p in zip(ids, packed, strict=True):
+            dead.write(
+                stage=o.stage,
+                event_id=eid,
+                error_type="Rejected",
+                message=f"the queue of stage {o.stage!r} was full (on_full: reject)",
+                traceback=None,
+                event=wire.unpack_events([p], 1)[0],
+            )

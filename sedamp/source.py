@@ -26,7 +26,7 @@ import zmq
 from sedamp import _proc, wire
 from sedamp.deadletter import DeadLetters
 from sedamp.errors import WireError
-from sedamp.outlet import Outlet, OutputConfig, Router
+from sedamp.outlet import Outlet, OutputConfig, Router, dead_letter_rejected
 from sedamp.stage import Failure, SourceRunner, add_import_paths
 
 log = logging.getLogger(__name__)
@@ -87,18 +87,7 @@ def run_source(cfg: SourceConfig) -> None:
     next_stats = 0.0
 
     def reject(o: Outlet) -> None:
-        """Dead-letter what a full ``on_full: reject`` queue could not take."""
-        while o.rejected:
-            ids, packed = o.rejected.pop()
-            for eid, p in zip(ids, packed, strict=True):
-                dead.write(
-                    stage=o.stage,
-                    event_id=eid,
-                    error_type="Rejected",
-                    message=f"the queue of stage {o.stage!r} was full (on_full: reject)",
-                    traceback=None,
-                    event=wire.unpack_events([p], 1)[0],
-                )
+        dead_letter_rejected(o, dead)
 
     def poll(timeout_ms: int) -> None:
         nonlocal stop_requested

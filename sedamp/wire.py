@@ -175,13 +175,7 @@ def pack_all(events: Sequence[Any]) -> list[bytes] | None:
 
 def pack_events(events: Iterable[Any]) -> tuple[bytes, list[int]]:
     """Pack events into one body; returns the body and the cumulative end offsets."""
-    parts = [pack_event(e) for e in events]
-    ends: list[int] = []
-    total = 0
-    for p in parts:
-        total += len(p)
-        ends.append(total)
-    return b"".join(parts), ends
+    return join_packed([pack_event(e) for e in events])
 
 
 def join_packed(parts: Sequence[bytes]) -> tuple[bytes, list[int]]:

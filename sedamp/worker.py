@@ -33,7 +33,7 @@ import zmq
 from sedamp import _proc, metrics, wire
 from sedamp.deadletter import DeadLetters
 from sedamp.errors import WireError
-from sedamp.outlet import Outlet, OutputConfig, Router
+from sedamp.outlet import Outlet, OutputConfig, Router, dead_letter_rejected
 from sedamp.stage import Failure, HandlerRunner, add_import_paths
 
 log = logging.getLogger(__name__)
@@ -167,21 +167,7 @@ class _Worker:
         """Leave a running stage: everything this worker took is handled and acknowledged;
         BYE makes the queue put back any batch it leased us meanwhile. No finish():
         the stage's input is not over (stateful stages are never shrunk)."""
-        self.up.send_multipart(wire.simple(wire.BYE))
-        error: Failure | None = None
-        for link in self.links:
-            try:
-                link.runner.teardown()
-            except Exception as exc:
-                error = error or Failure.from_exception(exc)
-        for o in self.outlets:
-            o.detach()
-        self.dead.close()
-        if error is not None:
-            self._fatal(f"stage {self.cfg.stage!r} teardown raised {error.type}: {error.message}", error)
-            sys.exit(1)
-        self._send_stats(wire.DONE, retired=True)
-        self._await_release()
+        self._leave(None, retired=True)
 
     def _loop(self) -> None:
         cfg = self.cfg
@@ -389,18 +375,7 @@ class _Worker:
         self.up.send_multipart(wire.ack(lease))
 
     def _reject(self, o: Outlet) -> None:
-        """Dead-letter the events a full ``on_full: reject`` queue could not take."""
-        while o.rejected:
-            ids, packed = o.rejected.pop()
-            for eid, p in zip(ids, packed, strict=True):
-                self.dead.write(
-                    stage=o.stage,
-                    event_id=eid,
-                    error_type="Rejected",
-                    message=f"the queue of stage {o.stage!r} was full (on_full: reject)",
-                    traceback=None,
-                    event=wire.unpack_events([p], 1)[0],
-                )
+        dead_letter_rejected(o, self.dead)
 
     def _adapt(self, elapsed: float, n: int) -> None:
         if n == 0:
@@ -443,6 +418,12 @@ class _Worker:
             self._poll(int(_proc.PARENT_CHECK_PERIOD_S * 1000))
             if not _proc.parent_alive(cfg.parent_pid):
                 os._exit(1)
+        self._leave(error, retired=False)
+
+    def _leave(self, error: Failure | None, retired: bool) -> None:
+        """Say BYE (the queue puts back anything it leased us meanwhile), tear every
+        stage down, detach from the next queues, report DONE (or FATAL)."""
+        self.up.send_multipart(wire.simple(wire.BYE))
         for link in self.links:
             try:
                 link.runner.teardown()
@@ -450,12 +431,12 @@ class _Worker:
                 error = error or Failure.from_exception(exc)
         for o in self.outlets:
             o.detach()
-        self.up.send_multipart(wire.simple(wire.BYE))
         self.dead.close()
         if error is not None:
-            self._fatal(f"stage {cfg.stage!r} failed at the end of its input: {error.type}: {error.message}", error)
+            what = "teardown" if retired else "the end of its input"
+            self._fatal(f"stage {self.cfg.stage!r} failed at {what}: {error.type}: {error.message}", error)
             sys.exit(1)
-        self._send_stats(wire.DONE)
+        self._send_stats(wire.DONE, retired=retired)
         self._await_release()
 
     def _await_release(self) -> None:

@@ -488,7 +488,9 @@ class _Controller:
     def _command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         op = cmd.get("op")
         if op == "status":
-            return {"ok": True, "record": self.last_record or self.record()}
+            if self.last_record is None:
+                return {"ok": False, "error": "no measurement yet: try again after one period"}
+            return {"ok": True, "record": self.last_record}
         if op == "scale":
             name, n = cmd.get("stage"), cmd.get("workers")
             if not isinstance(name, str) or name not in self.stages:
@@ -502,6 +504,11 @@ class _Controller:
                 return {"ok": False, "error": f"{name!r} is key-routed: its worker count is fixed"}
             if st.ended:
                 return {"ok": False, "error": f"{name!r} has finished"}
+            if any(w.stats.get("stateful") for w in st.workers.values()):
+                return {"ok": False, "error": f"{name!r} keeps state until its input ends (finish()): fixed size"}
+                    "ok": False,
+                    "error": f"{name!r} keeps state until its input ends (finish()): its size is fixed",
+                }
             lo, hi = policy.worker_bounds(st.spec, self.cores)
             if not isinstance(n, int) or isinstance(n, bool) or not lo <= n <= hi:
                 return {"ok": False, "error": f"workers for {name!r} must be within {lo}..{hi}, got {n!r}"}
@@ -665,7 +672,7 @@ class _Controller:
         fd = proc.sentinel
         self.poller.unregister(fd)
         del self.by_sentinel[fd]
-        proc.join(0.5)
+        proc.join(5.0)  # it has ended (the sentinel fired); this waits for the launcher's report
         code = proc.exitcode
         self.children.pop(child.identity, None)
         self.registered.discard(child.identity.encode())
@@ -701,8 +708,13 @@ class _Controller:
         log.warning(
             "worker %s[%d] (pid %d) %s; its leases return to the queue", child.stage, child.index, proc.pid, how
         )
-        if st.queue is not None:
-            self._send(st.queue.identity.encode(), wire.simple(wire.GONE, child.identity))
+        # its leases go back to its own queue, and the credit it held in every queue it
+        # sent to is freed (it was a producer there under the same identity)
+        tail = self.top.chain_of(child.stage)[-1]
+        for q_stage in [child.stage, *(self.top.head_of(e.stage) for e in tail.to)]:
+            q = self.stages[q_stage].queue
+            if q is not None:
+                self._send(q.identity.encode(), wire.simple(wire.GONE, child.identity))
         st.restarts += 1
         if st.restarts > MAX_RESTARTS_PER_STAGE:
             self.error = f"workers of stage {child.stage!r} died {st.restarts} times; last one {how}"

@@ -50,7 +50,12 @@ class DeadLetters:
             "traceback": traceback,
             "event": event,
         }
-        line = (json.dumps(record, default=_jsonable, ensure_ascii=False) + "\n").encode()
+        try:
+            text = json.dumps(record, default=_jsonable, ensure_ascii=False)
+        except (TypeError, ValueError):  # e.g. bytes or tuple dict keys: keep its repr
+            record["event"] = repr(event)
+            text = json.dumps(record, default=_jsonable, ensure_ascii=False)
+        line = (text + "\n").encode()
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.write(self._fd, line)

@@ -155,7 +155,12 @@ class QueueCore:
                 self.producers[rid] = _Producer(want=max(1, want))
             else:
                 self.producers[rid].want = max(1, want)
-            return self._grant()
+            out = self._grant()
+            if not any(r == rid for r, _ in out):
+                # always answer: a producer that shed under on_full must know the queue
+                # has spoken (and is full), not wait for credit that may never come
+                out.append((rid, wire.credit(0, -1)))
+            return out
         if not 0 <= index < self.partitions and self.partitions > 1:
             return self.refuse(rid, f"worker index {index} outside 0..{self.partitions - 1}")
         if rid not in self.workers:

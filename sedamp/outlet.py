@@ -85,6 +85,12 @@ class Outlet:
         while self.backlog and self.credit > 0:
             partition, ids, packed, tag, t_src = self.backlog[0]
             k = min(len(ids), self.credit, MAX_PUT_EVENTS)
+            size = 0
+            for i in range(k):  # and at most MAX_PUT_BYTES (at least one event)
+                size += len(packed[i])
+                if size > wire.MAX_PUT_BYTES and i > 0:
+                    k = i
+                    break
             if k < len(ids):
                 self.backlog[0] = (partition, ids[k:], packed[k:], tag, t_src)
                 self.held[tag] += 1

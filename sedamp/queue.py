@@ -75,7 +75,8 @@ def run_queue(cfg: QueueConfig) -> None:
                         _send(data, core, core.close())
                     elif msg.kind == wire.GONE:
                         rid = msg.fields[0]
-                        _send(data, core, core.worker_gone(rid.encode() if isinstance(rid, str) else rid))
+                        rid = rid.encode() if isinstance(rid, str) else rid
+                        _send(data, core, core.worker_gone(rid) + core.producer_gone(rid))
                     elif msg.kind == wire.STOP:
                         stopping = True
             now = time.monotonic()

@@ -51,9 +51,13 @@ from sedamp.errors import WireError
 
 VERSION = 2
 
-# Largest frame a queue or worker accepts. A batch of 256 events of 256 KiB each fits;
-# anything larger is refused with ERR rather than allowed to exhaust memory.
+# Largest frame a queue or worker accepts; anything larger is refused with ERR rather
+# than allowed to exhaust memory. Producers keep under it: no event may pack to more
+# than MAX_EVENT_BYTES (such an event is a failure, dead-lettered with its size), and a
+# PUT is cut at MAX_PUT_BYTES of events.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+MAX_PUT_BYTES = 32 * 1024 * 1024
 
 # roles in HELLO and REGISTER
 PRODUCER = 0
@@ -159,18 +163,24 @@ def simple(kind: int, *fields: Any) -> list[bytes]:
 def pack_event(event: Any) -> bytes:
     """Pack one event. Raises WireError naming the Python type MessagePack cannot carry."""
     try:
-        return _packb(event)
+        packed: bytes = _packb(event)
     except (TypeError, ValueError, OverflowError) as exc:
         raise WireError(f"cannot serialize {_describe(event)}: {exc}") from None
+    if len(packed) > MAX_EVENT_BYTES:
+        raise WireError(f"an event of {len(packed):,} bytes exceeds the limit of {MAX_EVENT_BYTES:,} bytes")
+    return packed
 
 
 def pack_all(events: Sequence[Any]) -> list[bytes] | None:
     """Pack every event at C speed, or return None if any cannot be packed (the caller
     then packs one by one with `pack_event` to tell which)."""
     try:
-        return [_packb(e) for e in events]
+        packed = [_packb(e) for e in events]
     except (TypeError, ValueError, OverflowError):
         return None
+    if packed and max(map(len, packed)) > MAX_EVENT_BYTES:
+        return None
+    return packed
 
 
 def pack_events(events: Iterable[Any]) -> tuple[bytes, list[int]]:

@@ -443,13 +443,18 @@ class _Worker:
         """Wait for the controller to acknowledge DONE (it replies STOP), so the final
         counters are known to have arrived; then close everything and return."""
         deadline = time.monotonic() + DONE_ACK_TIMEOUT_S
-        while time.monotonic() < deadline:
+        acknowledged = False
+        while not acknowledged and time.monotonic() < deadline:
             if self.ctl.poll(100):
-                break
+                for frames in _proc.drain(self.ctl):
+                    try:
+                        acknowledged = acknowledged or wire.parse(frames).kind == wire.STOP
+                    except WireError:
+                        pass
         for o in self.outlets:
             o.close()
-        self.up.close(linger=0)
-        self.ctl.close(linger=0)
+        self.up.close(linger=500)
+        self.ctl.close(linger=500)
         self.ctx.term()
 
     def _fatal(self, message: str, fail: Failure) -> None:

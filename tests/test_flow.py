@@ -244,3 +244,21 @@ def test_random_interleavings_keep_the_bound_and_lose_nothing(capacity: int, scr
         leases[b"w0"].clear()
     assert sorted(acked) == sorted(accepted)
     assert q.counters.acked == len(accepted)
+
+
+def test_a_producer_hello_is_always_answered_even_when_full() -> None:
+    q = QueueCore(2)
+    assert hello_producer(q, P, 2) == 1
+    out = q.handle(P2, wire.parse(wire.hello(wire.PRODUCER, -1, 2)))
+    assert [(r, m.kind, m.fields[0]) for r, m in ((r, wire.parse(f)) for r, f in out)] == [(P2, wire.CREDIT, 1)]
+    q3 = QueueCore(1)
+    hello_producer(q3, P, 1)
+    out = q3.handle(P2, wire.parse(wire.hello(wire.PRODUCER, -1, 1)))
+    assert [(r, wire.parse(f).kind, wire.parse(f).fields[0]) for r, f in out] == [(P2, wire.CREDIT, 0)]
+
+
+def test_gone_producer_gives_its_credit_back() -> None:
+    q = QueueCore(100)
+    assert hello_producer(q, P, 40) == 40
+    q.producer_gone(P)
+    assert q.outstanding == 0 and q.free == 100

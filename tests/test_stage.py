@@ -150,3 +150,14 @@ def test_load_ref_forms() -> None:
     assert load_ref("userstages:Acc.setup") is not None
     with pytest.raises(ValueError):
         load_ref("userstages.double")
+
+
+def test_dead_letters_survive_events_json_cannot_key(tmp_path: Any) -> None:
+    from sedamp.deadletter import DeadLetters, read_dead_letters
+
+    d = DeadLetters(tmp_path / "d.jsonl")
+    d.write(stage="s", event_id=1, error_type="E", message="m", traceback=None, event={b"k": 1, (1, 2): "t"})
+    d.write(stage="s", event_id=2, error_type="E", message="m", traceback=None, event={"b": b"\x00"})
+    d.close()
+    got = read_dead_letters(tmp_path / "d.jsonl")
+    assert "b'k'" in got[0]["event"] and got[1]["event"] == {"b": {"$bytes": "AA=="}}

@@ -128,3 +128,10 @@ def test_pack_event_names_the_python_type() -> None:
 def test_int_keys_and_bytes_survive() -> None:
     body, _ = wire.pack_events([{1: b"\x00\xff", "k": (1, 2)}])
     assert wire.unpack_events([body], 1) == [{1: b"\x00\xff", "k": [1, 2]}]
+
+
+def test_oversized_events_are_refused_at_packing() -> None:
+    big = b"x" * (wire.MAX_EVENT_BYTES + 1)
+    with pytest.raises(WireError, match="exceeds the limit"):
+        wire.pack_event(big)
+    assert wire.pack_all([b"ok", big]) is None

@@ -375,3 +375,26 @@ def test_batch_bounds_floor_and_ceiling(tmp_path: Path) -> None:
     assert summary.exit_code == 0
     assert len(read_records(out)) == 3000
     assert seen and all(b <= 5 for b in seen) and max(seen) == 5
+
+
+def test_repeated_worker_deaths_lose_nothing(tmp_path: Path, workdir: Path) -> None:
+    """Six deaths of a stage's only worker: each is replaced, its leases come back, and
+    every event arrives. (That the credit a dead worker held downstream is freed is
+    shown on the queue core itself: test_flow.test_gone_producer_gives_its_credit_back.)"""
+    out = tmp_path / "out.jsonl"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    deaths = [100, 300, 500, 700, 900, 1100]
+    topo = topology(
+        tmp_path,
+        chain(
+            out,
+            f'    handler: {T}:die_at_each\n    params: {{at: {deaths}, marker_dir: "{markers}"}}\n    workers: 1',
+            count=1500,
+        ),
+    )
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", timeout=60)
+    assert sorted(p.name for p in markers.iterdir()) == sorted(map(str, deaths)), "not every death happened"
+    assert proc.returncode == 0, proc.stderr
+    assert set(e["n"] for e in read_records(out)) == set(range(1500))
+    assert stage_of(summary_of(proc), "mid")["restarts"] == len(deaths)

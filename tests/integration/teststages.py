@@ -92,3 +92,15 @@ class Record:
 
 def read_records(path: Path) -> list[Any]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def die_at_each(event: dict[str, Any], at: list[int], marker_dir: str) -> dict[str, Any]:
+    """SIGKILL this worker the first time each event in `at` is seen."""
+    if event["n"] in at:
+        try:
+            fd = os.open(os.path.join(marker_dir, str(event["n"])), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return event
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return event

@@ -506,9 +506,6 @@ class _Controller:
                 return {"ok": False, "error": f"{name!r} has finished"}
             if any(w.stats.get("stateful") for w in st.workers.values()):
                 return {"ok": False, "error": f"{name!r} keeps state until its input ends (finish()): fixed size"}
-                    "ok": False,
-                    "error": f"{name!r} keeps state until its input ends (finish()): its size is fixed",
-                }
             lo, hi = policy.worker_bounds(st.spec, self.cores)
             if not isinstance(n, int) or isinstance(n, bool) or not lo <= n <= hi:
                 return {"ok": False, "error": f"workers for {name!r} must be within {lo}..{hi}, got {n!r}"}

@@ -177,7 +177,7 @@ class _Controller:
     def __init__(self, topology: Topology, options: RunOptions) -> None:
         self.top = topology
         self.opt = options
-        self.executor = options.executor or LocalExecutor()
+        self.executor: Executor | None = options.executor  # started in run(), inside its try
         self.cores = options.cores or topology.controller.cores or policy.usable_cores()
         self.period_s = topology.controller.period_s
         self.drain_timeout_s = (
@@ -219,12 +219,14 @@ class _Controller:
 
     def run(self) -> Summary:
         t0 = time.monotonic()
-        self.sock_dir = _socket_dir(self.run_dir)
-        self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
-        self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(self.names)}
         self.ctx: zmq.Context[Any] = zmq.Context()
         restore: Callable[[], None] = lambda: None  # noqa: E731
         try:
+            if self.executor is None:
+                self.executor = LocalExecutor()
+            self.sock_dir = _socket_dir(self.run_dir)
+            self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
+            self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(self.names)}
             if self.opt.metrics_path is not None:
                 Path(self.opt.metrics_path).parent.mkdir(parents=True, exist_ok=True)
                 self.metrics_file = open(self.opt.metrics_path, "w", encoding="utf-8")  # noqa: SIM115
@@ -239,7 +241,8 @@ class _Controller:
             self._loop()
         finally:
             self._reap_all()
-            self.executor.close()
+            if self.executor is not None:
+                self.executor.close()
             restore()
             if self.metrics_file is not None:
                 self.metrics_file.write(json.dumps(self.record(final=True)) + "\n")
@@ -250,7 +253,8 @@ class _Controller:
                 self.cmd.close(linger=0)
                 self._write_run_file(ended=True)
             self.ctx.term()
-            shutil.rmtree(self.sock_dir, ignore_errors=True)
+            if self.sock_dir is not None:
+                shutil.rmtree(self.sock_dir, ignore_errors=True)
         return self._summary(time.monotonic() - t0)
 
     def _start(self) -> None:
@@ -267,7 +271,7 @@ class _Controller:
                 period_s=self.period_s,
                 parent_pid=os.getpid(),
             )
-            proc = self.executor.start(f"sdq:{name}", "queue", cfg)
+            proc = self._exec().start(f"sdq:{name}", "queue", cfg)
             st.queue = self._adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
             st.target = targets[name]
         self._reconcile()
@@ -285,11 +289,15 @@ class _Controller:
                     period_s=self.period_s,
                     parent_pid=os.getpid(),
                 )
-                proc = self.executor.start(f"sds:{name}", "source", cfg_s)
+                proc = self._exec().start(f"sds:{name}", "source", cfg_s)
                 st.source = self._adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
         if self.draining:  # interrupted while starting: the sources stop at once
             self._stop_sources()
         log.info("run %s started: %d cores, targets %s, run dir %s", self.top.name, self.cores, targets, self.run_dir)
+
+    def _exec(self) -> Executor:
+        assert self.executor is not None, "run() starts the executor"
+        return self.executor
 
     def _partitions(self, name: str) -> int:
         if self.top.route_key(name) is None:
@@ -354,7 +362,7 @@ class _Controller:
                 {"stage": m.name, "kind": m.kind, "ref": m.ref, "params": dict(m.params)} for m in chain[1:]
             ),
         )
-        proc = self.executor.start(f"sdw:{spec.name}:{index}", "worker", cfg)
+        proc = self._exec().start(f"sdw:{spec.name}:{index}", "worker", cfg)
         st.workers[index] = self._adopt(
             proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid)
         )

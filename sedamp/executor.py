@@ -62,6 +62,7 @@ class LocalProc:
         self.name = name
         self._pid = pid
         self._executor = executor
+        self._code: int | None = None
         self._pidfd = os.pidfd_open(pid)
 
     @property
@@ -74,8 +75,11 @@ class LocalProc:
 
     @property
     def exitcode(self) -> int | None:
-        self._executor._read_reports(0)
-        return self._executor._exits.get(self._pid)
+        if self._code is None:
+            self._executor._read_reports(0)
+            # taken out of the map at once: a later process may be given the same pid
+            self._code = self._executor._exits.pop(self._pid, None)
+        return self._code
 
     def is_alive(self) -> bool:
         if self.exitcode is not None or self._pidfd < 0:

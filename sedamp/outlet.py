@@ -10,6 +10,7 @@ taken, so the worker acknowledges a lease only once its outputs are safe downstr
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +26,16 @@ from sedamp.errors import WireError
 # split them more often for workers that ask for less; 512 is past the knee measured for
 # near-free events (per-message cost is ~1% of a 512-event batch).
 MAX_PUT_EVENTS = 512
+
+
+def _fit(packed: list[bytes], k: int) -> int:
+    """How many of the first `k` packed events fit in MAX_PUT_BYTES (at least one)."""
+    size = 0
+    for i in range(k):
+        size += len(packed[i])
+        if size > wire.MAX_PUT_BYTES and i > 0:
+            return i
+    return k
 
 
 def partition_of(key_value: Any, partitions: int) -> int:
@@ -85,12 +96,8 @@ class Outlet:
         while self.backlog and self.credit > 0:
             partition, ids, packed, tag, t_src = self.backlog[0]
             k = min(len(ids), self.credit, MAX_PUT_EVENTS)
-            size = 0
-            for i in range(k):  # and at most MAX_PUT_BYTES (at least one event)
-                size += len(packed[i])
-                if size > wire.MAX_PUT_BYTES and i > 0:
-                    k = i
-                    break
+            if sum(map(len, itertools.islice(packed, k))) > wire.MAX_PUT_BYTES:
+                k = _fit(packed, k)  # rare: walk the events only when the PUT is too big
             if k < len(ids):
                 self.backlog[0] = (partition, ids[k:], packed[k:], tag, t_src)
                 self.held[tag] += 1

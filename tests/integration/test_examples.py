@@ -114,18 +114,17 @@ def test_jsonl_etl(workdir: Path) -> None:
         assert d["event_id"] is not None
 
 
+def run_example(name: str, workdir: Path, *extra: str, **env: str):  # type: ignore[no-untyped-def]
+    """`sedamp run topologies/NAME --workdir W --json` with `env` set; must exit 0."""
+    proc = run_sedamp("run", str(TOPOLOGIES / name), *extra, "--workdir", str(workdir), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def test_burn(workdir: Path) -> None:
     out = workdir / "result.json"
     n = 120
-    proc = run_sedamp(
-        "run",
-        str(TOPOLOGIES / "burn.yaml"),
-        "--workdir",
-        str(workdir),
-        "--json",
-        env={"OUT": str(out), "COUNT": str(n)},
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_example("burn.yaml", workdir, OUT=str(out), COUNT=str(n))
     result = json.loads(out.read_text())
     assert result == burn.expected_checksum(n, [9600, 38400, 4800])
     s = summary_of(proc)
@@ -137,15 +136,7 @@ def test_burn(workdir: Path) -> None:
 def test_tiny(workdir: Path, name: str) -> None:
     out = workdir / "tiny.json"
     n = 20_000
-    proc = run_sedamp(
-        "run",
-        str(TOPOLOGIES / name),
-        "--workdir",
-        str(workdir),
-        "--json",
-        env={"OUT": str(out), "COUNT": str(n)},
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_example(name, workdir, OUT=str(out), COUNT=str(n))
     result = json.loads(out.read_text())
     assert result["count"] == n
     assert result["checksum"] == sum(range(n))
@@ -156,31 +147,13 @@ def test_shift(workdir: Path) -> None:
     shift, so the checksum is the plain pipeline's."""
     out = workdir / "shift.json"
     n = 200
-    proc = run_sedamp(
-        "run",
-        str(TOPOLOGIES / "shift.yaml"),
-        "--workdir",
-        str(workdir),
-        "--json",
-        env={"OUT": str(out), "COUNT": str(n), "SHIFT_AT": str(n // 2)},
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_example("shift.yaml", workdir, OUT=str(out), COUNT=str(n), SHIFT_AT=str(n // 2))
     assert json.loads(out.read_text()) == burn.expected_checksum(n, [9600, 38400, 4800])
 
 
 def test_staircase(workdir: Path) -> None:
     out = workdir / "stair.json"
-    proc = run_sedamp(
-        "run",
-        str(TOPOLOGIES / "staircase.yaml"),
-        "--set",
-        "arrivals.params.steps=[[200, 0.5], [400, 0.5]]",
-        "--workdir",
-        str(workdir),
-        "--json",
-        env={"OUT": str(out)},
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_example("staircase.yaml", workdir, "--set", "arrivals.params.steps=[[200, 0.5], [400, 0.5]]", OUT=str(out))
     n = 100 + 200
     got = json.loads(out.read_text())
     assert got["count"] == n

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sedamp import _yamlmap
+from sedamp import _yamlmap, wire
 from sedamp import stage as stage_mod
 from sedamp.errors import Problem, TopologyError
 
@@ -38,6 +38,7 @@ __all__ = [
 StageKind = Literal["source", "handler", "sink"]
 OnFull = Literal["block", "reject", "drop"]
 PolicyName = Literal["adaptive", "static"]
+OnErrorThen = Literal["dead_letter", "skip", "fail"]
 
 # Default bound of a stage queue, in events. Large enough to keep every worker of a
 # cheap stage busy across a scheduling hiccup, small enough that a slow stage holds
@@ -64,6 +65,17 @@ class QueueSpec:
 
 
 @dataclass(frozen=True)
+class OnErrorSpec:
+    """What a worker does when the handler raises on an event (or the event killed a
+    worker twice): try again up to `retry` times, `backoff_s` apart (doubling), then
+    dead-letter it, skip it (counted), or fail the run."""
+
+    retry: int = 0
+    backoff_s: float = 0.0
+    then: OnErrorThen = "dead_letter"
+
+
+@dataclass(frozen=True)
 class Edge:
     """An edge to `stage`; with `key`, events are routed by `event[key]` so that equal
     keys always reach the same worker of that stage."""
@@ -86,6 +98,12 @@ class StageSpec:
     line: int | None = None  # line of the stage's key in the topology file
     ref_line: int | None = None  # line of its source:/handler:/sink: value
     group: str | None = None  # consecutive stages of one group share one process pool
+    on_error: OnErrorSpec = OnErrorSpec()
+    timeout_s: float | None = None  # a handler call running longer gets its worker killed
+    max_events: int | None = None  # a worker that handled this many is replaced
+    max_rss_mb: int | None = None  # a worker whose memory grew past this is replaced
+    dedupe: bool = False  # sinks: handle each event id once, even when redelivered
+    max_event_bytes: int | None = None  # outputs larger than this are dead-lettered
 
 
 @dataclass(frozen=True)
@@ -152,7 +170,14 @@ class Topology:
 # ---------------------------------------------------------------------------------------
 
 TOP_KEYS = ("name", "description", "stages", "controller")
-STAGE_KEYS = ("source", "handler", "sink", "params", "workers", "queue", "batch", "to", "group", "description")
+STAGE_KEYS = (
+    "source", "handler", "sink", "params", "workers", "queue", "batch", "to", "group", "description",
+    "on_error", "timeout_s", "max_events", "max_rss_mb", "dedupe", "max_event_bytes",
+)  # fmt: skip
+ON_ERROR_KEYS = ("retry", "backoff_s", "then")
+ON_ERROR_THEN: tuple[OnErrorThen, ...] = ("dead_letter", "skip", "fail")
+# set on a group's first stage only: they act on the worker process the group shares
+POOL_KEYS = ("workers", "queue", "batch", "timeout_s", "max_events", "max_rss_mb")
 KINDS: tuple[StageKind, ...] = ("source", "handler", "sink")
 QUEUE_KEYS = ("capacity", "on_full")
 WORKERS_KEYS = ("min", "max")
@@ -414,6 +439,12 @@ class _Draft:
     batch_bounds: tuple[int, int] | None = None
     group: str | None = None
     given: frozenset[str] = frozenset()  # the keys the stage set explicitly
+    on_error: OnErrorSpec = OnErrorSpec()
+    timeout_s: float | None = None
+    max_events: int | None = None
+    max_rss_mb: int | None = None
+    dedupe: bool = False
+    max_event_bytes: int | None = None
 
 
 class _Checker:
@@ -574,6 +605,7 @@ class _Checker:
             self.graph(drafts)
             if not self.problems:
                 self.groups(drafts)
+                self.dedupe(drafts)
             if check_handlers:
                 self.handlers(drafts, base_dir)
         if self.problems:
@@ -592,6 +624,12 @@ class _Checker:
                 line=d.line,
                 ref_line=d.ref_line,
                 group=d.group,
+                on_error=d.on_error,
+                timeout_s=d.timeout_s,
+                max_events=d.max_events,
+                max_rss_mb=d.max_rss_mb,
+                dedupe=d.dedupe,
+                max_event_bytes=d.max_event_bytes,
             )
             for d in drafts.values()
         }
@@ -635,13 +673,32 @@ class _Checker:
                             f"but {', '.join(repr(x) for x in senders if x != prev) or 'nothing'} does",
                             "send to the group's first stage, or leave this stage out of the group",
                         )
-                    for key in ("workers", "queue", "batch"):
+                    for key in POOL_KEYS:
                         if key in d.given:
                             self.add(
                                 (*path, key),
                                 f"{d.name!r} is inside group {group!r}, whose pool is set on its first stage",
                                 f"move {key}: to stage {members[0].name!r}",
                             )
+
+    def dedupe(self, drafts: dict[str, _Draft]) -> None:
+        """A sink that dedupes remembers the ids it handled in its worker, so every
+        copy of an event must reach the same worker: one worker, or keyed edges."""
+        for d in drafts.values():
+            if not d.dedupe:
+                continue
+            pool = d
+            if d.group is not None:
+                pool = next(x for x in drafts.values() if x.group == d.group)
+            keyed = all(e.key is not None for x in drafts.values() for e, _ in x.edges if e.stage == pool.name)
+            senders = [x for x in drafts.values() if any(e.stage == pool.name for e, _ in x.edges)]
+            if pool.workers.max != 1 and not (senders and keyed):
+                self.add(
+                    ("stages", d.name, "dedupe"),
+                    f"{d.name!r} dedupes in its worker, so its copies of an event must all reach one worker, "
+                    f"but {pool.name!r} may run {_bounds(pool.workers)} workers on unkeyed edges",
+                    f"give {pool.name!r} workers: 1, or route to it by a key (to: {{stage: {pool.name}, key: id}})",
+                )
 
     def controller(self, raw: Any) -> ControllerSpec:
         path: tuple[Any, ...] = ("controller",)
@@ -775,7 +832,75 @@ class _Checker:
         if raw.get("description") is not None:
             self.string((*path, "description"), raw["description"], "a string")
         draft.edges, draft.to_ok = self.edges((*path, "to"), raw.get("to"))
+        self.reliability(path, raw, draft)
         return draft
+
+    def reliability(self, path: tuple[Any, ...], raw: dict[Any, Any], draft: _Draft) -> None:
+        """on_error, timeout_s, max_events, max_rss_mb, dedupe, max_event_bytes."""
+        for key in ("on_error", "timeout_s", "max_events", "max_rss_mb") if draft.kind == "source" else ():
+            if raw.get(key) is not None:
+                self.add(
+                    (*path, key),
+                    f"{key} applies to handlers and sinks, not to source {draft.name!r}",
+                    "a source that raises stops the run; move the work into a handler",
+                )
+        if raw.get("on_error") is not None and draft.kind != "source":
+            draft.on_error = self.on_error((*path, "on_error"), raw["on_error"])
+        if raw.get("timeout_s") is not None and draft.kind != "source":
+            draft.timeout_s = self.positive_float(
+                (*path, "timeout_s"), raw["timeout_s"], "timeout_s is the longest one handler call may run, e.g. 30"
+            )
+        if raw.get("max_events") is not None and draft.kind != "source":
+            draft.max_events = self.integer(
+                (*path, "max_events"), raw["max_events"], hint="a worker is replaced after this many events, e.g. 10000"
+            )
+        if raw.get("max_rss_mb") is not None and draft.kind != "source":
+            draft.max_rss_mb = self.integer(
+                (*path, "max_rss_mb"), raw["max_rss_mb"], hint="a worker is replaced past this memory (MiB), e.g. 1024"
+            )
+        if raw.get("max_event_bytes") is not None:
+            draft.max_event_bytes = self.integer(
+                (*path, "max_event_bytes"),
+                raw["max_event_bytes"],
+                maximum=wire.MAX_EVENT_BYTES,
+                hint=f"the largest output event in bytes, at most {wire.MAX_EVENT_BYTES}",
+            )
+        if raw.get("dedupe") is not None:
+            value = raw["dedupe"]
+            if not isinstance(value, bool):
+                self.add((*path, "dedupe"), f"must be true or false, got {_describe(value)}", "e.g. dedupe: true")
+            elif value and draft.kind != "sink":
+                self.add(
+                    (*path, "dedupe"),
+                    f"dedupe applies to sinks, and {draft.name!r} is a {draft.kind or 'stage'}",
+                    "set dedupe: true on the sink that writes the outputs",
+                )
+            else:
+                draft.dedupe = value
+
+    def on_error(self, path: tuple[Any, ...], raw: Any) -> OnErrorSpec:
+        hint = "e.g. on_error: {retry: 2, backoff_s: 0.5, then: dead_letter} (then: dead_letter | skip | fail)"
+        if isinstance(raw, str):
+            only: Any = self.choice(path, raw, ON_ERROR_THEN)
+            return OnErrorSpec(then=only) if only else OnErrorSpec()
+        if not isinstance(raw, dict):
+            self.add(path, f"must be a mapping or one of {' | '.join(ON_ERROR_THEN)}, got {_describe(raw)}", hint)
+            return OnErrorSpec()
+        self.unknown_keys(path, raw, ON_ERROR_KEYS, "on_error")
+        retry = 0
+        if raw.get("retry") is not None:
+            retry = self.integer((*path, "retry"), raw["retry"], minimum=0, maximum=100, hint=hint) or 0
+        backoff = 0.0
+        if raw.get("backoff_s") is not None:
+            b = raw["backoff_s"]
+            if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b <= 3600:
+                self.add((*path, "backoff_s"), f"must be a number of seconds in 0..3600, got {_describe(b)}", hint)
+            else:
+                backoff = float(b)
+        then: Any = "dead_letter"
+        if raw.get("then") is not None:
+            then = self.choice((*path, "then"), raw["then"], ON_ERROR_THEN) or "dead_letter"
+        return OnErrorSpec(retry=retry, backoff_s=backoff, then=then)
 
     def params(self, path: tuple[Any, ...], raw: Any) -> dict[str, Any]:
         if raw is None:

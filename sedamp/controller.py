@@ -45,8 +45,10 @@ from sedamp import _proc, metrics, policy, wire
 from sedamp.deadletter import DEAD_LETTERS_FILE
 from sedamp.errors import WireError
 from sedamp.executor import Executor, LocalExecutor, Proc
+from sedamp.flow import POISON_DEATHS
 from sedamp.outlet import OutputConfig
 from sedamp.queue import QueueConfig, queue_identity
+from sedamp.slot import Slot
 from sedamp.source import SourceConfig, source_identity
 from sedamp.topology import StageSpec, Topology
 from sedamp.worker import MAX_BATCH_EVENTS, WorkerConfig, worker_identity
@@ -57,8 +59,9 @@ log = logging.getLogger(__name__)
 # near-free events, small enough that a slow first stage still gets work to all its
 # workers at once (the queue splits batches for workers that ask for fewer).
 SOURCE_BATCH_EVENTS = 256
-# A stage whose workers die more often than this in one run is failing, not unlucky.
-MAX_RESTARTS_PER_STAGE = 20
+# A stage whose workers die this many times in a row with no event of the stage
+# acknowledged in between is failing (e.g. crashing in setup), not unlucky.
+MAX_BARREN_DEATHS = 10
 # Exit codes of `sedamp run` (documented in the README).
 EXIT_OK = 0
 EXIT_FAILED_EVENTS = 1
@@ -89,6 +92,12 @@ class StageSummary:
     restarts: int
     dropped: int = 0  # events its full queue made producers drop (on_full: drop)
     rejected: int = 0  # events its full queue refused (on_full: reject), dead-lettered
+    retried: int = 0  # handler calls made again after a failure (on_error: retry)
+    skipped: int = 0  # events that failed and were dropped (on_error: skip)
+    duplicates: int = 0  # redelivered events a dedupe sink did not handle again
+    poisoned: int = 0  # events that killed POISON_DEATHS workers (dead-lettered unless skip)
+    timeouts: int = 0  # workers killed because a handler call passed timeout_s
+    recycled: int = 0  # workers replaced after max_events or max_rss_mb
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,8 @@ class _Child:
     fatal: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     retiring: bool = False  # told to leave because its pool shrank
+    slot: Slot | None = None  # a worker's: which event is in its handler, and the deadline
+    killed: str | None = None  # why the controller killed it
 
 
 @dataclass(eq=False)
@@ -166,6 +177,10 @@ class _Stage:
     complete: bool = False
     restarts: int = 0
     peak_workers: int = 0
+    barren_deaths: int = 0  # worker deaths in a row with nothing acknowledged between
+    acked_at_death: int = -1
+    timeouts: int = 0
+    recycled: int = 0
 
 
 def run_topology(topology: Topology, options: RunOptions | None = None) -> Summary:
@@ -190,6 +205,7 @@ class _Controller:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{topology.name}-{stamp}-", dir=runs)).resolve()
         self.dead_path = self.run_dir / DEAD_LETTERS_FILE
         self.sock_dir: Path | None = None
+        self.slot_seq = 0
         self.names = list(topology.stages)
         self.stages = {n: _Stage(spec=s) for n, s in topology.stages.items()}
         self.children: dict[str, _Child] = {}  # by identity
@@ -270,6 +286,8 @@ class _Controller:
                 partitions=self._partitions(name),
                 period_s=self.period_s,
                 parent_pid=os.getpid(),
+                dead_letters=str(self.dead_path),
+                on_poison=st.spec.on_error.then,
             )
             proc = self._exec().start(f"sdq:{name}", "queue", cfg)
             st.queue = self._adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
@@ -288,6 +306,7 @@ class _Controller:
                     import_paths=self.import_paths,
                     period_s=self.period_s,
                     parent_pid=os.getpid(),
+                    max_event_bytes=st.spec.max_event_bytes or wire.MAX_EVENT_BYTES,
                 )
                 proc = self._exec().start(f"sds:{name}", "source", cfg_s)
                 st.source = self._adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
@@ -342,6 +361,12 @@ class _Controller:
     def _spawn_worker(self, st: _Stage, index: int) -> None:
         spec = st.spec
         chain = self.top.chain_of(spec.name)
+        slot = None
+        slot_path = ""
+        if self.sock_dir is not None:
+            self.slot_seq += 1
+            slot_path = str(self.sock_dir / f"slot{self.slot_seq}")
+            slot = Slot(slot_path, create=True)
         cfg = WorkerConfig(
             stage=spec.name,
             kind=spec.kind,
@@ -359,13 +384,27 @@ class _Controller:
             batch_min=spec.batch_bounds[0] if spec.batch_bounds else 1,
             batch_max=spec.batch_bounds[1] if spec.batch_bounds else MAX_BATCH_EVENTS,
             chain_rest=tuple(
-                {"stage": m.name, "kind": m.kind, "ref": m.ref, "params": dict(m.params)} for m in chain[1:]
+                {
+                    "stage": m.name,
+                    "kind": m.kind,
+                    "ref": m.ref,
+                    "params": dict(m.params),
+                    "on_error": (m.on_error.retry, m.on_error.backoff_s, m.on_error.then),
+                }
+                for m in chain[1:]
             ),
+            on_error=(spec.on_error.retry, spec.on_error.backoff_s, spec.on_error.then),
+            timeout_s=spec.timeout_s,
+            slot_path=slot_path,
+            max_events=spec.max_events,
+            max_rss_mb=spec.max_rss_mb,
+            dedupe=chain[-1].dedupe,
+            max_event_bytes=chain[-1].max_event_bytes or wire.MAX_EVENT_BYTES,
         )
         proc = self._exec().start(f"sdw:{spec.name}:{index}", "worker", cfg)
-        st.workers[index] = self._adopt(
-            proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid)
-        )
+        child = self._adopt(proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid))
+        child.slot = slot
+        st.workers[index] = child
 
     # ---------------------------------------------------------------- loop
 
@@ -412,7 +451,23 @@ class _Controller:
             bucket.setdefault("service", []).extend(stats.get("service", ()))
             bucket.setdefault("path", []).extend(stats.get("path", ()))
 
+    def _watch_deadlines(self) -> None:
+        """Kill every worker whose handler call ran past its stage's timeout_s."""
+        now = time.monotonic()
+        for st in self.stages.values():
+            for w in list(st.workers.values()):
+                if w.slot is None or w.killed is not None or st.spec.timeout_s is None:
+                    continue
+                late = w.slot.overdue(now)
+                if late > 0:
+                    limit = st.spec.timeout_s
+                    w.killed = f"was killed: a handler call ran past timeout_s ({limit:g} s, overdue by {late:.1f} s)"
+                    st.timeouts += 1
+                    log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.proc.pid, w.killed)
+                    w.proc.kill()
+
     def _tick(self) -> None:
+        self._watch_deadlines()
         record = self.record()
         if self.top.controller.policy == "adaptive" and not self.draining:
             record["decisions"] = record["decisions"] + [d.as_dict() for d in self._control(record)]
@@ -583,6 +638,8 @@ class _Controller:
                 "failed": s.get("failed", 0),
                 "dropped": s.get("dropped", 0),
                 "rejected": s.get("rejected", 0),
+                **{k: s.get(k, 0) for k in ("retried", "skipped", "duplicates", "poisoned", "timeouts", "recycled")},
+                "restarts": s.get("restarts", 0),
                 "arrivals_per_s": round((arrived - prev.get("arrived", 0)) / dt, 2),
                 "completions_per_s": round((handled - prev.get("in", 0)) / dt, 2),
             }
@@ -651,6 +708,12 @@ class _Controller:
             child.stats = msg.fields[0]
             if child.role == wire.QUEUE and child.stats.get("ended"):
                 self.stages[child.stage].ended = True
+            poison = child.stats.get("last_poison") if child.role == wire.QUEUE else None
+            if poison and self.stages[child.stage].spec.on_error.then == "fail" and self.error is None:
+                self.error = (
+                    f"stage {child.stage!r}: event {poison['event_id']!r} killed {POISON_DEATHS} workers "
+                    f"(the last {poison['reason']}); on_error: fail (the event is in the dead-letter file)"
+                )
         elif msg.kind == wire.DONE:
             child.stats = msg.fields[0]
             child.done = True
@@ -663,6 +726,9 @@ class _Controller:
                     # A worker finishes only after its queue said END (or when retired):
                     # the stage's input is over, so no worker of it may start again.
                     self.stages[child.stage].ended = True
+                elif child.role == wire.WORKER and child.stats.get("recycled") and not child.retiring:
+                    child.retiring = True  # it replaced itself (max_events/max_rss_mb): start a fresh one
+                    self.stages[child.stage].recycled += 1
                 self._send(rid, wire.simple(wire.STOP, 0))  # acknowledge: it may exit
         elif msg.kind == wire.FATAL:
             info = msg.fields[0]
@@ -679,10 +745,15 @@ class _Controller:
         del self.by_sentinel[fd]
         proc.join(5.0)  # it has ended (the sentinel fired); this waits for the launcher's report
         code = proc.exitcode
+        in_hand = (-1, -1)
+        if child.slot is not None:
+            in_hand = child.slot.read()[1:]
+            child.slot.close()
+            Path(child.slot.path).unlink(missing_ok=True)
         self.children.pop(child.identity, None)
         self.registered.discard(child.identity.encode())
         st = self.stages[child.stage]
-        how = _describe_exit(code)
+        how = child.killed or _describe_exit(code)
         if child.role == wire.QUEUE:
             if not child.stopped:
                 self.error = f"the queue of stage {child.stage!r} (pid {proc.pid}) {how}"
@@ -710,6 +781,13 @@ class _Controller:
         if child.fatal:
             self.error = child.fatal
             return
+        if child.stats.get("stateful") and not self.draining:
+            # its state (what finish() would emit) died with it: the output would be wrong
+            self.error = (
+                f"worker {child.stage}[{child.index}] (pid {proc.pid}) {how}; stage {child.stage!r} keeps state "
+                "(finish()) that died with it, so the run cannot finish correctly"
+            )
+            return
         log.warning(
             "worker %s[%d] (pid %d) %s; its leases return to the queue", child.stage, child.index, proc.pid, how
         )
@@ -719,10 +797,18 @@ class _Controller:
         for q_stage in [child.stage, *(self.top.head_of(e.stage) for e in tail.to)]:
             q = self.stages[q_stage].queue
             if q is not None:
-                self._send(q.identity.encode(), wire.simple(wire.GONE, child.identity))
+                # only its own queue's lease numbers mean anything in `in_hand`
+                blame = in_hand if q_stage == child.stage else (-1, -1)
+                self._send(q.identity.encode(), wire.simple(wire.GONE, child.identity, how, *blame))
         st.restarts += 1
-        if st.restarts > MAX_RESTARTS_PER_STAGE:
-            self.error = f"workers of stage {child.stage!r} died {st.restarts} times; last one {how}"
+        acked = int(st.queue.stats.get("acked", 0)) if st.queue is not None else 0
+        st.barren_deaths = st.barren_deaths + 1 if acked <= st.acked_at_death else 1
+        st.acked_at_death = acked
+        if st.barren_deaths >= MAX_BARREN_DEATHS:
+            self.error = (
+                f"workers of stage {child.stage!r} died {st.barren_deaths} times in a row without finishing "
+                f"an event; last one {how}"
+            )
 
     def _retire_shed(self, child: _Child) -> None:
         for target, (dropped, rejected) in child.stats.get("shed", {}).items():
@@ -838,6 +924,7 @@ class _Controller:
                 counts = dict(st.source.stats)
             elif st.spec.kind == "source":
                 counts = dict(st.retired)
+            head = name == pool.spec.name
             out["stages"][name] = {
                 "kind": st.spec.kind,
                 "workers": len(pool.workers),
@@ -847,6 +934,10 @@ class _Controller:
                 **counts,
                 "dropped": shed.get(name, [0, 0])[0],
                 "rejected": shed.get(name, [0, 0])[1],
+                "poisoned": int(pool.queue.stats.get("poisoned", 0)) if head and pool.queue is not None else 0,
+                "timeouts": pool.timeouts if head else 0,
+                "recycled": pool.recycled if head else 0,
+                "restarts": pool.restarts if head else 0,
             }
         return out
 
@@ -868,9 +959,17 @@ class _Controller:
                     restarts=st.restarts,
                     dropped=int(s["dropped"]),
                     rejected=int(s["rejected"]),
+                    retried=int(s.get("retried", 0)),
+                    skipped=int(s.get("skipped", 0)),
+                    duplicates=int(s.get("duplicates", 0)),
+                    poisoned=int(s["poisoned"]),
+                    timeouts=int(s["timeouts"]),
+                    recycled=int(s["recycled"]),
                 )
             )
             failed += int(s.get("failed", 0)) + int(s["rejected"])
+            if st.spec.on_error.then != "skip":
+                failed += int(s["poisoned"])
             if st.spec.kind == "source":
                 events += int(s.get("in", 0))
         error = self.error  # an interrupt alone is reported by `interrupted`
@@ -896,7 +995,10 @@ def _member_counts(child: _Child) -> dict[str, dict[str, int]]:
     members = child.stats.get("members")
     if not members:
         return {child.stage: {k: child.stats.get(k, 0) for k in ("in", "out", "failed")}}
-    return {name: {"in": c[0], "out": c[1], "failed": c[2]} for name, c in members.items()}
+    keys = ("in", "out", "failed", "retried", "skipped")
+    out = {name: dict(zip(keys, c, strict=False)) for name, c in members.items()}
+    out[list(members)[-1]]["duplicates"] = child.stats.get("duplicates", 0)
+    return out
 
 
 # ipc:// paths must fit in a sockaddr_un (108 bytes on Linux, less elsewhere).

@@ -21,6 +21,16 @@ A batch may be merged from several chunks or split from one, at event boundaries
 without decoding events. Each batch is a lease until ACKed; BYE or GONE puts a
 worker's leases back at the head of the buffer.
 
+Poison. When a worker dies, GONE says how, and which lease and which event of it were
+in the handler (the controller reads that from the worker's slot, `sedamp.slot`). The
+dead worker's leases come back whole, except that the event in the handler comes back
+alone with a strike. An event that reaches POISON_DEATHS strikes is not redelivered
+again but handed to `poisoned` (the queue process dead-letters it with the reason), so
+one event that crashes its handler cannot take down workers forever, while events that
+were merely in the same batch are not blamed. When the event in the handler is not
+known (a class's own handle_batch takes the whole batch in one call), every event of
+that lease comes back alone, so that the next death names the culprit.
+
 End. After CLOSE (no producer will send again), once the buffer is empty and no lease
 is outstanding, every waiting worker and every later GET is answered with END.
 """
@@ -37,6 +47,10 @@ from sedamp import metrics, wire
 
 Outgoing = list[tuple[bytes, list[Any]]]
 
+# Deaths of workers holding an event, the last one with the event alone, after which
+# the event is poison: dead-lettered (or skipped, or the run fails) instead of retried.
+POISON_DEATHS = 2
+
 
 @dataclass(slots=True)
 class Chunk:
@@ -45,6 +59,8 @@ class Chunk:
     body: memoryview
     t_src: float = 0.0  # source time of its oldest event (unix s; 0.0 = unknown)
     t_enq: float = 0.0  # when the queue accepted it (the queue's clock)
+    strikes: int = 0  # deaths of workers that had it in the handler
+    alone: bool = False  # lease it alone (a suspect)
 
     @property
     def n(self) -> int:
@@ -53,9 +69,19 @@ class Chunk:
     def split(self, k: int) -> tuple[Chunk, Chunk]:
         """The first k events and the rest, at an event boundary."""
         cut = self.ends[k - 1]
-        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut], self.t_src, self.t_enq)
-        tail = Chunk(self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:], self.t_src, self.t_enq)
+        t_src, t_enq, strikes, alone = self.t_src, self.t_enq, self.strikes, self.alone
+        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut], t_src, t_enq, strikes, alone)
+        tail = Chunk(self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:], t_src, t_enq, strikes, alone)
         return head, tail
+
+    def singles(self) -> list[Chunk]:
+        """One chunk per event."""
+        out = []
+        start = 0
+        for eid, end in zip(self.ids, self.ends, strict=True):
+            out.append(Chunk([eid], [end - start], self.body[start:end], self.t_src, self.t_enq, self.strikes, True))
+            start = end
+        return out
 
 
 @dataclass(slots=True)
@@ -86,6 +112,7 @@ class QueueCounters:
     leased: int = 0  # events handed to workers (redeliveries included)
     acked: int = 0  # events whose lease was acknowledged
     redelivered: int = 0  # events put back after a worker left or died
+    poisoned: int = 0  # events taken out after killing POISON_DEATHS workers
     refused_frames: int = 0  # malformed or out-of-protocol messages refused
 
 
@@ -112,6 +139,9 @@ class QueueCore:
         self.clock = clock
         # (seconds waited, events) of each chunk leased since the last stats
         self.waits: list[tuple[float, int]] = []
+        # (event id, packed event, reason) of poison events, for the caller to take
+        self.poisoned: list[tuple[Any, bytes, str]] = []
+        self.last_poison: dict[str, Any] | None = None  # the latest, for the controller
 
     # ------------------------------------------------------------ properties
 
@@ -219,8 +249,10 @@ class QueueCore:
         self.counters.acked += lease.n
         return self._grant() + self._check_end()
 
-    def worker_gone(self, rid: bytes) -> Outgoing:
-        """The worker left (BYE) or died (GONE from the controller): requeue its leases."""
+    def worker_gone(self, rid: bytes, died: str | None = None, in_hand: tuple[int, int] = (-1, -1)) -> Outgoing:
+        """The worker left (BYE) or died (GONE from the controller, `died` the reason,
+        `in_hand` the lease and event position it was handling, -1 if unknown):
+        requeue its leases, blaming only the event in the handler."""
         w = self.workers.pop(rid, None)
         if w is None:
             return []
@@ -229,10 +261,44 @@ class QueueCore:
         for lease_id in sorted(w.leases, reverse=True):
             lease = self.leases.pop(lease_id)
             self.leased -= lease.n
-            self.buffered += lease.n
-            self.counters.redelivered += lease.n
-            self.buffers[lease.partition].extendleft(reversed(lease.chunks))
+            chunks = lease.chunks
+            if died is not None and lease_id == in_hand[0]:
+                chunks = self._blame(chunks, in_hand[1], died)
+            n = sum(c.n for c in chunks)
+            self.buffered += n
+            self.counters.redelivered += n
+            self.buffers[lease.partition].extendleft(reversed(chunks))
         return self._dispatch() + self._grant() + self._check_end()
+
+    def _blame(self, chunks: list[Chunk], position: int, reason: str) -> list[Chunk]:
+        """The chunks of the lease a worker died handling, the culprit struck."""
+        n = sum(c.n for c in chunks)
+        if n == 1:
+            position = 0
+        if not 0 <= position < n:
+            return [single for c in chunks for single in c.singles()]  # unknown: all alone
+        out: list[Chunk] = []
+        offset = 0
+        for c in chunks:
+            if not offset <= position < offset + c.n:
+                out.append(c)
+                offset += c.n
+                continue
+            k = position - offset
+            head, rest = c.split(k) if k else (None, c)
+            culprit, tail = rest.split(1) if rest.n > 1 else (rest, None)
+            if head is not None:
+                out.append(head)
+            strikes = culprit.strikes + 1
+            if strikes >= POISON_DEATHS:
+                self.poisoned.append((culprit.ids[0], bytes(culprit.body), reason))
+                self.counters.poisoned += 1
+            else:
+                out.append(Chunk(culprit.ids, culprit.ends, culprit.body, culprit.t_src, culprit.t_enq, strikes, True))
+            if tail is not None:
+                out.append(tail)
+            offset += c.n
+        return out
 
     def producer_gone(self, rid: bytes) -> Outgoing:
         return self._eos(rid)
@@ -265,6 +331,8 @@ class QueueCore:
         n = 0
         while buf and n < max_events:
             c = buf[0]
+            if c.alone and chunks:
+                break  # a suspect event is leased alone
             room = max_events - n
             if c.n <= room:
                 buf.popleft()
@@ -273,6 +341,8 @@ class QueueCore:
                 buf[0] = rest
             chunks.append(c)
             n += c.n
+            if c.alone:
+                break
         lease_id = self.next_lease
         self.next_lease += 1
         self.leases[lease_id] = _Lease(rid, chunks, partition, n)
@@ -338,6 +408,8 @@ class QueueCore:
             "arrived": c.arrived,
             "acked": c.acked,
             "redelivered": c.redelivered,
+            "poisoned": c.poisoned,
+            "last_poison": self.last_poison,
             "refused_frames": c.refused_frames,
             "closed": self.closed,
             "ended": self.ended,

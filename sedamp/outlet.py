@@ -191,8 +191,9 @@ class Router:
     MessagePack cannot carry) or KeyError (an output lacks the routing key) before
     adding anything, so a failed event leaves no partial output behind."""
 
-    def __init__(self, outlets: list[Outlet]) -> None:
+    def __init__(self, outlets: list[Outlet], max_event_bytes: int = wire.MAX_EVENT_BYTES) -> None:
         self.outlets = outlets
+        self.limit = max_event_bytes
         self._pending: list[dict[int, tuple[list[Any], list[bytes]]]] = [{} for _ in outlets]
         # True when some edge routes by key: outputs must then be looked at one by one
         self.keyed = any(o.key is not None and o.partitions > 1 for o in outlets)
@@ -211,7 +212,7 @@ class Router:
     def route(self, parent_id: Any, outputs: list[Any]) -> None:
         if not outputs:
             return
-        packed = [wire.pack_event(o) for o in outputs]
+        packed = [wire.pack_event(o, self.limit) for o in outputs]
         if len(outputs) == 1:
             ids: list[Any] = [parent_id]
         else:

@@ -22,8 +22,9 @@ from typing import Any
 import zmq
 
 from sedamp import _proc, wire
+from sedamp.deadletter import DeadLetters
 from sedamp.errors import WireError
-from sedamp.flow import Outgoing, QueueCore
+from sedamp.flow import POISON_DEATHS, Outgoing, QueueCore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class QueueConfig:
     partitions: int  # > 1 for a key-routed stage: one per worker index
     period_s: float
     parent_pid: int
+    dead_letters: str = ""  # where poison events go
+    on_poison: str = "dead_letter"  # the stage's on_error.then: dead_letter | skip | fail
 
 
 def queue_identity(stage: str) -> str:
@@ -50,6 +53,7 @@ def run_queue(cfg: QueueConfig) -> None:
     data = _proc.router(ctx, cfg.endpoint)
     ctl = _proc.dealer(ctx, queue_identity(cfg.stage), cfg.control_endpoint)
     core = QueueCore(cfg.capacity, cfg.partitions)
+    dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
     ctl.send_multipart(wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid()))
     poller = zmq.Poller()
     poller.register(data, zmq.POLLIN)
@@ -74,9 +78,11 @@ def run_queue(cfg: QueueConfig) -> None:
                     if msg.kind == wire.CLOSE:
                         _send(data, core, core.close())
                     elif msg.kind == wire.GONE:
-                        rid = msg.fields[0]
+                        rid, reason, lease, position = msg.fields
                         rid = rid.encode() if isinstance(rid, str) else rid
-                        _send(data, core, core.worker_gone(rid) + core.producer_gone(rid))
+                        out = core.worker_gone(rid, reason, (lease, position))
+                        _send(data, core, out + core.producer_gone(rid))
+                        _poisoned(cfg, core, dead)
                     elif msg.kind == wire.STOP:
                         stopping = True
             now = time.monotonic()
@@ -96,6 +102,32 @@ def run_queue(cfg: QueueConfig) -> None:
         ctl.close()
         data.close()
         ctx.term()
+        if dead is not None:
+            dead.close()
+
+
+def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> None:
+    """Take the events that killed their workers out of circulation: to the dead
+    letters (also under on_error: fail, so the run stops without losing the event),
+    or counted and dropped under on_error: skip."""
+    while core.poisoned:
+        eid, packed, reason = core.poisoned.pop(0)
+        log.error("stage %s: event %r killed %d workers (last: %s); not retried", cfg.stage, eid, POISON_DEATHS, reason)
+        core.last_poison = {"event_id": eid, "reason": reason}
+        if cfg.on_poison == "skip" or dead is None:
+            continue
+        try:
+            event: Any = wire.unpack_events([packed], 1)[0]
+        except WireError:
+            event = packed
+        dead.write(
+            stage=cfg.stage,
+            event_id=eid,
+            error_type="WorkerDied",
+            message=f"stage {cfg.stage!r}: the event killed {POISON_DEATHS} workers that held it; the last {reason}",
+            traceback=None,
+            event=event,
+        )
 
 
 def _on_data(core: QueueCore, frames: list[bytes]) -> Outgoing:

@@ -47,6 +47,7 @@ class SourceConfig:
     import_paths: tuple[str, ...]
     period_s: float
     parent_pid: int
+    max_event_bytes: int = wire.MAX_EVENT_BYTES
 
 
 def source_identity(stage: str, pid: int) -> str:
@@ -74,7 +75,7 @@ def run_source(cfg: SourceConfig) -> None:
     outlets = [
         Outlet(ctx, o.stage, o.endpoint, identity, o.key, o.partitions, 4 * cfg.batch, o.on_full) for o in cfg.outputs
     ]
-    router = Router(outlets)
+    router = Router(outlets, cfg.max_event_bytes)
     dead = DeadLetters(cfg.dead_letters)
     poller = zmq.Poller()
     poller.register(ctl, zmq.POLLIN)
@@ -123,7 +124,7 @@ def run_source(cfg: SourceConfig) -> None:
                 exhausted = True
             n = len(evs)
             first = counters["in"]
-            packed = wire.pack_all(evs) if not router.keyed else None
+            packed = wire.pack_all(evs, router.limit) if not router.keyed else None
             if packed is not None:
                 router.route_packed(list(range(first, first + n)), packed)
                 counters["out"] += n

@@ -179,9 +179,16 @@ class HandlerRunner:
         else:
             self._func = target
 
-    def handle_batch(self, events: Sequence[Any]) -> list[list[Any] | Failure]:
+    def handle_batch(
+        self, events: Sequence[Any], at: Callable[[int, int], None] | None = None
+    ) -> list[list[Any] | Failure]:
+        """`at(i, n)`, if given, is called before each call into user code with the
+        index of its first event and how many it handles (the worker's slot: which
+        event is in the handler, and the timeout's deadline)."""
         obj = self._obj
         if obj is not None and hasattr(obj, "handle_batch"):
+            if at is not None:
+                at(-1, len(events))  # one call for all: no single event to blame
             try:
                 results = list(obj.handle_batch(list(events)))
                 if len(results) != len(events):
@@ -193,7 +200,9 @@ class HandlerRunner:
         out: list[list[Any] | Failure] = []
         if obj is not None:
             handle = obj.handle
-            for ev in events:
+            for i, ev in enumerate(events):
+                if at is not None:
+                    at(i, 1)
                 try:
                     out.append(outputs_of(handle(ev)))
                 except Exception as exc:
@@ -202,7 +211,9 @@ class HandlerRunner:
             func = self._func
             assert func is not None, "setup() was not called"
             params = self.params
-            for ev in events:
+            for i, ev in enumerate(events):
+                if at is not None:
+                    at(i, 1)
                 try:
                     out.append(outputs_of(func(ev, **params)))
                 except Exception as exc:

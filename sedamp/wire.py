@@ -34,8 +34,11 @@ Control plane (the controller's ROUTER; every runtime process connects a DEALER)
     controller -> process   CLOSE()                              to a queue: no producer
                                                                  will send again
                             STOP(grace_s)                        finish what is held, exit
-                            GONE(routing_id)                     to a queue: that worker is
-                                                                 dead, requeue its leases
+                            GONE(routing_id, reason, lease, pos) to a queue: that worker is
+                                                                 dead (reason: how; lease and
+                                                                 position of the event in its
+                                                                 handler, -1 if none): requeue
+                                                                 its leases, strike that event
                             RETIRE()                             to a worker: finish what you
                                                                  hold, say BYE, exit (pool shrinks)
 """
@@ -49,7 +52,7 @@ import msgpack
 
 from sedamp.errors import WireError
 
-VERSION = 2
+VERSION = 3
 
 # Largest frame a queue or worker accepts; anything larger is refused with ERR rather
 # than allowed to exhaust memory. Producers keep under it: no event may pack to more
@@ -103,7 +106,7 @@ _SHAPES: dict[int, tuple[int, int]] = {
     HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
     CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (1, 0),
     REGISTER: (4, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
-    CLOSE: (0, 0), STOP: (1, 0), GONE: (1, 0), RETIRE: (0, 0), COMMAND: (1, 0), REPLY: (1, 0),
+    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
@@ -160,25 +163,26 @@ def simple(kind: int, *fields: Any) -> list[bytes]:
     return [header(kind, *fields)]
 
 
-def pack_event(event: Any) -> bytes:
-    """Pack one event. Raises WireError naming the Python type MessagePack cannot carry."""
+def pack_event(event: Any, limit: int = MAX_EVENT_BYTES) -> bytes:
+    """Pack one event. Raises WireError naming the Python type MessagePack cannot carry,
+    or the size of an event over `limit` bytes."""
     try:
         packed: bytes = _packb(event)
     except (TypeError, ValueError, OverflowError) as exc:
         raise WireError(f"cannot serialize {_describe(event)}: {exc}") from None
-    if len(packed) > MAX_EVENT_BYTES:
-        raise WireError(f"an event of {len(packed):,} bytes exceeds the limit of {MAX_EVENT_BYTES:,} bytes")
+    if len(packed) > limit:
+        raise WireError(f"an event of {len(packed):,} bytes exceeds the limit of {limit:,} bytes")
     return packed
 
 
-def pack_all(events: Sequence[Any]) -> list[bytes] | None:
+def pack_all(events: Sequence[Any], limit: int = MAX_EVENT_BYTES) -> list[bytes] | None:
     """Pack every event at C speed, or return None if any cannot be packed (the caller
     then packs one by one with `pack_event` to tell which)."""
     try:
         packed = [_packb(e) for e in events]
     except (TypeError, ValueError, OverflowError):
         return None
-    if packed and max(map(len, packed)) > MAX_EVENT_BYTES:
+    if packed and max(map(len, packed)) > limit:
         return None
     return packed
 
@@ -315,8 +319,10 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
             and all(_is_int(c) and c > 0 for c in counts)
             and sum(counts) == len(ids)
         )
-    elif kind in (ERR, GONE):
+    elif kind == ERR:
         ok = isinstance(f[0], str | bytes)
+    elif kind == GONE:
+        ok = isinstance(f[0], str | bytes) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3])
     elif kind == REGISTER:
         ok = _is_int(f[0]) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3])
     elif kind in (STATS, DONE, FATAL, COMMAND, REPLY):

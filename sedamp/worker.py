@@ -13,9 +13,18 @@ for more work: that is how backpressure travels upstream. When the queue says EN
 handler's `finish()` outputs are sent, `teardown()` runs, and the worker reports DONE
 and waits for the controller's word before exiting.
 
-User code never crashes the worker: an exception in `handle` sends that event to the
-dead-letter file. An exception in `setup` (the stage cannot run at all) is reported as
-FATAL with its traceback and the worker exits with code 3.
+User code never crashes the worker: an exception in `handle` follows the stage's
+``on_error`` policy (retry with backoff, then dead-letter, skip, or fail the run). An
+exception in `setup` (the stage cannot run at all) is reported as FATAL with its
+traceback and the worker exits with code 3.
+
+Hygiene: past ``max_events`` handled or ``max_rss_mb`` of memory, a worker leaves
+between batches the way a retired one does (everything it took is handled and
+acknowledged first) and the controller starts a fresh one. Before each handler call it
+notes in its slot (`sedamp.slot`, shared memory) which event is in the handler and,
+with ``timeout_s``, the call's deadline: the controller kills it if the call overruns,
+and if it dies, only that event is blamed. A sink with ``dedupe: true`` handles each
+event id once.
 """
 
 from __future__ import annotations
@@ -25,15 +34,19 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import zmq
 
 from sedamp import _proc, metrics, wire
 from sedamp.deadletter import DeadLetters
+from sedamp.dedupe import IdSet
 from sedamp.errors import WireError
 from sedamp.outlet import Outlet, OutputConfig, Router, dead_letter_rejected
+from sedamp.slot import Slot
 from sedamp.stage import Failure, HandlerRunner, add_import_paths
 
 log = logging.getLogger(__name__)
@@ -80,6 +93,13 @@ class WorkerConfig:
     chain_rest: tuple[dict[str, Any], ...] = ()
     batch_min: int = 1  # floor and ceiling of the adaptive batch size
     batch_max: int = 256
+    on_error: tuple[int, float, str] = (0, 0.0, "dead_letter")  # retry, backoff_s, then
+    timeout_s: float | None = None
+    slot_path: str = ""  # this worker's slot (which event is in the handler, deadline)
+    max_events: int | None = None
+    max_rss_mb: int | None = None
+    dedupe: bool = False
+    max_event_bytes: int = wire.MAX_EVENT_BYTES
 
 
 @dataclass(eq=False)
@@ -89,9 +109,14 @@ class _Link:
     stage: str
     kind: str
     runner: HandlerRunner
+    retry: int = 0
+    backoff_s: float = 0.0
+    then: str = "dead_letter"
     n_in: int = 0
     n_out: int = 0
-    n_failed: int = 0
+    n_failed: int = 0  # dead-lettered
+    n_retried: int = 0  # calls made again after a failure
+    n_skipped: int = 0  # failed and dropped (on_error: skip)
 
 
 def worker_identity(stage: str, index: int, pid: int) -> str:
@@ -113,8 +138,10 @@ class _Worker:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.ctl = _proc.dealer(self.ctx, self.identity, cfg.control_endpoint)
         self.dead = DeadLetters(cfg.dead_letters)
-        self.links = [_Link(cfg.stage, cfg.kind, HandlerRunner(cfg.ref, cfg.params))] + [
-            _Link(d["stage"], d["kind"], HandlerRunner(d["ref"], d["params"])) for d in cfg.chain_rest
+        no_retry = (0, 0.0, "dead_letter")
+        self.links = [_Link(cfg.stage, cfg.kind, HandlerRunner(cfg.ref, cfg.params), *cfg.on_error)] + [
+            _Link(d["stage"], d["kind"], HandlerRunner(d["ref"], d["params"]), *d.get("on_error", no_retry))
+            for d in cfg.chain_rest
         ]
         self.tail = self.links[-1]
         self.service: list[tuple[float, int]] = []  # (ms per event, events) per batch, this period
@@ -130,6 +157,14 @@ class _Worker:
         self.retiring = False
         self.unacked: dict[int, int] = {}  # lease -> outlets still holding its outputs
         self.protocol_errors = 0
+        self.slot = Slot(cfg.slot_path) if cfg.slot_path else None
+        if self.slot is not None:
+            self.slot.timeout_s = cfg.timeout_s
+        self.seen = IdSet() if cfg.dedupe else None
+        self.duplicates = 0
+        self.recycle: str | None = None  # why this worker leaves early (max_events, max_rss_mb)
+        self.proc = psutil.Process() if cfg.max_rss_mb else None
+        self.outlets: list[Outlet] = []
 
     # ---------------------------------------------------------------- life
 
@@ -145,13 +180,14 @@ class _Worker:
                     f"setup of stage {link.stage!r} ({link.runner.ref}) raised {fail.type}: {fail.message}", fail
                 )
                 sys.exit(EXIT_SETUP_FAILED)
+        self._send_stats(wire.STATS)  # the controller learns at once whether it holds state
         self.up = _proc.dealer(self.ctx, self.identity, cfg.input_endpoint)
         self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
         self.outlets = [
             Outlet(self.ctx, o.stage, o.endpoint, self.identity, o.key, o.partitions, 2 * MAX_BATCH_EVENTS, o.on_full)
             for o in cfg.outputs
         ]
-        self.router = Router(self.outlets)
+        self.router = Router(self.outlets, cfg.max_event_bytes)
         self.poller = zmq.Poller()
         self.poller.register(self.up, zmq.POLLIN)
         self.poller.register(self.ctl, zmq.POLLIN)
@@ -181,6 +217,8 @@ class _Worker:
             if self.inbox and not blocked:
                 self._handle(self.inbox.popleft())
                 timeout_ms = 0
+                if not self.retiring and (cfg.max_events or cfg.max_rss_mb):
+                    self._check_hygiene()
             elif (self.ended or self.retiring) and not self.inbox and not self.unacked:
                 return
             else:
@@ -271,7 +309,11 @@ class _Worker:
             self.up.send_multipart(wire.ack(lease))
             return
         t0 = time.perf_counter()
+        if self.slot is not None:
+            self.slot.begin(lease)
         self._run(0, ids, events)
+        if self.slot is not None:
+            self.slot.end()
         elapsed = time.perf_counter() - t0
         self.busy_s += elapsed
         self.batches += 1
@@ -288,14 +330,16 @@ class _Worker:
         """Handle events from link `start` through the tail, then route the tail's
         outputs (a sink's are only counted). Inside a group, events pass from stage
         to stage as Python objects: no serialization until they leave the process."""
+        # where each event sits in the lease: None = in lease order, [] = not known
+        pos: list[int] | None = None if start == 0 else []
         for link in self.links[start:-1]:
-            results = link.runner.handle_batch(events)
+            results = self._call(link, events, pos)
             link.n_in += len(events)
             next_ids: list[Any] = []
             next_events: list[Any] = []
             for eid, ev, res in zip(ids, events, results, strict=True):
                 if isinstance(res, Failure):
-                    self._dead(link, eid, res.type, res.message, res.traceback, ev)
+                    self._failed(link, eid, res, ev)
                     continue
                 if len(res) == 1:
                     next_ids.append(eid)
@@ -303,16 +347,20 @@ class _Worker:
                     next_ids.extend(f"{eid}.{i}" for i in range(len(res)))
                 next_events.extend(res)
                 link.n_out += len(res)
-            ids, events = next_ids, next_events
+            ids, events, pos = next_ids, next_events, []
             if not events:
                 return
         tail = self.tail
-        results = tail.runner.handle_batch(events)
+        if self.seen is not None:
+            ids, events, pos = self._unseen(ids, events, pos)
+            if not events:
+                return
+        results = self._call(tail, events, pos)
         tail.n_in += len(events)
         if tail.kind == "sink":
             for eid, ev, res in zip(ids, events, results, strict=True):
                 if isinstance(res, Failure):
-                    self._dead(tail, eid, res.type, res.message, res.traceback, ev)
+                    self._failed(tail, eid, res, ev)
                 else:
                     tail.n_out += 1
         else:
@@ -329,11 +377,11 @@ class _Worker:
                 fast_out.append(res[0])
                 continue
             if isinstance(res, Failure):
-                self._dead(self.tail, eid, res.type, res.message, res.traceback, ev)
+                self._failed(self.tail, eid, res, ev)
                 continue
             self._route_one(eid, ev, res)
         if fast_ids:
-            packed = wire.pack_all(fast_out)
+            packed = wire.pack_all(fast_out, self.router.limit)
             if packed is not None:
                 self.router.route_packed(fast_ids, packed)
                 self.tail.n_out += len(packed)
@@ -350,7 +398,7 @@ class _Worker:
                 self.tail,
                 eid,
                 "WireError",
-                f"stage {self.tail.stage!r} returned an event MessagePack cannot carry: {exc}",
+                f"stage {self.tail.stage!r} returned an event that cannot be sent: {exc}",
                 None,
                 ev,
             )
@@ -385,6 +433,98 @@ class _Worker:
         if self.cfg.batch is None:
             want = TARGET_BATCH_S / max(self.per_event_s, 1e-7)
             self.batch_n = max(self.cfg.batch_min, min(self.cfg.batch_max, int(want)))
+
+    def _at(self, pos: list[int] | None) -> Callable[[int, int], None] | None:
+        """What the handler loop calls before each call into user code: notes in the
+        slot which event of the lease is in the handler (see `_run` for `pos`)."""
+        slot = self.slot
+        if slot is None:
+            return None
+        if pos is None:
+            return slot.at
+        if not pos:
+            return lambda _i, n: slot.at(-1, n)
+        return lambda i, n: slot.at(pos[i] if i >= 0 else -1, n)
+
+    def _call(self, link: _Link, events: list[Any], pos: list[int] | None) -> list[list[Any] | Failure]:
+        """Handle a batch; events that failed are tried again one by one, up to the
+        stage's `retry` times, `backoff_s` apart (doubling each time)."""
+        results = link.runner.handle_batch(events, self._at(pos))
+        if not link.retry:
+            return results
+        for i, res in enumerate(results):
+            delay = link.backoff_s
+            for _ in range(link.retry):
+                if not isinstance(res, Failure):
+                    break
+                if delay > 0:
+                    if self.slot is not None:
+                        self.slot.pause()
+                    time.sleep(delay)
+                    delay *= 2
+                link.n_retried += 1
+                one = [i] if pos is None else [pos[i]] if pos else []
+                res = link.runner.handle_batch([events[i]], self._at(one))[0]
+            results[i] = res
+        return results
+
+    def _failed(self, link: _Link, eid: Any, fail: Failure, event: Any) -> None:
+        """An event the handler failed on (after its retries): apply on_error.then."""
+        if link.then == "skip":
+            link.n_skipped += 1
+            return
+        self._dead(link, eid, fail.type, fail.message, fail.traceback, event)
+        if link.then == "fail":
+            tries = f" after {link.retry + 1} tries" if link.retry else ""
+            self._fatal(
+                f"stage {link.stage!r} failed on event {eid!r}{tries}: {fail.type}: {fail.message} "
+                "(on_error: fail; the event is in the dead-letter file)",
+                fail,
+            )
+            os._exit(1)
+
+    def _unseen(
+        self, ids: list[Any], events: list[Any], pos: list[int] | None
+    ) -> tuple[list[Any], list[Any], list[int] | None]:
+        """Drop events this deduplicating sink has already handled."""
+        assert self.seen is not None
+        keep_ids: list[Any] = []
+        keep: list[Any] = []
+        keep_pos: list[int] = []
+        for i, (eid, ev) in enumerate(zip(ids, events, strict=True)):
+            if self.seen.add(eid):
+                keep_ids.append(eid)
+                keep.append(ev)
+                if pos is None:
+                    keep_pos.append(i)
+                elif pos:
+                    keep_pos.append(pos[i])
+            else:
+                self.duplicates += 1
+        if len(keep) == len(events):
+            return ids, events, pos
+        return keep_ids, keep, keep_pos
+
+    def _check_hygiene(self) -> None:
+        cfg = self.cfg
+        why = None
+        if cfg.max_events and self.links[0].n_in >= cfg.max_events:
+            why = f"handled {self.links[0].n_in} events (max_events: {cfg.max_events})"
+        elif self.proc is not None and cfg.max_rss_mb:
+            rss_mb = self.proc.memory_info().rss / 2**20
+            if rss_mb > cfg.max_rss_mb:
+                why = f"uses {rss_mb:.0f} MiB (max_rss_mb: {cfg.max_rss_mb})"
+        if why is None:
+            return
+        if any(link.runner.has_finish for link in self.links):
+            # its state would be lost: say so once and keep going
+            log.warning("worker %s %s but keeps state (finish()), so it is not replaced", self.identity, why)
+            cfg_dict = dict(cfg.__dict__, max_events=None, max_rss_mb=None)
+            self.cfg = WorkerConfig(**cfg_dict)
+            return
+        log.info("worker %s %s: replacing it", self.identity, why)
+        self.recycle = why
+        self.retiring = True
 
     def _dead(self, link: _Link, eid: Any, etype: str, message: str, tb: str | None, event: Any) -> None:
         link.n_failed += 1
@@ -475,7 +615,14 @@ class _Worker:
                     "in": self.links[0].n_in,
                     "out": self.tail.n_out,
                     "failed": sum(link.n_failed for link in self.links),
-                    "members": {link.stage: [link.n_in, link.n_out, link.n_failed] for link in self.links},
+                    "retried": sum(link.n_retried for link in self.links),
+                    "skipped": sum(link.n_skipped for link in self.links),
+                    "duplicates": self.duplicates,
+                    "recycled": self.recycle,
+                    "members": {
+                        link.stage: [link.n_in, link.n_out, link.n_failed, link.n_retried, link.n_skipped]
+                        for link in self.links
+                    },
                     "busy_s": self.busy_s,
                     "batches": self.batches,
                     "batch_size": self.batch_n,

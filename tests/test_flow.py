@@ -262,3 +262,72 @@ def test_gone_producer_gives_its_credit_back() -> None:
     assert hello_producer(q, P, 40) == 40
     q.producer_gone(P)
     assert q.outstanding == 0 and q.free == 100
+
+
+def lease_of(m: wire.Message) -> int:
+    return int(m.fields[0])
+
+
+def test_a_dead_worker_requeues_in_order_with_the_culprit_alone() -> None:
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    put(q, P, 0, list(range(8)))
+    hello_worker(q, W)
+    hello_worker(q, W2)
+    [held] = get(q, W, 5)
+    get(q, W, 5)
+    q.worker_gone(W, "was killed by SIGKILL", (lease_of(held), 2))
+    got = [get(q, W2, 10)[0].fields[1] for _ in range(3)]
+    assert got == [[0, 1], [2], [3, 4, 5, 6, 7]]
+    q.check_invariant()
+
+
+def test_an_event_that_kills_two_workers_is_poison_and_bystanders_are_not() -> None:
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    put(q, P, 0, ["ok", "bad", "ok2"])
+    for w in (W, W2, b"w3"):
+        hello_worker(q, w)
+    [b1] = get(q, W, 10)
+    q.worker_gone(W, "exited with code 1", (lease_of(b1), 1))  # "bad" in the handler
+    [first] = get(q, W2, 10)
+    assert first.fields[1] == ["ok"]  # the bystander before it, not blamed
+    [b2] = get(q, b"w3", 10)
+    assert b2.fields[1] == ["bad"]  # the suspect, alone
+    q.worker_gone(b"w3", "was killed by SIGSEGV", (lease_of(b2), 0))
+    q.check_invariant()
+    assert q.counters.poisoned == 1
+    [(eid, packed, reason)] = q.poisoned
+    assert eid == "bad" and wire.unpack_events([packed], 1) == ["bad"] and reason == "was killed by SIGSEGV"
+    assert q.stats()["poisoned"] == 1
+    # "ok" died with W2? no: W2 still holds it; a worker dying outside any handler blames nobody
+    q.worker_gone(W2, "was killed by SIGKILL", (-1, -1))
+    assert q.counters.poisoned == 1 and q.buffered == 2  # "ok" and "ok2" are back
+    q.check_invariant()
+
+
+def test_unknown_position_puts_every_event_of_the_lease_alone() -> None:
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    put(q, P, 0, [10, 11, 12])
+    hello_worker(q, W)
+    hello_worker(q, W2)
+    [held] = get(q, W, 10)
+    q.worker_gone(W, "exited with code 9", (lease_of(held), -1))  # a class's handle_batch
+    assert [get(q, W2, 10)[0].fields[1] for _ in range(3)] == [[10], [11], [12]]
+    assert q.counters.poisoned == 0
+    q.check_invariant()
+
+
+def test_a_single_event_lease_is_blamed_even_without_a_position() -> None:
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    put(q, P, 0, [7])
+    for w in (W, W2):
+        hello_worker(q, w)
+    [b1] = get(q, W, 10)
+    q.worker_gone(W, "exited with code 1", (lease_of(b1), -1))
+    [b2] = get(q, W2, 10)
+    q.worker_gone(W2, "exited with code 1", (lease_of(b2), -1))
+    assert q.counters.poisoned == 1 and q.buffered == 0
+    q.check_invariant()

@@ -47,7 +47,7 @@ def test_every_kind_round_trips() -> None:
         wire.simple(wire.FATAL, {"message": "x"}),
         wire.simple(wire.CLOSE),
         wire.simple(wire.STOP, 0),
-        wire.simple(wire.GONE, "w:a:0:1"),
+        wire.simple(wire.GONE, "w:a:0:1", "was killed by SIGKILL", 3, 0),
     ]
     for frames in cases:
         m = wire.parse(frames)

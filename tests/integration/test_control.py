@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,26 @@ from tests.integration.teststages import read_records
 from tests.integration.util import REPO, run_sedamp, sedamp_cmd
 
 T = "tests.integration.teststages"
+
+
+def _reader(fd: int) -> tuple[threading.Thread, list[bytes]]:
+    """Read a pty's master side until the other side closes (keeps the writer from blocking)."""
+    chunks: list[bytes] = []
+
+    def run() -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO once the other side is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(fd)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, chunks
 
 
 def test_status_scale_and_top_on_a_live_run(tmp_path: Path) -> None:
@@ -78,12 +100,28 @@ controller:
             text=True,
             env={**os.environ, "COLUMNS": "160"},
         )
+        # and on a terminal it redraws in place every period, then leaves when the run ends
+        master, slave = pty.openpty()
+        tty_top = subprocess.Popen(
+            sedamp_cmd("top", "--workdir", str(work)),
+            cwd=REPO,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, "COLUMNS": "160", "TERM": "xterm"},
+        )
+        os.close(slave)
+        reader, chunks = _reader(master)
         time.sleep(1.0)
         top.terminate()
         shown, _ = top.communicate(timeout=10)
         assert "mid" in shown and "live" in shown
     finally:
         stdout, stderr = proc.communicate(timeout=60)
+    assert tty_top.wait(timeout=30) == 0  # it noticed the end of the run by itself
+    reader.join(10)
+    drawn = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[" in drawn and drawn.count("mid") >= 2  # cursor moves: redrawn in place
+    assert "live: the run has ended" in drawn
     assert proc.returncode == 0, stderr
     assert sorted(e["n"] for e in read_records(out)) == list(range(4000))
     decisions = [d for line in metrics.read_text().splitlines() for d in json.loads(line)["decisions"]]

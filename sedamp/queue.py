@@ -148,13 +148,12 @@ def _send(sock: zmq.Socket[Any], core: QueueCore, out: Outgoing) -> None:
             sock.send_multipart([rid, *frames], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             # The peer is gone (EHOSTUNREACH) or wedged far past any protocol bound
-            # (EAGAIN). Treat a worker like one that left, so its leases return.
+            # (EAGAIN). A worker still registered here has not said BYE, so it died:
+            # its leases stay where they are until the controller's GONE, which says
+            # which event was in its handler (returning them now would blame nobody,
+            # and a poison event would go round again).
             if rid in core.workers:
-                # Routine when a finished worker closed its socket while an END for its
-                # last GET was on the way; a warning only if work was in its hands.
-                level = logging.WARNING if core.workers[rid].leases else logging.DEBUG
-                log.log(level, "queue: cannot send to worker %r: %s", rid, exc)
-                _send(sock, core, core.worker_gone(rid))
+                log.debug("queue: cannot send to worker %r (dead; waiting for GONE): %s", rid, exc)
             elif rid in core.producers:
                 log.debug("queue: cannot send to producer %r: %s", rid, exc)
                 _send(sock, core, core.producer_gone(rid))

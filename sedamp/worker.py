@@ -481,6 +481,10 @@ class _Worker:
                 "(on_error: fail; the event is in the dead-letter file)",
                 fail,
             )
+            # let the FATAL out before going: every other socket is dropped at once
+            for sock in (self.up, *(o.sock for o in self.outlets)):
+                sock.close(linger=0)
+            self.ctx.term()  # waits for the control socket's linger (2 s at most)
             os._exit(1)
 
     def _unseen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -91,5 +92,54 @@ def test_worker_protocol_garbage_and_failures(tmp_path: Path) -> None:
         proc.join(5)
         executor.close()
         for s in (up, down, ctl):
+            s.close(0)
+        ctx.term()
+
+
+def test_a_dedupe_sink_handles_a_redelivered_event_once(tmp_path: Path) -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    up = _proc.router(ctx, f"ipc://{tmp_path}/up")
+    ctl = _proc.router(ctx, f"ipc://{tmp_path}/ctl")
+    out = tmp_path / "out.jsonl"
+    cfg = WorkerConfig(
+        stage="sink",
+        kind="sink",
+        index=0,
+        ref="tests.integration.teststages:Append",
+        params={"out": str(out)},
+        input_endpoint=f"ipc://{tmp_path}/up",
+        outputs=(),
+        control_endpoint=f"ipc://{tmp_path}/ctl",
+        batch=8,
+        dead_letters=str(tmp_path / "dead.jsonl"),
+        import_paths=(os.getcwd(),),
+        period_s=0.1,
+        parent_pid=os.getpid(),
+        dedupe=True,
+    )
+    executor = LocalExecutor()
+    proc = executor.start("test-sink", "worker", cfg)
+    try:
+        recv(ctl, wire.REGISTER)
+        wid, _ = recv(up, wire.HELLO)
+        for lease, ids in enumerate(([1, 2, 3], [2, 3, 4], ["4.0", "4.1", 4])):
+            body, _ = wire.pack_events([{"n": i} for i in ids])
+            up.send_multipart([wid, *wire.batch(lease, ids, [len(ids)], [body])])
+            _, ack = recv(up, wire.ACK)
+            assert ack.fields[0] == lease
+        up.send_multipart([wid, *wire.simple(wire.END)])
+        cid, done = recv(ctl, wire.DONE)
+        ctl.send_multipart([cid, *wire.simple(wire.STOP, 0)])
+        proc.join(10)
+        assert proc.exitcode == 0
+        stats = done.fields[0]
+        assert stats["duplicates"] == 3 and stats["out"] == 6
+        assert [json.loads(line)["n"] for line in out.read_text().splitlines()] == [1, 2, 3, 4, "4.0", "4.1"]
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        executor.close()
+        for s in (up, ctl):
             s.close(0)
         ctx.term()

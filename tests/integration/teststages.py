@@ -104,3 +104,76 @@ def die_at_each(event: dict[str, Any], at: list[int], marker_dir: str) -> dict[s
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)
     return event
+
+
+def crash_on(event: dict[str, Any], at: int, how: str) -> dict[str, Any]:
+    """Kill this worker every time event `at` is handled: a poison event."""
+    if event["n"] == at:
+        if how == "exit":
+            os._exit(7)
+        os.kill(os.getpid(), {"kill": signal.SIGKILL, "segv": signal.SIGSEGV}[how])
+    return event
+
+
+def flaky(event: dict[str, Any], modulo: int, failures: int, marker_dir: str) -> dict[str, Any]:
+    """Fail the first `failures` attempts at each event whose n is a multiple of `modulo`."""
+    if event["n"] % modulo == 0:
+        path = os.path.join(marker_dir, str(event["n"]))
+        with open(path, "ab") as f:
+            f.write(b".")
+        if os.path.getsize(path) <= failures:
+            raise ConnectionError(f"attempt {os.path.getsize(path)} at n={event['n']} failed")
+    return event
+
+
+def hang_on(event: dict[str, Any], at: int) -> dict[str, Any]:
+    if event["n"] == at:
+        time.sleep(3600)
+    return event
+
+
+def with_pid(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "pid": os.getpid()}
+
+
+_HOARD: list[bytearray] = []
+
+
+def hoard(event: dict[str, Any], mb: float) -> dict[str, Any]:
+    """Leak `mb` MiB per event (touched, so it counts in RSS)."""
+    _HOARD.append(bytearray(b"x" * int(mb * 2**20)))
+    return {**event, "pid": os.getpid()}
+
+
+def bloat(event: dict[str, Any], modulo: int, size: int) -> dict[str, Any]:
+    if event["n"] % modulo == 0:
+        return {**event, "blob": b"\0" * size}
+    return event
+
+
+class Append:
+    """Sink: appends each event as a JSON line at once (durable per event, so killing
+    this sink's worker loses nothing it handled)."""
+
+    def setup(self, out: str) -> None:
+        self.fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def handle(self, event: Any) -> None:
+        os.write(self.fd, (json.dumps(event) + "\n").encode())
+
+    def teardown(self) -> None:
+        os.close(self.fd)
+
+
+class Total:
+    """A stateful sink: sums n and writes the total at the end (finish)."""
+
+    def setup(self, out: str) -> None:
+        self.out = out
+        self.total = 0
+
+    def handle(self, event: Any) -> None:
+        self.total += event["n"]
+
+    def finish(self) -> None:
+        Path(self.out).write_text(str(self.total))

@@ -1,0 +1,291 @@
+"""Fault injection through the real CLI: crashing, raising, hanging and leaking handlers,
+killed processes of every kind, and interrupts at random moments. Each test checks
+where every event went, and (through the autouse fixture) that no process is left."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sedamp.deadletter import read_dead_letters
+from tests.conftest import wait_until
+from tests.integration.teststages import read_records
+from tests.integration.util import REPO, run_sedamp, sedamp_cmd, stage_of, summary_of
+
+T = "tests.integration.teststages"
+
+
+def topology(tmp: Path, middle: str, count: int = 300, delay_s: float = 0.0, sink: str = "", name: str = "t") -> Path:
+    out = tmp / "out.jsonl"
+    path = tmp / f"{name}.yaml"
+    path.write_text(
+        f"""name: {name}
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: {count}, delay_s: {delay_s}}}
+    to: mid
+  mid:
+{middle}
+    to: sink
+  sink:
+    sink: {T}:Append
+    params: {{out: "{out}"}}
+{sink}
+"""
+    )
+    return path
+
+
+def run(tmp: Path, topo: Path, *extra: str, timeout: float = 90) -> tuple[subprocess.CompletedProcess[str], dict]:
+    proc = run_sedamp("run", str(topo), "--workdir", str(tmp / "w"), "--json", *extra, timeout=timeout)
+    return proc, summary_of(proc)
+
+
+def outputs(tmp: Path) -> list[int]:
+    return [e["n"] for e in read_records(tmp / "out.jsonl")]
+
+
+@pytest.mark.parametrize(("how", "reason"), [("exit", "exited with code 7"), ("kill", "SIGKILL"), ("segv", "SIGSEGV")])
+def test_a_poison_event_is_dead_lettered_with_the_reason(tmp_path: Path, how: str, reason: str) -> None:
+    topo = topology(
+        tmp_path,
+        f"    handler: {T}:crash_on\n    params: {{at: 123, how: {how}}}\n    workers: 2",
+        sink="    dedupe: true",
+    )
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 1, proc.stderr  # the run finished; one event failed
+    assert sorted(outputs(tmp_path)) == [n for n in range(300) if n != 123]
+    mid = stage_of(s, "mid")
+    assert mid["poisoned"] == 1 and mid["restarts"] == 2 and s["failed"] == 1
+    [letter] = read_dead_letters(s["dead_letters"])
+    assert letter["event_id"] == 123 and letter["event"] == {"n": 123} and letter["stage"] == "mid"
+    assert letter["error_type"] == "WorkerDied" and reason in letter["message"]
+
+
+def test_retry_with_backoff_then_success(tmp_path: Path) -> None:
+    markers = tmp_path / "m"
+    markers.mkdir()
+    topo = topology(
+        tmp_path,
+        f'    handler: {T}:flaky\n    params: {{modulo: 10, failures: 2, marker_dir: "{markers}"}}\n'
+        "    on_error: {retry: 2, backoff_s: 0.01}",
+    )
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(outputs(tmp_path)) == list(range(300))
+    assert stage_of(s, "mid")["retried"] == 30 * 2 and s["failed"] == 0
+
+
+def test_retries_exhausted_go_to_dead_letters(tmp_path: Path) -> None:
+    markers = tmp_path / "m"
+    markers.mkdir()
+    topo = topology(
+        tmp_path,
+        f'    handler: {T}:flaky\n    params: {{modulo: 10, failures: 5, marker_dir: "{markers}"}}\n'
+        "    on_error: {retry: 1}",
+    )
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 1
+    assert sorted(outputs(tmp_path)) == [n for n in range(300) if n % 10]
+    letters = read_dead_letters(s["dead_letters"])
+    assert sorted(d["event_id"] for d in letters) == list(range(0, 300, 10))
+    assert all(d["error_type"] == "ConnectionError" and "attempt 2" in d["message"] for d in letters)
+
+
+def test_skip_counts_and_drops(tmp_path: Path) -> None:
+    topo = topology(tmp_path, f"    handler: {T}:fail_on\n    params: {{modulo: 7}}\n    on_error: skip")
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 0, proc.stderr
+    assert stage_of(s, "mid")["skipped"] == len(range(0, 300, 7)) and s["failed"] == 0
+    assert sorted(outputs(tmp_path)) == [n for n in range(300) if n % 7]
+    assert read_dead_letters(s["dead_letters"]) == []
+
+
+def test_fail_stops_the_run_naming_stage_event_and_exception(tmp_path: Path) -> None:
+    topo = topology(tmp_path, f"    handler: {T}:fail_on\n    params: {{modulo: 250}}\n    on_error: {{then: fail}}")
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 3
+    assert "stage 'mid' failed on event 0: ValueError: n=0 is a multiple of 250" in proc.stderr
+    assert "stage 'mid' failed on event 0" in s["error"]
+    assert [d["event_id"] for d in read_dead_letters(s["dead_letters"])] == [0]
+
+
+def test_a_poison_event_under_fail_stops_the_run(tmp_path: Path) -> None:
+    topo = topology(tmp_path, f"    handler: {T}:crash_on\n    params: {{at: 5, how: exit}}\n    on_error: fail")
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 3
+    assert "event 5 killed 2 workers" in s["error"] and "on_error: fail" in s["error"]
+
+
+def test_a_hung_handler_is_killed_and_its_event_dead_lettered(tmp_path: Path) -> None:
+    topo = topology(
+        tmp_path,
+        f"    handler: {T}:hang_on\n    params: {{at: 37}}\n    timeout_s: 0.5\n    workers: 2",
+        sink="    dedupe: true",
+    )
+    proc, s = run(tmp_path, topo, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(outputs(tmp_path)) == [n for n in range(300) if n != 37]
+    mid = stage_of(s, "mid")
+    assert mid["timeouts"] == 2 and mid["poisoned"] == 1
+    [letter] = read_dead_letters(s["dead_letters"])
+    assert letter["event_id"] == 37 and "timeout_s (0.5 s" in letter["message"]
+
+
+def test_max_events_replaces_workers_without_loss_or_duplicates(tmp_path: Path) -> None:
+    topo = topology(tmp_path, f"    handler: {T}:with_pid\n    max_events: 40\n    batch: 8\n    workers: 2")
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 0, proc.stderr
+    got = read_records(tmp_path / "out.jsonl")
+    assert sorted(e["n"] for e in got) == list(range(300))  # each exactly once
+    pids = {e["pid"] for e in got}
+    assert len(pids) >= 300 // 48  # every worker left after 40 (+ one batch) events
+    assert stage_of(s, "mid")["recycled"] >= len(pids) - 2
+
+
+def test_max_rss_replaces_a_leaking_worker(tmp_path: Path) -> None:
+    topo = topology(
+        tmp_path, f"    handler: {T}:hoard\n    params: {{mb: 2}}\n    max_rss_mb: 120\n    batch: 4", count=200
+    )
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 0, proc.stderr
+    got = read_records(tmp_path / "out.jsonl")
+    assert sorted(e["n"] for e in got) == list(range(200))
+    assert stage_of(s, "mid")["recycled"] >= 2 and len({e["pid"] for e in got}) >= 3
+
+
+def test_an_oversized_output_is_dead_lettered_with_its_size(tmp_path: Path) -> None:
+    topo = topology(
+        tmp_path, f"    handler: {T}:bloat\n    params: {{modulo: 50, size: 5000}}\n    max_event_bytes: 4096"
+    )
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 1
+    assert sorted(outputs(tmp_path)) == [n for n in range(300) if n % 50]
+    letters = read_dead_letters(s["dead_letters"])
+    assert len(letters) == 6 and all("exceeds the limit of 4,096 bytes" in d["message"] for d in letters)
+    assert all(d["stage"] == "mid" for d in letters)
+
+
+def test_a_dead_worker_of_a_stateful_stage_fails_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "total.txt"
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"""name: t
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: 100000, delay_s: 0.0005}}
+    to: total
+  total:
+    sink: {T}:Total
+    params: {{out: "{out}"}}
+"""
+    )
+    proc = start(path, tmp_path)
+    victim = wait_until(lambda: find(proc, "sdw:total"), 30, "the sink worker")
+    time.sleep(0.5)
+    victim.kill()
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert "stage 'total' keeps state (finish()) that died with it" in json.loads(stdout)["error"]
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ killing processes
+
+
+def start(topo: Path, tmp: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        sedamp_cmd("run", str(topo), "--workdir", str(tmp / "w"), "--json"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def find(proc: subprocess.Popen[str], prefix: str) -> psutil.Process | None:
+    try:
+        for c in psutil.Process(proc.pid).children(recursive=True):
+            if c.name().startswith(prefix) and c.status() != psutil.STATUS_ZOMBIE:
+                return c
+    except psutil.Error:
+        pass
+    return None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_killing_workers_at_random_moments_loses_nothing(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    count = 3000
+    topo = topology(
+        tmp_path,
+        f"    handler: {T}:with_pid\n    workers: 2",
+        count=count,
+        delay_s=0.0005,
+        sink="    dedupe: true",
+    )
+    proc = start(topo, tmp_path)
+    kills = []
+
+    def killer() -> None:
+        while proc.poll() is None and len(kills) < 4:
+            time.sleep(rng.uniform(0.2, 0.6))
+            victim = find(proc, "sdw:mid")
+            if victim is not None:
+                victim.kill()
+                kills.append(victim.pid)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    stdout, stderr = proc.communicate(timeout=90)
+    t.join()
+    assert proc.returncode == 0, stderr
+    assert kills, "no worker was killed: the test proves nothing"
+    got = outputs(tmp_path)
+    assert sorted(got) == list(range(count))  # every event, and (dedupe) each once
+    s = json.loads(stdout)
+    assert stage_of(s, "mid")["restarts"] == len(kills)
+
+
+@pytest.mark.parametrize(("prefix", "what"), [("sdq:mid", "the queue of stage 'mid'"), ("sds:src", "source 'src'")])
+def test_a_dead_queue_or_source_fails_the_run_fast(tmp_path: Path, prefix: str, what: str) -> None:
+    topo = topology(tmp_path, f"    handler: {T}:with_pid", count=1_000_000, delay_s=0.0005)
+    proc = start(topo, tmp_path)
+    victim = wait_until(lambda: find(proc, prefix), 30, prefix)
+    time.sleep(0.5)
+    victim.kill()
+    t0 = time.monotonic()
+    stdout, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 3
+    error = json.loads(stdout)["error"]
+    assert what in error and "SIGKILL" in error
+
+
+@pytest.mark.parametrize(("seed", "sig"), [(11, signal.SIGINT), (12, signal.SIGTERM), (13, signal.SIGINT)])
+def test_an_interrupt_at_a_random_moment_leaves_a_consistent_output(tmp_path: Path, seed: int, sig: int) -> None:
+    count = 20_000
+    topo = topology(tmp_path, f"    handler: {T}:with_pid\n    workers: 2", count=count, delay_s=0.0002)
+    proc = start(topo, tmp_path)
+    wait_until(lambda: find(proc, "sdw:mid"), 30, "the workers")
+    time.sleep(random.Random(seed).uniform(0.0, 2.0))
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    s = json.loads(stdout)
+    got = outputs(tmp_path) if (tmp_path / "out.jsonl").exists() else []
+    if proc.returncode == 0:  # the job finished before the interrupt landed
+        assert sorted(got) == list(range(count))
+        return
+    assert proc.returncode == 130, stderr
+    # every event the source read went through, each once, and nothing else
+    assert sorted(got) == list(range(s["events"]))

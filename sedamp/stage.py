@@ -180,15 +180,21 @@ class HandlerRunner:
             self._func = target
 
     def handle_batch(
-        self, events: Sequence[Any], at: Callable[[int, int], None] | None = None
+        self,
+        events: Sequence[Any],
+        at: Callable[[int, int], None] | None = None,
+        mark: Any = None,
     ) -> list[list[Any] | Failure]:
-        """`at(i, n)`, if given, is called before each call into user code with the
-        index of its first event and how many it handles (the worker's slot: which
-        event is in the handler, and the timeout's deadline)."""
+        """Before each call into user code, `at(i, n)` (if given) is called with the
+        index of its first event and how many it handles, and ``mark[0] = i`` is set
+        (if `mark`, a writable one-item view, is given): that is how the worker's slot
+        knows which event is in the handler, and the timeout its deadline."""
         obj = self._obj
         if obj is not None and hasattr(obj, "handle_batch"):
             if at is not None:
                 at(-1, len(events))  # one call for all: no single event to blame
+            if mark is not None:
+                mark[0] = -1
             try:
                 results = list(obj.handle_batch(list(events)))
                 if len(results) != len(events):
@@ -203,6 +209,8 @@ class HandlerRunner:
             for i, ev in enumerate(events):
                 if at is not None:
                     at(i, 1)
+                if mark is not None:
+                    mark[0] = i
                 try:
                     out.append(outputs_of(handle(ev)))
                 except Exception as exc:
@@ -214,6 +222,8 @@ class HandlerRunner:
             for i, ev in enumerate(events):
                 if at is not None:
                     at(i, 1)
+                if mark is not None:
+                    mark[0] = i
                 try:
                     out.append(outputs_of(func(ev, **params)))
                 except Exception as exc:

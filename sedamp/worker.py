@@ -434,22 +434,25 @@ class _Worker:
             want = TARGET_BATCH_S / max(self.per_event_s, 1e-7)
             self.batch_n = max(self.cfg.batch_min, min(self.cfg.batch_max, int(want)))
 
-    def _at(self, pos: list[int] | None) -> Callable[[int, int], None] | None:
-        """What the handler loop calls before each call into user code: notes in the
-        slot which event of the lease is in the handler (see `_run` for `pos`)."""
+    def _hooks(self, pos: list[int] | None) -> tuple[Callable[[int, int], None] | None, Any]:
+        """How the handler loop notes in the slot which event of the lease is in the
+        handler (see `_run` for `pos`): a one-item view it writes the index to, the
+        cheap common case, or a callable when there is a deadline to set or the
+        index must be translated."""
         slot = self.slot
         if slot is None:
-            return None
+            return None, None
         if pos is None:
-            return slot.at
+            return (slot.at, None) if slot.timeout_s else (None, slot.position)
         if not pos:
-            return lambda _i, n: slot.at(-1, n)
-        return lambda i, n: slot.at(pos[i] if i >= 0 else -1, n)
+            slot.position[0] = -1
+            return (lambda _i, n: slot.at(-1, n)) if slot.timeout_s else None, None
+        return (lambda i, n: slot.at(pos[i] if i >= 0 else -1, n)), None
 
     def _call(self, link: _Link, events: list[Any], pos: list[int] | None) -> list[list[Any] | Failure]:
         """Handle a batch; events that failed are tried again one by one, up to the
         stage's `retry` times, `backoff_s` apart (doubling each time)."""
-        results = link.runner.handle_batch(events, self._at(pos))
+        results = link.runner.handle_batch(events, *self._hooks(pos))
         if not link.retry:
             return results
         for i, res in enumerate(results):
@@ -464,7 +467,7 @@ class _Worker:
                     delay *= 2
                 link.n_retried += 1
                 one = [i] if pos is None else [pos[i]] if pos else []
-                res = link.runner.handle_batch([events[i]], self._at(one))[0]
+                res = link.runner.handle_batch([events[i]], *self._hooks(one))[0]
             results[i] = res
         return results
 

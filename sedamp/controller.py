@@ -62,6 +62,12 @@ SOURCE_BATCH_EVENTS = 256
 # A stage whose workers die this many times in a row with no event of the stage
 # acknowledged in between is failing (e.g. crashing in setup), not unlucky.
 MAX_BARREN_DEATHS = 10
+# Every queue and worker reports every period (its heartbeat). One silent for this many
+# periods (at least SILENT_MIN_S) is wedged: a queue fails the run, a worker that is not
+# inside a handler call is killed and replaced. A worker inside a handler call is only
+# bounded by its stage's timeout_s, since user code may legitimately run long.
+SILENT_PERIODS = 20
+SILENT_MIN_S = 3.0
 # Exit codes of `sedamp run` (documented in the README).
 EXIT_OK = 0
 EXIT_FAILED_EVENTS = 1
@@ -162,6 +168,7 @@ class _Child:
     retiring: bool = False  # told to leave because its pool shrank
     slot: Slot | None = None  # a worker's: which event is in its handler, and the deadline
     killed: str | None = None  # why the controller killed it
+    last_heard: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
 
 
 @dataclass(eq=False)
@@ -466,8 +473,28 @@ class _Controller:
                     log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.proc.pid, w.killed)
                     w.proc.kill()
 
+    def _watch_silence(self) -> None:
+        """Heartbeats: every queue and worker sends STATS each period."""
+        now = time.monotonic()
+        bound = max(SILENT_MIN_S, SILENT_PERIODS * self.period_s)
+        for st in self.stages.values():
+            q = st.queue
+            if q is not None and not q.stopped and now - q.last_heard > bound and self.error is None:
+                self.error = (
+                    f"the queue of stage {q.stage!r} (pid {q.proc.pid}) has been silent for {now - q.last_heard:.1f} s"
+                )
+            for w in list(st.workers.values()):
+                if w.killed is not None or w.done or now - w.last_heard <= bound:
+                    continue
+                if w.slot is not None and w.slot.read()[1] != -1:
+                    continue  # inside user code (a batch, setup, finish): it may run long; see timeout_s
+                w.killed = f"was killed: silent for {now - w.last_heard:.1f} s outside any handler call"
+                log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.proc.pid, w.killed)
+                w.proc.kill()
+
     def _tick(self) -> None:
         self._watch_deadlines()
+        self._watch_silence()
         record = self.record()
         if self.top.controller.policy == "adaptive" and not self.draining:
             record["decisions"] = record["decisions"] + [d.as_dict() for d in self._control(record)]
@@ -693,6 +720,8 @@ class _Controller:
             log.warning("controller: refused a control frame from %r: %s", rid, exc)
             return
         child = self.children.get(rid.decode(errors="replace"))
+        if child is not None:
+            child.last_heard = time.monotonic()
         if msg.kind == wire.REGISTER:
             self.registered.add(rid)
             for frames_ in self.pending.pop(rid, []):

@@ -3,7 +3,8 @@
 Each worker has a slot: three numbers in a small file in the run's private socket
 directory, mapped by both the worker and the controller.
 
-- ``lease``: the lease whose batch it is handling (-1 between batches);
+- ``lease``: the lease whose batch it is handling (-1 between batches, IN_USER_CODE
+  during setup, finish and teardown);
 - ``position``: the index in that batch of the event in the handler (-1 unknown);
 - ``deadline``: with ``timeout_s``, when the current handler call must be over
   (system-wide monotonic clock; 0.0 when none).
@@ -22,6 +23,10 @@ import os
 import struct
 import time
 from pathlib import Path
+
+# `lease` while the worker runs setup, finish or teardown: no batch, but user code that
+# may run long without a heartbeat
+IN_USER_CODE = -2
 
 _LAYOUT = struct.Struct("dqq")  # deadline, lease, position
 _DEADLINE = struct.Struct("d")  # at offset 0

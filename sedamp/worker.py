@@ -46,7 +46,7 @@ from sedamp.deadletter import DeadLetters
 from sedamp.dedupe import IdSet
 from sedamp.errors import WireError
 from sedamp.outlet import Outlet, OutputConfig, Router, dead_letter_rejected
-from sedamp.slot import Slot
+from sedamp.slot import IN_USER_CODE, Slot
 from sedamp.stage import Failure, HandlerRunner, add_import_paths
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ class _Worker:
     def run(self) -> None:
         cfg = self.cfg
         self.ctl.send_multipart(wire.simple(wire.REGISTER, wire.WORKER, cfg.stage, cfg.index, self.pid))
+        self._in_user_code()
         for link in self.links:
             try:
                 link.runner.setup()
@@ -180,6 +181,8 @@ class _Worker:
                     f"setup of stage {link.stage!r} ({link.runner.ref}) raised {fail.type}: {fail.message}", fail
                 )
                 sys.exit(EXIT_SETUP_FAILED)
+        if self.slot is not None:
+            self.slot.end()
         self._send_stats(wire.STATS)  # the controller learns at once whether it holds state
         self.up = _proc.dealer(self.ctx, self.identity, cfg.input_endpoint)
         self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
@@ -539,7 +542,14 @@ class _Worker:
 
     # ---------------------------------------------------------------- end
 
+    def _in_user_code(self) -> None:
+        """Setup, finish and teardown send no heartbeat and may run long: the slot says
+        so (lease IN_USER_CODE), so the controller does not take silence for a hang."""
+        if self.slot is not None:
+            self.slot.begin(IN_USER_CODE)
+
     def _finish(self) -> None:
+        self._in_user_code()
         cfg = self.cfg
         error: Failure | None = None
         last = len(self.links) - 1
@@ -570,6 +580,7 @@ class _Worker:
     def _leave(self, error: Failure | None, retired: bool) -> None:
         """Say BYE (the queue puts back anything it leased us meanwhile), tear every
         stage down, detach from the next queues, report DONE (or FATAL)."""
+        self._in_user_code()
         self.up.send_multipart(wire.simple(wire.BYE))
         for link in self.links:
             try:

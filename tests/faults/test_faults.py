@@ -289,3 +289,38 @@ def test_an_interrupt_at_a_random_moment_leaves_a_consistent_output(tmp_path: Pa
     assert proc.returncode == 130, stderr
     # every event the source read went through, each once, and nothing else
     assert sorted(got) == list(range(s["events"]))
+
+
+def test_a_silent_queue_fails_the_run(tmp_path: Path) -> None:
+    topo = topology(
+        tmp_path, f"    handler: {T}:with_pid", count=1_000_000, delay_s=0.0005, sink="controller: {period_s: 0.1}"
+    )
+    proc = start(topo, tmp_path)
+    victim = wait_until(lambda: find(proc, "sdq:mid"), 30, "the queue")
+    time.sleep(0.5)
+    victim.suspend()  # alive, but it answers nothing and reports nothing
+    t0 = time.monotonic()
+    stdout, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 15  # the bound is max(3 s, 20 periods)
+    assert proc.returncode == 3
+    assert "the queue of stage 'mid'" in json.loads(stdout)["error"] and "silent" in json.loads(stdout)["error"]
+
+
+def test_a_silent_idle_worker_is_replaced(tmp_path: Path) -> None:
+    count = 600
+    topo = topology(
+        tmp_path,
+        f"    handler: {T}:with_pid\n    workers: 2",
+        count=count,
+        delay_s=0.01,
+        sink="    dedupe: true\ncontroller: {period_s: 0.1}",
+    )
+    proc = start(topo, tmp_path)
+    victim = wait_until(lambda: find(proc, "sdw:mid"), 30, "a worker")
+    time.sleep(0.5)
+    victim.suspend()  # between batches (its events take microseconds): silent and idle
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "outside any handler call" in stderr
+    assert sorted(outputs(tmp_path)) == list(range(count))
+    assert stage_of(json.loads(stdout), "mid")["restarts"] == 1

@@ -41,7 +41,7 @@ from typing import IO, Any
 import psutil
 import zmq
 
-from sedamp import _proc, metrics, policy, wire
+from sedamp import _proc, journal, metrics, policy, wire
 from sedamp.deadletter import DEAD_LETTERS_FILE
 from sedamp.errors import WireError
 from sedamp.executor import Executor, LocalExecutor, Proc
@@ -85,6 +85,7 @@ class RunOptions:
     on_tick: Callable[[dict[str, Any]], None] | None = None  # called every period with the metrics record
     handle_signals: bool = True
     metrics_path: Path | None = None  # write one JSON line per period (see README, "Metrics")
+    resume: bool = False  # skip the source positions every sink journaled in earlier runs
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,12 @@ class _Controller:
             self.poller.register(self.ctl, zmq.POLLIN)
             self.poller.register(self.cmd, zmq.POLLIN)
             self._write_run_file(ended=False)
+            self.journal = journal.journal_dir(self.opt.workdir, self.top.name)
+            journal.start(self.journal, self.opt.resume)
+            if self.opt.resume:
+                done = journal.done_ids(self.journal, self.top)
+                journal.write_skip(self.run_dir / "skip.ids", done)
+                log.info("resuming: %d events are already written by every sink", len(done))
             restore = self._install_signals()
             self._start()
             self._loop()
@@ -314,6 +321,7 @@ class _Controller:
                     period_s=self.period_s,
                     parent_pid=os.getpid(),
                     max_event_bytes=st.spec.max_event_bytes or wire.MAX_EVENT_BYTES,
+                    skip=str(self.run_dir / "skip.ids") if self.opt.resume else "",
                 )
                 proc = self._exec().start(f"sds:{name}", "source", cfg_s)
                 st.source = self._adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
@@ -407,6 +415,7 @@ class _Controller:
             max_rss_mb=spec.max_rss_mb,
             dedupe=chain[-1].dedupe,
             max_event_bytes=chain[-1].max_event_bytes or wire.MAX_EVENT_BYTES,
+            journal=str(self.journal),
         )
         proc = self._exec().start(f"sdw:{spec.name}:{index}", "worker", cfg)
         child = self._adopt(proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid))

@@ -26,6 +26,7 @@ import zmq
 from sedamp import _proc, wire
 from sedamp.deadletter import DeadLetters
 from sedamp.errors import WireError
+from sedamp.journal import read_skip
 from sedamp.outlet import Outlet, OutputConfig, Router, dead_letter_rejected
 from sedamp.stage import Failure, SourceRunner, add_import_paths
 
@@ -48,6 +49,7 @@ class SourceConfig:
     period_s: float
     parent_pid: int
     max_event_bytes: int = wire.MAX_EVENT_BYTES
+    skip: str = ""  # --resume: a file of the positions the sinks already hold
 
 
 def source_identity(stage: str, pid: int) -> str:
@@ -82,7 +84,8 @@ def run_source(cfg: SourceConfig) -> None:
     for o in outlets:
         poller.register(o.sock, zmq.POLLIN)
 
-    counters: dict[str, Any] = {"total": total, "in": 0, "out": 0, "failed": 0, "pid": pid}
+    counters: dict[str, Any] = {"total": total, "in": 0, "out": 0, "failed": 0, "skipped": 0, "pid": pid}
+    skip = read_skip(cfg.skip) if cfg.skip else None
     stop_requested = False
     error: Failure | None = None
     next_stats = 0.0
@@ -124,12 +127,18 @@ def run_source(cfg: SourceConfig) -> None:
                 exhausted = True
             n = len(evs)
             first = counters["in"]
+            ids = list(range(first, first + n))
+            if skip is not None:  # resuming: what every sink already holds is not sent again
+                kept = [(i, ev) for i, ev in zip(ids, evs, strict=True) if i not in skip]
+                counters["skipped"] += n - len(kept)
+                ids = [i for i, _ in kept]
+                evs = [ev for _, ev in kept]
             packed = wire.pack_all(evs, router.limit) if not router.keyed else None
             if packed is not None:
-                router.route_packed(list(range(first, first + n)), packed)
-                counters["out"] += n
+                router.route_packed(ids, packed)
+                counters["out"] += len(ids)
             else:
-                for eid, ev in enumerate(evs, start=first):
+                for eid, ev in zip(ids, evs, strict=True):
                     try:
                         router.route(eid, [ev])
                         counters["out"] += 1

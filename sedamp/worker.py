@@ -45,6 +45,7 @@ from sedamp import _proc, metrics, wire
 from sedamp.deadletter import DeadLetters
 from sedamp.dedupe import IdSet
 from sedamp.errors import WireError
+from sedamp.journal import Journal, is_resumable
 from sedamp.outlet import Outlet, OutputConfig, Router, dead_letter_rejected
 from sedamp.slot import IN_USER_CODE, Slot
 from sedamp.stage import Failure, HandlerRunner, add_import_paths
@@ -100,6 +101,7 @@ class WorkerConfig:
     max_rss_mb: int | None = None
     dedupe: bool = False
     max_event_bytes: int = wire.MAX_EVENT_BYTES
+    journal: str = ""  # the run's journal directory (sinks marked resumable write to it)
 
 
 @dataclass(eq=False)
@@ -165,6 +167,7 @@ class _Worker:
         self.recycle: str | None = None  # why this worker leaves early (max_events, max_rss_mb)
         self.proc = psutil.Process() if cfg.max_rss_mb else None
         self.outlets: list[Outlet] = []
+        self.journal: Journal | None = None
 
     # ---------------------------------------------------------------- life
 
@@ -183,6 +186,8 @@ class _Worker:
                 sys.exit(EXIT_SETUP_FAILED)
         if self.slot is not None:
             self.slot.end()
+        if cfg.journal and self.tail.kind == "sink" and is_resumable(self.tail.runner.ref):
+            self.journal = Journal(cfg.journal, self.tail.stage)
         self._send_stats(wire.STATS)  # the controller learns at once whether it holds state
         self.up = _proc.dealer(self.ctx, self.identity, cfg.input_endpoint)
         self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
@@ -366,6 +371,8 @@ class _Worker:
                     self._failed(tail, eid, res, ev)
                 else:
                     tail.n_out += 1
+            if self.journal is not None:  # before the ACK: what is journaled is written
+                self.journal.add(eid for eid, res in zip(ids, results, strict=True) if not isinstance(res, Failure))
         else:
             self._route(ids, events, results)
 

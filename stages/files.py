@@ -275,7 +275,12 @@ class WriteFiles:
             ValueError and is left untouched (the check and the write are one atomic step).
         fsync: flush each file and its directory to disk before moving on.
         encoding: for str data.
+
+    Resumable: each file is complete once ``handle`` returns, so ``sedamp run --resume``
+    skips the events it already wrote.
     """
+
+    resumable = True
 
     def setup(
         self,

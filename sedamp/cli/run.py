@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sedamp import journal
 from sedamp.cli._common import load_or_exit, setup_logging
 from sedamp.controller import RunOptions, Summary, run_topology
 from sedamp.executor import LocalExecutor
@@ -33,6 +34,13 @@ def run(
     metrics: Annotated[
         Path | None, typer.Option(help="Write one JSON line of measurements per period to this file.")
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Skip the events the sinks of earlier runs of this topology already wrote "
+            "(every sink must be resumable, e.g. stages.files:WriteFiles)."
+        ),
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv for debug).")] = 0,
@@ -52,8 +60,19 @@ def run(
     except BaseException:
         executor.close()
         raise
+    if resume:
+        problem = journal.resume_problem(top)
+        if problem is not None:
+            executor.close()
+            typer.echo(f"error: --resume: {problem}", err=True)
+            raise typer.Exit(2)
     options = RunOptions(
-        workdir=workdir, cores=cores, drain_timeout_s=drain_timeout, executor=executor, metrics_path=metrics
+        workdir=workdir,
+        cores=cores,
+        drain_timeout_s=drain_timeout,
+        executor=executor,
+        metrics_path=metrics,
+        resume=resume,
     )
     summary = run_topology(top, options)
     if json_:

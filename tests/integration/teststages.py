@@ -177,3 +177,7 @@ class Total:
 
     def finish(self) -> None:
         Path(self.out).write_text(str(self.total))
+
+
+def to_file(event: dict[str, Any]) -> dict[str, Any]:
+    return {"name": f"{event['n']:05d}.txt", "data": f"n={event['n']}\n"}

@@ -5,12 +5,16 @@ process roles: each role module calls these from its entry function."""
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
 from typing import Any
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from sedamp.security import Keys, OnlyKey
 
 _PR_SET_PDEATHSIG = 1
 
@@ -51,10 +55,51 @@ def parent_alive(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
+# The run's CURVE keys, set once per process (`use_curve`): sockets on tcp:// endpoints
+# then authenticate (see sedamp.security). ipc:// sockets never do.
+_curve: Keys | None = None
+ZAP_DOMAIN = "sedamp"
+_authenticators: dict[int, ThreadAuthenticator] = {}
+
+
+def use_curve(keys: Keys | dict[str, str] | None) -> None:
+    global _curve
+    _curve = Keys(**keys) if isinstance(keys, dict) else keys
+
+
+def _secure_server(ctx: zmq.Context[Any], s: zmq.Socket[Any]) -> None:
+    assert _curve is not None
+    if id(ctx) not in _authenticators:
+        auth = ThreadAuthenticator(ctx, log=logging.getLogger("sedamp.auth"))
+        auth.start()
+        auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=OnlyKey(_curve.client_public))
+        _authenticators[id(ctx)] = auth
+    s.curve_server = True
+    s.curve_publickey = _curve.server_public.encode()
+    s.curve_secretkey = _curve.server_secret.encode()
+    s.zap_domain = ZAP_DOMAIN.encode()
+
+
+def _secure_client(s: zmq.Socket[Any]) -> None:
+    assert _curve is not None
+    s.curve_serverkey = _curve.server_public.encode()
+    s.curve_publickey = _curve.client_public.encode()
+    s.curve_secretkey = _curve.client_secret.encode()
+
+
+def stop_auth(ctx: zmq.Context[Any]) -> None:
+    """Stop this context's authenticator (before ctx.term(), which would wait for it)."""
+    auth = _authenticators.pop(id(ctx), None)
+    if auth is not None:
+        auth.stop()
+
+
 def dealer(ctx: zmq.Context[Any], identity: str, endpoint: str) -> zmq.Socket[Any]:
     """A DEALER with a stable routing id. HWMs are a safety net only: the protocol's
     credits and leases bound what is in flight, so they are set far above it."""
     s = ctx.socket(zmq.DEALER)
+    if _curve is not None and endpoint.startswith("tcp://"):
+        _secure_client(s)
     s.setsockopt(zmq.IDENTITY, identity.encode())
     s.setsockopt(zmq.SNDHWM, 100_000)
     s.setsockopt(zmq.RCVHWM, 100_000)
@@ -67,6 +112,8 @@ def router(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
     """A ROUTER that raises on sends to unknown peers (never drops silently) and lets a
     reconnecting peer with the same routing id take over its old connection."""
     s = ctx.socket(zmq.ROUTER)
+    if _curve is not None and endpoint.startswith("tcp://"):
+        _secure_server(ctx, s)
     s.setsockopt(zmq.ROUTER_MANDATORY, 1)
     s.setsockopt(zmq.ROUTER_HANDOVER, 1)
     s.setsockopt(zmq.SNDHWM, 100_000)
@@ -74,6 +121,18 @@ def router(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
     s.setsockopt(zmq.LINGER, 0)
     s.bind(endpoint)
     return s
+
+
+def bound_endpoint(s: zmq.Socket[Any], advertise: str | None = None) -> str:
+    """Where peers connect to `s`: its last bound endpoint (a tcp port chosen by the OS
+    for ``:*``), with the host replaced by `advertise` if given."""
+    raw = s.getsockopt(zmq.LAST_ENDPOINT)
+    ep = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if advertise and ep.startswith("tcp://"):
+        port = ep.rsplit(":", 1)[1]
+        host = f"[{advertise}]" if ":" in advertise else advertise
+        ep = f"tcp://{host}:{port}"
+    return ep
 
 
 def drain(sock: zmq.Socket[Any], limit: int = 1000) -> list[list[bytes]]:

@@ -25,6 +25,7 @@ die with the controller (PR_SET_PDEATHSIG) and check their parent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from typing import IO, Any
 import psutil
 import zmq
 
-from sedamp import _proc, journal, metrics, policy, wire
+from sedamp import _proc, journal, metrics, policy, security, wire
 from sedamp.deadletter import DEAD_LETTERS_FILE
 from sedamp.errors import WireError
 from sedamp.executor import Executor, LocalExecutor, Proc
@@ -170,6 +171,7 @@ class _Child:
     slot: Slot | None = None  # a worker's: which event is in its handler, and the deadline
     killed: str | None = None  # why the controller killed it
     last_heard: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
+    endpoint: str = ""  # a queue's bound data endpoint, from its REGISTER
 
 
 @dataclass(eq=False)
@@ -214,6 +216,7 @@ class _Controller:
         self.dead_path = self.run_dir / DEAD_LETTERS_FILE
         self.sock_dir: Path | None = None
         self.slot_seq = 0
+        self.curve: security.Keys | None = None
         self.names = list(topology.stages)
         self.stages = {n: _Stage(spec=s) for n, s in topology.stages.items()}
         self.children: dict[str, _Child] = {}  # by identity
@@ -249,12 +252,22 @@ class _Controller:
             if self.executor is None:
                 self.executor = LocalExecutor()
             self.sock_dir = _socket_dir(self.run_dir)
-            self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
-            self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(self.names)}
+            net = self.top.controller
+            if net.transport == "tcp":
+                # queues bind a port the OS picks and report it when they register
+                if net.curve:
+                    self.curve = security.Keys.load(net.keys) if net.keys else security.Keys.generate()
+                _proc.use_curve(self.curve)
+                self.endpoints = {n: f"tcp://{net.host}:*" for n in self.names}
+                self.ctl = _proc.router(self.ctx, f"tcp://{net.host}:*")
+                self.ctl_endpoint = _proc.bound_endpoint(self.ctl, net.advertise)
+            else:
+                self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
+                self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(self.names)}
+                self.ctl = _proc.router(self.ctx, self.ctl_endpoint)
             if self.opt.metrics_path is not None:
                 Path(self.opt.metrics_path).parent.mkdir(parents=True, exist_ok=True)
                 self.metrics_file = open(self.opt.metrics_path, "w", encoding="utf-8")  # noqa: SIM115
-            self.ctl = _proc.router(self.ctx, self.ctl_endpoint)
             self.cmd = _proc.router(self.ctx, f"ipc://{self.sock_dir}/cmd")
             self.poller = zmq.Poller()
             self.poller.register(self.ctl, zmq.POLLIN)
@@ -282,6 +295,8 @@ class _Controller:
             if hasattr(self, "cmd"):
                 self.cmd.close(linger=0)
                 self._write_run_file(ended=True)
+            _proc.stop_auth(self.ctx)
+            _proc.use_curve(None)
             self.ctx.term()
             if self.sock_dir is not None:
                 shutil.rmtree(self.sock_dir, ignore_errors=True)
@@ -302,10 +317,14 @@ class _Controller:
                 parent_pid=os.getpid(),
                 dead_letters=str(self.dead_path),
                 on_poison=st.spec.on_error.then,
+                curve=self._curve_dict(),
+                advertise=self.top.controller.advertise,
             )
             proc = self._exec().start(f"sdq:{name}", "queue", cfg)
             st.queue = self._adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
             st.target = targets[name]
+        if self.top.controller.transport == "tcp" and not self._await_queue_endpoints():
+            return
         self._reconcile()
         for name, st in self.stages.items():
             if st.spec.kind == "source":
@@ -322,12 +341,42 @@ class _Controller:
                     parent_pid=os.getpid(),
                     max_event_bytes=st.spec.max_event_bytes or wire.MAX_EVENT_BYTES,
                     skip=str(self.run_dir / "skip.ids") if self.opt.resume else "",
+                    curve=self._curve_dict(),
                 )
                 proc = self._exec().start(f"sds:{name}", "source", cfg_s)
                 st.source = self._adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
         if self.draining:  # interrupted while starting: the sources stop at once
             self._stop_sources()
         log.info("run %s started: %d cores, targets %s, run dir %s", self.top.name, self.cores, targets, self.run_dir)
+
+    def _curve_dict(self) -> dict[str, str] | None:
+        return dataclasses.asdict(self.curve) if self.curve is not None else None
+
+    def _await_queue_endpoints(self, timeout_s: float = 15.0) -> bool:
+        """With tcp, a queue's port is known once it registers: wait for every queue."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            queues = [st.queue for st in self.stages.values() if st.queue is not None]
+            if all(q.endpoint for q in queues):
+                break
+            if self.error is not None:
+                return False
+            if time.monotonic() >= deadline:
+                missing = [q.stage for q in queues if not q.endpoint]
+                self.error = f"the queues of {missing} did not report their endpoints within {timeout_s:.0f} s"
+                return False
+            for fd in dict(self.poller.poll(100)):
+                if fd is self.ctl:
+                    for frames in _proc.drain(self.ctl):
+                        self._on_control(frames)
+                elif isinstance(fd, int) and fd in self.by_sentinel:
+                    self._on_exit(self.by_sentinel[fd])
+        for st in self.stages.values():
+            if st.queue is not None:
+                self.endpoints[st.spec.name] = st.queue.endpoint
+        log.info("queue endpoints: %s", self.endpoints)
+        self._write_run_file(ended=False)
+        return True
 
     def _exec(self) -> Executor:
         assert self.executor is not None, "run() starts the executor"
@@ -416,6 +465,7 @@ class _Controller:
             dedupe=chain[-1].dedupe,
             max_event_bytes=chain[-1].max_event_bytes or wire.MAX_EVENT_BYTES,
             journal=str(self.journal),
+            curve=self._curve_dict(),
         )
         proc = self._exec().start(f"sdw:{spec.name}:{index}", "worker", cfg)
         child = self._adopt(proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid))
@@ -563,6 +613,9 @@ class _Controller:
             "started": time.time() - (time.monotonic() - self.t0),
             "period_s": self.period_s,
             "ended": ended,
+            # where the control and queue sockets listen (public; keys are never written)
+            "endpoints": {"control": getattr(self, "ctl_endpoint", None), **getattr(self, "endpoints", {})},
+            "curve_server_key": self.curve.server_public if self.curve is not None else None,
         }
         tmp = self.run_dir / "run.json.tmp"
         tmp.write_text(json.dumps(info))
@@ -733,6 +786,8 @@ class _Controller:
             child.last_heard = time.monotonic()
         if msg.kind == wire.REGISTER:
             self.registered.add(rid)
+            if child is not None:
+                child.endpoint = msg.fields[4]
             for frames_ in self.pending.pop(rid, []):
                 self._send(rid, frames_)
             return

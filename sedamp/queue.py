@@ -40,6 +40,8 @@ class QueueConfig:
     parent_pid: int
     dead_letters: str = ""  # where poison events go
     on_poison: str = "dead_letter"  # the stage's on_error.then: dead_letter | skip | fail
+    curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
+    advertise: str | None = None  # the host peers reach this queue at (tcp)
 
 
 def queue_identity(stage: str) -> str:
@@ -49,12 +51,15 @@ def queue_identity(stage: str) -> str:
 def run_queue(cfg: QueueConfig) -> None:
     """Entry function of a queue process."""
     _proc.become_child(cfg.parent_pid)
+    _proc.use_curve(cfg.curve)
     ctx: zmq.Context[Any] = zmq.Context()
     data = _proc.router(ctx, cfg.endpoint)
     ctl = _proc.dealer(ctx, queue_identity(cfg.stage), cfg.control_endpoint)
     core = QueueCore(cfg.capacity, cfg.partitions)
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
-    ctl.send_multipart(wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid()))
+    ctl.send_multipart(
+        wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid(), _proc.bound_endpoint(data, cfg.advertise))
+    )
     poller = zmq.Poller()
     poller.register(data, zmq.POLLIN)
     poller.register(ctl, zmq.POLLIN)
@@ -101,6 +106,7 @@ def run_queue(cfg: QueueConfig) -> None:
         ctl.setsockopt(zmq.LINGER, 1000)  # let the final DONE out; counters are advisory
         ctl.close()
         data.close()
+        _proc.stop_auth(ctx)
         ctx.term()
         if dead is not None:
             dead.close()

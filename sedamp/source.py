@@ -50,6 +50,7 @@ class SourceConfig:
     parent_pid: int
     max_event_bytes: int = wire.MAX_EVENT_BYTES
     skip: str = ""  # --resume: a file of the positions the sinks already hold
+    curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
 
 
 def source_identity(stage: str, pid: int) -> str:
@@ -59,12 +60,13 @@ def source_identity(stage: str, pid: int) -> str:
 def run_source(cfg: SourceConfig) -> None:
     """Entry function of a source process."""
     _proc.become_child(cfg.parent_pid)
+    _proc.use_curve(cfg.curve)
     add_import_paths(cfg.import_paths)
     pid = os.getpid()
     identity = source_identity(cfg.stage, pid)
     ctx: zmq.Context[Any] = zmq.Context()
     ctl = _proc.dealer(ctx, identity, cfg.control_endpoint)
-    ctl.send_multipart(wire.simple(wire.REGISTER, wire.SOURCE, cfg.stage, 0, pid))
+    ctl.send_multipart(wire.simple(wire.REGISTER, wire.SOURCE, cfg.stage, 0, pid, ""))
     runner = SourceRunner(cfg.ref, cfg.params)
     try:
         runner.setup()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sedamp import _yamlmap, wire
+from sedamp import _yamlmap, security, wire
 from sedamp import stage as stage_mod
 from sedamp.errors import Problem, TopologyError
 
@@ -39,6 +39,7 @@ StageKind = Literal["source", "handler", "sink"]
 OnFull = Literal["block", "reject", "drop"]
 PolicyName = Literal["adaptive", "static"]
 OnErrorThen = Literal["dead_letter", "skip", "fail"]
+Transport = Literal["ipc", "tcp"]
 
 # Default bound of a stage queue, in events. Large enough to keep every worker of a
 # cheap stage busy across a scheduling hiccup, small enough that a slow stage holds
@@ -112,6 +113,11 @@ class ControllerSpec:
     period_s: float = 0.5
     policy: PolicyName = "adaptive"
     drain_timeout_s: float = 10.0  # how long Ctrl-C/SIGTERM lets in-flight work finish
+    transport: Transport = "ipc"  # ipc:// in the private run directory, or tcp://
+    host: str = "127.0.0.1"  # tcp: the address sockets bind to
+    advertise: str | None = None  # tcp: the address peers connect to (default: host)
+    curve: bool = True  # tcp: CURVE encryption and authentication (required off loopback)
+    keys: str | None = None  # tcp: a directory made by `sedamp keys` (default: fresh keys per run)
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,7 +187,8 @@ POOL_KEYS = ("workers", "queue", "batch", "timeout_s", "max_events", "max_rss_mb
 KINDS: tuple[StageKind, ...] = ("source", "handler", "sink")
 QUEUE_KEYS = ("capacity", "on_full")
 WORKERS_KEYS = ("min", "max")
-CONTROLLER_KEYS = ("cores", "period_s", "policy", "drain_timeout_s")
+CONTROLLER_KEYS = ("cores", "period_s", "policy", "drain_timeout_s", "transport", "host", "advertise", "curve", "keys")
+TCP_KEYS = ("host", "advertise", "curve", "keys")
 EDGE_KEYS = ("stage", "key")
 ON_FULL_CHOICES: tuple[OnFull, ...] = ("block", "reject", "drop")
 POLICY_CHOICES: tuple[PolicyName, ...] = ("adaptive", "static")
@@ -726,7 +733,38 @@ class _Checker:
                 self.positive_float((*path, "drain_timeout_s"), raw["drain_timeout_s"], "e.g. drain_timeout_s: 10")
                 or drain
             )
-        return ControllerSpec(cores=cores, period_s=period, policy=policy, drain_timeout_s=drain)
+        transport: Any = "ipc"
+        if raw.get("transport") is not None:
+            transport = self.choice((*path, "transport"), raw["transport"], ("ipc", "tcp")) or "ipc"
+        net: dict[str, Any] = {}
+        for key in TCP_KEYS:
+            if raw.get(key) is None:
+                continue
+            if transport != "tcp":
+                self.add((*path, key), f"{key} applies to transport: tcp", "add transport: tcp, or remove it")
+                continue
+            if key == "curve":
+                if not isinstance(raw[key], bool):
+                    self.add((*path, key), f"must be true or false, got {_describe(raw[key])}", "e.g. curve: true")
+                    continue
+                net[key] = raw[key]
+            else:
+                value = self.string((*path, key), raw[key], "a string")
+                if value:
+                    net[key] = value
+        if transport == "tcp" and net.get("curve") is False:
+            for key in ("host", "advertise"):
+                host = net.get(key, "127.0.0.1")
+                if not security.is_loopback(host):
+                    self.add(
+                        (*path, "curve"),
+                        f"a non-loopback {key} ({host}) requires CURVE authentication",
+                        "remove curve: false (keys are made for each run, or given with keys:)",
+                    )
+                    break
+        return ControllerSpec(
+            cores=cores, period_s=period, policy=policy, drain_timeout_s=drain, transport=transport, **net
+        )
 
     # -- one stage -----------------------------------------------------------------------
 

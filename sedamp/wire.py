@@ -26,7 +26,8 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
 
 Control plane (the controller's ROUTER; every runtime process connects a DEALER)::
 
-    process -> controller   REGISTER(role, stage, index, pid)
+    process -> controller   REGISTER(role, stage, index, pid, endpoint)   endpoint: where a
+                                                                 queue's data socket is bound
                             STATS(map)                           cumulative counters
                             DONE(map)                            final counters, exiting 0
                             FATAL(map)                           cannot go on (e.g. setup
@@ -105,7 +106,7 @@ KIND_NAMES = {
 _SHAPES: dict[int, tuple[int, int]] = {
     HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
     CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (1, 0),
-    REGISTER: (4, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
+    REGISTER: (5, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
     CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
 
@@ -324,7 +325,7 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
     elif kind == GONE:
         ok = isinstance(f[0], str | bytes) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3])
     elif kind == REGISTER:
-        ok = _is_int(f[0]) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3])
+        ok = _is_int(f[0]) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3]) and isinstance(f[4], str)
     elif kind in (STATS, DONE, FATAL, COMMAND, REPLY):
         ok = isinstance(f[0], dict)
     elif kind == STOP:

@@ -102,6 +102,7 @@ class WorkerConfig:
     dedupe: bool = False
     max_event_bytes: int = wire.MAX_EVENT_BYTES
     journal: str = ""  # the run's journal directory (sinks marked resumable write to it)
+    curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
 
 
 @dataclass(eq=False)
@@ -128,6 +129,7 @@ def worker_identity(stage: str, index: int, pid: int) -> str:
 def run_worker(cfg: WorkerConfig) -> None:
     """Entry function of a worker process."""
     _proc.become_child(cfg.parent_pid)
+    _proc.use_curve(cfg.curve)
     add_import_paths(cfg.import_paths)
     _Worker(cfg).run()
 
@@ -173,7 +175,7 @@ class _Worker:
 
     def run(self) -> None:
         cfg = self.cfg
-        self.ctl.send_multipart(wire.simple(wire.REGISTER, wire.WORKER, cfg.stage, cfg.index, self.pid))
+        self.ctl.send_multipart(wire.simple(wire.REGISTER, wire.WORKER, cfg.stage, cfg.index, self.pid, ""))
         self._in_user_code()
         for link in self.links:
             try:

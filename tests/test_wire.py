@@ -41,7 +41,7 @@ def test_every_kind_round_trips() -> None:
         wire.simple(wire.BYE),
         wire.simple(wire.END),
         wire.simple(wire.ERR, "why"),
-        wire.simple(wire.REGISTER, wire.QUEUE, "stage", 0, 123),
+        wire.simple(wire.REGISTER, wire.QUEUE, "stage", 0, 123, "tcp://127.0.0.1:5555"),
         wire.simple(wire.STATS, {"in": 1}),
         wire.simple(wire.DONE, {"in": 1}),
         wire.simple(wire.FATAL, {"message": "x"}),

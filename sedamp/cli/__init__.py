@@ -7,7 +7,7 @@ import signal
 
 import typer
 
-from sedamp.cli import control, graph, run, validate
+from sedamp.cli import control, graph, keys, run, validate
 
 app = typer.Typer(
     name="sedamp",
@@ -22,6 +22,7 @@ app.command("graph")(graph.graph)
 app.command("status")(control.status)
 app.command("scale")(control.scale)
 app.command("top")(control.top)
+app.command("keys")(keys.keys)
 
 
 def main() -> None:

@@ -1,0 +1,131 @@
+"""TCP transport with CURVE: same results as ipc, and a peer without the run's client
+key is refused during the handshake while the run goes on."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from sedamp import wire
+from sedamp.security import Keys
+from tests.conftest import wait_until
+from tests.integration.teststages import read_records
+from tests.integration.util import REPO, run_sedamp, sedamp_cmd, summary_of
+
+T = "tests.integration.teststages"
+
+
+def chain(tmp: Path, controller: str, count: int = 2000, delay_s: float = 0.0) -> Path:
+    path = tmp / "t.yaml"
+    path.write_text(
+        f"""name: t
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: {count}, delay_s: {delay_s}}}
+    to: mid
+  mid:
+    handler: {T}:split
+    workers: 2
+    to: {{stage: sink, key: n}}
+  sink:
+    sink: {T}:Append
+    params: {{out: "{tmp / "out.jsonl"}"}}
+    workers: 2
+controller:
+{controller}
+"""
+    )
+    return path
+
+
+def test_tcp_with_curve_gives_the_same_output_as_ipc(tmp_path: Path) -> None:
+    results = {}
+    for transport in ("ipc", "tcp"):
+        d = tmp_path / transport
+        d.mkdir()
+        topo = chain(d, f"  transport: {transport}")
+        r = run_sedamp("run", str(topo), "--workdir", str(d / "w"), "--json")
+        assert r.returncode == 0, r.stderr
+        assert summary_of(r)["events"] == 2000
+        results[transport] = sorted(json.dumps(e, sort_keys=True) for e in read_records(d / "out.jsonl"))
+    assert results["tcp"] == results["ipc"] and len(results["ipc"]) == 4000
+
+
+def _no_reply(sock: zmq.Socket[Any], timeout_ms: int = 1500) -> bool:
+    sock.send_multipart(wire.hello(wire.PRODUCER, -1, 4))
+    return not sock.poll(timeout_ms)
+
+
+def test_a_peer_without_the_client_key_is_refused(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    r = run_sedamp("keys", str(keys_dir))
+    assert r.returncode == 0, r.stderr
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in keys_dir.iterdir()}
+    assert modes == {"server.key": 0o644, "client.key": 0o644, "server.key_secret": 0o600, "client.key_secret": 0o600}
+    assert run_sedamp("keys", str(keys_dir)).returncode == 1  # never overwrites
+    keys = Keys.load(keys_dir)
+
+    topo = chain(tmp_path, f"  transport: tcp\n  keys: {keys_dir}", count=4000, delay_s=0.001)
+    work = tmp_path / "w"
+    proc = subprocess.Popen(
+        sedamp_cmd("run", str(topo), "--workdir", str(work), "--json"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ctx: zmq.Context[Any] = zmq.Context()
+    socks = []
+    try:
+
+        def queue_endpoint() -> str | None:
+            for f in work.glob("runs/*/run.json"):
+                info = json.loads(f.read_text())
+                ep = info.get("endpoints", {}).get("mid")
+                if ep and not ep.endswith("*"):
+                    return str(ep)
+            return None
+
+        ep = wait_until(queue_endpoint, 30, "the queue's tcp endpoint in run.json")
+        assert ep.startswith("tcp://127.0.0.1:")
+
+        def peer(**curve: bytes) -> zmq.Socket[Any]:
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            for k, v in curve.items():
+                setattr(s, k, v)
+            s.connect(ep)
+            socks.append(s)
+            return s
+
+        plain = peer()  # no CURVE at all
+        stranger_pub, stranger_sec = zmq.curve_keypair()  # knows the server key, not the client key
+        stranger = peer(
+            curve_serverkey=keys.server_public.encode(), curve_publickey=stranger_pub, curve_secretkey=stranger_sec
+        )
+        member = peer(
+            curve_serverkey=keys.server_public.encode(),
+            curve_publickey=keys.client_public.encode(),
+            curve_secretkey=keys.client_secret.encode(),
+        )
+        assert _no_reply(plain)
+        assert _no_reply(stranger)
+        # the same request with the run's client key is answered: the refusals above are real
+        member.send_multipart(wire.hello(wire.PRODUCER, -1, 4))
+        assert member.poll(5000)
+        assert wire.parse(member.recv_multipart()).kind == wire.CREDIT
+        member.send_multipart(wire.simple(wire.EOS))  # leave without sending anything
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout)["events"] == 4000
+    assert len(read_records(tmp_path / "out.jsonl")) == 8000

@@ -303,6 +303,10 @@ class _Controller:
         return self._summary(time.monotonic() - t0)
 
     def _start(self) -> None:
+        problems = policy.capacity_problems(self.top, self.cores)
+        if problems:
+            self.error = "; ".join(problems)
+            return
         targets = policy.initial_targets(self.top, self.cores)
         for name, st in self.stages.items():
             if st.spec.kind == "source" or self.top.is_member(name):

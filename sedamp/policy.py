@@ -28,6 +28,31 @@ def worker_bounds(spec: StageSpec, cores: int) -> tuple[int, int]:
     return lo, hi
 
 
+def capacity_problems(topology: Topology, cores: int) -> list[str]:
+    """Queues too small for the processes that may produce into them.
+
+    A queue caps each producer's credit at ``capacity // (2 * producers)``, so that idle
+    producers can hold at most half the room and the workers always have buffered work
+    to drain: a producer with data then always gets credit. Below two events of room per
+    producer that cap is 1 and idle producers can hold all the room while the one with
+    data waits for credit that never comes."""
+    out = []
+    for name, spec in topology.stages.items():
+        if spec.kind == "source" or topology.is_member(name):
+            continue
+        producers = 0
+        for up in topology.upstream(name):
+            u = topology.stages[up]
+            producers += 1 if u.kind == "source" else worker_bounds(topology.stages[topology.head_of(up)], cores)[1]
+        if spec.queue.capacity < 2 * producers:
+            out.append(
+                f"the queue of stage {name!r} holds {spec.queue.capacity} events but up to {producers} processes "
+                f"produce into it: give it queue: {{capacity: {2 * producers}}} or more (2 per producer), "
+                "or fewer upstream workers"
+            )
+    return out
+
+
 def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
     """Pool sizes to start with, before anything is measured.
 

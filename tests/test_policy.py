@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from sedamp import policy
 from sedamp.topology import Edge, StageSpec, Topology, WorkersSpec
 
@@ -170,3 +173,27 @@ def test_a_stage_whose_next_queue_is_half_full_does_not_grow() -> None:
     st = PolicyState()
     views = [view("a", 1, q=950, busy=1.0, rate=640, downstream=0.6), view("b", 2, q=600, busy=1.0, rate=300)]
     assert all(x.stage != "a" for x in decide(views, budget=2, now_s=0, state=st))
+
+
+def test_a_queue_needs_two_events_of_room_per_producer() -> None:
+    from sedamp.policy import capacity_problems
+    from sedamp.topology import parse_topology
+
+    def top(capacity: int, workers: str) -> Any:
+        return parse_topology(
+            f"""
+stages:
+  src: {{source: "m:src", to: a}}
+  a: {{handler: "m:a", workers: {workers}, to: b}}
+  b: {{sink: "m:b", queue: {{capacity: {capacity}}}}}
+""",
+            file="t.yaml",
+            base_dir=Path("."),
+            check_handlers=False,
+        )
+
+    assert capacity_problems(top(8, "4"), cores=2) == []
+    [problem] = capacity_problems(top(7, "4"), cores=2)
+    assert "holds 7 events but up to 4 processes" in problem and "capacity: 8" in problem
+    assert capacity_problems(top(8, "{min: 1, max: auto}"), cores=4) == []
+    assert capacity_problems(top(8, "{min: 1, max: auto}"), cores=16)  # auto = the core budget

@@ -324,3 +324,11 @@ def test_a_silent_idle_worker_is_replaced(tmp_path: Path) -> None:
     assert "outside any handler call" in stderr
     assert sorted(outputs(tmp_path)) == list(range(count))
     assert stage_of(json.loads(stdout), "mid")["restarts"] == 1
+
+
+def test_a_queue_too_small_for_its_producers_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    topo = topology(tmp_path, f"    handler: {T}:with_pid\n    workers: 3", sink="    queue: {capacity: 5}")
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 3
+    assert "the queue of stage 'sink' holds 5 events but up to 3 processes produce into it" in s["error"]
+    assert s["events"] == 0

@@ -133,6 +133,7 @@ stages:
     to: mid
   mid:
     handler: json:dumps
+    workers: {{min: 1, max: 2}}   # the sink's queue of 8 takes at most 4 producers
     queue: {{capacity: 8}}
     batch: 4
     to: sink

@@ -175,9 +175,11 @@ class QueueCore:
             return self.worker_gone(rid)
         return self.refuse(rid, f"{wire.KIND_NAMES.get(k, k)} is not a data-plane request")
 
-    def refuse(self, rid: bytes, reason: str) -> Outgoing:
+    def refuse(self, rid: bytes, reason: str, seq: int = -1) -> Outgoing:
+        """Count a refused frame and tell its sender why (with the seq of a refused PUT,
+        so that its producer knows those events were not taken)."""
         self.counters.refused_frames += 1
-        return [(rid, wire.simple(wire.ERR, reason))]
+        return [(rid, wire.simple(wire.ERR, reason, seq))]
 
     def _hello(self, rid: bytes, role: int, index: int, want: int) -> Outgoing:
         if role == wire.PRODUCER:
@@ -205,11 +207,11 @@ class QueueCore:
             return self.refuse(rid, "PUT before HELLO")
         n = len(ids)
         if n > prod.outstanding:
-            return self.refuse(rid, f"PUT of {n} events with only {prod.outstanding} credit")
+            return self.refuse(rid, f"PUT of {n} events with only {prod.outstanding} credit", seq)
         if not 0 <= partition < self.partitions:
-            return self.refuse(rid, f"partition {partition} outside 0..{self.partitions - 1}")
+            return self.refuse(rid, f"partition {partition} outside 0..{self.partitions - 1}", seq)
         if self.closed:
-            return self.refuse(rid, "PUT after CLOSE")
+            return self.refuse(rid, "PUT after CLOSE", seq)
         prod.outstanding -= n
         self.outstanding -= n
         prod.last_seq = seq

@@ -71,6 +71,7 @@ class Outlet:
         self.rejected_count = 0  # events shed under on_full: reject
         self.rejected: list[tuple[list[Any], list[bytes]]] = []  # for the owner to dead-letter
         self.errors: list[str] = []
+        self.fatal: str | None = None  # a PUT of ours was refused: the owner cannot go on
         self.sock.send_multipart(wire.hello(wire.PRODUCER, -1, want))
 
     @property
@@ -148,7 +149,13 @@ class Outlet:
             self.errors.append(f"bad frame from queue {self.stage}: {exc}")
             return []
         if msg.kind == wire.ERR:
-            self.errors.append(f"queue {self.stage} refused a message: {msg.fields[0]}")
+            reason, seq = msg.fields
+            if seq >= 0 and any(s == seq for s, _ in self.sent):
+                # events this process handed over were not taken: acknowledging their
+                # input would lose them, so the owner must stop (see `fatal`)
+                self.fatal = f"queue {self.stage!r} refused {self.stage!r}-bound events (PUT {seq}): {reason}"
+            else:
+                self.errors.append(f"queue {self.stage} refused a message: {reason}")
             return []
         if msg.kind != wire.CREDIT:
             self.errors.append(f"unexpected {wire.KIND_NAMES[msg.kind]} from queue {self.stage}")

@@ -105,6 +105,17 @@ def run_source(cfg: SourceConfig) -> None:
                 reject(o)
                 while o.errors:
                     log.error("source %s: %s", cfg.stage, o.errors.pop())
+                if o.fatal:
+                    _fatal(
+                        ctl,
+                        f"source {cfg.stage!r}: {o.fatal}; stopping rather than lose them",
+                        Failure("ProtocolError", o.fatal, ""),
+                        pid,
+                    )
+                    for other in outlets:
+                        other.sock.close(linger=0)
+                    ctx.term()  # lets the FATAL out (the control socket lingers)
+                    os._exit(EXIT_SOURCE_FAILED)
         if ctl in ready:
             for frames in _proc.drain(ctl):
                 try:

@@ -22,7 +22,8 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
     queue -> worker     BATCH(lease, ids, counts, t_srcs)        one body per merged chunk
                           + bodies
                         END()                                    input is over for good
-    queue -> anyone     ERR(message)                             a frame was refused
+    queue -> anyone     ERR(message, seq)                        a frame was refused (seq:
+                                                                 the refused PUT's, else -1)
 
 Control plane (the controller's ROUTER; every runtime process connects a DEALER)::
 
@@ -105,7 +106,7 @@ KIND_NAMES = {
 # 0 = none, 1 = exactly one, -1 = one or more)
 _SHAPES: dict[int, tuple[int, int]] = {
     HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
-    CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (1, 0),
+    CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (2, 0),
     REGISTER: (5, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
     CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
@@ -321,7 +322,7 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
             and sum(counts) == len(ids)
         )
     elif kind == ERR:
-        ok = isinstance(f[0], str | bytes)
+        ok = isinstance(f[0], str | bytes) and _is_int(f[1])
     elif kind == GONE:
         ok = isinstance(f[0], str | bytes) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3])
     elif kind == REGISTER:

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 import zmq
@@ -257,6 +257,9 @@ class _Worker:
                 while o.errors:
                     log.error("worker %s: %s", self.identity, o.errors.pop())
                     self.protocol_errors += 1
+                if o.fatal:
+                    fail = Failure("ProtocolError", o.fatal, "")
+                    self._stop_run(f"worker {self.identity}: {o.fatal}; stopping rather than lose them", fail)
         if self.ctl in ready:
             for frames in _proc.drain(self.ctl):
                 self._on_control(frames)
@@ -491,16 +494,20 @@ class _Worker:
         self._dead(link, eid, fail.type, fail.message, fail.traceback, event)
         if link.then == "fail":
             tries = f" after {link.retry + 1} tries" if link.retry else ""
-            self._fatal(
+            self._stop_run(
                 f"stage {link.stage!r} failed on event {eid!r}{tries}: {fail.type}: {fail.message} "
                 "(on_error: fail; the event is in the dead-letter file)",
                 fail,
             )
-            # let the FATAL out before going: every other socket is dropped at once
-            for sock in (self.up, *(o.sock for o in self.outlets)):
-                sock.close(linger=0)
-            self.ctx.term()  # waits for the control socket's linger (2 s at most)
-            os._exit(1)
+
+    def _stop_run(self, message: str, fail: Failure) -> NoReturn:
+        """Report FATAL (the controller stops the run) and exit at once."""
+        self._fatal(message, fail)
+        # let the FATAL out before going: every other socket is dropped at once
+        for sock in (self.up, *(o.sock for o in self.outlets)):
+            sock.close(linger=0)
+        self.ctx.term()  # waits for the control socket's linger (2 s at most)
+        os._exit(1)
 
     def _unseen(
         self, ids: list[Any], events: list[Any], pos: list[int] | None

@@ -64,3 +64,42 @@ def test_failed_event_adds_nothing() -> None:
     with pytest.raises(WireError):
         r.route(2, [{"k": object()}])
     assert r.commit(None) == (False, []) and keyed.items == []
+
+
+def test_a_refused_put_is_fatal_for_its_producer_and_other_refusals_are_not(tmp_path: Any) -> None:
+    """A PUT the queue refused was not taken: the producer must not acknowledge its input."""
+    import zmq
+
+    from sedamp import _proc
+    from sedamp.flow import QueueCore
+    from sedamp.outlet import Outlet
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    queue_sock = _proc.router(ctx, f"ipc://{tmp_path}/q")
+    try:
+        o = Outlet(ctx, "next", f"ipc://{tmp_path}/q", "w:a:0:1", None, 1, 8)
+        rid, *hello = queue_sock.recv_multipart()
+        core = QueueCore(16)
+        for r, frames in core.handle(rid, wire.parse(hello)):
+            queue_sock.send_multipart([r, *frames])
+        assert o.sock.poll(2000)
+        o.on_message(o.sock.recv_multipart())  # the credit
+        o.add(0, [1, 2], [wire.pack_event("a"), wire.pack_event("b")], "lease-7", 0.0)
+        o.flush()
+        _, *put = queue_sock.recv_multipart()
+        core.close()  # the queue is closed: the PUT is refused
+        [(r, err)] = core.handle(rid, wire.parse(put))
+        assert wire.parse(err).kind == wire.ERR and wire.parse(err).fields[1] == 0
+        queue_sock.send_multipart([r, *err])
+        assert o.sock.poll(2000)
+        assert o.on_message(o.sock.recv_multipart()) == []  # nothing released
+        assert o.fatal is not None and "PUT 0" in o.fatal and "PUT after CLOSE" in o.fatal
+        # a refusal of something else (seq -1) is only an error to log
+        queue_sock.send_multipart([r, *wire.simple(wire.ERR, "garbage", -1)])
+        assert o.sock.poll(2000)
+        o.on_message(o.sock.recv_multipart())
+        assert o.errors and "garbage" in o.errors[-1]
+        o.close()
+    finally:
+        queue_sock.close(0)
+        ctx.term()

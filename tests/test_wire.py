@@ -40,7 +40,7 @@ def test_every_kind_round_trips() -> None:
         wire.simple(wire.EOS),
         wire.simple(wire.BYE),
         wire.simple(wire.END),
-        wire.simple(wire.ERR, "why"),
+        wire.simple(wire.ERR, "why", -1),
         wire.simple(wire.REGISTER, wire.QUEUE, "stage", 0, 123, "tcp://127.0.0.1:5555"),
         wire.simple(wire.STATS, {"in": 1}),
         wire.simple(wire.DONE, {"in": 1}),

@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from sedamp.security import Keys, OnlyKey
 
@@ -59,7 +58,7 @@ def parent_alive(parent_pid: int) -> bool:
 # then authenticate (see sedamp.security). ipc:// sockets never do.
 _curve: Keys | None = None
 ZAP_DOMAIN = "sedamp"
-_authenticators: dict[int, ThreadAuthenticator] = {}
+_authenticators: dict[int, Any] = {}  # id(context) -> its ZAP ThreadAuthenticator
 
 
 def use_curve(keys: Keys | dict[str, str] | None) -> None:
@@ -70,6 +69,8 @@ def use_curve(keys: Keys | dict[str, str] | None) -> None:
 def _secure_server(ctx: zmq.Context[Any], s: zmq.Socket[Any]) -> None:
     assert _curve is not None
     if id(ctx) not in _authenticators:
+        from zmq.auth.thread import ThreadAuthenticator  # only tcp runs pay for its import (asyncio)
+
         auth = ThreadAuthenticator(ctx, log=logging.getLogger("sedamp.auth"))
         auth.start()
         auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=OnlyKey(_curve.client_public))

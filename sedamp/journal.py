@@ -20,11 +20,13 @@ import shutil
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sedamp.dedupe import IdSet
 from sedamp.stage import load_ref
-from sedamp.topology import Topology
+
+if TYPE_CHECKING:  # the worker imports this module: keep YAML parsing out of it
+    from sedamp.topology import Topology
 
 _ITEM = array("q").itemsize
 

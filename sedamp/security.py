@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
-import zmq.auth
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
@@ -53,6 +52,8 @@ class Keys:
     @classmethod
     def load(cls, directory: str | Path) -> Keys:
         """The pairs `sedamp keys DIR` wrote."""
+        import zmq.auth  # (not at module level: every runtime process imports this module)
+
         d = Path(directory)
         pairs = []
         for name in ("server", "client"):
@@ -69,6 +70,8 @@ class Keys:
 def make_keys(directory: str | Path) -> list[Path]:
     """Write a server and a client key pair into `directory` (created 0700); secret
     files are 0600. Refuses to overwrite existing keys."""
+    import zmq.auth
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     targets = [d / f"{n}.{ext}" for n in ("server", "client") for ext in ("key", "key_secret")]

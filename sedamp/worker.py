@@ -38,7 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import psutil
 import zmq
 
 from sedamp import _proc, metrics, wire
@@ -167,7 +166,11 @@ class _Worker:
         self.seen = IdSet() if cfg.dedupe else None
         self.duplicates = 0
         self.recycle: str | None = None  # why this worker leaves early (max_events, max_rss_mb)
-        self.proc = psutil.Process() if cfg.max_rss_mb else None
+        self.proc = None
+        if cfg.max_rss_mb:
+            import psutil  # only workers with a memory limit pay for its import
+
+            self.proc = psutil.Process()
         self.outlets: list[Outlet] = []
         self.journal: Journal | None = None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sedamp.errors import HandlerError, Problem, RunError, SedampError, TopologyError, WireError
-from sedamp.stage import Many
+from sedamp.stage import IDLE, Many
 
 if TYPE_CHECKING:
     from sedamp.api import load, run
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "IDLE",
     "HandlerError",
     "Many",
     "Problem",

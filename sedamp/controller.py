@@ -399,6 +399,7 @@ class _Controller:
                 e.key,
                 self._partitions(e.stage),
                 self.top.stages[e.stage].queue.on_full,
+                [list(p) for p in e.when] if e.when else None,
             )
             for e in spec.to
         )

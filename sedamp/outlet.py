@@ -54,8 +54,10 @@ class Outlet:
         partitions: int,
         want: int,
         on_full: str = "block",
+        when: list[list[Any]] | None = None,
     ) -> None:
         self.stage = stage
+        self.when: tuple[tuple[str, Any], ...] | None = tuple((k, v) for k, v in when) if when else None
         self.on_full = on_full
         self.key = key
         self.partitions = partitions
@@ -187,6 +189,7 @@ class OutputConfig:
     key: str | None
     partitions: int
     on_full: str = "block"
+    when: list[list[Any]] | None = None  # [[field, value], ...]: only matching events go here
 
 
 class Router:
@@ -202,8 +205,9 @@ class Router:
         self.outlets = outlets
         self.limit = max_event_bytes
         self._pending: list[dict[int, tuple[list[Any], list[bytes]]]] = [{} for _ in outlets]
-        # True when some edge routes by key: outputs must then be looked at one by one
-        self.keyed = any(o.key is not None and o.partitions > 1 for o in outlets)
+        # True when some edge routes by key or by `when`: outputs must then be looked at
+        # one by one
+        self.keyed = any((o.key is not None and o.partitions > 1) or o.when for o in outlets)
 
     def route_packed(self, ids: list[Any], packed: list[bytes]) -> None:
         """Add events already named and packed, on edges that do not route by key."""
@@ -224,19 +228,29 @@ class Router:
             ids: list[Any] = [parent_id]
         else:
             ids = [f"{parent_id}.{i}" for i in range(len(outputs))]
-        placements: list[list[int]] = []
+        placements: list[list[int | None]] = []  # per outlet, the partition of each output (None: not here)
+        matched = [False] * len(outputs)
         for o in self.outlets:
-            if o.key is None or o.partitions == 1:
-                placements.append([0] * len(outputs))
-                continue
-            parts = []
-            for ev in outputs:
+            parts: list[int | None] = []
+            for j, ev in enumerate(outputs):
+                if o.when is not None and not _matches(ev, o.when):
+                    parts.append(None)
+                    continue
+                matched[j] = True
+                if o.key is None or o.partitions == 1:
+                    parts.append(0)
+                    continue
                 if not isinstance(ev, dict) or o.key not in ev:
                     raise KeyError(f"an output has no field {o.key!r} to route it to stage {o.stage!r} by")
                 parts.append(partition_of(ev[o.key], o.partitions))
             placements.append(parts)
+        if self.outlets and not all(matched):
+            conds = "; ".join(f"{o.stage}: {dict(o.when)}" for o in self.outlets if o.when)
+            raise KeyError(f"an output matches the when: of no edge ({conds})")
         for pending, parts in zip(self._pending, placements, strict=True):
             for eid, p, part in zip(ids, packed, parts, strict=True):
+                if part is None:
+                    continue
                 slot = pending.get(part)
                 if slot is None:
                     slot = pending[part] = ([], [])
@@ -255,6 +269,10 @@ class Router:
             pending.clear()
             released.extend(o.flush())
         return any_out, released
+
+
+def _matches(event: Any, when: tuple[tuple[str, Any], ...]) -> bool:
+    return isinstance(event, dict) and all(k in event and event[k] == v for k, v in when)
 
 
 def dead_letter_rejected(o: Outlet, dead: DeadLetters) -> None:

@@ -28,7 +28,7 @@ from sedamp.deadletter import DeadLetters
 from sedamp.errors import WireError
 from sedamp.journal import read_skip
 from sedamp.outlet import Outlet, OutputConfig, Router, dead_letter_rejected
-from sedamp.stage import Failure, SourceRunner, add_import_paths
+from sedamp.stage import IDLE, Failure, SourceRunner, add_import_paths
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def run_source(cfg: SourceConfig) -> None:
         _fatal(ctl, f"source {cfg.stage!r} ({cfg.ref}) could not start: {fail.type}: {fail.message}", fail, pid)
         sys.exit(EXIT_SOURCE_FAILED)
     outlets = [
-        Outlet(ctx, o.stage, o.endpoint, identity, o.key, o.partitions, 4 * cfg.batch, o.on_full) for o in cfg.outputs
+        Outlet(ctx, o.stage, o.endpoint, identity, o.key, o.partitions, 4 * cfg.batch, o.on_full, o.when)
+        for o in cfg.outputs
     ]
     router = Router(outlets, cfg.max_event_bytes)
     dead = DeadLetters(cfg.dead_letters)
@@ -132,8 +133,12 @@ def run_source(cfg: SourceConfig) -> None:
         else:
             evs: list[Any] = []
             t_read = time.time()
+            idle = False
             try:
                 for ev in itertools.islice(it, cfg.batch):
+                    if ev is IDLE:  # nothing more for now: send what was read
+                        idle = True
+                        break
                     evs.append(ev)
             except Exception as exc:  # the user's iterator failed: keep what it gave
                 error = Failure.from_exception(exc)
@@ -169,7 +174,7 @@ def run_source(cfg: SourceConfig) -> None:
             router.commit(None, t_read)
             for o in outlets:
                 reject(o)
-            if n < cfg.batch:
+            if n < cfg.batch and not idle:
                 exhausted = True
             poll(0)
         now = time.monotonic()

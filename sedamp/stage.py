@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "IDLE",
     "Failure",
     "HandlerRunner",
     "Many",
@@ -42,6 +43,20 @@ __all__ = [
     "load_ref",
     "outputs_of",
 ]
+
+
+class _Idle:
+    """``yield sedamp.IDLE`` from a source: "nothing more for now". The source process
+    sends what it has read at once instead of waiting to fill a batch (a source fed by a
+    network, e.g. an HTTP front end, yields it after waiting briefly for input)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "sedamp.IDLE"
+
+
+IDLE = _Idle()
 
 
 class Many:

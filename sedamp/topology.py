@@ -83,6 +83,8 @@ class Edge:
 
     stage: str
     key: str | None = None
+    # with `when`, only events whose fields equal all of these go along this edge
+    when: tuple[tuple[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,7 +191,7 @@ QUEUE_KEYS = ("capacity", "on_full")
 WORKERS_KEYS = ("min", "max")
 CONTROLLER_KEYS = ("cores", "period_s", "policy", "drain_timeout_s", "transport", "host", "advertise", "curve", "keys")
 TCP_KEYS = ("host", "advertise", "curve", "keys")
-EDGE_KEYS = ("stage", "key")
+EDGE_KEYS = ("stage", "key", "when")
 ON_FULL_CHOICES: tuple[OnFull, ...] = ("block", "reject", "drop")
 POLICY_CHOICES: tuple[PolicyName, ...] = ("adaptive", "static")
 MAX_BATCH = 65536
@@ -663,7 +665,8 @@ class _Checker:
                     continue
                 if i + 1 < len(members):
                     nxt = members[i + 1].name
-                    if len(d.edges) != 1 or d.edges[0][0].stage != nxt or d.edges[0][0].key is not None:
+                    e0 = d.edges[0][0] if d.edges else None
+                    if len(d.edges) != 1 or e0 is None or e0.stage != nxt or e0.key is not None or e0.when:
                         self.add(
                             (*path, "to"),
                             f"stages of group {group!r} must form a chain: {d.name!r} must send only to "
@@ -1083,7 +1086,19 @@ class _Checker:
                 "e.g. {stage: count, key: user}",
             )
             return None
-        return Edge(stage, key), (*path, "stage")
+        when = None
+        if raw.get("when") is not None:
+            w = raw["when"]
+            hint = "e.g. {stage: thumbnail, when: {route: thumbnail}}: events whose route field is 'thumbnail'"
+            if not isinstance(w, dict) or not w:
+                self.add((*path, "when"), f"must be a mapping of event fields to values, got {_describe(w)}", hint)
+                return None
+            bad = [k for k, v in w.items() if not isinstance(k, str) or isinstance(v, dict | list)]
+            if bad:
+                self.add((*path, "when"), f"field {bad[0]!r}: compare a string field with a plain value", hint)
+                return None
+            when = tuple(sorted(w.items()))
+        return Edge(stage, key, when), (*path, "stage")
 
     # -- the graph -----------------------------------------------------------------------
 
@@ -1336,12 +1351,19 @@ def to_mermaid(top: Topology) -> str:
         for e in s.to:
             if e.stage not in ids:
                 continue
-            if e.key is not None:
-                key = e.key.replace('"', "#quot;")
-                lines.append(f'    {ids[s.name]} -->|"key: {key}"| {ids[e.stage]}')
+            label = _edge_label(e).replace('"', "#quot;")
+            if label:
+                lines.append(f'    {ids[s.name]} -->|"{label}"| {ids[e.stage]}')
             else:
                 lines.append(f"    {ids[s.name]} --> {ids[e.stage]}")
     return "\n".join(lines) + "\n"
+
+
+def _edge_label(e: Edge) -> str:
+    parts = [f"key: {e.key}"] if e.key is not None else []
+    if e.when:
+        parts.append("when " + ", ".join(f"{k}={v}" for k, v in e.when))
+    return "; ".join(parts)
 
 
 def _dot_quote(text: str) -> str:
@@ -1362,7 +1384,7 @@ def to_dot(top: Topology) -> str:
         lines.append(f"    {_dot_quote(s.name)} [shape={shapes[s.kind]}, label={_dot_quote(_node_label(s, chr(10)))}];")
     for s in top.stages.values():
         for e in s.to:
-            attrs = f" [label={_dot_quote('key: ' + e.key)}]" if e.key is not None else ""
+            attrs = f" [label={_dot_quote(_edge_label(e))}]" if _edge_label(e) else ""
             lines.append(f"    {_dot_quote(s.name)} -> {_dot_quote(e.stage)}{attrs};")
     lines.append("}")
     return "\n".join(lines) + "\n"

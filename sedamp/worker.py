@@ -197,7 +197,17 @@ class _Worker:
         self.up = _proc.dealer(self.ctx, self.identity, cfg.input_endpoint)
         self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
         self.outlets = [
-            Outlet(self.ctx, o.stage, o.endpoint, self.identity, o.key, o.partitions, 2 * MAX_BATCH_EVENTS, o.on_full)
+            Outlet(
+                self.ctx,
+                o.stage,
+                o.endpoint,
+                self.identity,
+                o.key,
+                o.partitions,
+                2 * MAX_BATCH_EVENTS,
+                o.on_full,
+                o.when,
+            )
             for o in cfg.outputs
         ]
         self.router = Router(self.outlets, cfg.max_event_bytes)

@@ -12,8 +12,8 @@ from sedamp.outlet import Router, partition_of
 
 
 class FakeOutlet:
-    def __init__(self, key: str | None = None, partitions: int = 1, stage: str = "next") -> None:
-        self.key, self.partitions, self.stage = key, partitions, stage
+    def __init__(self, key: str | None = None, partitions: int = 1, stage: str = "next", when: Any = None) -> None:
+        self.key, self.partitions, self.stage, self.when = key, partitions, stage, when
         self.items: list[tuple[int, list[Any], list[bytes], Any]] = []
         self.held: dict[Any, int] = {}
 
@@ -103,3 +103,22 @@ def test_a_refused_put_is_fatal_for_its_producer_and_other_refusals_are_not(tmp_
     finally:
         queue_sock.close(0)
         ctx.term()
+
+
+def test_when_routes_each_output_to_the_matching_edges() -> None:
+    evens = FakeOutlet(stage="evens", when=(("route", "even"),))
+    odds = FakeOutlet(stage="odds", when=(("route", "odd"),))
+    every = FakeOutlet(stage="all")
+    r = Router([evens, odds, every])  # type: ignore[list-item]
+    assert r.keyed  # outputs are looked at one by one
+    r.route(1, [{"route": "even", "n": 1}])
+    r.route(2, [{"route": "odd", "n": 2}])
+    r.commit("t")
+    assert [i[1] for i in evens.items] == [[1]] and [i[1] for i in odds.items] == [[2]]
+    assert [i[1] for i in every.items] == [[1, 2]]
+    # an output no conditional edge takes, where every edge is conditional, is an error
+    r2 = Router([FakeOutlet(stage="evens", when=(("route", "even"),))])  # type: ignore[list-item]
+    with pytest.raises(KeyError, match="matches the when: of no edge"):
+        r2.route(3, [{"route": "none"}])
+    with pytest.raises(KeyError):
+        r2.route(4, ["not a dict"])

@@ -181,3 +181,39 @@ class Total:
 
 def to_file(event: dict[str, Any]) -> dict[str, Any]:
     return {"name": f"{event['n']:05d}.txt", "data": f"n={event['n']}\n"}
+
+
+def parity(event: dict[str, Any]) -> dict[str, Any]:
+    n = event["n"]
+    return {"n": n, "route": "none" if n % 50 == 49 else ("even" if n % 2 == 0 else "odd")}
+
+
+class Trickle:
+    """Source: one event, then IDLE until `marker` exists (a sink makes it on seeing that
+    event), then a second event. Without IDLE the first event would wait in the source
+    for a full batch and the marker would never come."""
+
+    def setup(self, marker: str, wait_s: float = 20.0) -> None:
+        self.marker = marker
+        self.wait_s = wait_s
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        yield {"n": 0}
+        deadline = time.monotonic() + self.wait_s
+        while not os.path.exists(self.marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            yield sedamp.IDLE
+        yield {"n": 1, "saw_marker": os.path.exists(self.marker)}
+
+
+class Touch:
+    """Sink: creates `marker` and appends each event to `out`."""
+
+    def setup(self, marker: str, out: str) -> None:
+        self.marker = marker
+        self.out = out
+
+    def handle(self, event: Any) -> None:
+        Path(self.marker).touch()
+        with open(self.out, "a") as f:
+            f.write(json.dumps(event) + "\n")

@@ -99,8 +99,11 @@ def dealer(ctx: zmq.Context[Any], identity: str, endpoint: str) -> zmq.Socket[An
     """A DEALER with a stable routing id. HWMs are a safety net only: the protocol's
     credits and leases bound what is in flight, so they are set far above it."""
     s = ctx.socket(zmq.DEALER)
-    if _curve is not None and endpoint.startswith("tcp://"):
-        _secure_client(s)
+    if endpoint.startswith("tcp://"):
+        if endpoint.startswith("tcp://["):  # an IPv6 address
+            s.setsockopt(zmq.IPV6, 1)
+        if _curve is not None:
+            _secure_client(s)
     s.setsockopt(zmq.IDENTITY, identity.encode())
     s.setsockopt(zmq.SNDHWM, 100_000)
     s.setsockopt(zmq.RCVHWM, 100_000)
@@ -113,8 +116,11 @@ def router(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
     """A ROUTER that raises on sends to unknown peers (never drops silently) and lets a
     reconnecting peer with the same routing id take over its old connection."""
     s = ctx.socket(zmq.ROUTER)
-    if _curve is not None and endpoint.startswith("tcp://"):
-        _secure_server(ctx, s)
+    if endpoint.startswith("tcp://"):
+        if endpoint.startswith("tcp://["):  # an IPv6 address
+            s.setsockopt(zmq.IPV6, 1)
+        if _curve is not None:
+            _secure_server(ctx, s)
     s.setsockopt(zmq.ROUTER_MANDATORY, 1)
     s.setsockopt(zmq.ROUTER_HANDOVER, 1)
     s.setsockopt(zmq.SNDHWM, 100_000)

@@ -172,6 +172,7 @@ class _Child:
     killed: str | None = None  # why the controller killed it
     last_heard: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
     endpoint: str = ""  # a queue's bound data endpoint, from its REGISTER
+    in_hand: tuple[int, int] | None = None  # (lease, position) read when the controller killed it
 
 
 @dataclass(eq=False)
@@ -187,6 +188,7 @@ class _Stage:
     complete: bool = False
     restarts: int = 0
     peak_workers: int = 0
+    leaving: dict[int, _Child] = field(default_factory=dict)  # recycled workers on their way out, by pid
     barren_deaths: int = 0  # worker deaths in a row with nothing acknowledged between
     acked_at_death: int = -1
     timeouts: int = 0
@@ -256,10 +258,14 @@ class _Controller:
             if net.transport == "tcp":
                 # queues bind a port the OS picks and report it when they register
                 if net.curve:
-                    self.curve = security.Keys.load(net.keys) if net.keys else security.Keys.generate()
+                    try:
+                        self.curve = security.Keys.load(net.keys) if net.keys else security.Keys.generate()
+                    except (OSError, ValueError) as exc:
+                        self.error = f"controller.keys: {exc}"
                 _proc.use_curve(self.curve)
-                self.endpoints = {n: f"tcp://{net.host}:*" for n in self.names}
-                self.ctl = _proc.router(self.ctx, f"tcp://{net.host}:*")
+                host = f"[{net.host}]" if ":" in net.host else net.host
+                self.endpoints = {n: f"tcp://{host}:*" for n in self.names}
+                self.ctl = _proc.router(self.ctx, f"tcp://{host}:*")
                 self.ctl_endpoint = _proc.bound_endpoint(self.ctl, net.advertise)
             else:
                 self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
@@ -303,6 +309,8 @@ class _Controller:
         return self._summary(time.monotonic() - t0)
 
     def _start(self) -> None:
+        if self.error is not None:
+            return
         problems = policy.capacity_problems(self.top, self.cores)
         if problems:
             self.error = "; ".join(problems)
@@ -534,6 +542,7 @@ class _Controller:
                     limit = st.spec.timeout_s
                     w.killed = f"was killed: a handler call ran past timeout_s ({limit:g} s, overdue by {late:.1f} s)"
                     st.timeouts += 1
+                    w.in_hand = w.slot.read()[1:]  # now, before the handler can move on
                     log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.proc.pid, w.killed)
                     w.proc.kill()
 
@@ -825,8 +834,14 @@ class _Controller:
                     # the stage's input is over, so no worker of it may start again.
                     self.stages[child.stage].ended = True
                 elif child.role == wire.WORKER and child.stats.get("recycled") and not child.retiring:
-                    child.retiring = True  # it replaced itself (max_events/max_rss_mb): start a fresh one
-                    self.stages[child.stage].recycled += 1
+                    # it replaced itself (max_events/max_rss_mb): free its index (a keyed
+                    # stage's replacement needs that very partition) and start a fresh one
+                    child.retiring = True
+                    st_ = self.stages[child.stage]
+                    st_.recycled += 1
+                    if st_.workers.get(child.index) is child:
+                        del st_.workers[child.index]
+                        st_.leaving[child.proc.pid] = child
                 self._send(rid, wire.simple(wire.STOP, 0))  # acknowledge: it may exit
         elif msg.kind == wire.FATAL:
             info = msg.fields[0]
@@ -845,7 +860,7 @@ class _Controller:
         code = proc.exitcode
         in_hand = (-1, -1)
         if child.slot is not None:
-            in_hand = child.slot.read()[1:]
+            in_hand = child.in_hand or child.slot.read()[1:]
             child.slot.close()
             Path(child.slot.path).unlink(missing_ok=True)
         self.children.pop(child.identity, None)
@@ -868,7 +883,11 @@ class _Controller:
             log.info("source %s finished (%s events)", child.stage, child.stats.get("in"))
             return
         # a worker
-        st.workers.pop(child.index, None)
+        if st.workers.get(child.index) is child:
+            del st.workers[child.index]
+        st.leaving.pop(proc.pid, None)
+        self.ps.pop(proc.pid, None)
+        self.last_busy.pop(f"busy:{child.identity}", None)
         for member, counts in _member_counts(child).items():
             retired = self.stages[member].retired
             for k, v in counts.items():
@@ -1006,6 +1025,9 @@ class _Controller:
             if child.proc.is_alive():
                 child.proc.kill()
             child.proc.join(5)
+            if child.slot is not None:
+                child.slot.close()
+                child.slot = None
         self.by_sentinel.clear()
 
     def snapshot(self) -> dict[str, Any]:
@@ -1015,7 +1037,7 @@ class _Controller:
         for name, st in self.stages.items():
             counts = dict(st.retired) if st.spec.kind != "source" else {}
             pool = self.stages[self.top.head_of(name)]
-            for w in pool.workers.values():
+            for w in [*pool.workers.values(), *pool.leaving.values()]:
                 for k, v in _member_counts(w).get(name, {}).items():
                     counts[k] = counts.get(k, 0) + v
             if st.source is not None:

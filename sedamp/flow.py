@@ -139,6 +139,11 @@ class QueueCore:
         self.clock = clock
         # (seconds waited, events) of each chunk leased since the last stats
         self.waits: list[tuple[float, int]] = []
+        # routing ids of workers and producers the controller declared dead: a HELLO or GET
+        # of theirs still in flight must not register them again (a lease to a dead
+        # worker would never come back). Ids carry the pid, so they are never reused.
+        self.gone: set[bytes] = set()
+        self._gone_order: deque[bytes] = deque()
         # (event id, packed event, reason) of poison events, for the caller to take
         self.poisoned: list[tuple[Any, bytes, str]] = []
         self.last_poison: dict[str, Any] | None = None  # the latest, for the controller
@@ -160,6 +165,8 @@ class QueueCore:
     def handle(self, rid: bytes, msg: wire.Message) -> Outgoing:
         """Apply one parsed data-plane message from `rid`; return messages to send."""
         k = msg.kind
+        if rid in self.gone:
+            return self.refuse(rid, "this peer was declared dead")
         if k == wire.PUT:
             seq, partition, ids, ends, t_src = msg.fields
             return self._put(rid, seq, partition, ids, ends, msg.bodies[0], t_src)
@@ -204,7 +211,7 @@ class QueueCore:
     ) -> Outgoing:
         prod = self.producers.get(rid)
         if prod is None:
-            return self.refuse(rid, "PUT before HELLO")
+            return self.refuse(rid, "PUT before HELLO", seq)
         n = len(ids)
         if n > prod.outstanding:
             return self.refuse(rid, f"PUT of {n} events with only {prod.outstanding} credit", seq)
@@ -255,6 +262,8 @@ class QueueCore:
         """The worker left (BYE) or died (GONE from the controller, `died` the reason,
         `in_hand` the lease and event position it was handling, -1 if unknown):
         requeue its leases, blaming only the event in the handler."""
+        if died is not None:
+            self._forget(rid)
         w = self.workers.pop(rid, None)
         if w is None:
             return []
@@ -271,6 +280,13 @@ class QueueCore:
             self.counters.redelivered += n
             self.buffers[lease.partition].extendleft(reversed(chunks))
         return self._dispatch() + self._grant() + self._check_end()
+
+    def _forget(self, rid: bytes, keep: int = 10_000) -> None:
+        if rid not in self.gone:
+            self.gone.add(rid)
+            self._gone_order.append(rid)
+            if len(self._gone_order) > keep:
+                self.gone.discard(self._gone_order.popleft())
 
     def _blame(self, chunks: list[Chunk], position: int, reason: str) -> list[Chunk]:
         """The chunks of the lease a worker died handling, the culprit struck."""

@@ -60,6 +60,8 @@ class Keys:
             path = d / f"{name}.key_secret"
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: make the keys with `sedamp keys {d}`")
+            if path.stat().st_mode & 0o077:
+                raise PermissionError(f"{path} is readable by others: chmod 600 it (a secret key must be private)")
             public, secret = zmq.auth.load_certificate(path)
             if secret is None:
                 raise ValueError(f"{path} holds no secret key")

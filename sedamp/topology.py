@@ -700,6 +700,14 @@ class _Checker:
             pool = d
             if d.group is not None:
                 pool = next(x for x in drafts.values() if x.group == d.group)
+            if pool.max_events is not None or pool.max_rss_mb is not None:
+                self.add(
+                    ("stages", d.name, "dedupe"),
+                    f"{d.name!r} dedupes in its worker, which max_events / max_rss_mb would replace, "
+                    "forgetting what it had handled",
+                    f"drop max_events and max_rss_mb from {pool.name!r}, or dedupe: false",
+                )
+                continue
             keyed = all(e.key is not None for x in drafts.values() for e, _ in x.edges if e.stage == pool.name)
             senders = [x for x in drafts.values() if any(e.stage == pool.name for e, _ in x.edges)]
             if pool.workers.max != 1 and not (senders and keyed):

@@ -481,6 +481,8 @@ class _Worker:
         """Handle a batch; events that failed are tried again one by one, up to the
         stage's `retry` times, `backoff_s` apart (doubling each time)."""
         results = link.runner.handle_batch(events, *self._hooks(pos))
+        if self.slot is not None and self.slot.timeout_s:
+            self.slot.pause()  # the deadline covers user code only, not routing or journaling
         if not link.retry:
             return results
         for i, res in enumerate(results):
@@ -496,6 +498,8 @@ class _Worker:
                 link.n_retried += 1
                 one = [i] if pos is None else [pos[i]] if pos else []
                 res = link.runner.handle_batch([events[i]], *self._hooks(one))[0]
+                if self.slot is not None and self.slot.timeout_s:
+                    self.slot.pause()
             results[i] = res
         return results
 

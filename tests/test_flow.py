@@ -331,3 +331,27 @@ def test_a_single_event_lease_is_blamed_even_without_a_position() -> None:
     q.worker_gone(W2, "exited with code 1", (lease_of(b2), -1))
     assert q.counters.poisoned == 1 and q.buffered == 0
     q.check_invariant()
+
+
+def test_a_dead_workers_late_hello_and_get_are_refused() -> None:
+    """GONE can overtake a dying worker's last HELLO and GET: they must not register it
+    again, or a lease would go to a worker that will never return it."""
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    put(q, P, 0, [1, 2, 3])
+    q.worker_gone(W, "was killed by SIGKILL")  # before its HELLO arrived
+    out = q.handle(W, wire.parse(wire.hello(wire.WORKER, 0, 0)))
+    assert [m.kind for m in msgs(out)] == [wire.ERR]
+    assert [m.kind for m in get(q, W, 10)] == [wire.ERR]
+    assert q.leased == 0 and W not in q.workers
+    hello_worker(q, W2)
+    assert get(q, W2, 10)[0].fields[1] == [1, 2, 3]
+    q.check_invariant()
+
+
+def test_a_put_from_an_unknown_producer_is_refused_with_its_seq() -> None:
+    q = QueueCore(100)
+    body, ends = wire.pack_events(["x"])
+    [(_, frames)] = q.handle(P, wire.parse(wire.put(7, 0, [0], ends, body)))
+    err = wire.parse([bytes(f) for f in frames])
+    assert err.kind == wire.ERR and err.fields[1] == 7

@@ -332,3 +332,47 @@ def test_a_queue_too_small_for_its_producers_is_refused_before_anything_starts(t
     assert proc.returncode == 3
     assert "the queue of stage 'sink' holds 5 events but up to 3 processes produce into it" in s["error"]
     assert s["events"] == 0
+
+
+def test_a_keyed_stage_recycles_its_workers_into_the_same_partitions(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"""name: t
+stages:
+  src: {{source: "{T}:Numbers", params: {{count: 300}}, to: {{stage: sink, key: n}}}}
+  sink:
+    sink: {T}:Append
+    params: {{out: "{out}"}}
+    workers: 2
+    batch: 8
+    max_events: 40
+"""
+    )
+    proc, s = run(tmp_path, path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(outputs(tmp_path)) == list(range(300))
+    assert stage_of(s, "sink")["recycled"] >= 4
+
+
+def test_the_timeout_covers_handler_calls_only_not_a_groups_finish(tmp_path: Path) -> None:
+    """A deadline left armed after the last call would kill the worker during a long
+    finish() of a later stage in its group."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"""name: t
+stages:
+  src: {{source: "{T}:Numbers", params: {{count: 50}}, to: a}}
+  a: {{handler: "{T}:SlowFinish", params: {{finish_s: 0}}, group: g, timeout_s: 0.3, to: b}}
+  b: {{handler: "{T}:SlowFinish", params: {{finish_s: 1.5}}, group: g, to: sink}}
+  sink: {{sink: "{T}:Append", params: {{out: "{tmp_path / "out.jsonl"}"}}}}
+controller: {{period_s: 0.1}}
+"""
+    )
+    proc, s = run(tmp_path, path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = read_records(tmp_path / "out.jsonl")
+    # a's finish() output passes through b (a handler call, with a deadline), then b's
+    # finish() runs for 1.5 s: five times timeout_s, and not a handler call
+    assert sorted(e["n"] for e in got) == [-1, -1, *range(50)] and stage_of(s, "a")["timeouts"] == 0
+    assert {e.get("count") for e in got if e["n"] == -1} == {50, 51}

@@ -129,3 +129,30 @@ def test_a_peer_without_the_client_key_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert json.loads(stdout)["events"] == 4000
     assert len(read_records(tmp_path / "out.jsonl")) == 8000
+
+
+def test_keys_with_a_readable_secret_are_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from sedamp.security import make_keys
+
+    make_keys(tmp_path / "k")
+    (tmp_path / "k" / "client.key_secret").chmod(0o644)
+    with pytest.raises(PermissionError, match="readable by others"):
+        Keys.load(tmp_path / "k")
+
+
+def test_tcp_on_ipv6_loopback(tmp_path: Path) -> None:
+    import socket
+
+    import pytest
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    topo = chain(tmp_path, '  transport: tcp\n  host: "::1"', count=300)
+    r = run_sedamp("run", str(topo), "--workdir", str(tmp_path / "w"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(read_records(tmp_path / "out.jsonl")) == 600

@@ -217,3 +217,19 @@ class Touch:
         Path(self.marker).touch()
         with open(self.out, "a") as f:
             f.write(json.dumps(event) + "\n")
+
+
+class SlowFinish:
+    """Handler: passes events on; its finish() takes `finish_s` and emits a count."""
+
+    def setup(self, finish_s: float) -> None:
+        self.finish_s = finish_s
+        self.n = 0
+
+    def handle(self, event: Any) -> Any:
+        self.n += 1
+        return event
+
+    def finish(self) -> Any:
+        time.sleep(self.finish_s)
+        return {"n": -1, "count": self.n}

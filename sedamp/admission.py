@@ -1,0 +1,147 @@
+"""Admission control for a service's entry: who gets in when there is too much. Pure.
+
+Three mechanisms, as in SEDA (Welsh and Culler, "Adaptive Overload Control for Busy
+Internet Servers", USITS 2003), applied per route (each route feeds its own first stage):
+
+- a bound on requests in flight (the queue threshold: what the stage may hold);
+- a token bucket: a rate and a burst;
+- a response-time controller that holds the route's 90th-percentile response time near
+  a target by setting the bucket's rate: it measures over 100 requests or 1 s, whichever
+  comes first, smooths the p90 (0.7 of the old value, 0.3 of the new), divides the rate
+  by 1.2 when the smoothed p90 is over the target, and adds to it when the p90 is more
+  than 50% under.
+
+Request classes: each request has a class, 0 the highest. A class-k request is admitted
+only while the bucket holds more than ``k * reserve`` tokens and fewer than
+``max_inflight - k * reserve_inflight`` requests are in flight, so under pressure the
+lower classes are refused first and the highest last.
+
+Every decision returns the reason for a refusal; the caller answers 503 with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenBucket:
+    rate: float  # tokens per second (inf: no limit)
+    burst: float
+    tokens: float = -1.0
+    t: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            self.tokens = self.burst
+
+    def refill(self, now: float) -> None:
+        if self.t and math.isfinite(self.rate):
+            self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        elif not math.isfinite(self.rate):
+            self.tokens = self.burst
+        self.t = now
+
+    def take(self, now: float, keep: float = 0.0) -> bool:
+        """Take a token if at least `keep` tokens would be left (a reserve for higher classes)."""
+        self.refill(now)
+        if self.tokens - 1.0 >= keep - 1e-9:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class ResponseTimeController:
+    """SEDA's p90 controller: multiplicative decrease, additive increase of a rate."""
+
+    target_s: float
+    rate: float  # the admission rate it sets (requests/s)
+    min_rate: float = 1.0
+    max_rate: float = 1e6
+    window_n: int = 100
+    window_s: float = 1.0
+    smooth: float = 0.7  # weight of the old value
+    decrease: float = 1.2  # divide the rate by this when over target
+    increase: float = 2.0  # add this (requests/s) when well under target
+    under: float = 0.5  # "well under": p90 below (1 - under) * target
+    p90_s: float | None = None
+    samples: list[float] = field(default_factory=list)
+    started: float | None = None
+    history: list[tuple[float, float, float]] = field(default_factory=list)  # (t, p90, rate)
+
+    def observe(self, now: float, latency_s: float) -> None:
+        if self.started is None:
+            self.started = now
+        self.samples.append(latency_s)
+        if len(self.samples) >= self.window_n or now - self.started >= self.window_s:
+            self._adjust(now)
+
+    def _adjust(self, now: float) -> None:
+        xs = sorted(self.samples)
+        p90 = xs[min(len(xs) - 1, int(math.ceil(0.9 * len(xs))) - 1)]
+        self.p90_s = p90 if self.p90_s is None else self.smooth * self.p90_s + (1 - self.smooth) * p90
+        if self.p90_s > self.target_s:
+            self.rate = max(self.min_rate, self.rate / self.decrease)
+        elif self.p90_s < (1 - self.under) * self.target_s:
+            self.rate = min(self.max_rate, self.rate + self.increase)
+        self.history.append((now, self.p90_s, self.rate))
+        self.samples = []
+        self.started = now
+
+
+@dataclass
+class RouteLimits:
+    max_inflight: int = 64
+    rate: float = math.inf  # token bucket rate (requests/s); inf = none
+    burst: float = 32.0
+    target_p90_s: float | None = None  # response-time controller target; None = off
+    classes: int = 1  # request classes, 0 the highest
+    reserve: float = 0.25  # share of burst and of max_inflight each lower class leaves unused
+
+
+class Admission:
+    """Admission for one route."""
+
+    def __init__(self, limits: RouteLimits, clock: Callable[[], float]) -> None:
+        self.limits = limits
+        self.clock = clock
+        start_rate = limits.rate
+        if limits.target_p90_s is not None and not math.isfinite(start_rate):
+            start_rate = 1000.0  # the controller needs a finite rate to act on
+        self.bucket = TokenBucket(start_rate, limits.burst)
+        self.controller = (
+            ResponseTimeController(limits.target_p90_s, start_rate, max_rate=max(start_rate, 1000.0) * 10)
+            if limits.target_p90_s is not None
+            else None
+        )
+        self.inflight = 0
+        self.admitted = 0
+        self.refused: dict[str, int] = {}
+
+    def admit(self, klass: int = 0) -> str | None:
+        """None if the request may enter (the caller must call `done` for it), else why not."""
+        lim = self.limits
+        k = max(0, min(klass, lim.classes - 1))
+        room = lim.max_inflight - int(k * lim.reserve * lim.max_inflight)
+        if self.inflight >= room:
+            return self._refuse("queue", f"{self.inflight} requests in flight (limit {room} for class {k})")
+        if self.controller is not None:
+            self.bucket.rate = self.controller.rate
+        if not self.bucket.take(self.clock(), keep=k * lim.reserve * lim.burst):
+            return self._refuse("rate", f"over the admission rate ({self.bucket.rate:.1f}/s for class {k})")
+        self.inflight += 1
+        self.admitted += 1
+        return None
+
+    def done(self, latency_s: float | None) -> None:
+        """A request admitted earlier was answered (latency None: it did not complete)."""
+        self.inflight -= 1
+        if latency_s is not None and self.controller is not None:
+            self.controller.observe(self.clock(), latency_s)
+
+    def _refuse(self, kind: str, why: str) -> str:
+        self.refused[kind] = self.refused.get(kind, 0) + 1
+        return why

@@ -1,0 +1,40 @@
+"""The request handlers of ``topologies/http-service.yaml``: a cheap endpoint, a
+CPU-bound one (~5 ms of pure Python) and an image thumbnailer (Pillow)."""
+
+from __future__ import annotations
+
+import functools
+import io
+from typing import Any
+
+from stages.burn import calibrate, spin
+
+
+def hello(request: dict[str, Any]) -> str:
+    return "hello\n"
+
+
+@functools.lru_cache(maxsize=1)
+def _iterations_5ms() -> int:
+    return calibrate(5.0)  # once per worker process (~0.3 s)
+
+
+def work(request: dict[str, Any]) -> dict[str, Any]:
+    """~5 ms of pure-Python CPU work per request."""
+    seed = len(request.get("query", ""))
+    return {"status": 200, "body": {"result": spin(_iterations_5ms(), seed)}}
+
+
+def thumbnail(request: dict[str, Any], size: int = 128) -> dict[str, Any]:
+    """POST an image; get a JPEG thumbnail (EXIF orientation respected) or a 400."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(request["body"])) as original:
+            im = ImageOps.exif_transpose(original)
+            im.thumbnail((size, size))
+            out = io.BytesIO()
+            im.convert("RGB").save(out, "JPEG", quality=85)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return {"status": 400, "body": f"not an image: {type(exc).__name__}\n"}
+    return {"status": 200, "headers": {"content-type": "image/jpeg"}, "body": out.getvalue()}

@@ -115,4 +115,3 @@ def test_admission_rate_follows_the_controller() -> None:
             a.done(0.2)
     assert a.controller is not None and a.controller.rate < 1000.0 / 1.2
     assert a.refused.get("rate", 0) > 0 and admitted < 3000
-

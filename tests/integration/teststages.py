@@ -233,3 +233,20 @@ class SlowFinish:
     def finish(self) -> Any:
         time.sleep(self.finish_s)
         return {"n": -1, "count": self.n}
+
+
+def http_echo(request: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "status": 200,
+        "body": request["body"] or request["path"].encode(),
+        "headers": {"x-route": request["route"]},
+    }
+
+
+def http_boom(request: dict[str, Any]) -> str:
+    raise RuntimeError("secret internal detail /etc/passwd")
+
+
+def http_sleep(request: dict[str, Any]) -> str:
+    time.sleep(float(request["query"].partition("=")[2] or 0.3))
+    return "slept\n"

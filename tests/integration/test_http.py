@@ -1,0 +1,209 @@
+"""The HTTP front end end to end: a real server started by `sedamp run`, real sockets."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.integration.util import REPO, sedamp_cmd
+
+T = "tests.integration.teststages"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def topology(tmp: Path, port: int) -> Path:
+    path = tmp / "http.yaml"
+    path.write_text(
+        f"""name: http-test
+stages:
+  http:
+    source: stages.http:HttpFrontend
+    params:
+      port: {port}
+      routes:
+        - {{path: /echo, route: echo}}
+        - {{path: /boom, route: boom, method: GET}}
+        - {{path: /sleep, route: sleep, method: GET}}
+      limits:
+        sleep: {{max_inflight: 2}}
+      timeout_s: 1.5
+      max_body_bytes: 1000
+      header_timeout_s: 0.5
+      keepalive_s: 2
+    to:
+      - {{stage: echo, when: {{route: echo}}}}
+      - {{stage: boom, when: {{route: boom}}}}
+      - {{stage: sleep, when: {{route: sleep}}}}
+  echo: {{handler: stages.http:call, params: {{func: "{T}:http_echo"}}, to: respond}}
+  boom: {{handler: stages.http:call, params: {{func: "{T}:http_boom"}}, to: respond}}
+  sleep:
+    handler: stages.http:call
+    params: {{func: "{T}:http_sleep"}}
+    workers: 2
+    batch: 1
+    to: respond
+  respond: {{sink: stages.http:Respond, params: {{port: {port}}}}}
+"""
+    )
+    return path
+
+
+def read_response(f: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = f.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    n = int(headers.get("content-length", "0"))
+    while len(rest) < n:
+        chunk = f.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        rest += chunk
+    return status, headers, rest[:n]
+
+
+def ask(port: int, raw: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        return read_response(s)
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nhost: x\r\n{extra}\r\n".encode()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        sedamp_cmd("run", str(topology(tmp_path, port)), "--workdir", str(tmp_path / "w"), "--json"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return proc.poll() is not None  # stop waiting if it died
+
+    wait_until(up, 30, "the HTTP front end to listen")
+    assert proc.poll() is None, proc.communicate()[1]
+    yield port
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+
+
+def test_routing_and_keep_alive(server: int) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+        s.sendall(get("/echo?x=1"))
+        status, headers, body = read_response(s)
+        assert (status, body, headers["x-route"], headers["connection"]) == (200, b"/echo", "echo", "keep-alive")
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+        assert read_response(s)[::2] == (200, b"hello")  # the same connection, a second request
+        s.sendall(get("/nowhere"))
+        assert read_response(s)[0] == 404
+        s.sendall(b"POST /boom HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        status, headers, _ = read_response(s)
+        assert status == 405 and headers["allow"] == "GET"
+        s.sendall(get("/echo", "connection: close\r\n"))
+        status, headers, _ = read_response(s)
+        assert status == 200 and headers["connection"] == "close"
+        assert s.recv(1) == b""  # and it did close
+
+
+def test_a_failing_handler_is_a_500_naming_no_internals(server: int) -> None:
+    status, _, body = ask(server, get("/boom"))
+    assert status == 500 and body == b"internal error\n"
+
+
+def test_a_late_answer_is_a_504(server: int) -> None:
+    status, _, body = ask(server, get("/sleep?s=3"))
+    assert status == 504 and b"1.5 s" in body
+
+
+def test_large_malformed_and_slow_requests(server: int) -> None:
+    assert ask(server, b"POST /echo HTTP/1.1\r\ncontent-length: 5000\r\n\r\n")[0] == 413
+    assert ask(server, b"GARBAGE\r\n\r\n")[0] == 400
+    assert ask(server, b"GET /echo HTTP/9.9\r\n\r\n")[0] == 505
+    assert ask(server, b"GET /echo HTTP/1.1\r\nbad header\r\n\r\n")[0] == 400
+    assert ask(server, b"POST /echo HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n")[0] == 411
+    assert ask(server, b"GET /echo HTTP/1.1\r\nx-big: " + b"a" * 20000 + b"\r\n\r\n")[0] == 431
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nhost")  # and then nothing more
+        assert read_response(s)[0] == 408
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc")  # a body that stops
+        assert read_response(s)[0] == 408
+    assert ask(server, get("/echo"))[0] == 200  # the server is fine
+
+
+def test_overload_gets_explicit_answers_and_nothing_hangs(server: int) -> None:
+    """Far more concurrent requests than the route admits: each one is answered, 200 or
+    503 with Retry-After, and none is left hanging."""
+
+    def one(_: int) -> tuple[int, dict[str, str]]:
+        status, headers, _ = ask(server, get("/sleep?s=0.2"), timeout=30)
+        return status, headers
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(one, range(48)))
+    statuses = [s for s, _ in results]
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(200) >= 2 and statuses.count(503) >= 1
+    assert all(h.get("retry-after") == "1" for s, h in results if s == 503)
+    # the cheap route was never refused meanwhile
+    assert ask(server, get("/echo"))[0] == 200
+
+
+def test_ctrl_c_answers_what_is_in_flight(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        sedamp_cmd("run", str(topology(tmp_path, port)), "--workdir", str(tmp_path / "w"), "--json"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _listening(port), 30, "the front end")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            fut = pool.submit(ask, port, get("/sleep?s=1"), 30)
+            time.sleep(0.4)
+            proc.send_signal(signal.SIGINT)
+            status, _, body = fut.result()
+        assert (status, body) == (200, b"slept\n")
+    finally:
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

@@ -6,6 +6,7 @@ import concurrent.futures
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,3 +208,55 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_the_load_generator_against_the_server(server: int) -> None:
+    import json as _json
+
+    for mode in (["--clients", "4", "--think-ms", "5"], ["--rate", "50"]):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "scripts/loadgen.py",
+                "--port",
+                str(server),
+                "--path",
+                "/echo",
+                "--duration",
+                "1",
+                "--json",
+                *mode,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        out = _json.loads(r.stdout)
+        assert out["answered"] > 10 and out["statuses"] == {"200": out["answered"]}
+        assert out["timeouts"] == 0 and out["errors"] == 0
+        assert out["latency_ms"]["p50"] <= out["latency_ms"]["p99"] <= out["latency_ms"]["max"]
+        if "--clients" in mode:
+            assert out["per_client"]["min"] > 0 and 0.5 < out["per_client"]["jain"] <= 1.0
+
+
+def test_loadgen_statistics() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("loadgen", REPO / "scripts" / "loadgen.py")
+    assert spec is not None and spec.loader is not None
+    lg = importlib.util.module_from_spec(spec)
+    sys.modules["loadgen"] = lg  # dataclasses look their module up there
+    spec.loader.exec_module(lg)
+    assert lg.jain([5, 5, 5, 5]) == 1.0
+    assert abs(lg.jain([10, 0, 0, 0]) - 0.25) < 1e-9  # one client of four got everything
+    assert lg.percentile(list(range(1, 101)), 0.9) == 90
+    assert lg.percentile([], 0.5) is None
+    r = subprocess.run(
+        [sys.executable, "scripts/loadgen.py", "--host", "10.1.2.3", "--port", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "only targets loopback" in r.stderr

@@ -13,7 +13,7 @@ Three pieces, used together in a topology (see ``topologies/http-service.yaml``)
     ``500`` when its handler failed, ``404`` for an unknown path, ``405`` for a wrong
     method, ``413`` for a body over `max_body_bytes`, ``400`` / ``431`` for malformed
     requests or headers, ``408`` for a client too slow to send its request.
-``call`` (handler)
+``Call`` (handler)
     Calls ``func(request)`` (named in params, from the topology file) and turns what it
     returns into a response event: a dict with ``status``/``headers``/``body``, a str
     (text), bytes, or anything else as JSON. An exception becomes a 500 that names no
@@ -26,7 +26,6 @@ Three pieces, used together in a topology (see ``topologies/http-service.yaml``)
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import json
 import logging
@@ -85,23 +84,30 @@ def response(
     return {"id": request["id"], "status": int(status), "headers": out_headers, "body": bytes(body)}
 
 
-@functools.lru_cache(maxsize=64)
-def _func(ref: str) -> Any:
-    return load_ref(ref)
+class Call:
+    """Handler: the response of ``func(request)``; a failure is a 500 naming no internals.
 
+    `func` ("module:function", from the topology file) is imported in ``setup``, so a
+    module that prepares itself on import (e.g. calibrates) does so before the first
+    request."""
 
-def call(request: dict[str, Any], func: str) -> dict[str, Any]:
-    """Handler: the response of ``func(request)``; a failure is a 500 naming no internals."""
-    try:
-        result = _func(func)(request)
-    except Exception:
-        log.error("%s failed on %s %s:\n%s", func, request.get("method"), request.get("path"), traceback.format_exc())
-        return response(request, "internal error\n", 500)
-    if isinstance(result, dict) and "status" in result and "id" in result:
-        return result
-    if isinstance(result, dict) and ("status" in result or "body" in result):
-        return response(request, result.get("body", b""), result.get("status", 200), result.get("headers"))
-    return response(request, result)
+    def setup(self, func: str) -> None:
+        self.name = func
+        self.func = load_ref(func)
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = self.func(request)
+        except Exception:
+            log.error(
+                "%s failed on %s %s:\n%s", self.name, request.get("method"), request.get("path"), traceback.format_exc()
+            )
+            return response(request, "internal error\n", 500)
+        if isinstance(result, dict) and "status" in result and "id" in result:
+            return result
+        if isinstance(result, dict) and ("status" in result or "body" in result):
+            return response(request, result.get("body", b""), result.get("status", 200), result.get("headers"))
+        return response(request, result)
 
 
 class Respond:

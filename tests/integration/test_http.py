@@ -48,10 +48,10 @@ stages:
       - {{stage: echo, when: {{route: echo}}}}
       - {{stage: boom, when: {{route: boom}}}}
       - {{stage: sleep, when: {{route: sleep}}}}
-  echo: {{handler: stages.http:call, params: {{func: "{T}:http_echo"}}, to: respond}}
-  boom: {{handler: stages.http:call, params: {{func: "{T}:http_boom"}}, to: respond}}
+  echo: {{handler: stages.http:Call, params: {{func: "{T}:http_echo"}}, to: respond}}
+  boom: {{handler: stages.http:Call, params: {{func: "{T}:http_boom"}}, to: respond}}
   sleep:
-    handler: stages.http:call
+    handler: stages.http:Call
     params: {{func: "{T}:http_sleep"}}
     workers: 2
     batch: 1

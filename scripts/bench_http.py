@@ -97,7 +97,7 @@ def load(port: int, clients: int, duration: float, think_ms: float) -> dict[str,
 
 def run_system(system: str, counts: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
     port = free_port()
-    env = {**os.environ, "PORT": str(port)}
+    env = {**os.environ, "PORT": str(port), "HTTP_DEMO_WORK_ITERATIONS": str(args.iterations)}
     proc = subprocess.Popen(command(system, port, args.cores), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     rows = []
     try:
@@ -203,6 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.clients.split(",")]
     print(f"command : {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"python  : {sys.version.split()[0]}, {os.cpu_count()} cores, {time.ctime()}")
+    # one fixed amount of work per request for every system, measured here on an idle machine
+    sys.path.insert(0, str(REPO))
+    from stages.burn import calibrate, spin
+
+    args.iterations = calibrate(5.0)
+    t0 = time.process_time()
+    for i in range(100):
+        spin(args.iterations, i)
+    cost = (time.process_time() - t0) / 100
+    print(
+        f"work    : {args.iterations} iterations = {cost * 1000:.2f} ms of CPU per request; machine limit "
+        f"{(os.cpu_count() or 1) / cost:.0f} requests/s ({os.cpu_count()} cores / CPU per request)"
+    )
     print(
         f"{'system':<9}{'clients':>8}{'200/s':>10}{'all/s':>10}{'p90 ms':>10}{'max ms':>10}{'Jain':>8}"
         f"{'503':>8}{'unanswered':>11}"

@@ -7,7 +7,9 @@ arrival rate), bounded in requests and in time, loopback only.
 
 Every request is HTTP/1.1 on a kept-alive connection. A closed-loop client sends a
 request, waits for the answer, thinks (--think-ms, exponentially distributed as in the
-SEDA paper's load generator), and sends the next. In open loop, requests start at the
+SEDA paper's load generator), and sends the next; after a 503 with Retry-After it waits
+that long instead, as a well-behaved client does (--ignore-retry-after: think and
+retry at once, the worst case for the server). In open loop, requests start at the
 given rate whatever happens to earlier ones, each on an idle connection or a new one.
 
 Reports throughput (answers per second), latency percentiles and maximum (of every
@@ -63,8 +65,9 @@ class Conn:
         r, w = await asyncio.open_connection(host, port, limit=1 << 22)
         return cls(r, w)
 
-    async def request(self, raw: bytes) -> tuple[int, bool]:
-        """Send one request, read its answer; returns (status, connection kept)."""
+    async def request(self, raw: bytes) -> tuple[int, bool, float]:
+        """Send one request, read its answer; returns (status, connection kept, the
+        Retry-After it carried in seconds, 0 if none)."""
         self.writer.write(raw)
         await self.writer.drain()
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -72,6 +75,7 @@ class Conn:
         status = int(lines[0].split(" ")[1])
         length = 0
         keep = True
+        retry_after = 0.0
         for line in lines[1:]:
             k, _, v = line.partition(":")
             k = k.strip().lower()
@@ -79,9 +83,11 @@ class Conn:
                 length = int(v)
             elif k == "connection" and v.strip().lower() == "close":
                 keep = False
+            elif k == "retry-after":
+                retry_after = float(v.strip() or 0)
         if length:
             await self.reader.readexactly(length)
-        return status, keep
+        return status, keep, retry_after
 
     def close(self) -> None:
         self.writer.close()
@@ -92,23 +98,23 @@ def build_request(method: str, path: str, host: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def _timed(conn: Conn, raw: bytes, timeout: float, res: Results) -> tuple[bool, bool]:
-    """One request; returns (answered, connection usable)."""
+async def _timed(conn: Conn, raw: bytes, timeout: float, res: Results) -> tuple[bool, bool, float]:
+    """One request; returns (answered, connection usable, Retry-After of a 503)."""
     t0 = time.monotonic()
     try:
-        status, keep = await asyncio.wait_for(conn.request(raw), timeout)
+        status, keep, retry_after = await asyncio.wait_for(conn.request(raw), timeout)
     except TimeoutError:
         res.timeouts += 1
-        return False, False
+        return False, False, 0.0
     except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
         res.errors += 1
-        return False, False
+        return False, False, 0.0
     dt = time.monotonic() - t0
     res.latencies.append(dt)
     if status == 200:
         res.ok_latencies.append(dt)
     res.statuses[status] = res.statuses.get(status, 0) + 1
-    return True, keep
+    return True, keep, retry_after if status == 503 else 0.0
 
 
 async def closed_loop(args: argparse.Namespace, raws: list[bytes], res: Results) -> None:
@@ -129,14 +135,16 @@ async def closed_loop(args: argparse.Namespace, raws: list[bytes], res: Results)
                     res.errors += 1
                     await asyncio.sleep(0.05)
                     continue
-            answered, keep = await _timed(conn, raws[k % len(raws)], args.timeout, res)
+            answered, keep, retry_after = await _timed(conn, raws[k % len(raws)], args.timeout, res)
             k += 1
             if answered:
                 res.per_client[i] += 1
             if not keep:
                 conn.close()
                 conn = None
-            if args.think_ms > 0:
+            if retry_after and not args.ignore_retry_after:
+                await asyncio.sleep(retry_after)
+            elif args.think_ms > 0:
                 await asyncio.sleep(rng.expovariate(1000.0 / args.think_ms))
         if conn is not None:
             conn.close()
@@ -156,7 +164,7 @@ async def open_loop(args: argparse.Namespace, raws: list[bytes], res: Results) -
             except OSError:
                 res.errors += 1
                 return
-        answered, keep = await _timed(conn, raw, args.timeout, res)
+        answered, keep, _ = await _timed(conn, raw, args.timeout, res)
         if answered and keep:
             idle.append(conn)
         else:
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="stop starting requests after this many seconds")
     ap.add_argument("--requests", type=int, default=1_000_000, help="stop after this many requests")
     ap.add_argument("--timeout", type=float, default=30.0, help="a request unanswered this long is a timeout")
+    ap.add_argument("--ignore-retry-after", action="store_true", help="closed loop: retry a 503 after the think time")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

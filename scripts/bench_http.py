@@ -193,6 +193,39 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def mixed(args: argparse.Namespace) -> None:
+    """Only the expensive endpoint overloaded: /work at `--mixed` clients and /hello at 8
+    clients at the same time, against sedamp. Refusals should fall on /work alone."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "HTTP_DEMO_WORK_ITERATIONS": str(args.iterations)}
+    proc = subprocess.Popen(command("sedamp", port, args.cores), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc)
+        load(port, 8, args.warmup, args.think_ms)
+        base = [sys.executable, "scripts/loadgen.py", "--port", str(port), "--duration", str(args.duration), "--json",
+                "--think-ms", str(args.think_ms), "--timeout", "60"]  # fmt: skip
+        runs = {
+            "/work": subprocess.Popen([*base, "--path", "/work", "--clients", str(args.mixed)], cwd=REPO,
+                                      stdout=subprocess.PIPE, text=True),  # fmt: skip
+            "/hello": subprocess.Popen([*base, "--path", "/hello", "--clients", "8"], cwd=REPO,
+                                       stdout=subprocess.PIPE, text=True),  # fmt: skip
+        }
+        print(f"mixed: /work at {args.mixed} clients and /hello at 8 clients together (sedamp)")
+        for path, p in runs.items():
+            out = json.loads(p.communicate(timeout=args.duration + 120)[0])
+            print(
+                f"  {path:<7} 200/s {out['ok_throughput']:>8.1f}  p90 {_ms(out['ok_latency_ms']['p90']):>5} ms  "
+                f"statuses {out['statuses']}  unanswered {out['timeouts'] + out['errors']}"
+            )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default="sedamp,gunicorn,asyncio")
@@ -203,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="gunicorn workers (default: the cores)")
     ap.add_argument(
         "--ignore-retry-after", action="store_true", help="clients retry a 503 after the think time, not Retry-After"
+    )
+    ap.add_argument(
+        "--mixed", type=int, default=0, help="instead: /work at this many clients and /hello at 8, together"
     )
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", type=Path, help="also write every row to this file")
@@ -228,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'503':>8}{'unanswered':>11}"
     )
     rows: list[dict[str, Any]] = []
+    if args.mixed:
+        mixed(args)
+        return 0
     for system in args.systems.split(","):
         rows += run_system(system, counts, args)
     for line in check_targets(rows):

@@ -205,10 +205,12 @@ def mixed(args: argparse.Namespace) -> None:
         base = [sys.executable, "scripts/loadgen.py", "--port", str(port), "--duration", str(args.duration), "--json",
                 "--think-ms", str(args.think_ms), "--timeout", "60"]  # fmt: skip
         runs = {
-            "/work": subprocess.Popen([*base, "--path", "/work", "--clients", str(args.mixed)], cwd=REPO,
-                                      stdout=subprocess.PIPE, text=True),  # fmt: skip
-            "/hello": subprocess.Popen([*base, "--path", "/hello", "--clients", "8"], cwd=REPO,
-                                       stdout=subprocess.PIPE, text=True),  # fmt: skip
+            "/work": subprocess.Popen(
+                [*base, "--path", "/work", "--clients", str(args.mixed)], cwd=REPO, stdout=subprocess.PIPE, text=True
+            ),
+            "/hello": subprocess.Popen(
+                [*base, "--path", "/hello", "--clients", "8"], cwd=REPO, stdout=subprocess.PIPE, text=True
+            ),
         }
         print(f"mixed: /work at {args.mixed} clients and /hello at 8 clients together (sedamp)")
         for path, p in runs.items():

@@ -18,7 +18,7 @@ import pytest
 from sedamp.deadletter import read_dead_letters
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import REPO, run_sedamp, sedamp_cmd, stage_of, summary_of
+from tests.integration.util import run_sedamp, stage_of, start_run, summary_of
 
 T = "tests.integration.teststages"
 
@@ -204,13 +204,7 @@ stages:
 
 
 def start(topo: Path, tmp: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        sedamp_cmd("run", str(topo), "--workdir", str(tmp / "w"), "--json"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_run(topo, tmp / "w")
 
 
 def find(proc: subprocess.Popen[str], prefix: str) -> psutil.Process | None:

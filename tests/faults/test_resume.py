@@ -3,7 +3,6 @@ only what no sink had written is done again."""
 
 from __future__ import annotations
 
-import subprocess
 from array import array
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from sedamp import journal
 from sedamp.topology import parse_topology
 from tests.conftest import wait_until
 from tests.faults.test_faults import find
-from tests.integration.util import REPO, run_sedamp, sedamp_cmd, stage_of, summary_of
+from tests.integration.util import REPO, run_sedamp, stage_of, start_run, summary_of
 
 T = "tests.integration.teststages"
 COUNT = 3000
@@ -41,13 +40,7 @@ stages:
 def test_resume_after_the_controller_was_killed(tmp_path: Path) -> None:
     topo = files_topology(tmp_path)
     work = tmp_path / "w"
-    proc = subprocess.Popen(
-        sedamp_cmd("run", str(topo), "--workdir", str(work), "--json"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(topo, work)
     out = tmp_path / "out"
     wait_until(lambda: out.exists() and len(list(out.iterdir())) >= 500, 60, "500 files written")
     assert find(proc, "sdw:mid") is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from sedamp import wire
 from sedamp.security import Keys
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import REPO, run_sedamp, sedamp_cmd, summary_of
+from tests.integration.util import run_sedamp, start_run, summary_of
 
 T = "tests.integration.teststages"
 
@@ -73,13 +72,7 @@ def test_a_peer_without_the_client_key_is_refused(tmp_path: Path) -> None:
 
     topo = chain(tmp_path, f"  transport: tcp\n  keys: {keys_dir}", count=4000, delay_s=0.001)
     work = tmp_path / "w"
-    proc = subprocess.Popen(
-        sedamp_cmd("run", str(topo), "--workdir", str(work), "--json"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(topo, work)
     ctx: zmq.Context[Any] = zmq.Context()
     socks = []
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.util import REPO, sedamp_cmd
+from tests.integration.util import REPO, sedamp_cmd, start_run
 
 T = "tests.integration.teststages"
 
@@ -95,13 +95,7 @@ def get(path: str, extra: str = "") -> bytes:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[int]:
     port = free_port()
-    proc = subprocess.Popen(
-        sedamp_cmd("run", str(topology(tmp_path, port)), "--workdir", str(tmp_path / "w"), "--json"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(topology(tmp_path, port), tmp_path / "w")
 
     def up() -> bool:
         try:
@@ -182,13 +176,7 @@ def test_overload_gets_explicit_answers_and_nothing_hangs(server: int) -> None:
 
 def test_ctrl_c_answers_what_is_in_flight(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        sedamp_cmd("run", str(topology(tmp_path, port)), "--workdir", str(tmp_path / "w"), "--json"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(topology(tmp_path, port), tmp_path / "w")
     try:
         wait_until(lambda: _listening(port), 30, "the front end")
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -260,3 +248,42 @@ def test_loadgen_statistics() -> None:
         text=True,
     )
     assert r.returncode == 2 and "only targets loopback" in r.stderr
+
+
+def test_the_http_service_example(tmp_path: Path) -> None:
+    """topologies/http-service.yaml: each endpoint answers, then Ctrl-C ends the run."""
+    import io
+    import os
+
+    from PIL import Image
+
+    from tests.integration.util import TOPOLOGIES
+
+    port = free_port()
+    proc = subprocess.Popen(
+        sedamp_cmd("run", str(TOPOLOGIES / "http-service.yaml"), "--workdir", str(tmp_path / "w"), "--json"),
+        cwd=REPO,
+        env={**os.environ, "PORT": str(port), "HTTP_DEMO_WORK_ITERATIONS": "1000"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _listening(port) or proc.poll() is not None, 60, "the example to listen")
+        assert proc.poll() is None
+        assert ask(port, get("/hello"))[::2] == (200, b"hello\n")
+        status, headers, body = ask(port, get("/work"))
+        assert status == 200 and headers["content-type"] == "application/json" and b"result" in body
+        image = io.BytesIO()
+        Image.new("RGB", (640, 480), (10, 200, 30)).save(image, "PNG")
+        png = image.getvalue()
+        status, headers, body = ask(port, b"POST /thumbnail HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % len(png) + png)
+        assert status == 200 and headers["content-type"] == "image/jpeg"
+        thumb = Image.open(io.BytesIO(body))
+        assert thumb.size == (128, 96) and thumb.getpixel((64, 48))[1] > 150  # green, scaled to fit
+        assert ask(port, b"POST /thumbnail HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc")[0] == 400
+        assert ask(port, get("/thumbnail"))[0] == 405
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr

@@ -16,7 +16,7 @@ import pytest
 from sedamp.deadletter import read_dead_letters
 from tests.conftest import tagged_processes, wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import REPO, run_sedamp, sedamp_cmd, stage_of, summary_of
+from tests.integration.util import run_sedamp, stage_of, start_run, summary_of
 
 T = "tests.integration.teststages"
 
@@ -177,16 +177,6 @@ def wait_for_output_start(proc: subprocess.Popen[str], count: int) -> None:
         return len(psutil.Process(proc.pid).children(recursive=True)) >= count
 
     wait_until(workers_up, 30, "the run's processes to start")
-
-
-def start_run(topo: Path, workdir: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        sedamp_cmd("run", str(topo), "--workdir", str(workdir), "--json", *extra),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_ctrl_c_drains_in_flight_work(tmp_path: Path, workdir: Path) -> None:

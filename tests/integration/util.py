@@ -27,6 +27,17 @@ def run_sedamp(
     )
 
 
+def start_run(topo: Path, workdir: Path, *extra: str) -> subprocess.Popen[str]:
+    """Start `sedamp run TOPO --json` in the background (output captured)."""
+    return subprocess.Popen(
+        sedamp_cmd("run", str(topo), "--workdir", str(workdir), "--json", *extra),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def summary_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     """The JSON summary printed by `sedamp run --json`."""
     try:

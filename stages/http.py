@@ -57,6 +57,7 @@ REASONS = {
     503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 }  # fmt: skip
 MAX_HEADER_BYTES = 16 * 1024
+IDLE_WAIT_S = 0.1  # how long an idle front end waits for a request before saying IDLE
 
 
 def reply_endpoint(port: int) -> str:
@@ -210,11 +211,20 @@ class HttpFrontend:
         return None
 
     def __iter__(self) -> Iterator[Any]:
+        # After a request, wait only `idle_ms` for another before saying IDLE (so that
+        # what was read is sent at once); when nothing is coming, wait longer between
+        # IDLEs: a request that arrives is still taken at once, and an idle front end
+        # does not wake its process hundreds of times a second.
+        wait = IDLE_WAIT_S
         while True:
             try:
-                yield self._events.get(timeout=self.idle_s)
+                event = self._events.get(timeout=wait)
             except queue.Empty:
+                wait = IDLE_WAIT_S
                 yield sedamp.IDLE
+            else:
+                wait = self.idle_s
+                yield event
 
     # ------------------------------------------------------------ the server thread
 

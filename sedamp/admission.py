@@ -16,6 +16,12 @@ only while the bucket holds more than ``k * reserve`` tokens and fewer than
 ``max_inflight - k * reserve_inflight`` requests are in flight, so under pressure the
 lower classes are refused first and the highest last.
 
+Fair shares: a request names its client (the front end uses the connection). Under
+pressure (in flight past FAIR_PRESSURE of the bound, or the bucket below
+1 - FAIR_PRESSURE of its burst), a client that has been admitted more than the mean of
+the active clients lately (counts halve every FAIR_HALF_LIFE_S) is refused first, so
+refusals rotate among clients instead of falling on whoever is unlucky.
+
 Every decision returns the reason for a refusal; the caller answers 503 with it.
 """
 
@@ -92,6 +98,10 @@ class ResponseTimeController:
         self.started = now
 
 
+FAIR_PRESSURE = 0.9
+FAIR_HALF_LIFE_S = 2.0
+
+
 @dataclass
 class RouteLimits:
     max_inflight: int = 64
@@ -120,21 +130,42 @@ class Admission:
         self.inflight = 0
         self.admitted = 0
         self.refused: dict[str, int] = {}
+        self.shares: dict[str, float] = {}  # client -> recent admissions (decaying)
+        self._shares_t = clock()
 
-    def admit(self, klass: int = 0) -> str | None:
+    def admit(self, klass: int = 0, client: str | None = None) -> str | None:
         """None if the request may enter (the caller must call `done` for it), else why not."""
         lim = self.limits
+        now = self.clock()
         k = max(0, min(klass, lim.classes - 1))
         room = lim.max_inflight - int(k * lim.reserve * lim.max_inflight)
         if self.inflight >= room:
             return self._refuse("queue", f"{self.inflight} requests in flight (limit {room} for class {k})")
         if self.controller is not None:
             self.bucket.rate = self.controller.rate
-        if not self.bucket.take(self.clock(), keep=k * lim.reserve * lim.burst):
+        if client is not None and self._over_share(client, now, room):
+            return self._refuse("fair", "this client had more than its share lately")
+        if not self.bucket.take(now, keep=k * lim.reserve * lim.burst):
             return self._refuse("rate", f"over the admission rate ({self.bucket.rate:.1f}/s for class {k})")
         self.inflight += 1
         self.admitted += 1
+        if client is not None:
+            self.shares[client] = self.shares.get(client, 0.0) + 1.0
         return None
+
+    def _over_share(self, client: str, now: float, room: int) -> bool:
+        factor = 0.5 ** ((now - self._shares_t) / FAIR_HALF_LIFE_S)
+        if factor < 0.95:
+            self.shares = {c: v * factor for c, v in self.shares.items() if v * factor >= 0.05}
+            self._shares_t = now
+        if len(self.shares) < 2:
+            return False
+        self.bucket.refill(now)
+        tight = math.isfinite(self.bucket.rate) and self.bucket.tokens < (1 - FAIR_PRESSURE) * self.bucket.burst
+        if self.inflight < FAIR_PRESSURE * room and not tight:
+            return False
+        mean = sum(self.shares.values()) / len(self.shares)
+        return self.shares.get(client, 0.0) > mean
 
     def done(self, latency_s: float | None) -> None:
         """A request admitted earlier was answered (latency None: it did not complete)."""

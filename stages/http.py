@@ -350,7 +350,7 @@ class HttpFrontend:
                 return 405, {"allow": ", ".join(sorted(set(allowed)))}, b"method not allowed\n"
             return 404, {}, b"not found\n"
         klass = self._class_of(path, headers)
-        why = self.admission[route].admit(klass)
+        why = self.admission[route].admit(klass, client)
         if why is not None:
             return 503, {"retry-after": "1"}, f"overloaded: {why}\n".encode()
         rid = next(self._ids)

@@ -115,3 +115,30 @@ def test_admission_rate_follows_the_controller() -> None:
             a.done(0.2)
     assert a.controller is not None and a.controller.rate < 1000.0 / 1.2
     assert a.refused.get("rate", 0) > 0 and admitted < 3000
+
+
+def test_under_pressure_refusals_fall_on_clients_over_their_share() -> None:
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=8), clock)
+    for _ in range(5):  # "heavy" got in five times, "light" once: no pressure yet
+        assert a.admit(client="heavy") is None
+    assert a.admit(client="light") is None
+    assert a.inflight == 6  # 6 >= 0.75 * 8: pressure
+    why = a.admit(client="heavy")
+    assert why is not None and "share" in why
+    assert a.admit(client="light") is None  # below the mean: still admitted
+    assert a.refused == {"fair": 1}
+    # shares fade: after a while the heavy client is no longer held back
+    for _ in range(7):
+        a.done(0.01)
+    clock.t += 20.0
+    assert a.admit(client="heavy") is None
+
+
+def test_without_pressure_every_client_gets_in() -> None:
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=100), clock)
+    for _ in range(50):
+        assert a.admit(client="heavy") is None
+        a.done(0.01)
+    assert a.admit(client="light") is None and a.refused == {}

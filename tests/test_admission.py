@@ -118,18 +118,21 @@ def test_admission_rate_follows_the_controller() -> None:
 
 
 def test_under_pressure_refusals_fall_on_clients_over_their_share() -> None:
+    from sedamp.admission import FAIR_PRESSURE
+
     clock = Clock()
-    a = Admission(RouteLimits(max_inflight=8), clock)
-    for _ in range(5):  # "heavy" got in five times, "light" once: no pressure yet
+    a = Admission(RouteLimits(max_inflight=20), clock)
+    busy = math.ceil(FAIR_PRESSURE * 20)
+    for _ in range(busy - 1):  # "heavy" got in many times, "light" once: no pressure yet
         assert a.admit(client="heavy") is None
     assert a.admit(client="light") is None
-    assert a.inflight == 6  # 6 >= 0.75 * 8: pressure
+    assert a.inflight == busy  # at the pressure point
     why = a.admit(client="heavy")
     assert why is not None and "share" in why
     assert a.admit(client="light") is None  # below the mean: still admitted
     assert a.refused == {"fair": 1}
     # shares fade: after a while the heavy client is no longer held back
-    for _ in range(7):
+    for _ in range(busy):
         a.done(0.01)
     clock.t += 20.0
     assert a.admit(client="heavy") is None

@@ -619,26 +619,14 @@ class _Checker:
                 self.handlers(drafts, base_dir)
         if self.problems:
             return None
+        # a draft holds every field of its spec under the same name, except `kind` (None
+        # until known) and `to` (edges with the paths the checks report them at)
+        copied = [f.name for f in dataclasses.fields(StageSpec) if f.name not in ("kind", "to")]
         stages = {
             d.name: StageSpec(
-                name=d.name,
                 kind=d.kind or "handler",
-                ref=d.ref,
-                params=d.params,
-                workers=d.workers,
-                queue=d.queue,
-                batch=d.batch,
-                batch_bounds=d.batch_bounds,
                 to=tuple(e for e, _ in d.edges),
-                line=d.line,
-                ref_line=d.ref_line,
-                group=d.group,
-                on_error=d.on_error,
-                timeout_s=d.timeout_s,
-                max_events=d.max_events,
-                max_rss_mb=d.max_rss_mb,
-                dedupe=d.dedupe,
-                max_event_bytes=d.max_event_bytes,
+                **{name: getattr(d, name) for name in copied},
             )
             for d in drafts.values()
         }

@@ -19,8 +19,8 @@ Three pieces, used together in a topology (see ``topologies/http-service.yaml``)
     (text), bytes, or anything else as JSON. An exception becomes a 500 that names no
     internals (the traceback goes to the worker's log).
 ``Respond`` (sink)
-    Hands each response to the front end listening on the same `port`, through a
-    socket in a private per-user directory.
+    Hands the responses of each batch, in one message, to the front end listening on
+    the same `port`, through a socket in a private per-user directory.
 """
 
 from __future__ import annotations
@@ -120,13 +120,15 @@ class Respond:
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.connect(reply_endpoint(port))
 
-    def handle(self, event: dict[str, Any]) -> None:
+    def handle_batch(self, events: list[dict[str, Any]]) -> list[None]:
+        """One message per batch: ``[[id, status, headers, body], ...]``."""
         self.sock.send(
             msgpack.packb(
-                [event["id"], int(event.get("status", 200)), event.get("headers") or {}, event.get("body", b"")],
+                [[e["id"], int(e.get("status", 200)), e.get("headers") or {}, e.get("body", b"")] for e in events],
                 use_bin_type=True,
             )
         )
+        return [None] * len(events)
 
     def teardown(self) -> None:
         self.sock.close()
@@ -252,17 +254,19 @@ class HttpFrontend:
         while True:
             raw = await self._pull.recv()
             try:
-                rid, status, headers, body = msgpack.unpackb(raw, raw=False)
+                responses = [(rid, int(st), dict(hd), bytes(bd)) for rid, st, hd, bd in msgpack.unpackb(raw, raw=False)]
             except Exception:
-                log.error("http: a malformed response was dropped")
+                log.error("http: a malformed batch of responses was dropped")
                 continue
-            entry = self._pending.pop(rid, None)
-            if entry is None:
-                continue  # it was answered 504 already
-            fut, route, t0 = entry
-            self.admission[route].done(time.monotonic() - t0)
-            if not fut.done():
-                fut.set_result((int(status), dict(headers), bytes(body)))
+            now = time.monotonic()
+            for rid, status, headers, body in responses:
+                entry = self._pending.pop(rid, None)
+                if entry is None:
+                    continue  # it was answered 504 already
+                fut, route, t0 = entry
+                self.admission[route].done(now - t0)
+                if not fut.done():
+                    fut.set_result((status, headers, body))
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections += 1

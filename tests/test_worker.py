@@ -28,30 +28,53 @@ def recv(sock: zmq.Socket[Any], kind: int, timeout_s: float = 10) -> tuple[bytes
     raise AssertionError(f"no {wire.KIND_NAMES[kind]} arrived")
 
 
+class LiveWorker:
+    """A worker process with this test playing its queues and its controller: `up` is
+    its stage queue, `down` the next queue (handlers only), `ctl` the controller."""
+
+    def __init__(self, tmp: Path, kind: str, ref: str, params: dict[str, Any], batch: int, **extra: Any) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.up = _proc.router(self.ctx, f"ipc://{tmp}/up")
+        self.down = _proc.router(self.ctx, f"ipc://{tmp}/down") if kind == "handler" else None
+        self.ctl = _proc.router(self.ctx, f"ipc://{tmp}/ctl")
+        self.dead = tmp / "dead.jsonl"
+        cfg = WorkerConfig(
+            stage="mid" if kind == "handler" else "sink",
+            kind=kind,
+            index=0,
+            ref=ref,
+            params=params,
+            input_endpoint=f"ipc://{tmp}/up",
+            outputs=(OutputConfig("next", f"ipc://{tmp}/down", None, 1),) if kind == "handler" else (),
+            control_endpoint=f"ipc://{tmp}/ctl",
+            batch=batch,
+            dead_letters=str(self.dead),
+            import_paths=(os.getcwd(),),
+            period_s=0.1,
+            parent_pid=os.getpid(),
+            **extra,
+        )
+        self.executor = LocalExecutor()
+        self.proc = self.executor.start(f"test-{kind}", "worker", cfg)
+
+    def __enter__(self) -> LiveWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.executor.close()
+        for sock in (self.up, self.down, self.ctl):
+            if sock is not None:
+                sock.close(0)
+        self.ctx.term()
+
+
 def test_worker_protocol_garbage_and_failures(tmp_path: Path) -> None:
-    ctx: zmq.Context[Any] = zmq.Context()
-    up = _proc.router(ctx, f"ipc://{tmp_path}/up")
-    down = _proc.router(ctx, f"ipc://{tmp_path}/down")
-    ctl = _proc.router(ctx, f"ipc://{tmp_path}/ctl")
-    dead = tmp_path / "dead.jsonl"
-    cfg = WorkerConfig(
-        stage="mid",
-        kind="handler",
-        index=0,
-        ref="tests.integration.teststages:fail_on",
-        params={"modulo": 3},
-        input_endpoint=f"ipc://{tmp_path}/up",
-        outputs=(OutputConfig("next", f"ipc://{tmp_path}/down", None, 1),),
-        control_endpoint=f"ipc://{tmp_path}/ctl",
-        batch=4,
-        dead_letters=str(dead),
-        import_paths=(os.getcwd(),),
-        period_s=0.1,
-        parent_pid=os.getpid(),
-    )
-    executor = LocalExecutor()
-    proc = executor.start("test-worker", "worker", cfg)
-    try:
+    with LiveWorker(tmp_path, "handler", "tests.integration.teststages:fail_on", {"modulo": 3}, batch=4) as w:
+        up, down, ctl, proc, dead = w.up, w.down, w.ctl, w.proc, w.dead
+        assert down is not None
         recv(ctl, wire.REGISTER)
         wid, hello = recv(up, wire.HELLO)
         assert hello.fields[0] == wire.WORKER
@@ -86,40 +109,13 @@ def test_worker_protocol_garbage_and_failures(tmp_path: Path) -> None:
         letters = read_dead_letters(dead)
         assert sorted(str(d["event_id"]) for d in letters) == ["1", "10", "2"]
         assert any("undecodable" in d["message"] for d in letters)
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
-        executor.close()
-        for s in (up, down, ctl):
-            s.close(0)
-        ctx.term()
 
 
 def test_a_dedupe_sink_handles_a_redelivered_event_once(tmp_path: Path) -> None:
-    ctx: zmq.Context[Any] = zmq.Context()
-    up = _proc.router(ctx, f"ipc://{tmp_path}/up")
-    ctl = _proc.router(ctx, f"ipc://{tmp_path}/ctl")
     out = tmp_path / "out.jsonl"
-    cfg = WorkerConfig(
-        stage="sink",
-        kind="sink",
-        index=0,
-        ref="tests.integration.teststages:Append",
-        params={"out": str(out)},
-        input_endpoint=f"ipc://{tmp_path}/up",
-        outputs=(),
-        control_endpoint=f"ipc://{tmp_path}/ctl",
-        batch=8,
-        dead_letters=str(tmp_path / "dead.jsonl"),
-        import_paths=(os.getcwd(),),
-        period_s=0.1,
-        parent_pid=os.getpid(),
-        dedupe=True,
-    )
-    executor = LocalExecutor()
-    proc = executor.start("test-sink", "worker", cfg)
-    try:
+    ref = "tests.integration.teststages:Append"
+    with LiveWorker(tmp_path, "sink", ref, {"out": str(out)}, batch=8, dedupe=True) as w:
+        up, ctl, proc = w.up, w.ctl, w.proc
         recv(ctl, wire.REGISTER)
         wid, _ = recv(up, wire.HELLO)
         for lease, ids in enumerate(([1, 2, 3], [2, 3, 4], ["4.0", "4.1", 4])):
@@ -135,11 +131,3 @@ def test_a_dedupe_sink_handles_a_redelivered_event_once(tmp_path: Path) -> None:
         stats = done.fields[0]
         assert stats["duplicates"] == 3 and stats["out"] == 6
         assert [json.loads(line)["n"] for line in out.read_text().splitlines()] == [1, 2, 3, 4, "4.0", "4.1"]
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
-        executor.close()
-        for s in (up, ctl):
-            s.close(0)
-        ctx.term()

@@ -18,29 +18,15 @@ import pytest
 from sedamp.deadletter import read_dead_letters
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import run_sedamp, stage_of, start_run, summary_of
+from tests.integration.util import chain_yaml, run_sedamp, stage_of, start_run, summary_of
 
 T = "tests.integration.teststages"
 
 
 def topology(tmp: Path, middle: str, count: int = 300, delay_s: float = 0.0, sink: str = "", name: str = "t") -> Path:
-    out = tmp / "out.jsonl"
     path = tmp / f"{name}.yaml"
     path.write_text(
-        f"""name: {name}
-stages:
-  src:
-    source: {T}:Numbers
-    params: {{count: {count}, delay_s: {delay_s}}}
-    to: mid
-  mid:
-{middle}
-    to: sink
-  sink:
-    sink: {T}:Append
-    params: {{out: "{out}"}}
-{sink}
-"""
+        f"name: {name}" + chain_yaml(tmp / "out.jsonl", middle, sink="Append", count=count, delay_s=delay_s, extra=sink)
     )
     return path
 

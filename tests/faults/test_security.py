@@ -14,31 +14,26 @@ from sedamp import wire
 from sedamp.security import Keys
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import run_sedamp, start_run, summary_of
+from tests.integration.util import chain_yaml, run_sedamp, start_run, summary_of
 
 T = "tests.integration.teststages"
 
 
 def chain(tmp: Path, controller: str, count: int = 2000, delay_s: float = 0.0) -> Path:
     path = tmp / "t.yaml"
+    middle = f"    handler: {T}:split\n    workers: 2"
+    extra = f"    workers: 2\ncontroller:\n{controller}\n"
     path.write_text(
-        f"""name: t
-stages:
-  src:
-    source: {T}:Numbers
-    params: {{count: {count}, delay_s: {delay_s}}}
-    to: mid
-  mid:
-    handler: {T}:split
-    workers: 2
-    to: {{stage: sink, key: n}}
-  sink:
-    sink: {T}:Append
-    params: {{out: "{tmp / "out.jsonl"}"}}
-    workers: 2
-controller:
-{controller}
-"""
+        "name: t"
+        + chain_yaml(
+            tmp / "out.jsonl",
+            middle,
+            sink="Append",
+            count=count,
+            delay_s=delay_s,
+            to="{stage: sink, key: n}",
+            extra=extra,
+        )
     )
     return path
 

@@ -4,22 +4,18 @@ traffic sent around the garbage is delivered intact."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import zmq
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sedamp import _proc, wire
+from sedamp import wire
 from sedamp.errors import WireError
-from sedamp.executor import LocalExecutor
-from sedamp.outlet import OutputConfig
-from sedamp.worker import WorkerConfig
 from tests.conftest import wait_until
 from tests.test_queue import Harness, recv
+from tests.test_worker import LiveWorker
 from tests.test_worker import recv as recv_from
 
 KINDS = sorted(wire.KIND_NAMES)
@@ -122,29 +118,10 @@ def test_garbage_at_a_live_queue(tmp_path: Path) -> None:
 
 
 def test_garbage_at_a_live_worker(tmp_path: Path) -> None:
-    ctx: zmq.Context[Any] = zmq.Context()
-    up = _proc.router(ctx, f"ipc://{tmp_path}/up")
-    down = _proc.router(ctx, f"ipc://{tmp_path}/down")
-    ctl = _proc.router(ctx, f"ipc://{tmp_path}/ctl")
-    cfg = WorkerConfig(
-        stage="mid",
-        kind="handler",
-        index=0,
-        ref="tests.integration.teststages:as_list",
-        params={},
-        input_endpoint=f"ipc://{tmp_path}/up",
-        outputs=(OutputConfig("next", f"ipc://{tmp_path}/down", None, 1),),
-        control_endpoint=f"ipc://{tmp_path}/ctl",
-        batch=1,
-        dead_letters=str(tmp_path / "dead.jsonl"),
-        import_paths=(os.getcwd(),),
-        period_s=0.1,
-        parent_pid=os.getpid(),
-    )
-    executor = LocalExecutor()
-    proc = executor.start("test-worker", "worker", cfg)
     counts = {"garbage": 0, "lease": 0}
-    try:
+    with LiveWorker(tmp_path, "handler", "tests.integration.teststages:as_list", {}, batch=1) as w:
+        up, down, ctl, proc = w.up, w.down, w.ctl, w.proc
+        assert down is not None
         recv_from(ctl, wire.REGISTER)
         wid, _ = recv_from(up, wire.HELLO)
         recv_from(up, wire.GET)
@@ -182,10 +159,3 @@ def test_garbage_at_a_live_worker(tmp_path: Path) -> None:
             return int(m.fields[0]["protocol_errors"])
 
         wait_until(lambda: errors() >= counts["garbage"], 10, "every bad frame counted")
-    finally:
-        proc.kill()
-        proc.join(5)
-        executor.close()
-        for s in (up, down, ctl):
-            s.close(0)
-        ctx.term()

@@ -16,7 +16,7 @@ import pytest
 from sedamp.deadletter import read_dead_letters
 from tests.conftest import tagged_processes, wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import run_sedamp, stage_of, start_run, summary_of
+from tests.integration.util import chain_yaml, run_sedamp, stage_of, start_run, summary_of
 
 T = "tests.integration.teststages"
 
@@ -28,19 +28,7 @@ def topology(tmp: Path, body: str, name: str = "t") -> Path:
 
 
 def chain(out: Path, middle: str, count: int = 200, delay_s: float = 0.0, extra: str = "") -> str:
-    return f"""
-stages:
-  src:
-    source: {T}:Numbers
-    params: {{count: {count}, delay_s: {delay_s}}}
-    to: mid
-  mid:
-{middle}
-    to: sink
-  sink:
-    sink: {T}:Record
-    params: {{out: "{out}"}}
-{extra}"""
+    return chain_yaml(out, middle, count=count, delay_s=delay_s, extra=extra)
 
 
 def test_handler_exception_goes_to_dead_letters(tmp_path: Path, workdir: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 TOPOLOGIES = REPO / "topologies"
+TESTSTAGES = "tests.integration.teststages"
 
 
 def sedamp_cmd(*args: str) -> list[str]:
@@ -25,6 +26,27 @@ def run_sedamp(
     return subprocess.run(
         sedamp_cmd(*args), env=full_env, cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout
     )
+
+
+def chain_yaml(
+    out: Path, middle: str, *, sink: str = "Record", count: int = 200, delay_s: float = 0.0, to: str = "sink",
+    extra: str = "",
+) -> str:  # fmt: skip
+    """The stages of src (Numbers) -> mid (`middle`: its YAML lines) -> sink (a teststages
+    sink writing `out`); `extra` follows the sink's lines (more sink keys, controller:)."""
+    return f"""
+stages:
+  src:
+    source: {TESTSTAGES}:Numbers
+    params: {{count: {count}, delay_s: {delay_s}}}
+    to: mid
+  mid:
+{middle}
+    to: {to}
+  sink:
+    sink: {TESTSTAGES}:{sink}
+    params: {{out: "{out}"}}
+{extra}"""
 
 
 def start_run(topo: Path, workdir: Path, *extra: str) -> subprocess.Popen[str]:

@@ -3,14 +3,16 @@ by gunicorn's prefork sync workers (one per core: the Apache-style design) and b
 single-process asyncio server running the handler inline (the event-driven design).
 
     python scripts/bench_http.py --plot docs/http.png
-    python scripts/bench_http.py --clients 4,16,64 --duration 4        # a quick look
+    python scripts/bench_http.py --clients 4,16,64 --duration 4 --settle 2   # a quick look
 
 Every system serves ``stages.http_demo.work`` (~5 ms of pure Python per request) on
 GET /work. For each client count, scripts/loadgen.py runs a closed loop (each client
 sends, waits for the answer, thinks ~20 ms on average, as in the SEDA paper) for
---duration seconds, after a warm-up. A client refused with 503 waits its Retry-After
-(1 s) before trying again, unless --ignore-retry-after. The load generator runs on the same machine and
-takes CPU from every system alike.
+--duration seconds, after --settle seconds of the same load that are not counted, so
+each point measures the steady state once the controllers have settled. A client
+refused with 503 waits its Retry-After (1 s) before trying again, unless
+--ignore-retry-after. The load generator runs on the same machine and takes CPU from
+every system alike.
 
 Reported per system and client count: answers per second (200s, and all), p90 latency
 of the 200s, the maximum latency of any answer, Jain's fairness index over the clients'
@@ -66,7 +68,9 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 60
     raise RuntimeError("the server did not listen in time")
 
 
-def load(port: int, clients: int, duration: float, think_ms: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def load(
+    port: int, clients: int, duration: float, think_ms: float, extra: tuple[str, ...] = (), settle: float = 0.0
+) -> dict[str, Any]:
     r = subprocess.run(
         [
             sys.executable,
@@ -81,6 +85,8 @@ def load(port: int, clients: int, duration: float, think_ms: float, extra: tuple
             str(think_ms),
             "--duration",
             str(duration),
+            "--warmup",
+            str(settle),
             "--timeout",
             "60",
             "--json",
@@ -89,7 +95,7 @@ def load(port: int, clients: int, duration: float, think_ms: float, extra: tuple
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=duration + 120,
+        timeout=settle + duration + 120,
     )
     if r.returncode != 0:
         raise RuntimeError(r.stderr)
@@ -107,7 +113,7 @@ def run_system(system: str, counts: list[int], args: argparse.Namespace) -> list
         load(port, 8, args.warmup, args.think_ms)  # warm-up: workers calibrated, pools grown
         for n in counts:
             extra = ("--ignore-retry-after",) if args.ignore_retry_after else ()
-            out = load(port, n, args.duration, args.think_ms, extra)
+            out = load(port, n, args.duration, args.think_ms, extra, settle=args.settle)
             out["system"] = system
             rows.append(out)
             print(_row(out), flush=True)
@@ -203,7 +209,7 @@ def mixed(args: argparse.Namespace) -> None:
         wait_listening(port, proc)
         load(port, 8, args.warmup, args.think_ms)
         base = [sys.executable, "scripts/loadgen.py", "--port", str(port), "--duration", str(args.duration), "--json",
-                "--think-ms", str(args.think_ms), "--timeout", "60"]  # fmt: skip
+                "--warmup", str(args.settle), "--think-ms", str(args.think_ms), "--timeout", "60"]  # fmt: skip
         runs = {
             "/work": subprocess.Popen(
                 [*base, "--path", "/work", "--clients", str(args.mixed)], cwd=REPO, stdout=subprocess.PIPE, text=True
@@ -214,7 +220,7 @@ def mixed(args: argparse.Namespace) -> None:
         }
         print(f"mixed: /work at {args.mixed} clients and /hello at 8 clients together (sedamp)")
         for path, p in runs.items():
-            out = json.loads(p.communicate(timeout=args.duration + 120)[0])
+            out = json.loads(p.communicate(timeout=args.settle + args.duration + 120)[0])
             print(
                 f"  {path:<7} 200/s {out['ok_throughput']:>8.1f}  p90 {_ms(out['ok_latency_ms']['p90']):>5} ms  "
                 f"statuses {out['statuses']}  unanswered {out['timeouts'] + out['errors']}"
@@ -232,8 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default="sedamp,gunicorn,asyncio")
     ap.add_argument("--clients", default="4,8,16,32,64,128")
-    ap.add_argument("--duration", type=float, default=8.0)
-    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds measured per point")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load once at the start, not measured")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds of load at each new client count before its measurement starts (controllers settle)",
+    )
     ap.add_argument("--think-ms", type=float, default=20.0)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="gunicorn workers (default: the cores)")
     ap.add_argument(

@@ -11,6 +11,8 @@ SEDA paper's load generator), and sends the next; after a 503 with Retry-After i
 that long instead, as a well-behaved client does (--ignore-retry-after: think and
 retry at once, the worst case for the server). In open loop, requests start at the
 given rate whatever happens to earlier ones, each on an idle connection or a new one.
+With --warmup, the load runs that long first and only requests sent after it count, so
+a server's controllers can settle at the new load before the measurement starts.
 
 Reports throughput (answers per second), latency percentiles and maximum (of every
 answer, and of the 200s alone), status counts, client timeouts and connection errors,
@@ -33,7 +35,7 @@ from typing import Any
 
 @dataclass
 class Results:
-    started: float = 0.0
+    started: float = 0.0  # the measurement starts here (after the warm-up)
     ended: float = 0.0
     latencies: list[float] = field(default_factory=list)  # every answer, seconds
     ok_latencies: list[float] = field(default_factory=list)  # 200s only
@@ -99,8 +101,11 @@ def build_request(method: str, path: str, host: str, body: bytes) -> bytes:
 
 
 async def _timed(conn: Conn, raw: bytes, timeout: float, res: Results) -> tuple[bool, bool, float]:
-    """One request; returns (answered, connection usable, Retry-After of a 503)."""
+    """One request; returns (answered and measured, connection usable, Retry-After of a 503).
+
+    Timeouts and connection errors count even during the warm-up: nothing unanswered hides."""
     t0 = time.monotonic()
+    measured = t0 >= res.started  # answers to requests sent during the warm-up are not counted
     try:
         status, keep, retry_after = await asyncio.wait_for(conn.request(raw), timeout)
     except TimeoutError:
@@ -110,15 +115,16 @@ async def _timed(conn: Conn, raw: bytes, timeout: float, res: Results) -> tuple[
         res.errors += 1
         return False, False, 0.0
     dt = time.monotonic() - t0
-    res.latencies.append(dt)
-    if status == 200:
-        res.ok_latencies.append(dt)
-    res.statuses[status] = res.statuses.get(status, 0) + 1
-    return True, keep, retry_after if status == 503 else 0.0
+    if measured:
+        res.latencies.append(dt)
+        if status == 200:
+            res.ok_latencies.append(dt)
+        res.statuses[status] = res.statuses.get(status, 0) + 1
+    return measured, keep, retry_after if status == 503 else 0.0
 
 
 async def closed_loop(args: argparse.Namespace, raws: list[bytes], res: Results) -> None:
-    deadline = time.monotonic() + args.duration
+    deadline = res.started + args.duration
     budget = [args.requests]
     res.per_client = [0] * args.clients
     rng = random.Random(args.seed)
@@ -135,9 +141,9 @@ async def closed_loop(args: argparse.Namespace, raws: list[bytes], res: Results)
                     res.errors += 1
                     await asyncio.sleep(0.05)
                     continue
-            answered, keep, retry_after = await _timed(conn, raws[k % len(raws)], args.timeout, res)
+            counted, keep, retry_after = await _timed(conn, raws[k % len(raws)], args.timeout, res)
             k += 1
-            if answered:
+            if counted:
                 res.per_client[i] += 1
             if not keep:
                 conn.close()
@@ -164,15 +170,15 @@ async def open_loop(args: argparse.Namespace, raws: list[bytes], res: Results) -
             except OSError:
                 res.errors += 1
                 return
-        answered, keep, _ = await _timed(conn, raw, args.timeout, res)
-        if answered and keep:
+        _, keep, _ = await _timed(conn, raw, args.timeout, res)
+        if keep:
             idle.append(conn)
         else:
             conn.close()
 
-    t0 = time.monotonic()
+    t0 = res.started - args.warmup
     n = 0
-    while n < args.requests and time.monotonic() - t0 < args.duration:
+    while n < args.requests and time.monotonic() < res.started + args.duration:
         due = t0 + n / args.rate
         delay = due - time.monotonic()
         if delay > 0:
@@ -227,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--think-ms", type=float, default=20.0, help="closed loop: mean think time")
     ap.add_argument("--rate", type=float, default=0.0, help="open loop: requests per second (0: closed loop)")
     ap.add_argument("--duration", type=float, default=10.0, help="stop starting requests after this many seconds")
+    ap.add_argument(
+        "--warmup", type=float, default=0.0, help="run this many seconds first without counting (let the server settle)"
+    )
     ap.add_argument("--requests", type=int, default=1_000_000, help="stop after this many requests")
     ap.add_argument("--timeout", type=float, default=30.0, help="a request unanswered this long is a timeout")
     ap.add_argument("--ignore-retry-after", action="store_true", help="closed loop: retry a 503 after the think time")
@@ -241,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--host {args.host}: this load generator only targets loopback addresses")
     body = open(args.body_file, "rb").read() if args.body_file else b""  # noqa: SIM115
     raws = [build_request(args.method, p, args.host, body) for p in (args.path or ["/"])]
-    res = Results(started=time.monotonic())
+    res = Results(started=time.monotonic() + args.warmup)
     asyncio.run(open_loop(args, raws, res) if args.rate else closed_loop(args, raws, res))
     res.ended = time.monotonic()
     out = summary(res, args)

@@ -229,6 +229,21 @@ def test_the_load_generator_against_the_server(server: int) -> None:
             assert out["per_client"]["min"] > 0 and 0.5 < out["per_client"]["jain"] <= 1.0
 
 
+def test_the_load_generators_warm_up_is_not_counted(server: int) -> None:
+    """Open loop at 40/s: a 1 s warm-up, then 1 s measured. About 40 requests count, not 80."""
+    import json as _json
+
+    r = subprocess.run(
+        [sys.executable, "scripts/loadgen.py", "--port", str(server), "--path", "/echo", "--rate", "40",
+         "--warmup", "1", "--duration", "1", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = _json.loads(r.stdout)
+    assert 36 <= out["answered"] <= 46, out
+    assert out["statuses"] == {"200": out["answered"]} and out["timeouts"] == out["errors"] == 0
+
+
 def test_loadgen_statistics() -> None:
     import importlib.util
 

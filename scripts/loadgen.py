@@ -148,10 +148,14 @@ async def closed_loop(args: argparse.Namespace, raws: list[bytes], res: Results)
             if not keep:
                 conn.close()
                 conn = None
+            pause = 0.0
             if retry_after and not args.ignore_retry_after:
-                await asyncio.sleep(retry_after)
+                pause = retry_after
             elif args.think_ms > 0:
-                await asyncio.sleep(rng.expovariate(1000.0 / args.think_ms))
+                pause = rng.expovariate(1000.0 / args.think_ms)
+            if time.monotonic() + pause >= deadline:
+                break  # a pause past the end would only stretch the measured time
+            await asyncio.sleep(pause)
         if conn is not None:
             conn.close()
 

@@ -9,7 +9,13 @@ Internet Servers", USITS 2003), applied per route (each route feeds its own firs
   a target by setting the bucket's rate: it measures over 100 requests or 1 s, whichever
   comes first, smooths the p90 (0.7 of the old value, 0.3 of the new), divides the rate
   by 1.2 when the smoothed p90 is over the target, and adds to it when the p90 is more
-  than 50% under.
+  than 50% under. Two guards against wind-up, which the paper's controller lacks: a
+  decrease divides the rate actually admitted in the window (not a limit far above it
+  that binds nothing), and response times of requests admitted before the last change
+  are left out, the smoothing starting afresh (they show the old rate, not the new one). Without them, an overload
+  held back by the in-flight bound made the controller cut a non-binding rate ten times
+  in a few seconds, and the rate landed at half the capacity, where the slow additive
+  increase took tens of seconds to recover.
 
 Request classes: each request has a class, 0 the highest. A class-k request is admitted
 only while the bucket holds more than ``k * reserve`` tokens and fewer than
@@ -76,9 +82,22 @@ class ResponseTimeController:
     p90_s: float | None = None
     samples: list[float] = field(default_factory=list)
     started: float | None = None
+    changed_at: float = -math.inf  # when the rate last changed
+    admissions: int = 0  # admitted since admissions_t0 (see `admitted`)
+    admissions_t0: float | None = None
     history: list[tuple[float, float, float]] = field(default_factory=list)  # (t, p90, rate)
 
-    def observe(self, now: float, latency_s: float) -> None:
+    def admitted(self, now: float) -> None:
+        """Count an admission: a decrease then starts from the rate actually admitted."""
+        if self.admissions_t0 is None:
+            self.admissions_t0 = now
+        self.admissions += 1
+
+    def observe(self, now: float, latency_s: float, admitted_at: float | None = None) -> None:
+        """A response time. One of a request admitted before the rate last changed says
+        nothing about the new rate, and is left out."""
+        if admitted_at is not None and admitted_at < self.changed_at:
+            return
         if self.started is None:
             self.started = now
         self.samples.append(latency_s)
@@ -89,13 +108,25 @@ class ResponseTimeController:
         xs = sorted(self.samples)
         p90 = xs[min(len(xs) - 1, int(math.ceil(0.9 * len(xs))) - 1)]
         self.p90_s = p90 if self.p90_s is None else self.smooth * self.p90_s + (1 - self.smooth) * p90
+        old = self.rate
         if self.p90_s > self.target_s:
-            self.rate = max(self.min_rate, self.rate / self.decrease)
+            # Cut the rate that is really admitted: a limit far above it (all the while
+            # the in-flight bound, not the rate, held requests back) would otherwise be
+            # cut again and again without effect, then overshoot far below capacity.
+            base = self.rate
+            if self.admissions_t0 is not None and self.admissions and now > self.admissions_t0:
+                base = min(base, self.admissions / (now - self.admissions_t0))
+            self.rate = max(self.min_rate, base / self.decrease)
         elif self.p90_s < (1 - self.under) * self.target_s:
             self.rate = min(self.max_rate, self.rate + self.increase)
         self.history.append((now, self.p90_s, self.rate))
+        if self.rate != old:
+            self.changed_at = now
+            self.p90_s = None  # the smoothed value describes the old rate: start afresh
         self.samples = []
-        self.started = now
+        self.started = None
+        self.admissions = 0
+        self.admissions_t0 = now
 
 
 FAIR_PRESSURE = 0.9
@@ -149,6 +180,8 @@ class Admission:
             return self._refuse("rate", f"over the admission rate ({self.bucket.rate:.1f}/s for class {k})")
         self.inflight += 1
         self.admitted += 1
+        if self.controller is not None:
+            self.controller.admitted(now)
         if client is not None:
             self.shares[client] = self.shares.get(client, 0.0) + 1.0
         return None
@@ -167,11 +200,12 @@ class Admission:
         mean = sum(self.shares.values()) / len(self.shares)
         return self.shares.get(client, 0.0) > mean
 
-    def done(self, latency_s: float | None) -> None:
-        """A request admitted earlier was answered (latency None: it did not complete)."""
+    def done(self, latency_s: float | None, admitted_at: float | None = None) -> None:
+        """A request admitted earlier (at `admitted_at` on this clock, if known) was
+        answered (latency None: it did not complete)."""
         self.inflight -= 1
         if latency_s is not None and self.controller is not None:
-            self.controller.observe(self.clock(), latency_s)
+            self.controller.observe(self.clock(), latency_s, admitted_at)
 
     def _refuse(self, kind: str, why: str) -> str:
         self.refused[kind] = self.refused.get(kind, 0) + 1

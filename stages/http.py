@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import os
 import queue
 import tempfile
@@ -58,6 +59,7 @@ REASONS = {
 }  # fmt: skip
 MAX_HEADER_BYTES = 16 * 1024
 IDLE_WAIT_S = 0.1  # how long an idle front end waits for a request before saying IDLE
+REPORT_S = 5.0  # how often each route's admission is logged (INFO)
 
 
 def reply_endpoint(port: int) -> str:
@@ -249,6 +251,30 @@ class HttpFrontend:
             self._connection, self.host, self.port, limit=MAX_HEADER_BYTES, reuse_address=True
         )
         self._receiver = asyncio.ensure_future(self._receive())
+        self._reporter = asyncio.ensure_future(self._report())
+
+    async def _report(self) -> None:
+        """Every REPORT_S, log (at INFO: `sedamp run -v`) what each route's admission did."""
+        last: dict[str, tuple[int, dict[str, int]]] = {}
+        while True:
+            await asyncio.sleep(REPORT_S)
+            for route, adm in sorted(self.admission.items()):
+                admitted0, refused0 = last.get(route, (0, {}))
+                refused = {k: v - refused0.get(k, 0) for k, v in adm.refused.items() if v - refused0.get(k, 0)}
+                last[route] = (adm.admitted, dict(adm.refused))
+                if adm.admitted == admitted0 and not refused:
+                    continue
+                p90 = adm.controller.p90_s if adm.controller is not None else None
+                log.info(
+                    "http: route %s in the last %g s: admitted %d, refused %s; in flight %d; rate %s; p90 %s",
+                    route,
+                    REPORT_S,
+                    adm.admitted - admitted0,
+                    refused or 0,
+                    adm.inflight,
+                    f"{adm.bucket.rate:.1f}/s" if math.isfinite(adm.bucket.rate) else "unlimited",
+                    f"{p90 * 1000:.0f} ms" if p90 is not None else "-",
+                )
 
     async def _receive(self) -> None:
         while True:
@@ -264,7 +290,7 @@ class HttpFrontend:
                 if entry is None:
                     continue  # it was answered 504 already
                 fut, route, t0 = entry
-                self.admission[route].done(now - t0)
+                self.admission[route].done(now - t0, admitted_at=t0)
                 if not fut.done():
                     fut.set_result((status, headers, body))
 
@@ -419,6 +445,7 @@ class HttpFrontend:
             while self._pending and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             self._receiver.cancel()
+            self._reporter.cancel()
             self._pull.close(0)
             self._zctx.term()
 

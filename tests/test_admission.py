@@ -58,6 +58,36 @@ def test_controller_adds_when_well_under_and_holds_in_between() -> None:
     assert c2.rate == 50.0
 
 
+def test_a_decrease_cuts_the_rate_actually_admitted_not_a_limit_that_binds_nothing() -> None:
+    """Requests held back by the in-flight bound: 300/s admitted under a 1000/s limit.
+    One window over target cuts to 300 / 1.2, not to 1000 / 1.2 (wind-up)."""
+    c = ResponseTimeController(target_s=0.25, rate=1000.0)
+    t = 0.0
+    for _ in range(100):
+        t += 1 / 300
+        c.admitted(t)
+        c.observe(t, 0.3, admitted_at=t - 0.3)
+    assert math.isclose(c.rate, 300.0 * 100 / 99 / 1.2, rel_tol=0.02)  # 100 admissions over 99 gaps
+
+
+def test_response_times_from_before_a_change_are_left_out() -> None:
+    c = ResponseTimeController(target_s=0.1, rate=100.0)
+    t = 0.0
+    for _ in range(100):
+        t += 0.001
+        c.observe(t, 0.3, admitted_at=t - 0.3)
+    assert len(c.history) == 1 and c.changed_at == t
+    changed = t
+    for _ in range(300):  # answers to requests admitted before the cut: no evidence about it
+        t += 0.001
+        c.observe(t, 0.3, admitted_at=changed - 0.01)
+    assert len(c.history) == 1 and math.isclose(c.rate, 100.0 / 1.2)
+    for _ in range(100):  # admitted after it, and fast: no further cut (the old p90 is forgotten)
+        t += 0.001
+        c.observe(t, 0.06, admitted_at=t - 0.06)
+    assert len(c.history) == 2 and math.isclose(c.rate, 100.0 / 1.2) and c.p90_s == 0.06
+
+
 def test_controller_measures_over_one_second_when_requests_are_few() -> None:
     c = ResponseTimeController(target_s=0.1, rate=10.0)
     c.observe(0.0, 0.5)
@@ -70,12 +100,13 @@ def test_controller_measures_over_one_second_when_requests_are_few() -> None:
 def test_controller_smooths_p90() -> None:
     c = ResponseTimeController(target_s=1.0, rate=10.0)
     t = 0.0
-    for lat in (0.2, 1.2):
+    for lat in (0.6, 1.2):
         for _ in range(100):
             t += 0.001
             c.observe(t, lat)
-    # 0.7 * 0.2 + 0.3 * 1.2 = 0.5: under target (no decrease), not 50% under (no increase)
-    assert c.p90_s is not None and math.isclose(c.p90_s, 0.5)
+    # 0.6 holds the rate; then 0.7 * 0.6 + 0.3 * 1.2 = 0.78: under target (no decrease),
+    # not 50% under (no increase), though the last window alone was over
+    assert c.p90_s is not None and math.isclose(c.p90_s, 0.78) and c.rate == 10.0
 
 
 def test_noisy_overload_converges_down_and_recovers() -> None:

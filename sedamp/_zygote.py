@@ -18,6 +18,7 @@ controller still leaves no process behind. User code is imported only in the chi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -31,6 +32,9 @@ from sedamp import _child, _proc
 def main() -> None:
     req_fd, rep_fd, controller_pid = (int(x) for x in sys.argv[1:4])
     _proc.become_child(controller_pid)
+    level = os.environ.get("SEDAMP_LOG_LEVEL")
+    if level in ("DEBUG", "INFO", "WARNING", "ERROR"):  # set by the command line's -v; children inherit it
+        logging.basicConfig(level=level, format="sedamp[%(process)d]: %(levelname)s: %(message)s", stream=sys.stderr)
     # preload what every child needs, so a fork starts with it imported
     import sedamp.queue  # noqa: F401
     import sedamp.source  # noqa: F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,10 +14,14 @@ from sedamp.controller import EXIT_INVALID
 from sedamp.errors import TopologyError
 from sedamp.topology import Topology, load_topology
 
+LOG_FORMAT = "sedamp: %(levelname)s: %(message)s"
+
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="sedamp: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    # the runtime's processes (queues, workers, sources: user code) log at the same level
+    os.environ["SEDAMP_LOG_LEVEL"] = logging.getLevelName(level)
 
 
 def load_or_exit(path: Path, overrides: Sequence[str] = (), check_handlers: bool = True) -> Topology:

@@ -83,7 +83,7 @@ class RunOptions:
     cores: int | None = None  # overrides the topology's controller.cores
     drain_timeout_s: float | None = None  # overrides controller.drain_timeout_s
     executor: Executor | None = None
-    on_tick: Callable[[dict[str, Any]], None] | None = None  # called every period with the metrics record
+    on_tick: Callable[[dict[str, Any]], None] | None = None  # called every period (and at the end) with the record
     handle_signals: bool = True
     metrics_path: Path | None = None  # write one JSON line per period (see README, "Metrics")
     resume: bool = False  # skip the source positions every sink journaled in earlier runs
@@ -293,9 +293,16 @@ class _Controller:
             if self.executor is not None:
                 self.executor.close()
             restore()
-            if self.metrics_file is not None:
-                self.metrics_file.write(json.dumps(self.record(final=True)) + "\n")
-                self.metrics_file.close()
+            if self.metrics_file is not None or self.opt.on_tick is not None:
+                final = self.record(final=True)
+                if self.metrics_file is not None:
+                    self.metrics_file.write(json.dumps(final) + "\n")
+                    self.metrics_file.close()
+                if self.opt.on_tick is not None:
+                    try:
+                        self.opt.on_tick(final)
+                    except Exception:  # a display must not turn a finished run into a failed one
+                        log.exception("controller: the progress callback failed on the final record")
             if hasattr(self, "ctl"):
                 self.ctl.close(linger=0)
             if hasattr(self, "cmd"):
@@ -743,6 +750,7 @@ class _Controller:
                 "rejected": s.get("rejected", 0),
                 **{k: s.get(k, 0) for k in ("retried", "skipped", "duplicates", "poisoned", "timeouts", "recycled")},
                 "restarts": s.get("restarts", 0),
+                **({"total": s.get("total")} if st.spec.kind == "source" else {}),
                 "arrivals_per_s": round((arrived - prev.get("arrived", 0)) / dt, 2),
                 "completions_per_s": round((handled - prev.get("in", 0)) / dt, 2),
             }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,6 +14,7 @@ from rich.table import Table
 
 from sedamp import journal
 from sedamp.cli._common import load_or_exit, setup_logging
+from sedamp.cli.progress import LogProgress, TerminalProgress
 from sedamp.controller import RunOptions, Summary, run_topology
 from sedamp.executor import LocalExecutor
 
@@ -41,6 +44,28 @@ def run(
             "(every sink must be resumable, e.g. stages.files:WriteFiles)."
         ),
     ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write plots of the run over time and a summary page (index.html) into this directory."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Serve the metrics in the Prometheus format on this port.")
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the Prometheus endpoint listens on (loopback unless you choose otherwise).")
+    ] = "127.0.0.1",
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show progress on stderr (default: a live bar on a terminal, a line every "
+            "--progress-interval seconds otherwise).",
+            show_default=False,
+        ),
+    ] = None,
+    progress_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between progress lines when stderr is not a terminal.")
+    ] = 10.0,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv for debug).")] = 0,
@@ -66,6 +91,43 @@ def run(
             executor.close()
             typer.echo(f"error: --resume: {problem}", err=True)
             raise typer.Exit(2)
+    if report is not None:
+        from sedamp import report as report_mod
+
+        problem = report_mod.plotting_problem()
+        if problem is not None:
+            executor.close()
+            typer.echo(f"error: --report: {problem}", err=True)
+            raise typer.Exit(2)
+        if metrics is None:
+            report.mkdir(parents=True, exist_ok=True)
+            metrics = report / "metrics.jsonl"
+    ticks: list[Callable[[dict[str, Any]], None]] = []
+    closers: list[Callable[[], None]] = []
+    if metrics_port is not None:
+        from sedamp.prometheus import Exporter
+
+        try:
+            exporter = Exporter(metrics_host, metrics_port)
+        except (OSError, ValueError) as exc:
+            executor.close()
+            typer.echo(f"error: --metrics-port {metrics_port}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        ticks.append(exporter.update)
+        closers.append(exporter.close)
+        typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
+    show = progress if progress is not None else not quiet
+    if show:
+        display: TerminalProgress | LogProgress = (
+            TerminalProgress() if sys.stderr.isatty() else LogProgress(progress_interval)
+        )
+        ticks.append(display)
+        closers.insert(0, display.close)
+
+    def on_tick(record: dict[str, Any]) -> None:
+        for tick in ticks:
+            tick(record)
+
     options = RunOptions(
         workdir=workdir,
         cores=cores,
@@ -73,8 +135,17 @@ def run(
         executor=executor,
         metrics_path=metrics,
         resume=resume,
+        on_tick=on_tick if ticks else None,
     )
-    summary = run_topology(top, options)
+    try:
+        summary = run_topology(top, options)
+    finally:
+        for close in closers:
+            close()
+    if report is not None and metrics is not None:
+        index = report_mod.write_report(metrics, report)
+        if not quiet:
+            typer.echo(f"sedamp: report written to {index}", err=True)
     if json_:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:

@@ -1,0 +1,69 @@
+"""Progress of `sedamp run`, shown on stderr: a live bar on a terminal, a logged line at a
+fixed interval otherwise. Fed by the controller every period (`RunOptions.on_tick`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from sedamp.progress import Tracker, View, duration, headline, stage_line
+
+
+class TerminalProgress:
+    """A bar (done of total, rate, ETA, failures) and a compact line per stage, redrawn
+    in place every period; left on screen when the run ends."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self.tracker = Tracker()
+        self.live = Live(Text("starting..."), console=self.console, auto_refresh=False, transient=False)
+        self.live.start()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.live.update(self.render(self.tracker.update(record)), refresh=True)
+
+    def render(self, v: View) -> Group:
+        bar = Table.grid(padding=(0, 1))
+        bar.add_column(width=40)
+        bar.add_column()
+        frac = v.fraction
+        shown = ProgressBar(total=100.0, completed=100.0 * (frac if frac is not None else 0.0), width=40)
+        if frac is None:
+            shown = ProgressBar(total=None, width=40, pulse=True)  # no total: a moving bar
+        failed = Text(f"{v.failed:,} failed", style="red" if v.failed else "")
+        line = Text(headline(v).rsplit(", ", 1)[0] + ", ")
+        line.append_text(failed)
+        line.append(f"  [{duration(v.elapsed_s)}]", style="dim")
+        bar.add_row(shown, line)
+        return Group(bar, Text(stage_line(v), style="dim", overflow="ellipsis", no_wrap=True))
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+class LogProgress:
+    """One line every `interval_s` (and a last one at the end) for logs and CI."""
+
+    def __init__(self, interval_s: float = 10.0, stream: TextIO | None = None) -> None:
+        self.interval_s = interval_s
+        self.stream = stream or sys.stderr
+        self.tracker = Tracker()
+        self.next_t = time.monotonic() + interval_s
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        v = self.tracker.update(record)
+        now = time.monotonic()
+        if now >= self.next_t or record.get("final"):
+            self.next_t = now + self.interval_s
+            print(f"sedamp: progress [{duration(v.elapsed_s)}] {headline(v)} | {stage_line(v)}", file=self.stream)
+            self.stream.flush()
+
+    def close(self) -> None:
+        pass

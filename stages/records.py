@@ -5,6 +5,7 @@ Event shapes
     ``parse_json`` (handler): ``{"line": int, "text": str}`` -> the parsed JSON object plus
     ``"_line": int``.
     ``transform`` (handler): a dict -> a new dict.
+    ``Validate`` (handler): a dict -> a checked, normalised dict (declared fields only).
     ``WriteJsonl`` (sink): a dict per event -> one JSON object per line.
     ``ReadCsv`` (source) yields ``{<column>: str, ..., "_line": int}`` per row.
     ``WriteCsv`` (sink): a dict per event -> one CSV row (the `fields` columns).
@@ -16,8 +17,11 @@ the field, so the runtime writes them to the dead-letter file and carries on.
 from __future__ import annotations
 
 import csv
+import datetime
 import json
+import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,12 @@ from stages.files import AtomicFile, atomic_write
 __all__ = [
     "ReadCsv",
     "ReadJsonl",
+    "Validate",
     "WriteCsv",
     "WriteJsonl",
     "parse_json",
     "transform",
+    "validate",
 ]
 
 
@@ -234,6 +240,146 @@ def transform(
     if add:
         out.update(add)
     return out
+
+
+_TRUE = {"true", "yes", "y", "1", "on"}
+_FALSE = {"false", "no", "n", "0", "off"}
+_FIELD_KEYS = {"type", "required", "default", "min", "max", "pattern", "choices", "case", "formats", "min_length",
+               "max_length"}  # fmt: skip
+_VALIDATE_TYPES = ("str", "int", "float", "bool", "date")
+
+
+def _field_specs(fields: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check the `fields` param of `validate` once per stage (a mistake there is a
+    programming error, named precisely, not a bad record)."""
+    if not isinstance(fields, Mapping) or not fields:
+        raise ValueError("validate: 'fields' must map each field name to its rules")
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in fields.items():
+        spec = {"type": spec} if isinstance(spec, str) else dict(spec or {})
+        unknown = set(spec) - _FIELD_KEYS
+        if unknown:
+            raise ValueError(f"validate: field {name!r}: unknown rule(s) {', '.join(sorted(unknown))}")
+        spec.setdefault("type", "str")
+        if spec["type"] not in _VALIDATE_TYPES:
+            raise ValueError(f"validate: field {name!r}: type must be one of {', '.join(_VALIDATE_TYPES)}")
+        if spec.get("case") not in (None, "lower", "upper", "title"):
+            raise ValueError(f"validate: field {name!r}: case must be lower, upper or title")
+        if "pattern" in spec:
+            spec["_re"] = re.compile(str(spec["pattern"]))
+        out[str(name)] = spec
+    return out
+
+
+def _convert(raw: Any, spec: dict[str, Any], name: str) -> Any:
+    kind = spec["type"]
+    shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:37] + "..."
+    if kind == "str":
+        value: Any = raw if isinstance(raw, str) else str(raw)
+        case = spec.get("case")
+        if case:
+            value = getattr(value, case)()
+        if "min_length" in spec and len(value) < spec["min_length"]:
+            raise ValueError(f"field {name!r}: {shown} is shorter than {spec['min_length']}")
+        if "max_length" in spec and len(value) > spec["max_length"]:
+            raise ValueError(f"field {name!r}: {shown} is longer than {spec['max_length']}")
+        if "_re" in spec and not spec["_re"].fullmatch(value):
+            raise ValueError(f"field {name!r}: {shown} does not match {spec['pattern']!r}")
+    elif kind == "bool":
+        if isinstance(raw, bool):
+            value = raw
+        elif str(raw).lower() in _TRUE:
+            value = True
+        elif str(raw).lower() in _FALSE:
+            value = False
+        else:
+            raise ValueError(f"field {name!r}: {shown} is not a boolean (true/false, yes/no, 1/0)")
+    elif kind in ("int", "float"):
+        if isinstance(raw, bool):
+            raise ValueError(f"field {name!r}: {shown} is not {'an int' if kind == 'int' else 'a number'}")
+        text = raw.replace("_", "x") if isinstance(raw, str) else raw  # int("1_000") would pass
+        try:
+            value = int(text) if kind == "int" else float(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"field {name!r}: {shown} is not {'an int' if kind == 'int' else 'a number'}") from None
+        if kind == "float" and not math.isfinite(value):
+            raise ValueError(f"field {name!r}: {shown} is not a finite number")
+        if "min" in spec and value < spec["min"]:
+            raise ValueError(f"field {name!r}: {value} is below the minimum {spec['min']}")
+        if "max" in spec and value > spec["max"]:
+            raise ValueError(f"field {name!r}: {value} is above the maximum {spec['max']}")
+    else:  # date
+        formats = spec.get("formats") or ["%Y-%m-%d"]
+        for fmt in [formats] if isinstance(formats, str) else formats:
+            try:
+                value = datetime.datetime.strptime(str(raw), fmt).date().isoformat()
+                break
+            except ValueError:
+                continue
+        else:
+            raise ValueError(f"field {name!r}: {shown} is not a date ({' or '.join(map(str, formats))})")
+    if "choices" in spec and value not in spec["choices"]:
+        raise ValueError(f"field {name!r}: {shown} is not one of {', '.join(map(str, spec['choices']))}")
+    return value
+
+
+class Validate:
+    """Handler: checks each record (a dict, e.g. a CSV row) field by field and returns a
+    normalised copy holding exactly the declared fields, in the declared order (plus
+    ``_line`` when the input has it).
+
+    Params
+        fields: field name -> rules (or just a type name):
+            type: ``str`` (default), ``int``, ``float``, ``bool`` (true/false, yes/no,
+                1/0, on/off, any case) or ``date`` (written as ISO ``YYYY-MM-DD``);
+            required: default true; a missing, null or blank value is then an error;
+                when false such a value becomes `default` (or null);
+            default: the value of a missing optional field;
+            min, max: bounds of an int or float;
+            min_length, max_length, pattern (a regular expression the whole value
+                must match), case (``lower``, ``upper`` or ``title``): for str;
+            choices: the allowed values (after conversion and case);
+            formats: for date, the accepted ``strptime`` formats (default
+                ``["%Y-%m-%d"]``), tried in order.
+        strip: strip whitespace around string values first (default true).
+        rename: input name -> field name, applied before the checks (e.g. a CSV
+            header ``"E-mail"`` -> ``email``).
+
+    A record that breaks a rule is a ValueError starting ``line N:`` and naming the field
+    and the value, so it goes to the dead-letter file and the run carries on. A mistake
+    in `fields` itself (an unknown rule or type) is a ValueError at setup.
+    """
+
+    def setup(self, fields: Mapping[str, Any], strip: bool = True, rename: Mapping[str, str] | None = None) -> None:
+        self.fields = _field_specs(fields)
+        self.strip = bool(strip)
+        self.rename = dict(rename or {})
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(event, dict):
+            raise ValueError(f"validate: the event must be a dict, got {type(event).__name__}")
+        where = f"line {event['_line']}" if "_line" in event else "record"
+        record = {self.rename.get(k, k): v for k, v in event.items()}
+        out: dict[str, Any] = {}
+        for name, spec in self.fields.items():
+            raw = record.get(name)
+            if isinstance(raw, str) and self.strip:
+                raw = raw.strip()
+            if raw is None or raw == "":
+                if spec.get("required", True):
+                    raise ValueError(f"{where}: field {name!r} is required")
+                out[name] = spec.get("default")
+                continue
+            try:
+                out[name] = _convert(raw, spec, name)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+        if "_line" in event:
+            out["_line"] = event["_line"]
+        return out
+
+
+validate = Validate
 
 
 def _dump_line(event: Any, stage: str) -> str:

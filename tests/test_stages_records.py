@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sedamp.stage import check_ref
-from stages.records import ReadCsv, ReadJsonl, WriteCsv, WriteJsonl, parse_json, transform
+from stages.records import ReadCsv, ReadJsonl, Validate, WriteCsv, WriteJsonl, parse_json, transform
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 
@@ -334,3 +334,78 @@ def test_jsonl_etl_topology_refs_and_sample_data(tmp_path: Path) -> None:
         assert "name" not in r and "note" not in r and isinstance(r["full_name"], str)
         assert r["email"] == r["email"].lower() and r["country"] == r["country"].lower()
         assert r["source"] == "records.jsonl" and isinstance(r["_line"], int)
+
+
+# --------------------------------------------------------------------------- Validate
+
+
+def _validate(fields: dict[str, Any], **kw: Any) -> Validate:
+    v = Validate()
+    v.setup(fields=fields, **kw)
+    return v
+
+
+def test_validate_converts_and_normalises() -> None:
+    v = _validate(
+        {
+            "id": {"type": "int", "min": 1},
+            "name": {"type": "str", "case": "title"},
+            "ok": "bool",
+            "when": {"type": "date", "formats": ["%Y-%m-%d", "%d/%m/%Y"]},
+            "score": {"type": "float", "required": False, "default": 0.0},
+        },
+        rename={"Name": "name"},
+    )
+    out = v.handle({"id": " 7 ", "Name": "  ada LOVELACE ", "ok": "Yes", "when": "10/07/1842", "score": "", "_line": 3})
+    assert out == {"id": 7, "name": "Ada Lovelace", "ok": True, "when": "1842-07-10", "score": 0.0, "_line": 3}
+    assert list(out) == ["id", "name", "ok", "when", "score", "_line"]  # declared order, extras dropped
+
+
+@pytest.mark.parametrize(
+    ("fields", "record", "message"),
+    [
+        ({"n": "int"}, {"n": "1.5"}, "line 4: field 'n': '1.5' is not an int"),
+        ({"n": "int"}, {"n": "1_000"}, "line 4: field 'n': '1_000' is not an int"),
+        ({"n": "int"}, {"n": True}, "line 4: field 'n': True is not an int"),
+        ({"n": "float"}, {"n": "nan"}, "line 4: field 'n': 'nan' is not a finite number"),
+        ({"n": {"type": "int", "max": 9}}, {"n": "10"}, "line 4: field 'n': 10 is above the maximum 9"),
+        ({"n": {"type": "float", "min": 0}}, {"n": "-1"}, "line 4: field 'n': -1.0 is below the minimum 0"),
+        ({"s": "str"}, {}, "line 4: field 's' is required"),
+        ({"s": "str"}, {"s": "   "}, "line 4: field 's' is required"),
+        ({"s": {"pattern": "[a-z]+"}}, {"s": "ab1"}, "line 4: field 's': 'ab1' does not match '[a-z]+'"),
+        ({"s": {"choices": ["a", "b"]}}, {"s": "c"}, "line 4: field 's': 'c' is not one of a, b"),
+        ({"s": {"max_length": 2}}, {"s": "abc"}, "line 4: field 's': 'abc' is longer than 2"),
+        ({"b": "bool"}, {"b": "maybe"}, "line 4: field 'b': 'maybe' is not a boolean (true/false, yes/no, 1/0)"),
+        ({"d": "date"}, {"d": "2024-02-30"}, "line 4: field 'd': '2024-02-30' is not a date (%Y-%m-%d)"),
+    ],
+)
+def test_validate_rejects_with_the_line_field_and_value(
+    fields: dict[str, Any], record: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError) as exc:
+        _validate(fields).handle({**record, "_line": 4})
+    assert str(exc.value) == message
+
+
+def test_validate_keeps_none_for_optional_and_strip_can_be_off() -> None:
+    v = _validate({"a": {"type": "int", "required": False}, "s": "str"}, strip=False)
+    assert v.handle({"s": " x "}) == {"a": None, "s": " x "}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "validate: 'fields' must map each field name to its rules"),
+        ({"a": {"type": "decimal"}}, "validate: field 'a': type must be one of str, int, float, bool, date"),
+        ({"a": {"typo": 1}}, "validate: field 'a': unknown rule(s) typo"),
+        ({"a": {"case": "snake"}}, "validate: field 'a': case must be lower, upper or title"),
+    ],
+)
+def test_validate_refuses_bad_rules_at_setup(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        _validate(fields)
+    assert str(exc.value) == message
+
+
+def test_validate_is_a_valid_stage_ref() -> None:
+    assert check_ref("handler", "stages.records:Validate", {"fields": {"a": "int"}}) is None

@@ -19,6 +19,7 @@ def test_every_example_is_covered() -> None:
     tested = {
         "wordcount.yaml",
         "jsonl-etl.yaml",
+        "csv-clean.yaml",
         "burn.yaml",
         "tiny.yaml",
         "tiny-domain.yaml",
@@ -159,3 +160,31 @@ def test_staircase(workdir: Path) -> None:
     got = json.loads(out.read_text())
     assert got["count"] == n
     assert got == burn.expected_checksum(n, [38400]) | {"count": n}
+
+
+def test_csv_clean(workdir: Path) -> None:
+    """Every row checked and normalised; the 5 bad rows dead-lettered with line and field."""
+    out = workdir / "clean.jsonl"
+    proc = run_sedamp(
+        "run", str(TOPOLOGIES / "csv-clean.yaml"), "--workdir", str(workdir), "--json", env={"OUT": str(out)}
+    )
+    assert proc.returncode == 1, proc.stderr  # some rows failed
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in got] == [1, 2, 3, 4, 5, 10, 11]
+    assert got[0] == {
+        "_line": 2, "id": 1, "name": "Ada Lovelace", "email": "ada@example.org", "age": 36, "country": "GB",
+        "joined": "1842-07-10", "active": True, "score": 98.5,
+    }  # fmt: skip
+    assert got[3]["score"] is None and got[3]["active"] is False  # optional and empty; "no"
+    assert got[4]["age"] is None and got[4]["active"] is True  # optional and empty; "Y"
+    assert got[5]["name"] == "Hopper, Grace (again)"  # a quoted comma
+    letters = read_dead_letters(next(workdir.glob("runs/*/dead-letters.jsonl")))
+    assert sorted(d["message"] for d in letters) == [
+        "line 10: field 'active': 'maybe' is not a boolean (true/false, yes/no, 1/0)",
+        "line 13: field 'score': 1000.0 is above the maximum 100",
+        "line 7: field 'age': 'old' is not an int",
+        "line 8: field 'joined': '1957-13-01' is not a date (%Y-%m-%d or %d/%m/%Y)",
+        "line 9: field 'email' is required",
+    ]
+    s = summary_of(proc)
+    assert stage_of(s, "check")["failed"] == 5 and stage_of(s, "write")["events_in"] == 7

@@ -237,7 +237,7 @@ def mixed(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default="sedamp,gunicorn,asyncio")
-    ap.add_argument("--clients", default="4,8,16,32,64,128")
+    ap.add_argument("--clients", default="4,8,16,32,64,128,256")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds measured per point")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load once at the start, not measured")
     ap.add_argument(

@@ -9,13 +9,18 @@ Internet Servers", USITS 2003), applied per route (each route feeds its own firs
   a target by setting the bucket's rate: it measures over 100 requests or 1 s, whichever
   comes first, smooths the p90 (0.7 of the old value, 0.3 of the new), divides the rate
   by 1.2 when the smoothed p90 is over the target, and adds to it when the p90 is more
-  than 50% under. Two guards against wind-up, which the paper's controller lacks: a
-  decrease divides the rate actually admitted in the window (not a limit far above it
-  that binds nothing), and response times of requests admitted before the last change
-  are left out, the smoothing starting afresh (they show the old rate, not the new one). Without them, an overload
-  held back by the in-flight bound made the controller cut a non-binding rate ten times
-  in a few seconds, and the rate landed at half the capacity, where the slow additive
-  increase took tens of seconds to recover.
+  than 50% under.
+
+  Three changes to the paper's controller, each for a failure seen in bench_http. (1) A
+  decrease divides the rate actually admitted in the window, not a limit far above it
+  that binds nothing: with an overload held back by the in-flight bound, the controller
+  cut a non-binding rate ten times in a few seconds and landed at half the capacity.
+  (2) Response times of requests admitted before the last change are left out, and the
+  smoothing starts afresh: they show the old rate, not the new one, and kept cutting
+  after the latency had already fallen. (3) The increase accelerates: each consecutive
+  window still well under the target adds twice the previous step (2, 4, 8, ...
+  requests/s), back to 2 after any other window; the paper's fixed 2 requests/s a
+  window took a minute to win back a cut made during a burst.
 
 Request classes: each request has a class, 0 the highest. A class-k request is admitted
 only while the bucket holds more than ``k * reserve`` tokens and fewer than
@@ -83,9 +88,13 @@ class ResponseTimeController:
     samples: list[float] = field(default_factory=list)
     started: float | None = None
     changed_at: float = -math.inf  # when the rate last changed
+    step: float = 0.0  # the next increase (starts at `increase`, doubles while well under)
     admissions: int = 0  # admitted since admissions_t0 (see `admitted`)
     admissions_t0: float | None = None
     history: list[tuple[float, float, float]] = field(default_factory=list)  # (t, p90, rate)
+
+    def __post_init__(self) -> None:
+        self.step = self.step or self.increase
 
     def admitted(self, now: float) -> None:
         """Count an admission: a decrease then starts from the rate actually admitted."""
@@ -118,7 +127,10 @@ class ResponseTimeController:
                 base = min(base, self.admissions / (now - self.admissions_t0))
             self.rate = max(self.min_rate, base / self.decrease)
         elif self.p90_s < (1 - self.under) * self.target_s:
-            self.rate = min(self.max_rate, self.rate + self.increase)
+            self.rate = min(self.max_rate, self.rate + self.step)
+            self.step *= 2  # the next window that is still well under adds twice as much
+        if not self.p90_s < (1 - self.under) * self.target_s:
+            self.step = self.increase
         self.history.append((now, self.p90_s, self.rate))
         if self.rate != old:
             self.changed_at = now

@@ -88,6 +88,26 @@ def test_response_times_from_before_a_change_are_left_out() -> None:
     assert len(c.history) == 2 and math.isclose(c.rate, 100.0 / 1.2) and c.p90_s == 0.06
 
 
+def test_the_increase_accelerates_while_well_under_and_resets_otherwise() -> None:
+    c = ResponseTimeController(target_s=0.1, rate=100.0)
+    t = 0.0
+
+    def window(latency: float) -> None:
+        nonlocal t
+        for _ in range(100):
+            t += 0.001
+            c.observe(t, latency)
+
+    for _ in range(5):
+        window(0.02)
+    assert c.rate == 100.0 + 2 + 4 + 8 + 16 + 32  # the paper's fixed step would give 110
+    window(0.07)  # under the target but not well under: hold, and the step starts again
+    assert c.rate == 162.0
+    window(0.02)  # smoothed: 0.7 * 0.07 + 0.3 * 0.02 = 0.055, not yet well under
+    window(0.02)  # 0.0445: well under again, from the first step
+    assert c.rate == 164.0
+
+
 def test_controller_measures_over_one_second_when_requests_are_few() -> None:
     c = ResponseTimeController(target_s=0.1, rate=10.0)
     c.observe(0.0, 0.5)

@@ -49,6 +49,8 @@ import sedamp
 from sedamp.admission import Admission, RouteLimits
 from sedamp.stage import load_ref
 
+__all__ = ["Call", "HttpFrontend", "Respond", "reply_endpoint", "response"]
+
 log = logging.getLogger("sedamp.http")
 
 REASONS = {

@@ -9,6 +9,8 @@ from typing import Any
 
 from stages.burn import calibrate, spin
 
+__all__ = ["hello", "thumbnail", "work"]
+
 
 def hello(request: dict[str, Any]) -> str:
     return "hello\n"

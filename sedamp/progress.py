@@ -53,8 +53,10 @@ class View:
 
     @property
     def fraction(self) -> float | None:
-        if not self.total:
+        if self.total is None:
             return None
+        if self.total == 0:  # nothing to do (e.g. every output exists already): complete
+            return 1.0
         return min(1.0, self.done / self.total)
 
 

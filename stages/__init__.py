@@ -1,18 +1,23 @@
 """Ready-made stages for sedamp topologies, named in YAML as ``stages.<module>:<attribute>``.
 
 files
-    ``ListFiles`` (source), ``read_text`` (handler), ``WriteFiles`` (sink) and the
+    ``ListFiles`` (source), ``read_text`` / ``read_bytes`` (handlers), ``WriteFiles`` (sink) and the
     ``atomic_write`` / ``AtomicFile`` helpers the other sinks use.
 text
     ``tokenize`` (handler), ``Count`` (key-routed aggregating handler), ``WriteCounts`` (sink).
 records
-    ``ReadJsonl`` / ``ReadCsv`` (sources), ``parse_json`` and ``transform`` (handlers),
+    ``ReadJsonl`` / ``ReadCsv`` (sources), ``parse_json``, ``transform`` and ``Validate``
+    (handlers),
     ``WriteJsonl`` / ``WriteCsv`` (sinks).
+images
+    ``Thumbnail`` (handler: decode, EXIF orientation, resize, convert, encode) and the
+    ``open_image`` / ``resize`` / ``encode`` functions; needs Pillow
+    (``pip install 'sedamp[images]'``).
 burn
     the CPU benchmark workload: ``Seeds`` (source), ``burn`` and ``tiny`` (handlers),
     ``Collect`` (sink), with ``calibrate`` and ``expected_checksum`` helpers.
 
-Everything here is pure Python and uses the standard library only; every event is a
+Everything here but ``images`` is pure Python on the standard library; every event is a
 MessagePack value (dicts with str keys, lists, str, bytes, int, float, bool, None).
 """
 

@@ -4,7 +4,15 @@ Event shapes
     ``ListFiles`` (source) yields ``{"path": str, "size": int}``.
     ``read_text`` (handler) takes ``{"path": str, ...}`` and returns the same dict plus
     ``"text": str``.
+    ``read_bytes`` (handler) takes ``{"path": str, ...}`` and returns the same dict plus
+    ``"data": bytes``.
     ``WriteFiles`` (sink) takes ``{"name": str, "data": bytes | str, ...}``.
+
+Doing only what is left
+    ``ListFiles(skip_existing=TEMPLATE)`` leaves out every file whose output (the
+    template formatted with the file's ``{relpath}``, ``{relstem}``, ``{name}``,
+    ``{stem}``, ``{suffix}``) already exists, so re-running a job does only the rest;
+    ``WriteFiles(skip_existing=true)`` leaves an existing output file as it is.
 
 Helpers
     ``atomic_write(path, data)`` writes a whole file at once; ``AtomicFile`` streams into a
@@ -16,8 +24,10 @@ Helpers
 from __future__ import annotations
 
 import os
+import posixpath
+import string
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO, Any
@@ -28,8 +38,12 @@ __all__ = [
     "WriteFiles",
     "atomic_write",
     "list_files",
+    "read_bytes",
     "read_text",
 ]
+
+# The fields a ListFiles skip_existing template may use.
+SKIP_FIELDS = ("relpath", "relstem", "name", "stem", "suffix")
 
 _umask: int | None = None
 
@@ -159,13 +173,34 @@ class ListFiles:
     Params
         root: the directory to list (ValueError naming it if it does not exist or is not a
             directory).
-        pattern: a shell-style pattern (``fnmatch``, case-sensitive) matched against each
-            file's *name*; default ``"*"`` (every file, dot-files included).
+        pattern: a shell-style pattern (``fnmatch``) matched against each file's *name*,
+            or a list of them (a file matching any is listed, e.g.
+            ``["*.jpg", "*.jpeg", "*.png"]``); default ``"*"`` (every file, dot-files
+            included).
+        ignore_case: match the patterns regardless of case (``*.jpg`` also lists
+            ``IMG_1.JPG``); default false (case-sensitive).
         recursive: also list subdirectories (symlinked directories are not followed;
             symlinks to regular files are listed).
+        skip_existing: a path template; a file whose formatted template names an
+            existing path is left out (not yielded, not counted in ``total()``), so
+            re-running a job does only what is left. The template is formatted with
+            ``str.format`` fields of the file: ``{relpath}`` (its path relative to
+            `root`, ``/`` separated), ``{relstem}`` (relpath without its last
+            extension), ``{name}`` (its file name), ``{stem}`` (name without its last
+            extension) and ``{suffix}`` (that extension with its dot, or ``""``); e.g.
+            ``out/thumbs/{relstem}.jpg`` matches the names ``stages.images:Thumbnail``
+            gives with the same `root`. A relative template is relative to the current
+            directory, as ``WriteFiles``' `out` is. An unknown field, or a template
+            using none, is a ValueError in ``setup``. How many files it left out is in
+            the attribute ``skipped``.
 
     Yields ``{"path": str, "size": int}`` where ``path`` is `root` joined with the file's
     path relative to it and ``size`` is in bytes. ``total()`` (and ``len()``) is the count.
+    The directory is listed once, when ``total()`` or the iteration first needs it.
+
+    Event ids are positions in this listing, so with `skip_existing` they change from run
+    to run: do not combine it with ``sedamp run --resume``, which skips the positions the
+    sinks held in the interrupted run (`skip_existing` does that job by itself).
 
     ``list_files = ListFiles`` is the same thing under a function-style name; both can be
     called with the params directly (``list_files(root="texts")``) or through ``setup``.
@@ -174,42 +209,81 @@ class ListFiles:
     def __init__(
         self,
         root: str | os.PathLike[str] | None = None,
-        pattern: str = "*",
+        pattern: str | Sequence[str] = "*",
         recursive: bool = False,
+        ignore_case: bool = False,
+        skip_existing: str | None = None,
     ) -> None:
         self._files: list[dict[str, Any]] | None = None
+        self.skipped = 0
         if root is not None:
-            self.setup(root, pattern, recursive)
+            self.setup(root, pattern, recursive, ignore_case, skip_existing)
 
-    def setup(self, root: str | os.PathLike[str], pattern: str = "*", recursive: bool = False) -> None:
+    def setup(
+        self,
+        root: str | os.PathLike[str],
+        pattern: str | Sequence[str] = "*",
+        recursive: bool = False,
+        ignore_case: bool = False,
+        skip_existing: str | None = None,
+    ) -> None:
         root_str = os.fspath(root)
         if not os.path.exists(root_str):
             raise ValueError(f"ListFiles: root {root_str!r} does not exist")
         if not os.path.isdir(root_str):
             raise ValueError(f"ListFiles: root {root_str!r} is not a directory")
         self.root = root_str
-        self.pattern = str(pattern)
+        if isinstance(pattern, str):
+            patterns = [pattern]
+        elif isinstance(pattern, list | tuple) and pattern and all(isinstance(p, str) for p in pattern):
+            patterns = list(pattern)
+        else:
+            raise ValueError(f"ListFiles: pattern must be a pattern or a non-empty list of patterns, got {pattern!r}")
+        self.pattern: str | list[str] = pattern if isinstance(pattern, str) else patterns
+        self.ignore_case = bool(ignore_case)
+        self._patterns = [p.lower() for p in patterns] if self.ignore_case else patterns
         self.recursive = bool(recursive)
+        self.skip_existing = _skip_template(skip_existing)
         self._files = None
+        self.skipped = 0
+
+    def _matches(self, name: str) -> bool:
+        key = name.lower() if self.ignore_case else name
+        return any(fnmatchcase(key, p) for p in self._patterns)
+
+    def _done_already(self, path: str) -> bool:
+        if self.skip_existing is None:
+            return False
+        rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+        name = os.path.basename(path)
+        stem, suffix = os.path.splitext(name)
+        fields = {"relpath": rel, "relstem": posixpath.splitext(rel)[0], "name": name, "stem": stem, "suffix": suffix}
+        return os.path.exists(self.skip_existing.format_map(fields))
 
     def _scan(self) -> list[dict[str, Any]]:
         if self._files is None:
             found: list[dict[str, Any]] = []
+            skipped = 0
             for dirpath, dirnames, filenames in os.walk(self.root):
                 if not self.recursive:
                     dirnames.clear()
                 for name in filenames:
-                    if not fnmatchcase(name, self.pattern):
+                    if not self._matches(name):
                         continue
                     path = os.path.join(dirpath, name)
                     try:
                         st = os.stat(path)  # follows symlinks: a link to a file counts
                     except OSError:  # vanished, or a dangling symlink
                         continue
-                    if os.path.isfile(path):
-                        found.append({"path": path, "size": st.st_size})
+                    if not os.path.isfile(path):
+                        continue
+                    if self._done_already(path):
+                        skipped += 1
+                        continue
+                    found.append({"path": path, "size": st.st_size})
             found.sort(key=lambda f: f["path"])
             self._files = found
+            self.skipped = skipped
         return self._files
 
     def total(self) -> int:
@@ -221,6 +295,30 @@ class ListFiles:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for f in self._scan():
             yield dict(f)
+
+
+def _skip_template(template: Any) -> str | None:
+    """A ListFiles skip_existing template, checked: every field known, at least one."""
+    if template is None:
+        return None
+    if not isinstance(template, str) or not template:
+        raise ValueError(
+            f"ListFiles: skip_existing must be a path template like 'out/{{relstem}}.jpg', got {template!r}"
+        )
+    try:
+        used = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"ListFiles: skip_existing {template!r} is not a valid template: {exc}") from None
+    known = ", ".join("{" + f + "}" for f in SKIP_FIELDS)
+    bad = [f for f in used if f not in SKIP_FIELDS]
+    if bad:
+        raise ValueError(f"ListFiles: skip_existing {template!r} has an unknown field {{{bad[0]}}}; use {known}")
+    if not used:
+        raise ValueError(
+            f"ListFiles: skip_existing {template!r} uses no field, so it names one path for every file; "
+            f"name each file's output with {known}"
+        )
+    return template
 
 
 list_files = ListFiles
@@ -243,6 +341,21 @@ def read_text(event: dict[str, Any], encoding: str = "utf-8") -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ValueError(f"read_text: {path!r} is not valid {encoding} at byte {exc.start}: {exc.reason}") from exc
     return {**event, "text": text}
+
+
+def read_bytes(event: dict[str, Any]) -> dict[str, Any]:
+    """Handler: ``{"path": str, ...}`` -> the same dict plus ``"data"``, the file's whole
+    contents as bytes.
+
+    Raises ValueError naming the path if it cannot be read."""
+    if not isinstance(event, dict) or not isinstance(event.get("path"), str):
+        raise ValueError("read_bytes: the event must be a dict with a str 'path' field")
+    path = event["path"]
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"read_bytes: cannot read {path!r}: {exc.strerror or exc}") from exc
+    return {**event, "data": data}
 
 
 def _safe_relative(name: Any) -> Path:
@@ -273,6 +386,9 @@ class WriteFiles:
         out: the output directory, created in ``setup``.
         overwrite: replace an existing file (default). When False, an existing file is a
             ValueError and is left untouched (the check and the write are one atomic step).
+        skip_existing: leave an existing file as it is and count the event as done (no
+            error; counted in the attribute ``skipped``). Default false. Takes precedence
+            over `overwrite`; the check and the write are one atomic step here too.
         fsync: flush each file and its directory to disk before moving on.
         encoding: for str data.
 
@@ -288,6 +404,7 @@ class WriteFiles:
         overwrite: bool = True,
         fsync: bool = False,
         encoding: str = "utf-8",
+        skip_existing: bool = False,
     ) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -295,7 +412,9 @@ class WriteFiles:
         self.overwrite = bool(overwrite)
         self.fsync = bool(fsync)
         self.encoding = encoding
+        self.skip_existing = bool(skip_existing)
         self.written = 0
+        self.skipped = 0
 
     def handle(self, event: dict[str, Any]) -> None:
         if not isinstance(event, dict):
@@ -315,13 +434,18 @@ class WriteFiles:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.is_dir():
             raise ValueError(f"WriteFiles: {str(dest)!r} is a directory")
-        if self.overwrite:
+        if self.skip_existing:
+            if os.path.lexists(dest) or not self._write_new(dest, data):
+                self.skipped += 1
+                return
+        elif self.overwrite:
             atomic_write(dest, data, fsync=self.fsync)
-        else:
-            self._write_new(dest, data)
+        elif not self._write_new(dest, data):
+            raise ValueError(f"WriteFiles: {str(dest)!r} already exists and overwrite is false")
         self.written += 1
 
-    def _write_new(self, dest: Path, data: bytes) -> None:
+    def _write_new(self, dest: Path, data: bytes) -> bool:
+        """Write `dest` unless it exists; False, with nothing written, if it does."""
         fd, tmp = _temp_in(dest.parent, dest.name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -333,15 +457,16 @@ class WriteFiles:
             try:
                 os.link(tmp, dest)  # fails if dest exists: no check-then-write race
             except FileExistsError:
-                raise ValueError(f"WriteFiles: {str(dest)!r} already exists and overwrite is false") from None
+                return False
             except OSError:  # file systems without hard links
                 if dest.exists():
-                    raise ValueError(f"WriteFiles: {str(dest)!r} already exists and overwrite is false") from None
+                    return False
                 os.replace(tmp, dest)
         finally:
             _unlink_quietly(tmp)
         if self.fsync:
             _fsync_dir(dest.parent)
+        return True
 
     def teardown(self) -> None:
         pass

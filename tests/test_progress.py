@@ -103,3 +103,9 @@ def test_terminal_progress_draws_a_bar() -> None:
     assert "43/100 done (43%)" in text and "3 failed" in text
     assert "list 50 read | thumb q 3/64 w1" in text
     assert "━" in text  # the bar itself
+
+
+def test_a_total_of_zero_is_complete_not_an_error() -> None:
+    v = Tracker().update(record(1, chain(0, 0, 0, 0, total=0), final=True))
+    assert v.fraction == 1.0
+    assert headline(v) == "0/0 done (100%), -/s, ETA -, 0 failed"

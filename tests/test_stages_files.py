@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.files import AtomicFile, ListFiles, WriteFiles, atomic_write, list_files, read_text
+from stages.files import AtomicFile, ListFiles, WriteFiles, atomic_write, list_files, read_bytes, read_text
 
 
 def _tree(root: Path) -> None:
@@ -91,6 +91,96 @@ def test_list_files_root_is_a_file(tmp_path: Path) -> None:
         ListFiles().setup(root=str(tmp_path / "f"))
 
 
+def _images(root: Path) -> None:
+    (root / "2024" / "june").mkdir(parents=True)
+    for rel in ("a.jpg", "B.JPG", "c.jpeg", "d.png", "e.gif", "notes.txt", "2024/f.Png", "2024/june/g.jpg"):
+        (root / rel).write_bytes(b"x" * len(rel))
+
+
+def _rel(src: ListFiles, root: Path) -> list[str]:
+    return [os.path.relpath(e["path"], root).replace(os.sep, "/") for e in src]
+
+
+def test_list_files_several_patterns(tmp_path: Path) -> None:
+    _images(tmp_path)
+    src = list_files(root=tmp_path, pattern=["*.jpg", "*.jpeg", "*.png"], recursive=True)
+    assert _rel(src, tmp_path) == ["2024/june/g.jpg", "a.jpg", "c.jpeg", "d.png"]  # case-sensitive by default
+    assert src.total() == 4
+    flat = list_files(root=tmp_path, pattern=("*.gif", "*.txt"))
+    assert _rel(flat, tmp_path) == ["e.gif", "notes.txt"]
+    for bad in ([], [1], {"*.jpg": 1}, 5):
+        with pytest.raises(ValueError, match="pattern must be a pattern or a non-empty list"):
+            ListFiles().setup(root=str(tmp_path), pattern=bad)  # type: ignore[arg-type]
+
+
+def test_list_files_ignore_case(tmp_path: Path) -> None:
+    _images(tmp_path)
+    src = list_files(root=tmp_path, pattern=["*.JPG", "*.png"], recursive=True, ignore_case=True)
+    assert _rel(src, tmp_path) == ["2024/f.Png", "2024/june/g.jpg", "B.JPG", "a.jpg", "d.png"]
+    assert list_files(root=tmp_path, pattern="[a-b].jpg", ignore_case=True).total() == 2  # a.jpg, B.JPG
+
+
+def test_list_files_skip_existing(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    _images(root)
+    (out / "2024" / "june").mkdir(parents=True)
+    (out / "a.jpg").write_bytes(b"done")  # a.jpg's output
+    (out / "2024" / "june" / "g.jpg").write_bytes(b"done")
+    (out / "d.jpg").mkdir()  # a directory there also counts as done
+    params = {"root": str(root), "pattern": ["*.jpg", "*.jpeg", "*.png"], "recursive": True, "ignore_case": True}
+
+    src = ListFiles()
+    src.setup(**params, skip_existing=str(out / "{relstem}.jpg"))
+    assert _rel(src, root) == ["2024/f.Png", "B.JPG", "c.jpeg"]
+    assert src.total() == len(src) == 3
+    assert src.skipped == 3
+
+    by_name = ListFiles()
+    by_name.setup(**params, skip_existing=str(out / "{stem}{suffix}"))  # a.jpg only: flat names, same suffix
+    assert by_name.total() == 5 and by_name.skipped == 1
+
+    # every field, formatted for the file it decides on
+    fields = tmp_path / "fields"
+    template = str(fields) + "/{relpath}/{relstem}/{name}+{stem}+{suffix}"
+    every = dict(root=str(root), pattern="g.jpg", recursive=True, skip_existing=template)
+    assert list_files(**every).total() == 1
+    done = fields / "2024/june/g.jpg" / "2024/june/g" / "g.jpg+g+.jpg"
+    done.parent.mkdir(parents=True)
+    done.write_text("x")
+    again = list_files(**every)
+    assert again.total() == 0 and again.skipped == 1
+
+
+def test_list_files_skip_existing_relative_to_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _images(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "thumbs").mkdir()
+    (tmp_path / "thumbs" / "c.jpg").write_bytes(b"done")
+    src = list_files(root=".", pattern="*.jp*g", skip_existing="thumbs/{relstem}.jpg")
+    assert _rel(src, Path(".")) == ["a.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("template", "match"),
+    [
+        ("out/{relstem}.{ext}", r"unknown field \{ext\}; use \{relpath\}, \{relstem\}, \{name\}, \{stem\}, \{suffix\}"),
+        ("out/{}.jpg", r"unknown field \{\}"),
+        ("out/{0}.jpg", r"unknown field \{0\}"),
+        ("out/{relstem.upper}.jpg", "unknown field"),
+        ("out/{relstem", "not a valid template"),
+        ("out/all.jpg", "uses no field"),
+        ("", "must be a path template"),
+        (42, "must be a path template"),
+    ],
+)
+def test_list_files_skip_existing_bad_templates(tmp_path: Path, template: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ListFiles().setup(root=str(tmp_path), skip_existing=template)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- read_text
 
 
@@ -116,6 +206,18 @@ def test_read_text_errors(tmp_path: Path) -> None:
         read_text({"path": str(tmp_path / "gone.txt")})
     with pytest.raises(ValueError, match="'path'"):
         read_text({"text": "x"})
+
+
+def test_read_bytes(tmp_path: Path) -> None:
+    p = tmp_path / "b.bin"
+    p.write_bytes(b"\x00\xffbinary\r\n")
+    event = {"path": str(p), "size": 10}
+    assert read_bytes(event) == {"path": str(p), "size": 10, "data": b"\x00\xffbinary\r\n"}
+    assert "data" not in event  # a new dict
+    with pytest.raises(ValueError, match=r"read_bytes: cannot read '.*gone\.bin': No such file"):
+        read_bytes({"path": str(tmp_path / "gone.bin")})
+    with pytest.raises(ValueError, match="read_bytes: the event must be a dict with a str 'path'"):
+        read_bytes({"name": "x"})
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -252,3 +354,30 @@ def test_write_files_bad_data(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     with pytest.raises(ValueError, match="is a directory"):
         sink.handle({"name": "d", "data": b"x"})
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_write_files_skip_existing(tmp_path: Path, overwrite: bool) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "old.jpg").write_bytes(b"old")
+    sink = WriteFiles()
+    sink.setup(out=str(tmp_path), skip_existing=True, overwrite=overwrite)
+    sink.handle({"name": "sub/old.jpg", "data": b"new"})  # no error: left as it is
+    sink.handle({"name": "sub/new.jpg", "data": b"new"})
+    sink.handle({"name": "sub/new.jpg", "data": b"newer"})  # written by this run: also left
+    assert (tmp_path / "sub" / "old.jpg").read_bytes() == b"old"
+    assert (tmp_path / "sub" / "new.jpg").read_bytes() == b"new"
+    assert (sink.written, sink.skipped) == (1, 2)
+    assert _leftovers(tmp_path / "sub") == []
+    (tmp_path / "d.jpg").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        sink.handle({"name": "d.jpg", "data": b"x"})
+
+
+def test_write_files_without_skip_existing_replaces(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"old")
+    sink = WriteFiles()
+    sink.setup(out=str(tmp_path))
+    sink.handle({"name": "x.jpg", "data": b"new"})
+    assert (tmp_path / "x.jpg").read_bytes() == b"new"
+    assert (sink.written, sink.skipped) == (1, 0)

@@ -108,7 +108,7 @@ def run(
         from sedamp.prometheus import Exporter
 
         try:
-            exporter = Exporter(metrics_host, metrics_port)
+            exporter = Exporter(metrics_host, metrics_port, topology=top.name)
         except (OSError, ValueError) as exc:
             executor.close()
             typer.echo(f"error: --metrics-port {metrics_port}: {exc}", err=True)
@@ -143,9 +143,13 @@ def run(
         for close in closers:
             close()
     if report is not None and metrics is not None:
-        index = report_mod.write_report(metrics, report)
-        if not quiet:
-            typer.echo(f"sedamp: report written to {index}", err=True)
+        try:
+            index = report_mod.write_report(metrics, report)
+        except (report_mod.ReportError, OSError) as exc:  # the run's own exit code still stands
+            typer.echo(f"error: --report {report}: {exc}", err=True)
+        else:
+            if not quiet:
+                typer.echo(f"sedamp: report written to {index}", err=True)
     if json_:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:

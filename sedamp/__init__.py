@@ -1,7 +1,8 @@
 """sedamp: a staged event-driven runtime for CPU-bound Python pipelines.
 
-The public surface: `run` and `load` (the Python API), `Many` (several events from one
-handler call), and the exception tree (`SedampError` and its subclasses)."""
+The public surface: `run`, `load` and `Pipeline` (the Python API: run a topology file,
+load and validate one, build one in code), `Many` and `IDLE` (for stage code), and the
+exception tree (`SedampError` and its subclasses)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sedamp.errors import HandlerError, Problem, RunError, SedampError, Topology
 from sedamp.stage import IDLE, Many
 
 if TYPE_CHECKING:
-    from sedamp.api import load, run
+    from sedamp.api import Pipeline, load, run
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ __all__ = [
     "IDLE",
     "HandlerError",
     "Many",
+    "Pipeline",
     "Problem",
     "RunError",
     "SedampError",
@@ -31,9 +33,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # `run` and `load` pull in the controller (and ZeroMQ); a worker importing `sedamp`
-    # for `Many` should not pay for that.
-    if name in ("run", "load"):
+    # the API pulls in the controller (and ZeroMQ); a worker importing `sedamp` for `Many`
+    # should not pay for that.
+    if name in ("run", "load", "Pipeline"):
         from sedamp import api
 
         return getattr(api, name)

@@ -1,13 +1,38 @@
-"""The Python API: load and run a topology from code."""
+"""The Python API: load, build and run a topology from code.
+
+`Pipeline` builds a topology in code. It makes the same plain tree a YAML file would
+hold and validates it with `sedamp.topology.build_topology`, so a pipeline obeys every
+rule of the YAML format and fails with the same messages (placed at
+``Pipeline('NAME')`` instead of ``file:line``). Worker processes import stages by
+name, so a stage given as a Python object is turned into its ``module:qualname``
+reference, and only objects that can be imported by that name are accepted.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from sedamp.controller import RunOptions, Summary, run_topology
 from sedamp.executor import LocalExecutor
-from sedamp.topology import Topology, load_topology
+from sedamp.topology import StageKind, Topology, build_topology, load_topology
+
+__all__ = ["Pipeline", "load", "run"]
+
+# The keyword arguments of Pipeline.source/handler/sink that are stage keys, not params:
+# every key of a YAML stage but the kind and params (tests/test_api.py checks the two agree)
+STAGE_OPTIONS = (
+    "to", "workers", "queue", "batch", "group", "on_error", "timeout_s", "max_events", "max_rss_mb", "dedupe",
+    "max_event_bytes", "description",
+)  # fmt: skip
+
+StageRef = str | Callable[..., Any]
+"""A stage: a ``"module:attribute"`` string, or a function or class defined at the top
+level of an importable module."""
 
 
 def load(path: str | Path, overrides: Sequence[str] = (), check_handlers: bool = True) -> Topology:
@@ -16,21 +41,272 @@ def load(path: str | Path, overrides: Sequence[str] = (), check_handlers: bool =
 
 
 def run(
-    topology: str | Path | Topology,
+    topology: str | Path | Topology | Pipeline,
     overrides: Sequence[str] = (),
     *,
     workdir: str | Path = ".sedamp",
     cores: int | None = None,
     drain_timeout_s: float | None = None,
 ) -> Summary:
-    """Run a topology (a path or a loaded Topology) to completion; return its summary.
+    """Run a topology to completion and return its summary (``.exit_code`` says how it
+    ended, with the codes of `sedamp run`).
+
+    `topology` is a YAML file, a `Pipeline` or an already loaded `Topology`.
+    `overrides` are ``--set`` strings (``"count.workers=2"``), applied before validation;
+    a loaded `Topology` is already validated, so it takes none (pass its path or its
+    `Pipeline` instead). Raises `TopologyError` when the topology is invalid.
 
     Ctrl-C during the call drains and stops the run as `sedamp run` does."""
+    if isinstance(topology, Topology) and overrides:
+        raise ValueError(
+            f"run({topology.name!r}): overrides apply before validation, and this Topology is validated "
+            "already: pass the topology's path or its Pipeline instead"
+        )
     executor = LocalExecutor()  # boots while the topology loads
     try:
-        top = topology if isinstance(topology, Topology) else load(topology, overrides)
+        if isinstance(topology, Topology):
+            top = topology
+        elif isinstance(topology, Pipeline):
+            top = topology.build(overrides)
+        else:
+            top = load(topology, overrides)
     except BaseException:
         executor.close()
         raise
     options = RunOptions(workdir=Path(workdir), cores=cores, drain_timeout_s=drain_timeout_s, executor=executor)
     return run_topology(top, options)
+
+
+class Pipeline:
+    """A topology built in code, stage by stage, with the keys of the YAML format::
+
+        p = sedamp.Pipeline("shout")
+        p.source("read", "shout:Lines", path="input.txt", to="shout")
+        p.handler("shout", shout.shout, suffix="!!", workers={"min": 1, "max": 4}, to="save")
+        p.sink("save", shout.Save, out="shout.txt")
+        summary = sedamp.run(p, overrides=["shout.workers=2"])
+
+    `source`, `handler` and `sink` add a stage (in order; they return the pipeline, so
+    calls chain). The stage is a ``"module:attribute"`` string or a function or class
+    defined at the top level of a module that worker processes can import (from
+    `base_dir`, the current directory or the installed packages; not the ``__main__``
+    script). Their keyword arguments are the stage's params, except the stage options
+    (`to`, `workers`, `queue`, `batch`, `group`, `on_error`, `timeout_s`,
+    `max_events`, `max_rss_mb`, `dedupe`, `max_event_bytes`, `description`), which take
+    the values their YAML keys take: ``to="next"``, ``to=["a", "b"]``,
+    ``to={"stage": "count", "key": "word"}``, ``workers=4``,
+    ``workers={"min": 1, "max": "auto"}``, ``on_error={"retry": 2, "then": "skip"}``...
+    A param whose name is also an option goes in ``params={...}``.
+
+    `controller` takes the keys of the YAML ``controller:`` section. `build` validates
+    (every problem at once, as a `TopologyError`); `sedamp.run` builds and runs.
+    Params travel to the worker processes as plain data: str, int, float, bool, None,
+    lists, tuples (received as lists), dicts with string keys, and paths (as str).
+    `base_dir` (default: the current directory) is importable by the workers and is
+    ``${TOPOLOGY_DIR}`` in overrides.
+    """
+
+    def __init__(self, name: str, *, description: str | None = None, base_dir: str | Path | None = None) -> None:
+        self.name = name
+        self.description = description
+        self.base_dir = Path(base_dir if base_dir is not None else os.getcwd()).resolve()
+        self._stages: dict[str, dict[str, Any]] = {}
+        self._controller: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, stages={list(self._stages)!r})"
+
+    def source(
+        self,
+        name: str,
+        ref: StageRef,
+        /,
+        *,
+        to: str | Sequence[str | Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        workers: int | Mapping[str, Any] | None = None,
+        queue: Mapping[str, Any] | None = None,
+        batch: int | Mapping[str, Any] | None = None,
+        group: str | None = None,
+        on_error: str | Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        max_events: int | None = None,
+        max_rss_mb: int | None = None,
+        dedupe: bool | None = None,
+        max_event_bytes: int | None = None,
+        description: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        **more_params: Any,
+    ) -> Pipeline:
+        """Add a source stage: a function ``f(**params)`` returning an iterable of events,
+        or a class with ``setup(**params)`` and ``__iter__``. It needs `to`; `batch` is
+        the events per message it sends. The options are those of the YAML stage keys."""
+        options = {key: value for key, value in locals().items() if key in STAGE_OPTIONS}
+        return self._add("source", name, ref, options, params, more_params)
+
+    def handler(
+        self,
+        name: str,
+        ref: StageRef,
+        /,
+        *,
+        to: str | Sequence[str | Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        workers: int | Mapping[str, Any] | None = None,
+        queue: Mapping[str, Any] | None = None,
+        batch: int | Mapping[str, Any] | None = None,
+        group: str | None = None,
+        on_error: str | Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        max_events: int | None = None,
+        max_rss_mb: int | None = None,
+        dedupe: bool | None = None,
+        max_event_bytes: int | None = None,
+        description: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        **more_params: Any,
+    ) -> Pipeline:
+        """Add a handler stage: ``f(event, **params)`` returning one event, None or
+        several (a generator or `sedamp.Many`), or a class with ``setup(**params)`` and
+        ``handle(event)``. It needs `to`. The options are those of the YAML stage keys."""
+        options = {key: value for key, value in locals().items() if key in STAGE_OPTIONS}
+        return self._add("handler", name, ref, options, params, more_params)
+
+    def sink(
+        self,
+        name: str,
+        ref: StageRef,
+        /,
+        *,
+        to: str | Sequence[str | Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        workers: int | Mapping[str, Any] | None = None,
+        queue: Mapping[str, Any] | None = None,
+        batch: int | Mapping[str, Any] | None = None,
+        group: str | None = None,
+        on_error: str | Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        max_events: int | None = None,
+        max_rss_mb: int | None = None,
+        dedupe: bool | None = None,
+        max_event_bytes: int | None = None,
+        description: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        **more_params: Any,
+    ) -> Pipeline:
+        """Add a sink stage: ``f(event, **params)``, or a class with ``setup(**params)``,
+        ``handle(event)`` and ``teardown()`` (flush there). A sink has no `to`. The
+        options are those of the YAML stage keys."""
+        options = {key: value for key, value in locals().items() if key in STAGE_OPTIONS}
+        return self._add("sink", name, ref, options, params, more_params)
+
+    def controller(self, **options: Any) -> Pipeline:
+        """Set keys of the ``controller:`` section (``cores``, ``period_s``, ``policy``,
+        ``drain_timeout_s``, ``transport``, ...); later calls add to earlier ones."""
+        self._controller.update(_plain(options, f"Pipeline({self.name!r}).controller"))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The topology as the plain tree its YAML file would hold."""
+        tree: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            tree["description"] = self.description
+        tree["stages"] = {name: dict(stage) for name, stage in self._stages.items()}
+        if self._controller:
+            tree["controller"] = dict(self._controller)
+        return tree
+
+    def build(self, overrides: Sequence[str] = (), *, check_handlers: bool = True) -> Topology:
+        """Validate the pipeline into a `Topology`, after applying `overrides` (``--set``
+        strings such as ``"count.workers=2"``). With `check_handlers`, every stage is
+        imported and checked against its params, as ``sedamp validate`` does.
+
+        Raises `TopologyError` listing every problem found."""
+        return build_topology(
+            self.to_dict(),
+            file=f"Pipeline({self.name!r})",
+            base_dir=self.base_dir,
+            overrides=overrides,
+            check_handlers=check_handlers,
+        )
+
+    def _add(
+        self,
+        kind: StageKind,
+        name: str,
+        ref: StageRef,
+        options: dict[str, Any],
+        params: Mapping[str, Any] | None,
+        more_params: dict[str, Any],
+    ) -> Pipeline:
+        where = f"Pipeline({self.name!r}).{kind}({name!r})"
+        if name in self._stages:
+            raise ValueError(f"{where}: stage {name!r} is defined already; give each stage its own name")
+        both = sorted(set(params or {}) & set(more_params))
+        if both:
+            raise ValueError(f"{where}: param {both[0]!r} is given twice, in params= and as a keyword; keep one")
+        stage: dict[str, Any] = {kind: ref_of(ref, where)}
+        all_params = {**(params or {}), **more_params}
+        if all_params:
+            stage["params"] = _plain(all_params, f"{where} params")
+        stage.update(_plain({k: v for k, v in options.items() if v is not None}, where))
+        self._stages[name] = stage
+        return self
+
+
+def ref_of(obj: StageRef, where: str = "stage") -> str:
+    """The ``module:attribute`` reference of a stage given as a string (returned as is)
+    or as a function or class. Raises TypeError or ValueError, naming `where`, for an
+    object worker processes could not import by name."""
+    if isinstance(obj, str):
+        return obj
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+        raise TypeError(
+            f"{where}: got {type(obj).__name__} {obj!r}; give a function or class defined at the top level "
+            "of a module, or a 'module:attribute' string"
+        )
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", "")
+    if getattr(obj, "__name__", "") == "<lambda>":
+        raise ValueError(
+            f"{where}: a lambda has no name worker processes can import; define a function at the top level "
+            "of a module and pass it (or its 'module:function' string)"
+        )
+    if "<locals>" in qualname:
+        raise ValueError(
+            f"{where}: {qualname} is defined inside a function, so worker processes cannot import it by name; "
+            "define it at the top level of a module"
+        )
+    if module is None or module == "__main__":
+        raise ValueError(
+            f"{where}: {qualname} is defined in the __main__ script, which worker processes do not import; move "
+            "it into a module of its own and import it from there (or pass its 'module:attribute' string)"
+        )
+    target: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    if target is not obj:
+        raise ValueError(
+            f"{where}: {obj!r} is not reachable as {module}:{qualname} (e.g. a decorator replaced it); pass the "
+            "'module:attribute' string worker processes should import"
+        )
+    return f"{module}:{qualname}"
+
+
+def _plain(value: Any, where: str) -> Any:
+    """`value` as the plain data a YAML file would hold (tuples as lists, paths as str),
+    or TypeError naming the first value that cannot travel to the workers."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: key {k!r} is not a string; use string keys")
+            out[k] = _plain(v, f"{where}.{k}")
+        return out
+    raise TypeError(
+        f"{where}: {type(value).__name__} {value!r} cannot travel to the worker processes; use str, int, float, "
+        "bool, None, lists and dicts (e.g. pass a path or a name, and load the object in the stage's setup)"
+    )

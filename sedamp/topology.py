@@ -6,6 +6,7 @@ validation are implemented further down).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -28,6 +29,7 @@ __all__ = [
     "StageSpec",
     "Topology",
     "WorkersSpec",
+    "build_topology",
     "expand_vars",
     "load_topology",
     "parse_topology",
@@ -250,12 +252,7 @@ def parse_topology(
 
     Raises `TopologyError` listing every problem found, in file order."""
     base_dir = Path(base_dir).resolve()
-    variables = dict(os.environ if env is None else env)
-    variables["TOPOLOGY_DIR"] = str(base_dir)
-
-    def substitute(value: str) -> str:
-        return expand_vars(value, variables)
-
+    substitute = _substituter(base_dir, env)
     checker = _Checker(file)
     try:
         loaded = _yamlmap.load(text, substitute)
@@ -265,10 +262,53 @@ def parse_topology(
     checker.lines = loaded.lines
     for issue in loaded.issues:
         checker.issue(issue)
-    tree = loaded.value
+    return _check_tree(checker, loaded.value, base_dir, overrides, substitute, check_handlers)
+
+
+def build_topology(
+    tree: Mapping[str, Any],
+    *,
+    file: str,
+    base_dir: Path,
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    check_handlers: bool = True,
+) -> Topology:
+    """Validate a topology given as the plain values its YAML would hold (``name``,
+    ``stages``, ``controller``, ...): the entry point for topologies built in code, with
+    the same rules and messages as a file. `file` labels the problems, which have no
+    line; `base_dir` is as for `parse_topology`. ``${VAR}`` is expanded in `overrides`
+    only: values given in code are taken as they are.
+
+    Raises `TopologyError` listing every problem found."""
+    base_dir = Path(base_dir).resolve()
+    tree_copy = copy.deepcopy(dict(tree))  # overrides are applied in place
+    return _check_tree(_Checker(file), tree_copy, base_dir, overrides, _substituter(base_dir, env), check_handlers)
+
+
+def _substituter(base_dir: Path, env: Mapping[str, str] | None) -> Callable[[str], str]:
+    """``${VAR}`` expansion from `env` (default `os.environ`) plus ``${TOPOLOGY_DIR}``."""
+    variables = dict(os.environ if env is None else env)
+    variables["TOPOLOGY_DIR"] = str(base_dir)
+
+    def substitute(value: str) -> str:
+        return expand_vars(value, variables)
+
+    return substitute
+
+
+def _check_tree(
+    checker: _Checker,
+    tree: Any,
+    base_dir: Path,
+    overrides: Sequence[str],
+    substitute: Callable[[str], str],
+    check_handlers: bool,
+) -> Topology:
+    """Apply `overrides` to the parsed `tree`, then validate it into a `Topology`."""
     if isinstance(tree, dict):
         _apply_overrides(tree, overrides, substitute, checker)
-    top = checker.topology(tree, default_name=Path(file).stem, base_dir=base_dir, check_handlers=check_handlers)
+    top = checker.topology(tree, default_name=Path(checker.file).stem, base_dir=base_dir, check_handlers=check_handlers)
     if checker.problems or top is None:
         raise TopologyError(checker.sorted_problems())
     return top

@@ -106,3 +106,21 @@ def test_run_prints_summary_table(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "events/s" in r.stdout and "tokenize" in r.stdout
     assert out.exists()
+
+
+def test_show_completion_prints_a_bash_completion_script() -> None:
+    import os
+
+    # the console script: the script names the program it completes as it was invoked
+    exe = Path(sys.executable).parent / "sedamp"
+    if not exe.exists():
+        pytest.skip("console script not installed next to this interpreter")
+    env = {**os.environ, "SHELL": "/bin/bash"}
+    r = subprocess.run([str(exe), "--show-completion", "bash"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "_SEDAMP_COMPLETE=complete_bash" in r.stdout
+    assert "complete -o default -F _sedamp_completion sedamp" in r.stdout
+    # the script calls sedamp back with these variables: command names complete
+    env.update({"_SEDAMP_COMPLETE": "complete_bash", "COMP_WORDS": "sedamp sch", "COMP_CWORD": "1"})
+    r = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stdout) == (0, "schema\n")

@@ -7,7 +7,7 @@ import signal
 
 import typer
 
-from sedamp.cli import control, graph, keys, run, validate
+from sedamp.cli import control, graph, init, keys, report, run, schema, validate
 
 app = typer.Typer(
     name="sedamp",
@@ -23,6 +23,9 @@ app.command("status")(control.status)
 app.command("scale")(control.scale)
 app.command("top")(control.top)
 app.command("keys")(keys.keys)
+app.command("schema")(schema.schema)
+app.command("init")(init.init)
+app.command("report")(report.report)
 
 
 def main() -> None:
@@ -30,7 +33,7 @@ def main() -> None:
     # end the command quietly with the conventional code; nothing has been started yet.
     signal.signal(signal.SIGTERM, _interrupted)
     try:
-        app()
+        app(prog_name="sedamp")  # also under python -m sedamp (completion scripts name the program)
     except KeyboardInterrupt:
         _interrupted(signal.SIGINT, None)
 

@@ -362,3 +362,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: S
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def verdict(failures: Sequence[str], verified: str) -> int:
+    """End a benchmark: the failed verifications on stderr (exit code 1), or `verified`."""
+    if failures:
+        print("\n" + "!" * 78, file=sys.stderr)
+        print(f"VERIFICATION FAILED for {len(failures)} run(s):", file=sys.stderr)
+        for f in failures:
+            print(f"  {f}", file=sys.stderr)
+        print("!" * 78, file=sys.stderr)
+        return 1
+    print(f"\n{verified}")
+    return 0

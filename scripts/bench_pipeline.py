@@ -893,15 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["failures"] = failures
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"\nJSON written to {args.json}")
-    if failures:
-        print("\n" + "!" * 78, file=sys.stderr)
-        print(f"VERIFICATION FAILED for {len(failures)} run(s):", file=sys.stderr)
-        for f in failures:
-            print(f"  {f}", file=sys.stderr)
-        print("!" * 78, file=sys.stderr)
-        return 1
-    print("\nall results verified (count and checksum equal to the expected values)")
-    return 0
+    return bl.verdict(failures, "all results verified (count and checksum equal to the expected values)")
 
 
 if __name__ == "__main__":

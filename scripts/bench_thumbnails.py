@@ -613,15 +613,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         Path(args.json).write_text(json.dumps(_clean(report), indent=2) + "\n", encoding="utf-8")
         print(f"\nJSON written to {args.json}")
-    if failures:
-        print("\n" + "!" * 78, file=sys.stderr)
-        print(f"VERIFICATION FAILED for {len(failures)} run(s):", file=sys.stderr)
-        for f in failures:
-            print(f"  {f}", file=sys.stderr)
-        print("!" * 78, file=sys.stderr)
-        return 1
-    print("\nall outputs verified (every thumbnail present, of the exact expected size, the same for every system)")
-    return 0
+    return bl.verdict(
+        failures, "all outputs verified (each thumbnail present, of the exact expected size, the same for every system)"
+    )
 
 
 if __name__ == "__main__":

@@ -107,6 +107,10 @@ class ResponseTimeController:
         nothing about the new rate, and is left out."""
         if admitted_at is not None and admitted_at < self.changed_at:
             return
+        if self.started is not None and now - self.started > 2 * self.window_s:
+            # the window's samples are from before an idle spell: they say nothing now
+            self.samples = []
+            self.started = None
         if self.started is None:
             self.started = now
         self.samples.append(latency_s)
@@ -138,7 +142,7 @@ class ResponseTimeController:
         self.samples = []
         self.started = None
         self.admissions = 0
-        self.admissions_t0 = now
+        self.admissions_t0 = None  # from the next admission: an idle spell is not a low rate
 
 
 # Fair refusals start at 75% of the in-flight bound. The quarter left is for clients

@@ -196,3 +196,25 @@ def test_without_pressure_every_client_gets_in() -> None:
         assert a.admit(client="heavy") is None
         a.done(0.01)
     assert a.admit(client="light") is None and a.refused == {}
+
+
+def test_an_idle_spell_neither_lowers_the_measured_rate_nor_leaves_stale_samples() -> None:
+    """100 healthy requests at 100/s, a minute of nothing, then an overload at 100/s
+    with 0.5 s answers: the cut divides ~100/s, not 100 admissions over 60 s."""
+    c = ResponseTimeController(target_s=0.1, rate=500.0)
+    t = 0.0
+    for _ in range(100):
+        t += 0.01
+        c.admitted(t)
+        c.observe(t, 0.05, admitted_at=t)
+    assert len(c.history) == 1
+    for _ in range(50):  # a few answers, then silence: they must not close the next window
+        t += 0.01
+        c.observe(t, 0.05, admitted_at=t)
+    t += 60.0
+    for _ in range(100):
+        t += 0.01
+        c.admitted(t)
+        c.observe(t, 0.5, admitted_at=t - 0.5)
+    assert len(c.history) == 2
+    assert 70.0 <= c.rate <= 100.0 / 1.2 + 1, c.history

@@ -583,7 +583,10 @@ class _Controller:
             self.metrics_file.write(json.dumps(record) + "\n")
             self.metrics_file.flush()
         if self.opt.on_tick is not None:
-            self.opt.on_tick(record)
+            try:
+                self.opt.on_tick(record)
+            except Exception:  # a display or exporter failing must not stop the run
+                log.exception("controller: the progress callback failed")
 
     def _control(self, record: dict[str, Any]) -> list[policy.Decision]:
         """The pool controller: decide from this period's record, then set targets (the

@@ -11,7 +11,8 @@ takes, that sum is exact:
          + dropped and rejected events (never handled)
 
 Once a handler has emitted more events than it took (fan-out, or a ``finish()`` that
-emits), events downstream no longer map to source events; progress then counts the
+emits), or when the topology sends each event to several stages (an edge list without
+``when:``), events downstream no longer map to source events; progress then counts the
 events the source has *read* instead, and says so (``counting == "read"``): with
 bounded queues that runs ahead of the work by at most what the queues hold.
 
@@ -67,8 +68,14 @@ def _i(x: Any) -> int:
         return 0
 
 
-def count(record: dict[str, Any]) -> tuple[int, int | None, str, int]:
-    """(done, total, counting, failed) of one metrics record."""
+def copies_events(topology: Any) -> bool:
+    """Whether some stage sends each event to more than one stage (a `Topology`)."""
+    return any(sum(1 for e in spec.to if e.when is None) > 1 for spec in topology.stages.values())
+
+
+def count(record: dict[str, Any], copies: bool = False) -> tuple[int, int | None, str, int]:
+    """(done, total, counting, failed) of one metrics record; `copies`: the topology
+    sends events to several stages at once (see `copies_events`)."""
     stages: dict[str, dict[str, Any]] = record.get("stages", {})
     total: int | None = None
     read = 0
@@ -92,7 +99,7 @@ def count(record: dict[str, Any]) -> tuple[int, int | None, str, int]:
             if outs > ins:
                 fanned_out = True
             done += max(0, ins - outs)
-    if fanned_out:
+    if fanned_out or copies:
         return read, total, "read", failed
     return done, total, "done", failed
 
@@ -101,11 +108,12 @@ def count(record: dict[str, Any]) -> tuple[int, int | None, str, int]:
 class Tracker:
     """Feed it every metrics record; `view()` gives the progress with a smoothed rate."""
 
+    copies: bool = False  # the topology sends events to several stages (copies_events)
     history: deque[tuple[float, int]] = field(default_factory=deque)
     last: View | None = None
 
     def update(self, record: dict[str, Any]) -> View:
-        done, total, counting, failed = count(record)
+        done, total, counting, failed = count(record, self.copies)
         now = float(record.get("elapsed_s", 0.0))
         self.history.append((now, done))
         while len(self.history) > 2 and now - self.history[1][0] >= RATE_WINDOW_S:

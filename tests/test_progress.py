@@ -109,3 +109,24 @@ def test_a_total_of_zero_is_complete_not_an_error() -> None:
     v = Tracker().update(record(1, chain(0, 0, 0, 0, total=0), final=True))
     assert v.fraction == 1.0
     assert headline(v) == "0/0 done (100%), -/s, ETA -, 0 failed"
+
+
+def test_an_edge_to_several_stages_counts_events_read() -> None:
+    """Every event goes to two sinks: their counts add up to twice the source's."""
+    from pathlib import Path
+
+    from sedamp.progress import copies_events
+    from sedamp.topology import parse_topology
+
+    yaml_text = (
+        "name: two\nstages:\n"
+        "  src: {source: stages.burn:Seeds, params: {count: 100}, to: [a, b]}\n"
+        "  a: {sink: stages.burn:Collect, params: {out: a.json}}\n"
+        "  b: {sink: stages.burn:Collect, params: {out: b.json}}\n"
+    )
+    top = parse_topology(yaml_text, file="two.yaml", base_dir=Path("."), check_handlers=False)
+    assert copies_events(top)
+    stages = {"src": stage("source", o=50, total=100), "a": stage("sink", 50), "b": stage("sink", 50)}
+    assert count(record(1, stages)) == (100, 100, "done", 0)  # wrong without knowing the edges
+    assert count(record(1, stages), copies=True) == (50, 100, "read", 0)
+    assert Tracker(copies=True).update(record(1, stages)).fraction == 0.5

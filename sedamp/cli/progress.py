@@ -20,9 +20,9 @@ class TerminalProgress:
     """A bar (done of total, rate, ETA, failures) and a compact line per stage, redrawn
     in place every period; left on screen when the run ends."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, copies: bool = False) -> None:
         self.console = console or Console(stderr=True, highlight=False)
-        self.tracker = Tracker()
+        self.tracker = Tracker(copies=copies)
         self.live = Live(Text("starting..."), console=self.console, auto_refresh=False, transient=False)
         self.live.start()
 
@@ -51,10 +51,10 @@ class TerminalProgress:
 class LogProgress:
     """One line every `interval_s` (and a last one at the end) for logs and CI."""
 
-    def __init__(self, interval_s: float = 10.0, stream: TextIO | None = None) -> None:
+    def __init__(self, interval_s: float = 10.0, stream: TextIO | None = None, copies: bool = False) -> None:
         self.interval_s = interval_s
         self.stream = stream or sys.stderr
-        self.tracker = Tracker()
+        self.tracker = Tracker(copies=copies)
         self.next_t = time.monotonic() + interval_s
 
     def __call__(self, record: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from sedamp.cli._common import load_or_exit, setup_logging
 from sedamp.cli.progress import LogProgress, TerminalProgress
 from sedamp.controller import RunOptions, Summary, run_topology
 from sedamp.executor import LocalExecutor
+from sedamp.progress import copies_events
 
 
 def run(
@@ -100,7 +101,12 @@ def run(
             typer.echo(f"error: --report: {problem}", err=True)
             raise typer.Exit(2)
         if metrics is None:
-            report.mkdir(parents=True, exist_ok=True)
+            try:
+                report.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                executor.close()
+                typer.echo(f"error: --report {report}: cannot make the directory: {exc.strerror or exc}", err=True)
+                raise typer.Exit(2) from None
             metrics = report / "metrics.jsonl"
     ticks: list[Callable[[dict[str, Any]], None]] = []
     closers: list[Callable[[], None]] = []
@@ -118,8 +124,9 @@ def run(
         typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
     show = progress if progress is not None else not quiet
     if show:
+        copies = copies_events(top)
         display: TerminalProgress | LogProgress = (
-            TerminalProgress() if sys.stderr.isatty() else LogProgress(progress_interval)
+            TerminalProgress(copies=copies) if sys.stderr.isatty() else LogProgress(progress_interval, copies=copies)
         )
         ticks.append(display)
         closers.insert(0, display.close)

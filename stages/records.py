@@ -256,17 +256,38 @@ def _field_specs(fields: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ValueError("validate: 'fields' must map each field name to its rules")
     out: dict[str, dict[str, Any]] = {}
     for name, spec in fields.items():
+        if spec is not None and not isinstance(spec, str | Mapping):
+            raise ValueError(f"validate: field {name!r}: give a type name or a mapping of rules, got {spec!r}")
         spec = {"type": spec} if isinstance(spec, str) else dict(spec or {})
         unknown = set(spec) - _FIELD_KEYS
         if unknown:
             raise ValueError(f"validate: field {name!r}: unknown rule(s) {', '.join(sorted(unknown))}")
         spec.setdefault("type", "str")
+        where = f"validate: field {name!r}"
         if spec["type"] not in _VALIDATE_TYPES:
-            raise ValueError(f"validate: field {name!r}: type must be one of {', '.join(_VALIDATE_TYPES)}")
+            raise ValueError(f"{where}: type must be one of {', '.join(_VALIDATE_TYPES)}")
         if spec.get("case") not in (None, "lower", "upper", "title"):
-            raise ValueError(f"validate: field {name!r}: case must be lower, upper or title")
+            raise ValueError(f"{where}: case must be lower, upper or title")
+        if not isinstance(spec.get("required", True), bool):
+            raise ValueError(f"{where}: required must be true or false, got {spec['required']!r}")
+        for rule in ("min", "max"):
+            if rule in spec and (isinstance(spec[rule], bool) or not isinstance(spec[rule], int | float)):
+                raise ValueError(f"{where}: {rule} must be a number, got {spec[rule]!r}")
+        for rule in ("min_length", "max_length"):
+            if rule in spec and (isinstance(spec[rule], bool) or not isinstance(spec[rule], int)):
+                raise ValueError(f"{where}: {rule} must be an integer, got {spec[rule]!r}")
+        if "choices" in spec and not isinstance(spec["choices"], list | tuple):
+            raise ValueError(f"{where}: choices must be a list, got {spec['choices']!r}")
+        formats = spec.get("formats")
+        if formats is not None and not (
+            isinstance(formats, str) or (isinstance(formats, list | tuple) and all(isinstance(f, str) for f in formats))
+        ):
+            raise ValueError(f"{where}: formats must be a strptime format or a list of them, got {formats!r}")
         if "pattern" in spec:
-            spec["_re"] = re.compile(str(spec["pattern"]))
+            try:
+                spec["_re"] = re.compile(str(spec["pattern"]))
+            except re.error as exc:
+                raise ValueError(f"{where}: pattern {spec['pattern']!r} is not a regular expression: {exc}") from None
         out[str(name)] = spec
     return out
 
@@ -298,9 +319,11 @@ def _convert(raw: Any, spec: dict[str, Any], name: str) -> Any:
         if isinstance(raw, bool):
             raise ValueError(f"field {name!r}: {shown} is not {'an int' if kind == 'int' else 'a number'}")
         text = raw.replace("_", "x") if isinstance(raw, str) else raw  # int("1_000") would pass
+        if kind == "int" and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(f"field {name!r}: {shown} is not an int")  # int(3.7) would truncate
         try:
             value = int(text) if kind == "int" else float(text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"field {name!r}: {shown} is not {'an int' if kind == 'int' else 'a number'}") from None
         if kind == "float" and not math.isfinite(value):
             raise ValueError(f"field {name!r}: {shown} is not a finite number")

@@ -367,6 +367,8 @@ def test_validate_converts_and_normalises() -> None:
         ({"n": "int"}, {"n": "1.5"}, "line 4: field 'n': '1.5' is not an int"),
         ({"n": "int"}, {"n": "1_000"}, "line 4: field 'n': '1_000' is not an int"),
         ({"n": "int"}, {"n": True}, "line 4: field 'n': True is not an int"),
+        ({"n": "int"}, {"n": 3.7}, "line 4: field 'n': 3.7 is not an int"),
+        ({"n": "int"}, {"n": float("inf")}, "line 4: field 'n': inf is not an int"),
         ({"n": "float"}, {"n": "nan"}, "line 4: field 'n': 'nan' is not a finite number"),
         ({"n": {"type": "int", "max": 9}}, {"n": "10"}, "line 4: field 'n': 10 is above the maximum 9"),
         ({"n": {"type": "float", "min": 0}}, {"n": "-1"}, "line 4: field 'n': -1.0 is below the minimum 0"),
@@ -399,12 +401,26 @@ def test_validate_keeps_none_for_optional_and_strip_can_be_off() -> None:
         ({"a": {"type": "decimal"}}, "validate: field 'a': type must be one of str, int, float, bool, date"),
         ({"a": {"typo": 1}}, "validate: field 'a': unknown rule(s) typo"),
         ({"a": {"case": "snake"}}, "validate: field 'a': case must be lower, upper or title"),
+        ({"a": {"type": "int", "min": "1"}}, "validate: field 'a': min must be a number, got '1'"),
+        ({"a": {"min_length": 1.5}}, "validate: field 'a': min_length must be an integer, got 1.5"),
+        ({"a": {"required": "false"}}, "validate: field 'a': required must be true or false, got 'false'"),
+        ({"a": {"choices": "ab"}}, "validate: field 'a': choices must be a list, got 'ab'"),
+        (
+            {"a": {"type": "date", "formats": 5}},
+            "validate: field 'a': formats must be a strptime format or a list of them, got 5",
+        ),
+        ({"a": 5}, "validate: field 'a': give a type name or a mapping of rules, got 5"),
     ],
 )
 def test_validate_refuses_bad_rules_at_setup(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as exc:
         _validate(fields)
     assert str(exc.value) == message
+
+
+def test_validate_names_the_field_of_a_bad_pattern() -> None:
+    with pytest.raises(ValueError, match=r"^validate: field 'a': pattern '\[a-' is not a regular expression: "):
+        _validate({"a": {"pattern": "[a-"}})
 
 
 def test_validate_is_a_valid_stage_ref() -> None:

@@ -48,6 +48,16 @@ SKIP_FIELDS = ("relpath", "relstem", "name", "stem", "suffix")
 _umask: int | None = None
 
 
+def _flag(stage: str, name: str, value: Any) -> bool:
+    """A true/false param. ``${VAR}`` gives strings: "true"/"false" (or yes/no, 1/0,
+    on/off) are read as such, never as "any non-empty string is true"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        return value.strip().lower() in ("true", "yes", "1", "on")
+    raise ValueError(f"{stage}: {name} must be true or false, got {value!r}")
+
+
 def _file_mode() -> int:
     """The permission bits a plain ``open(path, "w")`` would give a new file."""
     global _umask
@@ -240,9 +250,9 @@ class ListFiles:
         else:
             raise ValueError(f"ListFiles: pattern must be a pattern or a non-empty list of patterns, got {pattern!r}")
         self.pattern: str | list[str] = pattern if isinstance(pattern, str) else patterns
-        self.ignore_case = bool(ignore_case)
+        self.ignore_case = _flag("ListFiles", "ignore_case", ignore_case)
         self._patterns = [p.lower() for p in patterns] if self.ignore_case else patterns
-        self.recursive = bool(recursive)
+        self.recursive = _flag("ListFiles", "recursive", recursive)
         self.skip_existing = _skip_template(skip_existing)
         self._files = None
         self.skipped = 0
@@ -409,10 +419,10 @@ class WriteFiles:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self._out_resolved = self.out.resolve()
-        self.overwrite = bool(overwrite)
-        self.fsync = bool(fsync)
+        self.overwrite = _flag("WriteFiles", "overwrite", overwrite)
+        self.fsync = _flag("WriteFiles", "fsync", fsync)
         self.encoding = encoding
-        self.skip_existing = bool(skip_existing)
+        self.skip_existing = _flag("WriteFiles", "skip_existing", skip_existing)
         self.written = 0
         self.skipped = 0
 

@@ -132,7 +132,7 @@ _FORMAT_ALIASES = {"JPG": "JPEG"}
 # The modes each output format stores as they are.
 _STORABLE = {
     "JPEG": ("L", "RGB", "CMYK"),
-    "PNG": ("1", "L", "LA", "I", "I;16", "RGB", "RGBA"),
+    "PNG": ("1", "L", "LA", "I;16", "RGB", "RGBA"),  # not "I": Pillow cannot write 32-bit grey PNG
     "WEBP": ("RGB", "RGBA"),
 }
 DEFAULT_ACCEPT = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")

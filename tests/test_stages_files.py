@@ -381,3 +381,21 @@ def test_write_files_without_skip_existing_replaces(tmp_path: Path) -> None:
     sink.handle({"name": "x.jpg", "data": b"new"})
     assert (tmp_path / "x.jpg").read_bytes() == b"new"
     assert (sink.written, sink.skipped) == (1, 0)
+
+
+@pytest.mark.parametrize("param", ["ignore_case", "recursive"])
+def test_list_files_reads_flags_strictly(tmp_path: Path, param: str) -> None:
+    lf = ListFiles()
+    lf.setup(root=str(tmp_path), **{param: "false"})  # as ${VAR} gives it: false, not truthy
+    assert getattr(lf, param) is False
+    with pytest.raises(ValueError, match=f"ListFiles: {param} must be true or false, got 'maybe'"):
+        ListFiles().setup(root=str(tmp_path), **{param: "maybe"})
+
+
+@pytest.mark.parametrize("param", ["overwrite", "fsync", "skip_existing"])
+def test_write_files_reads_flags_strictly(tmp_path: Path, param: str) -> None:
+    wf = WriteFiles()
+    wf.setup(out=str(tmp_path), **{param: "No"})
+    assert getattr(wf, param) is False
+    with pytest.raises(ValueError, match=f"WriteFiles: {param} must be true or false, got 2"):
+        WriteFiles().setup(out=str(tmp_path), **{param: 2})

@@ -474,3 +474,16 @@ def test_import_without_pillow_says_how_to_install(monkeypatch: pytest.MonkeyPat
         importlib.import_module("stages.images")
     assert str(info.value) == "stages.images needs Pillow: pip install 'sedamp[images]'"
     assert images.Thumbnail is Thumbnail  # the module imported before is untouched
+
+
+def test_a_32_bit_grey_image_becomes_a_png_it_can_write(tmp_path: Path) -> None:
+    """Pillow cannot write mode I as PNG: it is converted, and mode I is refused at setup."""
+    src = tmp_path / "i32.tif"
+    Image.new("I", (64, 48), 70000).save(src)
+    t = Thumbnail()
+    t.setup(size=16, format="PNG")
+    out = t.handle({"path": str(src)})
+    assert (out["name"], out["width"], out["height"]) == ("i32.png", 16, 12)
+    assert Image.open(io.BytesIO(out["data"])).mode in ("L", "RGB", "I;16")
+    with pytest.raises(ValueError, match="mode 'I' cannot be written as PNG"):
+        Thumbnail().setup(size=16, format="PNG", mode="I")

@@ -54,7 +54,9 @@ Metrics (labels in braces; ``stage`` is the stage name):
     sedamp_system_load1                         the machine's 1-minute load average
     sedamp_system_cores                         the run's core budget
     sedamp_run_elapsed_seconds                  time since the run started
-    sedamp_run_finished                         1 once the final record has arrived
+    sedamp_run_finished                         1 once the final record has arrived (for
+                                                an embedding program: `sedamp run` closes
+                                                the endpoint as the run ends)
   info
     sedamp_run_info{topology,version}           1
     sedamp_stage_info{stage,stage_kind,group}   1 (stage_kind: source | handler | sink;

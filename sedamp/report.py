@@ -246,9 +246,19 @@ def write_report(metrics_path: Path, out_dir: Path) -> Path:
     if problem is not None:
         raise ReportError(problem)
     metrics_path = Path(metrics_path)
+    try:
+        return _write(metrics_path, Path(out_dir))
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        if isinstance(exc, ReportError):
+            raise
+        # a record of the right shape holding values of the wrong type (hand-edited,
+        # or from another program): name the file, not a traceback
+        raise ReportError(f"{metrics_path}: not a sedamp metrics file: {type(exc).__name__}: {exc}") from exc
+
+
+def _write(metrics_path: Path, out_dir: Path) -> Path:
     records = read_records(metrics_path)
     totals = summarize(records)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     view = _View.of(records)
     drawers: dict[str, Callable[[_View], Any]] = {

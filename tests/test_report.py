@@ -416,3 +416,21 @@ def test_cli_help_has_an_example() -> None:
     r = run_sedamp("report", "--help")
     assert r.returncode == 0
     assert "Example: sedamp report burn.jsonl -o burn-report" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"decisions": 5},
+        {"t": 1e20},
+        {"decisions": [{"stage": "a", "from": 1, "to": 2, "reason": "x", "elapsed_s": "x"}]},
+    ],
+)
+def test_records_with_values_of_the_wrong_type_are_a_report_error(tmp_path: Path, bad: dict[str, Any]) -> None:
+    """A record of the right shape but with wrong values: ReportError naming the file."""
+    records = [synthetic_record(i) for i in range(6)]
+    for r in records:
+        r.update(bad)
+    path = write_metrics(tmp_path / "m.jsonl", records)
+    with pytest.raises(ReportError, match=r"m\.jsonl"):
+        write_report(path, tmp_path / "out")

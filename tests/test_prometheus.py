@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import socket
 import subprocess
 import sys
@@ -46,12 +47,6 @@ def sample(samples: Samples, name: str, **labels: str) -> float | None:
 def refused(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -231,9 +226,14 @@ stages:
 controller: {{period_s: 0.1, policy: static}}
 """
     )
-    port = free_port()
-    proc = start_run(topo, workdir, "--metrics-port", str(port))
-    url = f"http://127.0.0.1:{port}/metrics"
+    # port 0: the run picks a free port and says which before it starts (no window in
+    # which another process could take a port chosen here)
+    proc = start_run(topo, workdir, "--metrics-port", "0")
+    assert proc.stderr is not None
+    announced = proc.stderr.readline()  # a hang here is failed by pytest-timeout
+    found = re.fullmatch(r"sedamp: Prometheus metrics at (http://127\.0\.0\.1:(\d+)/metrics)\n", announced)
+    assert found, announced
+    url, port = found.group(1), int(found.group(2))
     scrapes: list[Samples] = []  # each successful scrape that served the sink's counter
     try:
 
@@ -261,7 +261,6 @@ controller: {{period_s: 0.1, policy: static}}
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, stderr
-    assert f"sedamp: Prometheus metrics at {url}" in stderr.splitlines()
     summary = summary_of(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
     assert stage_of(summary, "sink")["events_in"] == count
     assert refused(port), "the endpoint must be closed when the run ends"

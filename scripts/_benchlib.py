@@ -20,7 +20,9 @@ the stdlib, psutil, sedamp and stages.
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import math
 import os
 import platform
 import shlex
@@ -47,7 +49,11 @@ __all__ = [
     "format_table",
     "load_pipeline",
     "machine_info",
+    "fmt_rate",
     "make_big_event",
+    "positive",
+    "strict_json",
+    "verdict",
 ]
 
 MIB = 1024 * 1024
@@ -375,3 +381,31 @@ def verdict(failures: Sequence[str], verified: str) -> int:
         return 1
     print(f"\n{verified}")
     return 0
+
+
+def strict_json(x: Any) -> Any:
+    """NaN and infinities -> None, Paths -> str, recursively: strict JSON."""
+    if isinstance(x, float):
+        return None if math.isnan(x) or math.isinf(x) else x
+    if isinstance(x, dict):
+        return {str(k): strict_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [strict_json(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def fmt_rate(x: float) -> str:
+    """A rate for a table: ``-`` when unknown, no decimals from 100 up."""
+    if math.isnan(x):
+        return "-"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def positive(text: str) -> int:
+    """argparse type: an int >= 1."""
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v

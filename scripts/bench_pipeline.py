@@ -674,12 +674,6 @@ def memory_workload(
 # Report
 
 
-def fmt_rate(x: float) -> str:
-    if math.isnan(x):
-        return "-"
-    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
-
-
 def print_workload(res: dict[str, Any], memory: bool) -> None:
     runs: dict[str, Run] = res["runs"]
     limit: float = res["limit_events_per_s"]
@@ -702,7 +696,7 @@ def print_workload(res: dict[str, Any], memory: bool) -> None:
             r.procs or "-",
             f"{r.events:,}",
             f"{r.wall_s:.3f}" if r.ok else "-",
-            fmt_rate(r.rate),
+            bl.fmt_rate(r.rate),
             "-" if math.isnan(eff) else f"{eff:.1%}",
             "-" if math.isnan(ratio) else f"{ratio:.2f}x",
         ]
@@ -732,19 +726,6 @@ def print_workload(res: dict[str, Any], memory: bool) -> None:
             print(f"  !!! {r.system} FAILED: {r.error}")
 
 
-def _clean(x: Any) -> Any:
-    """NaN -> None, Paths -> str, recursively: strict JSON."""
-    if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else x
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
 def jsonable(res: dict[str, Any]) -> dict[str, Any]:
     limit = res["limit_events_per_s"]
     sed = res["runs"].get("sedamp")
@@ -763,7 +744,7 @@ def jsonable(res: dict[str, Any]) -> dict[str, Any]:
     out = dict(res)
     out["runs"] = {k: one(r) for k, r in res["runs"].items()}
     out["all_runs"] = {k: [asdict(r) for r in rs] for k, rs in res["all_runs"].items()}
-    return _clean(out)
+    return bl.strict_json(out)
 
 
 def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
@@ -775,13 +756,6 @@ def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
         return items
 
     return parse
-
-
-def positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -802,16 +776,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(SYSTEMS),
         help=f"comma-separated systems among {','.join(SYSTEMS)} (default: all); serial always runs, as the reference",
     )
-    p.add_argument("--events-heavy", type=positive, default=1500, help="events of the heavy workload (1500)")
-    p.add_argument("--events-tiny", type=positive, default=200_000, help="events of the tiny workload (200000)")
+    p.add_argument("--events-heavy", type=bl.positive, default=1500, help="events of the heavy workload (1500)")
+    p.add_argument("--events-tiny", type=bl.positive, default=200_000, help="events of the tiny workload (200000)")
     p.add_argument(
-        "--events-pypeln-tiny", type=positive, default=20_000, help="events pypeln gets in the tiny workload (20000)"
+        "--events-pypeln-tiny", type=bl.positive, default=20_000, help="events pypeln gets in the tiny workload (20000)"
     )
-    p.add_argument("--events-memory", type=positive, default=20_000, help="events of the memory workload (20000)")
+    p.add_argument("--events-memory", type=bl.positive, default=20_000, help="events of the memory workload (20000)")
     p.add_argument("--memory-kib", type=float, default=64.0, help="KiB per event in the memory workload (64)")
     p.add_argument(
         "--memory-capacity",
-        type=positive,
+        type=bl.positive,
         default=64,
         help="sedamp queue capacity (events) in the memory workload (64)",
     )
@@ -821,7 +795,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="Pool.imap chunksize in the memory workload (default 0: ~20 ms of work, at most N/4)",
     )
-    p.add_argument("--repeat", type=positive, default=1, help="run each system K times, keep the best (1)")
+    p.add_argument("--repeat", type=bl.positive, default=1, help="run each system K times, keep the best (1)")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
     p.add_argument("--memory-child", choices=MEMORY_SYSTEMS, help=argparse.SUPPRESS)
     return p.parse_args(argv)

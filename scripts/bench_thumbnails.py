@@ -372,12 +372,6 @@ def chunksize(cost_per_image: float, n: int, procs: int) -> int:
 # Report
 
 
-def fmt_rate(x: float) -> str:
-    if math.isnan(x):
-        return "-"
-    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
-
-
 def print_table(runs: dict[str, Run], efficiency: dict[str, float], ratio: dict[str, float]) -> None:
     headers = ["system", "procs", "images", "wall s", "images/s", "eff. vs limit", "sedamp ÷ this"]
     headers += ["peak MiB", "tree procs", "check"]
@@ -390,7 +384,7 @@ def print_table(runs: dict[str, Run], efficiency: dict[str, float], ratio: dict[
                 r.procs or "-",
                 f"{r.images:,}",
                 f"{r.wall_s:.2f}" if r.ok else "-",
-                fmt_rate(r.rate),
+                bl.fmt_rate(r.rate),
                 "-" if math.isnan(eff) else f"{eff:.1%}",
                 "-" if math.isnan(rat) else f"{rat:.2f}x",
                 f"{r.peak_rss_bytes / bl.MIB:,.0f}" if r.peak_rss_bytes else "-",
@@ -399,18 +393,6 @@ def print_table(runs: dict[str, Run], efficiency: dict[str, float], ratio: dict[
             ]
         )
     print(bl.format_table(headers, rows, right=[False] + [True] * 8 + [False]))
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else x
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def run_json(r: Run) -> dict[str, Any]:
@@ -431,13 +413,6 @@ def csv_systems(text: str) -> list[str]:
     return items
 
 
-def positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def positive_float(text: str) -> float:
     v = float(text)
     if not v > 0:
@@ -456,17 +431,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="See the module docstring for what each figure measures.",
     )
-    p.add_argument("--images", type=positive, default=500, help="number of images (500)")
+    p.add_argument("--images", type=bl.positive, default=500, help="number of images (500)")
     p.add_argument("--min-mp", type=positive_float, default=1.0, help="smallest image, in megapixels (1)")
     p.add_argument("--max-mp", type=positive_float, default=4.0, help="largest image, in megapixels (4)")
     p.add_argument("--seed", type=int, default=1, help="seed of the image sizes and contents (1)")
-    p.add_argument("--size", type=positive, default=256, help="thumbnail bounding box, px (256)")
-    p.add_argument("--quality", type=positive, default=85, help="thumbnail JPEG quality (85)")
+    p.add_argument("--size", type=bl.positive, default=256, help="thumbnail bounding box, px (256)")
+    p.add_argument("--quality", type=bl.positive, default=85, help="thumbnail JPEG quality (85)")
     p.add_argument("--cache", type=Path, default=default_cache(), help=f"where the images are kept ({default_cache()})")
-    p.add_argument("--cores", type=positive, help="processes of the pool and sedamp's core budget (the usable cores)")
-    p.add_argument("--cpu-sample", type=positive, default=30, help="images timed serially for the CPU cost (30)")
+    p.add_argument("--cores", type=bl.positive, help="pool processes and sedamp's core budget (the usable cores)")
+    p.add_argument("--cpu-sample", type=bl.positive, default=30, help="images timed serially for the CPU cost (30)")
     p.add_argument("--only", type=csv_systems, default=list(SYSTEMS), help="comma-separated systems (sedamp,pool)")
-    p.add_argument("--repeat", type=positive, default=1, help="rounds; each system's best is reported (1)")
+    p.add_argument("--repeat", type=bl.positive, default=1, help="rounds; each system's best is reported (1)")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
     p.add_argument("--pool-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--pool-in", type=Path, help=argparse.SUPPRESS)
@@ -611,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "all_runs": {k: [run_json(r) for r in rs] for k, rs in all_runs.items()},
             "failures": failures,
         }
-        Path(args.json).write_text(json.dumps(_clean(report), indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(bl.strict_json(report), indent=2) + "\n", encoding="utf-8")
         print(f"\nJSON written to {args.json}")
     return bl.verdict(
         failures, "all outputs verified (each thumbnail present, of the exact expected size, the same for every system)"

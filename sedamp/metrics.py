@@ -2,12 +2,14 @@
 
 Latency samples travel as ``[value, weight]`` pairs (a batch's service time per event,
 weighted by its events); `thin` caps how many a process sends per period and
-`percentiles` summarises what the controller gathered.
+`percentiles` summarises what the controller gathered. `dig` and `as_dict` read the
+metrics records (possibly hand-edited or truncated) without trusting their shape.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 # Most samples a process sends per period. One sample per batch is far below this in
 # practice; the cap only bounds a pathological period (thousands of one-event batches).
@@ -44,3 +46,17 @@ def percentiles(samples: Iterable[Sequence[float]], qs: Sequence[float] = (50, 9
                 break
         out[f"p{q:g}"] = round(value, 3)
     return out
+
+
+def as_dict(x: Any) -> dict[str, Any]:
+    """`x` if it is a dict, else an empty one."""
+    return x if isinstance(x, dict) else {}
+
+
+def dig(d: Any, *keys: str) -> Any:
+    """``d[k1][k2]...``, or None as soon as a level is missing or not a dict."""
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d

@@ -88,6 +88,7 @@ from typing import Any
 
 import sedamp
 from sedamp.errors import SedampError
+from sedamp.metrics import as_dict, dig
 
 __all__ = ["Exporter", "ExporterError"]
 
@@ -209,7 +210,7 @@ class RecordCollector:
 
     def update(self, record: dict[str, Any]) -> None:
         rec = copy.deepcopy(record)
-        stages = _as_dict(rec.get("stages"))
+        stages = as_dict(rec.get("stages"))
         with self._lock:
             totals = dict(self._totals)
             for name, st in stages.items():
@@ -265,7 +266,7 @@ class RecordCollector:
         for path, metric, doc in STAGE_GAUGES:
             gauge = GaugeMetricFamily(metric, doc, labels=["stage"])
             for name, st in (pools if path[0] in POOL_KEYS else stages).items():
-                value = _dig(st, *path)
+                value = dig(st, *path)
                 if _is_number(value):
                     gauge.add_metric([name], float(value))
             yield gauge
@@ -288,7 +289,7 @@ class RecordCollector:
         for name, st in stages.items():
             for kind in LATENCY_KINDS:
                 for key, q in QUANTILES:
-                    value = _dig(st, "latency_ms", kind, key)
+                    value = dig(st, "latency_ms", kind, key)
                     if _is_number(value):
                         latency.add_metric([name, kind, q], round(float(value) / 1000.0, 9))
         yield latency
@@ -331,7 +332,7 @@ def _worker_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
 def _run_families(record: dict[str, Any]) -> Iterator[Any]:
     from prometheus_client.core import GaugeMetricFamily
 
-    system = _as_dict(record.get("system"))
+    system = as_dict(record.get("system"))
     for key, metric, doc in (
         ("cpu_percent", "sedamp_system_cpu_percent", "The machine's CPU over the last period (% of all cores)."),
         ("load1", "sedamp_system_load1", "The machine's 1-minute load average."),
@@ -388,15 +389,3 @@ def _is_number(x: Any) -> bool:
 
 def _number(x: Any) -> float | None:
     return float(x) if _is_number(x) else None
-
-
-def _as_dict(x: Any) -> dict[str, Any]:
-    return x if isinstance(x, dict) else {}
-
-
-def _dig(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d

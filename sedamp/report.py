@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from sedamp.errors import SedampError
+from sedamp.metrics import as_dict, dig
 
 __all__ = [
     "PLOTS",
@@ -293,24 +294,12 @@ def _num(x: Any) -> float:
     return float(x) if _is_number(x) else math.nan
 
 
-def _as_dict(x: Any) -> dict[str, Any]:
-    return x if isinstance(x, dict) else {}
-
-
 def _int(x: Any) -> int:
     return int(x) if _is_number(x) else 0
 
 
 def _str(x: Any) -> str | None:
     return x if isinstance(x, str) else None
-
-
-def _dig(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
 
 
 def _stage_names(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -333,7 +322,7 @@ def _last_count(seen: Sequence[dict[str, Any]], key: str) -> int:
 
 def _last_measured(seen: Sequence[dict[str, Any]], which: str) -> float | None:
     for s in reversed(seen):
-        v = _dig(s, "latency_ms", which, "p90")
+        v = dig(s, "latency_ms", which, "p90")
         if _is_number(v):
             return float(v)
     return None
@@ -367,7 +356,7 @@ class _View:
                 if st is not None:
                     kinds[n] = _str(st.get("kind")) or kinds.get(n)
                     groups[n] = _str(st.get("group"))
-        system = [_as_dict(r.get("system")) for r in records]
+        system = [as_dict(r.get("system")) for r in records]
         return cls(
             t=[float(r["elapsed_s"]) for r in records],
             names=names,
@@ -378,7 +367,7 @@ class _View:
         )
 
     def series(self, name: str, *keys: str) -> list[float]:
-        return [_num(_dig(s, *keys)) for s in self.per_stage[name]]
+        return [_num(dig(s, *keys)) for s in self.per_stage[name]]
 
     def worker_sum(self, name: str, field: str) -> list[float]:
         """Per time, the sum of `field` over the stage's workers; NaN where unknown."""

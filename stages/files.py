@@ -339,13 +339,7 @@ def read_text(event: dict[str, Any], encoding: str = "utf-8") -> dict[str, Any]:
     contents decoded with `encoding` (line endings kept as they are in the file).
 
     Raises ValueError naming the path if it cannot be read or decoded."""
-    if not isinstance(event, dict) or not isinstance(event.get("path"), str):
-        raise ValueError("read_text: the event must be a dict with a str 'path' field")
-    path = event["path"]
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValueError(f"read_text: cannot read {path!r}: {exc.strerror or exc}") from exc
+    path, raw = _read("read_text", event)
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -358,14 +352,19 @@ def read_bytes(event: dict[str, Any]) -> dict[str, Any]:
     contents as bytes.
 
     Raises ValueError naming the path if it cannot be read."""
+    _, data = _read("read_bytes", event)
+    return {**event, "data": data}
+
+
+def _read(stage: str, event: Any) -> tuple[str, bytes]:
+    """The path in `event` and the whole file's bytes; ValueError naming `stage` and path."""
     if not isinstance(event, dict) or not isinstance(event.get("path"), str):
-        raise ValueError("read_bytes: the event must be a dict with a str 'path' field")
+        raise ValueError(f"{stage}: the event must be a dict with a str 'path' field")
     path = event["path"]
     try:
-        data = Path(path).read_bytes()
+        return path, Path(path).read_bytes()
     except OSError as exc:
-        raise ValueError(f"read_bytes: cannot read {path!r}: {exc.strerror or exc}") from exc
-    return {**event, "data": data}
+        raise ValueError(f"{stage}: cannot read {path!r}: {exc.strerror or exc}") from exc
 
 
 def _safe_relative(name: Any) -> Path:

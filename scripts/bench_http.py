@@ -3,7 +3,7 @@ by gunicorn's prefork sync workers (one per core: the Apache-style design) and b
 single-process asyncio server running the handler inline (the event-driven design).
 
     python scripts/bench_http.py --plot docs/http.png
-    python scripts/bench_http.py --clients 4,16,64 --duration 4 --settle 2   # a quick look
+    python scripts/bench_http.py --clients 4,16,64 --duration 4 --settle 2 --rounds 1   # a quick look
 
 Every system serves ``stages.http_demo.work`` (~5 ms of pure Python per request) on
 GET /work. For each client count, scripts/loadgen.py runs a closed loop (each client
@@ -14,12 +14,39 @@ refused with 503 waits its Retry-After (1 s) before trying again, unless
 --ignore-retry-after. The load generator runs on the same machine and takes CPU from
 every system alike.
 
-Reported per system and client count: answers per second (200s, and all), p90 latency
-of the 200s, the maximum latency of any answer, Jain's fairness index over the clients'
-completed requests, 503s (explicit refusals), and requests left unanswered (client
-timeouts and connection errors). Then sedamp's targets are checked: from saturation to
-the largest client count, 200s per second >= 95% of its peak, p90 of the 200s <= 1.2x
-the configured target, Jain's index >= 0.98, nothing unanswered.
+Rounds. The machine's speed drifts (by 15-40% within minutes on a shared host), so
+points measured minutes apart differ by the drift as much as by the systems. The whole
+comparison therefore runs --rounds times (default 3, so a run takes about three times
+as long as one pass). Each round runs every system in turn (start the server, warm up,
+every client count ascending, stop the server), in an order rotated by one each round
+(a,b,c; then b,c,a; then c,a,b), so no system is always measured first or last. Every
+point is printed as it is measured, with its round.
+
+Machine speed per point. Just before each measured point, while the server is idle,
+the benchmark times ``stages.burn.spin`` with the request's iteration count over about
+0.3 s of its own CPU: ``cost_ms`` is the CPU per request at that moment, ``limit_rps``
+= cores / cost the most the machine could then serve, and ``efficiency`` = 200s per
+second / limit_rps, a figure that compares points measured at different speeds.
+
+Reported per point: round, answers per second (200s, and all), p90 latency of the 200s,
+the maximum latency of any answer, Jain's fairness index over the clients' completed
+requests, 503s (explicit refusals), requests left unanswered (client timeouts and
+connection errors), cost_ms, limit_rps and efficiency. After all rounds, a summary per
+system and client count: the median over rounds of 200s per second (with the lowest and
+highest) and of efficiency, the highest p90 and the highest maximum latency of any
+round, the median Jain index, and the total 503s and unanswered requests.
+
+Then sedamp's targets are checked over the rounds. In each round, the 200s per second
+at each client count are divided by that round's peak (its highest 200s per second), so
+each ratio compares points a few minutes apart. Saturation is the smallest client count
+whose median ratio is >= 95%. From saturation to the largest client count: the median
+ratio >= 95% at every count (the per-round ratios are printed too), the highest p90 of
+the 200s in any round <= 1.2x the configured target, the median Jain index >= 0.98 at
+every count, and nothing unanswered in any round. With --rounds 1 these are the checks
+of a single pass.
+
+--json writes every point (with round, cost_ms, limit_rps and efficiency), the summary
+and the target figures; --plot draws the medians with each round's points faintly.
 """
 
 from __future__ import annotations
@@ -29,14 +56,294 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_P90_MS = 250.0  # topologies/http-service.yaml: limits.work.target_p90_ms
+P90_FACTOR = 1.2  # the p90 target is met up to this multiple of TARGET_P90_MS
+PEAK_SHARE = 0.95  # from saturation on, 200s per second >= this share of the peak
+JAIN_MIN = 0.98
+SPEED_CPU_S = 0.3  # seconds of CPU spent timing the machine's speed before each point
+
+
+# ---------------------------------------------------------------------------------------
+# Pure parts: the order of the runs, the machine's speed, aggregation and targets over
+# rows (loadgen's JSON for one point plus "system", "round", "cost_ms", "limit_rps" and
+# "efficiency").
+
+Row = dict[str, Any]
+
+
+def rotation(systems: Sequence[str], round_: int) -> list[str]:
+    """The order in which round `round_` runs `systems`: rotated left by one per round
+    (round 0: a,b,c; round 1: b,c,a; round 2: c,a,b; round 3: a,b,c again)."""
+    if not systems:
+        return []
+    k = round_ % len(systems)
+    return [*systems[k:], *systems[:k]]
+
+
+def machine_speed(spin: Callable[[int, int], object], iterations: int, cpu_s: float = SPEED_CPU_S) -> float:
+    """Seconds of this process's CPU per ``spin(iterations, i)``, timed over at least
+    `cpu_s` seconds of CPU (one request's work at the machine's current speed)."""
+    t0 = time.process_time()
+    n = 0
+    while True:
+        spin(iterations, n)
+        n += 1
+        spent = time.process_time() - t0
+        if spent >= cpu_s:
+            return spent / n
+
+
+def with_speed(out: Row, cost_s: float, cores: int) -> Row:
+    """`out` plus the machine's speed measured just before it: ``cost_ms`` (CPU per
+    request), ``limit_rps`` (cores / cost) and ``efficiency`` (200s per second / limit)."""
+    limit = cores / cost_s if cost_s > 0 else None
+    out["cost_ms"] = round(cost_s * 1000, 3)
+    out["limit_rps"] = None if limit is None else round(limit, 1)
+    out["efficiency"] = None if limit is None else round(out["ok_throughput"] / limit, 4)
+    return out
+
+
+def _round(r: Row) -> int:
+    return int(r.get("round", 0))
+
+
+def _unanswered(r: Row) -> int:
+    return int(r["timeouts"] + r["errors"])
+
+
+def _median(xs: Iterable[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _highest(xs: Iterable[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return max(vals) if vals else None
+
+
+def summarize(rows: Sequence[Row]) -> list[Row]:
+    """One entry per system (in the order first seen) and client count (ascending), over
+    the rounds: median, lowest and highest 200s per second; median efficiency and
+    limit; highest p90 of the 200s and highest maximum latency of any round; median
+    and lowest Jain index; total 503s and total unanswered."""
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r["system"], r["clients"]), []).append(r)
+    out = []
+    for system in dict.fromkeys(r["system"] for r in rows):
+        for n in sorted(c for s, c in groups if s == system):
+            g = groups[(system, n)]
+            oks = [r["ok_throughput"] for r in g]
+            out.append(
+                {
+                    "system": system,
+                    "clients": n,
+                    "rounds": len(g),
+                    "ok_throughput": statistics.median(oks),
+                    "ok_throughput_lowest": min(oks),
+                    "ok_throughput_highest": max(oks),
+                    "efficiency": _median(r.get("efficiency") for r in g),
+                    "limit_rps": _median(r.get("limit_rps") for r in g),
+                    "p90_ms_highest": _highest(r["ok_latency_ms"]["p90"] for r in g),
+                    "max_ms_highest": _highest(r["latency_ms"]["max"] for r in g),
+                    "jain": _median(r["per_client"]["jain"] for r in g),
+                    "jain_lowest": min((j for r in g if (j := r["per_client"]["jain"]) is not None), default=None),
+                    "refused": sum(int(r["statuses"].get("503", 0)) for r in g),
+                    "unanswered": sum(_unanswered(r) for r in g),
+                }
+            )
+    return out
+
+
+def throughput_ratios(rows: Sequence[Row]) -> dict[int, dict[int, float]]:
+    """Per round, each client count's 200s per second divided by that round's peak (its
+    highest 200s per second over the client counts); 0 when the peak is 0."""
+    by_round: dict[int, list[Row]] = {}
+    for r in rows:
+        by_round.setdefault(_round(r), []).append(r)
+    ratios = {}
+    for rnd in sorted(by_round):
+        peak = max(r["ok_throughput"] for r in by_round[rnd])
+        ratios[rnd] = {r["clients"]: (r["ok_throughput"] / peak if peak > 0 else 0.0) for r in by_round[rnd]}
+    return ratios
+
+
+def evaluate_targets(rows: Sequence[Row], system: str = "sedamp") -> Row | None:
+    """sedamp's targets over the rounds (None without rows of `system`).
+
+    Saturation is the smallest client count whose median ratio to its round's peak is
+    >= PEAK_SHARE (if none is, the count with the highest median: the throughput target
+    is then not met). From saturation to the largest count: the median ratio >=
+    PEAK_SHARE at every count; the highest p90 of the 200s of any round <= P90_FACTOR x
+    TARGET_P90_MS; the median Jain index >= JAIN_MIN at every count; and, over all
+    counts, nothing unanswered in any round. A missing p90 or Jain index counts as 0."""
+    mine = [r for r in rows if r["system"] == system]
+    if not mine:
+        return None
+    ratios = throughput_ratios(mine)
+    peaks = {rnd: max(r["ok_throughput"] for r in mine if _round(r) == rnd) for rnd in ratios}
+    counts = sorted({r["clients"] for r in mine})
+    median_ratio = {c: statistics.median(ratios[rnd][c] for rnd in ratios if c in ratios[rnd]) for c in counts}
+    sat = next((c for c in counts if median_ratio[c] >= PEAK_SHARE), None)
+    found = sat is not None
+    if sat is None:
+        sat = max(counts, key=lambda c: median_ratio[c])
+    checked = [c for c in counts if c >= sat]
+    after = [r for r in mine if r["clients"] >= sat]
+
+    low_med = min(checked, key=lambda c: median_ratio[c])
+    low_one = min((ratios[rnd][c], rnd, c) for rnd in ratios for c in checked if c in ratios[rnd])
+    worst_p90 = max(after, key=lambda r: r["ok_latency_ms"]["p90"] or 0.0)
+    p90_ms = worst_p90["ok_latency_ms"]["p90"] or 0.0
+    lim = P90_FACTOR * TARGET_P90_MS
+    jain_median = {
+        c: statistics.median(r["per_client"]["jain"] or 0.0 for r in after if r["clients"] == c) for c in checked
+    }
+    jain_low_med = min(checked, key=lambda c: jain_median[c])
+    worst_jain = min(after, key=lambda r: r["per_client"]["jain"] or 0.0)
+    per_round_lost = {rnd: sum(_unanswered(r) for r in mine if _round(r) == rnd) for rnd in ratios}
+    lost = sum(per_round_lost.values())
+    return {
+        "system": system,
+        "rounds": sorted(ratios),
+        "peaks": peaks,
+        "peak": statistics.median(peaks.values()),
+        "counts": counts,
+        "ratios": ratios,
+        "median_ratio": median_ratio,
+        "saturation": sat,
+        "saturation_found": found,
+        "largest": counts[-1],
+        "throughput": {
+            "met": all(median_ratio[c] >= PEAK_SHARE for c in checked),
+            "lowest_median": median_ratio[low_med],
+            "lowest_median_clients": low_med,
+            "lowest_single": low_one[0],
+            "lowest_single_round": low_one[1],
+            "lowest_single_clients": low_one[2],
+        },
+        "p90": {
+            "met": p90_ms <= lim,
+            "limit_ms": lim,
+            "highest_ms": p90_ms,
+            "round": _round(worst_p90),
+            "clients": worst_p90["clients"],
+        },
+        "jain": {
+            "met": all(jain_median[c] >= JAIN_MIN for c in checked),
+            "lowest_median": jain_median[jain_low_med],
+            "lowest_median_clients": jain_low_med,
+            "lowest_single": worst_jain["per_client"]["jain"] or 0.0,
+            "lowest_single_round": _round(worst_jain),
+            "lowest_single_clients": worst_jain["clients"],
+        },
+        "unanswered": {"met": lost == 0, "total": lost, "per_round": per_round_lost},
+    }
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def check_targets(rows: Sequence[Row]) -> list[str]:
+    """The target lines printed after the summary (empty without sedamp rows)."""
+    t = evaluate_targets(rows)
+    if t is None:
+        return []
+    sat, big, rounds = t["saturation"], t["largest"], t["rounds"]
+    peaks = ", ".join(f"{t['peaks'][rnd]:.1f}" for rnd in rounds)
+    lines = [f"sedamp: peak {t['peak']:.1f}/s (median of the rounds' peaks: {peaks})"]
+    if t["saturation_found"]:
+        lines.append(
+            f"  saturation at {sat} clients (the first count whose median is >= {PEAK_SHARE:.0%} of its round's "
+            f"peak); checked from {sat} to {big} clients ({big / sat:.0f}x saturation)"
+        )
+    else:
+        lines.append(
+            f"  no client count reaches {PEAK_SHARE:.0%} of its round's peak in the median; checked from {sat} "
+            f"clients (the highest median) to {big} ({big / sat:.0f}x)"
+        )
+    lines.append("  200/s as a share of its round's peak (* from saturation on):")
+    lines.append(f"  {'clients':>9}{'median':>9}" + "".join(f"{f'round {rnd}':>9}" for rnd in rounds))
+    for c in t["counts"]:
+        cells = "".join(f"{t['ratios'][rnd][c]:>9.1%}" if c in t["ratios"][rnd] else f"{'-':>9}" for rnd in rounds)
+        lines.append(f"  {('* ' if c >= sat else '') + str(c):>9}{t['median_ratio'][c]:>9.1%}{cells}")
+    tp, p90, jn, lost = t["throughput"], t["p90"], t["jain"], t["unanswered"]
+    lines.append(
+        f"  throughput >= {PEAK_SHARE:.0%} of peak: {_met(tp['met'])} (lowest median {tp['lowest_median']:.1%} at "
+        f"{tp['lowest_median_clients']} clients; lowest single {tp['lowest_single']:.1%}, round "
+        f"{tp['lowest_single_round']} at {tp['lowest_single_clients']} clients)"
+    )
+    lines.append(
+        f"  p90 of 200s <= {p90['limit_ms']:.0f} ms: {_met(p90['met'])} (highest {p90['highest_ms']:.0f} ms, round "
+        f"{p90['round']} at {p90['clients']} clients)"
+    )
+    lines.append(
+        f"  Jain >= {JAIN_MIN}: {_met(jn['met'])} (lowest median {jn['lowest_median']:.3f} at "
+        f"{jn['lowest_median_clients']} clients; lowest single {jn['lowest_single']:.3f}, round "
+        f"{jn['lowest_single_round']} at {jn['lowest_single_clients']} clients)"
+    )
+    lines.append(
+        f"  nothing unanswered: {_met(lost['met'])} ({lost['total']} timeouts or errors over {len(rounds)} "
+        f"round{'s' if len(rounds) != 1 else ''})"
+    )
+    return lines
+
+
+ROW_HEADER = (
+    f"{'round':>5}  {'system':<9}{'clients':>8}{'200/s':>10}{'all/s':>10}{'p90 ms':>10}{'max ms':>10}{'Jain':>8}"
+    f"{'503':>8}{'unanswered':>11}{'cost ms':>9}{'limit/s':>9}{'eff':>7}"
+)
+
+
+def _row(r: Row) -> str:
+    s = r["statuses"]
+    jain = r["per_client"]["jain"]
+    cost, limit, eff = r.get("cost_ms"), r.get("limit_rps"), r.get("efficiency")
+    return (
+        f"{_round(r):>5}  {r['system']:<9}{r['clients']:>8}{r['ok_throughput']:>10.1f}{r['throughput']:>10.1f}"
+        f"{_ms(r['ok_latency_ms']['p90']):>10}{_ms(r['latency_ms']['max']):>10}"
+        f"{(f'{jain:.3f}' if jain is not None else '-'):>8}{s.get('503', 0):>8}{_unanswered(r):>11}"
+        f"{('-' if cost is None else f'{cost:.2f}'):>9}{('-' if limit is None else f'{limit:.0f}'):>9}"
+        f"{('-' if eff is None else f'{eff:.1%}'):>7}"
+    )
+
+
+def summary_lines(summary: Sequence[Row]) -> list[str]:
+    """The summary table: one line per system and client count."""
+    rounds = max((s["rounds"] for s in summary), default=0)
+    lines = [
+        f"summary over {rounds} round{'s' if rounds != 1 else ''}: median 200/s (lowest-highest), median "
+        "efficiency, highest p90 and max latency of any round, median Jain, total 503s and unanswered",
+        f"{'system':<9}{'clients':>8}{'rounds':>7}{'200/s':>9}{'lowest-highest':>16}{'eff':>7}{'p90 ms':>8}"
+        f"{'max ms':>8}{'Jain':>7}{'503':>8}{'unanswered':>11}",
+    ]
+    for s in summary:
+        eff, jain = s["efficiency"], s["jain"]
+        spread = f"{s['ok_throughput_lowest']:.1f}-{s['ok_throughput_highest']:.1f}"
+        lines.append(
+            f"{s['system']:<9}{s['clients']:>8}{s['rounds']:>7}{s['ok_throughput']:>9.1f}{spread:>16}"
+            f"{('-' if eff is None else f'{eff:.1%}'):>7}{_ms(s['p90_ms_highest']):>8}{_ms(s['max_ms_highest']):>8}"
+            f"{('-' if jain is None else f'{jain:.3f}'):>7}{s['refused']:>8}{s['unanswered']:>11}"
+        )
+    return lines
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+# ---------------------------------------------------------------------------------------
+# Running the servers and the load
 
 
 def free_port() -> int:
@@ -103,7 +410,10 @@ def load(
     return out
 
 
-def run_system(system: str, counts: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+def run_system(system: str, counts: list[int], args: argparse.Namespace, round_: int = 0) -> list[Row]:
+    from stages.burn import spin
+
+    cores = os.cpu_count() or 1
     port = free_port()
     env = {**os.environ, "PORT": str(port), "HTTP_DEMO_WORK_ITERATIONS": str(args.iterations)}
     proc = subprocess.Popen(command(system, port, args.cores), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
@@ -112,9 +422,10 @@ def run_system(system: str, counts: list[int], args: argparse.Namespace) -> list
         wait_listening(port, proc)
         load(port, 8, args.warmup, args.think_ms)  # warm-up: workers calibrated, pools grown
         for n in counts:
+            cost = machine_speed(spin, args.iterations)  # the server is idle between two loads
             extra = ("--ignore-retry-after",) if args.ignore_retry_after else ()
             out = load(port, n, args.duration, args.think_ms, extra, settle=args.settle)
-            out["system"] = system
+            out = {"round": round_, "system": system, **with_speed(out, cost, cores)}
             rows.append(out)
             print(_row(out), flush=True)
     finally:
@@ -127,54 +438,17 @@ def run_system(system: str, counts: list[int], args: argparse.Namespace) -> list
     return rows
 
 
-def _row(r: dict[str, Any]) -> str:
-    s = r["statuses"]
-    unanswered = r["timeouts"] + r["errors"]
-    jain = r["per_client"]["jain"]
-    return (
-        f"{r['system']:<9}{r['clients']:>8}{r['ok_throughput']:>10.1f}{r['throughput']:>10.1f}"
-        f"{_ms(r['ok_latency_ms']['p90']):>10}{_ms(r['latency_ms']['max']):>10}"
-        f"{(f'{jain:.3f}' if jain is not None else '-'):>8}{s.get('503', 0):>8}{unanswered:>11}"
-    )
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}"
-
-
-def check_targets(rows: list[dict[str, Any]]) -> list[str]:
-    mine = [r for r in rows if r["system"] == "sedamp"]
-    if not mine:
-        return []
-    peak = max(r["ok_throughput"] for r in mine)
-    # saturation: the first client count whose throughput is within 5% of the peak
-    sat = next(r["clients"] for r in mine if r["ok_throughput"] >= 0.95 * peak)
-    after = [r for r in mine if r["clients"] >= sat]
-    biggest = max(r["clients"] for r in mine)
-    lines = [f"sedamp: peak {peak:.1f}/s; saturation at {sat} clients; checked from {sat} to {biggest} clients "
-             f"({biggest / sat:.0f}x saturation)"]  # fmt: skip
-    worst = min(r["ok_throughput"] for r in after) / peak
-    lines.append(f"  throughput >= 95% of peak: {'met' if worst >= 0.95 else 'NOT met'} (lowest {worst:.1%})")
-    p90s = [r["ok_latency_ms"]["p90"] or 0.0 for r in after]
-    lim = 1.2 * TARGET_P90_MS
-    lines.append(
-        f"  p90 of 200s <= {lim:.0f} ms: {'met' if max(p90s) <= lim else 'NOT met'} (highest {max(p90s):.0f} ms)"
-    )
-    jains = [r["per_client"]["jain"] or 0.0 for r in after]
-    lines.append(f"  Jain >= 0.98: {'met' if min(jains) >= 0.98 else 'NOT met'} (lowest {min(jains):.3f})")
-    lost = sum(r["timeouts"] + r["errors"] for r in mine)
-    lines.append(f"  nothing unanswered: {'met' if lost == 0 else 'NOT met'} ({lost} timeouts or errors)")
-    return lines
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: Sequence[Row], path: Path) -> None:
+    """The four panels against clients: the median over rounds as a line, each round's
+    points faintly."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rounds = len({_round(r) for r in rows})
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    panels = [
+    panels: list[tuple[str, Callable[[Row], float | None]]] = [
         ("200s per second", lambda r: r["ok_throughput"]),
         ("p90 latency of 200s (ms)", lambda r: r["ok_latency_ms"]["p90"]),
         ("max latency of any answer (ms)", lambda r: r["latency_ms"]["max"]),
@@ -183,7 +457,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for ax, (title, f) in zip(axes.flat, panels, strict=True):
         for system in dict.fromkeys(r["system"] for r in rows):
             mine = [r for r in rows if r["system"] == system]
-            ax.plot([r["clients"] for r in mine], [f(r) for r in mine], marker="o", label=system)
+            counts = sorted({r["clients"] for r in mine})
+            medians = [_median(f(r) for r in mine if r["clients"] == c) for c in counts]
+            (line,) = ax.plot(counts, medians, marker="o", label=system)
+            if rounds > 1:
+                pts = [(r["clients"], f(r)) for r in mine if f(r) is not None]
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, alpha=0.3, color=line.get_color())
         ax.set_xscale("log", base=2)
         ax.set_xlabel("clients")
         ax.set_title(title)
@@ -193,7 +472,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     axes[1][0].set_yscale("log")
     axes[0][0].legend()
     axes[0][1].legend()
-    fig.suptitle("GET /work (~5 ms of CPU): closed loop, 20 ms mean think time")
+    each = f"median of {rounds} rounds (dots: each round)" if rounds > 1 else "one round"
+    fig.suptitle(f"GET /work (~5 ms of CPU): closed loop, 20 ms mean think time; {each}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -234,17 +514,44 @@ def mixed(args: argparse.Namespace) -> None:
             proc.wait()
 
 
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def write_json(path: Path, meta: Row, rows: Sequence[Row], complete: bool) -> None:
+    """Every point, the summary and the target figures (written again after each round,
+    so an interrupted run keeps the rounds it finished)."""
+    report = {
+        **meta,
+        "complete": complete,
+        "rows": list(rows),
+        "summary": summarize(rows),
+        "targets": evaluate_targets(rows),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default="sedamp,gunicorn,asyncio")
     ap.add_argument("--clients", default="4,8,16,32,64,128,256")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds measured per point")
-    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load once at the start, not measured")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load at each server's start, not measured")
     ap.add_argument(
         "--settle",
         type=float,
         default=5.0,
         help="seconds of load at each new client count before its measurement starts (controllers settle)",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=_positive,
+        default=3,
+        help="run every system at every client count this many times, in a rotated order each round",
     )
     ap.add_argument("--think-ms", type=float, default=20.0)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="gunicorn workers (default: the cores)")
@@ -255,38 +562,55 @@ def main(argv: list[str] | None = None) -> int:
         "--mixed", type=int, default=0, help="instead: /work at this many clients and /hello at 8, together"
     )
     ap.add_argument("--plot", type=Path)
-    ap.add_argument("--json", type=Path, help="also write every row to this file")
+    ap.add_argument("--json", type=Path, help="also write every row, the summary and the targets to this file")
     args = ap.parse_args(argv)
-    counts = [int(c) for c in args.clients.split(",")]
+    counts = sorted(int(c) for c in args.clients.split(","))
+    systems = args.systems.split(",")
+    cores = os.cpu_count() or 1
     print(f"command : {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"python  : {sys.version.split()[0]}, {os.cpu_count()} cores, {time.ctime()}")
+    print(f"python  : {sys.version.split()[0]}, {cores} cores, {time.ctime()}")
     # one fixed amount of work per request for every system, measured here on an idle machine
     sys.path.insert(0, str(REPO))
     from stages.burn import calibrate, spin
 
     args.iterations = calibrate(5.0)
-    t0 = time.process_time()
-    for i in range(100):
-        spin(args.iterations, i)
-    cost = (time.process_time() - t0) / 100
+    cost = machine_speed(spin, args.iterations, 0.5)
     print(
-        f"work    : {args.iterations} iterations = {cost * 1000:.2f} ms of CPU per request; machine limit "
-        f"{(os.cpu_count() or 1) / cost:.0f} requests/s ({os.cpu_count()} cores / CPU per request)"
+        f"work    : {args.iterations} iterations = {cost * 1000:.2f} ms of CPU per request now; machine limit "
+        f"{cores / cost:.0f} requests/s ({cores} cores / CPU per request); measured again before each point"
     )
-    print(
-        f"{'system':<9}{'clients':>8}{'200/s':>10}{'all/s':>10}{'p90 ms':>10}{'max ms':>10}{'Jain':>8}"
-        f"{'503':>8}{'unanswered':>11}"
-    )
-    rows: list[dict[str, Any]] = []
     if args.mixed:
         mixed(args)
         return 0
-    for system in args.systems.split(","):
-        rows += run_system(system, counts, args)
+    print(f"rounds  : {args.rounds}, each running every system in an order rotated by one per round")
+    print(ROW_HEADER, flush=True)
+    meta: Row = {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "python": sys.version.split()[0],
+        "cores": cores,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "iterations": args.iterations,
+        "cost_ms_at_start": round(cost * 1000, 3),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "target_p90_ms": TARGET_P90_MS,
+    }
+    rows: list[Row] = []
+    for rnd in range(args.rounds):
+        order = rotation(systems, rnd)
+        print(f"round {rnd}: {', '.join(order)}", flush=True)
+        for system in order:
+            rows += run_system(system, counts, args, rnd)
+        if args.json and rnd < args.rounds - 1:
+            write_json(args.json, meta, rows, complete=False)
+    print()
+    for line in summary_lines(summarize(rows)):
+        print(line)
+    print()
     for line in check_targets(rows):
         print(line)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        write_json(args.json, meta, rows, complete=True)
+        print(f"json: {args.json}")
     if args.plot:
         plot(rows, args.plot)
         print(f"plot: {args.plot}")

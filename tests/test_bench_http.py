@@ -1,0 +1,314 @@
+"""scripts/bench_http.py: the order of the rounds, the per-point machine speed, the
+summary over rounds and sedamp's target checks, on synthetic rows (no server runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _load() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_http", REPO / "scripts" / "bench_http.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bh = _load()
+
+
+def row(
+    clients: int,
+    ok: float,
+    rnd: int = 0,
+    system: str = "sedamp",
+    p90: float | None = 100.0,
+    mx: float | None = 150.0,
+    jain: float | None = 0.99,
+    refused: int = 0,
+    timeouts: int = 0,
+    errors: int = 0,
+    efficiency: float | None = None,
+) -> dict[str, Any]:
+    """One point as run_system records it (loadgen's JSON plus round, system and speed)."""
+    r = {
+        "round": rnd,
+        "system": system,
+        "clients": clients,
+        "ok_throughput": ok,
+        "throughput": ok + refused / 20,
+        "ok_latency_ms": {"p50": None if p90 is None else p90 / 2, "p90": p90, "p99": p90, "max": mx},
+        "latency_ms": {"p50": None, "p90": p90, "p99": p90, "max": mx},
+        "statuses": {"200": int(ok * 20), **({"503": refused} if refused else {})},
+        "timeouts": timeouts,
+        "errors": errors,
+        "per_client": {"min": 1, "max": 2, "jain": jain},
+    }
+    if efficiency is not None:
+        r |= {"cost_ms": 5.0, "limit_rps": 400.0, "efficiency": efficiency}
+    return r
+
+
+def rounds_of(*throughputs: list[float], counts: tuple[int, ...] = (4, 16, 64, 256), **kw: Any) -> list[dict[str, Any]]:
+    """sedamp rows: one list of 200s per second (one per client count) per round."""
+    return [row(c, ok, rnd, **kw) for rnd, oks in enumerate(throughputs) for c, ok in zip(counts, oks, strict=True)]
+
+
+FLAT = [100.0, 380.0, 400.0, 390.0]  # saturation at 16 (95% of 400), every later count >= 95%
+
+
+# ---------------------------------------------------------------------------------------
+# Order of the runs
+
+
+def test_the_system_order_rotates_by_one_each_round() -> None:
+    systems = ["sedamp", "gunicorn", "asyncio"]
+    assert bh.rotation(systems, 0) == ["sedamp", "gunicorn", "asyncio"]
+    assert bh.rotation(systems, 1) == ["gunicorn", "asyncio", "sedamp"]
+    assert bh.rotation(systems, 2) == ["asyncio", "sedamp", "gunicorn"]
+    assert bh.rotation(systems, 3) == systems
+    assert bh.rotation(["sedamp"], 5) == ["sedamp"]
+    assert bh.rotation([], 1) == []
+    # over as many rounds as systems, each system runs once in each position
+    for pos in range(3):
+        assert sorted(bh.rotation(systems, r)[pos] for r in range(3)) == sorted(systems)
+
+
+# ---------------------------------------------------------------------------------------
+# Machine speed
+
+
+def test_machine_speed_times_the_work_over_the_cpu_budget() -> None:
+    calls: list[tuple[int, int]] = []
+
+    def spin(n: int, seed: int) -> int:
+        calls.append((n, seed))
+        x = 0
+        for i in range(n):
+            x += i
+        return x
+
+    cost = bh.machine_speed(spin, 20_000, cpu_s=0.02)
+    assert cost > 0
+    assert len(calls) >= 1 and all(n == 20_000 for n, _ in calls)
+    assert [s for _, s in calls] == list(range(len(calls)))  # a different seed each call
+    assert cost * len(calls) >= 0.02
+
+
+def test_with_speed_records_cost_limit_and_efficiency() -> None:
+    out = bh.with_speed(row(16, 300.0), cost_s=0.005, cores=2)
+    assert out["cost_ms"] == 5.0
+    assert out["limit_rps"] == 400.0
+    assert out["efficiency"] == pytest.approx(0.75)
+    slower = bh.with_speed(row(16, 300.0), cost_s=0.0075, cores=2)  # the machine a third slower
+    assert slower["limit_rps"] == pytest.approx(266.7)
+    assert slower["efficiency"] > 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# Summary over rounds
+
+
+def test_summary_takes_medians_highest_latencies_and_totals() -> None:
+    rows = [
+        row(16, 300.0, 0, p90=80, mx=120, jain=0.999, efficiency=0.70),
+        row(16, 360.0, 1, p90=95, mx=300, jain=0.990, refused=3, efficiency=0.80),
+        row(16, 330.0, 2, p90=90, mx=110, jain=0.995, timeouts=1, errors=2, efficiency=0.78),
+        row(4, 120.0, 0, efficiency=0.3),
+        row(4, 110.0, 1, system="asyncio"),
+    ]
+    s = bh.summarize(rows)
+    assert [(e["system"], e["clients"]) for e in s] == [("sedamp", 4), ("sedamp", 16), ("asyncio", 4)]
+    e = s[1]
+    assert e["rounds"] == 3
+    assert e["ok_throughput"] == 330.0
+    assert (e["ok_throughput_lowest"], e["ok_throughput_highest"]) == (300.0, 360.0)
+    assert e["efficiency"] == 0.78
+    assert e["p90_ms_highest"] == 95
+    assert e["max_ms_highest"] == 300
+    assert e["jain"] == 0.995
+    assert e["jain_lowest"] == 0.990
+    assert e["refused"] == 3
+    assert e["unanswered"] == 3
+    assert s[2]["efficiency"] is None  # no speed recorded
+    lines = bh.summary_lines(s)
+    assert "over 3 rounds" in lines[0]
+    assert any(" 330.0" in ln and "300.0-360.0" in ln for ln in lines)
+
+
+def test_summary_ignores_missing_latencies_and_jain() -> None:
+    s = bh.summarize([row(4, 0.0, 0, p90=None, mx=None, jain=None), row(4, 10.0, 1, p90=None, mx=50, jain=0.9)])
+    assert s[0]["p90_ms_highest"] is None
+    assert s[0]["max_ms_highest"] == 50
+    assert s[0]["jain"] == 0.9
+
+
+# ---------------------------------------------------------------------------------------
+# Targets
+
+
+def test_ratios_are_to_each_rounds_own_peak() -> None:
+    ratios = bh.throughput_ratios(rounds_of([100.0, 400.0, 400.0, 380.0], [80.0, 300.0, 320.0, 320.0]))
+    assert ratios[0] == {4: 0.25, 16: 1.0, 64: 1.0, 256: 0.95}
+    assert ratios[1][64] == 1.0 and ratios[1][16] == pytest.approx(300 / 320)
+
+
+def test_all_targets_met_on_flat_rounds() -> None:
+    t = bh.evaluate_targets(rounds_of(FLAT, FLAT, FLAT))
+    assert t["saturation"] == 16 and t["saturation_found"]
+    assert t["throughput"]["met"] and t["p90"]["met"] and t["jain"]["met"] and t["unanswered"]["met"]
+    lines = bh.check_targets(rounds_of(FLAT, FLAT, FLAT))
+    verdicts = [ln.strip() for ln in lines if ln.strip().startswith(("throughput", "p90", "Jain", "nothing"))]
+    assert len(verdicts) == 4
+    assert all(": met (" in ln for ln in verdicts)
+
+
+def test_a_dip_in_one_round_is_absorbed_by_the_median() -> None:
+    # round 1 loses 20% at 64 clients (the machine slowed down for that point)
+    rows = rounds_of(FLAT, [100.0, 380.0, 320.0, 390.0], FLAT)
+    t = bh.evaluate_targets(rows)
+    assert t["throughput"]["met"]
+    assert t["throughput"]["lowest_single"] == pytest.approx(320 / 390)
+    assert (t["throughput"]["lowest_single_round"], t["throughput"]["lowest_single_clients"]) == (1, 64)
+    lines = bh.check_targets(rows)
+    assert any(ln.strip().startswith("throughput >= 95% of peak: met") for ln in lines)
+    assert any("82.1%" in ln for ln in lines)  # the per-round ratio is shown
+    # the single-pass rule would fail on that round alone
+    assert not bh.evaluate_targets([r for r in rows if r["round"] == 1])["throughput"]["met"]
+
+
+def test_a_count_whose_median_is_below_95_percent_is_not_met() -> None:
+    rows = rounds_of(FLAT, [100.0, 380.0, 400.0, 360.0], [100.0, 380.0, 400.0, 370.0])
+    t = bh.evaluate_targets(rows)
+    assert not t["throughput"]["met"]
+    assert t["throughput"]["lowest_median_clients"] == 256
+    assert t["throughput"]["lowest_median"] == pytest.approx(0.925)
+    assert any(ln.strip().startswith("throughput >= 95% of peak: NOT met") for ln in bh.check_targets(rows))
+
+
+def test_saturation_is_the_first_count_with_a_median_ratio_of_95_percent() -> None:
+    # 16 clients reach 95% in one round only: the median puts saturation at 64
+    rows = rounds_of([100.0, 390.0, 400.0, 400.0], [100.0, 300.0, 400.0, 400.0], [100.0, 330.0, 400.0, 400.0])
+    t = bh.evaluate_targets(rows)
+    assert t["saturation"] == 64
+    assert t["throughput"]["met"]
+    # a p90 over the limit below saturation does not count
+    rows[1]["ok_latency_ms"]["p90"] = 900.0
+    assert bh.evaluate_targets(rows)["p90"]["met"]
+
+
+def test_no_count_reaching_95_percent_in_the_median_is_not_met() -> None:
+    # each round peaks at a different count, 10% above the others
+    rows = rounds_of([100.0, 110.0, 100.0, 100.0], [100.0, 100.0, 110.0, 100.0], [100.0, 100.0, 100.0, 110.0])
+    t = bh.evaluate_targets(rows)
+    assert not t["saturation_found"]
+    assert not t["throughput"]["met"]
+    assert any("no client count reaches 95%" in ln for ln in bh.check_targets(rows))
+
+
+def test_p90_over_the_limit_in_one_round_is_not_met() -> None:
+    rows = rounds_of(FLAT, FLAT, FLAT)
+    limit = 1.2 * bh.TARGET_P90_MS
+    rows[4 + 3]["ok_latency_ms"]["p90"] = limit  # at the limit: met
+    assert bh.evaluate_targets(rows)["p90"]["met"]
+    rows[4 + 3]["ok_latency_ms"]["p90"] = limit + 1  # round 1, 256 clients
+    t = bh.evaluate_targets(rows)
+    assert not t["p90"]["met"]
+    assert (t["p90"]["highest_ms"], t["p90"]["round"], t["p90"]["clients"]) == (limit + 1, 1, 256)
+    assert any(ln.strip().startswith("p90 of 200s <= 300 ms: NOT met") for ln in bh.check_targets(rows))
+
+
+def test_jain_uses_the_median_per_count_and_reports_the_lowest_single() -> None:
+    rows = rounds_of(FLAT, FLAT, FLAT)
+    rows[4 + 2]["per_client"]["jain"] = 0.95  # round 1, 64 clients: the median absorbs it
+    t = bh.evaluate_targets(rows)
+    assert t["jain"]["met"]
+    assert t["jain"]["lowest_median"] == 0.99
+    assert (t["jain"]["lowest_single"], t["jain"]["lowest_single_round"], t["jain"]["lowest_single_clients"]) == (
+        0.95,
+        1,
+        64,
+    )
+    rows[8 + 2]["per_client"]["jain"] = 0.97  # round 2 too: the median at 64 is 0.97
+    t = bh.evaluate_targets(rows)
+    assert not t["jain"]["met"]
+    assert (t["jain"]["lowest_median"], t["jain"]["lowest_median_clients"]) == (0.97, 64)
+    lines = bh.check_targets(rows)
+    assert any(ln.strip().startswith("Jain >= 0.98: NOT met (lowest median 0.970") for ln in lines)
+
+
+def test_unanswered_in_one_round_is_not_met() -> None:
+    rows = rounds_of(FLAT, FLAT, FLAT)
+    rows[8]["timeouts"] = 1  # round 2, 4 clients: below saturation, still counted
+    t = bh.evaluate_targets(rows)
+    assert not t["unanswered"]["met"]
+    assert t["unanswered"]["per_round"] == {0: 0, 1: 0, 2: 1}
+    assert any(ln.strip().startswith("nothing unanswered: NOT met (1 timeouts") for ln in bh.check_targets(rows))
+
+
+def test_other_systems_do_not_count_and_no_sedamp_means_no_targets() -> None:
+    rows = rounds_of(FLAT) + [row(c, 1.0, 0, system="asyncio", p90=5000.0, timeouts=9) for c in (4, 16, 64, 256)]
+    t = bh.evaluate_targets(rows)
+    assert t["p90"]["met"] and t["unanswered"]["met"]
+    assert bh.check_targets([r for r in rows if r["system"] == "asyncio"]) == []
+    assert bh.evaluate_targets([]) is None
+
+
+def _single_pass(rows: list[dict[str, Any]]) -> tuple[int, bool, float, bool, float, bool, float, bool]:
+    """The checks of one pass over the client counts, before there were rounds."""
+    mine = [r for r in rows if r["system"] == "sedamp"]
+    peak = max(r["ok_throughput"] for r in mine)
+    sat = next(r["clients"] for r in mine if r["ok_throughput"] >= 0.95 * peak)
+    after = [r for r in mine if r["clients"] >= sat]
+    worst = min(r["ok_throughput"] for r in after) / peak
+    p90 = max(r["ok_latency_ms"]["p90"] or 0.0 for r in after)
+    jain = min(r["per_client"]["jain"] or 0.0 for r in after)
+    lost = sum(r["timeouts"] + r["errors"] for r in mine)
+    return sat, worst >= 0.95, worst, p90 <= 300.0, p90, jain >= 0.98, jain, lost == 0
+
+
+def test_one_round_gives_the_single_pass_verdicts() -> None:
+    rng = random.Random(7)
+    counts = (4, 8, 16, 32, 64, 128, 256)
+    for _ in range(500):
+        peak = rng.uniform(150, 450)
+        rows = [
+            row(
+                c,
+                round(min(1.0, c / 20) * peak * rng.uniform(0.85, 1.05), 1),
+                p90=rng.choice([None, round(rng.uniform(50, 320), 2)]),
+                jain=rng.choice([None, round(rng.uniform(0.95, 1.0), 4)]),
+                timeouts=int(rng.random() < 0.05),
+            )
+            for c in counts
+        ]
+        sat, tp_met, worst, p90_met, p90, jain_met, jain, lost_met = _single_pass(rows)
+        t = bh.evaluate_targets(rows)
+        assert t["saturation"] == sat
+        assert t["throughput"]["met"] == tp_met and t["throughput"]["lowest_median"] == pytest.approx(worst)
+        assert t["p90"]["met"] == p90_met and t["p90"]["highest_ms"] == p90
+        assert t["jain"]["met"] == jain_met and t["jain"]["lowest_median"] == jain
+        assert t["unanswered"]["met"] == lost_met
+
+
+def test_targets_and_summary_are_json_serializable() -> None:
+    rows = rounds_of(FLAT, FLAT, counts=(4, 16, 64, 256), efficiency=0.9)
+    text = json.dumps({"rows": rows, "summary": bh.summarize(rows), "targets": bh.evaluate_targets(rows)})
+    back = json.loads(text)
+    assert back["targets"]["ratios"]["1"]["64"] == 1.0
+    assert len(back["summary"]) == 4
+
+
+def test_row_line_shows_round_and_speed() -> None:
+    line = bh._row(bh.with_speed(row(64, 300.0, 2), 0.005, 2))
+    fields = line.split()
+    assert fields[:4] == ["2", "sedamp", "64", "300.0"]
+    assert fields[-3:] == ["5.00", "400", "75.0%"]
+    assert len(bh.ROW_HEADER) == len(line)

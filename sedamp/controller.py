@@ -170,6 +170,7 @@ class _Child:
     retiring: bool = False  # told to leave because its pool shrank
     slot: Slot | None = None  # a worker's: which event is in its handler, and the deadline
     killed: str | None = None  # why the controller killed it
+    pid: int = 0  # as the process reported it when it registered (a cluster executor learns it late)
     last_heard: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
     endpoint: str = ""  # a queue's bound data endpoint, from its REGISTER
     in_hand: tuple[int, int] | None = None  # (lease, position) read when the controller killed it
@@ -188,7 +189,7 @@ class _Stage:
     complete: bool = False
     restarts: int = 0
     peak_workers: int = 0
-    leaving: dict[int, _Child] = field(default_factory=dict)  # recycled workers on their way out, by pid
+    leaving: dict[str, _Child] = field(default_factory=dict)  # recycled workers on their way out, by identity
     barren_deaths: int = 0  # worker deaths in a row with nothing acknowledged between
     acked_at_death: int = -1
     timeouts: int = 0
@@ -205,7 +206,7 @@ class _Controller:
         self.top = topology
         self.opt = options
         self.executor: Executor | None = options.executor  # started in run(), inside its try
-        self.cores = options.cores or topology.controller.cores or policy.usable_cores()
+        self.cores = options.cores or topology.controller.cores or 0  # 0: the executor's (in run())
         self.period_s = topology.controller.period_s
         self.drain_timeout_s = (
             options.drain_timeout_s if options.drain_timeout_s is not None else topology.controller.drain_timeout_s
@@ -218,6 +219,8 @@ class _Controller:
         self.dead_path = self.run_dir / DEAD_LETTERS_FILE
         self.sock_dir: Path | None = None
         self.slot_seq = 0
+        self.spawn_seq = 0  # workers started: each one's token (its identity) is unique in the run
+        self.transport = topology.controller.transport
         self.curve: security.Keys | None = None
         self.names = list(topology.stages)
         self.stages = {n: _Stage(spec=s) for n, s in topology.stages.items()}
@@ -253,9 +256,13 @@ class _Controller:
         try:
             if self.executor is None:
                 self.executor = LocalExecutor()
+            if not self.cores:
+                self.cores = self.executor.cores()
             self.sock_dir = _socket_dir(self.run_dir)
             net = self.top.controller
-            if net.transport == "tcp":
+            # processes on other hosts reach the queues over tcp whatever the topology says
+            self.transport = "tcp" if self.executor.remote else net.transport
+            if self.transport == "tcp":
                 # queues bind a port the OS picks and report it when they register
                 if net.curve:
                     try:
@@ -342,7 +349,7 @@ class _Controller:
             proc = self._exec().start(f"sdq:{name}", "queue", cfg)
             st.queue = self._adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
             st.target = targets[name]
-        if self.top.controller.transport == "tcp" and not self._await_queue_endpoints():
+        if self.transport == "tcp" and not self._await_queue_endpoints():
             return
         self._reconcile()
         for name, st in self.stages.items():
@@ -420,7 +427,7 @@ class _Controller:
         )
 
     def _adopt(self, proc: Proc, role: int, stage: str, index: int, identity: str) -> _Child:
-        child = _Child(proc=proc, role=role, stage=stage, index=index, identity=identity)
+        child = _Child(proc=proc, role=role, stage=stage, index=index, identity=identity, pid=proc.pid)
         self.children[identity] = child
         self.by_sentinel[proc.sentinel] = child
         self.poller.register(proc.sentinel, zmq.POLLIN)
@@ -451,7 +458,9 @@ class _Controller:
             self.slot_seq += 1
             slot_path = str(self.sock_dir / f"slot{self.slot_seq}")
             slot = Slot(slot_path, create=True)
+        self.spawn_seq += 1
         cfg = WorkerConfig(
+            token=self.spawn_seq,
             stage=spec.name,
             kind=spec.kind,
             index=index,
@@ -488,7 +497,7 @@ class _Controller:
             curve=self._curve_dict(),
         )
         proc = self._exec().start(f"sdw:{spec.name}:{index}", "worker", cfg)
-        child = self._adopt(proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, proc.pid))
+        child = self._adopt(proc, wire.WORKER, spec.name, index, worker_identity(spec.name, index, self.spawn_seq))
         child.slot = slot
         st.workers[index] = child
 
@@ -550,7 +559,7 @@ class _Controller:
                     w.killed = f"was killed: a handler call ran past timeout_s ({limit:g} s, overdue by {late:.1f} s)"
                     st.timeouts += 1
                     w.in_hand = w.slot.read()[1:]  # now, before the handler can move on
-                    log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.proc.pid, w.killed)
+                    log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.pid, w.killed)
                     w.proc.kill()
 
     def _watch_silence(self) -> None:
@@ -566,10 +575,14 @@ class _Controller:
             for w in list(st.workers.values()):
                 if w.killed is not None or w.done or now - w.last_heard <= bound:
                     continue
+                if w.proc.pending:
+                    continue  # still being placed by a cluster executor, which bounds that itself
+                if not w.proc.local:
+                    continue  # on another host its slot is not shared: it may be inside a handler call
                 if w.slot is not None and w.slot.read()[1] != -1:
                     continue  # inside user code (a batch, setup, finish): it may run long; see timeout_s
                 w.killed = f"was killed: silent for {now - w.last_heard:.1f} s outside any handler call"
-                log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.proc.pid, w.killed)
+                log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.pid, w.killed)
                 w.proc.kill()
 
     def _tick(self) -> None:
@@ -768,7 +781,7 @@ class _Controller:
             workers = []
             sizes = []
             for w in sorted(pool.workers.values(), key=lambda c: c.index):
-                p = self._ps(w.proc.pid)
+                p = self._ps(w.pid) if w.proc.local and w.pid else None
                 cpu = rss = None
                 if p is not None:
                     try:
@@ -785,7 +798,7 @@ class _Controller:
                 workers.append(
                     {
                         "index": w.index,
-                        "pid": w.proc.pid,
+                        "pid": w.pid,
                         "cpu_percent": cpu,
                         "rss_mb": rss,
                         "busy": round(min(1.0, max(0.0, busy_frac)), 3),
@@ -813,6 +826,8 @@ class _Controller:
             self.registered.add(rid)
             if child is not None:
                 child.endpoint = msg.fields[4]
+                if isinstance(msg.fields[3], int) and msg.fields[3] > 0:
+                    child.pid = msg.fields[3]
             for frames_ in self.pending.pop(rid, []):
                 self._send(rid, frames_)
             return
@@ -852,7 +867,7 @@ class _Controller:
                     st_.recycled += 1
                     if st_.workers.get(child.index) is child:
                         del st_.workers[child.index]
-                        st_.leaving[child.proc.pid] = child
+                        st_.leaving[child.identity] = child
                 self._send(rid, wire.simple(wire.STOP, 0))  # acknowledge: it may exit
         elif msg.kind == wire.FATAL:
             info = msg.fields[0]
@@ -877,7 +892,7 @@ class _Controller:
         self.children.pop(child.identity, None)
         self.registered.discard(child.identity.encode())
         st = self.stages[child.stage]
-        how = child.killed or _describe_exit(code)
+        how = child.killed or proc.reason or _describe_exit(code)
         if child.role == wire.QUEUE:
             if not child.stopped:
                 self.error = f"the queue of stage {child.stage!r} (pid {proc.pid}) {how}"
@@ -896,8 +911,8 @@ class _Controller:
         # a worker
         if st.workers.get(child.index) is child:
             del st.workers[child.index]
-        st.leaving.pop(proc.pid, None)
-        self.ps.pop(proc.pid, None)
+        st.leaving.pop(child.identity, None)
+        self.ps.pop(child.pid, None)
         self.last_busy.pop(f"busy:{child.identity}", None)
         for member, counts in _member_counts(child).items():
             retired = self.stages[member].retired
@@ -912,12 +927,12 @@ class _Controller:
         if child.stats.get("stateful") and not self.draining:
             # its state (what finish() would emit) died with it: the output would be wrong
             self.error = (
-                f"worker {child.stage}[{child.index}] (pid {proc.pid}) {how}; stage {child.stage!r} keeps state "
+                f"worker {child.stage}[{child.index}] (pid {child.pid}) {how}; stage {child.stage!r} keeps state "
                 "(finish()) that died with it, so the run cannot finish correctly"
             )
             return
         log.warning(
-            "worker %s[%d] (pid %d) %s; its leases return to the queue", child.stage, child.index, proc.pid, how
+            "worker %s[%d] (pid %d) %s; its leases return to the queue", child.stage, child.index, child.pid, how
         )
         # its leases go back to its own queue, and the credit it held in every queue it
         # sent to is freed (it was a producer there under the same identity)

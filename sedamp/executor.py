@@ -4,7 +4,7 @@ The controller asks an executor to `start` a role with its config and gets back 
 `Proc` handle: pid, a sentinel file descriptor that becomes readable when the process
 ends (so the controller notices a death at once, beside its sockets), the exit code,
 and terminate/kill. `close` ends whatever the executor itself runs. A cluster executor
-will implement the same interface.
+(`sedamp.rayexec.RayExecutor`) implements the same interface.
 
 `LocalExecutor` forks each process from a launcher (`sedamp._zygote`) that has the
 runtime imported already: a process starts in milliseconds instead of the ~150 ms of
@@ -31,6 +31,15 @@ LAUNCH_TIMEOUT_S = 30.0
 
 class Proc(Protocol):
     name: str
+    # on this machine: psutil can read it and it shares the controller's slot files
+    local: bool
+    # why it ended, when the executor knows better than its exit code (a lost node)
+    reason: str | None
+
+    @property
+    def pending(self) -> bool:
+        """Started but not yet running: a cluster executor is still placing it."""
+        ...
 
     @property
     def pid(self) -> int: ...
@@ -45,7 +54,14 @@ class Proc(Protocol):
 
 
 class Executor(Protocol):
+    # may place processes on other hosts: the run's sockets must then be tcp
+    remote: bool
+
     def start(self, name: str, role: str, config: Any) -> Proc: ...
+    def cores(self) -> int:
+        """The core budget when the user sets none: the CPUs processes can be placed on."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -57,6 +73,10 @@ class LocalProc:
     """A process forked by the launcher. Its pidfd is the sentinel and the handle for
     signals (no risk of signalling a recycled pid); its exit code comes from the
     launcher, which is its parent."""
+
+    local = True
+    pending = False
+    reason: str | None = None
 
     def __init__(self, name: str, pid: int, executor: LocalExecutor) -> None:
         self.name = name
@@ -117,6 +137,8 @@ class LocalExecutor:
     """Starts the launcher at once (it boots in ~100 ms, in parallel with whatever the
     caller does next, e.g. loading the topology)."""
 
+    remote = False
+
     def __init__(self) -> None:
         self._zygote: subprocess.Popen[bytes] | None = None
         self._req_w = -1
@@ -149,6 +171,11 @@ class LocalExecutor:
                 raise LaunchError(f"the process launcher did not start {name}")
             self._read_reports(left)
         return LocalProc(name, self._started.pop(0), self)
+
+    def cores(self) -> int:
+        from sedamp.policy import usable_cores
+
+        return usable_cores()
 
     def _read_reports(self, timeout: float) -> None:
         if self._rep_r < 0:

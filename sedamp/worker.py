@@ -102,6 +102,10 @@ class WorkerConfig:
     max_event_bytes: int = wire.MAX_EVENT_BYTES
     journal: str = ""  # the run's journal directory (sinks marked resumable write to it)
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
+    # names this worker to the controller (unique in the run); 0: its pid. The
+    # controller gives a token so that it knows the identity before the process runs
+    # (a cluster executor places the process later, on a host of its choosing).
+    token: int = 0
 
 
 @dataclass(eq=False)
@@ -121,8 +125,8 @@ class _Link:
     n_skipped: int = 0  # failed and dropped (on_error: skip)
 
 
-def worker_identity(stage: str, index: int, pid: int) -> str:
-    return f"w:{stage}:{index}:{pid}"
+def worker_identity(stage: str, index: int, token: int) -> str:
+    return f"w:{stage}:{index}:{token}"
 
 
 def run_worker(cfg: WorkerConfig) -> None:
@@ -137,7 +141,7 @@ class _Worker:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
         self.pid = os.getpid()
-        self.identity = worker_identity(cfg.stage, cfg.index, self.pid)
+        self.identity = worker_identity(cfg.stage, cfg.index, cfg.token or self.pid)
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.ctl = _proc.dealer(self.ctx, self.identity, cfg.control_endpoint)
         self.dead = DeadLetters(cfg.dead_letters)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sedamp.controller import RunOptions, Summary, run_topology
-from sedamp.executor import LocalExecutor
+from sedamp.executor import Executor, LocalExecutor
 from sedamp.topology import StageKind, Topology, build_topology, load_topology
 
 __all__ = ["Pipeline", "load", "run"]
@@ -56,6 +56,10 @@ def run(
     a loaded `Topology` is already validated, so it takes none (pass its path or its
     `Pipeline` instead). Raises `TopologyError` when the topology is invalid.
 
+    With ``controller: {executor: ray}`` (or the override ``controller.executor=ray``)
+    the workers run as actors on the Ray cluster at ``controller.address``; raises
+    `sedamp.rayexec.ExecutorError` when Ray is missing or no cluster answers.
+
     Ctrl-C during the call drains and stops the run as `sedamp run` does."""
     if isinstance(topology, Topology) and overrides:
         raise ValueError(
@@ -73,7 +77,16 @@ def run(
     except BaseException:
         executor.close()
         raise
-    options = RunOptions(workdir=Path(workdir), cores=cores, drain_timeout_s=drain_timeout_s, executor=executor)
+    run_on: Executor = executor
+    if top.controller.executor == "ray":
+        from sedamp.rayexec import RayExecutor
+
+        try:
+            run_on = RayExecutor(top.controller.address, local=executor)
+        except BaseException:
+            executor.close()
+            raise
+    options = RunOptions(workdir=Path(workdir), cores=cores, drain_timeout_s=drain_timeout_s, executor=run_on)
     return run_topology(top, options)
 
 

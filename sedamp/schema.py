@@ -28,6 +28,7 @@ from typing import Any
 from sedamp import wire
 from sedamp.topology import (
     DEFAULT_CAPACITY_EVENTS,
+    EXECUTOR_CHOICES,
     MAX_BATCH,
     ON_ERROR_THEN,
     ON_FULL_CHOICES,
@@ -272,7 +273,7 @@ def _stage_schema() -> dict[str, Any]:
 
 
 def _controller_schema() -> dict[str, Any]:
-    tcp_only = "transport: tcp only."
+    tcp_only = "transport: tcp (or executor: ray) only."
     return _optional(
         "How the run is supervised: the core budget, how often processes report, the pool policy, the drain "
         "deadline, and the sockets' transport.",
@@ -315,13 +316,42 @@ def _controller_schema() -> dict[str, Any]:
                     + tcp_only,
                     {"type": "string"},
                 ),
+                "executor": _optional(
+                    "Where workers run: local (the default: processes on this machine) or ray (Ray actors on the "
+                    "cluster at address; implies transport: tcp).",
+                    _or_var({"enum": list(EXECUTOR_CHOICES)}),
+                ),
+                "address": _optional(
+                    "The Ray cluster's address (default: RAY_ADDRESS, else the cluster started on this machine). "
+                    "Only with executor: ray.",
+                    {"type": "string"},
+                ),
             },
-            # host, advertise, curve and keys apply to transport: tcp only
-            "if": {
-                "required": ["transport"],
-                "properties": {"transport": {"anyOf": [{"const": "tcp"}, _VAR_REF]}},
-            },
-            "else": {"properties": {key: _NULL for key in ("host", "advertise", "curve", "keys")}},
+            "allOf": [
+                {
+                    # host, advertise, curve and keys apply to tcp only, which executor: ray implies
+                    "if": {
+                        "anyOf": [
+                            {
+                                "required": ["transport"],
+                                "properties": {"transport": {"anyOf": [{"const": "tcp"}, _VAR_REF]}},
+                            },
+                            {
+                                "required": ["executor"],
+                                "properties": {"executor": {"anyOf": [{"const": "ray"}, _VAR_REF]}},
+                            },
+                        ]
+                    },
+                    "else": {"properties": {key: _NULL for key in ("host", "advertise", "curve", "keys")}},
+                },
+                {
+                    "if": {
+                        "required": ["executor"],
+                        "properties": {"executor": {"anyOf": [{"const": "ray"}, _VAR_REF]}},
+                    },
+                    "else": {"properties": {"address": _NULL}},
+                },
+            ],
         },
     )
 

@@ -42,6 +42,8 @@ OnFull = Literal["block", "reject", "drop"]
 PolicyName = Literal["adaptive", "static"]
 OnErrorThen = Literal["dead_letter", "skip", "fail"]
 Transport = Literal["ipc", "tcp"]
+ExecutorName = Literal["local", "ray"]
+EXECUTOR_CHOICES = ("local", "ray")
 
 # Default bound of a stage queue, in events. Large enough to keep every worker of a
 # cheap stage busy across a scheduling hiccup, small enough that a slow stage holds
@@ -122,6 +124,8 @@ class ControllerSpec:
     advertise: str | None = None  # tcp: the address peers connect to (default: host)
     curve: bool = True  # tcp: CURVE encryption and authentication (required off loopback)
     keys: str | None = None  # tcp: a directory made by `sedamp keys` (default: fresh keys per run)
+    executor: ExecutorName = "local"  # where workers run: local processes, or Ray actors (implies tcp)
+    address: str | None = None  # ray: the cluster's address (default: RAY_ADDRESS, else the local cluster)
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +195,19 @@ POOL_KEYS = ("workers", "queue", "batch", "timeout_s", "max_events", "max_rss_mb
 KINDS: tuple[StageKind, ...] = ("source", "handler", "sink")
 QUEUE_KEYS = ("capacity", "on_full")
 WORKERS_KEYS = ("min", "max")
-CONTROLLER_KEYS = ("cores", "period_s", "policy", "drain_timeout_s", "transport", "host", "advertise", "curve", "keys")
+CONTROLLER_KEYS = (
+    "cores",
+    "period_s",
+    "policy",
+    "drain_timeout_s",
+    "transport",
+    "host",
+    "advertise",
+    "curve",
+    "keys",
+    "executor",
+    "address",
+)
 TCP_KEYS = ("host", "advertise", "curve", "keys")
 EDGE_KEYS = ("stage", "key", "when")
 ON_FULL_CHOICES: tuple[OnFull, ...] = ("block", "reject", "drop")
@@ -775,11 +791,22 @@ class _Checker:
         transport: Any = "ipc"
         if raw.get("transport") is not None:
             transport = self.choice((*path, "transport"), raw["transport"], ("ipc", "tcp")) or "ipc"
-        net: dict[str, Any] = {}
+        executor: Any = "local"
+        if raw.get("executor") is not None:
+            executor = self.choice((*path, "executor"), raw["executor"], EXECUTOR_CHOICES) or "local"
+        net: dict[str, Any] = {"executor": executor}
+        if raw.get("address") is not None:
+            if executor != "ray":
+                self.add((*path, "address"), "address applies to executor: ray", "add executor: ray, or remove it")
+            else:
+                value = self.string((*path, "address"), raw["address"], "e.g. address: 10.0.0.5:6379")
+                if value:
+                    net["address"] = value
+        tcp = transport == "tcp" or executor == "ray"  # Ray's workers reach the queues over tcp
         for key in TCP_KEYS:
             if raw.get(key) is None:
                 continue
-            if transport != "tcp":
+            if not tcp:
                 self.add((*path, key), f"{key} applies to transport: tcp", "add transport: tcp, or remove it")
                 continue
             if key == "curve":
@@ -791,7 +818,7 @@ class _Checker:
                 value = self.string((*path, key), raw[key], "a string")
                 if value:
                     net[key] = value
-        if transport == "tcp" and net.get("curve") is False:
+        if tcp and net.get("curve") is False:
             for key in ("host", "advertise"):
                 host = net.get(key, "127.0.0.1")
                 if not security.is_loopback(host):

@@ -61,6 +61,8 @@ STRUCTURAL = [
     "timeout_on_source.yaml",
     "sink_with_to.yaml",
     "host_without_tcp.yaml",
+    "address_without_ray.yaml",
+    "executor_bad.yaml",
 ]
 
 

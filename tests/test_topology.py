@@ -154,6 +154,22 @@ def test_controller_settings() -> None:
     assert top.controller.cores == 3 and top.controller.drain_timeout_s == 0.5
 
 
+def test_ray_executor_settings() -> None:
+    top = parse(MINIMAL + "controller: {executor: ray, address: '10.0.0.5:6379', host: 0.0.0.0, advertise: 10.0.0.7}\n")
+    c = top.controller
+    assert (c.executor, c.address, c.host, c.advertise, c.curve) == (
+        "ray",
+        "10.0.0.5:6379",
+        "0.0.0.0",
+        "10.0.0.7",
+        True,
+    )
+    assert c.transport == "ipc"  # as written; the controller uses tcp for a remote executor
+    assert parse(MINIMAL).controller.executor == "local"
+    with pytest.raises(TopologyError, match="requires CURVE"):
+        parse(MINIMAL + "controller: {executor: ray, host: 0.0.0.0, curve: false}\n")
+
+
 def test_null_optional_fields_mean_default() -> None:
     top = parse(MINIMAL.replace("    to: out\n", "    params:\n    workers:\n    to: out\n") + "controller:\n")
     assert top.stages["work"].params == {}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +17,17 @@ from sedamp import journal
 from sedamp.cli._common import load_or_exit, setup_logging
 from sedamp.cli.progress import LogProgress, TerminalProgress
 from sedamp.controller import RunOptions, Summary, run_topology
-from sedamp.executor import LocalExecutor
+from sedamp.executor import Executor, LocalExecutor
 from sedamp.progress import copies_events
+
+
+def _keep_stdout_for_json() -> IO[str]:
+    """With --json, stdout carries the summary and nothing else: keep a handle on it,
+    and send whatever the run's processes (and a cluster client) print to stderr."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    return out
 
 
 def run(
@@ -52,6 +62,21 @@ def run(
     metrics_port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="Serve the metrics in the Prometheus format on this port.")
     ] = None,
+    executor_name: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Where workers run: local (processes here) or ray (Ray actors on a cluster; "
+            "default: controller.executor, else local).",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray cluster's address, HOST:PORT (default: controller.address, else RAY_ADDRESS, "
+            "else the cluster started on this machine)."
+        ),
+    ] = None,
     metrics_host: Annotated[
         str, typer.Option(help="Address the Prometheus endpoint listens on (loopback unless you choose otherwise).")
     ] = "127.0.0.1",
@@ -80,12 +105,30 @@ def run(
     Ctrl-C stops the sources and drains in-flight work; a second Ctrl-C stops at once.
     """
     setup_logging(verbose)
-    executor = LocalExecutor()  # boots while the topology loads
+    if executor_name not in (None, "local", "ray"):
+        typer.echo(f"error: --executor: {executor_name!r} is not one of local, ray", err=True)
+        raise typer.Exit(2)
+    summary_out = _keep_stdout_for_json() if json_ else None
+    executor: Executor = LocalExecutor()  # boots while the topology loads
     try:
         top = load_or_exit(topology, set_ or [])
     except BaseException:
         executor.close()
         raise
+    if (executor_name or top.controller.executor) == "ray":
+        from sedamp.rayexec import ExecutorError, RayExecutor
+
+        assert isinstance(executor, LocalExecutor)
+        try:
+            executor = RayExecutor(address or top.controller.address, local=executor)
+        except ExecutorError as exc:
+            executor.close()
+            typer.echo(f"error: --executor ray: {exc}", err=True)
+            raise typer.Exit(3) from None
+    elif address is not None:
+        executor.close()
+        typer.echo("error: --address applies to --executor ray", err=True)
+        raise typer.Exit(2)
     if resume:
         problem = journal.resume_problem(top)
         if problem is not None:
@@ -157,8 +200,9 @@ def run(
         else:
             if not quiet:
                 typer.echo(f"sedamp: report written to {index}", err=True)
-    if json_:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+    if summary_out is not None:
+        summary_out.write(json.dumps(summary.to_dict(), indent=2) + "\n")
+        summary_out.flush()
     elif not quiet:
         print_summary(summary)
     if summary.failed:

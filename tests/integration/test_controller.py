@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.integration.teststages import read_records
-from tests.integration.util import run_sedamp, stage_of, summary_of
+from tests.integration.util import TESTSTAGES, chain_yaml, run_sedamp, stage_of, summary_of
 
 T = "tests.integration.teststages"
 
@@ -70,3 +70,15 @@ def test_static_policy_keeps_the_sizes(tmp_path: Path) -> None:
     s, lines, _ = run(tmp_path, "static")
     assert [d for r in lines for d in r["decisions"]] == []
     assert {r["stages"]["slow"]["target"] for r in lines} == {stage_of(s, "slow")["workers"]}
+
+
+def test_json_keeps_stdout_for_the_summary(tmp_path: Path) -> None:
+    """What handlers print goes to stderr under --json, so stdout parses as one document."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text(chain_yaml(tmp_path / "out.jsonl", f"    handler: {TESTSTAGES}:chatty", count=5))
+    proc = run_sedamp("run", str(topo), "--workdir", str(tmp_path / "w"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["events"] == 5
+    assert sorted(line for line in proc.stderr.splitlines() if line.startswith("chatty saw")) == [
+        f"chatty saw {n}" for n in range(5)
+    ]

@@ -250,3 +250,9 @@ def http_boom(request: dict[str, Any]) -> str:
 def http_sleep(request: dict[str, Any]) -> str:
     time.sleep(float(request["query"].partition("=")[2] or 0.3))
     return "slept\n"
+
+
+def chatty(event: dict[str, Any]) -> dict[str, Any]:
+    """Prints a line for each event (user code that writes to stdout)."""
+    print(f"chatty saw {event['n']}", flush=True)
+    return event

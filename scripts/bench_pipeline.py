@@ -340,7 +340,9 @@ def run_sedamp(topology: Path, overrides: Sequence[str], sink_name: str, n: int,
 # CPU workloads
 
 
-def cpu_workload(wl: CpuWorkload, systems: Sequence[str], repeat: int, cores: int) -> dict[str, Any]:
+def cpu_workload(
+    wl: CpuWorkload, systems: Sequence[str], repeat: int, cores: int, ray_address: str | None = None
+) -> dict[str, Any]:
     base = bl.load_pipeline(wl.topology)
     names = [s.name for s in base.stages]
     if set(wl.workers) != set(names):
@@ -376,6 +378,19 @@ def cpu_workload(wl: CpuWorkload, systems: Sequence[str], repeat: int, cores: in
         plan.append(("pypeln", n_pl, lambda: run_pypeln(pipe_pl, n_pl, workers), exp_pl))
     if "sedamp" in systems:
         plan.append(("sedamp", n, lambda: run_sedamp(wl.topology, overrides(n), pipe.sink_name, n, procs), expected))
+        if ray_address is not None:  # the same topology, its workers as Ray actors
+            on_ray = ["controller.executor=ray", f"controller.address={ray_address}"]
+            plan.append(
+                (
+                    "sedamp-ray",
+                    n,
+                    lambda: renamed(
+                        run_sedamp(wl.topology, [*overrides(n), *on_ray], pipe.sink_name, n, f"{procs} actors"),
+                        "sedamp-ray",
+                    ),
+                    expected,
+                )
+            )
         domain = wl.domain
         if domain is not None:
             plan.append(
@@ -796,6 +811,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Pool.imap chunksize in the memory workload (default 0: ~20 ms of work, at most N/4)",
     )
     p.add_argument("--repeat", type=bl.positive, default=1, help="run each system K times, keep the best (1)")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: also run sedamp with its workers as Ray actors (sedamp-ray), on the cluster at --address, "
+        "or on a one-node cluster of `cores` CPUs started for the benchmark (needs the ray extra)",
+    )
+    p.add_argument("--address", help="the Ray cluster for --executor ray (default: start one here)")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
     p.add_argument("--memory-child", choices=MEMORY_SYSTEMS, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -843,6 +866,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     }
     failures: list[str] = []
+    ray_cluster = None
+    ray_address = args.address
+    if args.executor == "ray" and ray_address is None:
+        from ray.cluster_utils import Cluster
+
+        ray_cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cores, "include_dashboard": False})
+        ray_address = ray_cluster.address
+        print(f"ray     : a one-node cluster of {cores} CPUs at {ray_address}, started for this run")
+    elif args.executor == "ray":
+        print(f"ray     : the cluster at {ray_address}")
+    try:
+        failures += run_workloads(args, workloads, size, cores, ray_address if args.executor == "ray" else None, report)
+    finally:
+        if ray_cluster is not None:
+            ray_cluster.shutdown()
+
+    if args.json:
+        report["failures"] = failures
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"\nJSON written to {args.json}")
+    return bl.verdict(failures, "all results verified (count and checksum equal to the expected values)")
+
+
+def run_workloads(
+    args: argparse.Namespace,
+    workloads: Mapping[str, CpuWorkload],
+    size: int,
+    cores: int,
+    ray_address: str | None,
+    report: dict[str, Any],
+) -> list[str]:
+    failures: list[str] = []
     for name in WORKLOADS:
         if name not in args.workload:
             continue
@@ -857,17 +912,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cores,
             )
         else:
-            res = cpu_workload(workloads[name], args.only, args.repeat, cores)
+            res = cpu_workload(workloads[name], args.only, args.repeat, cores, ray_address)
         print_workload(res, memory=name == "memory")
         sys.stdout.flush()
         failures += [f"{name}/{r.system}: {r.error}" for r in res["runs"].values() if r.error]
         report["workloads"][name] = jsonable(res)
-
-    if args.json:
-        report["failures"] = failures
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"\nJSON written to {args.json}")
-    return bl.verdict(failures, "all results verified (count and checksum equal to the expected values)")
+    return failures
 
 
 if __name__ == "__main__":

@@ -379,7 +379,8 @@ def cpu_workload(
     if "sedamp" in systems:
         plan.append(("sedamp", n, lambda: run_sedamp(wl.topology, overrides(n), pipe.sink_name, n, procs), expected))
         if ray_address is not None:  # the same topology, its workers as Ray actors
-            on_ray = ["controller.executor=ray", f"controller.address={ray_address}"]
+            # the core budget stays this machine's, as for the local executor
+            on_ray = ["controller.executor=ray", f"controller.address={ray_address}", f"controller.cores={cores}"]
             plan.append(
                 (
                     "sedamp-ray",
@@ -871,9 +872,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.executor == "ray" and ray_address is None:
         from ray.cluster_utils import Cluster
 
-        ray_cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cores, "include_dashboard": False})
+        # Ray counts CPUs as slots, one per worker actor: enough for every worker of the
+        # largest workload (sink included), as many as the local executor starts on the
+        # same cores
+        slots = max(cores, *(sum(w.workers.values()) + 1 for w in workloads.values()))
+        ray_cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": slots, "include_dashboard": False})
         ray_address = ray_cluster.address
-        print(f"ray     : a one-node cluster of {cores} CPUs at {ray_address}, started for this run")
+        print(
+            f"ray     : a one-node cluster at {ray_address}, started for this run, declaring {slots} CPUs "
+            f"(one per worker actor) on these {cores} cores; sedamp's core budget stays {cores}"
+        )
     elif args.executor == "ray":
         print(f"ray     : the cluster at {ray_address}")
     try:

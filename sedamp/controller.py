@@ -330,6 +330,18 @@ class _Controller:
             self.error = "; ".join(problems)
             return
         targets = policy.initial_targets(self.top, self.cores)
+        slots = self._exec().worker_slots()
+        floor = sum(
+            policy.worker_bounds(st.spec, self.cores)[0]
+            for n, st in self.stages.items()
+            if st.spec.kind != "source" and not self.top.is_member(n)
+        )
+        if slots is not None and floor > slots:
+            self.error = (
+                f"the topology needs at least {floor} workers at once (one CPU each) but the cluster has {slots} "
+                "CPUs: add nodes (or CPUs), or lower the stages' workers"
+            )
+            return
         for name, st in self.stages.items():
             if st.spec.kind == "source" or self.top.is_member(name):
                 continue  # a grouped stage after the first is served by the first's queue
@@ -893,6 +905,8 @@ class _Controller:
         self.registered.discard(child.identity.encode())
         st = self.stages[child.stage]
         how = child.killed or proc.reason or _describe_exit(code)
+        if proc.unplaceable and not self.draining:
+            self.error = self.error or f"worker {child.stage}[{child.index}] {how}"
         if child.role == wire.QUEUE:
             if not child.stopped:
                 self.error = f"the queue of stage {child.stage!r} (pid {proc.pid}) {how}"

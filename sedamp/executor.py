@@ -35,6 +35,8 @@ class Proc(Protocol):
     local: bool
     # why it ended, when the executor knows better than its exit code (a lost node)
     reason: str | None
+    # it could not be started at all, and a replacement would fail the same way
+    unplaceable: bool
 
     @property
     def pending(self) -> bool:
@@ -62,6 +64,10 @@ class Executor(Protocol):
         """The core budget when the user sets none: the CPUs processes can be placed on."""
         ...
 
+    def worker_slots(self) -> int | None:
+        """How many workers can run at once (None: no limit but the machine's)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -77,6 +83,7 @@ class LocalProc:
     local = True
     pending = False
     reason: str | None = None
+    unplaceable = False
 
     def __init__(self, name: str, pid: int, executor: LocalExecutor) -> None:
         self.name = name
@@ -176,6 +183,9 @@ class LocalExecutor:
         from sedamp.policy import usable_cores
 
         return usable_cores()
+
+    def worker_slots(self) -> int | None:
+        return None  # processes share the cores; the controller sizes pools to them
 
     def _read_reports(self, timeout: float) -> None:
         if self._rep_r < 0:

@@ -89,6 +89,7 @@ class RayProc:
         self.name = name
         self.local = False
         self.reason: str | None = None
+        self.unplaceable = False
         self._actor = actor
         self._code: int | None = None
         self._placed = False
@@ -106,6 +107,7 @@ class RayProc:
                 where = ray.get(self._where, timeout=PLACE_TIMEOUT_S)
             except ray.exceptions.GetTimeoutError:
                 self.reason = f"could not be placed: Ray found no free CPU for it within {PLACE_TIMEOUT_S:.0f} s"
+                self.unplaceable = True
                 return
             self.local = where == machine
             self._placed = True
@@ -203,6 +205,9 @@ class RayExecutor:
 
     def cores(self) -> int:
         return max(1, int(self._ray.cluster_resources().get("CPU", 0)))
+
+    def worker_slots(self) -> int | None:
+        return int(self._ray.cluster_resources().get("CPU", 0))  # one CPU per worker actor
 
     def start(self, name: str, role: str, config: Any) -> Proc:
         if role != "worker":

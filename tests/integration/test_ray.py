@@ -40,7 +40,7 @@ def cluster() -> Iterator[Any]:
     try:
         c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
         for _ in range(2):
-            c.add_node(num_cpus=2)
+            c.add_node(num_cpus=3)  # Ray's CPUs are slots: six on this machine's cores
         c.wait_for_nodes()
         ray.init(address=c.address, namespace="sedamp", logging_level="WARNING")
     finally:
@@ -182,6 +182,18 @@ def test_a_killed_actor_loses_nothing(cluster: Any, no_run_left: None, tmp_path:
     assert stage_of(summary, "sink")["events_in"] >= count
 
 
+def test_more_workers_than_the_cluster_has_cpus_is_a_clear_error(
+    cluster: Any, no_run_left: None, tmp_path: Path
+) -> None:
+    topo = tmp_path / "t.yaml"
+    topo.write_text(chain_yaml(tmp_path / "out.jsonl", f"    handler: {TESTSTAGES}:pause\n    params: {{delay_s: 0}}\n"
+                               "    workers: 6", sink="Append", count=10))  # fmt: skip
+    proc = ray_run("run", str(topo), "--workdir", str(tmp_path / "w"), cluster=cluster)
+    assert proc.returncode == 3, proc.stderr
+    assert "needs at least 7 workers at once (one CPU each) but the cluster has 6 CPUs" in proc.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -240,7 +252,7 @@ def test_a_lost_node_loses_nothing(cluster: Any, no_run_left: None, tmp_path: Pa
         try:
             cluster.remove_node(raylets[min(hosting)], allow_graceful=False)
             written_at_loss = out.read_text().count("\n")
-            cluster.add_node(num_cpus=2)
+            cluster.add_node(num_cpus=3)
         finally:
             os.environ["SEDAMP_TEST_TAG"] = tag
     finally:

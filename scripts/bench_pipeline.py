@@ -392,6 +392,17 @@ def cpu_workload(
                     expected,
                 )
             )
+            plan.append(
+                (
+                    "sedamp-ray-empty",
+                    0,
+                    lambda: renamed(
+                        run_sedamp(wl.topology, [*overrides(0), *on_ray], pipe.sink_name, 0, f"{procs} actors"),
+                        "sedamp-ray-empty",
+                    ),
+                    {"count": 0, "checksum": 0},
+                )
+            )
         domain = wl.domain
         if domain is not None:
             plan.append(
@@ -443,10 +454,21 @@ def cpu_workload(
             continue
         efficiency[name] = statistics.median(r.rate / lim for r, lim in zip(rs, round_limits, strict=True))
         sed_runs = all_runs.get("sedamp", [])
-        if sed_runs and all(r.ok for r in sed_runs) and name != "sedamp-empty":
+        if sed_runs and all(r.ok for r in sed_runs) and not name.endswith("-empty"):
             ratio[name] = statistics.median(sr.rate / r.rate for sr, r in zip(sed_runs, rs, strict=True))
     empty = runs.pop("sedamp-empty", None)
     efficiency.pop("sedamp-empty", None)
+    ray_empty = runs.pop("sedamp-ray-empty", None)
+    efficiency.pop("sedamp-ray-empty", None)
+    if ray_empty is not None and not ray_empty.ok:
+        ray_empty.system = "sedamp-ray (0 events)"
+        runs["sedamp-ray-empty"] = ray_empty
+    elif ray_empty is not None:
+        notes.append(
+            "an empty run (0 events) on the ray executor takes "
+            f"{min(r.wall_s for r in all_runs['sedamp-ray-empty']):.2f} s: connecting to the cluster, "
+            "placing the actors and starting their workers (measured separately, not subtracted)."
+        )
     if empty is not None and not empty.ok:
         empty.system = "sedamp (0 events)"
         runs["sedamp-empty"] = empty

@@ -103,81 +103,69 @@ def test_examples_give_the_same_output_on_ray(example: str, cluster: Any, no_run
     assert outputs["ray summary"] == outputs["local summary"]
 
 
-def test_workers_run_on_the_worker_nodes(cluster: Any, no_run_left: None, tmp_path: Path) -> None:
-    """Every worker is a process under a raylet of a worker node (the head has no CPUs)."""
+def start_slow_job(tmp_path: Path, cluster: Any, count: int) -> tuple[subprocess.Popen[str], Path]:
+    """src -> mid (2 workers, 10 ms per event) -> sink (appends each event at once), on
+    the cluster, in the background: (the `sedamp run --json` process, the sink's file)."""
     out = tmp_path / "out.jsonl"
     topo = tmp_path / "t.yaml"
     topo.write_text(chain_yaml(out, f"    handler: {TESTSTAGES}:pause\n    params: {{delay_s: 0.01}}\n    workers: 2",
-                               sink="Append", count=600))  # fmt: skip
+                               sink="Append", count=count))  # fmt: skip
+    args = ("run", str(topo), "--workdir", str(tmp_path / "w"), "--json", "--executor", "ray", "--address")
     proc = subprocess.Popen(
-        sedamp_cmd(
-            "run",
-            str(topo),
-            "--workdir",
-            str(tmp_path / "w"),
-            "--json",
-            "--executor",
-            "ray",
-            "--address",
-            cluster.address,
-        ),  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        sedamp_cmd(*args, cluster.address), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    return proc, out
+
+
+def lines(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def finished(proc: subprocess.Popen[str], out: Path, count: int) -> tuple[dict[str, Any], str]:
+    """Wait for the job; check that it succeeded and every event reached the sink (some
+    twice at most: redelivery is at least once). Returns (its summary, its stderr)."""
+    stdout, stderr = proc.communicate(timeout=150)
+    assert proc.returncode == 0, stderr
+    got = [int(m) for m in re.findall(r'"n": (\d+)', out.read_text())]
+    assert set(got) == set(range(count)), f"lost: {sorted(set(range(count)) - set(got))[:20]}"
+    return summary_of(subprocess.CompletedProcess([], 0, stdout, stderr)), stderr
+
+
+def raylet_of(worker: psutil.Process, raylets: dict[int, Any]) -> list[Any]:
+    """The nodes (by raylet pid in `raylets`) whose raylet is an ancestor of `worker`."""
+    ancestors = {a.pid for a in worker.parents()}
+    return [node for pid, node in raylets.items() if pid in ancestors]
+
+
+def test_workers_run_on_the_worker_nodes(cluster: Any, no_run_left: None, tmp_path: Path) -> None:
+    """Every worker is a process under a raylet of a worker node (the head has no CPUs)."""
+    proc, out = start_slow_job(tmp_path, cluster, 600)
     try:
         workers = wait_until(lambda: len(worker_processes()) >= 3 and worker_processes(), 60, "three workers")
         raylets = {n.all_processes["raylet"][0].process.pid: i for i, n in enumerate(cluster.list_all_nodes())}
         nodes = set()
         for w in workers:
-            ancestors = {a.pid for a in w.parents()}
-            hits = [i for pid, i in raylets.items() if pid in ancestors]
+            hits = raylet_of(w, raylets)
             assert len(hits) == 1, f"worker {w.pid} is not under exactly one raylet"
             nodes.add(hits[0])
         assert 0 not in nodes, "a worker ran on the head node, which has no CPUs"
     finally:
-        stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
-    got = sorted(int(m) for m in re.findall(r'"n": (\d+)', out.read_text()))
-    assert got == list(range(600))
+        finished(proc, out, 600)
 
 
 def test_a_killed_actor_loses_nothing(cluster: Any, no_run_left: None, tmp_path: Path) -> None:
-    out = tmp_path / "out.jsonl"
-    topo = tmp_path / "t.yaml"
     count = 800
-    topo.write_text(chain_yaml(out, f"    handler: {TESTSTAGES}:pause\n    params: {{delay_s: 0.01}}\n    workers: 2",
-                               sink="Append", count=count))  # fmt: skip
-    proc = subprocess.Popen(
-        sedamp_cmd(
-            "run",
-            str(topo),
-            "--workdir",
-            str(tmp_path / "w"),
-            "--json",
-            "--executor",
-            "ray",
-            "--address",
-            cluster.address,
-        ),  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, out = start_slow_job(tmp_path, cluster, count)
     try:
-        wait_until(lambda: out.exists() and out.read_text().count("\n") >= 100, 90, "100 events written")
+        wait_until(lambda: lines(out) >= 100, 90, "100 events written")
         victims = [n for n in our_actors() if n.startswith("sdw:mid:")]
         assert victims, f"no actor of stage mid among {our_actors()}"
         ray.kill(ray.get_actor(victims[0], namespace="sedamp"), no_restart=True)
-        written_at_kill = out.read_text().count("\n")
+        written_at_kill = lines(out)
     finally:
-        stdout, stderr = proc.communicate(timeout=150)
-    assert proc.returncode == 0, stderr
+        summary, stderr = finished(proc, out, count)
     assert written_at_kill < count, "the job ended before the kill: nothing was tested"
     assert "lost with its Ray actor" in stderr, stderr
-    got = [int(m) for m in re.findall(r'"n": (\d+)', out.read_text())]
-    assert set(got) == set(range(count)), f"lost: {sorted(set(range(count)) - set(got))[:20]}"
-    summary = summary_of(subprocess.CompletedProcess([], 0, stdout, stderr))
     assert stage_of(summary, "mid")["restarts"] >= 1
     assert stage_of(summary, "sink")["events_in"] >= count
 
@@ -219,47 +207,21 @@ def test_a_lost_node_loses_nothing(cluster: Any, no_run_left: None, tmp_path: Pa
     fresh node added, as an autoscaler would: the workers it held are replaced on the
     nodes that are left, and every event arrives. Last in the module: it changes the
     cluster."""
-    out = tmp_path / "out.jsonl"
-    topo = tmp_path / "t.yaml"
     count = 800
-    topo.write_text(chain_yaml(out, f"    handler: {TESTSTAGES}:pause\n    params: {{delay_s: 0.01}}\n    workers: 2",
-                               sink="Append", count=count))  # fmt: skip
-    proc = subprocess.Popen(
-        sedamp_cmd(
-            "run",
-            str(topo),
-            "--workdir",
-            str(tmp_path / "w"),
-            "--json",
-            "--executor",
-            "ray",
-            "--address",
-            cluster.address,
-        ),  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, out = start_slow_job(tmp_path, cluster, count)
     try:
-        wait_until(lambda: out.exists() and out.read_text().count("\n") >= 100, 90, "100 events written")
+        wait_until(lambda: lines(out) >= 100, 90, "100 events written")
         raylets = {n.all_processes["raylet"][0].process.pid: n for n in cluster.worker_nodes}
-        hosting = set()
-        for w in worker_processes():
-            ancestors = {a.pid for a in w.parents()}
-            hosting |= {pid for pid in raylets if pid in ancestors}
+        hosting = [node for w in worker_processes() for node in raylet_of(w, raylets)]
         assert hosting, "no worker found under a worker node's raylet"
         tag = os.environ.pop("SEDAMP_TEST_TAG")  # the new node belongs to the cluster, not to the test
         try:
-            cluster.remove_node(raylets[min(hosting)], allow_graceful=False)
-            written_at_loss = out.read_text().count("\n")
+            cluster.remove_node(hosting[0], allow_graceful=False)
+            written_at_loss = lines(out)
             cluster.add_node(num_cpus=3)
         finally:
             os.environ["SEDAMP_TEST_TAG"] = tag
     finally:
-        stdout, stderr = proc.communicate(timeout=150)
-    assert proc.returncode == 0, stderr
+        summary, _ = finished(proc, out, count)
     assert written_at_loss < count, "the job ended before the node was lost: nothing was tested"
-    got = [int(m) for m in re.findall(r'"n": (\d+)', out.read_text())]
-    assert set(got) == set(range(count)), f"lost: {sorted(set(range(count)) - set(got))[:20]}"
-    summary = summary_of(subprocess.CompletedProcess([], 0, stdout, stderr))
     assert sum(stage_of(summary, s)["restarts"] for s in ("mid", "sink")) >= 1

@@ -26,9 +26,10 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -381,6 +382,32 @@ def verdict(failures: Sequence[str], verified: str) -> int:
         return 1
     print(f"\n{verified}")
     return 0
+
+
+def round_figures(
+    all_runs: Mapping[str, Sequence[Any]],
+    limits: Sequence[float],
+    reference: str = "sedamp",
+    skip_ratio: Callable[[str], bool] = lambda name: False,
+) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
+    """From each system's runs, one per round (each with ``ok``, ``wall_s`` and
+    ``rate``): its best round (its first failure instead, if any), the median of its
+    per-round efficiency (rate / that round's limit), and the median of `reference`'s
+    per-round rate divided by its own (unless `skip_ratio(name)`). Every comparison is
+    made within a round, so the machine's drift between rounds cancels."""
+    runs: dict[str, Any] = {}
+    efficiency: dict[str, float] = {}
+    ratio: dict[str, float] = {}
+    ref = all_runs.get(reference, [])
+    for name, rs in all_runs.items():
+        failed = [r for r in rs if not r.ok]
+        runs[name] = failed[0] if failed else min(rs, key=lambda r: r.wall_s)
+        if failed:
+            continue
+        efficiency[name] = statistics.median(r.rate / lim for r, lim in zip(rs, limits, strict=True))
+        if ref and all(r.ok for r in ref) and not skip_ratio(name):
+            ratio[name] = statistics.median(s.rate / r.rate for s, r in zip(ref, rs, strict=True))
+    return runs, efficiency, ratio
 
 
 def strict_json(x: Any) -> Any:

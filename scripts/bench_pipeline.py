@@ -444,18 +444,7 @@ def cpu_workload(
         else:
             round_limits.append(sampled_limits[-1])
 
-    runs: dict[str, Run] = {}
-    efficiency: dict[str, float] = {}
-    ratio: dict[str, float] = {}
-    for name, rs in all_runs.items():
-        failed = [r for r in rs if not r.ok]
-        runs[name] = failed[0] if failed else min(rs, key=lambda r: r.wall_s)
-        if failed:
-            continue
-        efficiency[name] = statistics.median(r.rate / lim for r, lim in zip(rs, round_limits, strict=True))
-        sed_runs = all_runs.get("sedamp", [])
-        if sed_runs and all(r.ok for r in sed_runs) and not name.endswith("-empty"):
-            ratio[name] = statistics.median(sr.rate / r.rate for sr, r in zip(sed_runs, rs, strict=True))
+    runs, efficiency, ratio = bl.round_figures(all_runs, round_limits, skip_ratio=lambda name: name.endswith("-empty"))
     empty = runs.pop("sedamp-empty", None)
     efficiency.pop("sedamp-empty", None)
     ray_empty = runs.pop("sedamp-ray-empty", None)

@@ -529,19 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 b.error = "sedamp and pool wrote different names or sizes"
             identical.append(a.ok and b.ok and a.digest == b.digest)
 
-    runs: dict[str, Run] = {}
-    efficiency: dict[str, float] = {}
-    ratio: dict[str, float] = {}
+    runs, efficiency, ratio = bl.round_figures(all_runs, limits)
     for system, rs in all_runs.items():
-        failed = [r for r in rs if not r.ok]
-        runs[system] = failed[0] if failed else min(rs, key=lambda r: r.wall_s)
-        if failed:
-            continue
-        runs[system].peak_rss_bytes = max(r.peak_rss_bytes or 0 for r in rs)  # a bound: the worst round
-        efficiency[system] = statistics.median(r.rate / lim for r, lim in zip(rs, limits, strict=True))
-        sed = all_runs.get("sedamp", [])
-        if sed and all(r.ok for r in sed):
-            ratio[system] = statistics.median(s.rate / r.rate for s, r in zip(sed, rs, strict=True))
+        if system in efficiency:  # every round ran
+            runs[system].peak_rss_bytes = max(r.peak_rss_bytes or 0 for r in rs)  # a bound: the worst round
 
     limit = statistics.median(limits)
     print()

@@ -16,10 +16,12 @@ every system alike.
 
 Rounds. The machine's speed drifts (by 15-40% within minutes on a shared host), so
 points measured minutes apart differ by the drift as much as by the systems. The whole
-comparison therefore runs --rounds times (default 3, so a run takes about three times
-as long as one pass). Each round runs every system in turn (start the server, warm up,
-every client count ascending, stop the server), in an order rotated by one each round
-(a,b,c; then b,c,a; then c,a,b), so no system is always measured first or last. Every
+comparison therefore runs --rounds times (default 4, so a run takes about four times as
+long as one pass). Each round runs every system in turn (start the server, warm up,
+every client count, stop the server), in an order rotated by one each round (a,b,c;
+then b,c,a; then c,a,b), so no system is always measured first or last. Within a round
+the client counts run ascending in even rounds and descending in odd ones (--order
+alternate), so a drift over a round does not always fall on the largest counts. Every
 point is printed as it is measured, with its round.
 
 Machine speed per point. Just before each measured point, while the server is idle,
@@ -36,19 +38,20 @@ system and client count: the median over rounds of 200s per second (with the low
 highest) and of efficiency, the highest p90 and the highest maximum latency of any
 round, the median Jain index, and the total 503s and unanswered requests.
 
-Then sedamp's targets are checked over the rounds. In each round, the 200s per second
-at each client count are divided by that round's peak (its highest 200s per second), so
-each ratio compares points a few minutes apart. Saturation is the smallest client count
-whose median ratio is >= 95%. From saturation to the largest client count: the median
-ratio >= 95% at every count (the per-round ratios are printed too), the highest p90 of
-the 200s in any round <= 1.2x the configured target, the median Jain index >= 0.98 at
-every count, and nothing unanswered in any round. With --rounds 1 these are the checks
-of a single pass.
+Then sedamp's targets are checked over the rounds. Each client count's 200s per second
+is the median over the rounds, and the peak is the highest of those medians (not the
+highest single point: that is the luckiest moment of the machine, and shares of it are
+biased low by the noise). Saturation is the smallest client count whose median is >= 95%
+of the peak. From saturation to the largest client count: the median >= 95% of the peak
+at every count, the highest p90 of the 200s in any round <= 1.2x the configured target,
+the median Jain index >= 0.98 at every count, and nothing unanswered in any round. Each
+round's points as shares of that round's own peak are printed too. With --rounds 1
+these are the checks of a single pass.
 
 sedamp runs with --metrics, and each of its points also reports the CPU its /work
 workers used in the measured window (``wrk cores``, summed over the workers) and the CPU
 per completed request (``cpu/req``), from sedamp's own metrics. A diagnostic line checks
-that the workers' CPU holds >= 95% of its round's peak from saturation on: whether
+that the workers' CPU (median over the rounds) holds >= 95% of its peak from saturation on: whether
 overload took capacity from the workers, apart from what each request cost at the time.
 The load generator's own CPU is reported too (``gen cores``).
 
@@ -97,6 +100,19 @@ def rotation(systems: Sequence[str], round_: int) -> list[str]:
         return []
     k = round_ % len(systems)
     return [*systems[k:], *systems[:k]]
+
+
+ORDERS = ("alternate", "ascending")
+
+
+def client_order(counts: Sequence[int], round_: int, order: str = "alternate") -> list[int]:
+    """The order in which round `round_` runs the client counts. "alternate": ascending
+    in even rounds, descending in odd ones, so that a drift of the machine's speed over
+    a round does not fall on the same counts every round; "ascending": every round."""
+    up = sorted(counts)
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+    return up[::-1] if order == "alternate" and round_ % 2 else up
 
 
 def machine_speed(spin: Callable[[int, int], object], iterations: int, cpu_s: float = SPEED_CPU_S) -> float:
@@ -219,29 +235,45 @@ def throughput_ratios(rows: Sequence[Row], key: str = "ok_throughput") -> dict[i
     return ratios
 
 
+def median_shares(rows: Sequence[Row], key: str = "ok_throughput") -> tuple[dict[int, float], float, dict[int, float]]:
+    """Per client count, the median over rounds of `key` (200s per second unless told);
+    the peak, the highest of those medians; and each median as a share of the peak (0
+    when the peak is 0). The median of each point first, then the peak: the peak of one
+    round is that round's luckiest point, so shares of it are biased low by the noise."""
+    counts = sorted({r["clients"] for r in rows})
+    med = {c: statistics.median((r.get(key) or 0.0) for r in rows if r["clients"] == c) for c in counts}
+    peak = max(med.values(), default=0.0)
+    return med, peak, {c: (v / peak if peak > 0 else 0.0) for c, v in med.items()}
+
+
 def evaluate_targets(rows: Sequence[Row], system: str = "sedamp") -> Row | None:
     """sedamp's targets over the rounds (None without rows of `system`).
 
-    Saturation is the smallest client count whose median ratio to its round's peak is
-    >= PEAK_SHARE (if none is, the count with the highest median: the throughput target
-    is then not met). From saturation to the largest count: the median ratio >=
-    PEAK_SHARE at every count; the highest p90 of the 200s of any round <= P90_FACTOR x
-    TARGET_P90_MS; the median Jain index >= JAIN_MIN at every count; and, over all
-    counts, nothing unanswered in any round. A missing p90 or Jain index counts as 0."""
+    Throughput: each client count's median 200s per second over the rounds, as a share
+    of the peak (the highest of those medians; see median_shares). Saturation is the
+    smallest count whose share is >= PEAK_SHARE (if none is, the count with the highest
+    share: the throughput target is then not met). From saturation to the largest
+    count: the share >= PEAK_SHARE at every count; the highest p90 of the 200s of any
+    round <= P90_FACTOR x TARGET_P90_MS; the median Jain index >= JAIN_MIN at every
+    count; and, over all counts, nothing unanswered in any round. A missing p90 or Jain
+    index counts as 0. Each round's points as shares of that round's own peak are
+    reported too (``ratios``, ``median_ratio``, the lowest single one)."""
     mine = [r for r in rows if r["system"] == system]
     if not mine:
         return None
     ratios = throughput_ratios(mine)
+    medians, peak, share = median_shares(mine)
     peaks = {rnd: max(r["ok_throughput"] for r in mine if _round(r) == rnd) for rnd in ratios}
-    counts = sorted({r["clients"] for r in mine})
+    counts = sorted(share)
     median_ratio = {c: statistics.median(ratios[rnd][c] for rnd in ratios if c in ratios[rnd]) for c in counts}
-    sat = next((c for c in counts if median_ratio[c] >= PEAK_SHARE), None)
+    sat = next((c for c in counts if share[c] >= PEAK_SHARE), None)
     found = sat is not None
     if sat is None:
-        sat = max(counts, key=lambda c: median_ratio[c])
+        sat = max(counts, key=lambda c: share[c])
     checked = [c for c in counts if c >= sat]
     after = [r for r in mine if r["clients"] >= sat]
 
+    low = min(checked, key=lambda c: share[c])
     low_med = min(checked, key=lambda c: median_ratio[c])
     low_one = min((ratios[rnd][c], rnd, c) for rnd in ratios for c in checked if c in ratios[rnd])
     worst_p90 = max(after, key=lambda r: r["ok_latency_ms"]["p90"] or 0.0)
@@ -258,8 +290,10 @@ def evaluate_targets(rows: Sequence[Row], system: str = "sedamp") -> Row | None:
         "system": system,
         "rounds": sorted(ratios),
         "peaks": peaks,
-        "peak": statistics.median(peaks.values()),
+        "peak": peak,
         "counts": counts,
+        "medians": medians,
+        "share": share,
         "ratios": ratios,
         "median_ratio": median_ratio,
         "saturation": sat,
@@ -267,9 +301,11 @@ def evaluate_targets(rows: Sequence[Row], system: str = "sedamp") -> Row | None:
         "largest": counts[-1],
         "worker_share": _worker_share(mine, checked),
         "throughput": {
-            "met": all(median_ratio[c] >= PEAK_SHARE for c in checked),
-            "lowest_median": median_ratio[low_med],
-            "lowest_median_clients": low_med,
+            "met": all(share[c] >= PEAK_SHARE for c in checked),
+            "lowest": share[low],
+            "lowest_clients": low,
+            "lowest_median_ratio": median_ratio[low_med],
+            "lowest_median_ratio_clients": low_med,
             "lowest_single": low_one[0],
             "lowest_single_round": low_one[1],
             "lowest_single_clients": low_one[2],
@@ -299,10 +335,9 @@ def _worker_share(mine: Sequence[Row], checked: Sequence[int]) -> Row | None:
     from them, apart from the machine's speed. None when the rows lack the figure."""
     if not all(r.get("work_cpu_cores") for r in mine):
         return None
-    ratios = throughput_ratios(mine, "work_cpu_cores")
-    med = {c: statistics.median(ratios[rnd][c] for rnd in ratios if c in ratios[rnd]) for c in checked}
-    low = min(checked, key=lambda c: med[c])
-    return {"met": all(v >= PEAK_SHARE for v in med.values()), "lowest_median": med[low], "clients": low}
+    _, _, share = median_shares(mine, "work_cpu_cores")
+    low = min(checked, key=lambda c: share[c])
+    return {"met": all(share[c] >= PEAK_SHARE for c in checked), "lowest": share[low], "clients": low}
 
 
 def _met(ok: bool) -> str:
@@ -316,34 +351,36 @@ def check_targets(rows: Sequence[Row]) -> list[str]:
         return []
     sat, big, rounds = t["saturation"], t["largest"], t["rounds"]
     peaks = ", ".join(f"{t['peaks'][rnd]:.1f}" for rnd in rounds)
-    lines = [f"sedamp: peak {t['peak']:.1f}/s (median of the rounds' peaks: {peaks})"]
+    lines = [f"sedamp: peak {t['peak']:.1f}/s (the highest median over the rounds; the rounds' own peaks: {peaks})"]
     if t["saturation_found"]:
         lines.append(
-            f"  saturation at {sat} clients (the first count whose median is >= {PEAK_SHARE:.0%} of its round's "
-            f"peak); checked from {sat} to {big} clients ({big / sat:.0f}x saturation)"
+            f"  saturation at {sat} clients (the first count whose median is >= {PEAK_SHARE:.0%} of the peak); "
+            f"checked from {sat} to {big} clients ({big / sat:.0f}x saturation)"
         )
     else:
         lines.append(
-            f"  no client count reaches {PEAK_SHARE:.0%} of its round's peak in the median; checked from {sat} "
-            f"clients (the highest median) to {big} ({big / sat:.0f}x)"
+            f"  no client count's median reaches {PEAK_SHARE:.0%} of the peak; checked from {sat} clients (the "
+            f"highest median) to {big} ({big / sat:.0f}x)"
         )
-    lines.append("  200/s as a share of its round's peak (* from saturation on):")
-    lines.append(f"  {'clients':>9}{'median':>9}" + "".join(f"{f'round {rnd}':>9}" for rnd in rounds))
+    lines.append("  200/s: the median as a share of the peak; each round's point as a share of that round's peak")
+    lines.append(f"  {'clients':>9}{'median':>9}{'of peak':>9}" + "".join(f"{f'round {rnd}':>9}" for rnd in rounds))
     for c in t["counts"]:
         cells = "".join(f"{t['ratios'][rnd][c]:>9.1%}" if c in t["ratios"][rnd] else f"{'-':>9}" for rnd in rounds)
-        lines.append(f"  {('* ' if c >= sat else '') + str(c):>9}{t['median_ratio'][c]:>9.1%}{cells}")
+        mark = ("* " if c >= sat else "") + str(c)
+        lines.append(f"  {mark:>9}{t['medians'][c]:>9.1f}{t['share'][c]:>9.1%}{cells}")
     tp, p90, jn, lost = t["throughput"], t["p90"], t["jain"], t["unanswered"]
     lines.append(
-        f"  throughput >= {PEAK_SHARE:.0%} of peak: {_met(tp['met'])} (lowest median {tp['lowest_median']:.1%} at "
-        f"{tp['lowest_median_clients']} clients; lowest single {tp['lowest_single']:.1%}, round "
+        f"  throughput >= {PEAK_SHARE:.0%} of peak: {_met(tp['met'])} (lowest {tp['lowest']:.1%} at "
+        f"{tp['lowest_clients']} clients; of each round's own peak: lowest median {tp['lowest_median_ratio']:.1%} "
+        f"at {tp['lowest_median_ratio_clients']} clients, lowest single {tp['lowest_single']:.1%}, round "
         f"{tp['lowest_single_round']} at {tp['lowest_single_clients']} clients)"
     )
     share = t.get("worker_share")
     if share is not None:
         lines.append(
-            f"  (diagnostic) CPU of the /work workers >= {PEAK_SHARE:.0%} of its round's peak: {_met(share['met'])} "
-            f"(lowest median {share['lowest_median']:.1%} at {share['clients']} clients); the rest of a fall in "
-            "throughput is what each request cost at the time (cpu/req)"
+            f"  (diagnostic) CPU of the /work workers >= {PEAK_SHARE:.0%} of its peak: {_met(share['met'])} "
+            f"(lowest {share['lowest']:.1%} at {share['clients']} clients); the rest of a fall in throughput is "
+            "what each request cost at the time (cpu/req)"
         )
     lines.append(
         f"  p90 of 200s <= {p90['limit_ms']:.0f} ms: {_met(p90['met'])} (highest {p90['highest_ms']:.0f} ms, round "
@@ -498,7 +535,7 @@ def run_system(system: str, counts: list[int], args: argparse.Namespace, round_:
     try:
         wait_listening(port, proc)
         load(port, 8, args.warmup, args.think_ms)  # warm-up: workers calibrated, pools grown
-        for n in counts:
+        for n in client_order(counts, round_, args.order):
             cost = machine_speed(spin, args.iterations)  # the server is idle between two loads
             extra = ("--ignore-retry-after",) if args.ignore_retry_after else ()
             started = time.time()
@@ -647,8 +684,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rounds",
         type=_positive,
-        default=3,
+        default=4,
         help="run every system at every client count this many times, in a rotated order each round",
+    )
+    ap.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="alternate",
+        help="the client counts within a round: ascending and descending in turn (default), or always ascending",
     )
     ap.add_argument("--think-ms", type=float, default=20.0)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="gunicorn workers (default: the cores)")
@@ -679,7 +722,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.mixed:
         mixed(args)
         return 0
-    print(f"rounds  : {args.rounds}, each running every system in an order rotated by one per round")
+    print(
+        f"rounds  : {args.rounds}, each running every system in an order rotated by one per round; client counts "
+        + ("ascending and descending in turn" if args.order == "alternate" else "ascending")
+    )
     print(ROW_HEADER, flush=True)
     meta: Row = {
         "command": " ".join([sys.executable, *sys.argv]),

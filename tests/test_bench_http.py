@@ -81,6 +81,20 @@ def test_the_system_order_rotates_by_one_each_round() -> None:
         assert sorted(bh.rotation(systems, r)[pos] for r in range(3)) == sorted(systems)
 
 
+def test_client_counts_run_ascending_and_descending_in_turn() -> None:
+    counts = [64, 4, 256, 16]
+    assert bh.client_order(counts, 0) == [4, 16, 64, 256]
+    assert bh.client_order(counts, 1) == [256, 64, 16, 4]
+    assert bh.client_order(counts, 2) == [4, 16, 64, 256]
+    # over two rounds each count's positions add up to the same: a drift over a round
+    # (the machine slowing steadily) weighs on every count alike
+    for c in counts:
+        assert bh.client_order(counts, 0).index(c) + bh.client_order(counts, 1).index(c) == len(counts) - 1
+    assert bh.client_order(counts, 1, "ascending") == [4, 16, 64, 256]
+    with pytest.raises(ValueError, match="order must be one of"):
+        bh.client_order(counts, 0, "random")
+
+
 # ---------------------------------------------------------------------------------------
 # Machine speed
 
@@ -154,6 +168,16 @@ def test_summary_ignores_missing_latencies_and_jain() -> None:
 # Targets
 
 
+def test_median_shares_take_the_median_per_count_then_the_peak() -> None:
+    rows = rounds_of([100.0, 400.0, 300.0, 380.0], [80.0, 300.0, 320.0, 320.0], [90.0, 360.0, 330.0, 330.0])
+    med, peak, share = bh.median_shares(rows)
+    assert med == {4: 90.0, 16: 360.0, 64: 320.0, 256: 330.0}
+    assert peak == 360.0
+    assert share[16] == 1.0 and share[64] == pytest.approx(320 / 360)
+    assert bh.median_shares(rounds_of([0.0, 0.0, 0.0, 0.0]))[2] == {4: 0.0, 16: 0.0, 64: 0.0, 256: 0.0}
+    assert bh.median_shares([]) == ({}, 0.0, {})
+
+
 def test_ratios_are_to_each_rounds_own_peak() -> None:
     ratios = bh.throughput_ratios(rounds_of([100.0, 400.0, 400.0, 380.0], [80.0, 300.0, 320.0, 320.0]))
     assert ratios[0] == {4: 0.25, 16: 1.0, 64: 1.0, 256: 0.95}
@@ -188,8 +212,8 @@ def test_a_count_whose_median_is_below_95_percent_is_not_met() -> None:
     rows = rounds_of(FLAT, [100.0, 380.0, 400.0, 360.0], [100.0, 380.0, 400.0, 370.0])
     t = bh.evaluate_targets(rows)
     assert not t["throughput"]["met"]
-    assert t["throughput"]["lowest_median_clients"] == 256
-    assert t["throughput"]["lowest_median"] == pytest.approx(0.925)
+    assert t["throughput"]["lowest_clients"] == 256
+    assert t["throughput"]["lowest"] == pytest.approx(0.925)
     assert any(ln.strip().startswith("throughput >= 95% of peak: NOT met") for ln in bh.check_targets(rows))
 
 
@@ -204,13 +228,26 @@ def test_saturation_is_the_first_count_with_a_median_ratio_of_95_percent() -> No
     assert bh.evaluate_targets(rows)["p90"]["met"]
 
 
-def test_no_count_reaching_95_percent_in_the_median_is_not_met() -> None:
-    # each round peaks at a different count, 10% above the others
+def test_a_peak_from_one_lucky_round_does_not_set_the_bar() -> None:
+    # each round is 10% faster at a different count (the machine sped up for one point):
+    # every median is 100, so the curve is flat; each round's own peak is its lucky
+    # point, and the shares of it sit at 91% (reported, not the target)
     rows = rounds_of([100.0, 110.0, 100.0, 100.0], [100.0, 100.0, 110.0, 100.0], [100.0, 100.0, 100.0, 110.0])
+    t = bh.evaluate_targets(rows)
+    assert t["saturation_found"] and t["saturation"] == 4
+    assert t["throughput"]["met"] and t["throughput"]["lowest"] == 1.0
+    assert t["throughput"]["lowest_median_ratio"] == pytest.approx(100 / 110)
+    lines = bh.check_targets(rows)
+    assert any(ln.strip().startswith("throughput >= 95% of peak: met (lowest 100.0%") for ln in lines)
+    assert any("lowest median 90.9%" in ln for ln in lines)
+
+
+def test_nothing_served_is_not_met() -> None:
+    rows = rounds_of([0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0])
     t = bh.evaluate_targets(rows)
     assert not t["saturation_found"]
     assert not t["throughput"]["met"]
-    assert any("no client count reaches 95%" in ln for ln in bh.check_targets(rows))
+    assert any("no client count's median reaches 95%" in ln for ln in bh.check_targets(rows))
 
 
 def test_p90_over_the_limit_in_one_round_is_not_met() -> None:
@@ -292,7 +329,7 @@ def test_one_round_gives_the_single_pass_verdicts() -> None:
         sat, tp_met, worst, p90_met, p90, jain_met, jain, lost_met = _single_pass(rows)
         t = bh.evaluate_targets(rows)
         assert t["saturation"] == sat
-        assert t["throughput"]["met"] == tp_met and t["throughput"]["lowest_median"] == pytest.approx(worst)
+        assert t["throughput"]["met"] == tp_met and t["throughput"]["lowest"] == pytest.approx(worst)
         assert t["p90"]["met"] == p90_met and t["p90"]["highest_ms"] == p90
         assert t["jain"]["met"] == jain_met and t["jain"]["lowest_median"] == jain
         assert t["unanswered"]["met"] == lost_met
@@ -351,7 +388,7 @@ def test_worker_share_target_apart_from_the_machines_speed() -> None:
     kept = [p for rnd in (0, 1, 2) for p in (point(32, 400.0, 1.75, rnd), point(256, 340.0, 1.70, rnd))]
     t = bh.evaluate_targets(kept)
     assert t is not None and not t["throughput"]["met"]
-    assert t["worker_share"]["met"] and round(t["worker_share"]["lowest_median"], 3) == 0.971
+    assert t["worker_share"]["met"] and round(t["worker_share"]["lowest"], 3) == 0.971
     lost = [p for rnd in (0, 1, 2) for p in (point(32, 400.0, 1.75, rnd), point(256, 340.0, 1.50, rnd))]
     t = bh.evaluate_targets(lost)
     assert t is not None and not t["worker_share"]["met"]

@@ -758,6 +758,7 @@ class _Controller:
             "decisions": self.decisions,
         }
         self.decisions = []
+        per_batch: dict[str, float | None] = {}  # events per batch, per pool (a group's members share it)
         for name, st in self.stages.items():
             s = snap["stages"][name]
             prev = self.last_counts.get(name, {})
@@ -817,10 +818,30 @@ class _Controller:
                     }
                 )
             rec["batch_size"] = round(sum(sizes) / len(sizes), 1) if sizes else None
+            if pool.spec.name not in per_batch:
+                per_batch[pool.spec.name] = self._events_per_batch(pool)
+            rec["events_per_batch"] = per_batch[pool.spec.name]
             rec["worker_detail"] = workers if name == pool.spec.name else []
             out["stages"][name] = rec
         self.last_record_t = now
         return out
+
+    def _events_per_batch(self, pool: _Stage) -> float | None:
+        """The events a batch of the pool's workers carried this period: events taken in
+        over batches handled, both counted since the last record (None without a batch).
+        What ``batch_size`` asks for is an upper bound; a queue holding fewer hands over
+        what it has."""
+        batches = events = 0
+        for w in pool.workers.values():
+            for stat, key in (("batches", f"batches:{w.identity}"), ("in", f"in:{w.identity}")):
+                now = int(w.stats.get(stat, 0))
+                delta = now - int(self.last_busy.get(key, 0))
+                self.last_busy[key] = now
+                if stat == "batches":
+                    batches += max(0, delta)
+                else:
+                    events += max(0, delta)
+        return round(events / batches, 2) if batches else None
 
     def _on_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -927,7 +948,8 @@ class _Controller:
             del st.workers[child.index]
         st.leaving.pop(child.identity, None)
         self.ps.pop(child.pid, None)
-        self.last_busy.pop(f"busy:{child.identity}", None)
+        for key in ("busy", "batches", "in"):
+            self.last_busy.pop(f"{key}:{child.identity}", None)
         for member, counts in _member_counts(child).items():
             retired = self.stages[member].retired
             for k, v in counts.items():

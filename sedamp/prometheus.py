@@ -40,7 +40,8 @@ Metrics (labels in braces; ``stage`` is the stage name):
     sedamp_stage_queue_credit{stage}            room granted to producers
     sedamp_stage_arrivals_per_second{stage}     arrivals over the last period
     sedamp_stage_completions_per_second{stage}  completions over the last period
-    sedamp_stage_batch_size{stage}              mean events per batch to a worker
+    sedamp_stage_batch_size{stage}              the batch size the workers ask for (mean)
+    sedamp_stage_events_per_batch{stage}        events a batch carried over the last period
     sedamp_stage_latency_seconds{stage,kind,quantile}
         kind: queue_wait (in the queue) | service (in the handler) | path (source to
         sink, at sinks); quantile: 0.5 | 0.9 | 0.99 over the last period; a stage that
@@ -121,7 +122,8 @@ STAGE_GAUGES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("queue", "credit"), "sedamp_stage_queue_credit", "Room in the queue granted to producers."),
     (("arrivals_per_s",), "sedamp_stage_arrivals_per_second", "Events arriving per second over the last period."),
     (("completions_per_s",), "sedamp_stage_completions_per_second", "Events completed per second, last period."),
-    (("batch_size",), "sedamp_stage_batch_size", "Mean events per batch handed to a worker."),
+    (("batch_size",), "sedamp_stage_batch_size", "The batch size the stage's workers ask for (mean)."),
+    (("events_per_batch",), "sedamp_stage_events_per_batch", "Events a batch carried, last period."),
 )
 
 POOL_KEYS = frozenset({"workers", "target"})  # not served for sources

@@ -92,6 +92,9 @@ def test_metrics_mirror_the_record(exporter: Exporter) -> None:
     assert sample(s, "sedamp_stage_workers_max", stage="work") == 2.0
     assert sample(s, "sedamp_stage_workers", stage="src") is None  # a source is one process, not a pool
     assert sample(s, "sedamp_stage_completions_per_second", stage="work") == 27.0
+    assert sample(s, "sedamp_stage_batch_size", stage="work") == 8.0
+    assert sample(s, "sedamp_stage_events_per_batch", stage="work") == 6.5
+    assert sample(s, "sedamp_stage_events_per_batch", stage="save") is None  # no batch in the period
     assert sample(s, "sedamp_source_total_events", stage="src") == 100.0
     # latency in seconds, one sample per kind and quantile; none where nothing was measured
     assert types["sedamp_stage_latency_seconds"] == "gauge"

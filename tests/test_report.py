@@ -52,6 +52,7 @@ def _stage(kind: str, **fields: Any) -> dict[str, Any]:
         "arrivals_per_s": 0.0,
         "completions_per_s": 0.0,
         "batch_size": None,
+        "events_per_batch": None,
         "latency_ms": {"queue_wait": None, "service": None, "path": None},
         "worker_detail": [],
     }
@@ -98,6 +99,7 @@ def synthetic_record(i: int) -> dict[str, Any]:
             arrivals_per_s=50.0,
             completions_per_s=24.0 + i,
             batch_size=8.0,
+            events_per_batch=6.5,
             latency_ms={
                 "queue_wait": None if i == 0 or final else _lat(100.0 + 10 * i, 200.0 + 10 * i, 250.0 + 10 * i),
                 "service": None if i == 0 or final else _lat(5.0 + i, 10.0 + i, 12.0 + i),

@@ -47,6 +47,7 @@ def test_metrics_stream(tmp_path: Path) -> None:
                 "completions_per_s",
                 "latency_ms",
                 "batch_size",
+                "events_per_batch",
                 "worker_detail",
             ):
                 assert key in st
@@ -55,6 +56,9 @@ def test_metrics_stream(tmp_path: Path) -> None:
     assert any(x["latency_ms"]["service"] and x["latency_ms"]["service"]["p50"] > 0 for x in b)
     assert any(x["latency_ms"]["queue_wait"] for x in b)
     assert any(r["stages"]["collect"]["latency_ms"]["path"] for r in lines)
+    # what the batches really carried: at least one event each, at most what a worker asks for
+    carried = [x["events_per_batch"] for x in b if x["events_per_batch"] is not None]
+    assert carried and all(1 <= v <= 256 for v in carried)
     details = [w for x in b for w in x["worker_detail"]]
     assert details and all(w["pid"] > 0 for w in details)
     assert any((w["rss_mb"] or 0) > 1 for w in details)

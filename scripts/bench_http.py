@@ -50,7 +50,9 @@ these are the checks of a single pass.
 
 sedamp runs with --metrics, and each of its points also reports the CPU its /work
 workers used in the measured window (``wrk cores``, summed over the workers) and the CPU
-per completed request (``cpu/req``), from sedamp's own metrics. A diagnostic line checks
+per completed request (``cpu/req``), and the events a batch of theirs carried
+(``ev/batch``: with few requests waiting, batches are small and each request carries
+more of a batch's fixed cost), from sedamp's own metrics. A diagnostic line checks
 that the workers' CPU (median over the rounds) holds >= 95% of its peak from saturation on: whether
 overload took capacity from the workers, apart from what each request cost at the time.
 The load generator's own CPU is reported too (``gen cores``).
@@ -149,7 +151,7 @@ def worker_cpu(records: Iterable[Row], t0: float, t1: float, stage: str = "work"
     throughput cannot see through. The CPU the workers get is what sedamp controls: if
     it holds under overload, what the requests cost decides the rest. None without
     records in the window."""
-    cores, busy, done = [], [], []
+    cores, busy, done, carried = [], [], [], []
     for r in records:
         if not t0 <= r.get("t", 0) <= t1 or stage not in r.get("stages", {}):
             continue
@@ -158,6 +160,8 @@ def worker_cpu(records: Iterable[Row], t0: float, t1: float, stage: str = "work"
         cores.append(sum(d.get("cpu_percent") or 0.0 for d in detail) / 100)
         busy.append(statistics.fmean(d.get("busy") or 0.0 for d in detail) if detail else 0.0)
         done.append(st.get("completions_per_s") or 0.0)
+        if st.get("events_per_batch") is not None:
+            carried.append(st["events_per_batch"])
     if not cores:
         return None
     mean_cores, mean_done = statistics.fmean(cores), statistics.fmean(done)
@@ -165,6 +169,7 @@ def worker_cpu(records: Iterable[Row], t0: float, t1: float, stage: str = "work"
         "cores": round(mean_cores, 3),
         "busy": round(statistics.fmean(busy), 3),
         "cpu_ms_per_event": round(mean_cores / mean_done * 1000, 3) if mean_done > 0 else None,
+        "events_per_batch": round(statistics.fmean(carried), 2) if carried else None,
         "records": len(cores),
     }
 
@@ -401,7 +406,7 @@ def check_targets(rows: Sequence[Row]) -> list[str]:
 ROW_HEADER = (
     f"{'round':>5}  {'system':<9}{'clients':>8}{'200/s':>10}{'all/s':>10}{'p90 ms':>10}{'max ms':>10}{'Jain':>8}"
     f"{'503':>8}{'unanswered':>11}{'cost ms':>9}{'limit/s':>9}{'eff':>7}{'gen cores':>10}{'wrk cores':>10}"
-    f"{'cpu/req':>8}"
+    f"{'cpu/req':>8}{'ev/batch':>9}"
 )
 
 
@@ -409,7 +414,7 @@ def _row(r: Row) -> str:
     s = r["statuses"]
     jain = r["per_client"]["jain"]
     cost, limit, eff = r.get("cost_ms"), r.get("limit_rps"), r.get("efficiency")
-    gen, wrk, per = r.get("loadgen_cores"), r.get("work_cpu_cores"), r.get("work_cpu_ms")
+    gen, wrk, per, batch = r.get("loadgen_cores"), r.get("work_cpu_cores"), r.get("work_cpu_ms"), r.get("work_batch")
     return (
         f"{_round(r):>5}  {r['system']:<9}{r['clients']:>8}{r['ok_throughput']:>10.1f}{r['throughput']:>10.1f}"
         f"{_ms(r['ok_latency_ms']['p90']):>10}{_ms(r['latency_ms']['max']):>10}"
@@ -417,7 +422,7 @@ def _row(r: Row) -> str:
         f"{('-' if cost is None else f'{cost:.2f}'):>9}{('-' if limit is None else f'{limit:.0f}'):>9}"
         f"{('-' if eff is None else f'{eff:.1%}'):>7}"
         f"{('-' if gen is None else f'{gen:.2f}'):>10}{('-' if wrk is None else f'{wrk:.2f}'):>10}"
-        f"{('-' if per is None else f'{per:.2f}'):>8}"
+        f"{('-' if per is None else f'{per:.2f}'):>8}{('-' if batch is None else f'{batch:.1f}'):>9}"
     )
 
 
@@ -546,7 +551,7 @@ def run_system(system: str, counts: list[int], args: argparse.Namespace, round_:
                 )
                 if share is not None:
                     out["work_cpu_cores"], out["work_cpu_ms"] = share["cores"], share["cpu_ms_per_event"]
-                    out["work_busy"] = share["busy"]
+                    out["work_busy"], out["work_batch"] = share["busy"], share["events_per_batch"]
             out = {"round": round_, "system": system, **with_speed(out, cost, cores)}
             rows.append(out)
             print(_row(out), flush=True)

@@ -347,11 +347,11 @@ def test_row_line_shows_round_and_speed() -> None:
     line = bh._row(bh.with_speed(row(64, 300.0, 2), 0.005, 2))
     fields = line.split()
     assert fields[:4] == ["2", "sedamp", "64", "300.0"]
-    assert fields[-6:] == ["5.00", "400", "75.0%", "-", "-", "-"]
+    assert fields[-7:] == ["5.00", "400", "75.0%", "-", "-", "-", "-"]
     assert len(bh.ROW_HEADER) == len(line)
     measured = {**row(64, 300.0, 2), "loadgen_cpu_s": 10.0, "loadgen_wall_s": 20.0, "work_cpu_cores": 1.7}
-    line = bh._row(bh.with_speed({**measured, "work_cpu_ms": 5.67}, 0.005, 2))
-    assert line.split()[-3:] == ["0.50", "1.70", "5.67"]
+    line = bh._row(bh.with_speed({**measured, "work_cpu_ms": 5.67, "work_batch": 6.25}, 0.005, 2))
+    assert line.split()[-4:] == ["0.50", "1.70", "5.67", "6.2"]
     assert len(bh.ROW_HEADER) == len(line)
 
 
@@ -362,20 +362,26 @@ def test_with_speed_records_the_load_generators_cores() -> None:
     assert "loadgen_cores" not in bh.with_speed(row(64, 270.0), 0.005, 2)
 
 
-def metrics_record(t: float, cpus: list[float], busy: list[float], done: float) -> dict[str, Any]:
+def metrics_record(
+    t: float, cpus: list[float], busy: list[float], done: float, per_batch: float | None = None
+) -> dict[str, Any]:
     detail = [{"cpu_percent": c, "busy": b} for c, b in zip(cpus, busy, strict=True)]
-    return {"t": t, "stages": {"work": {"worker_detail": detail, "completions_per_s": done}, "http": {}}}
+    work = {"worker_detail": detail, "completions_per_s": done, "events_per_batch": per_batch}
+    return {"t": t, "stages": {"work": work, "http": {}}}
 
 
 def test_worker_cpu_reads_the_window_of_the_metrics() -> None:
     records = [
         metrics_record(99.0, [10.0, 10.0], [0.1, 0.1], 50.0),  # before the window
-        metrics_record(100.0, [90.0, 80.0], [1.0, 0.9], 340.0),
-        metrics_record(100.5, [80.0, 90.0], [1.0, 1.0], 340.0),
+        metrics_record(100.0, [90.0, 80.0], [1.0, 0.9], 340.0, 6.0),
+        metrics_record(100.5, [80.0, 90.0], [1.0, 1.0], 340.0, 8.0),
         metrics_record(102.0, [0.0, 0.0], [0.0, 0.0], 0.0),  # after it
     ]
     share = bh.worker_cpu(records, 100.0, 101.0)
-    assert share == {"cores": 1.7, "busy": 0.975, "cpu_ms_per_event": 5.0, "records": 2}
+    assert share == {"cores": 1.7, "busy": 0.975, "cpu_ms_per_event": 5.0, "events_per_batch": 7.0, "records": 2}
+    # a period without a batch has no figure, and does not count as zero
+    quiet = [metrics_record(100.0, [90.0, 80.0], [1.0, 0.9], 340.0, None), *records[2:3]]
+    assert bh.worker_cpu(quiet, 100.0, 101.0)["events_per_batch"] == 8.0  # type: ignore[index]
     assert bh.worker_cpu(records, 200.0, 300.0) is None
 
 

@@ -59,6 +59,9 @@ The load generator's own CPU is reported too (``gen cores``).
 
 --json writes every point (with round, cost_ms, limit_rps and efficiency), the summary
 and the target figures; --plot draws the medians with each round's points faintly.
+--report A.json B.json ... runs nothing: it prints the summary and the targets of saved
+runs again, with their rounds pooled (the medians then span every round of every run),
+and refuses runs of different settings.
 """
 
 from __future__ import annotations
@@ -674,6 +677,55 @@ def write_json(path: Path, meta: Row, rows: Sequence[Row], complete: bool) -> No
     path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 
+def pool_rounds(reports: Sequence[Row]) -> list[Row]:
+    """The rows of several runs' JSON reports (--json) as one set of rounds: each run's
+    rounds renumbered after the previous run's, so the medians are taken over all of
+    them. Refuses reports of different workloads (iterations per request or p90 target),
+    which would not measure the same thing."""
+    rows: list[Row] = []
+    first = reports[0] if reports else {}
+    for rep in reports:
+        for key in ("target_p90_ms", "args"):
+            a, b = rep.get(key), first.get(key)
+            if key == "args":
+                a, b = _workload(a or {}), _workload(b or {})
+            if a != b:
+                raise ValueError(f"reports measure different things: {key} {a} against {b}")
+        base = 1 + max((_round(r) for r in rows), default=-1)
+        rows += [{**r, "round": base + _round(r)} for r in rep.get("rows", [])]
+    return rows
+
+
+def _workload(args: Row) -> tuple[Any, ...]:
+    """What must agree between runs pooled by --report (not the calibrated iterations:
+    they follow the machine's speed at each run's start)."""
+    return tuple(args.get(k) for k in ("duration", "settle", "think_ms", "cores", "ignore_retry_after"))
+
+
+def report(paths: Sequence[Path], plot_path: Path | None) -> int:
+    """--report: the summary and the targets again from saved runs (no server runs)."""
+    reports = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    try:
+        rows = pool_rounds(reports)
+    except ValueError as e:
+        print(f"bench_http: {e}", file=sys.stderr)
+        return 2
+    for p, rep in zip(paths, reports, strict=True):
+        done = "" if rep.get("complete", True) else " (interrupted)"
+        print(f"from    : {p}: {rep.get('started', '?')}, {1 + max(map(_round, rep.get('rows', [])), default=-1)} "
+              f"rounds{done}")  # fmt: skip
+    print()
+    for line in summary_lines(summarize(rows)):
+        print(line)
+    print()
+    for line in check_targets(rows):
+        print(line)
+    if plot_path:
+        plot(rows, plot_path)
+        print(f"plot: {plot_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default="sedamp,gunicorn,asyncio")
@@ -708,7 +760,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", type=Path, help="also write every row, the summary and the targets to this file")
+    ap.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: print the summary and the targets of saved runs (--json files), their rounds pooled",
+    )
     args = ap.parse_args(argv)
+    if args.report:
+        return report(args.report, args.plot)
     counts = sorted(int(c) for c in args.clients.split(","))
     systems = args.systems.split(",")
     cores = os.cpu_count() or 1

@@ -400,3 +400,48 @@ def test_worker_share_target_apart_from_the_machines_speed() -> None:
     assert t is not None and not t["worker_share"]["met"]
     assert any("CPU of the /work workers" in line and "NOT met" in line for line in bh.check_targets(lost))
     assert bh.evaluate_targets([row(32, 400.0)])["worker_share"] is None  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling saved runs (--report)
+
+
+def _saved(rows: list[dict[str, Any]], **args: Any) -> dict[str, Any]:
+    base = {"duration": 20.0, "settle": 5.0, "think_ms": 20.0, "cores": 2, "ignore_retry_after": False}
+    return {"started": "t", "complete": True, "target_p90_ms": bh.TARGET_P90_MS, "args": base | args, "rows": rows}
+
+
+def test_pooled_runs_renumber_their_rounds_and_take_medians_over_all() -> None:
+    a = _saved(rounds_of(FLAT, [100.0, 380.0, 300.0, 390.0]))  # rounds 0-1
+    b = _saved(rounds_of([100.0, 380.0, 310.0, 390.0], FLAT, FLAT))  # rounds 0-2 of another run
+    rows = bh.pool_rounds([a, b])
+    assert sorted({r["round"] for r in rows}) == [0, 1, 2, 3, 4]
+    assert len(rows) == 4 * 5
+    # at 64 clients: 400, 300, 310, 400, 400 -> median 400; alone, run a's median is 350
+    t = bh.evaluate_targets(rows)
+    assert t["medians"][64] == 400.0 and t["throughput"]["met"]
+    assert bh.evaluate_targets(a["rows"])["medians"][64] == 350.0  # type: ignore[index]
+    # the reports given are not changed
+    assert [r["round"] for r in b["rows"]][:4] == [0, 0, 0, 0]
+
+
+def test_pooling_refuses_runs_of_different_settings() -> None:
+    with pytest.raises(ValueError, match="different things: args"):
+        bh.pool_rounds([_saved(rounds_of(FLAT)), _saved(rounds_of(FLAT), think_ms=0.0)])
+    other = {**_saved(rounds_of(FLAT)), "target_p90_ms": 100.0}
+    with pytest.raises(ValueError, match="target_p90_ms"):
+        bh.pool_rounds([_saved(rounds_of(FLAT)), other])
+
+
+def test_report_prints_the_targets_of_saved_runs(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(_saved(rounds_of(FLAT, FLAT))))
+    second.write_text(json.dumps(_saved(rounds_of(FLAT) + [row(c, 5.0, 0, "gunicorn") for c in (4, 16, 64, 256)])))
+    assert bh.main(["--report", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert f"from    : {first}: t, 2 rounds" in out and f"from    : {second}: t, 1 rounds" in out
+    assert "summary over 3 rounds" in out
+    assert "throughput >= 95% of peak: met" in out
+    second.write_text(json.dumps(_saved(rounds_of(FLAT), duration=5.0)))
+    assert bh.main(["--report", str(first), str(second)]) == 2
+    assert "reports measure different things" in capsys.readouterr().err

@@ -42,11 +42,12 @@ Then sedamp's targets are checked over the rounds. Each client count's 200s per 
 is the median over the rounds, and the peak is the highest of those medians (not the
 highest single point: that is the luckiest moment of the machine, and shares of it are
 biased low by the noise). Saturation is the smallest client count whose median is >= 95%
-of the peak. From saturation to the largest client count: the median >= 95% of the peak
-at every count, the highest p90 of the 200s in any round <= 1.2x the configured target,
-the median Jain index >= 0.98 at every count, and nothing unanswered in any round. Each
-round's points as shares of that round's own peak are printed too. With --rounds 1
-these are the checks of a single pass.
+of the peak. The targets: the median >= 95% of the peak at every count from saturation
+to the largest, which must be at least 8x saturation; the highest p90 of the 200s in any
+round <= 1.2x the configured target and the median Jain index >= 0.98 at every count
+from saturation on; nothing unanswered in any round. Each round's points as shares of
+that round's own peak are printed too. With --rounds 1 these are the checks of a single
+pass.
 
 sedamp runs with --metrics, and each of its points also reports the CPU its /work
 workers used in the measured window (``wrk cores``, summed over the workers) and the CPU
@@ -86,6 +87,7 @@ REPO = Path(__file__).resolve().parent.parent
 TARGET_P90_MS = 250.0  # topologies/http-service.yaml: limits.work.target_p90_ms
 P90_FACTOR = 1.2  # the p90 target is met up to this multiple of TARGET_P90_MS
 PEAK_SHARE = 0.95  # from saturation on, 200s per second >= this share of the peak
+OVERLOAD = 8  # ... up to at least this multiple of the saturating client count
 JAIN_MIN = 0.98
 SPEED_CPU_S = 0.3  # seconds of CPU spent timing the machine's speed before each point
 
@@ -309,7 +311,9 @@ def evaluate_targets(rows: Sequence[Row], system: str = "sedamp") -> Row | None:
         "largest": counts[-1],
         "worker_share": _worker_share(mine, checked),
         "throughput": {
-            "met": all(share[c] >= PEAK_SHARE for c in checked),
+            "met": all(share[c] >= PEAK_SHARE for c in checked) and counts[-1] >= OVERLOAD * sat,
+            "held": all(share[c] >= PEAK_SHARE for c in checked),
+            "reaches": counts[-1] / sat,
             "lowest": share[low],
             "lowest_clients": low,
             "lowest_median_ratio": median_ratio[low_med],
@@ -377,8 +381,14 @@ def check_targets(rows: Sequence[Row]) -> list[str]:
         mark = ("* " if c >= sat else "") + str(c)
         lines.append(f"  {mark:>9}{t['medians'][c]:>9.1f}{t['share'][c]:>9.1%}{cells}")
     tp, p90, jn, lost = t["throughput"], t["p90"], t["jain"], t["unanswered"]
+    if tp["reaches"] < OVERLOAD:
+        lines.append(
+            f"  the counts reach {tp['reaches']:.0f}x saturation, not the {OVERLOAD}x the throughput target asks for"
+            + (f" (held >= {PEAK_SHARE:.0%} over that range)" if tp["held"] else "")
+        )
     lines.append(
-        f"  throughput >= {PEAK_SHARE:.0%} of peak: {_met(tp['met'])} (lowest {tp['lowest']:.1%} at "
+        f"  throughput >= {PEAK_SHARE:.0%} of peak to {OVERLOAD}x saturation: {_met(tp['met'])} (lowest "
+        f"{tp['lowest']:.1%} at "
         f"{tp['lowest_clients']} clients; of each round's own peak: lowest median {tp['lowest_median_ratio']:.1%} "
         f"at {tp['lowest_median_ratio_clients']} clients, lowest single {tp['lowest_single']:.1%}, round "
         f"{tp['lowest_single_round']} at {tp['lowest_single_clients']} clients)"
@@ -680,8 +690,10 @@ def write_json(path: Path, meta: Row, rows: Sequence[Row], complete: bool) -> No
 def pool_rounds(reports: Sequence[Row]) -> list[Row]:
     """The rows of several runs' JSON reports (--json) as one set of rounds: each run's
     rounds renumbered after the previous run's, so the medians are taken over all of
-    them. Refuses reports of different workloads (iterations per request or p90 target),
-    which would not measure the same thing."""
+    them. Each run calibrates the work of a request at its start (``iterations``), so
+    its answers per second are scaled to the first run's request (times its iterations
+    over the first run's); latencies are left as measured. Refuses reports of different
+    settings or p90 target, which would not measure the same thing."""
     rows: list[Row] = []
     first = reports[0] if reports else {}
     for rep in reports:
@@ -691,8 +703,14 @@ def pool_rounds(reports: Sequence[Row]) -> list[Row]:
                 a, b = _workload(a or {}), _workload(b or {})
             if a != b:
                 raise ValueError(f"reports measure different things: {key} {a} against {b}")
+        scale = (rep.get("iterations") or 1) / (first.get("iterations") or 1)
         base = 1 + max((_round(r) for r in rows), default=-1)
-        rows += [{**r, "round": base + _round(r)} for r in rep.get("rows", [])]
+        for r in rep.get("rows", []):
+            out = {**r, "round": base + _round(r)}
+            for key in ("ok_throughput", "throughput"):
+                if r.get(key) is not None:
+                    out[key] = r[key] * scale
+            rows.append(out)
     return rows
 
 
@@ -713,7 +731,8 @@ def report(paths: Sequence[Path], plot_path: Path | None) -> int:
     for p, rep in zip(paths, reports, strict=True):
         done = "" if rep.get("complete", True) else " (interrupted)"
         print(f"from    : {p}: {rep.get('started', '?')}, {1 + max(map(_round, rep.get('rows', [])), default=-1)} "
-              f"rounds{done}")  # fmt: skip
+              f"rounds{done}, {rep.get('iterations')} iterations per request")  # fmt: skip
+    print("answers per second are scaled to the first run's iterations per request")
     print()
     for line in summary_lines(summarize(rows)):
         print(line)

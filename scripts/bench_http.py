@@ -720,6 +720,16 @@ def _workload(args: Row) -> tuple[Any, ...]:
     return tuple(args.get(k) for k in ("duration", "settle", "think_ms", "cores", "ignore_retry_after"))
 
 
+def print_results(rows: Sequence[Row]) -> None:
+    """The summary table, then sedamp's targets."""
+    print()
+    for line in summary_lines(summarize(rows)):
+        print(line)
+    print()
+    for line in check_targets(rows):
+        print(line)
+
+
 def report(paths: Sequence[Path], plot_path: Path | None) -> int:
     """--report: the summary and the targets again from saved runs (no server runs)."""
     reports = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
@@ -733,12 +743,7 @@ def report(paths: Sequence[Path], plot_path: Path | None) -> int:
         print(f"from    : {p}: {rep.get('started', '?')}, {1 + max(map(_round, rep.get('rows', [])), default=-1)} "
               f"rounds{done}, {rep.get('iterations')} iterations per request")  # fmt: skip
     print("answers per second are scaled to the first run's iterations per request")
-    print()
-    for line in summary_lines(summarize(rows)):
-        print(line)
-    print()
-    for line in check_targets(rows):
-        print(line)
+    print_results(rows)
     if plot_path:
         plot(rows, plot_path)
         print(f"plot: {plot_path}")
@@ -830,12 +835,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_system(system, counts, args, rnd)
         if args.json and rnd < args.rounds - 1:
             write_json(args.json, meta, rows, complete=False)
-    print()
-    for line in summary_lines(summarize(rows)):
-        print(line)
-    print()
-    for line in check_targets(rows):
-        print(line)
+    print_results(rows)
     if args.json:
         write_json(args.json, meta, rows, complete=True)
         print(f"json: {args.json}")

@@ -53,7 +53,10 @@ sedamp runs with --metrics, and each of its points also reports the CPU its /wor
 workers used in the measured window (``wrk cores``, summed over the workers) and the CPU
 per completed request (``cpu/req``), and the events a batch of theirs carried
 (``ev/batch``: with few requests waiting, batches are small and each request carries
-more of a batch's fixed cost), from sedamp's own metrics. A diagnostic line checks
+more of a batch's fixed cost), from sedamp's own metrics. For every system, ``srv
+cores`` is the CPU of the server's whole process tree (for sedamp: front end, queues,
+controller and workers) and ``cs/ans`` the machine's context switches per answer, both
+over the whole load of the point, settling included. A diagnostic line checks
 that the workers' CPU (median over the rounds) holds >= 95% of its peak from saturation on: whether
 overload took capacity from the workers, apart from what each request cost at the time.
 The load generator's own CPU is reported too (``gen cores``).
@@ -419,7 +422,7 @@ def check_targets(rows: Sequence[Row]) -> list[str]:
 ROW_HEADER = (
     f"{'round':>5}  {'system':<9}{'clients':>8}{'200/s':>10}{'all/s':>10}{'p90 ms':>10}{'max ms':>10}{'Jain':>8}"
     f"{'503':>8}{'unanswered':>11}{'cost ms':>9}{'limit/s':>9}{'eff':>7}{'gen cores':>10}{'wrk cores':>10}"
-    f"{'cpu/req':>8}{'ev/batch':>9}"
+    f"{'cpu/req':>8}{'ev/batch':>9}{'srv cores':>10}{'cs/ans':>8}"
 )
 
 
@@ -436,6 +439,8 @@ def _row(r: Row) -> str:
         f"{('-' if eff is None else f'{eff:.1%}'):>7}"
         f"{('-' if gen is None else f'{gen:.2f}'):>10}{('-' if wrk is None else f'{wrk:.2f}'):>10}"
         f"{('-' if per is None else f'{per:.2f}'):>8}{('-' if batch is None else f'{batch:.1f}'):>9}"
+        f"{('-' if (srv := r.get('server_cores')) is None else f'{srv:.2f}'):>10}"
+        f"{('-' if (cs := r.get('switches_per_answer')) is None else f'{cs:.1f}'):>8}"
     )
 
 
@@ -465,6 +470,40 @@ def _ms(v: float | None) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Running the servers and the load
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its descendants
+    alive now; a process that vanished in between is left out."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def context_switches(stat: str | None = None) -> int | None:
+    """The machine's context switches since boot (the ``ctxt`` line of /proc/stat), or
+    None where there is no such line."""
+    if stat is None:
+        try:
+            stat = Path("/proc/stat").read_text(encoding="ascii")
+        except OSError:
+            return None
+    for line in stat.splitlines():
+        if line.startswith("ctxt "):
+            return int(line.split()[1])
+    return None
 
 
 def free_port() -> int:
@@ -557,7 +596,15 @@ def run_system(system: str, counts: list[int], args: argparse.Namespace, round_:
             cost = machine_speed(spin, args.iterations)  # the server is idle between two loads
             extra = ("--ignore-retry-after",) if args.ignore_retry_after else ()
             started = time.time()
+            cpu0, cs0, t0 = tree_cpu_s(proc.pid), context_switches(), time.monotonic()
             out = load(port, n, args.duration, args.think_ms, extra, settle=args.settle)
+            # the server's processes (front end, queues, controller and workers for sedamp)
+            # and the machine's context switches, over the whole load (settling included)
+            wall = time.monotonic() - t0
+            out["server_cores"] = round((tree_cpu_s(proc.pid) - cpu0) / wall, 3)
+            cs1 = context_switches()
+            if cs0 is not None and cs1 is not None and out["throughput"] > 0:
+                out["switches_per_answer"] = round((cs1 - cs0) / wall / out["throughput"], 1)
             if metrics is not None:  # the measured window: after the settling, a period's slack each side
                 share = worker_cpu(
                     _records(metrics), started + args.settle + 1.0, started + args.settle + args.duration

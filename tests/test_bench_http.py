@@ -355,11 +355,12 @@ def test_row_line_shows_round_and_speed() -> None:
     line = bh._row(bh.with_speed(row(64, 300.0, 2), 0.005, 2))
     fields = line.split()
     assert fields[:4] == ["2", "sedamp", "64", "300.0"]
-    assert fields[-7:] == ["5.00", "400", "75.0%", "-", "-", "-", "-"]
+    assert fields[-9:] == ["5.00", "400", "75.0%", "-", "-", "-", "-", "-", "-"]
     assert len(bh.ROW_HEADER) == len(line)
     measured = {**row(64, 300.0, 2), "loadgen_cpu_s": 10.0, "loadgen_wall_s": 20.0, "work_cpu_cores": 1.7}
-    line = bh._row(bh.with_speed({**measured, "work_cpu_ms": 5.67, "work_batch": 6.25}, 0.005, 2))
-    assert line.split()[-4:] == ["0.50", "1.70", "5.67", "6.2"]
+    more = {"work_cpu_ms": 5.67, "work_batch": 6.25, "server_cores": 1.93, "switches_per_answer": 41.04}
+    line = bh._row(bh.with_speed({**measured, **more}, 0.005, 2))
+    assert line.split()[-6:] == ["0.50", "1.70", "5.67", "6.2", "1.93", "41.0"]
     assert len(bh.ROW_HEADER) == len(line)
 
 
@@ -470,3 +471,39 @@ def test_report_prints_the_targets_of_saved_runs(tmp_path: Any, capsys: pytest.C
     second.write_text(json.dumps(_saved(rounds_of(FLAT), duration=5.0)))
     assert bh.main(["--report", str(first), str(second)]) == 2
     assert "reports measure different things" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# The server's CPU and the machine's context switches
+
+
+def test_context_switches_read_the_ctxt_line() -> None:
+    stat = "cpu  1 2 3 4\nintr 5 6\nctxt 123456\nbtime 1700000000\n"
+    assert bh.context_switches(stat) == 123456
+    assert bh.context_switches("cpu  1 2 3 4\n") is None
+    live = bh.context_switches()
+    assert live is None or live > 0
+
+
+def test_tree_cpu_counts_a_busy_child() -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(30)",
+        ]
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while bh.tree_cpu_s(child.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bh.tree_cpu_s(child.pid) >= 0.3
+    finally:
+        child.kill()
+        child.wait()
+    assert bh.tree_cpu_s(child.pid) == 0.0  # gone: nothing to count

@@ -54,6 +54,8 @@ __all__ = [
     "make_big_event",
     "positive",
     "strict_json",
+    "tree_cpu_s",
+    "tree_processes",
     "verdict",
 ]
 
@@ -212,6 +214,28 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> Pipeline:
 # Peak memory of a process tree
 
 
+def tree_processes(pid: int) -> list[psutil.Process]:
+    """Process `pid` and all its descendants alive now (empty if `pid` is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its descendants
+    alive now; a process that vanished in between is left out."""
+    total = 0.0
+    for p in tree_processes(pid):
+        try:
+            t = p.cpu_times()
+        except psutil.Error:  # exited between the listing and the read
+            continue
+        total += t.user + t.system
+    return total
+
+
 class TreeRss:
     """Samples, every `interval_s` in a daemon thread, the RSS of process `pid` plus all
     its descendants, summed; keeps the peak. Summed RSS counts pages shared between
@@ -228,10 +252,8 @@ class TreeRss:
         self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
 
     def sample(self) -> int:
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
+        procs = tree_processes(self.pid)
+        if not procs:
             return 0
         total = 0
         alive = 0

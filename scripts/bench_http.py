@@ -86,6 +86,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from _benchlib import positive, tree_cpu_s
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET_P90_MS = 250.0  # topologies/http-service.yaml: limits.work.target_p90_ms
 P90_FACTOR = 1.2  # the p90 target is met up to this multiple of TARGET_P90_MS
@@ -472,26 +474,6 @@ def _ms(v: float | None) -> str:
 # Running the servers and the load
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process `pid` and its descendants
-    alive now; a process that vanished in between is left out."""
-    import psutil
-
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
-
-
 def context_switches(stat: str | None = None) -> int | None:
     """The machine's context switches since boot (the ``ctxt`` line of /proc/stat), or
     None where there is no such line."""
@@ -713,13 +695,6 @@ def mixed(args: argparse.Namespace) -> None:
             proc.wait()
 
 
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def write_json(path: Path, meta: Row, rows: Sequence[Row], complete: bool) -> None:
     """Every point, the summary and the target figures (written again after each round,
     so an interrupted run keeps the rounds it finished)."""
@@ -811,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--rounds",
-        type=_positive,
+        type=positive,
         default=4,
         help="run every system at every client count this many times, in a rotated order each round",
     )

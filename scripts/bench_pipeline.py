@@ -445,22 +445,21 @@ def cpu_workload(
             round_limits.append(sampled_limits[-1])
 
     runs, efficiency, ratio = bl.round_figures(all_runs, round_limits, skip_ratio=lambda name: name.endswith("-empty"))
-    empty = runs.pop("sedamp-empty", None)
-    efficiency.pop("sedamp-empty", None)
-    ray_empty = runs.pop("sedamp-ray-empty", None)
-    efficiency.pop("sedamp-ray-empty", None)
-    if ray_empty is not None and not ray_empty.ok:
-        ray_empty.system = "sedamp-ray (0 events)"
-        runs["sedamp-ray-empty"] = ray_empty
-    elif ray_empty is not None:
+    # the empty runs are not systems of the table: kept apart, shown only if they failed
+    empties: dict[str, Run | None] = {}
+    for name, label in (("sedamp-ray-empty", "sedamp-ray (0 events)"), ("sedamp-empty", "sedamp (0 events)")):
+        efficiency.pop(name, None)
+        run = empties[name] = runs.pop(name, None)
+        if run is not None and not run.ok:
+            run.system = label
+            runs[name] = run
+    empty = empties["sedamp-empty"]
+    if empties["sedamp-ray-empty"] is not None and empties["sedamp-ray-empty"].ok:
         notes.append(
             "an empty run (0 events) on the ray executor takes "
             f"{min(r.wall_s for r in all_runs['sedamp-ray-empty']):.2f} s: connecting to the cluster, "
             "placing the actors and starting their workers (measured separately, not subtracted)."
         )
-    if empty is not None and not empty.ok:
-        empty.system = "sedamp (0 events)"
-        runs["sedamp-empty"] = empty
     limit = statistics.median(round_limits)
     cpu_per_event = cores / limit
     notes.append(

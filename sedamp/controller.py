@@ -239,7 +239,8 @@ class _Controller:
         self.ps: dict[int, psutil.Process] = {}
         self.decisions: list[dict[str, Any]] = []
         self.last_counts: dict[str, dict[str, int]] = {}
-        self.last_busy: dict[str, float] = {}
+        # each worker's cumulative counters as of the last record ("busy_s:ID", "in:ID", ...)
+        self.last_seen: dict[str, float] = {}
         self.t0 = time.monotonic()
         self.last_record_t = self.t0
         self.metrics_file: IO[str] | None = None
@@ -802,10 +803,7 @@ class _Controller:
                         rss = round(p.memory_info().rss / 2**20, 1)
                     except psutil.Error:
                         pass
-                busy = float(w.stats.get("busy_s", 0.0))
-                key = f"busy:{w.identity}"
-                busy_frac = (busy - self.last_busy.get(key, 0.0)) / dt
-                self.last_busy[key] = busy
+                busy_frac = self._since_last(w, "busy_s") / dt
                 if "batch_size" in w.stats:
                     sizes.append(w.stats["batch_size"])
                 workers.append(
@@ -831,17 +829,19 @@ class _Controller:
         over batches handled, both counted since the last record (None without a batch).
         What ``batch_size`` asks for is an upper bound; a queue holding fewer hands over
         what it has."""
-        batches = events = 0
+        batches = events = 0.0
         for w in pool.workers.values():
-            for stat, key in (("batches", f"batches:{w.identity}"), ("in", f"in:{w.identity}")):
-                now = int(w.stats.get(stat, 0))
-                delta = now - int(self.last_busy.get(key, 0))
-                self.last_busy[key] = now
-                if stat == "batches":
-                    batches += max(0, delta)
-                else:
-                    events += max(0, delta)
+            batches += max(0.0, self._since_last(w, "batches"))
+            events += max(0.0, self._since_last(w, "in"))
         return round(events / batches, 2) if batches else None
+
+    def _since_last(self, w: _Child, stat: str) -> float:
+        """How much worker `w`'s cumulative counter `stat` grew since the last record."""
+        key = f"{stat}:{w.identity}"
+        now = float(w.stats.get(stat, 0.0))
+        before = self.last_seen.get(key, 0.0)
+        self.last_seen[key] = now
+        return now - before
 
     def _on_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -948,8 +948,8 @@ class _Controller:
             del st.workers[child.index]
         st.leaving.pop(child.identity, None)
         self.ps.pop(child.pid, None)
-        for key in ("busy", "batches", "in"):
-            self.last_busy.pop(f"{key}:{child.identity}", None)
+        for stat in ("busy_s", "batches", "in"):
+            self.last_seen.pop(f"{stat}:{child.identity}", None)
         for member, counts in _member_counts(child).items():
             retired = self.stages[member].retired
             for k, v in counts.items():

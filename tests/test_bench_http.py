@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from tests.conftest import REPO
 
 
 def _load() -> Any:
+    if str(REPO / "scripts") not in sys.path:  # as when it runs: its directory first on the path
+        sys.path.insert(0, str(REPO / "scripts"))
     spec = importlib.util.spec_from_file_location("bench_http", REPO / "scripts" / "bench_http.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

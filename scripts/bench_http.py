@@ -6,13 +6,15 @@ single-process asyncio server running the handler inline (the event-driven desig
     python scripts/bench_http.py --clients 4,16,64 --duration 4 --settle 2 --rounds 1   # a quick look
 
 Every system serves ``stages.http_demo.work`` (~5 ms of pure Python per request) on
-GET /work. For each client count, scripts/loadgen.py runs a closed loop (each client
-sends, waits for the answer, thinks ~20 ms on average, as in the SEDA paper) for
---duration seconds, after --settle seconds of the same load that are not counted, so
-each point measures the steady state once the controllers have settled. A client
-refused with 503 waits its Retry-After (1 s) before trying again, unless
---ignore-retry-after. The load generator runs on the same machine and takes CPU from
-every system alike.
+GET /work. Its iterations are calibrated to ~5 ms at the start of each run, so two runs
+differ in the work of a request; --iterations N fixes it for a series of runs.
+
+For each client count, scripts/loadgen.py runs a closed loop (each client sends, waits
+for the answer, thinks ~20 ms on average, as in the SEDA paper) for --duration seconds,
+after --settle seconds of the same load that are not counted, so each point measures the
+steady state once the controllers have settled. A client refused with 503 waits its
+Retry-After (1 s) before trying again, unless --ignore-retry-after. The load generator
+runs on the same machine and takes CPU from every system alike.
 
 Rounds. The machine's speed drifts (by 15-40% within minutes on a shared host), so
 points measured minutes apart differ by the drift as much as by the systems. The whole
@@ -155,19 +157,21 @@ def with_speed(out: Row, cost_s: float, cores: int) -> Row:
 def worker_cpu(records: Iterable[Row], t0: float, t1: float, stage: str = "work") -> Row | None:
     """From sedamp's metrics records (``--metrics``) stamped between `t0` and `t1`: the
     CPU the stage's workers used (cores, summed over its workers, mean over the
-    records), how busy they were (mean fraction), and the CPU per completed event.
+    records), how busy they were (mean fraction), the CPU per completed event and the
+    workers in the pool (mean).
 
     The machine's speed moves by tens of percent within a minute, which a 5% target on
     throughput cannot see through. The CPU the workers get is what sedamp controls: if
     it holds under overload, what the requests cost decides the rest. None without
     records in the window."""
-    cores, busy, done, carried = [], [], [], []
+    cores, busy, done, carried, pool = [], [], [], [], []
     for r in records:
         if not t0 <= r.get("t", 0) <= t1 or stage not in r.get("stages", {}):
             continue
         st = r["stages"][stage]
         detail = st.get("worker_detail") or []
         cores.append(sum(d.get("cpu_percent") or 0.0 for d in detail) / 100)
+        pool.append(len(detail))
         busy.append(statistics.fmean(d.get("busy") or 0.0 for d in detail) if detail else 0.0)
         done.append(st.get("completions_per_s") or 0.0)
         if st.get("events_per_batch") is not None:
@@ -180,6 +184,7 @@ def worker_cpu(records: Iterable[Row], t0: float, t1: float, stage: str = "work"
         "busy": round(statistics.fmean(busy), 3),
         "cpu_ms_per_event": round(mean_cores / mean_done * 1000, 3) if mean_done > 0 else None,
         "events_per_batch": round(statistics.fmean(carried), 2) if carried else None,
+        "workers": round(statistics.fmean(pool), 2),
         "records": len(cores),
     }
 
@@ -594,6 +599,7 @@ def run_system(system: str, counts: list[int], args: argparse.Namespace, round_:
                 if share is not None:
                     out["work_cpu_cores"], out["work_cpu_ms"] = share["cores"], share["cpu_ms_per_event"]
                     out["work_busy"], out["work_batch"] = share["busy"], share["events_per_batch"]
+                    out["work_workers"] = share["workers"]
             out = {"round": round_, "system": system, **with_speed(out, cost, cores)}
             rows.append(out)
             print(_row(out), flush=True)
@@ -797,6 +803,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the client counts within a round: ascending and descending in turn (default), or always ascending",
     )
     ap.add_argument("--think-ms", type=float, default=20.0)
+    ap.add_argument(
+        "--iterations",
+        type=positive,
+        help="the work of a request in LCG iterations, the same for a series of runs "
+        "(default: calibrated at start to ~5 ms of CPU)",
+    )
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="gunicorn workers (default: the cores)")
     ap.add_argument(
         "--ignore-retry-after", action="store_true", help="clients retry a 503 after the think time, not Retry-After"
@@ -822,10 +834,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command : {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"python  : {sys.version.split()[0]}, {cores} cores, {time.ctime()}")
     # one fixed amount of work per request for every system, measured here on an idle machine
+    # unless given (a series of runs whose rates compare directly)
     sys.path.insert(0, str(REPO))
     from stages.burn import calibrate, spin
 
-    args.iterations = calibrate(5.0)
+    args.iterations = args.iterations or calibrate(5.0)
     cost = machine_speed(spin, args.iterations, 0.5)
     print(
         f"work    : {args.iterations} iterations = {cost * 1000:.2f} ms of CPU per request now; machine limit "

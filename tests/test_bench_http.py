@@ -1,5 +1,6 @@
 """scripts/bench_http.py: the order of the rounds, the per-point machine speed, the
-summary over rounds and sedamp's target checks, on synthetic rows (no server runs)."""
+summary over rounds and sedamp's target checks, on synthetic rows; one short live run of a
+peer server."""
 
 from __future__ import annotations
 
@@ -390,7 +391,14 @@ def test_worker_cpu_reads_the_window_of_the_metrics() -> None:
         metrics_record(102.0, [0.0, 0.0], [0.0, 0.0], 0.0),  # after it
     ]
     share = bh.worker_cpu(records, 100.0, 101.0)
-    assert share == {"cores": 1.7, "busy": 0.975, "cpu_ms_per_event": 5.0, "events_per_batch": 7.0, "records": 2}
+    assert share == {
+        "cores": 1.7,
+        "busy": 0.975,
+        "cpu_ms_per_event": 5.0,
+        "events_per_batch": 7.0,
+        "workers": 2.0,
+        "records": 2,
+    }
     # a period without a batch has no figure, and does not count as zero
     quiet = [metrics_record(100.0, [90.0, 80.0], [1.0, 0.9], 340.0, None), *records[2:3]]
     assert bh.worker_cpu(quiet, 100.0, 101.0)["events_per_batch"] == 8.0  # type: ignore[index]
@@ -510,3 +518,28 @@ def test_tree_cpu_counts_a_busy_child() -> None:
         child.kill()
         child.wait()
     assert bh.tree_cpu_s(child.pid) == 0.0  # gone: nothing to count
+
+
+def test_a_run_with_fixed_iterations_serves_that_work(tmp_path: Any) -> None:
+    """A live run of one peer at one small count: --iterations replaces the calibration
+    (runs of a series then ask the same work per request) and is what the server runs;
+    the peer server is stopped at the end (the leftover check of conftest)."""
+    import subprocess
+
+    out = tmp_path / "run.json"
+    cmd = [sys.executable, "scripts/bench_http.py", "--systems", "asyncio", "--clients", "2", "--rounds", "1"]
+    cmd += ["--duration", "1", "--settle", "0.2", "--warmup", "0.2", "--iterations", "2000", "--json", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "work    : 2000 iterations" in r.stdout
+    saved = json.loads(out.read_text())
+    assert saved["iterations"] == 2000 and saved["complete"]
+    (point,) = saved["rows"]
+    assert point["system"] == "asyncio" and point["clients"] == 2
+    assert point["statuses"].get("200", 0) > 0 and point["timeouts"] == 0 and point["errors"] == 0
+
+
+def test_iterations_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bh.main(["--iterations", "0"])
+    assert "must be >= 1" in capsys.readouterr().err

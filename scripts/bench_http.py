@@ -718,8 +718,8 @@ def write_json(path: Path, meta: Row, rows: Sequence[Row], complete: bool) -> No
 def pool_rounds(reports: Sequence[Row]) -> list[Row]:
     """The rows of several runs' JSON reports (--json) as one set of rounds: each run's
     rounds renumbered after the previous run's, so the medians are taken over all of
-    them. Each run calibrates the work of a request at its start (``iterations``), so
-    its answers per second are scaled to the first run's request (times its iterations
+    them. A run calibrates the work of a request at its start unless given it
+    (``iterations``), so its answers per second are scaled to the first run's request (times its iterations
     over the first run's); latencies are left as measured. Refuses reports of different
     settings or p90 target, which would not measure the same thing."""
     rows: list[Row] = []
@@ -770,7 +770,8 @@ def report(paths: Sequence[Path], plot_path: Path | None) -> int:
         done = "" if rep.get("complete", True) else " (interrupted)"
         print(f"from    : {p}: {rep.get('started', '?')}, {1 + max(map(_round, rep.get('rows', [])), default=-1)} "
               f"rounds{done}, {rep.get('iterations')} iterations per request")  # fmt: skip
-    print("answers per second are scaled to the first run's iterations per request")
+    if len({rep.get("iterations") for rep in reports}) > 1:
+        print("answers per second are scaled to the first run's iterations per request")
     print_results(rows)
     if plot_path:
         plot(rows, plot_path)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -497,9 +499,6 @@ def test_context_switches_read_the_ctxt_line() -> None:
 
 
 def test_tree_cpu_counts_a_busy_child() -> None:
-    import subprocess
-    import sys
-
     child = subprocess.Popen(
         [
             sys.executable,
@@ -508,8 +507,6 @@ def test_tree_cpu_counts_a_busy_child() -> None:
         ]
     )
     try:
-        import time
-
         deadline = time.monotonic() + 20
         while bh.tree_cpu_s(child.pid) < 0.3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -524,8 +521,6 @@ def test_a_run_with_fixed_iterations_serves_that_work(tmp_path: Any) -> None:
     """A live run of one peer at one small count: --iterations replaces the calibration
     (runs of a series then ask the same work per request) and is what the server runs;
     the peer server is stopped at the end (the leftover check of conftest)."""
-    import subprocess
-
     out = tmp_path / "run.json"
     cmd = [sys.executable, "scripts/bench_http.py", "--systems", "asyncio", "--clients", "2", "--rounds", "1"]
     cmd += ["--duration", "1", "--settle", "0.2", "--warmup", "0.2", "--iterations", "2000", "--json", str(out)]

@@ -68,7 +68,7 @@ def _resolve(ref: str) -> Any:
     """``module:attribute`` -> the object, imported once per process."""
     obj = _RESOLVED.get(ref)
     if obj is None:
-        from sedamp.stage import load_ref
+        from sedamp.runtime.stage import load_ref
 
         obj = _RESOLVED[ref] = load_ref(ref)
     return obj
@@ -149,7 +149,7 @@ class Pipeline:
 
     def source_events(self) -> Iterator[Any]:
         """The source's events, produced exactly as sedamp's source process does."""
-        from sedamp.stage import SourceRunner
+        from sedamp.runtime.stage import SourceRunner
 
         runner = SourceRunner(self.source_ref, dict(self.source_params))
         runner.setup()

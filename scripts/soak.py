@@ -76,7 +76,7 @@ def kind_of(p: psutil.Process, run_pid: int) -> str | None:
     name = p.name()
     if name.startswith("sd") and name[:3] in KINDS:
         return KINDS[name[:3]]
-    if "sedamp._zygote" in " ".join(p.cmdline()):
+    if "sedamp.runtime.launcher" in " ".join(p.cmdline()):
         return "launcher"
     return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sedamp.errors import HandlerError, Problem, RunError, SedampError, TopologyError, WireError
-from sedamp.stage import IDLE, Many
+from sedamp.runtime.stage import IDLE, Many
 
 if TYPE_CHECKING:
     from sedamp.api import Pipeline, load, run

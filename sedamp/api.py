@@ -1,7 +1,7 @@
 """The Python API: load, build and run a topology from code.
 
 `Pipeline` builds a topology in code. It makes the same plain tree a YAML file would
-hold and validates it with `sedamp.topology.build_topology`, so a pipeline obeys every
+hold and validates it with `sedamp.spec.topology.build_topology`, so a pipeline obeys every
 rule of the YAML format and fails with the same messages (placed at
 ``Pipeline('NAME')`` instead of ``file:line``). Worker processes import stages by
 name, so a stage given as a Python object is turned into its ``module:qualname``
@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sedamp.controller import RunOptions, Summary, run_topology
-from sedamp.executor import Executor, LocalExecutor
-from sedamp.topology import StageKind, Topology, build_topology, load_topology
+from sedamp.control.controller import RunOptions, Summary, run_topology
+from sedamp.executor.base import Executor
+from sedamp.executor.local import LocalExecutor
+from sedamp.spec.topology import StageKind, Topology, build_topology, load_topology
 
 __all__ = ["Pipeline", "load", "run"]
 
@@ -58,7 +59,7 @@ def run(
 
     With ``controller: {executor: ray}`` (or the override ``controller.executor=ray``)
     the workers run as actors on the Ray cluster at ``controller.address``; raises
-    `sedamp.rayexec.ExecutorError` when Ray is missing or no cluster answers.
+    `sedamp.executor.ray.ExecutorError` when Ray is missing or no cluster answers.
 
     Ctrl-C during the call drains and stops the run as `sedamp run` does."""
     if isinstance(topology, Topology) and overrides:
@@ -79,7 +80,7 @@ def run(
         raise
     run_on: Executor = executor
     if top.controller.executor == "ray":
-        from sedamp.rayexec import RayExecutor
+        from sedamp.executor.ray import RayExecutor
 
         try:
             run_on = RayExecutor(top.controller.address, local=executor)

@@ -6,8 +6,8 @@ SedampError                 base of everything sedamp raises on purpose
 +-- WireError               a frame could not be parsed or built (counted, never fatal)
 +-- HandlerError            user code failed; carries the remote traceback text
 +-- RunError                a run could not complete (a process died, a deadline passed)
-+-- ReportError             (sedamp.report) a metrics file cannot be read or plotted
-+-- ExporterError           (sedamp.prometheus, also a ValueError) the metrics endpoint
++-- ReportError             (sedamp.observe.report) a metrics file cannot be read or plotted
++-- ExporterError           (sedamp.observe.prometheus, also a ValueError) the metrics endpoint
                             cannot be set up: a bad host or port, no prometheus-client
 """
 

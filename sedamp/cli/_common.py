@@ -10,9 +10,9 @@ from pathlib import Path
 
 import typer
 
-from sedamp.controller import EXIT_INVALID
+from sedamp.control.controller import EXIT_INVALID
 from sedamp.errors import TopologyError
-from sedamp.topology import Topology, load_topology
+from sedamp.spec.topology import Topology, load_topology
 
 LOG_FORMAT = "sedamp: %(levelname)s: %(message)s"
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sedamp.client import command, find_run
+from sedamp.control.client import command, find_run
 from sedamp.errors import SedampError
 
 TargetArg = Annotated[

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from sedamp import templates
-from sedamp.controller import EXIT_INVALID
+from sedamp.cli import templates
+from sedamp.control.controller import EXIT_INVALID
 
 
 def init(

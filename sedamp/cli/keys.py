@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sedamp.security import make_keys
+from sedamp.runtime.security import make_keys
 
 
 def keys(

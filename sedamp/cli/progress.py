@@ -13,7 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from sedamp.progress import Tracker, View, duration, headline, stage_line
+from sedamp.observe.progress import Tracker, View, duration, headline, stage_line
 
 
 class TerminalProgress:

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from sedamp.cli._common import setup_logging
-from sedamp.controller import EXIT_INVALID
-from sedamp.report import ReportError, plotting_problem, write_report
+from sedamp.control.controller import EXIT_INVALID
+from sedamp.observe.report import ReportError, plotting_problem, write_report
 
 
 def report(

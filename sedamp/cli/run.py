@@ -13,12 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sedamp import journal
 from sedamp.cli._common import load_or_exit, setup_logging
 from sedamp.cli.progress import LogProgress, TerminalProgress
-from sedamp.controller import RunOptions, Summary, run_topology
-from sedamp.executor import Executor, LocalExecutor
-from sedamp.progress import copies_events
+from sedamp.control.controller import RunOptions, Summary, run_topology
+from sedamp.executor.base import Executor
+from sedamp.executor.local import LocalExecutor
+from sedamp.observe.progress import copies_events
+from sedamp.runtime import journal
 
 
 def _keep_stdout_for_json() -> IO[str]:
@@ -116,7 +117,7 @@ def run(
         executor.close()
         raise
     if (executor_name or top.controller.executor) == "ray":
-        from sedamp.rayexec import ExecutorError, RayExecutor
+        from sedamp.executor.ray import ExecutorError, RayExecutor
 
         assert isinstance(executor, LocalExecutor)
         try:
@@ -136,7 +137,7 @@ def run(
             typer.echo(f"error: --resume: {problem}", err=True)
             raise typer.Exit(2)
     if report is not None:
-        from sedamp import report as report_mod
+        from sedamp.observe import report as report_mod
 
         problem = report_mod.plotting_problem()
         if problem is not None:
@@ -154,7 +155,7 @@ def run(
     ticks: list[Callable[[dict[str, Any]], None]] = []
     closers: list[Callable[[], None]] = []
     if metrics_port is not None:
-        from sedamp.prometheus import Exporter
+        from sedamp.observe.prometheus import Exporter
 
         try:
             exporter = Exporter(metrics_host, metrics_port, topology=top.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sedamp.deadletter import read_dead_letters
+from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
 from tests.integration.util import chain_yaml, run_sedamp, stage_of, start_run, summary_of

@@ -10,8 +10,8 @@ from typing import Any
 
 import zmq
 
-from sedamp import wire
-from sedamp.security import Keys
+from sedamp.runtime import wire
+from sedamp.runtime.security import Keys
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
 from tests.integration.util import chain_yaml, run_sedamp, start_run, summary_of
@@ -52,7 +52,13 @@ def test_tcp_with_curve_gives_the_same_output_as_ipc(tmp_path: Path) -> None:
 
 
 def _no_reply(sock: zmq.Socket[Any], timeout_ms: int = 1500) -> bool:
-    sock.send_multipart(wire.hello(wire.PRODUCER, -1, 4))
+    """True if a request from `sock` gets no answer. A DEALER whose handshake was refused
+    has no connection to send on, so its send may time out (SNDTIMEO): that is a refusal
+    too, and must never block the test."""
+    try:
+        sock.send_multipart(wire.hello(wire.PRODUCER, -1, 4))
+    except zmq.Again:
+        return True
     return not sock.poll(timeout_ms)
 
 
@@ -86,6 +92,8 @@ def test_a_peer_without_the_client_key_is_refused(tmp_path: Path) -> None:
         def peer(**curve: bytes) -> zmq.Socket[Any]:
             s = ctx.socket(zmq.DEALER)
             s.linger = 0
+            s.sndtimeo = 5000  # a send with no connected peer blocks: bound it
+            s.rcvtimeo = 5000
             for k, v in curve.items():
                 setattr(s, k, v)
             s.connect(ep)
@@ -122,7 +130,7 @@ def test_a_peer_without_the_client_key_is_refused(tmp_path: Path) -> None:
 def test_keys_with_a_readable_secret_are_refused(tmp_path: Path) -> None:
     import pytest
 
-    from sedamp.security import make_keys
+    from sedamp.runtime.security import make_keys
 
     make_keys(tmp_path / "k")
     (tmp_path / "k" / "client.key_secret").chmod(0o644)

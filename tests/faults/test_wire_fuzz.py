@@ -11,12 +11,12 @@ import msgpack
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sedamp import wire
 from sedamp.errors import WireError
+from sedamp.runtime import wire
 from tests.conftest import wait_until
-from tests.test_queue import Harness, recv
-from tests.test_worker import LiveWorker
-from tests.test_worker import recv as recv_from
+from tests.roles.test_queue import Harness, recv
+from tests.roles.test_worker import LiveWorker
+from tests.roles.test_worker import recv as recv_from
 
 KINDS = sorted(wire.KIND_NAMES)
 _scalars = st.one_of(

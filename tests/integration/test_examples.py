@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sedamp.deadletter import read_dead_letters
+from sedamp.runtime.deadletter import read_dead_letters
 from stages import burn, records, text
 from stages.files import ListFiles, read_text
 from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from sedamp.deadletter import read_dead_letters
+from sedamp.runtime.deadletter import read_dead_letters
 from tests.integration.teststages import read_records
 from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
 

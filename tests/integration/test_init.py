@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sedamp import templates
+from sedamp.cli import templates
 from tests.integration.util import run_sedamp, stage_of, summary_of
 
 # COUNT and OUT set to "" make the topology use its defaults whatever the environment holds

@@ -31,7 +31,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
-WORKER_CMD = "sedamp._child"
+WORKER_CMD = "sedamp.runtime.child"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sedamp.report import PLOTS
+from sedamp.observe.report import PLOTS
 from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sedamp.deadletter import read_dead_letters
+from sedamp.runtime.deadletter import read_dead_letters
 from tests.integration.teststages import read_records
 from tests.integration.util import run_sedamp, stage_of, summary_of
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sedamp.deadletter import read_dead_letters
+from sedamp.runtime.deadletter import read_dead_letters
 from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)

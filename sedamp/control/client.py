@@ -1,0 +1,80 @@
+"""Finding a running topology and talking to its controller's command socket.
+
+Every run writes ``run.json`` in its run directory (`<workdir>/runs/<name>-<time>-<id>/`)
+with the controller's pid and command endpoint. `find_run` picks a live one: the run
+directory given, or the newest live run of a topology name, or the newest live run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psutil
+import zmq
+
+from sedamp.errors import SedampError, WireError
+from sedamp.runtime import wire
+
+# How long a command waits for the controller's reply.
+COMMAND_TIMEOUT_S = 5.0
+
+
+def _live(info: dict[str, Any]) -> bool:
+    if info.get("ended"):
+        return False
+    try:
+        return psutil.pid_exists(int(info["pid"]))
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+def _read(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    info["run_dir"] = str(run_dir)
+    return info if isinstance(info, dict) else None
+
+
+def find_run(target: str | None, workdir: Path) -> dict[str, Any]:
+    """The run.json of a live run; raises SedampError saying what was looked at."""
+    if target and (Path(target) / "run.json").exists():
+        info = _read(Path(target))
+        if info is None or not _live(info):
+            raise SedampError(f"{target}: that run is not running")
+        return info
+    runs = workdir / "runs"
+    candidates = []
+    for d in runs.glob("*/run.json") if runs.is_dir() else []:
+        info = _read(d.parent)
+        if info and _live(info) and (target is None or info.get("name") == target):
+            candidates.append(info)
+    if not candidates:
+        what = f"named {target!r} " if target else ""
+        raise SedampError(f"no running topology {what}under {runs} (give its run directory, or --workdir)")
+    return max(candidates, key=lambda i: i.get("started", 0))
+
+
+def command(info: dict[str, Any], cmd: dict[str, Any], timeout_s: float = COMMAND_TIMEOUT_S) -> dict[str, Any]:
+    """Send one command to a run's controller and return its reply."""
+    ctx: zmq.Context[Any] = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    try:
+        s.connect(info["command"])
+        s.send_multipart(wire.simple(wire.COMMAND, cmd))
+        if not s.poll(int(timeout_s * 1000)):
+            raise SedampError(f"run {info.get('name')!r} (pid {info.get('pid')}) did not answer in {timeout_s:.0f} s")
+        try:
+            msg = wire.parse(s.recv_multipart())
+        except WireError as exc:
+            raise SedampError(f"bad reply from the controller: {exc}") from None
+        if msg.kind != wire.REPLY:
+            raise SedampError("bad reply from the controller")
+        reply: dict[str, Any] = msg.fields[0]
+        return reply
+    finally:
+        s.close()

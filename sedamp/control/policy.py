@@ -1,0 +1,281 @@
+"""Pure decision functions of the controller: how many workers each stage gets.
+
+No process, socket or clock here: every function takes plain values and returns a
+decision, so each can be unit-tested on recorded numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sedamp.spec.topology import StageSpec, Topology
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects CPU affinity and cgroup-limited sets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_bounds(spec: StageSpec, cores: int) -> tuple[int, int]:
+    """A stage's pool bounds with `max: None` resolved to the core budget."""
+    lo = spec.workers.min
+    hi = spec.workers.max if spec.workers.max is not None else max(lo, cores)
+    return lo, hi
+
+
+def capacity_problems(topology: Topology, cores: int) -> list[str]:
+    """Queues too small for the processes that may produce into them.
+
+    A queue caps each producer's credit at ``capacity // (2 * producers)``, so that idle
+    producers can hold at most half the room and the workers always have buffered work
+    to drain: a producer with data then always gets credit. Below two events of room per
+    producer that cap is 1 and idle producers can hold all the room while the one with
+    data waits for credit that never comes."""
+    out = []
+    for name, spec in topology.stages.items():
+        if spec.kind == "source" or topology.is_member(name):
+            continue
+        producers = 0
+        for up in topology.upstream(name):
+            u = topology.stages[up]
+            producers += 1 if u.kind == "source" else worker_bounds(topology.stages[topology.head_of(up)], cores)[1]
+        if spec.queue.capacity < 2 * producers:
+            out.append(
+                f"the queue of stage {name!r} holds {spec.queue.capacity} events but up to {producers} processes "
+                f"produce into it: give it queue: {{capacity: {2 * producers}}} or more (2 per producer), "
+                "or fewer upstream workers"
+            )
+    return out
+
+
+def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
+    """Pool sizes to start with, before anything is measured.
+
+    Fixed pools get their size. The core budget left after them is shared evenly among
+    the stages with a range, each clamped to its bounds: with nothing measured yet an
+    even share is the guess that is least wrong, and it uses every core from the start.
+    """
+    targets: dict[str, int] = {}
+    ranged = []
+    fixed_total = 0
+    for s in topology.stages.values():
+        if s.kind == "source" or topology.is_member(s.name):
+            continue  # grouped stages after the first share the first's pool
+        lo, hi = worker_bounds(s, cores)
+        if lo == hi:
+            targets[s.name] = lo
+            fixed_total += lo
+        else:
+            ranged.append(s)
+    if ranged:
+        share = max(1, (cores - fixed_total) // len(ranged))
+        for s in ranged:
+            lo, hi = worker_bounds(s, cores)
+            targets[s.name] = min(hi, max(lo, share))
+    return targets
+
+
+# ---------------------------------------------------------------- the pool controller
+#
+# SEDA's thread-pool controller, for process pools under one core budget. Every period
+# it looks at each stage's queue and workers and may move the stage's target by one:
+#
+#   grow    the queue holds at least GROW_QUEUE_FRACTION of its capacity (or two full
+#           batches) and the workers are at least GROW_BUSY busy: the stage is a
+#           bottleneck. Of several, the one completing the fewest events per second,
+#           one per period; never a stage whose next queue is already half full.
+#           Within the stage's max and the core budget; when the budget is spent, a
+#           worker is taken from a stage that has sat idle. The budget counts
+#           the cores the pools keep busy (workers x busy fraction), not processes: a
+#           worker waiting on a slow neighbour holds no core, and counting processes
+#           would stop a pipeline with more stages than cores from ever growing its
+#           bottleneck. A growth needs GROW_HEADROOM_CORES of the budget unused, unless
+#           the queue is nearly full or filling faster than it drains: then its producers
+#           are about to be held back, so their cores will be free (bounded by
+#           OVERSUBSCRIBE x the budget in processes).
+#   shrink  the workers have been under SHRINK_BUSY busy for IDLE_TIMEOUT_S: the pool
+#           gives a worker back, down to its min.
+#
+# Safeguards: a stage just changed is left alone for COOLDOWN_PERIODS (hysteresis, so
+# noise cannot make a pool oscillate); a growth that did not raise the stage's
+# completions by THRASH_GAIN within that time is undone and growth is barred for
+# THRASH_BAR_PERIODS (SEDA's thrashing guard). Stages whose handler keeps state to emit
+# at the end (finish()) or that are key-routed are never resized.
+
+GROW_QUEUE_FRACTION = 0.25
+GROW_BUSY = 0.75
+SHRINK_BUSY = 0.25
+IDLE_TIMEOUT_S = 2.0
+COOLDOWN_PERIODS = 3
+THRASH_GAIN = 1.05
+THRASH_BAR_PERIODS = 10
+GROW_HEADROOM_CORES = 0.5
+FULL_QUEUE_FRACTION = 0.75
+DOWNSTREAM_FULL_FRACTION = 0.5
+GROWING_FACTOR = 1.2  # a queue filling 20% faster than it drains holds its producers back soon
+OVERSUBSCRIBE = 2
+
+
+@dataclass(frozen=True)
+class StageView:
+    """What the pool controller sees of one stage in one period."""
+
+    name: str
+    target: int
+    lo: int
+    hi: int
+    queue_length: int
+    capacity: int
+    batch_size: float
+    busy: float  # mean fraction of the period its workers spent handling events
+    completions_per_s: float
+    resizable: bool = True
+    arrivals_per_s: float = 0.0
+    downstream_fill: float = 0.0  # the fullest queue this stage sends to, as a fraction of its capacity
+
+
+@dataclass(frozen=True)
+class Decision:
+    stage: str
+    old: int
+    new: int
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"stage": self.stage, "from": self.old, "to": self.new, "reason": self.reason}
+
+
+@dataclass
+class PolicyState:
+    """What the controller remembers between periods (mutated by `decide`)."""
+
+    period: int = 0
+    changed_at: dict[str, int] = field(default_factory=dict)
+    idle_since: dict[str, float] = field(default_factory=dict)
+    grown: dict[str, tuple[int, float]] = field(default_factory=dict)  # stage -> (period, rate before)
+    barred_until: dict[str, int] = field(default_factory=dict)
+
+
+def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState) -> list[Decision]:
+    """One period of the pool controller: the target changes to make, with reasons."""
+    state.period += 1
+    p = state.period
+    decisions: list[Decision] = []
+    targets = {v.name: v.target for v in views}
+    by_name = {v.name: v for v in views}
+
+    def cooling(name: str) -> bool:
+        return p - state.changed_at.get(name, -(10**9)) < COOLDOWN_PERIODS
+
+    def change(v: StageView, new: int, reason: str) -> None:
+        decisions.append(Decision(v.name, targets[v.name], new, reason))
+        targets[v.name] = new
+        state.changed_at[v.name] = p
+
+    # idle clocks
+    for v in views:
+        if v.busy < SHRINK_BUSY and v.queue_length < 2 * max(1.0, v.batch_size):
+            state.idle_since.setdefault(v.name, now_s)
+        else:
+            state.idle_since.pop(v.name, None)
+
+    # thrashing guard: a growth that bought nothing is undone
+    for name, (at, before) in list(state.grown.items()):
+        grown = by_name.get(name)
+        if grown is None or p - at < COOLDOWN_PERIODS:
+            continue
+        v = grown
+        del state.grown[name]
+        if v.completions_per_s < before * THRASH_GAIN and targets[name] > v.lo and v.queue_length > 0:
+            change(
+                v,
+                targets[name] - 1,
+                f"growth did not pay: {v.completions_per_s:.0f}/s after vs {before:.0f}/s before; "
+                f"back to {targets[name] - 1}, no growth for {THRASH_BAR_PERIODS} periods",
+            )
+            state.barred_until[name] = p + THRASH_BAR_PERIODS
+
+    # shrink stages idle for the timeout
+    for v in views:
+        since = state.idle_since.get(v.name)
+        if (
+            v.resizable
+            and since is not None
+            and now_s - since >= IDLE_TIMEOUT_S
+            and targets[v.name] > v.lo
+            and not cooling(v.name)
+        ):
+            change(
+                v,
+                targets[v.name] - 1,
+                f"idle for {now_s - since:.1f} s (workers {v.busy:.0%} busy, queue empty): shrink to "
+                f"{targets[v.name] - 1}",
+            )
+            state.idle_since[v.name] = now_s
+
+    # grow the bottleneck: of the backed-up, busy stages, the one that completes the
+    # fewest events per second bounds the pipeline (a stage upstream of it looks busy
+    # only until backpressure reaches it). One growth per period.
+    added = 0.0
+    for v in sorted(views, key=lambda x: (x.completions_per_s, -x.queue_length)):
+        if added:
+            break
+        if not v.resizable or cooling(v.name) or targets[v.name] >= v.hi:
+            continue
+        if state.barred_until.get(v.name, 0) > p:
+            continue
+        if v.downstream_fill >= DOWNSTREAM_FULL_FRACTION:
+            continue  # its outputs already wait: more workers here would only wait too
+        threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
+        if v.queue_length < threshold or v.busy < GROW_BUSY:
+            continue
+        used = sum(targets[x.name] * x.busy for x in views) + added
+        donor = None
+        # A nearly full queue holds its producers back (backpressure), so the cores they
+        # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
+        growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
+        full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity or growing
+        processes = sum(targets[x.name] for x in views if x.busy >= SHRINK_BUSY)  # idle pools hold no core
+        if used + GROW_HEADROOM_CORES > budget and full and processes + 1 <= OVERSUBSCRIBE * budget:
+            why = (
+                f"filling ({v.arrivals_per_s:.0f}/s in, {v.completions_per_s:.0f}/s out)" if growing else "nearly full"
+            )
+            reason = (
+                f"queue {v.queue_length}/{v.capacity} {why} and workers {v.busy:.0%} busy: grow to "
+                f"{targets[v.name] + 1} (its producers will be held back; {processes + 1} busy processes "
+                f"for {budget} cores)"
+            )
+            state.grown[v.name] = (p, v.completions_per_s)
+            change(v, targets[v.name] + 1, reason)
+            added += 1.0
+            continue
+        if used + GROW_HEADROOM_CORES > budget:
+            idle = [
+                d
+                for d in views
+                if d.name != v.name
+                and d.resizable
+                and targets[d.name] > d.lo
+                and d.busy < SHRINK_BUSY
+                and not cooling(d.name)
+            ]
+            if not idle:
+                continue
+            donor = min(idle, key=lambda d: d.busy)
+            change(
+                donor,
+                targets[donor.name] - 1,
+                f"gives a worker to {v.name!r} ({donor.busy:.0%} busy): shrink to {targets[donor.name] - 1}",
+            )
+        reason = f"queue {v.queue_length}/{v.capacity} and workers {v.busy:.0%} busy: grow to {targets[v.name] + 1}" + (
+            f" (taking a core from {donor.name!r})" if donor else f" ({used:.1f} of {budget} cores busy)"
+        )
+        state.grown[v.name] = (p, v.completions_per_s)
+        change(v, targets[v.name] + 1, reason)
+        added += 1.0  # count the new worker as a whole busy core for the rest of this period
+    return decisions

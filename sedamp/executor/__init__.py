@@ -1,0 +1,1 @@
+"""Where runtime processes run: the executor protocol, this machine, a Ray cluster."""

@@ -1,0 +1,54 @@
+"""The executor seam: where runtime processes run. The controller asks an executor to
+`start` a role with its config and gets back a `Proc` handle: pid, a sentinel file
+descriptor that becomes readable when the process ends (so the controller notices a
+death at once, beside its sockets), the exit code, and terminate/kill. `close` ends
+whatever the executor itself runs. `sedamp.executor.local.LocalExecutor` runs processes
+on this machine, `sedamp.executor.ray.RayExecutor` on a Ray cluster; a fake that
+implements these two protocols drives the controller's roster in unit tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Proc(Protocol):
+    name: str
+    # on this machine: psutil can read it and it shares the controller's slot files
+    local: bool
+    # why it ended, when the executor knows better than its exit code (a lost node)
+    reason: str | None
+    # it could not be started at all, and a replacement would fail the same way
+    unplaceable: bool
+
+    @property
+    def pending(self) -> bool:
+        """Started but not yet running: a cluster executor is still placing it."""
+        ...
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def sentinel(self) -> int: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def is_alive(self) -> bool: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+class Executor(Protocol):
+    # may place processes on other hosts: the run's sockets must then be tcp
+    remote: bool
+
+    def start(self, name: str, role: str, config: Any) -> Proc: ...
+    def cores(self) -> int:
+        """The core budget when the user sets none: the CPUs processes can be placed on."""
+        ...
+
+    def worker_slots(self) -> int | None:
+        """How many workers can run at once (None: no limit but the machine's)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,435 @@
+"""The stage queue's state machine: exact bound, credits, leases, end of stream. Pure.
+
+`QueueCore` holds no socket. The queue process (`sedamp.runtime.queue`) feeds it parsed
+messages and sends the `(routing_id, frames)` pairs it returns. Keeping it pure lets the
+tests drive every interleaving directly.
+
+The bound. ``buffered + leased + outstanding_credit <= capacity`` holds at all times:
+a producer may only send as many events as it holds credit for, so the queue never
+accepts an event it has no room for, and events handed to workers (leases) keep
+their room until acknowledged, so redelivering a dead worker's lease never overflows.
+
+Credit. Each producer asks for a window (`want`, usually two of its batches). The
+queue grants credit as room frees, least-served producer first, in chunks of at least a
+quarter of the window so that a batch size of 1 does not double the message count. A
+producer's window is also capped at ``capacity // (2 * producers)`` so that credit held
+by idle producers can never take more than half the room: a producer with data always
+gets some credit once the workers drain the buffer.
+
+Work. Workers ask (GET) for up to N events; the oldest waiting worker is served first.
+A batch may be merged from several chunks or split from one, at event boundaries,
+without decoding events. Each batch is a lease until ACKed; BYE or GONE puts a
+worker's leases back at the head of the buffer.
+
+Poison. When a worker dies, GONE says how, and which lease and which event of it were
+in the handler (the controller reads that from the worker's slot, `sedamp.runtime.slot`). The
+dead worker's leases come back whole, except that the event in the handler comes back
+alone with a strike. An event that reaches POISON_DEATHS strikes is not redelivered
+again but handed to `poisoned` (the queue process dead-letters it with the reason), so
+one event that crashes its handler cannot take down workers forever, while events that
+were merely in the same batch are not blamed. When the event in the handler is not
+known (a class's own handle_batch takes the whole batch in one call), every event of
+that lease comes back alone, so that the next death names the culprit.
+
+End. After CLOSE (no producer will send again), once the buffer is empty and no lease
+is outstanding, every waiting worker and every later GET is answered with END.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sedamp.observe import metrics
+from sedamp.runtime import wire
+
+Outgoing = list[tuple[bytes, list[Any]]]
+
+# Deaths of workers holding an event, the last one with the event alone, after which
+# the event is poison: dead-lettered (or skipped, or the run fails) instead of retried.
+POISON_DEATHS = 2
+
+
+@dataclass(slots=True)
+class Chunk:
+    ids: list[Any]
+    ends: list[int]  # cumulative end offset of each event in `body`
+    body: memoryview
+    t_src: float = 0.0  # source time of its oldest event (unix s; 0.0 = unknown)
+    t_enq: float = 0.0  # when the queue accepted it (the queue's clock)
+    strikes: int = 0  # deaths of workers that had it in the handler
+    alone: bool = False  # lease it alone (a suspect)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def split(self, k: int) -> tuple[Chunk, Chunk]:
+        """The first k events and the rest, at an event boundary."""
+        cut = self.ends[k - 1]
+        t_src, t_enq, strikes, alone = self.t_src, self.t_enq, self.strikes, self.alone
+        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut], t_src, t_enq, strikes, alone)
+        tail = Chunk(self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:], t_src, t_enq, strikes, alone)
+        return head, tail
+
+    def singles(self) -> list[Chunk]:
+        """One chunk per event."""
+        out = []
+        start = 0
+        for eid, end in zip(self.ids, self.ends, strict=True):
+            out.append(Chunk([eid], [end - start], self.body[start:end], self.t_src, self.t_enq, self.strikes, True))
+            start = end
+        return out
+
+
+@dataclass(slots=True)
+class _Producer:
+    want: int
+    outstanding: int = 0  # credit granted and not yet used
+    last_seq: int = -1
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    gets: deque[int] = field(default_factory=deque)  # max_events of each pending GET
+    leases: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Lease:
+    worker: bytes
+    chunks: list[Chunk]
+    partition: int
+    n: int
+
+
+@dataclass
+class QueueCounters:
+    arrived: int = 0  # events accepted from producers
+    leased: int = 0  # events handed to workers (redeliveries included)
+    acked: int = 0  # events whose lease was acknowledged
+    redelivered: int = 0  # events put back after a worker left or died
+    poisoned: int = 0  # events taken out after killing POISON_DEATHS workers
+    refused_frames: int = 0  # malformed or out-of-protocol messages refused
+
+
+class QueueCore:
+    def __init__(self, capacity: int, partitions: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.capacity = capacity
+        self.partitions = partitions
+        self.buffers: list[deque[Chunk]] = [deque() for _ in range(partitions)]
+        self.buffered = 0
+        self.leased = 0
+        self.outstanding = 0
+        self.producers: dict[bytes, _Producer] = {}
+        self.workers: dict[bytes, _Worker] = {}
+        self.waiting: deque[bytes] = deque()  # workers with a pending GET, oldest first
+        self.leases: dict[int, _Lease] = {}
+        self.next_lease = 0
+        self.closed = False
+        self.ended = False
+        self.counters = QueueCounters()
+        self.clock = clock
+        # (seconds waited, events) of each chunk leased since the last stats
+        self.waits: list[tuple[float, int]] = []
+        # routing ids of workers and producers the controller declared dead: a HELLO or GET
+        # of theirs still in flight must not register them again (a lease to a dead
+        # worker would never come back). Ids carry the pid, so they are never reused.
+        self.gone: set[bytes] = set()
+        self._gone_order: deque[bytes] = deque()
+        # (event id, packed event, reason) of poison events, for the caller to take
+        self.poisoned: list[tuple[Any, bytes, str]] = []
+        self.last_poison: dict[str, Any] | None = None  # the latest, for the controller
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.buffered - self.leased - self.outstanding
+
+    def check_invariant(self) -> None:
+        assert self.free >= 0, (self.buffered, self.leased, self.outstanding, self.capacity)
+        assert self.buffered == sum(c.n for b in self.buffers for c in b)
+        assert self.leased == sum(lease.n for lease in self.leases.values())
+        assert self.outstanding == sum(p.outstanding for p in self.producers.values())
+
+    # ------------------------------------------------------------ messages
+
+    def handle(self, rid: bytes, msg: wire.Message) -> Outgoing:
+        """Apply one parsed data-plane message from `rid`; return messages to send."""
+        k = msg.kind
+        if rid in self.gone:
+            return self.refuse(rid, "this peer was declared dead")
+        if k == wire.PUT:
+            seq, partition, ids, ends, t_src = msg.fields
+            return self._put(rid, seq, partition, ids, ends, msg.bodies[0], t_src)
+        if k == wire.GET:
+            return self._get(rid, msg.fields[0])
+        if k == wire.ACK:
+            return self._ack(rid, msg.fields[0])
+        if k == wire.HELLO:
+            return self._hello(rid, *msg.fields)
+        if k == wire.EOS:
+            return self._eos(rid)
+        if k == wire.BYE:
+            return self.worker_gone(rid)
+        return self.refuse(rid, f"{wire.KIND_NAMES.get(k, k)} is not a data-plane request")
+
+    def refuse(self, rid: bytes, reason: str, seq: int = -1) -> Outgoing:
+        """Count a refused frame and tell its sender why (with the seq of a refused PUT,
+        so that its producer knows those events were not taken)."""
+        self.counters.refused_frames += 1
+        return [(rid, wire.simple(wire.ERR, reason, seq))]
+
+    def _hello(self, rid: bytes, role: int, index: int, want: int) -> Outgoing:
+        if role == wire.PRODUCER:
+            if rid not in self.producers:
+                self.producers[rid] = _Producer(want=max(1, want))
+            else:
+                self.producers[rid].want = max(1, want)
+            out = self._grant()
+            if not any(r == rid for r, _ in out):
+                # always answer: a producer that shed under on_full must know the queue
+                # has spoken (and is full), not wait for credit that may never come
+                out.append((rid, wire.credit(0, -1)))
+            return out
+        if not 0 <= index < self.partitions and self.partitions > 1:
+            return self.refuse(rid, f"worker index {index} outside 0..{self.partitions - 1}")
+        if rid not in self.workers:
+            self.workers[rid] = _Worker(index=index if self.partitions > 1 else 0)
+        return []
+
+    def _put(
+        self, rid: bytes, seq: int, partition: int, ids: list[Any], ends: list[int], body: bytes, t_src: float = 0.0
+    ) -> Outgoing:
+        prod = self.producers.get(rid)
+        if prod is None:
+            return self.refuse(rid, "PUT before HELLO", seq)
+        n = len(ids)
+        if n > prod.outstanding:
+            return self.refuse(rid, f"PUT of {n} events with only {prod.outstanding} credit", seq)
+        if not 0 <= partition < self.partitions:
+            return self.refuse(rid, f"partition {partition} outside 0..{self.partitions - 1}", seq)
+        if self.closed:
+            return self.refuse(rid, "PUT after CLOSE", seq)
+        prod.outstanding -= n
+        self.outstanding -= n
+        prod.last_seq = seq
+        self.buffers[partition].append(Chunk(ids, ends, memoryview(body), float(t_src), self.clock()))
+        self.buffered += n
+        self.counters.arrived += n
+        out = self._dispatch()
+        granted = self._grant()
+        if not any(r == rid for r, _ in granted):
+            granted.append((rid, wire.credit(0, seq)))
+        return out + granted
+
+    def _eos(self, rid: bytes) -> Outgoing:
+        prod = self.producers.pop(rid, None)
+        if prod is not None:
+            self.outstanding -= prod.outstanding
+        return self._grant()
+
+    def _get(self, rid: bytes, max_events: int) -> Outgoing:
+        w = self.workers.get(rid)
+        if w is None:
+            return self.refuse(rid, "GET before HELLO")
+        if self.ended:
+            return [(rid, wire.simple(wire.END))]
+        w.gets.append(max_events)
+        if len(w.gets) == 1:
+            self.waiting.append(rid)
+        return self._dispatch() + self._grant()
+
+    def _ack(self, rid: bytes, lease_id: int) -> Outgoing:
+        lease = self.leases.get(lease_id)
+        if lease is None or lease.worker != rid:
+            return self.refuse(rid, f"ACK of unknown lease {lease_id}")
+        del self.leases[lease_id]
+        self.workers[rid].leases.discard(lease_id)
+        self.leased -= lease.n
+        self.counters.acked += lease.n
+        return self._grant() + self._check_end()
+
+    def worker_gone(self, rid: bytes, died: str | None = None, in_hand: tuple[int, int] = (-1, -1)) -> Outgoing:
+        """The worker left (BYE) or died (GONE from the controller, `died` the reason,
+        `in_hand` the lease and event position it was handling, -1 if unknown):
+        requeue its leases, blaming only the event in the handler."""
+        if died is not None:
+            self._forget(rid)
+        w = self.workers.pop(rid, None)
+        if w is None:
+            return []
+        if w.gets:
+            self.waiting = deque(r for r in self.waiting if r != rid)
+        for lease_id in sorted(w.leases, reverse=True):
+            lease = self.leases.pop(lease_id)
+            self.leased -= lease.n
+            chunks = lease.chunks
+            if died is not None and lease_id == in_hand[0]:
+                chunks = self._blame(chunks, in_hand[1], died)
+            n = sum(c.n for c in chunks)
+            self.buffered += n
+            self.counters.redelivered += n
+            self.buffers[lease.partition].extendleft(reversed(chunks))
+        return self._dispatch() + self._grant() + self._check_end()
+
+    def _forget(self, rid: bytes, keep: int = 10_000) -> None:
+        if rid not in self.gone:
+            self.gone.add(rid)
+            self._gone_order.append(rid)
+            if len(self._gone_order) > keep:
+                self.gone.discard(self._gone_order.popleft())
+
+    def _blame(self, chunks: list[Chunk], position: int, reason: str) -> list[Chunk]:
+        """The chunks of the lease a worker died handling, the culprit struck."""
+        n = sum(c.n for c in chunks)
+        if n == 1:
+            position = 0
+        if not 0 <= position < n:
+            return [single for c in chunks for single in c.singles()]  # unknown: all alone
+        out: list[Chunk] = []
+        offset = 0
+        for c in chunks:
+            if not offset <= position < offset + c.n:
+                out.append(c)
+                offset += c.n
+                continue
+            k = position - offset
+            head, rest = c.split(k) if k else (None, c)
+            culprit, tail = rest.split(1) if rest.n > 1 else (rest, None)
+            if head is not None:
+                out.append(head)
+            strikes = culprit.strikes + 1
+            if strikes >= POISON_DEATHS:
+                self.poisoned.append((culprit.ids[0], bytes(culprit.body), reason))
+                self.counters.poisoned += 1
+            else:
+                out.append(Chunk(culprit.ids, culprit.ends, culprit.body, culprit.t_src, culprit.t_enq, strikes, True))
+            if tail is not None:
+                out.append(tail)
+            offset += c.n
+        return out
+
+    def producer_gone(self, rid: bytes) -> Outgoing:
+        return self._eos(rid)
+
+    def close(self) -> Outgoing:
+        """No producer will send again (the controller saw every upstream finish)."""
+        self.closed = True
+        return self._check_end()
+
+    # ------------------------------------------------------------ internals
+
+    def _dispatch(self) -> Outgoing:
+        out: Outgoing = []
+        if not self.buffered or not self.waiting:
+            return out
+        still: deque[bytes] = deque()
+        while self.waiting:
+            rid = self.waiting.popleft()
+            w = self.workers[rid]
+            buf = self.buffers[w.index]
+            while w.gets and buf:
+                out.append((rid, self._lease(rid, w, w.index, buf, w.gets.popleft())))
+            if w.gets:
+                still.append(rid)
+        self.waiting = still
+        return out
+
+    def _lease(self, rid: bytes, w: _Worker, partition: int, buf: deque[Chunk], max_events: int) -> list[Any]:
+        chunks: list[Chunk] = []
+        n = 0
+        while buf and n < max_events:
+            c = buf[0]
+            if c.alone and chunks:
+                break  # a suspect event is leased alone
+            room = max_events - n
+            if c.n <= room:
+                buf.popleft()
+            else:
+                c, rest = c.split(room)
+                buf[0] = rest
+            chunks.append(c)
+            n += c.n
+            if c.alone:
+                break
+        lease_id = self.next_lease
+        self.next_lease += 1
+        self.leases[lease_id] = _Lease(rid, chunks, partition, n)
+        w.leases.add(lease_id)
+        self.buffered -= n
+        self.leased += n
+        self.counters.leased += n
+        ids: list[Any] = []
+        now = self.clock()
+        for c in chunks:
+            ids.extend(c.ids)
+            self.waits.append((now - c.t_enq, c.n))
+        bodies: list[Any] = [c.body for c in chunks]  # memoryviews: sent without a copy
+        return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, [c.t_src for c in chunks])
+
+    def _grant(self) -> Outgoing:
+        free = self.free
+        if free <= 0 or not self.producers:
+            return []
+        out: Outgoing = []
+        cap = max(1, self.capacity // (2 * len(self.producers)))
+        for rid, p in sorted(self.producers.items(), key=lambda kv: kv[1].outstanding):
+            if free <= 0:
+                break
+            window = min(p.want, cap)
+            deficit = window - p.outstanding
+            if deficit <= 0:
+                continue
+            if p.outstanding > 0 and deficit < max(1, window // 4):
+                continue  # still holds plenty; wait to grant a worthwhile chunk
+            g = min(deficit, free)
+            p.outstanding += g
+            self.outstanding += g
+            free -= g
+            out.append((rid, wire.credit(g, p.last_seq)))
+        return out
+
+    def _check_end(self) -> Outgoing:
+        if self.ended or not self.closed or self.buffered or self.leased:
+            return []
+        self.ended = True
+        out: Outgoing = []
+        for rid in self.waiting:
+            w = self.workers[rid]
+            out.extend((rid, wire.simple(wire.END)) for _ in w.gets)
+            w.gets.clear()
+        self.waiting.clear()
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, and the queue waits sampled since the last call (then reset)."""
+        c = self.counters
+        waits, self.waits = metrics.thin(self.waits), []
+        return {
+            "wait": [[round(w * 1000, 3), n] for w, n in waits],  # [ms, events]
+            "length": self.buffered,
+            "capacity": self.capacity,
+            "leased": self.leased,
+            "credit": self.outstanding,
+            "producers": len(self.producers),
+            "workers": len(self.workers),
+            "waiting": len(self.waiting),
+            "arrived": c.arrived,
+            "acked": c.acked,
+            "redelivered": c.redelivered,
+            "poisoned": c.poisoned,
+            "last_poison": self.last_poison,
+            "refused_frames": c.refused_frames,
+            "closed": self.closed,
+            "ended": self.ended,
+        }

@@ -1,0 +1,109 @@
+"""The journal that lets `sedamp run --resume` skip what an earlier run already wrote.
+
+A sink class (or function) marked ``resumable = True`` promises that once its
+``handle`` returns, that event's output is complete on disk (``stages.files:WriteFiles``
+writes each file atomically). The worker of such a sink appends the integer ids of the
+events it handled, as little-endian int64, to ``<workdir>/journal/<topology>/<sink>.<pid>.ids``
+after every batch and before acknowledging it. An id is the position of the event in
+its source, so on ``--resume`` a source skips every position that every sink holds.
+
+What is skipped is exact for one-to-one pipelines (file in, file out). Events that were
+fanned out (ids ``"<id>.<i>"``) or dropped on the way are not journaled and are done
+again, which is safe for sinks that write by name (the file is written again). A run
+without --resume starts a fresh journal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from array import array
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sedamp.runtime.dedupe import IdSet
+from sedamp.runtime.stage import load_ref
+
+if TYPE_CHECKING:  # the worker imports this module: keep YAML parsing out of it
+    from sedamp.spec.topology import Topology
+
+_ITEM = array("q").itemsize
+
+
+def journal_dir(workdir: Path, name: str) -> Path:
+    return Path(workdir) / "journal" / name
+
+
+def is_resumable(ref: str) -> bool:
+    return bool(getattr(load_ref(ref), "resumable", False))
+
+
+def resume_problem(top: Topology) -> str | None:
+    """Why --resume cannot be used on `top`, or None."""
+    sources = [s.name for s in top.stages.values() if s.kind == "source"]
+    if len(sources) != 1:
+        return f"it needs exactly one source (positions identify events), and {top.name!r} has {len(sources)}"
+    bad = [s.name for s in top.stages.values() if s.kind == "sink" and not is_resumable(s.ref)]
+    if bad:
+        return (
+            f"sink {', '.join(repr(b) for b in bad)} cannot tell what it wrote: a sink must be marked "
+            "resumable = True (its output is complete when handle() returns), as stages.files:WriteFiles is"
+        )
+    return None
+
+
+def start(directory: Path, resume: bool) -> None:
+    if not resume:
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+class Journal:
+    """The writer in a sink worker."""
+
+    def __init__(self, directory: str | Path, stage: str) -> None:
+        path = Path(directory) / f"{stage}.{os.getpid()}.ids"
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def add(self, ids: Iterable[Any]) -> None:
+        done = array("q", (i for i in ids if type(i) is int))
+        if done:
+            os.write(self.fd, done.tobytes())
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def read_ids(directory: Path, stage: str) -> set[int]:
+    ids: set[int] = set()
+    for path in directory.glob(f"{stage}.*.ids"):
+        data = path.read_bytes()
+        a = array("q")
+        a.frombytes(data[: len(data) - len(data) % _ITEM])  # a crash may cut the last record
+        ids.update(a)
+    return ids
+
+
+def done_ids(directory: Path, top: Topology) -> list[int]:
+    """Source positions every sink has journaled, sorted."""
+    sinks = [s.name for s in top.stages.values() if s.kind == "sink"]
+    if not sinks:
+        return []
+    done = read_ids(directory, sinks[0])
+    for name in sinks[1:]:
+        done &= read_ids(directory, name)
+    return sorted(done)
+
+
+def write_skip(path: Path, ids: list[int]) -> None:
+    path.write_bytes(array("q", ids).tobytes())
+
+
+def read_skip(path: str | Path) -> IdSet:
+    a = array("q")
+    a.frombytes(Path(path).read_bytes())
+    skip = IdSet()
+    for i in a:
+        skip.add(i)
+    return skip

@@ -1,0 +1,288 @@
+"""The producer side of an edge: sends events to a downstream stage queue under credit.
+
+Used inside worker and source processes (not a process role itself). An `Outlet` owns
+one DEALER to one downstream queue. Events are put in its backlog already packed; it
+sends them as PUTs of at most the credit it holds, and learns from each CREDIT reply
+which PUTs the queue has taken (``took_seq``). Each backlog item carries a tag (the
+upstream lease it came from): `on_message` returns the tags whose events have all been
+taken, so the worker acknowledges a lease only once its outputs are safe downstream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from sedamp.errors import WireError
+from sedamp.runtime import sockets, wire
+from sedamp.runtime.deadletter import DeadLetters
+
+# Most events one PUT carries. Larger PUTs amortise per-message cost but make the queue
+# split them more often for workers that ask for less; 512 is past the knee measured for
+# near-free events (per-message cost is ~1% of a 512-event batch).
+MAX_PUT_EVENTS = 512
+
+
+def _fit(packed: list[bytes], k: int) -> int:
+    """How many of the first `k` packed events fit in MAX_PUT_BYTES (at least one)."""
+    size = 0
+    for i in range(k):
+        size += len(packed[i])
+        if size > wire.MAX_PUT_BYTES and i > 0:
+            return i
+    return k
+
+
+def partition_of(key_value: Any, partitions: int) -> int:
+    """The stable partition of a routing key (same in every process and run)."""
+    return zlib.crc32(wire.pack_event(key_value)) % partitions
+
+
+class Outlet:
+    def __init__(
+        self,
+        socks: sockets.Sockets,
+        stage: str,
+        endpoint: str,
+        identity: str,
+        key: str | None,
+        partitions: int,
+        want: int,
+        on_full: str = "block",
+        when: list[list[Any]] | None = None,
+    ) -> None:
+        self.stage = stage
+        self.when: tuple[tuple[str, Any], ...] | None = tuple((k, v) for k, v in when) if when else None
+        self.on_full = on_full
+        self.key = key
+        self.partitions = partitions
+        self.sock = socks.dealer(identity, endpoint)
+        self.credit = 0
+        self.seq = 0
+        self.backlog: deque[tuple[int, list[Any], list[bytes], Any, float]] = deque()
+        self.sent: deque[tuple[int, Any]] = deque()  # (seq, tag) not yet taken
+        self.held: dict[Any, int] = {}  # tag -> backlog items + PUTs not yet taken
+        self.events_sent = 0
+        self.answered = False  # the queue has replied at least once
+        self.dropped = 0  # events shed under on_full: drop
+        self.rejected_count = 0  # events shed under on_full: reject
+        self.rejected: list[tuple[list[Any], list[bytes]]] = []  # for the owner to dead-letter
+        self.errors: list[str] = []
+        self.fatal: str | None = None  # a PUT of ours was refused: the owner cannot go on
+        self.sock.send_multipart(wire.hello(wire.PRODUCER, -1, want))
+
+    @property
+    def blocked(self) -> bool:
+        """Events are waiting for credit."""
+        return bool(self.backlog)
+
+    @property
+    def idle(self) -> bool:
+        """Everything given to this outlet has been taken by the queue."""
+        return not self.backlog and not self.sent
+
+    def add(self, partition: int, ids: list[Any], packed: list[bytes], tag: Any, t_src: float = 0.0) -> None:
+        if not ids:
+            return
+        self.backlog.append((partition, ids, packed, tag, t_src))
+        self.held[tag] = self.held.get(tag, 0) + 1
+
+    def flush(self) -> list[Any]:
+        """Send as much of the backlog as the credit allows. With ``on_full: drop`` or
+        ``reject``, a backlog the queue has no room for is shed instead of waiting.
+        Returns the tags whose events have all been taken or shed."""
+        while self.backlog and self.credit > 0:
+            partition, ids, packed, tag, t_src = self.backlog[0]
+            k = min(len(ids), self.credit, MAX_PUT_EVENTS)
+            if sum(map(len, itertools.islice(packed, k))) > wire.MAX_PUT_BYTES:
+                k = _fit(packed, k)  # rare: walk the events only when the PUT is too big
+            if k < len(ids):
+                self.backlog[0] = (partition, ids[k:], packed[k:], tag, t_src)
+                self.held[tag] += 1
+                ids, packed = ids[:k], packed[:k]
+            else:
+                self.backlog.popleft()
+            body, ends = wire.join_packed(packed)
+            self.sock.send_multipart(wire.put(self.seq, partition, ids, ends, body, t_src), copy=False)
+            self.sent.append((self.seq, tag))
+            self.seq += 1
+            self.credit -= k
+            self.events_sent += k
+        if self.backlog and self.on_full != "block" and self._full():
+            return self._shed()
+        return []
+
+    def _full(self) -> bool:
+        """The queue is full for this producer: it has answered every PUT and still
+        granted no credit (credit merely in flight is not fullness)."""
+        return self.answered and not self.sent and self.credit == 0
+
+    def _shed(self) -> list[Any]:
+        released = []
+        while self.backlog:
+            _, ids, packed, tag, _t = self.backlog.popleft()
+            if self.on_full == "drop":
+                self.dropped += len(ids)
+            else:
+                self.rejected.append((ids, packed))
+                self.rejected_count += len(ids)
+            released.extend(self._release(tag))
+        return released
+
+    def _release(self, tag: Any) -> list[Any]:
+        left = self.held[tag] - 1
+        if left:
+            self.held[tag] = left
+            return []
+        del self.held[tag]
+        return [tag]
+
+    def on_message(self, frames: list[bytes]) -> list[Any]:
+        """Apply a message from the queue and send what its credit allows; return the
+        tags whose events have all been taken (or shed)."""
+        try:
+            msg = wire.parse(frames)
+        except WireError as exc:
+            self.errors.append(f"bad frame from queue {self.stage}: {exc}")
+            return []
+        if msg.kind == wire.ERR:
+            reason, seq = msg.fields
+            if seq >= 0 and any(s == seq for s, _ in self.sent):
+                # events this process handed over were not taken: acknowledging their
+                # input would lose them, so the owner must stop (see `fatal`)
+                self.fatal = f"queue {self.stage!r} refused {self.stage!r}-bound events (PUT {seq}): {reason}"
+            else:
+                self.errors.append(f"queue {self.stage} refused a message: {reason}")
+            return []
+        if msg.kind != wire.CREDIT:
+            self.errors.append(f"unexpected {wire.KIND_NAMES[msg.kind]} from queue {self.stage}")
+            return []
+        grant, took = msg.fields
+        self.answered = True
+        self.credit += grant
+        done: list[Any] = []
+        while self.sent and self.sent[0][0] <= took:
+            _, tag = self.sent.popleft()
+            done.extend(self._release(tag))
+        return done + self.flush()
+
+    def detach(self) -> None:
+        self.sock.send_multipart(wire.simple(wire.EOS))
+
+    def close(self) -> None:
+        # Everything this outlet sent was confirmed; only the EOS may still be on its
+        # way, and a short linger lets it out (the queue copes if it never arrives).
+        self.sock.close(linger=500)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where one downstream edge goes (plain data, passed to child processes)."""
+
+    stage: str
+    endpoint: str
+    key: str | None
+    partitions: int
+    on_full: str = "block"
+    when: list[list[Any]] | None = None  # [[field, value], ...]: only matching events go here
+
+
+class Router:
+    """Packs a handler's outputs and spreads them over the outlets of a process.
+
+    `route(parent_id, outputs, tag)` packs each output once, names it (the parent's id
+    for a single output, ``"<parent>.<i>"`` for several) and adds it to every outlet,
+    into the partition of its key for key-routed edges. Raises WireError (an output
+    MessagePack cannot carry) or KeyError (an output lacks the routing key) before
+    adding anything, so a failed event leaves no partial output behind."""
+
+    def __init__(self, outlets: list[Outlet], max_event_bytes: int = wire.MAX_EVENT_BYTES) -> None:
+        self.outlets = outlets
+        self.limit = max_event_bytes
+        self._pending: list[dict[int, tuple[list[Any], list[bytes]]]] = [{} for _ in outlets]
+        # True when some edge routes by key or by `when`: outputs must then be looked at
+        # one by one
+        self.keyed = any((o.key is not None and o.partitions > 1) or o.when for o in outlets)
+
+    def route_packed(self, ids: list[Any], packed: list[bytes]) -> None:
+        """Add events already named and packed, on edges that do not route by key."""
+        assert not self.keyed
+        for pending in self._pending:
+            slot = pending.get(0)
+            if slot is None:
+                pending[0] = (list(ids), list(packed))
+            else:
+                slot[0].extend(ids)
+                slot[1].extend(packed)
+
+    def route(self, parent_id: Any, outputs: list[Any]) -> None:
+        if not outputs:
+            return
+        packed = [wire.pack_event(o, self.limit) for o in outputs]
+        if len(outputs) == 1:
+            ids: list[Any] = [parent_id]
+        else:
+            ids = [f"{parent_id}.{i}" for i in range(len(outputs))]
+        placements: list[list[int | None]] = []  # per outlet, the partition of each output (None: not here)
+        matched = [False] * len(outputs)
+        for o in self.outlets:
+            parts: list[int | None] = []
+            for j, ev in enumerate(outputs):
+                if o.when is not None and not _matches(ev, o.when):
+                    parts.append(None)
+                    continue
+                matched[j] = True
+                if o.key is None or o.partitions == 1:
+                    parts.append(0)
+                    continue
+                if not isinstance(ev, dict) or o.key not in ev:
+                    raise KeyError(f"an output has no field {o.key!r} to route it to stage {o.stage!r} by")
+                parts.append(partition_of(ev[o.key], o.partitions))
+            placements.append(parts)
+        if self.outlets and not all(matched):
+            conds = "; ".join(f"{o.stage}: {dict(o.when)}" for o in self.outlets if o.when)
+            raise KeyError(f"an output matches the when: of no edge ({conds})")
+        for pending, parts in zip(self._pending, placements, strict=True):
+            for eid, p, part in zip(ids, packed, parts, strict=True):
+                if part is None:
+                    continue
+                slot = pending.get(part)
+                if slot is None:
+                    slot = pending[part] = ([], [])
+                slot[0].append(eid)
+                slot[1].append(p)
+
+    def commit(self, tag: Any, t_src: float = 0.0) -> tuple[bool, list[Any]]:
+        """Hand what `route` gathered to the outlets under `tag`. Returns whether
+        anything was handed over, and the tags released meanwhile (taken or shed)."""
+        any_out = False
+        released: list[Any] = []
+        for o, pending in zip(self.outlets, self._pending, strict=True):
+            for part, (ids, packed) in pending.items():
+                o.add(part, ids, packed, tag, t_src)
+                any_out = True
+            pending.clear()
+            released.extend(o.flush())
+        return any_out, released
+
+
+def _matches(event: Any, when: tuple[tuple[str, Any], ...]) -> bool:
+    return isinstance(event, dict) and all(k in event and event[k] == v for k, v in when)
+
+
+def dead_letter_rejected(o: Outlet, dead: DeadLetters) -> None:
+    """Write what a full ``on_full: reject`` queue could not take to the dead letters."""
+    while o.rejected:
+        ids, packed = o.rejected.pop()
+        for eid, p in zip(ids, packed, strict=True):
+            dead.write(
+                stage=o.stage,
+                event_id=eid,
+                error_type="Rejected",
+                message=f"the queue of stage {o.stage!r} was full (on_full: reject)",
+                traceback=None,
+                event=wire.unpack_events([p], 1)[0],
+            )

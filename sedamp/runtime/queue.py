@@ -1,0 +1,166 @@
+"""Runs in a stage-queue process, one per stage that has an input.
+
+Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/BYE from
+        workers) and its control DEALER to the controller (CLOSE, STOP, GONE).
+Writes: CREDIT to producers, BATCH/END to workers, ERR to a peer whose frame was
+        refused; REGISTER, STATS every period and DONE to the controller.
+
+All decisions are made by `sedamp.runtime.flow.QueueCore`; this module only moves frames
+between the sockets and that state machine. A malformed frame is counted and answered
+with ERR; it never stops the queue. The queue exits when the controller says STOP or
+when its parent is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from sedamp.errors import WireError
+from sedamp.runtime import lifeline, sockets, wire
+from sedamp.runtime.deadletter import DeadLetters
+from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    stage: str
+    endpoint: str  # where the data ROUTER binds
+    control_endpoint: str
+    capacity: int
+    partitions: int  # > 1 for a key-routed stage: one per worker index
+    period_s: float
+    parent_pid: int
+    dead_letters: str = ""  # where poison events go
+    on_poison: str = "dead_letter"  # the stage's on_error.then: dead_letter | skip | fail
+    curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
+    advertise: str | None = None  # the host peers reach this queue at (tcp)
+
+
+def queue_identity(stage: str) -> str:
+    return f"q:{stage}"
+
+
+def run_queue(cfg: QueueConfig) -> None:
+    """Entry function of a queue process."""
+    lifeline.become_child(cfg.parent_pid)
+    socks = sockets.Sockets(cfg.curve)
+    data = socks.router(cfg.endpoint)
+    ctl = socks.dealer(queue_identity(cfg.stage), cfg.control_endpoint)
+    core = QueueCore(cfg.capacity, cfg.partitions)
+    dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
+    ctl.send_multipart(
+        wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid(), sockets.bound_endpoint(data, cfg.advertise))
+    )
+    poller = zmq.Poller()
+    poller.register(data, zmq.POLLIN)
+    poller.register(ctl, zmq.POLLIN)
+    next_stats = time.monotonic() + cfg.period_s
+    next_parent_check = time.monotonic() + lifeline.PARENT_CHECK_PERIOD_S
+    stopping = False
+    reported_end = False
+    try:
+        while not stopping:
+            ready = dict(poller.poll(int(cfg.period_s * 1000 / 2)))
+            if data in ready:
+                for frames in sockets.drain(data):
+                    _send(data, core, _on_data(core, frames))
+            if ctl in ready:
+                for frames in sockets.drain(ctl):
+                    try:
+                        msg = wire.parse(frames)
+                    except WireError as exc:
+                        log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
+                        continue
+                    if msg.kind == wire.CLOSE:
+                        _send(data, core, core.close())
+                    elif msg.kind == wire.GONE:
+                        rid, reason, lease, position = msg.fields
+                        rid = rid.encode() if isinstance(rid, str) else rid
+                        out = core.worker_gone(rid, reason, (lease, position))
+                        _send(data, core, out + core.producer_gone(rid))
+                        _poisoned(cfg, core, dead)
+                    elif msg.kind == wire.STOP:
+                        stopping = True
+            now = time.monotonic()
+            if core.ended and not reported_end:
+                reported_end = True
+                next_stats = now  # tell the controller at once
+            if now >= next_stats or stopping:
+                ctl.send_multipart(wire.simple(wire.DONE if stopping else wire.STATS, core.stats()))
+                next_stats = now + cfg.period_s
+            if now >= next_parent_check:
+                if not lifeline.parent_alive(cfg.parent_pid):
+                    log.error("queue %s: controller is gone, exiting", cfg.stage)
+                    os._exit(1)
+                next_parent_check = now + lifeline.PARENT_CHECK_PERIOD_S
+    finally:
+        ctl.setsockopt(zmq.LINGER, 1000)  # let the final DONE out; counters are advisory
+        ctl.close()
+        data.close()
+        socks.close()
+        if dead is not None:
+            dead.close()
+
+
+def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> None:
+    """Take the events that killed their workers out of circulation: to the dead
+    letters (also under on_error: fail, so the run stops without losing the event),
+    or counted and dropped under on_error: skip."""
+    while core.poisoned:
+        eid, packed, reason = core.poisoned.pop(0)
+        log.error("stage %s: event %r killed %d workers (last: %s); not retried", cfg.stage, eid, POISON_DEATHS, reason)
+        core.last_poison = {"event_id": eid, "reason": reason}
+        if cfg.on_poison == "skip" or dead is None:
+            continue
+        try:
+            event: Any = wire.unpack_events([packed], 1)[0]
+        except WireError:
+            event = packed
+        dead.write(
+            stage=cfg.stage,
+            event_id=eid,
+            error_type="WorkerDied",
+            message=f"stage {cfg.stage!r}: the event killed {POISON_DEATHS} workers that held it; the last {reason}",
+            traceback=None,
+            event=event,
+        )
+
+
+def _on_data(core: QueueCore, frames: list[bytes]) -> Outgoing:
+    if len(frames) < 2:
+        core.counters.refused_frames += 1
+        return []
+    rid, payload = frames[0], frames[1:]
+    try:
+        msg = wire.parse(payload)
+    except WireError as exc:
+        return core.refuse(rid, str(exc))
+    return core.handle(rid, msg)
+
+
+def _send(sock: zmq.Socket[Any], core: QueueCore, out: Outgoing) -> None:
+    for rid, frames in out:
+        try:
+            sock.send_multipart([rid, *frames], zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            # The peer is gone (EHOSTUNREACH) or wedged far past any protocol bound
+            # (EAGAIN). A worker still registered here has not said BYE, so it died:
+            # its leases stay where they are until the controller's GONE, which says
+            # which event was in its handler (returning them now would blame nobody,
+            # and a poison event would go round again).
+            if rid in core.workers:
+                log.debug("queue: cannot send to worker %r (dead; waiting for GONE): %s", rid, exc)
+            elif rid in core.producers:
+                log.debug("queue: cannot send to producer %r: %s", rid, exc)
+                _send(sock, core, core.producer_gone(rid))
+            else:
+                # a peer that already left (e.g. an END crossing its last GET)
+                log.debug("queue: %r is gone: %s", rid, exc)

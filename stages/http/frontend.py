@@ -1,0 +1,489 @@
+"""An HTTP/1.1 front end for a topology: requests in as events, responses back out.
+
+Three pieces, used together in a topology (see ``topologies/http-service.yaml``):
+
+``HttpFrontend`` (source)
+    Serves HTTP/1.1 with keep-alive on `host`:`port` (loopback by default) from a thread
+    of the source process. Each request becomes an event ``{"id", "route", "method",
+    "path", "query", "headers", "body", "client", "class", "deadline"}`` routed by method
+    and path (`routes`) to its route's first stage (use ``when: {route: NAME}`` edges).
+    Every request gets an answer: the response, ``503`` with ``Retry-After`` when
+    admission refuses it (``stages.http.admission``: in-flight bound, token bucket, p90
+    response-time controller, request classes), ``504`` when its deadline passes,
+    ``500`` when its handler failed, ``404`` for an unknown path, ``405`` for a wrong
+    method, ``413`` for a body over `max_body_bytes`, ``400`` / ``431`` for malformed
+    requests or headers, ``408`` for a client too slow to send its request.
+``Call`` (handler)
+    Calls ``func(request)`` (named in params, from the topology file) and turns what it
+    returns into a response event: a dict with ``status``/``headers``/``body``, a str
+    (text), bytes, or anything else as JSON. An exception becomes a 500 that names no
+    internals (the traceback goes to the worker's log).
+``Respond`` (sink)
+    Hands the responses of each batch, in one message, to the front end listening on
+    the same `port`, through a socket in a private per-user directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import os
+import queue
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+import sedamp
+from sedamp.runtime.stage import load_ref
+from stages.http.admission import Admission, RouteLimits
+
+__all__ = ["Call", "HttpFrontend", "Respond", "reply_endpoint", "response"]
+
+log = logging.getLogger("sedamp.http")
+
+REASONS = {
+    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}  # fmt: skip
+MAX_HEADER_BYTES = 16 * 1024
+IDLE_WAIT_S = 0.1  # how long an idle front end waits for a request before saying IDLE
+REPORT_S = 5.0  # how often each route's admission is logged (INFO)
+
+
+def reply_endpoint(port: int) -> str:
+    """Where the front end on `port` takes responses: a socket in a directory only this
+    user can enter."""
+    d = Path(tempfile.gettempdir()) / f"sedamp-http-{os.getuid()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    st = d.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{d} must be owned by this user with mode 0700")
+    return f"ipc://{d}/{int(port)}.sock"
+
+
+def response(
+    request: dict[str, Any], body: Any = b"", status: int = 200, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The response event for `request` (for handlers that build it themselves)."""
+    out_headers = dict(headers or {})
+    if isinstance(body, str):
+        body = body.encode()
+        out_headers.setdefault("content-type", "text/plain; charset=utf-8")
+    elif not isinstance(body, bytes | bytearray):
+        body = json.dumps(body).encode()
+        out_headers.setdefault("content-type", "application/json")
+    return {"id": request["id"], "status": int(status), "headers": out_headers, "body": bytes(body)}
+
+
+class Call:
+    """Handler: the response of ``func(request)``; a failure is a 500 naming no internals.
+
+    `func` ("module:function", from the topology file) is imported in ``setup``, so a
+    module that prepares itself on import (e.g. calibrates) does so before the first
+    request."""
+
+    def setup(self, func: str) -> None:
+        self.name = func
+        self.func = load_ref(func)
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = self.func(request)
+        except Exception:
+            log.error(
+                "%s failed on %s %s:\n%s", self.name, request.get("method"), request.get("path"), traceback.format_exc()
+            )
+            return response(request, "internal error\n", 500)
+        if isinstance(result, dict) and "status" in result and "id" in result:
+            return result
+        if isinstance(result, dict) and ("status" in result or "body" in result):
+            return response(request, result.get("body", b""), result.get("status", 200), result.get("headers"))
+        return response(request, result)
+
+
+class Respond:
+    """Sink: sends each response event back to the front end on `port`."""
+
+    def setup(self, port: int) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.connect(reply_endpoint(port))
+
+    def handle_batch(self, events: list[dict[str, Any]]) -> list[None]:
+        """One message per batch: ``[[id, status, headers, body], ...]``."""
+        self.sock.send(
+            msgpack.packb(
+                [[e["id"], int(e.get("status", 200)), e.get("headers") or {}, e.get("body", b"")] for e in events],
+                use_bin_type=True,
+            )
+        )
+        return [None] * len(events)
+
+    def teardown(self) -> None:
+        self.sock.close()
+        self.ctx.term()
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HttpFrontend:
+    """Source: an HTTP/1.1 server whose requests are the events (see the module doc).
+
+    Params
+        port, host: where to listen (host 127.0.0.1 unless given).
+        routes: a list of ``{path, route, method: GET|POST|...|"*", prefix: bool}``; the
+            first match wins.
+        limits: per route, ``{max_inflight, rate, burst, target_p90_ms, classes}``
+            (``stages.http.admission.RouteLimits``).
+        classes: a list of ``{header, value, class}`` or ``{path_prefix, class}`` rules;
+            the first match gives the request's class (0 the highest); unmatched requests
+            get `default_class`.
+        timeout_s: a request unanswered this long gets 504.
+        max_body_bytes, header_timeout_s (time to send a request), keepalive_s (idle time
+        between requests), max_connections.
+    """
+
+    def setup(
+        self,
+        port: int = 8080,
+        host: str = "127.0.0.1",
+        routes: list[dict[str, Any]] | None = None,
+        limits: dict[str, dict[str, Any]] | None = None,
+        classes: list[dict[str, Any]] | None = None,
+        default_class: int = 0,
+        timeout_s: float = 10.0,
+        max_body_bytes: int = 1 << 20,
+        header_timeout_s: float = 10.0,
+        keepalive_s: float = 5.0,
+        max_connections: int = 1024,
+        idle_ms: float = 2.0,
+    ) -> None:
+        self.port = int(port)
+        self.host = host
+        self.routes = [dict(r) for r in (routes or [{"path": "/", "route": "default", "prefix": True}])]
+        for r in self.routes:
+            if "path" not in r or "route" not in r:
+                raise ValueError(f"HttpFrontend: a route needs path and route, got {r}")
+            r.setdefault("method", "*")
+        self.classes = list(classes or [])
+        self.default_class = int(default_class)
+        self.timeout_s = float(timeout_s)
+        self.max_body = int(max_body_bytes)
+        self.header_timeout_s = float(header_timeout_s)
+        self.keepalive_s = float(keepalive_s)
+        self.max_connections = int(max_connections)
+        self.idle_s = float(idle_ms) / 1000
+        self.admission: dict[str, Admission] = {}
+        for name in {r["route"] for r in self.routes}:
+            spec = dict((limits or {}).get(name, {}))
+            if "target_p90_ms" in spec:
+                spec["target_p90_s"] = float(spec.pop("target_p90_ms")) / 1000
+            self.admission[name] = Admission(RouteLimits(**spec), time.monotonic)
+        self.counts: dict[int, int] = {}
+        self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._ids = itertools.count()
+        self._pending: dict[int, tuple[asyncio.Future[Any], str, float]] = {}
+        self._connections = 0
+        self._closing = False
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"HttpFrontend cannot listen on {host}:{port}: {self._error}") from self._error
+
+    def total(self) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[Any]:
+        # After a request, wait only `idle_ms` for another before saying IDLE (so that
+        # what was read is sent at once); when nothing is coming, wait longer between
+        # IDLEs: a request that arrives is still taken at once, and an idle front end
+        # does not wake its process hundreds of times a second.
+        wait = IDLE_WAIT_S
+        while True:
+            try:
+                event = self._events.get(timeout=wait)
+            except queue.Empty:
+                wait = IDLE_WAIT_S
+                yield sedamp.IDLE
+            else:
+                wait = self.idle_s
+                yield event
+
+    # ------------------------------------------------------------ the server thread
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        self._zctx = zmq.asyncio.Context()
+        self._pull = self._zctx.socket(zmq.PULL)
+        self._pull.bind(reply_endpoint(self.port))
+        self._server = await asyncio.start_server(
+            self._connection, self.host, self.port, limit=MAX_HEADER_BYTES, reuse_address=True
+        )
+        self._receiver = asyncio.ensure_future(self._receive())
+        self._reporter = asyncio.ensure_future(self._report())
+
+    async def _report(self) -> None:
+        """Every REPORT_S, log (at INFO: `sedamp run -v`) what each route's admission did."""
+        last: dict[str, tuple[int, dict[str, int]]] = {}
+        while True:
+            await asyncio.sleep(REPORT_S)
+            for route, adm in sorted(self.admission.items()):
+                admitted0, refused0 = last.get(route, (0, {}))
+                refused = {k: v - refused0.get(k, 0) for k, v in adm.refused.items() if v - refused0.get(k, 0)}
+                last[route] = (adm.admitted, dict(adm.refused))
+                if adm.admitted == admitted0 and not refused:
+                    continue
+                p90 = adm.controller.p90_s if adm.controller is not None else None
+                log.info(
+                    "http: route %s in the last %g s: admitted %d, refused %s; in flight %d; rate %s; p90 %s",
+                    route,
+                    REPORT_S,
+                    adm.admitted - admitted0,
+                    refused or 0,
+                    adm.inflight,
+                    f"{adm.bucket.rate:.1f}/s" if math.isfinite(adm.bucket.rate) else "unlimited",
+                    f"{p90 * 1000:.0f} ms" if p90 is not None else "-",
+                )
+
+    async def _receive(self) -> None:
+        while True:
+            raw = await self._pull.recv()
+            try:
+                responses = [(rid, int(st), dict(hd), bytes(bd)) for rid, st, hd, bd in msgpack.unpackb(raw, raw=False)]
+            except Exception:
+                log.error("http: a malformed batch of responses was dropped")
+                continue
+            now = time.monotonic()
+            for rid, status, headers, body in responses:
+                entry = self._pending.pop(rid, None)
+                if entry is None:
+                    continue  # it was answered 504 already
+                fut, route, t0 = entry
+                self.admission[route].done(now - t0, admitted_at=t0)
+                if not fut.done():
+                    fut.set_result((status, headers, body))
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
+        peer = writer.get_extra_info("peername")
+        client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        try:
+            if self._connections > self.max_connections:
+                await self._write(writer, 503, {"retry-after": "1"}, b"too many connections\n", close=True)
+                return
+            first = True
+            while not self._closing:
+                keep = await self._one(reader, writer, client, first)
+                first = False
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections -= 1
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str, first: bool) -> bool:
+        """Serve one request; False when the connection should close."""
+        wait = self.header_timeout_s if first else self.keepalive_s
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
+        except TimeoutError:
+            if first:
+                await self._write(writer, 408, {}, b"request not received in time\n", close=True)
+            return False
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial.strip():
+                await self._write(writer, 400, {}, b"incomplete request\n", close=True)
+            return False
+        except asyncio.LimitOverrunError:
+            await self._write(writer, 431, {}, b"request headers too large\n", close=True)
+            return False
+        try:
+            method, target, version, headers = _parse_head(head)
+        except _BadRequest as exc:
+            await self._write(writer, exc.status, {}, f"{exc}\n".encode(), close=True)
+            return False
+        keep = _keep_alive(version, headers)
+        if "transfer-encoding" in headers:
+            await self._write(writer, 411, {}, b"send a content-length, not a chunked body\n", close=True)
+            return False
+        try:
+            length = int(headers.get("content-length", "0"))
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            await self._write(writer, 400, {}, b"bad content-length\n", close=True)
+            return False
+        if length > self.max_body:
+            await self._write(writer, 413, {}, f"body over {self.max_body} bytes\n".encode(), close=True)
+            return False
+        try:
+            body = await asyncio.wait_for(reader.readexactly(length), self.header_timeout_s) if length else b""
+        except TimeoutError:
+            await self._write(writer, 408, {}, b"body not received in time\n", close=True)
+            return False
+        status, rheaders, rbody = await self._dispatch(method, target, headers, body, client)
+        await self._write(writer, status, rheaders, rbody, close=not keep or self._closing)
+        return keep
+
+    async def _dispatch(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, client: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        parts = urlsplit(target)
+        path = unquote(parts.path) or "/"
+        if self._closing:
+            return 503, {"retry-after": "1"}, b"shutting down\n"
+        allowed = []
+        route = None
+        for r in self.routes:
+            hit = path.startswith(r["path"]) if r.get("prefix") else path == r["path"]
+            if not hit:
+                continue
+            if r["method"] in ("*", method):
+                route = r["route"]
+                break
+            allowed.append(r["method"])
+        if route is None:
+            if allowed:
+                return 405, {"allow": ", ".join(sorted(set(allowed)))}, b"method not allowed\n"
+            return 404, {}, b"not found\n"
+        klass = self._class_of(path, headers)
+        why = self.admission[route].admit(klass, client)
+        if why is not None:
+            return 503, {"retry-after": "1"}, f"overloaded: {why}\n".encode()
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        t0 = time.monotonic()
+        self._pending[rid] = (fut, route, t0)
+        self._events.put(
+            {
+                "id": rid,
+                "route": route,
+                "method": method,
+                "path": path,
+                "query": parts.query,
+                "headers": headers,
+                "body": body,
+                "client": client,
+                "class": klass,
+                "deadline": time.time() + self.timeout_s,
+            }
+        )
+        try:
+            result: tuple[int, dict[str, str], bytes] = await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
+            return result
+        except TimeoutError:
+            if self._pending.pop(rid, None) is not None:
+                self.admission[route].done(None)
+            return 504, {}, f"no answer within {self.timeout_s:g} s\n".encode()
+
+    def _class_of(self, path: str, headers: dict[str, str]) -> int:
+        for rule in self.classes:
+            if "header" in rule and headers.get(str(rule["header"]).lower()) == rule.get("value"):
+                return int(rule["class"])
+            if "path_prefix" in rule and path.startswith(rule["path_prefix"]):
+                return int(rule["class"])
+        return self.default_class
+
+    async def _write(
+        self, writer: asyncio.StreamWriter, status: int, headers: dict[str, str], body: bytes, close: bool
+    ) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
+        hdrs = {k.lower(): v for k, v in headers.items()}
+        hdrs.setdefault("content-type", "text/plain; charset=utf-8")
+        hdrs["content-length"] = str(len(body))
+        hdrs["connection"] = "close" if close else "keep-alive"
+        lines += [f"{k}: {v}" for k, v in hdrs.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+
+    # ------------------------------------------------------------ the end
+
+    def teardown(self) -> None:
+        """Stop taking requests, answer what is in flight (the pipeline is draining) for
+        up to timeout_s, then close."""
+        if not self._thread.is_alive():
+            return
+
+        async def stop() -> None:
+            self._closing = True
+            self._server.close()
+            deadline = time.monotonic() + self.timeout_s
+            while self._pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            self._receiver.cancel()
+            self._reporter.cancel()
+            self._pull.close(0)
+            self._zctx.term()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(self.timeout_s + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        log.info("http: answered %s", dict(sorted(self.counts.items())))
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
+        raise _BadRequest(400, "undecodable request") from None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper():
+        raise _BadRequest(400, "malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadRequest(400 if not version.startswith("HTTP/") else 505, f"unsupported version {version[:16]!r}")
+    if not target.startswith("/"):
+        raise _BadRequest(400, "the target must be a path")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or " " in name:
+            raise _BadRequest(400, "malformed header line")
+        headers[name.lower()] = value.strip()
+    return method, target, version, headers
+
+
+def _keep_alive(version: str, headers: dict[str, str]) -> bool:
+    conn = headers.get("connection", "").lower()
+    if version == "HTTP/1.0":
+        return conn == "keep-alive"
+    return conn != "close"

@@ -1,0 +1,133 @@
+"""A live worker process between two queues played by this test (real sockets)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from sedamp.executor.local import LocalExecutor
+from sedamp.runtime import sockets, wire
+from sedamp.runtime.deadletter import read_dead_letters
+from sedamp.runtime.outlet import OutputConfig
+from sedamp.runtime.worker import WorkerConfig
+
+
+def recv(sock: zmq.Socket[Any], kind: int, timeout_s: float = 10) -> tuple[bytes, wire.Message]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            rid, *frames = sock.recv_multipart()
+            m = wire.parse(frames)
+            if m.kind == kind:
+                return rid, m
+    raise AssertionError(f"no {wire.KIND_NAMES[kind]} arrived")
+
+
+class LiveWorker:
+    """A worker process with this test playing its queues and its controller: `up` is
+    its stage queue, `down` the next queue (handlers only), `ctl` the controller."""
+
+    def __init__(self, tmp: Path, kind: str, ref: str, params: dict[str, Any], batch: int, **extra: Any) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.up = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/up")
+        self.down = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/down") if kind == "handler" else None
+        self.ctl = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/ctl")
+        self.dead = tmp / "dead.jsonl"
+        cfg = WorkerConfig(
+            stage="mid" if kind == "handler" else "sink",
+            kind=kind,
+            index=0,
+            ref=ref,
+            params=params,
+            input_endpoint=f"ipc://{tmp}/up",
+            outputs=(OutputConfig("next", f"ipc://{tmp}/down", None, 1),) if kind == "handler" else (),
+            control_endpoint=f"ipc://{tmp}/ctl",
+            batch=batch,
+            dead_letters=str(self.dead),
+            import_paths=(os.getcwd(),),
+            period_s=0.1,
+            parent_pid=os.getpid(),
+            **extra,
+        )
+        self.executor = LocalExecutor()
+        self.proc = self.executor.start(f"test-{kind}", "worker", cfg)
+
+    def __enter__(self) -> LiveWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.executor.close()
+        for sock in (self.up, self.down, self.ctl):
+            if sock is not None:
+                sock.close(0)
+        self.ctx.term()
+
+
+def test_worker_protocol_garbage_and_failures(tmp_path: Path) -> None:
+    with LiveWorker(tmp_path, "handler", "tests.integration.teststages:fail_on", {"modulo": 3}, batch=4) as w:
+        up, down, ctl, proc, dead = w.up, w.down, w.ctl, w.proc, w.dead
+        assert down is not None
+        recv(ctl, wire.REGISTER)
+        wid, hello = recv(up, wire.HELLO)
+        assert hello.fields[0] == wire.WORKER
+        _, get = recv(up, wire.GET)
+        assert get.fields[0] == 4  # the fixed batch size
+        # garbage from "its queue": refused, the worker lives on
+        up.send_multipart([wid, b"\xc1garbage"])
+        up.send_multipart([wid, wire.header(wire.BATCH, 0, [1, 2], [2], [0.0]), b"\xc1\xc1"])  # undecodable events
+        _, ack0 = recv(up, wire.ACK)
+        assert ack0.fields[0] == 0
+        # a good batch: 0 fails (multiple of 3), 1 and 2 go on
+        body, _ = wire.pack_events([{"n": 0}, {"n": 1}, {"n": 2}])
+        up.send_multipart([wid, *wire.batch(1, [10, 11, 12], [3], [body])])
+        pid_, phello = recv(down, wire.HELLO)
+        down.send_multipart([pid_, *wire.credit(10, -1)])
+        _, put = recv(down, wire.PUT)
+        assert put.fields[2] == [11, 12]
+        assert wire.unpack_events(put.bodies, 2) == [{"n": 1}, {"n": 2}]
+        # no ACK before the downstream queue has taken the outputs
+        assert not up.poll(300) or wire.parse(up.recv_multipart()[1:]).kind != wire.ACK
+        down.send_multipart([pid_, *wire.credit(0, put.fields[0])])
+        _, ack1 = recv(up, wire.ACK)
+        assert ack1.fields[0] == 1
+        assert proc.is_alive()
+        # END: the worker says BYE and DONE, and exits once the controller acknowledges
+        up.send_multipart([wid, *wire.simple(wire.END)])
+        cid, done = recv(ctl, wire.DONE)
+        assert done.fields[0]["in"] == 3 and done.fields[0]["failed"] == 3
+        ctl.send_multipart([cid, *wire.simple(wire.STOP, 0)])
+        proc.join(10)
+        assert proc.exitcode == 0
+        letters = read_dead_letters(dead)
+        assert sorted(str(d["event_id"]) for d in letters) == ["1", "10", "2"]
+        assert any("undecodable" in d["message"] for d in letters)
+
+
+def test_a_dedupe_sink_handles_a_redelivered_event_once(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    ref = "tests.integration.teststages:Append"
+    with LiveWorker(tmp_path, "sink", ref, {"out": str(out)}, batch=8, dedupe=True) as w:
+        up, ctl, proc = w.up, w.ctl, w.proc
+        recv(ctl, wire.REGISTER)
+        wid, _ = recv(up, wire.HELLO)
+        for lease, ids in enumerate(([1, 2, 3], [2, 3, 4], ["4.0", "4.1", 4])):
+            body, _ = wire.pack_events([{"n": i} for i in ids])
+            up.send_multipart([wid, *wire.batch(lease, ids, [len(ids)], [body])])
+            _, ack = recv(up, wire.ACK)
+            assert ack.fields[0] == lease
+        up.send_multipart([wid, *wire.simple(wire.END)])
+        cid, done = recv(ctl, wire.DONE)
+        ctl.send_multipart([cid, *wire.simple(wire.STOP, 0)])
+        proc.join(10)
+        assert proc.exitcode == 0
+        stats = done.fields[0]
+        assert stats["duplicates"] == 3 and stats["out"] == 6
+        assert [json.loads(line)["n"] for line in out.read_text().splitlines()] == [1, 2, 3, 4, "4.0", "4.1"]

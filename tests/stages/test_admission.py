@@ -1,0 +1,220 @@
+"""stages.http.admission on synthetic clocks and latency sequences."""
+
+from __future__ import annotations
+
+import math
+
+from stages.http.admission import Admission, ResponseTimeController, RouteLimits, TokenBucket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    b = TokenBucket(rate=10.0, burst=5.0)
+    now = 100.0
+    assert sum(b.take(now) for _ in range(20)) == 5  # the burst
+    assert not b.take(now + 0.05)  # half a token
+    assert b.take(now + 0.1)  # one token after 0.1 s at 10/s
+    assert sum(b.take(now + 10.0) for _ in range(20)) == 5  # refills to the burst, not beyond
+
+
+def test_token_bucket_keeps_a_reserve_for_higher_classes() -> None:
+    b = TokenBucket(rate=1.0, burst=4.0)
+    assert b.take(0.0, keep=2.0) and b.take(0.0, keep=2.0)  # 4 -> 3 -> 2
+    assert not b.take(0.0, keep=2.0)  # would leave 1 < 2
+    assert b.take(0.0) and b.take(0.0) and not b.take(0.0)
+
+
+def test_controller_divides_the_rate_when_p90_is_over_target() -> None:
+    c = ResponseTimeController(target_s=0.1, rate=100.0)
+    t = 0.0
+    for _ in range(100):  # one window of 100 requests, all at 0.3 s
+        t += 0.001
+        c.observe(t, 0.3)
+    assert math.isclose(c.rate, 100.0 / 1.2)
+    for _ in range(100):
+        t += 0.001
+        c.observe(t, 0.3)
+    assert math.isclose(c.rate, 100.0 / 1.2 / 1.2)
+
+
+def test_controller_adds_when_well_under_and_holds_in_between() -> None:
+    c = ResponseTimeController(target_s=0.1, rate=50.0, increase=2.0)
+    t = 0.0
+    for _ in range(100):
+        t += 0.001
+        c.observe(t, 0.02)  # far under target
+    assert c.rate == 52.0
+    c2 = ResponseTimeController(target_s=0.1, rate=50.0)
+    for _ in range(100):
+        t += 0.001
+        c2.observe(t, 0.08)  # under target but not by half: no change
+    assert c2.rate == 50.0
+
+
+def test_a_decrease_cuts_the_rate_actually_admitted_not_a_limit_that_binds_nothing() -> None:
+    """Requests held back by the in-flight bound: 300/s admitted under a 1000/s limit.
+    One window over target cuts to 300 / 1.2, not to 1000 / 1.2 (wind-up)."""
+    c = ResponseTimeController(target_s=0.25, rate=1000.0)
+    t = 0.0
+    for _ in range(100):
+        t += 1 / 300
+        c.admitted(t)
+        c.observe(t, 0.3, admitted_at=t - 0.3)
+    assert math.isclose(c.rate, 300.0 * 100 / 99 / 1.2, rel_tol=0.02)  # 100 admissions over 99 gaps
+
+
+def test_response_times_from_before_a_change_are_left_out() -> None:
+    c = ResponseTimeController(target_s=0.1, rate=100.0)
+    t = 0.0
+    for _ in range(100):
+        t += 0.001
+        c.observe(t, 0.3, admitted_at=t - 0.3)
+    assert len(c.history) == 1 and c.changed_at == t
+    changed = t
+    for _ in range(300):  # answers to requests admitted before the cut: no evidence about it
+        t += 0.001
+        c.observe(t, 0.3, admitted_at=changed - 0.01)
+    assert len(c.history) == 1 and math.isclose(c.rate, 100.0 / 1.2)
+    for _ in range(100):  # admitted after it, and fast: no further cut (the old p90 is forgotten)
+        t += 0.001
+        c.observe(t, 0.06, admitted_at=t - 0.06)
+    assert len(c.history) == 2 and math.isclose(c.rate, 100.0 / 1.2) and c.p90_s == 0.06
+
+
+def test_the_increase_accelerates_while_well_under_and_resets_otherwise() -> None:
+    c = ResponseTimeController(target_s=0.1, rate=100.0)
+    t = 0.0
+
+    def window(latency: float) -> None:
+        nonlocal t
+        for _ in range(100):
+            t += 0.001
+            c.observe(t, latency)
+
+    for _ in range(5):
+        window(0.02)
+    assert c.rate == 100.0 + 2 + 4 + 8 + 16 + 32  # the paper's fixed step would give 110
+    window(0.07)  # under the target but not well under: hold, and the step starts again
+    assert c.rate == 162.0
+    window(0.02)  # smoothed: 0.7 * 0.07 + 0.3 * 0.02 = 0.055, not yet well under
+    window(0.02)  # 0.0445: well under again, from the first step
+    assert c.rate == 164.0
+
+
+def test_controller_measures_over_one_second_when_requests_are_few() -> None:
+    c = ResponseTimeController(target_s=0.1, rate=10.0)
+    c.observe(0.0, 0.5)
+    c.observe(0.5, 0.5)
+    assert c.rate == 10.0  # neither 100 requests nor 1 s yet
+    c.observe(1.0, 0.5)
+    assert c.rate < 10.0 and len(c.history) == 1
+
+
+def test_controller_smooths_p90() -> None:
+    c = ResponseTimeController(target_s=1.0, rate=10.0)
+    t = 0.0
+    for lat in (0.6, 1.2):
+        for _ in range(100):
+            t += 0.001
+            c.observe(t, lat)
+    # 0.6 holds the rate; then 0.7 * 0.6 + 0.3 * 1.2 = 0.78: under target (no decrease),
+    # not 50% under (no increase), though the last window alone was over
+    assert c.p90_s is not None and math.isclose(c.p90_s, 0.78) and c.rate == 10.0
+
+
+def test_noisy_overload_converges_down_and_recovers() -> None:
+    """A service whose latency grows with the admitted rate: the controller settles near
+    the rate that holds the target, not at either extreme."""
+    c = ResponseTimeController(target_s=0.1, rate=400.0)
+    t = 0.0
+    for step in range(4000):
+        t += 0.001
+        latency = 0.02 + max(0.0, (c.rate - 100.0)) * 0.002 + (0.01 if step % 7 == 0 else 0.0)
+        c.observe(t, latency)
+    assert 60.0 <= c.rate <= 140.0
+
+
+def test_admission_bounds_inflight_and_refuses_lower_classes_first() -> None:
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=8, classes=2, reserve=0.25), clock)
+    for _ in range(6):
+        assert a.admit(klass=1) is None
+    why = a.admit(klass=1)  # class 1 may use 8 - 2 = 6
+    assert why is not None and "in flight" in why
+    assert a.admit(klass=0) is None and a.admit(klass=0) is None  # class 0 gets the rest
+    assert a.admit(klass=0) is not None
+    a.done(0.01)
+    assert a.inflight == 7 and a.admit(klass=0) is None
+    assert a.refused == {"queue": 2}
+
+
+def test_admission_rate_follows_the_controller() -> None:
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=10_000, burst=1.0, target_p90_s=0.05), clock)
+    admitted = 0
+    for _ in range(3000):  # 3 s of offered load at 1000/s, every response 0.2 s: over target
+        clock.t += 0.001
+        if a.admit() is None:
+            admitted += 1
+            a.done(0.2)
+    assert a.controller is not None and a.controller.rate < 1000.0 / 1.2
+    assert a.refused.get("rate", 0) > 0 and admitted < 3000
+
+
+def test_under_pressure_refusals_fall_on_clients_over_their_share() -> None:
+    from stages.http.admission import FAIR_PRESSURE
+
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=20), clock)
+    busy = math.ceil(FAIR_PRESSURE * 20)
+    for _ in range(busy - 1):  # "heavy" got in many times, "light" once: no pressure yet
+        assert a.admit(client="heavy") is None
+    assert a.admit(client="light") is None
+    assert a.inflight == busy  # at the pressure point
+    why = a.admit(client="heavy")
+    assert why is not None and "share" in why
+    assert a.admit(client="light") is None  # below the mean: still admitted
+    assert a.refused == {"fair": 1}
+    # shares fade: after a while the heavy client is no longer held back
+    for _ in range(busy):
+        a.done(0.01)
+    clock.t += 20.0
+    assert a.admit(client="heavy") is None
+
+
+def test_without_pressure_every_client_gets_in() -> None:
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=100), clock)
+    for _ in range(50):
+        assert a.admit(client="heavy") is None
+        a.done(0.01)
+    assert a.admit(client="light") is None and a.refused == {}
+
+
+def test_an_idle_spell_neither_lowers_the_measured_rate_nor_leaves_stale_samples() -> None:
+    """100 healthy requests at 100/s, a minute of nothing, then an overload at 100/s
+    with 0.5 s answers: the cut divides ~100/s, not 100 admissions over 60 s."""
+    c = ResponseTimeController(target_s=0.1, rate=500.0)
+    t = 0.0
+    for _ in range(100):
+        t += 0.01
+        c.admitted(t)
+        c.observe(t, 0.05, admitted_at=t)
+    assert len(c.history) == 1
+    for _ in range(50):  # a few answers, then silence: they must not close the next window
+        t += 0.01
+        c.observe(t, 0.05, admitted_at=t)
+    t += 60.0
+    for _ in range(100):
+        t += 0.01
+        c.admitted(t)
+        c.observe(t, 0.5, admitted_at=t - 0.5)
+    assert len(c.history) == 2
+    assert 70.0 <= c.rate <= 100.0 / 1.2 + 1, c.history

@@ -1,0 +1,199 @@
+"""sedamp.control.policy: initial pool sizes from the topology and the core budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sedamp.control import policy
+from sedamp.spec.topology import Edge, StageSpec, Topology, WorkersSpec
+
+
+def top(**workers: WorkersSpec) -> Topology:
+    stages = {"src": StageSpec("src", "source", "m:f", to=(Edge(next(iter(workers))),))}
+    names = list(workers)
+    for i, (name, w) in enumerate(workers.items()):
+        to = (Edge(names[i + 1]),) if i + 1 < len(names) else ()
+        stages[name] = StageSpec(name, "handler" if to else "sink", "m:f", workers=w, to=to)
+    return Topology(name="t", stages=stages)
+
+
+def test_fixed_pools_get_their_size() -> None:
+    t = top(a=WorkersSpec(3, 3), b=WorkersSpec(1, 1))
+    assert policy.initial_targets(t, 2) == {"a": 3, "b": 1}
+
+
+def test_ranged_pools_share_the_rest_within_bounds() -> None:
+    t = top(a=WorkersSpec(1, None), b=WorkersSpec(1, 2), c=WorkersSpec(1, 1))
+    assert policy.initial_targets(t, 8) == {"a": 3, "b": 2, "c": 1}
+    assert policy.initial_targets(t, 2) == {"a": 1, "b": 1, "c": 1}
+    t = top(a=WorkersSpec(4, 8), c=WorkersSpec(1, 1))
+    assert policy.initial_targets(t, 2) == {"a": 4, "c": 1}  # min wins over the budget
+
+
+def test_bounds_resolve_auto_max() -> None:
+    s = StageSpec("a", "handler", "m:f", workers=WorkersSpec(2, None))
+    assert policy.worker_bounds(s, 6) == (2, 6)
+    assert policy.worker_bounds(s, 1) == (2, 2)
+
+
+def test_usable_cores_is_positive() -> None:
+    assert policy.usable_cores() >= 1
+
+
+# ---------------------------------------------------------------- the pool controller
+
+from sedamp.control.policy import IDLE_TIMEOUT_S, PolicyState, StageView, decide  # noqa: E402
+
+
+def view(
+    name: str,
+    target: int,
+    *,
+    q: int = 0,
+    busy: float = 0.5,
+    rate: float = 100.0,
+    lo: int = 1,
+    hi: int = 8,
+    cap: int = 1000,
+    batch: float = 8,
+    resizable: bool = True,
+    arrivals: float = 0.0,
+    downstream: float = 0.0,
+) -> StageView:
+    return StageView(name, target, lo, hi, q, cap, batch, busy, rate, resizable, arrivals, downstream)
+
+
+def test_grows_the_bottleneck_within_budget() -> None:
+    st = PolicyState()
+    d = decide([view("slow", 1, q=800, busy=0.98), view("fast", 1, q=0, busy=0.4)], budget=4, now_s=0, state=st)
+    assert [(x.stage, x.old, x.new) for x in d] == [("slow", 1, 2)]
+    assert "queue 800/1000" in d[0].reason and "grow to 2" in d[0].reason
+
+
+def test_respects_max_and_budget() -> None:
+    st = PolicyState()
+    assert decide([view("slow", 8, q=900, busy=1.0, hi=8)], budget=16, now_s=0, state=st) == []
+    st = PolicyState()
+    # budget spent (2 + 1.2 cores busy of 3), queue not nearly full, nobody idle: no growth
+    assert decide([view("a", 2, q=500, busy=1.0), view("b", 2, q=0, busy=0.6)], budget=3, now_s=0, state=st) == []
+
+
+def test_a_nearly_full_queue_grows_even_when_cores_are_busy_within_the_process_cap() -> None:
+    st = PolicyState()
+    d = decide([view("up", 1, busy=1.0), view("b", 1, q=900, busy=1.0)], budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 2)] and "nearly full" in d[0].reason
+    st = PolicyState()
+    assert decide([view("up", 2, busy=1.0), view("b", 2, q=900, busy=1.0)], budget=2, now_s=0, state=st) == []
+
+
+def test_budget_counts_busy_cores_not_processes() -> None:
+    # four stages of one worker on 2 cores: only 1.3 cores busy, so the bottleneck grows
+    st = PolicyState()
+    views = [view("a", 1, busy=0.2), view("b", 1, q=900, busy=1.0), view("c", 1, busy=0.1), view("s", 1, busy=0.0)]
+    d = decide(views, budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 2)] and "1.3 of 2 cores busy" in d[0].reason
+
+
+def test_takes_a_core_from_an_idle_stage_when_the_budget_is_spent() -> None:
+    st = PolicyState()
+    d = decide([view("a", 2, q=500, busy=1.0), view("b", 2, q=0, busy=0.05)], budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 1), ("a", 3)]
+    assert "gives a worker to 'a'" in d[0].reason
+
+
+def test_shrinks_only_after_the_idle_timeout_and_not_below_min() -> None:
+    st = PolicyState()
+    idle = [view("a", 3, busy=0.05, lo=2)]
+    assert decide(idle, budget=8, now_s=0.0, state=st) == []
+    assert decide(idle, budget=8, now_s=IDLE_TIMEOUT_S / 2, state=st) == []
+    d = decide(idle, budget=8, now_s=IDLE_TIMEOUT_S + 0.1, state=st)
+    assert [(x.old, x.new) for x in d] == [(3, 2)] and "idle for" in d[0].reason
+    assert decide([view("a", 2, busy=0.0, lo=2)], budget=8, now_s=60, state=st) == []
+
+
+def test_noisy_input_does_not_make_the_pool_oscillate() -> None:
+    st = PolicyState()
+    target = 2
+    history = []
+    for i in range(40):
+        busy = 0.9 if i % 2 else 0.2
+        q = 600 if i % 2 else 0
+        d = decide([view("a", target, q=q, busy=busy, rate=100 + i)], budget=8, now_s=i * 0.5, state=st)
+        for x in d:
+            target = x.new
+            history.append((i, x.new))
+    # at most one change per cooldown window, and never shrinks while it keeps growing into noise
+    periods = [i for i, _ in history]
+    assert all(b - a >= 3 for a, b in zip(periods, periods[1:], strict=False)), history
+    assert len(history) <= 40 // 3
+
+
+def test_thrashing_guard_reverts_a_growth_that_did_not_pay() -> None:
+    st = PolicyState()
+    d = decide([view("a", 2, q=900, busy=1.0, rate=100)], budget=8, now_s=0, state=st)
+    assert d[0].new == 3
+    for t in (0.5, 1.0):
+        assert decide([view("a", 3, q=900, busy=1.0, rate=101)], budget=8, now_s=t, state=st) == []
+    d = decide([view("a", 3, q=900, busy=1.0, rate=101)], budget=8, now_s=1.5, state=st)
+    assert [(x.old, x.new) for x in d] == [(3, 2)] and "did not pay" in d[0].reason
+    # and growth stays barred for a while
+    for t in range(4, 12):
+        assert all(x.new <= 2 for x in decide([view("a", 2, q=900, busy=1.0, rate=100)], 8, t, st))
+
+
+def test_a_growth_that_pays_is_kept() -> None:
+    st = PolicyState()
+    decide([view("a", 2, q=900, busy=1.0, rate=100)], budget=8, now_s=0, state=st)
+    for t in (0.5, 1.0, 1.5):
+        d = decide([view("a", 3, q=400, busy=1.0, rate=150)], budget=8, now_s=t, state=st)
+        assert all(x.new >= 3 for x in d)
+
+
+def test_fixed_or_stateful_stages_are_never_resized() -> None:
+    st = PolicyState()
+    assert decide([view("k", 2, q=900, busy=1.0, resizable=False)], budget=8, now_s=0, state=st) == []
+
+
+def test_a_queue_filling_faster_than_it_drains_grows_on_busy_cores() -> None:
+    st = PolicyState()
+    views = [view("up", 1, busy=1.0), view("b", 1, q=300, busy=1.0, rate=250, arrivals=900)]
+    d = decide(views, budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 2)] and "filling (900/s in, 250/s out)" in d[0].reason
+
+
+def test_of_several_backed_up_stages_the_slowest_grows_one_per_period() -> None:
+    st = PolicyState()
+    views = [view("a", 1, q=950, busy=1.0, rate=640), view("b", 1, q=450, busy=1.0, rate=174, arrivals=650)]
+    d = decide(views, budget=2, now_s=0, state=st)
+    assert [(x.stage, x.new) for x in d] == [("b", 2)]
+
+
+def test_a_stage_whose_next_queue_is_half_full_does_not_grow() -> None:
+    st = PolicyState()
+    views = [view("a", 1, q=950, busy=1.0, rate=640, downstream=0.6), view("b", 2, q=600, busy=1.0, rate=300)]
+    assert all(x.stage != "a" for x in decide(views, budget=2, now_s=0, state=st))
+
+
+def test_a_queue_needs_two_events_of_room_per_producer() -> None:
+    from sedamp.control.policy import capacity_problems
+    from sedamp.spec.topology import parse_topology
+
+    def top(capacity: int, workers: str) -> Any:
+        return parse_topology(
+            f"""
+stages:
+  src: {{source: "m:src", to: a}}
+  a: {{handler: "m:a", workers: {workers}, to: b}}
+  b: {{sink: "m:b", queue: {{capacity: {capacity}}}}}
+""",
+            file="t.yaml",
+            base_dir=Path("."),
+            check_handlers=False,
+        )
+
+    assert capacity_problems(top(8, "4"), cores=2) == []
+    [problem] = capacity_problems(top(7, "4"), cores=2)
+    assert "holds 7 events but up to 4 processes" in problem and "capacity: 8" in problem
+    assert capacity_problems(top(8, "{min: 1, max: auto}"), cores=4) == []
+    assert capacity_problems(top(8, "{min: 1, max: auto}"), cores=16)  # auto = the core budget

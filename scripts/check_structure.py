@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         for lines, _, place, limit in longest:
             print(f"  {lines:5d}  {place}{'  OVER' if lines > limit else ''}")
     if over:
-        print(f"{len(over)} over the limits (class {MAX_CLASS_LINES}, function {MAX_FUNCTION_LINES} lines)", file=sys.stderr)
+        limits = f"class {MAX_CLASS_LINES}, function {MAX_FUNCTION_LINES} lines"
+        print(f"{len(over)} over the limits ({limits})", file=sys.stderr)
         return 1
     print("every class and function is within the limits")
     return 0

@@ -18,7 +18,7 @@ import pytest
 from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import chain_yaml, run_sedamp, stage_of, start_run, summary_of
+from tests.integration.util import chain_yaml, run_sedamp, stage_count, stage_of, start_run, summary_of
 
 T = "tests.integration.teststages"
 
@@ -178,7 +178,7 @@ stages:
     )
     proc = start(path, tmp_path)
     victim = wait_until(lambda: find(proc, "sdw:total"), 30, "the sink worker")
-    time.sleep(0.5)
+    wait_until(lambda: stage_count(tmp_path / "w", "total") > 0, 30, "the sink to hold some state")
     victim.kill()
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 3
@@ -242,7 +242,7 @@ def test_a_dead_queue_or_source_fails_the_run_fast(tmp_path: Path, prefix: str, 
     topo = topology(tmp_path, f"    handler: {T}:with_pid", count=1_000_000, delay_s=0.0005)
     proc = start(topo, tmp_path)
     victim = wait_until(lambda: find(proc, prefix), 30, prefix)
-    time.sleep(0.5)
+    wait_until(lambda: stage_count(tmp_path / "w", "mid") > 0, 30, "events to flow")
     victim.kill()
     t0 = time.monotonic()
     stdout, _ = proc.communicate(timeout=30)
@@ -277,7 +277,7 @@ def test_a_silent_queue_fails_the_run(tmp_path: Path) -> None:
     )
     proc = start(topo, tmp_path)
     victim = wait_until(lambda: find(proc, "sdq:mid"), 30, "the queue")
-    time.sleep(0.5)
+    wait_until(lambda: stage_count(tmp_path / "w", "mid") > 0, 30, "events to flow")
     victim.suspend()  # alive, but it answers nothing and reports nothing
     t0 = time.monotonic()
     stdout, _ = proc.communicate(timeout=30)
@@ -297,7 +297,7 @@ def test_a_silent_idle_worker_is_replaced(tmp_path: Path) -> None:
     )
     proc = start(topo, tmp_path)
     victim = wait_until(lambda: find(proc, "sdw:mid"), 30, "a worker")
-    time.sleep(0.5)
+    wait_until(lambda: stage_count(tmp_path / "w", "mid") > 0, 30, "events to flow")
     victim.suspend()  # between batches (its events take microseconds): silent and idle
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr

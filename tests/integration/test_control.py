@@ -7,7 +7,6 @@ import os
 import pty
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from tests.conftest import wait_until
@@ -111,7 +110,7 @@ controller:
         )
         os.close(slave)
         reader, chunks = _reader(master)
-        time.sleep(1.0)
+        wait_until(lambda: b"".join(chunks).count(b"mid") >= 2, 30, "top on a terminal to redraw")
         top.terminate()
         shown, _ = top.communicate(timeout=10)
         assert "mid" in shown and "live" in shown

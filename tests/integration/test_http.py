@@ -7,14 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.util import REPO, sedamp_cmd, start_run
+from tests.integration.util import REPO, sedamp_cmd, stage_count, start_run
 
 T = "tests.integration.teststages"
 
@@ -181,7 +180,7 @@ def test_ctrl_c_answers_what_is_in_flight(tmp_path: Path) -> None:
         wait_until(lambda: _listening(port), 30, "the front end")
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             fut = pool.submit(ask, port, get("/sleep?s=1"), 30)
-            time.sleep(0.4)
+            wait_until(lambda: stage_count(tmp_path / "w", "sleep", "queue", "leased") > 0, 30, "the request inside its handler")
             proc.send_signal(signal.SIGINT)
             status, _, body = fut.result()
         assert (status, body) == (200, b"slept\n")

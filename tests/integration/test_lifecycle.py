@@ -16,7 +16,15 @@ import pytest
 from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import tagged_processes, wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import chain_yaml, run_sedamp, stage_of, start_run, summary_of
+from tests.integration.util import (
+    chain_yaml,
+    run_sedamp,
+    stage_count,
+    stage_of,
+    start_run,
+    start_run_logged,
+    summary_of,
+)
 
 T = "tests.integration.teststages"
 
@@ -181,7 +189,7 @@ def test_ctrl_c_drains_in_flight_work(tmp_path: Path, workdir: Path) -> None:
     )
     proc = start_run(topo, workdir)
     wait_for_output_start(proc, 5)
-    time.sleep(1.0)  # let events flow: the interrupt lands mid-job
+    wait_until(lambda: stage_count(workdir, "sink") >= 50, 30, "events to flow: the interrupt lands mid-job")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
@@ -197,14 +205,16 @@ def test_ctrl_c_drains_in_flight_work(tmp_path: Path, workdir: Path) -> None:
 def test_second_ctrl_c_stops_at_once(tmp_path: Path, workdir: Path) -> None:
     out = tmp_path / "out.jsonl"
     topo = topology(tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 5}}", count=1000))
-    proc = start_run(topo, workdir, "--drain-timeout", "60")
+    log = tmp_path / "stderr.txt"
+    proc = start_run_logged(topo, workdir, log, "--drain-timeout", "60")
     wait_for_output_start(proc, 5)
-    time.sleep(0.5)
+    wait_until(lambda: stage_count(workdir, "mid", "queue", "leased") > 0, 30, "a worker inside its 5 s handler call")
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    wait_until(lambda: "draining" in log.read_text(), 30, "the first Ctrl-C to be taken")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=20)
+    proc.communicate(timeout=20)
+    stderr = log.read_text()
     assert time.monotonic() - t0 < 10
     assert proc.returncode == 130
     assert "stopping every process now" in stderr
@@ -215,7 +225,7 @@ def test_drain_deadline(tmp_path: Path, workdir: Path) -> None:
     topo = topology(tmp_path, chain(out, f"    handler: {T}:pause\n    params: {{delay_s: 30}}", count=10))
     proc = start_run(topo, workdir, "--drain-timeout", "1")
     wait_for_output_start(proc, 5)
-    time.sleep(0.5)
+    wait_until(lambda: stage_count(workdir, "mid", "queue", "leased") > 0, 30, "a worker inside its 30 s handler call")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130

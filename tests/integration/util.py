@@ -70,3 +70,35 @@ def summary_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 def stage_of(summary: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in summary["stages"] if s["name"] == name)
+
+
+def stage_count(workdir: Path, stage: str, *path: str) -> int:
+    """A counter of `stage` as the running controller reports it on its command socket:
+    `path` into the stage's record, ``events_in`` (events handled) by default, or e.g.
+    ``"queue", "leased"`` (events a worker holds: inside its handler). 0 until the run
+    answers. For waiting on work to flow instead of sleeping:
+    ``wait_until(lambda: stage_count(w, "mid") >= 50, 30, "events to flow")``."""
+    from sedamp.control.client import command, find_run
+    from sedamp.errors import SedampError
+
+    try:
+        reply = command(find_run(None, workdir), {"op": "status"}, timeout_s=2.0)
+    except SedampError:
+        return 0
+    value = (reply.get("record") or {}).get("stages", {}).get(stage)
+    for key in path or ("events_in",):
+        value = value.get(key) if isinstance(value, dict) else None
+    return int(value or 0)
+
+
+def start_run_logged(topo: Path, workdir: Path, stderr_path: Path, *extra: str) -> subprocess.Popen[str]:
+    """`start_run`, with stderr written to `stderr_path`, so a test can wait for a line
+    the run prints (the run's stderr is then not captured by communicate())."""
+    with open(stderr_path, "w") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            sedamp_cmd("run", str(topo), "--workdir", str(workdir), "--json", *extra),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )

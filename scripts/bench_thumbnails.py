@@ -79,7 +79,7 @@ from typing import Any
 import _benchlib as bl
 from PIL import Image
 
-from sedamp.spec.topology import load_topology
+from sedamp.spec import load_topology
 from stages.files import ListFiles, atomic_write
 from stages.images import Thumbnail, make_thumbnail, target_size, thumbnail_name
 

@@ -1,7 +1,7 @@
 """The Python API: load, build and run a topology from code.
 
 `Pipeline` builds a topology in code. It makes the same plain tree a YAML file would
-hold and validates it with `sedamp.spec.topology.build_topology`, so a pipeline obeys every
+hold and validates it with `sedamp.spec.build_topology`, so a pipeline obeys every
 rule of the YAML format and fails with the same messages (placed at
 ``Pipeline('NAME')`` instead of ``file:line``). Worker processes import stages by
 name, so a stage given as a Python object is turned into its ``module:qualname``
@@ -20,7 +20,7 @@ from typing import Any
 from sedamp.control.controller import RunOptions, Summary, run_topology
 from sedamp.executor.base import Executor
 from sedamp.executor.local import LocalExecutor
-from sedamp.spec.topology import StageKind, Topology, build_topology, load_topology
+from sedamp.spec import StageKind, Topology, build_topology, load_topology
 
 __all__ = ["Pipeline", "load", "run"]
 

@@ -12,7 +12,7 @@ import typer
 
 from sedamp.control.controller import EXIT_INVALID
 from sedamp.errors import TopologyError
-from sedamp.spec.topology import Topology, load_topology
+from sedamp.spec import Topology, load_topology
 
 LOG_FORMAT = "sedamp: %(levelname)s: %(message)s"
 

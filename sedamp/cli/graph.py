@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sedamp.cli._common import load_or_exit
-from sedamp.spec.topology import to_dot, to_mermaid
+from sedamp.spec import to_dot, to_mermaid
 
 
 class GraphFormat(StrEnum):

@@ -55,7 +55,7 @@ from sedamp.runtime.queue import QueueConfig, queue_identity
 from sedamp.runtime.slot import Slot
 from sedamp.runtime.source import SourceConfig, source_identity
 from sedamp.runtime.worker import MAX_BATCH_EVENTS, WorkerConfig, worker_identity
-from sedamp.spec.topology import StageSpec, Topology
+from sedamp.spec import StageSpec, Topology
 
 log = logging.getLogger(__name__)
 

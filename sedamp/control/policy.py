@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sedamp.spec.topology import StageSpec, Topology
+from sedamp.spec import StageSpec, Topology
 
 
 def usable_cores() -> int:

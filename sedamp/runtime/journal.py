@@ -26,7 +26,7 @@ from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.stage import load_ref
 
 if TYPE_CHECKING:  # the worker imports this module: keep YAML parsing out of it
-    from sedamp.spec.topology import Topology
+    from sedamp.spec import Topology
 
 _ITEM = array("q").itemsize
 

@@ -1,6 +1,6 @@
 """The JSON Schema (draft 2020-12) of the topology YAML format, for editors. Pure.
 
-`topology_schema()` describes every key `sedamp.spec.topology` accepts, with the same types,
+`topology_schema()` describes every key the loader (`sedamp.spec.load`) accepts, with the same types,
 bounds and choices, so that an editor (e.g. the YAML language server, through a
 ``# yaml-language-server: $schema=...`` comment) completes keys, shows their meaning and
 flags mistakes as they are typed. `sedamp schema` prints it.
@@ -16,8 +16,8 @@ deliberate leniencies keep the schema from refusing files the loader accepts:
 - an optional key may be null (written ``key:`` with no value): the loader reads that
   as "not given".
 
-The keys listed here are checked against the loader's own lists (`STAGE_KEYS`,
-`CONTROLLER_KEYS`, ...) by tests/unit/spec/test_schema.py, so the two cannot drift apart. The schema is a set of
+The keys listed here are checked against the loader's own lists (`sedamp.spec.keys`) by
+tests/unit/spec/test_schema.py, so the two cannot drift apart. The schema is a set of
 module-level tables, built once at import; `topology_schema()` hands out a copy.
 """
 
@@ -27,7 +27,7 @@ import copy
 from typing import Any
 
 from sedamp.runtime import wire
-from sedamp.spec.topology import (
+from sedamp.spec.model import (
     DEFAULT_CAPACITY_EVENTS,
     EXECUTOR_CHOICES,
     MAX_BATCH,

@@ -7,7 +7,7 @@ from array import array
 from pathlib import Path
 
 from sedamp.runtime import journal
-from sedamp.spec.topology import parse_topology
+from sedamp.spec import parse_topology
 from tests.conftest import wait_until
 from tests.faults.test_faults import find
 from tests.integration.util import REPO, run_sedamp, stage_of, start_run, summary_of

@@ -12,8 +12,9 @@ import pytest
 
 import sedamp
 from sedamp import api
-from sedamp.spec import topology
-from sedamp.spec.topology import QueueSpec, WorkersSpec
+from sedamp.spec import QueueSpec, WorkersSpec
+from sedamp.spec.keys import STAGE_KEYS
+from sedamp.spec.model import KINDS
 from tests.integration import teststages
 from tests.integration.teststages import read_records
 
@@ -231,7 +232,7 @@ def test_a_stage_name_is_used_once() -> None:
 
 
 def test_the_stage_options_are_the_yaml_stage_keys() -> None:
-    keys = set(topology.STAGE_KEYS) - {*topology.KINDS, "params"}
+    keys = set(STAGE_KEYS) - {*KINDS, "params"}
     assert set(api.STAGE_OPTIONS) == keys
     for method in (sedamp.Pipeline.source, sedamp.Pipeline.handler, sedamp.Pipeline.sink):
         kw_only = [n for n, q in inspect.signature(method).parameters.items() if q.kind is q.KEYWORD_ONLY]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sedamp.control import policy
-from sedamp.spec.topology import Edge, StageSpec, Topology, WorkersSpec
+from sedamp.spec import Edge, StageSpec, Topology, WorkersSpec
 
 
 def top(**workers: WorkersSpec) -> Topology:
@@ -177,7 +177,7 @@ def test_a_stage_whose_next_queue_is_half_full_does_not_grow() -> None:
 
 def test_a_queue_needs_two_events_of_room_per_producer() -> None:
     from sedamp.control.policy import capacity_problems
-    from sedamp.spec.topology import parse_topology
+    from sedamp.spec import parse_topology
 
     def top(capacity: int, workers: str) -> Any:
         return parse_topology(

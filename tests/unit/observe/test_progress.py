@@ -116,7 +116,7 @@ def test_an_edge_to_several_stages_counts_events_read() -> None:
     from pathlib import Path
 
     from sedamp.observe.progress import copies_events
-    from sedamp.spec.topology import parse_topology
+    from sedamp.spec import parse_topology
 
     yaml_text = (
         "name: two\nstages:\n"

@@ -1,4 +1,4 @@
-"""The JSON Schema of topology files (sedamp.spec.schema) against the loader (sedamp.spec.topology)."""
+"""The JSON Schema of topology files (sedamp.spec.schema) against the loader (sedamp.spec.load)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import yaml
 
 from sedamp.cli import templates
 from sedamp.errors import TopologyError
-from sedamp.spec import topology
+from sedamp.spec import load_topology, parse_topology
+from sedamp.spec.keys import CONTROLLER_KEYS, EDGE_KEYS, ON_ERROR_KEYS, QUEUE_KEYS, STAGE_KEYS, TOP_KEYS, WORKERS_KEYS
+from sedamp.spec.model import KINDS
 from sedamp.spec.schema import topology_schema
 from tests.integration.util import REPO, TOPOLOGIES, run_sedamp
 
@@ -100,7 +102,7 @@ def test_every_example_topology_validates(path: Path) -> None:
 def test_structurally_bad_files_are_refused_by_both(name: str) -> None:
     path = BAD / name
     with pytest.raises(TopologyError):
-        topology.load_topology(path, check_handlers=False)
+        load_topology(path, check_handlers=False)
     assert schema_errors(yaml.safe_load(path.read_text())) != [], f"{name} passed the schema"
 
 
@@ -112,26 +114,26 @@ def test_the_structural_list_names_existing_files() -> None:
 
 
 def test_top_level_keys_match_the_loader() -> None:
-    assert set(SCHEMA["properties"]) == set(topology.TOP_KEYS)
+    assert set(SCHEMA["properties"]) == set(TOP_KEYS)
     assert SCHEMA["additionalProperties"] is False
 
 
 def test_stage_keys_match_the_loader() -> None:
     stage = SCHEMA["$defs"]["stage"]
-    assert set(stage["properties"]) == set(topology.STAGE_KEYS)
+    assert set(stage["properties"]) == set(STAGE_KEYS)
     assert stage["additionalProperties"] is False
-    assert [next(iter(alt["required"])) for alt in stage["oneOf"]] == list(topology.KINDS)
+    assert [next(iter(alt["required"])) for alt in stage["oneOf"]] == list(KINDS)
 
 
 def test_nested_keys_match_the_loader() -> None:
     stage = SCHEMA["$defs"]["stage"]["properties"]
     nested = {
-        "queue": (object_alternative(stage["queue"]), topology.QUEUE_KEYS),
-        "workers": (object_alternative(stage["workers"]), topology.WORKERS_KEYS),
-        "on_error": (object_alternative(stage["on_error"]), topology.ON_ERROR_KEYS),
+        "queue": (object_alternative(stage["queue"]), QUEUE_KEYS),
+        "workers": (object_alternative(stage["workers"]), WORKERS_KEYS),
+        "on_error": (object_alternative(stage["on_error"]), ON_ERROR_KEYS),
         "batch": (object_alternative(stage["batch"]), ("min", "max")),
-        "edge": (SCHEMA["$defs"]["edge"], topology.EDGE_KEYS),
-        "controller": (object_alternative(SCHEMA["properties"]["controller"]), topology.CONTROLLER_KEYS),
+        "edge": (SCHEMA["$defs"]["edge"], EDGE_KEYS),
+        "controller": (object_alternative(SCHEMA["properties"]["controller"]), CONTROLLER_KEYS),
     }
     for what, (schema, keys) in nested.items():
         assert set(schema["properties"]) == set(keys), what
@@ -198,7 +200,7 @@ controller:
 
 def loader_accepts(text: str) -> bool:
     try:
-        topology.parse_topology(text, file="t.yaml", base_dir=REPO, env={}, check_handlers=False)
+        parse_topology(text, file="t.yaml", base_dir=REPO, env={}, check_handlers=False)
     except TopologyError:
         return False
     return True

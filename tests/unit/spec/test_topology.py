@@ -1,4 +1,4 @@
-"""Tests of sedamp.spec.topology: loading, validation, overrides, env substitution, diagrams."""
+"""Tests of sedamp.spec: loading, validation, overrides, env substitution, diagrams."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sedamp.errors import Problem, TopologyError
-from sedamp.spec.topology import (
+from sedamp.spec import (
     ControllerSpec,
     Edge,
     QueueSpec,
@@ -490,7 +490,7 @@ def test_diagram_of_unbounded_handler() -> None:
 
 
 def test_defaults_may_use_variables() -> None:
-    from sedamp.spec.topology import expand_vars
+    from sedamp.spec import expand_vars
 
     env = {"TOPOLOGY_DIR": "/t", "B": "b"}
     assert expand_vars("${INPUT:-${TOPOLOGY_DIR}/input.txt}", env) == "/t/input.txt"

@@ -1,0 +1,172 @@
+"""The topology model: the frozen spec objects a validated topology file becomes, and the
+choices each field allows. Pure: the contract the runtime, the controller and the CLI read;
+`sedamp.spec.load` builds it, nothing here reads a file or starts a process."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "DEFAULT_CAPACITY_EVENTS",
+    "EXECUTOR_CHOICES",
+    "KINDS",
+    "MAX_BATCH",
+    "ON_ERROR_THEN",
+    "ON_FULL_CHOICES",
+    "POLICY_CHOICES",
+    "ControllerSpec",
+    "Edge",
+    "ExecutorName",
+    "OnErrorSpec",
+    "OnErrorThen",
+    "OnFull",
+    "PolicyName",
+    "QueueSpec",
+    "StageKind",
+    "StageSpec",
+    "Topology",
+    "Transport",
+    "WorkersSpec",
+]
+
+StageKind = Literal["source", "handler", "sink"]
+OnFull = Literal["block", "reject", "drop"]
+PolicyName = Literal["adaptive", "static"]
+OnErrorThen = Literal["dead_letter", "skip", "fail"]
+Transport = Literal["ipc", "tcp"]
+ExecutorName = Literal["local", "ray"]
+EXECUTOR_CHOICES: tuple[ExecutorName, ...] = ("local", "ray")
+KINDS: tuple[StageKind, ...] = ("source", "handler", "sink")
+ON_FULL_CHOICES: tuple[OnFull, ...] = ("block", "reject", "drop")
+POLICY_CHOICES: tuple[PolicyName, ...] = ("adaptive", "static")
+ON_ERROR_THEN: tuple[OnErrorThen, ...] = ("dead_letter", "skip", "fail")
+
+# Default bound of a stage queue, in events. Large enough to keep every worker of a
+# cheap stage busy across a scheduling hiccup, small enough that a slow stage holds
+# little memory: 1024 events of a few KiB each is a few MiB per stage.
+DEFAULT_CAPACITY_EVENTS = 1024
+# The largest batch a stage may ask for, in events (fixed, or the ceiling of the adaptive size).
+MAX_BATCH = 65536
+
+
+@dataclass(frozen=True)
+class WorkersSpec:
+    """Pool size bounds. A fixed integer N in YAML gives min == max == N."""
+
+    min: int = 1
+    max: int | None = 1  # None = as many as the controller's core budget allows
+
+    @property
+    def fixed(self) -> bool:
+        return self.min == self.max
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    capacity: int = DEFAULT_CAPACITY_EVENTS
+    on_full: OnFull = "block"
+
+
+@dataclass(frozen=True)
+class OnErrorSpec:
+    """What a worker does when the handler raises on an event (or the event killed a
+    worker twice): try again up to `retry` times, `backoff_s` apart (doubling), then
+    dead-letter it, skip it (counted), or fail the run."""
+
+    retry: int = 0
+    backoff_s: float = 0.0
+    then: OnErrorThen = "dead_letter"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An edge to `stage`; with `key`, events are routed by `event[key]` so that equal
+    keys always reach the same worker of that stage."""
+
+    stage: str
+    key: str | None = None
+    # with `when`, only events whose fields equal all of these go along this edge
+    when: tuple[tuple[str, Any], ...] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class StageSpec:
+    name: str
+    kind: StageKind
+    ref: str  # "module:attribute"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    workers: WorkersSpec = WorkersSpec()
+    queue: QueueSpec = QueueSpec()
+    batch: int | None = None  # fixed events per batch; None = adaptive
+    batch_bounds: tuple[int, int] | None = None  # floor and ceiling of the adaptive batch
+    to: tuple[Edge, ...] = ()
+    line: int | None = None  # line of the stage's key in the topology file
+    ref_line: int | None = None  # line of its source:/handler:/sink: value
+    group: str | None = None  # consecutive stages of one group share one process pool
+    on_error: OnErrorSpec = OnErrorSpec()
+    timeout_s: float | None = None  # a handler call running longer gets its worker killed
+    max_events: int | None = None  # a worker that handled this many is replaced
+    max_rss_mb: int | None = None  # a worker whose memory grew past this is replaced
+    dedupe: bool = False  # sinks: handle each event id once, even when redelivered
+    max_event_bytes: int | None = None  # outputs larger than this are dead-lettered
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    cores: int | None = None  # None = "auto": the number of usable cores
+    period_s: float = 0.5
+    policy: PolicyName = "adaptive"
+    drain_timeout_s: float = 10.0  # how long Ctrl-C/SIGTERM lets in-flight work finish
+    transport: Transport = "ipc"  # ipc:// in the private run directory, or tcp://
+    host: str = "127.0.0.1"  # tcp: the address sockets bind to
+    advertise: str | None = None  # tcp: the address peers connect to (default: host)
+    curve: bool = True  # tcp: CURVE encryption and authentication (required off loopback)
+    keys: str | None = None  # tcp: a directory made by `sedamp keys` (default: fresh keys per run)
+    executor: ExecutorName = "local"  # where workers run: local processes, or Ray actors (implies tcp)
+    address: str | None = None  # ray: the cluster's address (default: RAY_ADDRESS, else the local cluster)
+
+
+@dataclass(frozen=True, eq=False)
+class Topology:
+    name: str
+    stages: Mapping[str, StageSpec]  # in file order
+    controller: ControllerSpec = ControllerSpec()
+    path: Path | None = None  # the YAML file, if loaded from one
+    base_dir: Path = Path(".")  # directory added to sys.path for user modules
+
+    def upstream(self, name: str) -> list[str]:
+        """Names of the stages with an edge to `name`, in file order."""
+        return [s.name for s in self.stages.values() if any(e.stage == name for e in s.to)]
+
+    def route_key(self, name: str) -> str | None:
+        """The key `name` is routed by (all edges into a stage agree), or None."""
+        for s in self.stages.values():
+            for e in s.to:
+                if e.stage == name and e.key is not None:
+                    return e.key
+        return None
+
+    def sources(self) -> list[StageSpec]:
+        return [s for s in self.stages.values() if s.kind == "source"]
+
+    def chain_of(self, name: str) -> list[StageSpec]:
+        """The stages a worker of `name` runs, in order: its group (validated to be a
+        chain starting at `name`), or just `name`."""
+        head = self.stages[name]
+        if head.group is None:
+            return [head]
+        return [s for s in self.stages.values() if s.group == head.group]
+
+    def head_of(self, name: str) -> str:
+        """The first stage of `name`'s group (whose queue and pool serve the group)."""
+        s = self.stages[name]
+        if s.group is None:
+            return name
+        return next(x.name for x in self.stages.values() if x.group == s.group)
+
+    def is_member(self, name: str) -> bool:
+        """True for a grouped stage other than the first: it has no queue or pool."""
+        return self.head_of(name) != name

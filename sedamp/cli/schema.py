@@ -18,11 +18,11 @@ def schema(
 ) -> None:
     """Print the JSON Schema (draft 2020-12) of topology files, for editors.
 
-    Example: sedamp schema -o sedamp.spec.schema.json
+    Example: sedamp schema -o sedamp.schema.json
 
     Then make this the first line of a topology file, for completion, hover
     help and checks as you type (YAML language server, e.g. VS Code's YAML):
-    # yaml-language-server: $schema=sedamp.spec.schema.json
+    # yaml-language-server: $schema=sedamp.schema.json
 
     The schema knows every key, type, bound and choice of the format;
     `sedamp validate` also checks the graph and imports the handlers.

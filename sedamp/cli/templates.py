@@ -23,8 +23,8 @@ _TOPOLOGY = """\
 #   numbers (source) -> square (handler) -> write (sink: __NAME__.txt beside this file)
 # Run:       sedamp run __NAME__.yaml                (COUNT=100 sedamp run __NAME__.yaml)
 # Check:     sedamp validate __NAME__.yaml           (structure, graph, handler imports)
-# Editors:   sedamp schema -o sedamp.spec.schema.json, then make this the first line:
-#            # yaml-language-server: $schema=sedamp.spec.schema.json
+# Editors:   sedamp schema -o sedamp.schema.json, then make this the first line:
+#            # yaml-language-server: $schema=sedamp.schema.json
 # Reference: the "Topology reference" section of sedamp's README.
 name: __NAME__
 stages:

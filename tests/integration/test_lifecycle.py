@@ -285,15 +285,16 @@ def test_interrupt_before_start_completes_cleanly(tmp_path: Path, workdir: Path,
 def test_run_dir_and_no_socket_left(tmp_path: Path, workdir: Path) -> None:
     out = tmp_path / "out.jsonl"
     topo = topology(tmp_path, chain(out, "    handler: json:dumps"))
-    before = set(Path("/tmp").glob("sedamp-*"))
-    procs = [run_sedamp("run", str(topo), "--workdir", str(workdir), "--json") for _ in range(2)]
+    tmp = tmp_path / "tmp"  # the runs' own TMPDIR: other runs on the machine cannot blur what is left
+    tmp.mkdir()
+    procs = [run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", env={"TMPDIR": str(tmp)}) for _ in range(2)]
     assert all(p.returncode == 0 for p in procs), procs[0].stderr
     run_dirs = [Path(summary_of(p)["run_dir"]) for p in procs]
     assert run_dirs[0] != run_dirs[1]  # runs of one topology never share a directory
     for d in run_dirs:
         assert d.is_dir() and (d.stat().st_mode & 0o777) == 0o700
         assert not (d / "sock").exists()  # sockets are removed at the end
-    assert set(Path("/tmp").glob("sedamp-*")) <= before
+    assert list(tmp.iterdir()) == []
     assert sorted(json.loads(x)["n"] for x in read_records(out)) == list(range(200))
 
 

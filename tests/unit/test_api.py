@@ -184,7 +184,7 @@ def test_an_object_not_reachable_by_its_name_is_refused() -> None:
 
     g.__qualname__ = "no_such_function"
     g.__module__ = __name__
-    with pytest.raises(ValueError, match=r"is not reachable as tests\.test_api:no_such_function"):
+    with pytest.raises(ValueError, match=r"is not reachable as tests\.unit\.test_api:no_such_function"):
         api.ref_of(g, "here")
 
 

@@ -1,4 +1,4 @@
-"""Small stage functions the good topologies of tests/test_topology.py refer to."""
+"""Small stage functions the good topologies of tests/unit/spec/test_topology.py refer to."""
 
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ def run_source(cfg: SourceConfig) -> None:
     next_stats = 0.0
 
     def reject(o: Outlet) -> None:
-        dead_letter_rejected(o, dead)
+        dead_letter_rejected([o], dead)
 
     def poll(timeout_ms: int) -> None:
         nonlocal stop_requested

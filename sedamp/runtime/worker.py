@@ -456,7 +456,7 @@ class _Worker:
         self.up.send_multipart(wire.ack(lease))
 
     def _reject(self, o: Outlet) -> None:
-        dead_letter_rejected(o, self.dead)
+        dead_letter_rejected([o], self.dead)
 
     def _adapt(self, elapsed: float, n: int) -> None:
         if n == 0:

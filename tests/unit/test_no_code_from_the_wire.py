@@ -34,5 +34,5 @@ def test_no_pickle_eval_or_dynamic_import_outside_load_ref() -> None:
 
 def test_msgpack_is_unpacked_without_extension_hooks() -> None:
     """Decoding must not turn wire data into objects: no ext_hook or object_hook."""
-    text = (RUNTIME / "wire.py").read_text()
+    text = (RUNTIME / "runtime" / "wire.py").read_text()
     assert "ext_hook" not in text and "object_hook" not in text and "object_pairs_hook" not in text

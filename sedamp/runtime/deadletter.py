@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sedamp.errors import WireError
+from sedamp.runtime import wire
+
 DEAD_LETTERS_FILE = "dead-letters.jsonl"
 
 
@@ -60,6 +63,15 @@ class DeadLetters:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.write(self._fd, line)
         self.count += 1
+
+    def write_packed(self, *, stage: str, event_id: Any, error_type: str, message: str, packed: bytes) -> None:
+        """Write an event still in its wire form: decoded, or as raw bytes if it does
+        not decode."""
+        try:
+            event: Any = wire.unpack_events([packed], 1)[0]
+        except WireError:
+            event = packed
+        self.write(stage=stage, event_id=event_id, error_type=error_type, message=message, traceback=None, event=event)
 
     def close(self) -> None:
         if self._fd is not None:

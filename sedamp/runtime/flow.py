@@ -85,6 +85,40 @@ class Chunk:
         return out
 
 
+def strike(chunks: list[Chunk], position: int) -> tuple[list[Chunk], Chunk | None]:
+    """Split the chunks of a lease whose worker died with the event at `position` in
+    the handler: that event comes back alone with one more strike, or, at
+    POISON_DEATHS strikes, is returned apart as poison. An unknown position (-1, or
+    outside the lease) brings every event back alone; a one-event lease blames it."""
+    n = sum(c.n for c in chunks)
+    if n == 1:
+        position = 0
+    if not 0 <= position < n:
+        return [single for c in chunks for single in c.singles()], None  # unknown: all alone
+    out: list[Chunk] = []
+    poison: Chunk | None = None
+    offset = 0
+    for c in chunks:
+        if not offset <= position < offset + c.n:
+            out.append(c)
+            offset += c.n
+            continue
+        k = position - offset
+        head, rest = c.split(k) if k else (None, c)
+        culprit, tail = rest.split(1) if rest.n > 1 else (rest, None)
+        if head is not None:
+            out.append(head)
+        strikes = culprit.strikes + 1
+        if strikes >= POISON_DEATHS:
+            poison = culprit
+        else:
+            out.append(Chunk(culprit.ids, culprit.ends, culprit.body, culprit.t_src, culprit.t_enq, strikes, True))
+        if tail is not None:
+            out.append(tail)
+        offset += c.n
+    return out, poison
+
+
 @dataclass(slots=True)
 class _Producer:
     want: int
@@ -105,6 +139,25 @@ class _Lease:
     chunks: list[Chunk]
     partition: int
     n: int
+
+
+class _Recent:
+    """The last `keep` routing ids added, for membership tests (oldest forgotten first)."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.keep = keep
+        self._ids: set[bytes] = set()
+        self._order: deque[bytes] = deque()
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._ids
+
+    def add(self, rid: bytes) -> None:
+        if rid not in self._ids:
+            self._ids.add(rid)
+            self._order.append(rid)
+            if len(self._order) > self.keep:
+                self._ids.discard(self._order.popleft())
 
 
 @dataclass
@@ -143,8 +196,7 @@ class QueueCore:
         # routing ids of workers and producers the controller declared dead: a HELLO or GET
         # of theirs still in flight must not register them again (a lease to a dead
         # worker would never come back). Ids carry the pid, so they are never reused.
-        self.gone: set[bytes] = set()
-        self._gone_order: deque[bytes] = deque()
+        self.gone = _Recent()
         # (event id, packed event, reason) of poison events, for the caller to take
         self.poisoned: list[tuple[Any, bytes, str]] = []
         self.last_poison: dict[str, Any] | None = None  # the latest, for the controller
@@ -264,7 +316,7 @@ class QueueCore:
         `in_hand` the lease and event position it was handling, -1 if unknown):
         requeue its leases, blaming only the event in the handler."""
         if died is not None:
-            self._forget(rid)
+            self.gone.add(rid)
         w = self.workers.pop(rid, None)
         if w is None:
             return []
@@ -282,41 +334,13 @@ class QueueCore:
             self.buffers[lease.partition].extendleft(reversed(chunks))
         return self._dispatch() + self._grant() + self._check_end()
 
-    def _forget(self, rid: bytes, keep: int = 10_000) -> None:
-        if rid not in self.gone:
-            self.gone.add(rid)
-            self._gone_order.append(rid)
-            if len(self._gone_order) > keep:
-                self.gone.discard(self._gone_order.popleft())
-
     def _blame(self, chunks: list[Chunk], position: int, reason: str) -> list[Chunk]:
-        """The chunks of the lease a worker died handling, the culprit struck."""
-        n = sum(c.n for c in chunks)
-        if n == 1:
-            position = 0
-        if not 0 <= position < n:
-            return [single for c in chunks for single in c.singles()]  # unknown: all alone
-        out: list[Chunk] = []
-        offset = 0
-        for c in chunks:
-            if not offset <= position < offset + c.n:
-                out.append(c)
-                offset += c.n
-                continue
-            k = position - offset
-            head, rest = c.split(k) if k else (None, c)
-            culprit, tail = rest.split(1) if rest.n > 1 else (rest, None)
-            if head is not None:
-                out.append(head)
-            strikes = culprit.strikes + 1
-            if strikes >= POISON_DEATHS:
-                self.poisoned.append((culprit.ids[0], bytes(culprit.body), reason))
-                self.counters.poisoned += 1
-            else:
-                out.append(Chunk(culprit.ids, culprit.ends, culprit.body, culprit.t_src, culprit.t_enq, strikes, True))
-            if tail is not None:
-                out.append(tail)
-            offset += c.n
+        """The chunks of the lease a worker died handling, the culprit struck (and
+        taken out as poison at POISON_DEATHS strikes)."""
+        out, poison = strike(chunks, position)
+        if poison is not None:
+            self.poisoned.append((poison.ids[0], bytes(poison.body), reason))
+            self.counters.poisoned += 1
         return out
 
     def producer_gone(self, rid: bytes) -> Outgoing:

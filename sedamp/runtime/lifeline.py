@@ -1,6 +1,7 @@
-"""What every runtime child process does at start: tie its life to its parent, leave
-Ctrl-C to the controller, and name itself for `ps`. Pure of process roles: each role
-module calls these from its entry function."""
+"""The life and death of every runtime child process: at start, tie its life to its
+parent, leave Ctrl-C to the controller, and name itself for `ps`; later, exit when the
+parent is gone, and report why it cannot go on (FATAL to the controller) before it
+exits with EXIT_CHILD_FAILED. Not a process role: each role module calls these."""
 
 from __future__ import annotations
 
@@ -8,12 +9,29 @@ import ctypes
 import os
 import signal
 import sys
+import time
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+import zmq
+
+from sedamp.errors import WireError
+from sedamp.runtime import sockets, wire
+from sedamp.runtime.stage import Failure
 
 _PR_SET_PDEATHSIG = 1
 
 # How often a child checks that its parent (the controller) is still alive when the
 # kernel cannot tell it (non-Linux). Short enough that an orphan is gone within a second.
 PARENT_CHECK_PERIOD_S = 0.5
+
+# Exit code of a child that cannot go on because of user code: a stage's setup raised,
+# or a source failed to start or raised while reading. The controller has its FATAL.
+EXIT_CHILD_FAILED = 3
+
+# How long a finished worker or source waits for the controller to acknowledge its
+# DONE before it closes its sockets anyway.
+DONE_ACK_TIMEOUT_S = 5.0
 
 
 def become_child(parent_pid: int) -> None:
@@ -46,3 +64,51 @@ def set_name(name: str) -> None:
 
 def parent_alive(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
+
+
+def exit_if_orphaned(parent_pid: int) -> None:
+    """Exit at once (code 1) if the parent is gone: nobody would read our results."""
+    if not parent_alive(parent_pid):
+        os._exit(1)
+
+
+def wait_for_stop(ctl: zmq.Socket[Any], timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for the controller's STOP on `ctl` (its answer to DONE);
+    whether it came. Anything else that arrives meanwhile is dropped."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ctl.poll(100):
+            for frames in sockets.drain(ctl):
+                try:
+                    if wire.parse(frames).kind == wire.STOP:
+                        return True
+                except WireError:
+                    pass
+    return False
+
+
+def report_fatal(ctl: zmq.Socket[Any], message: str, fail: Failure, pid: int) -> None:
+    """Tell the controller this process cannot go on (it stops the run), with the
+    failure as data; the control socket lingers up to 2 s to let the FATAL out."""
+    ctl.send_multipart(
+        wire.simple(wire.FATAL, {"message": message, "type": fail.type, "traceback": fail.traceback, "pid": pid})
+    )
+    ctl.close(linger=2000)
+
+
+def fail_now(
+    ctl: zmq.Socket[Any],
+    others: Iterable[zmq.Socket[Any]],
+    ctx: zmq.Context[Any],
+    message: str,
+    fail: Failure,
+    pid: int,
+    code: int,
+) -> NoReturn:
+    """Report FATAL and exit with `code` at once, in the middle of the work: every
+    other socket is dropped, and the context waits only for the FATAL to go out."""
+    report_fatal(ctl, message, fail, pid)
+    for sock in others:
+        sock.close(linger=0)
+    ctx.term()  # waits for the control socket's linger (2 s at most)
+    os._exit(code)

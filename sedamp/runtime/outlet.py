@@ -6,19 +6,28 @@ sends them as PUTs of at most the credit it holds, and learns from each CREDIT r
 which PUTs the queue has taken (``took_seq``). Each backlog item carries a tag (the
 upstream lease it came from): `on_message` returns the tags whose events have all been
 taken, so the worker acknowledges a lease only once its outputs are safe downstream.
+
+`take_replies` and `wait_taken` are the one loop by which a worker or a source serves
+its outlets: apply the queues' replies, dead-letter what a full ``on_full: reject``
+queue refused, log refusals, and say which tags were released and whether a PUT of
+ours was refused (the owner must then stop).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import zlib
 from collections import deque
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
 from sedamp.errors import WireError
-from sedamp.runtime import sockets, wire
+from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.deadletter import DeadLetters
+
+log = logging.getLogger(__name__)
 
 # Most events one PUT carries. Larger PUTs amortise per-message cost but make the queue
 # split them more often for workers that ask for less; 512 is past the knee measured for
@@ -273,16 +282,53 @@ def _matches(event: Any, when: tuple[tuple[str, Any], ...]) -> bool:
     return isinstance(event, dict) and all(k in event and event[k] == v for k, v in when)
 
 
-def dead_letter_rejected(o: Outlet, dead: DeadLetters) -> None:
+def dead_letter_rejected(outlets: list[Outlet], dead: DeadLetters) -> None:
     """Write what a full ``on_full: reject`` queue could not take to the dead letters."""
-    while o.rejected:
-        ids, packed = o.rejected.pop()
-        for eid, p in zip(ids, packed, strict=True):
-            dead.write(
-                stage=o.stage,
-                event_id=eid,
-                error_type="Rejected",
-                message=f"the queue of stage {o.stage!r} was full (on_full: reject)",
-                traceback=None,
-                event=wire.unpack_events([p], 1)[0],
-            )
+    for o in outlets:
+        while o.rejected:
+            ids, packed = o.rejected.pop()
+            for eid, p in zip(ids, packed, strict=True):
+                dead.write_packed(
+                    stage=o.stage,
+                    event_id=eid,
+                    error_type="Rejected",
+                    message=f"the queue of stage {o.stage!r} was full (on_full: reject)",
+                    packed=p,
+                )
+
+
+@dataclass(frozen=True)
+class Replies:
+    """What the replies of the downstream queues meant to the process that owns the outlets."""
+
+    released: list[Any]  # tags whose events have all been taken (or shed)
+    errors: int  # refusals and bad frames, logged
+    fatal: str | None = None  # a PUT of ours was refused: stop rather than lose its events
+
+
+def take_replies(outlets: list[Outlet], ready: Container[Any], dead: DeadLetters, who: str) -> Replies:
+    """Apply every message waiting on the outlets whose sockets are in `ready`. `who`
+    names the owner in the log ("worker w:...", "source s"). Stops at the first
+    outlet whose queue refused a PUT of ours."""
+    released: list[Any] = []
+    errors = 0
+    for o in outlets:
+        if o.sock not in ready:
+            continue
+        for frames in sockets.drain(o.sock):
+            released.extend(o.on_message(frames))
+        dead_letter_rejected([o], dead)
+        while o.errors:
+            log.error("%s: %s", who, o.errors.pop())
+            errors += 1
+        if o.fatal:
+            return Replies(released, errors, o.fatal)
+    return Replies(released, errors)
+
+
+def wait_taken(outlets: list[Outlet], poll: Callable[[int], None], parent_pid: int) -> None:
+    """Call the owner's `poll(timeout_ms)` until the queues have taken everything given
+    to the outlets (each poll serves them with `take_replies`); exit if the parent dies."""
+    while not all(o.idle for o in outlets):
+        poll(int(lifeline.PARENT_CHECK_PERIOD_S * 1000))
+        lifeline.exit_if_orphaned(parent_pid)

@@ -120,17 +120,12 @@ def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> No
         core.last_poison = {"event_id": eid, "reason": reason}
         if cfg.on_poison == "skip" or dead is None:
             continue
-        try:
-            event: Any = wire.unpack_events([packed], 1)[0]
-        except WireError:
-            event = packed
-        dead.write(
+        dead.write_packed(
             stage=cfg.stage,
             event_id=eid,
             error_type="WorkerDied",
             message=f"stage {cfg.stage!r}: the event killed {POISON_DEATHS} workers that held it; the last {reason}",
-            traceback=None,
-            event=event,
+            packed=packed,
         )
 
 

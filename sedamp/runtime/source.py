@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +28,10 @@ from sedamp.errors import WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.journal import read_skip
-from sedamp.runtime.outlet import Outlet, OutputConfig, Router, dead_letter_rejected
+from sedamp.runtime.outlet import Outlet, OutputConfig, Router, dead_letter_rejected, take_replies, wait_taken
 from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths
 
 log = logging.getLogger(__name__)
-
-EXIT_SOURCE_FAILED = 3
-DONE_ACK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,160 +59,168 @@ def run_source(cfg: SourceConfig) -> None:
     """Entry function of a source process."""
     lifeline.become_child(cfg.parent_pid)
     add_import_paths(cfg.import_paths)
-    pid = os.getpid()
-    identity = source_identity(cfg.stage, pid)
-    socks = sockets.Sockets(cfg.curve)
-    ctx: zmq.Context[Any] = socks.ctx
-    ctl = socks.dealer(identity, cfg.control_endpoint)
-    ctl.send_multipart(wire.simple(wire.REGISTER, wire.SOURCE, cfg.stage, 0, pid, ""))
-    runner = SourceRunner(cfg.ref, cfg.params)
-    try:
-        runner.setup()
-        total = runner.total()
-        it = iter(runner)
-    except BaseException as exc:
-        fail = Failure.from_exception(exc)
-        _fatal(ctl, f"source {cfg.stage!r} ({cfg.ref}) could not start: {fail.type}: {fail.message}", fail, pid)
-        sys.exit(EXIT_SOURCE_FAILED)
-    outlets = [
-        Outlet(socks, o.stage, o.endpoint, identity, o.key, o.partitions, 4 * cfg.batch, o.on_full, o.when)
-        for o in cfg.outputs
-    ]
-    router = Router(outlets, cfg.max_event_bytes)
-    dead = DeadLetters(cfg.dead_letters)
-    poller = zmq.Poller()
-    poller.register(ctl, zmq.POLLIN)
-    for o in outlets:
-        poller.register(o.sock, zmq.POLLIN)
+    _Source(cfg).run()
 
-    counters: dict[str, Any] = {"total": total, "in": 0, "out": 0, "failed": 0, "skipped": 0, "pid": pid}
-    skip = read_skip(cfg.skip) if cfg.skip else None
-    stop_requested = False
-    error: Failure | None = None
-    next_stats = 0.0
 
-    def reject(o: Outlet) -> None:
-        dead_letter_rejected(o, dead)
+class _Source:
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.pid = os.getpid()
+        self.identity = source_identity(cfg.stage, self.pid)
+        self.socks = sockets.Sockets(cfg.curve)
+        self.ctx: zmq.Context[Any] = self.socks.ctx
+        self.ctl = self.socks.dealer(self.identity, cfg.control_endpoint)
+        self.runner = SourceRunner(cfg.ref, cfg.params)
+        self.outlets: list[Outlet] = []
+        self.stop_requested = False
+        self.exhausted = False
+        self.error: Failure | None = None
 
-    def poll(timeout_ms: int) -> None:
-        nonlocal stop_requested
-        ready = dict(poller.poll(timeout_ms))
-        for o in outlets:
-            if o.sock in ready:
-                for frames in sockets.drain(o.sock):
-                    o.on_message(frames)
-                reject(o)
-                while o.errors:
-                    log.error("source %s: %s", cfg.stage, o.errors.pop())
-                if o.fatal:
-                    _fatal(
-                        ctl,
-                        f"source {cfg.stage!r}: {o.fatal}; stopping rather than lose them",
-                        Failure("ProtocolError", o.fatal, ""),
-                        pid,
-                    )
-                    for other in outlets:
-                        other.sock.close(linger=0)
-                    ctx.term()  # lets the FATAL out (the control socket lingers)
-                    os._exit(EXIT_SOURCE_FAILED)
-        if ctl in ready:
-            for frames in sockets.drain(ctl):
+    def run(self) -> None:
+        cfg = self.cfg
+        self.ctl.send_multipart(wire.simple(wire.REGISTER, wire.SOURCE, cfg.stage, 0, self.pid, ""))
+        it, total = self._start()
+        want = 4 * cfg.batch
+        self.outlets = [
+            Outlet(self.socks, o.stage, o.endpoint, self.identity, o.key, o.partitions, want, o.on_full, o.when)
+            for o in cfg.outputs
+        ]
+        self.router = Router(self.outlets, cfg.max_event_bytes)
+        self.dead = DeadLetters(cfg.dead_letters)
+        self.poller = zmq.Poller()
+        self.poller.register(self.ctl, zmq.POLLIN)
+        for o in self.outlets:
+            self.poller.register(o.sock, zmq.POLLIN)
+        self.counters: dict[str, Any] = {"total": total, "in": 0, "out": 0, "failed": 0, "skipped": 0, "pid": self.pid}
+        self.skip = read_skip(cfg.skip) if cfg.skip else None
+        self._loop(it)
+        wait_taken(self.outlets, self._poll, cfg.parent_pid)  # deliver what was read
+        self._end()
+
+    def _start(self) -> tuple[Iterator[Any], int | None]:
+        """Set the user's source up; report FATAL and exit if it cannot start."""
+        try:
+            self.runner.setup()
+            total = self.runner.total()
+            return iter(self.runner), total
+        except BaseException as exc:
+            fail = Failure.from_exception(exc)
+            message = f"source {self.cfg.stage!r} ({self.cfg.ref}) could not start: {fail.type}: {fail.message}"
+            lifeline.report_fatal(self.ctl, message, fail, self.pid)
+            sys.exit(lifeline.EXIT_CHILD_FAILED)
+
+    def _loop(self, it: Iterator[Any]) -> None:
+        """Read and send a batch whenever the downstream queues have room, until the
+        source is exhausted or the controller says STOP."""
+        next_stats = 0.0
+        while not self.exhausted and not self.stop_requested:
+            if any(o.blocked for o in self.outlets):
+                self._poll(int(lifeline.PARENT_CHECK_PERIOD_S * 1000))
+            else:
+                self._read(it)
+                self._poll(0)
+            now = time.monotonic()
+            if now >= next_stats:
+                self.counters["shed"] = self._shed()
+                self.ctl.send_multipart(wire.simple(wire.STATS, self.counters))
+                next_stats = now + self.cfg.period_s
+                lifeline.exit_if_orphaned(self.cfg.parent_pid)
+
+    def _read(self, it: Iterator[Any]) -> None:
+        """Read up to a batch of events (fewer at IDLE), name them and hand them over."""
+        batch = self.cfg.batch
+        evs: list[Any] = []
+        t_read = time.time()
+        idle = False
+        try:
+            for ev in itertools.islice(it, batch):
+                if ev is IDLE:  # nothing more for now: send what was read
+                    idle = True
+                    break
+                evs.append(ev)
+        except Exception as exc:  # the user's iterator failed: keep what it gave
+            self.error = Failure.from_exception(exc)
+            self.exhausted = True
+        n = len(evs)
+        first = self.counters["in"]
+        ids = list(range(first, first + n))
+        if self.skip is not None:  # resuming: what every sink already holds is not sent again
+            kept = [(i, ev) for i, ev in zip(ids, evs, strict=True) if i not in self.skip]
+            self.counters["skipped"] += n - len(kept)
+            ids = [i for i, _ in kept]
+            evs = [ev for _, ev in kept]
+        self._route(ids, evs)
+        self.counters["in"] += n
+        self.router.commit(None, t_read)
+        dead_letter_rejected(self.outlets, self.dead)
+        if n < batch and not idle:
+            self.exhausted = True
+
+    def _route(self, ids: list[Any], evs: list[Any]) -> None:
+        router = self.router
+        packed = wire.pack_all(evs, router.limit) if not router.keyed else None
+        if packed is not None:
+            router.route_packed(ids, packed)
+            self.counters["out"] += len(ids)
+            return
+        for eid, ev in zip(ids, evs, strict=True):
+            try:
+                router.route(eid, [ev])
+                self.counters["out"] += 1
+            except (WireError, KeyError) as exc:
+                self.counters["failed"] += 1
+                self.dead.write(
+                    stage=self.cfg.stage,
+                    event_id=eid,
+                    error_type=type(exc).__name__,
+                    message=f"source {self.cfg.stage!r} yielded an event that cannot be sent: {exc}",
+                    traceback=None,
+                    event=repr(ev),
+                )
+
+    def _poll(self, timeout_ms: int) -> None:
+        ready = dict(self.poller.poll(timeout_ms))
+        replies = take_replies(self.outlets, ready, self.dead, f"source {self.cfg.stage}")
+        if replies.fatal:
+            message = f"source {self.cfg.stage!r}: {replies.fatal}; stopping rather than lose them"
+            fail = Failure("ProtocolError", replies.fatal, "")
+            others = [o.sock for o in self.outlets]
+            lifeline.fail_now(self.ctl, others, self.ctx, message, fail, self.pid, lifeline.EXIT_CHILD_FAILED)
+        if self.ctl in ready:
+            for frames in sockets.drain(self.ctl):
                 try:
                     msg = wire.parse(frames)
                 except WireError:
                     continue
                 if msg.kind == wire.STOP:
-                    stop_requested = True
+                    self.stop_requested = True
 
-    exhausted = False
-    while not exhausted and not stop_requested:
-        if any(o.blocked for o in outlets):
-            poll(int(lifeline.PARENT_CHECK_PERIOD_S * 1000))
-        else:
-            evs: list[Any] = []
-            t_read = time.time()
-            idle = False
-            try:
-                for ev in itertools.islice(it, cfg.batch):
-                    if ev is IDLE:  # nothing more for now: send what was read
-                        idle = True
-                        break
-                    evs.append(ev)
-            except Exception as exc:  # the user's iterator failed: keep what it gave
-                error = Failure.from_exception(exc)
-                exhausted = True
-            n = len(evs)
-            first = counters["in"]
-            ids = list(range(first, first + n))
-            if skip is not None:  # resuming: what every sink already holds is not sent again
-                kept = [(i, ev) for i, ev in zip(ids, evs, strict=True) if i not in skip]
-                counters["skipped"] += n - len(kept)
-                ids = [i for i, _ in kept]
-                evs = [ev for _, ev in kept]
-            packed = wire.pack_all(evs, router.limit) if not router.keyed else None
-            if packed is not None:
-                router.route_packed(ids, packed)
-                counters["out"] += len(ids)
-            else:
-                for eid, ev in zip(ids, evs, strict=True):
-                    try:
-                        router.route(eid, [ev])
-                        counters["out"] += 1
-                    except (WireError, KeyError) as exc:
-                        counters["failed"] += 1
-                        dead.write(
-                            stage=cfg.stage,
-                            event_id=eid,
-                            error_type=type(exc).__name__,
-                            message=f"source {cfg.stage!r} yielded an event that cannot be sent: {exc}",
-                            traceback=None,
-                            event=repr(ev),
-                        )
-            counters["in"] += n
-            router.commit(None, t_read)
-            for o in outlets:
-                reject(o)
-            if n < cfg.batch and not idle:
-                exhausted = True
-            poll(0)
-        now = time.monotonic()
-        if now >= next_stats:
-            counters["shed"] = {o.stage: [o.dropped, o.rejected_count] for o in outlets}
-            ctl.send_multipart(wire.simple(wire.STATS, counters))
-            next_stats = now + cfg.period_s
-            if not lifeline.parent_alive(cfg.parent_pid):
-                os._exit(1)
-    # deliver what was read, then detach
-    while not all(o.idle for o in outlets):
-        poll(int(lifeline.PARENT_CHECK_PERIOD_S * 1000))
-        if not lifeline.parent_alive(cfg.parent_pid):
-            os._exit(1)
-    try:
-        runner.teardown()
-    except Exception as exc:
-        error = error or Failure.from_exception(exc)
-    for o in outlets:
-        o.detach()
-    dead.close()
-    counters["stopped"] = stop_requested
-    counters["shed"] = {o.stage: [o.dropped, o.rejected_count] for o in outlets}
-    if error is not None:
-        _fatal(
-            ctl, f"source {cfg.stage!r} raised after {counters['in']} events: {error.type}: {error.message}", error, pid
-        )
-        sys.exit(EXIT_SOURCE_FAILED)
-    ctl.send_multipart(wire.simple(wire.DONE, counters))
-    deadline = time.monotonic() + DONE_ACK_TIMEOUT_S
-    while time.monotonic() < deadline and not ctl.poll(100):
-        pass
-    for o in outlets:
-        o.close()
-    ctl.close(linger=0)
-    ctx.term()
+    def _shed(self) -> dict[str, list[int]]:
+        return {o.stage: [o.dropped, o.rejected_count] for o in self.outlets}
 
-
-def _fatal(ctl: zmq.Socket[Any], message: str, fail: Failure, pid: int) -> None:
-    ctl.send_multipart(
-        wire.simple(wire.FATAL, {"message": message, "type": fail.type, "traceback": fail.traceback, "pid": pid})
-    )
-    ctl.close(linger=2000)
+    def _end(self) -> None:
+        """Tear the source down, detach, report DONE (or FATAL) and wait for the
+        controller's word before closing."""
+        cfg = self.cfg
+        try:
+            self.runner.teardown()
+        except Exception as exc:
+            self.error = self.error or Failure.from_exception(exc)
+        for o in self.outlets:
+            o.detach()
+        self.dead.close()
+        self.counters["stopped"] = self.stop_requested
+        self.counters["shed"] = self._shed()
+        error = self.error
+        if error is not None:
+            message = f"source {cfg.stage!r} raised after {self.counters['in']} events: {error.type}: {error.message}"
+            lifeline.report_fatal(self.ctl, message, error, self.pid)
+            sys.exit(lifeline.EXIT_CHILD_FAILED)
+        self.ctl.send_multipart(wire.simple(wire.DONE, self.counters))
+        deadline = time.monotonic() + lifeline.DONE_ACK_TIMEOUT_S
+        while time.monotonic() < deadline and not self.ctl.poll(100):
+            pass
+        for o in self.outlets:
+            o.close()
+        self.ctl.close(linger=0)
+        self.ctx.term()

@@ -47,7 +47,7 @@ Control plane (the controller's ROUTER; every runtime process connects a DEALER)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import msgpack
@@ -69,7 +69,6 @@ PRODUCER = 0
 WORKER = 1
 QUEUE = 2
 SOURCE = 3
-ROLE_NAMES = {PRODUCER: "producer", WORKER: "worker", QUEUE: "queue", SOURCE: "source"}
 
 # data-plane kinds
 HELLO = 1
@@ -351,15 +350,3 @@ def unpack_events(bodies: Iterable[bytes], expected: int) -> list[Any]:
     if len(events) != expected:
         raise WireError(f"body holds {len(events)} events, header says {expected}")
     return events
-
-
-def iter_events(body: bytes) -> Iterator[Any]:
-    """Decode one body lazily (for tools and tests)."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME_BYTES)
-    unpacker.feed(body)
-    yield from unpacker
-
-
-def pack_map(data: dict[str, Any]) -> bytes:
-    """Pack a control-plane map (used by files the runtime writes, e.g. stats dumps)."""
-    return _packb(data)

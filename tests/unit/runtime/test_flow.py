@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sedamp.runtime import wire
-from sedamp.runtime.flow import QueueCore
+from sedamp.runtime.flow import POISON_DEATHS, Chunk, QueueCore, strike
 
 P, P2, W, W2 = b"p1", b"p2", b"w1", b"w2"
 
@@ -355,3 +355,40 @@ def test_a_put_from_an_unknown_producer_is_refused_with_its_seq() -> None:
     [(_, frames)] = q.handle(P, wire.parse(wire.put(7, 0, [0], ends, body)))
     err = wire.parse([bytes(f) for f in frames])
     assert err.kind == wire.ERR and err.fields[1] == 7
+
+
+def chunk(ids: list[Any], strikes: int = 0) -> Chunk:
+    body, ends = wire.pack_events(ids)
+    return Chunk(ids, ends, memoryview(body), strikes=strikes)
+
+
+def test_strike_brings_the_event_in_the_handler_back_alone_with_a_strike() -> None:
+    out, poison = strike([chunk([0, 1]), chunk([2, 3, 4])], 3)
+    assert poison is None
+    assert [(c.ids, c.strikes, c.alone) for c in out] == [
+        ([0, 1], 0, False),
+        ([2], 0, False),
+        ([3], 1, True),
+        ([4], 0, False),
+    ]
+    assert wire.unpack_events([bytes(c.body) for c in out], 5) == [0, 1, 2, 3, 4]
+
+
+def test_strike_takes_out_an_event_at_its_last_death_and_splits_all_when_unknown() -> None:
+    out, poison = strike([chunk([7], strikes=POISON_DEATHS - 1), chunk([8])], 0)
+    assert poison is not None and poison.ids == [7] and [c.ids for c in out] == [[8]]
+    out, poison = strike([chunk([0, 1]), chunk([2])], -1)
+    assert poison is None
+    assert [(c.ids, c.alone, c.strikes) for c in out] == [([0], True, 0), ([1], True, 0), ([2], True, 0)]
+    out, poison = strike([chunk([5])], -1)  # one event: it is the one
+    assert poison is None and [(c.ids, c.strikes) for c in out] == [([5], 1)]
+
+
+def test_a_peer_declared_dead_is_refused_and_only_the_latest_are_remembered() -> None:
+    q = QueueCore(capacity=10)
+    q.gone.keep = 2
+    for rid in (b"a", b"b", b"c"):
+        q.worker_gone(rid, "was killed")
+    assert b"a" not in q.gone and b"b" in q.gone and b"c" in q.gone
+    [err] = msgs(q.handle(b"c", wire.parse(wire.hello(wire.WORKER, 0, 0))))
+    assert err.kind == wire.ERR and err.fields[0] == "this peer was declared dead"

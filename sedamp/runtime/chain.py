@@ -1,0 +1,322 @@
+"""The handler chain of a worker: the handlers of one stage, or of a fused ``group:``,
+called in order on a batch. Pure of processes and sockets.
+
+A `Chain` holds one `Link` per stage of the chain, each with its runner and its own
+counters. `run` calls the first handler on a batch, names the outputs of each event
+(the parent's id for one output, ``"<parent>.<i>"`` for several) and passes them, as
+Python objects, to the next handler; the tail's outputs go to a router (a sink's are
+only counted and, if it is resumable, journaled). An event a handler fails on is
+tried again under the stage's ``on_error`` (``retry`` times, ``backoff_s`` apart,
+doubling), then skipped, dead-lettered, or dead-lettered and the run stopped through
+the `stop_run` the owner gives (which does not return).
+
+What it touches is given to it: the dead-letter file, the router (anything with
+`keyed`, `limit`, `route` and `route_packed`), the journal, the worker's slot (which
+event of the lease is in the handler, and the deadline of the call) and the set of
+ids a deduplicating sink has seen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
+
+from sedamp.errors import WireError
+from sedamp.runtime import wire
+from sedamp.runtime.deadletter import DeadLetters
+from sedamp.runtime.dedupe import IdSet
+from sedamp.runtime.journal import Journal
+from sedamp.runtime.slot import Slot
+from sedamp.runtime.stage import Failure, HandlerRunner
+
+Results = list[list[Any] | Failure]
+NO_RETRY = (0, 0.0, "dead_letter")
+
+
+class Routes(Protocol):
+    """Where the tail's outputs go (`sedamp.runtime.outlet.Router`)."""
+
+    keyed: bool
+    limit: int
+
+    def route(self, parent_id: Any, outputs: list[Any]) -> None: ...
+
+    def route_packed(self, ids: list[Any], packed: list[bytes]) -> None: ...
+
+
+@dataclass(eq=False)
+class Link:
+    """One stage of the chain a worker runs, with its own counters."""
+
+    stage: str
+    kind: str
+    runner: HandlerRunner
+    retry: int = 0
+    backoff_s: float = 0.0
+    then: str = "dead_letter"
+    n_in: int = 0
+    n_out: int = 0
+    n_failed: int = 0  # dead-lettered
+    n_retried: int = 0  # calls made again after a failure
+    n_skipped: int = 0  # failed and dropped (on_error: skip)
+
+
+def links_of(
+    stage: str,
+    kind: str,
+    ref: str,
+    params: dict[str, Any],
+    on_error: tuple[int, float, str],
+    rest: tuple[dict[str, Any], ...],
+) -> list[Link]:
+    """The links of a worker: its own stage, then the rest of its group, each of `rest`
+    a ``{"stage", "kind", "ref", "params"[, "on_error"]}``."""
+    return [Link(stage, kind, HandlerRunner(ref, params), *on_error)] + [
+        Link(d["stage"], d["kind"], HandlerRunner(d["ref"], d["params"]), *d.get("on_error", NO_RETRY)) for d in rest
+    ]
+
+
+class Chain:
+    def __init__(
+        self,
+        links: list[Link],
+        dead: DeadLetters,
+        stop_run: Callable[[str, Failure], NoReturn],
+        slot: Slot | None = None,
+        seen: IdSet | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.links = links
+        self.tail = links[-1]
+        self.dead = dead
+        self.stop_run = stop_run
+        self.slot = slot
+        self.seen = seen
+        self.sleep = sleep
+        self.duplicates = 0
+        self.router: Routes | None = None  # set by the owner once its outlets exist
+        self.journal: Journal | None = None  # set by the owner for a resumable sink
+
+    # ---------------------------------------------------------------- life
+
+    def setup(self) -> tuple[Link, Failure] | None:
+        """Set every stage up, in order; the first that raised, and how, if any."""
+        for link in self.links:
+            try:
+                link.runner.setup()
+            except BaseException as exc:
+                return link, Failure.from_exception(exc)
+        return None
+
+    def finish(self, index: int) -> Failure | None:
+        """Call every stage's finish(), passing what it emits down the chain (named
+        ``<stage>.<index>.end.<k>``); the first failure, if any."""
+        error: Failure | None = None
+        last = len(self.links) - 1
+        for i, link in enumerate(self.links):
+            try:
+                outputs = link.runner.finish()
+            except Exception as exc:
+                error = error or Failure.from_exception(exc)
+                continue
+            if not outputs:
+                continue
+            ids = [f"{link.stage}.{index}.end.{k}" for k in range(len(outputs))]
+            if i < last:
+                link.n_out += len(outputs)
+                self.run(i + 1, ids, outputs)
+            elif link.kind != "sink":
+                for eid, ev in zip(ids, outputs, strict=True):
+                    self._route_one(eid, None, [ev])
+        return error
+
+    def teardown(self, error: Failure | None) -> Failure | None:
+        """Tear every stage down; `error`, or else the first teardown failure."""
+        for link in self.links:
+            try:
+                link.runner.teardown()
+            except Exception as exc:
+                error = error or Failure.from_exception(exc)
+        return error
+
+    @property
+    def stateful(self) -> bool:
+        """Some stage emits at the end of input: its state would be lost if retired."""
+        return any(link.runner.has_finish for link in self.links)
+
+    # ---------------------------------------------------------------- work
+
+    def run(self, start: int, ids: list[Any], events: list[Any]) -> None:
+        """Handle events from link `start` through the tail, then route the tail's
+        outputs (a sink's are only counted). Inside a group, events pass from stage
+        to stage as Python objects: no serialization until they leave the process."""
+        # where each event sits in the lease: None = in lease order, [] = not known
+        pos: list[int] | None = None if start == 0 else []
+        for link in self.links[start:-1]:
+            results = self._call(link, events, pos)
+            link.n_in += len(events)
+            ids, events = self._fan_out(link, ids, events, results)
+            pos = []
+            if not events:
+                return
+        tail = self.tail
+        if self.seen is not None:
+            ids, events, pos = self._unseen(ids, events, pos)
+            if not events:
+                return
+        results = self._call(tail, events, pos)
+        tail.n_in += len(events)
+        if tail.kind != "sink":
+            self._route(ids, events, results)
+            return
+        for eid, ev, res in zip(ids, events, results, strict=True):
+            if isinstance(res, Failure):
+                self._failed(tail, eid, res, ev)
+            else:
+                tail.n_out += 1
+        if self.journal is not None:  # before the ACK: what is journaled is written
+            self.journal.add(eid for eid, res in zip(ids, results, strict=True) if not isinstance(res, Failure))
+
+    def _fan_out(self, link: Link, ids: list[Any], events: list[Any], results: Results) -> tuple[list[Any], list[Any]]:
+        """The ids and events the next link gets from `link`'s results."""
+        next_ids: list[Any] = []
+        next_events: list[Any] = []
+        for eid, ev, res in zip(ids, events, results, strict=True):
+            if isinstance(res, Failure):
+                self._failed(link, eid, res, ev)
+                continue
+            if len(res) == 1:
+                next_ids.append(eid)
+            else:
+                next_ids.extend(f"{eid}.{i}" for i in range(len(res)))
+            next_events.extend(res)
+            link.n_out += len(res)
+        return next_ids, next_events
+
+    def _route(self, ids: list[Any], events: list[Any], results: Results) -> None:
+        """Give each event's outputs to the router. One output per event on unkeyed
+        edges (the common case) is packed in bulk; anything else goes one by one."""
+        router = self.router
+        assert router is not None, "a handler chain needs a router"
+        fast_ids: list[Any] = []
+        fast_out: list[Any] = []
+        for eid, ev, res in zip(ids, events, results, strict=True):
+            if type(res) is list and len(res) == 1 and not router.keyed:
+                fast_ids.append(eid)
+                fast_out.append(res[0])
+                continue
+            if isinstance(res, Failure):
+                self._failed(self.tail, eid, res, ev)
+                continue
+            self._route_one(eid, ev, res)
+        if fast_ids:
+            packed = wire.pack_all(fast_out, router.limit)
+            if packed is not None:
+                router.route_packed(fast_ids, packed)
+                self.tail.n_out += len(packed)
+            else:
+                by_id = dict(zip(ids, events, strict=True))
+                for eid, out in zip(fast_ids, fast_out, strict=True):
+                    self._route_one(eid, by_id[eid], [out])
+
+    def _route_one(self, eid: Any, ev: Any, outputs: list[Any]) -> None:
+        assert self.router is not None, "a handler chain needs a router"
+        tail = self.tail
+        try:
+            self.router.route(eid, outputs)
+        except WireError as exc:
+            message = f"stage {tail.stage!r} returned an event that cannot be sent: {exc}"
+            self._dead(tail, eid, "WireError", message, None, ev)
+            return
+        except KeyError as exc:
+            self._dead(tail, eid, "KeyError", f"stage {tail.stage!r}: {exc.args[0]}", None, ev)
+            return
+        tail.n_out += len(outputs)
+
+    def _hooks(self, pos: list[int] | None) -> tuple[Callable[[int, int], None] | None, Any]:
+        """How the handler loop notes in the slot which event of the lease is in the
+        handler (see `run` for `pos`): a one-item view it writes the index to, the
+        cheap common case, or a callable when there is a deadline to set or the
+        index must be translated."""
+        slot = self.slot
+        if slot is None:
+            return None, None
+        if pos is None:
+            return (slot.at, None) if slot.timeout_s else (None, slot.position)
+        if not pos:
+            slot.position[0] = -1
+            return (lambda _i, n: slot.at(-1, n)) if slot.timeout_s else None, None
+        return (lambda i, n: slot.at(pos[i] if i >= 0 else -1, n)), None
+
+    def _call(self, link: Link, events: list[Any], pos: list[int] | None) -> Results:
+        """Handle a batch; events that failed are tried again one by one, up to the
+        stage's `retry` times, `backoff_s` apart (doubling each time)."""
+        results = link.runner.handle_batch(events, *self._hooks(pos))
+        if self.slot is not None and self.slot.timeout_s:
+            self.slot.pause()  # the deadline covers user code only, not routing or journaling
+        if not link.retry:
+            return results
+        for i, res in enumerate(results):
+            delay = link.backoff_s
+            for _ in range(link.retry):
+                if not isinstance(res, Failure):
+                    break
+                if delay > 0:
+                    if self.slot is not None:
+                        self.slot.pause()
+                    self.sleep(delay)
+                    delay *= 2
+                link.n_retried += 1
+                one = [i] if pos is None else [pos[i]] if pos else []
+                res = link.runner.handle_batch([events[i]], *self._hooks(one))[0]
+                if self.slot is not None and self.slot.timeout_s:
+                    self.slot.pause()
+            results[i] = res
+        return results
+
+    def _failed(self, link: Link, eid: Any, fail: Failure, event: Any) -> None:
+        """An event the handler failed on (after its retries): apply on_error.then."""
+        if link.then == "skip":
+            link.n_skipped += 1
+            return
+        self._dead(link, eid, fail.type, fail.message, fail.traceback, event)
+        if link.then == "fail":
+            tries = f" after {link.retry + 1} tries" if link.retry else ""
+            self.stop_run(
+                f"stage {link.stage!r} failed on event {eid!r}{tries}: {fail.type}: {fail.message} "
+                "(on_error: fail; the event is in the dead-letter file)",
+                fail,
+            )
+
+    def _unseen(
+        self, ids: list[Any], events: list[Any], pos: list[int] | None
+    ) -> tuple[list[Any], list[Any], list[int] | None]:
+        """Drop events this deduplicating sink has already handled."""
+        assert self.seen is not None
+        keep_ids: list[Any] = []
+        keep: list[Any] = []
+        keep_pos: list[int] = []
+        for i, (eid, ev) in enumerate(zip(ids, events, strict=True)):
+            if self.seen.add(eid):
+                keep_ids.append(eid)
+                keep.append(ev)
+                if pos is None:
+                    keep_pos.append(i)
+                elif pos:
+                    keep_pos.append(pos[i])
+            else:
+                self.duplicates += 1
+        if len(keep) == len(events):
+            return ids, events, pos
+        return keep_ids, keep, keep_pos
+
+    def dead_input(self, ids: list[Any], message: str) -> None:
+        """Dead-letter a batch the first stage cannot even decode."""
+        for eid in ids:
+            self._dead(self.links[0], eid, "WireError", message, None, None)
+
+    def _dead(self, link: Link, eid: Any, etype: str, message: str, tb: str | None, event: Any) -> None:
+        link.n_failed += 1
+        self.dead.write(stage=link.stage, event_id=eid, error_type=etype, message=message, traceback=tb, event=event)

@@ -1,0 +1,181 @@
+"""sedamp.runtime.chain: calling the handlers of a stage or a group, fan-out, failures and
+retries, without processes or sockets (a fake router, a real dead-letter file)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+import sedamp
+from sedamp.runtime import wire
+from sedamp.runtime.chain import Chain, Link, links_of
+from sedamp.runtime.deadletter import DeadLetters, read_dead_letters
+from sedamp.runtime.dedupe import IdSet
+from sedamp.runtime.stage import Failure
+
+
+@pytest.fixture(autouse=True)
+def user_module() -> Iterator[types.ModuleType]:
+    m = types.ModuleType("chainstages")
+    calls: dict[int, int] = {}
+
+    def split(event: int) -> Any:
+        return sedamp.Many([event, event + 100])
+
+    def double(event: int) -> int:
+        return event * 2
+
+    def keyed(event: int) -> Any:
+        return {"k": event} if event % 2 == 0 else {"other": event}
+
+    def fail_on_3(event: int) -> int:
+        if event == 3:
+            raise ValueError("three")
+        return event
+
+    def flaky(event: int) -> int:
+        calls[event] = calls.get(event, 0) + 1
+        if calls[event] <= 2:
+            raise RuntimeError(f"try {calls[event]}")
+        return event
+
+    class Count:
+        def setup(self) -> None:
+            self.n = 0
+
+        def handle(self, event: int) -> None:
+            self.n += 1
+
+        def finish(self) -> list[int]:
+            return sedamp.Many([self.n])  # type: ignore[return-value]
+
+    for f in (split, double, keyed, fail_on_3, flaky, Count):
+        setattr(m, f.__name__, f)
+    sys.modules["chainstages"] = m
+    yield m
+    del sys.modules["chainstages"]
+
+
+class FakeRouter:
+    """Records what the chain routes; refuses an output without the key like Router."""
+
+    def __init__(self, keyed: bool = False) -> None:
+        self.keyed = keyed
+        self.limit = wire.MAX_EVENT_BYTES
+        self.routed: list[tuple[Any, Any]] = []
+
+    def route(self, parent_id: Any, outputs: list[Any]) -> None:
+        if self.keyed and not all(isinstance(o, dict) and "k" in o for o in outputs):
+            raise KeyError("an output has no field 'k' to route it to stage 'next' by")
+        ids = [parent_id] if len(outputs) == 1 else [f"{parent_id}.{i}" for i in range(len(outputs))]
+        self.routed.extend(zip(ids, outputs, strict=True))
+
+    def route_packed(self, ids: list[Any], packed: list[bytes]) -> None:
+        self.routed.extend(zip(ids, wire.unpack_events(packed, len(packed)), strict=True))
+
+
+class Stopped(Exception):
+    pass
+
+
+def stop(message: str, fail: Failure) -> NoReturn:
+    raise Stopped(message)
+
+
+def chain_of(
+    tmp_path: Path, *stages: tuple[str, str, str, tuple[int, float, str]], **kw: Any
+) -> tuple[Chain, FakeRouter, list[float]]:
+    (first, kind, ref, on_error), *rest = stages
+    rest_dicts = tuple({"stage": s, "kind": k, "ref": r, "params": {}, "on_error": e} for s, k, r, e in rest)
+    links = links_of(first, kind, ref, {}, on_error, rest_dicts)
+    slept: list[float] = []
+    chain = Chain(links, DeadLetters(tmp_path / "dead.jsonl"), stop, sleep=slept.append, **kw)
+    router = FakeRouter()
+    chain.router = router
+    assert chain.setup() is None
+    return chain, router, slept
+
+
+NO = (0, 0.0, "dead_letter")
+
+
+def counts(link: Link) -> list[int]:
+    return [link.n_in, link.n_out, link.n_failed, link.n_retried, link.n_skipped]
+
+
+def test_a_group_passes_objects_from_stage_to_stage_and_names_a_fan_out(tmp_path: Path) -> None:
+    chain, router, _ = chain_of(
+        tmp_path, ("a", "handler", "chainstages:split", NO), ("b", "handler", "chainstages:double", NO)
+    )
+    chain.run(0, [7, 8], [1, 2])
+    assert router.routed == [("7.0", 2), ("7.1", 202), ("8.0", 4), ("8.1", 204)]
+    assert [counts(link) for link in chain.links] == [[2, 4, 0, 0, 0], [4, 4, 0, 0, 0]]
+
+
+def test_failures_follow_on_error_dead_letter_skip_and_fail(tmp_path: Path) -> None:
+    chain, router, _ = chain_of(
+        tmp_path, ("a", "handler", "chainstages:fail_on_3", NO), ("b", "handler", "chainstages:fail_on_3", NO)
+    )
+    chain.run(0, [0, 1], [3, 4])
+    assert router.routed == [(1, 4)]
+    [dead] = read_dead_letters(tmp_path / "dead.jsonl")
+    assert (dead["stage"], dead["event_id"], dead["error_type"], dead["message"], dead["event"]) == (
+        "a",
+        0,
+        "ValueError",
+        "three",
+        3,
+    )
+    skipping, _, _ = chain_of(tmp_path, ("s", "handler", "chainstages:fail_on_3", (0, 0.0, "skip")))
+    skipping.run(0, [0, 1], [3, 4])
+    assert counts(skipping.tail) == [2, 1, 0, 0, 1]
+    (tmp_path / "f").mkdir()
+    failing, _, _ = chain_of(tmp_path / "f", ("f", "handler", "chainstages:fail_on_3", (1, 0.0, "fail")))
+    expected = r"stage 'f' failed on event 5 after 2 tries: ValueError: three \(on_error: fail"
+    with pytest.raises(Stopped, match=expected):
+        failing.run(0, [5], [3])
+    assert read_dead_letters(tmp_path / "f" / "dead.jsonl")[-1]["event_id"] == 5  # written before the stop
+
+
+def test_a_failed_event_is_retried_alone_with_a_doubling_backoff(tmp_path: Path) -> None:
+    chain, router, slept = chain_of(tmp_path, ("a", "handler", "chainstages:flaky", (3, 0.1, "dead_letter")))
+    chain.run(0, [0], [9])
+    assert router.routed == [(0, 9)] and slept == [0.1, 0.2]
+    assert counts(chain.tail) == [1, 1, 0, 2, 0]
+
+
+def test_an_output_the_router_refuses_is_dead_lettered_with_its_input(tmp_path: Path) -> None:
+    chain, router, _ = chain_of(tmp_path, ("a", "handler", "chainstages:keyed", NO))
+    chain.router = router = FakeRouter(keyed=True)
+    chain.run(0, [0, 1], [2, 3])
+    assert router.routed == [(0, {"k": 2})]
+    [dead] = read_dead_letters(tmp_path / "dead.jsonl")
+    assert dead["event_id"] == 1 and dead["error_type"] == "KeyError" and dead["event"] == 3
+    assert dead["message"] == "stage 'a': an output has no field 'k' to route it to stage 'next' by"
+    assert counts(chain.tail) == [2, 1, 1, 0, 0]
+
+
+def test_a_deduplicating_sink_handles_each_id_once_and_finish_flows_down_the_chain(tmp_path: Path) -> None:
+    chain, _, _ = chain_of(tmp_path, ("c", "handler", "chainstages:Count", NO), ("s", "sink", "chainstages:Count", NO))
+    chain.seen = IdSet()
+    chain.run(1, [0, 1], [0, 0])
+    chain.run(1, [1, 2], [0, 0])
+    assert chain.duplicates == 1 and counts(chain.tail) == [3, 3, 0, 0, 0]
+    assert chain.stateful
+    assert chain.finish(index=4) is None
+    # c emitted its count (0: nothing reached it) as "c.4.end.0", which the sink handled
+    assert counts(chain.links[0]) == [0, 1, 0, 0, 0] and chain.tail.n_in == 4
+    assert chain.teardown(None) is None
+
+
+def test_setup_reports_the_first_stage_that_raised(tmp_path: Path) -> None:
+    missing = {"stage": "b", "kind": "sink", "ref": "nowhere:x", "params": {}}
+    links = links_of("a", "handler", "chainstages:double", {}, NO, (missing,))
+    chain = Chain(links, DeadLetters(tmp_path / "dead.jsonl"), stop)
+    failed = chain.setup()
+    assert failed is not None and failed[0].stage == "b" and failed[1].type == "ModuleNotFoundError"

@@ -162,120 +162,162 @@ class PolicyState:
 
 
 def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState) -> list[Decision]:
-    """One period of the pool controller: the target changes to make, with reasons."""
+    """One period of the pool controller: the target changes to make, with reasons.
+
+    The steps run in this order, each on the targets the previous ones left: the idle
+    clocks, the thrashing guard, the shrinking of idle stages, the growth of the
+    bottleneck."""
     state.period += 1
-    p = state.period
-    decisions: list[Decision] = []
-    targets = {v.name: v.target for v in views}
-    by_name = {v.name: v for v in views}
+    r = _Round(state, {v.name: v.target for v in views})
+    _update_idle_clocks(views, now_s, state)
+    decisions = _undo_unpaid_growth(views, r)
+    decisions += _shrink_idle(views, now_s, r)
+    decisions += _grow_bottleneck(views, budget, r)
+    return decisions
 
-    def cooling(name: str) -> bool:
-        return p - state.changed_at.get(name, -(10**9)) < COOLDOWN_PERIODS
 
-    def change(v: StageView, new: int, reason: str) -> None:
-        decisions.append(Decision(v.name, targets[v.name], new, reason))
-        targets[v.name] = new
-        state.changed_at[v.name] = p
+@dataclass
+class _Round:
+    """One period of `decide`: the targets as decided so far."""
 
-    # idle clocks
+    state: PolicyState
+    targets: dict[str, int]
+
+    def cooling(self, name: str) -> bool:
+        """Changed less than COOLDOWN_PERIODS ago: left alone (hysteresis)."""
+        return self.state.period - self.state.changed_at.get(name, -(10**9)) < COOLDOWN_PERIODS
+
+    def change(self, v: StageView, new: int, reason: str) -> Decision:
+        d = Decision(v.name, self.targets[v.name], new, reason)
+        self.targets[v.name] = new
+        self.state.changed_at[v.name] = self.state.period
+        return d
+
+
+def _update_idle_clocks(views: list[StageView], now_s: float, state: PolicyState) -> None:
+    """Start the idle clock of a stage with idle workers and no backlog; stop the others'."""
     for v in views:
         if v.busy < SHRINK_BUSY and v.queue_length < 2 * max(1.0, v.batch_size):
             state.idle_since.setdefault(v.name, now_s)
         else:
             state.idle_since.pop(v.name, None)
 
-    # thrashing guard: a growth that bought nothing is undone
+
+def _undo_unpaid_growth(views: list[StageView], r: _Round) -> list[Decision]:
+    """The thrashing guard: a growth that bought nothing is undone, and growth barred."""
+    state, p = r.state, r.state.period
+    by_name = {v.name: v for v in views}
+    decisions = []
     for name, (at, before) in list(state.grown.items()):
-        grown = by_name.get(name)
-        if grown is None or p - at < COOLDOWN_PERIODS:
+        v = by_name.get(name)
+        if v is None or p - at < COOLDOWN_PERIODS:
             continue
-        v = grown
         del state.grown[name]
-        if v.completions_per_s < before * THRASH_GAIN and targets[name] > v.lo and v.queue_length > 0:
-            change(
-                v,
-                targets[name] - 1,
-                f"growth did not pay: {v.completions_per_s:.0f}/s after vs {before:.0f}/s before; "
-                f"back to {targets[name] - 1}, no growth for {THRASH_BAR_PERIODS} periods",
+        if v.completions_per_s < before * THRASH_GAIN and r.targets[name] > v.lo and v.queue_length > 0:
+            decisions.append(
+                r.change(
+                    v,
+                    r.targets[name] - 1,
+                    f"growth did not pay: {v.completions_per_s:.0f}/s after vs {before:.0f}/s before; "
+                    f"back to {r.targets[name] - 1}, no growth for {THRASH_BAR_PERIODS} periods",
+                )
             )
             state.barred_until[name] = p + THRASH_BAR_PERIODS
+    return decisions
 
-    # shrink stages idle for the timeout
+
+def _shrink_idle(views: list[StageView], now_s: float, r: _Round) -> list[Decision]:
+    """A stage idle for IDLE_TIMEOUT_S gives a worker back, down to its min."""
+    decisions = []
     for v in views:
-        since = state.idle_since.get(v.name)
+        since = r.state.idle_since.get(v.name)
         if (
             v.resizable
             and since is not None
             and now_s - since >= IDLE_TIMEOUT_S
-            and targets[v.name] > v.lo
-            and not cooling(v.name)
+            and r.targets[v.name] > v.lo
+            and not r.cooling(v.name)
         ):
-            change(
-                v,
-                targets[v.name] - 1,
-                f"idle for {now_s - since:.1f} s (workers {v.busy:.0%} busy, queue empty): shrink to "
-                f"{targets[v.name] - 1}",
+            decisions.append(
+                r.change(
+                    v,
+                    r.targets[v.name] - 1,
+                    f"idle for {now_s - since:.1f} s (workers {v.busy:.0%} busy, queue empty): shrink to "
+                    f"{r.targets[v.name] - 1}",
+                )
             )
-            state.idle_since[v.name] = now_s
-
-    # grow the bottleneck: of the backed-up, busy stages, the one that completes the
-    # fewest events per second bounds the pipeline (a stage upstream of it looks busy
-    # only until backpressure reaches it). One growth per period.
-    added = 0.0
-    for v in sorted(views, key=lambda x: (x.completions_per_s, -x.queue_length)):
-        if added:
-            break
-        if not v.resizable or cooling(v.name) or targets[v.name] >= v.hi:
-            continue
-        if state.barred_until.get(v.name, 0) > p:
-            continue
-        if v.downstream_fill >= DOWNSTREAM_FULL_FRACTION:
-            continue  # its outputs already wait: more workers here would only wait too
-        threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
-        if v.queue_length < threshold or v.busy < GROW_BUSY:
-            continue
-        used = sum(targets[x.name] * x.busy for x in views) + added
-        donor = None
-        # A nearly full queue holds its producers back (backpressure), so the cores they
-        # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
-        growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
-        full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity or growing
-        processes = sum(targets[x.name] for x in views if x.busy >= SHRINK_BUSY)  # idle pools hold no core
-        if used + GROW_HEADROOM_CORES > budget and full and processes + 1 <= OVERSUBSCRIBE * budget:
-            why = (
-                f"filling ({v.arrivals_per_s:.0f}/s in, {v.completions_per_s:.0f}/s out)" if growing else "nearly full"
-            )
-            reason = (
-                f"queue {v.queue_length}/{v.capacity} {why} and workers {v.busy:.0%} busy: grow to "
-                f"{targets[v.name] + 1} (its producers will be held back; {processes + 1} busy processes "
-                f"for {budget} cores)"
-            )
-            state.grown[v.name] = (p, v.completions_per_s)
-            change(v, targets[v.name] + 1, reason)
-            added += 1.0
-            continue
-        if used + GROW_HEADROOM_CORES > budget:
-            idle = [
-                d
-                for d in views
-                if d.name != v.name
-                and d.resizable
-                and targets[d.name] > d.lo
-                and d.busy < SHRINK_BUSY
-                and not cooling(d.name)
-            ]
-            if not idle:
-                continue
-            donor = min(idle, key=lambda d: d.busy)
-            change(
-                donor,
-                targets[donor.name] - 1,
-                f"gives a worker to {v.name!r} ({donor.busy:.0%} busy): shrink to {targets[donor.name] - 1}",
-            )
-        reason = f"queue {v.queue_length}/{v.capacity} and workers {v.busy:.0%} busy: grow to {targets[v.name] + 1}" + (
-            f" (taking a core from {donor.name!r})" if donor else f" ({used:.1f} of {budget} cores busy)"
-        )
-        state.grown[v.name] = (p, v.completions_per_s)
-        change(v, targets[v.name] + 1, reason)
-        added += 1.0  # count the new worker as a whole busy core for the rest of this period
+            r.state.idle_since[v.name] = now_s
     return decisions
+
+
+def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Decision]:
+    """Grow the bottleneck: of the backed-up, busy stages, the one that completes the
+    fewest events per second bounds the pipeline (a stage upstream of it looks busy
+    only until backpressure reaches it). One growth per period."""
+    for v in sorted(views, key=lambda x: (x.completions_per_s, -x.queue_length)):
+        if not _wants_to_grow(v, r):
+            continue
+        used = sum(r.targets[x.name] * x.busy for x in views)
+        if used + GROW_HEADROOM_CORES <= budget:
+            return [_grow(v, r, f" ({used:.1f} of {budget} cores busy)")]
+        decisions = _grow_past_budget(v, views, budget, r)
+        if decisions:
+            return decisions
+    return []
+
+
+def _wants_to_grow(v: StageView, r: _Round) -> bool:
+    """Resizable, below its max, not cooling or barred, its outputs not waiting, and
+    its queue backed up with busy workers."""
+    if not v.resizable or r.cooling(v.name) or r.targets[v.name] >= v.hi:
+        return False
+    if r.state.barred_until.get(v.name, 0) > r.state.period:
+        return False
+    if v.downstream_fill >= DOWNSTREAM_FULL_FRACTION:
+        return False  # its outputs already wait: more workers here would only wait too
+    threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
+    return not (v.queue_length < threshold or v.busy < GROW_BUSY)
+
+
+def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Round) -> list[Decision]:
+    """The budget is spent: grow anyway if the queue is about to hold its producers back
+    (their cores will be free), else take a worker from an idle stage, else nothing."""
+    # A nearly full queue holds its producers back (backpressure), so the cores they
+    # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
+    growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
+    full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity or growing
+    processes = sum(r.targets[x.name] for x in views if x.busy >= SHRINK_BUSY)  # idle pools hold no core
+    if full and processes + 1 <= OVERSUBSCRIBE * budget:
+        why = f"filling ({v.arrivals_per_s:.0f}/s in, {v.completions_per_s:.0f}/s out)" if growing else "nearly full"
+        reason = (
+            f"queue {v.queue_length}/{v.capacity} {why} and workers {v.busy:.0%} busy: grow to "
+            f"{r.targets[v.name] + 1} (its producers will be held back; {processes + 1} busy processes "
+            f"for {budget} cores)"
+        )
+        r.state.grown[v.name] = (r.state.period, v.completions_per_s)
+        return [r.change(v, r.targets[v.name] + 1, reason)]
+    idle = [
+        d
+        for d in views
+        if d.name != v.name
+        and d.resizable
+        and r.targets[d.name] > d.lo
+        and d.busy < SHRINK_BUSY
+        and not r.cooling(d.name)
+    ]
+    if not idle:
+        return []
+    donor = min(idle, key=lambda d: d.busy)
+    give = r.change(
+        donor,
+        r.targets[donor.name] - 1,
+        f"gives a worker to {v.name!r} ({donor.busy:.0%} busy): shrink to {r.targets[donor.name] - 1}",
+    )
+    return [give, _grow(v, r, f" (taking a core from {donor.name!r})")]
+
+
+def _grow(v: StageView, r: _Round, why: str) -> Decision:
+    """Add a worker to `v` and remember the rate before, for the thrashing guard."""
+    reason = f"queue {v.queue_length}/{v.capacity} and workers {v.busy:.0%} busy: grow to {r.targets[v.name] + 1}" + why
+    r.state.grown[v.name] = (r.state.period, v.completions_per_s)
+    return r.change(v, r.targets[v.name] + 1, reason)

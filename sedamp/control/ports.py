@@ -1,0 +1,158 @@
+"""Runs in the controller process: where a run listens, and how it reaches its children.
+
+Binds the control ROUTER (REGISTER/STATS/DONE/FATAL in from every queue, worker and
+source; CLOSE/STOP/GONE/RETIRE out through `ControlLinks`, held for a child until it
+has registered) and the command ROUTER (`sedamp status/scale/top`), and decides each
+stage queue's endpoint: ``ipc://`` in the run's private socket directory, or ``tcp://``
+(with CURVE keys when the topology asks) when the topology says so or the executor
+places processes on other hosts. Writes run.json (through `sedamp.control.rundir`) and
+makes the `Wiring` every child is started with. Reads nothing from the children.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from sedamp.control.rundir import socket_dir, write_run_file
+from sedamp.control.wiring import Wiring
+from sedamp.runtime import security, sockets
+from sedamp.spec import Topology
+
+log = logging.getLogger(__name__)
+
+
+class ControlLinks:
+    """The control ROUTER and the poller the run loop waits on (sockets and process
+    sentinels). A message to a child that has not registered yet is held until it does
+    (a ROUTER drops it otherwise)."""
+
+    def __init__(self) -> None:
+        self.ctl: zmq.Socket[Any] | None = None
+        self.poller = zmq.Poller()
+        self.registered: set[bytes] = set()
+        self.pending: dict[bytes, list[list[bytes]]] = {}
+
+    def send(self, identity: str, frames: list[bytes]) -> None:
+        self.send_to(identity.encode(), frames)
+
+    def send_to(self, rid: bytes, frames: list[bytes]) -> None:
+        if rid not in self.registered:
+            self.pending.setdefault(rid, []).append(frames)
+            return
+        assert self.ctl is not None
+        try:
+            self.ctl.send_multipart([rid, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("controller: cannot send to %r: %s", rid, exc)
+
+    def register(self, rid: bytes) -> None:
+        """`rid` registered: it can be sent to now, and what was held for it is sent."""
+        self.registered.add(rid)
+        for frames in self.pending.pop(rid, []):
+            self.send_to(rid, frames)
+
+    def forget(self, identity: str) -> None:
+        self.registered.discard(identity.encode())
+
+    def watch(self, fd: int) -> None:
+        self.poller.register(fd, zmq.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        self.poller.unregister(fd)
+
+
+class Ports:
+    """The run's sockets and endpoints, from `open` to `close`."""
+
+    def __init__(self, top: Topology, run_dir: Path, started_monotonic: float, links: ControlLinks) -> None:
+        self.top = top
+        self.run_dir = run_dir
+        self.started_monotonic = started_monotonic
+        self.socks = sockets.Sockets()
+        self.links = links
+        self.sock_dir: Path | None = None
+        self.transport = top.controller.transport
+        self.curve: security.Keys | None = None
+        self.ctl_endpoint: str | None = None
+        self.endpoints: dict[str, str] = {}  # each stage queue's, by stage
+        self.cmd: zmq.Socket[Any] | None = None
+
+    def open(self, remote: bool) -> str | None:
+        """Bind the control and command sockets; an error when the CURVE keys cannot be read."""
+        error = None
+        self.sock_dir = socket_dir(self.run_dir)
+        net = self.top.controller
+        # processes on other hosts reach the queues over tcp whatever the topology says
+        self.transport = "tcp" if remote else net.transport
+        if self.transport == "tcp":
+            # queues bind a port the OS picks and report it when they register
+            if net.curve:
+                try:
+                    self.curve = security.Keys.load(net.keys) if net.keys else security.Keys.generate()
+                except (OSError, ValueError) as exc:
+                    error = f"controller.keys: {exc}"
+            self.socks.curve = self.curve
+            host = f"[{net.host}]" if ":" in net.host else net.host
+            self.endpoints = {n: f"tcp://{host}:*" for n in self.top.stages}
+            self.links.ctl = self.socks.router(f"tcp://{host}:*")
+            self.ctl_endpoint = sockets.bound_endpoint(self.links.ctl, net.advertise)
+        else:
+            self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
+            self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(self.top.stages)}
+            self.links.ctl = self.socks.router(self.ctl_endpoint)
+        return error
+
+    def open_commands(self) -> None:
+        """The command socket, and both sockets on the poller."""
+        assert self.links.ctl is not None, "open() binds the control socket"
+        self.cmd = self.socks.router(f"ipc://{self.sock_dir}/cmd")
+        self.links.poller.register(self.links.ctl, zmq.POLLIN)
+        self.links.poller.register(self.cmd, zmq.POLLIN)
+
+    def wiring(self, dead_letters: Path, import_paths: tuple[str, ...], journal: Path, resume: bool) -> Wiring:
+        assert self.ctl_endpoint is not None, "open() binds the control socket"
+        return Wiring(
+            endpoints=dict(self.endpoints),
+            control_endpoint=self.ctl_endpoint,
+            dead_letters=str(dead_letters),
+            import_paths=import_paths,
+            period_s=self.top.controller.period_s,
+            parent_pid=os.getpid(),
+            journal=str(journal),
+            skip=str(self.run_dir / "skip.ids") if resume else "",
+            curve=dataclasses.asdict(self.curve) if self.curve is not None else None,
+            advertise=self.top.controller.advertise,
+            slot_dir=self.sock_dir,
+        )
+
+    def write_run_file(self, ended: bool) -> None:
+        write_run_file(
+            self.run_dir,
+            name=self.top.name,
+            command=f"ipc://{self.sock_dir}/cmd",
+            topology=self.top.path,
+            started=time.time() - (time.monotonic() - self.started_monotonic),
+            period_s=self.top.controller.period_s,
+            ended=ended,
+            endpoints={"control": self.ctl_endpoint, **self.endpoints},
+            curve_server_key=self.curve.server_public if self.curve is not None else None,
+        )
+
+    def close(self) -> None:
+        """Close the sockets, mark run.json ended, remove the socket directory."""
+        if self.links.ctl is not None:
+            self.links.ctl.close(linger=0)
+        if self.cmd is not None:
+            self.cmd.close(linger=0)
+            self.write_run_file(ended=True)
+        self.socks.close()
+        if self.sock_dir is not None:
+            shutil.rmtree(self.sock_dir, ignore_errors=True)

@@ -1,0 +1,386 @@
+"""Runs in the controller process: what the run measures, once per period.
+
+Reads:  what every child last reported (through the roster), the latency samples
+        queues and workers send with their STATS, and psutil (CPU and memory of each
+        local worker, the machine's CPU and load).
+Writes: nothing; it returns typed records. `StageCounts` is one stage's counters now
+        (the snapshot); `StageRecord` adds this period's rates, latencies and workers.
+        From these come the metrics line (`Period.as_dict`, the README's "Metrics"),
+        the pool controller's views (`views`) and the run's `Summary` (`summary`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from sedamp.control import policy
+from sedamp.control.roster import Child, Roster, Stage, member_counts
+from sedamp.control.summary import StageSummary, Summary
+from sedamp.observe import metrics
+from sedamp.runtime import wire
+from sedamp.spec import Topology
+
+
+@dataclass(frozen=True)
+class StageCounts:
+    """One stage's counters as the controller knows them now."""
+
+    kind: str
+    group: str | None
+    workers: int  # its pool's (the group's first stage's) live workers
+    target: int
+    queue: dict[str, Any] | None  # its pool queue's last stats
+    counts: dict[str, Any]  # in, out, failed, ... as its processes reported them
+    dropped: int
+    rejected: int
+    poisoned: int
+    timeouts: int
+    recycled: int
+    restarts: int
+
+    def count(self, key: str, default: Any = 0) -> Any:
+        return self.counts.get(key, default)
+
+
+@dataclass(frozen=True)
+class WorkerSample:
+    index: int
+    pid: int
+    cpu_percent: float | None  # None: not measurable (another host, or gone)
+    rss_mb: float | None
+    busy: float  # fraction of the period spent handling events
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "pid": self.pid,
+            "cpu_percent": self.cpu_percent,
+            "rss_mb": self.rss_mb,
+            "busy": self.busy,
+        }
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage in one period: its counts, rates, latencies and workers."""
+
+    counts: StageCounts
+    bounds: tuple[int, int]
+    arrivals_per_s: float
+    completions_per_s: float
+    latency_ms: dict[str, dict[str, float] | None]  # queue_wait, service, path percentiles
+    batch_size: float | None  # what its workers ask for, on average
+    events_per_batch: float | None  # what their batches carried this period
+    worker_detail: tuple[WorkerSample, ...]  # only on a pool's first stage
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stage's entry in the metrics line (keys and their order are documented)."""
+        c = self.counts
+        q = c.queue
+        return {
+            "kind": c.kind,
+            "group": c.group,
+            "workers": c.workers,
+            "target": c.target,
+            "bounds": list(self.bounds),
+            "queue": {k: q.get(k) for k in ("length", "capacity", "leased", "credit")} if q else None,
+            "events_in": c.count("in"),
+            "events_out": c.count("out"),
+            "failed": c.count("failed"),
+            "dropped": c.dropped,
+            "rejected": c.rejected,
+            "retried": c.count("retried"),
+            "skipped": c.count("skipped"),
+            "duplicates": c.count("duplicates"),
+            "poisoned": c.poisoned,
+            "timeouts": c.timeouts,
+            "recycled": c.recycled,
+            "restarts": c.restarts,
+            **({"total": c.count("total", None)} if c.kind == "source" else {}),
+            "arrivals_per_s": self.arrivals_per_s,
+            "completions_per_s": self.completions_per_s,
+            "latency_ms": self.latency_ms,
+            "batch_size": self.batch_size,
+            "events_per_batch": self.events_per_batch,
+            "worker_detail": [w.as_dict() for w in self.worker_detail],
+        }
+
+
+@dataclass(frozen=True)
+class Period:
+    """The record of one period (or the final one): the metrics line."""
+
+    t: float  # wall clock, s
+    elapsed_s: float
+    final: bool
+    cores: int
+    cpu_percent: float
+    load1: float
+    stages: dict[str, StageRecord]
+    decisions: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "t": self.t,
+            "elapsed_s": self.elapsed_s,
+            "final": self.final,
+            "system": {"cores": self.cores, "cpu_percent": self.cpu_percent, "load1": self.load1},
+            "stages": {name: r.as_dict() for name, r in self.stages.items()},
+            "decisions": self.decisions,
+        }
+
+
+class Recorder:
+    """Keeps what a period's record needs from the last: counters, samples, psutil."""
+
+    def __init__(self, top: Topology, roster: Roster) -> None:
+        self.top = top
+        self.roster = roster
+        self.samples: dict[str, dict[str, list[Any]]] = {}
+        self.ps: dict[int, psutil.Process] = {}
+        self.last_counts: dict[str, dict[str, int]] = {}
+        # each worker's cumulative counters as of the last record ("busy_s:ID", "in:ID", ...)
+        self.last_seen: dict[str, float] = {}
+        self.t0 = time.monotonic()
+        self.last_record_t = self.t0
+
+    def gather(self, child: Child, stats: dict[str, Any]) -> None:
+        """Keep the latency samples a process sent, per stage, until the next record."""
+        if child.role == wire.QUEUE:
+            self.samples.setdefault(child.stage, {}).setdefault("queue_wait", []).extend(stats.get("wait", ()))
+        elif child.role == wire.WORKER:
+            # a group's samples describe the whole chain; file them under its first stage
+            bucket = self.samples.setdefault(child.stage, {})
+            bucket.setdefault("service", []).extend(stats.get("service", ()))
+            bucket.setdefault("path", []).extend(stats.get("path", ()))
+
+    def forget(self, child: Child) -> None:
+        """A worker has exited: drop what was kept to measure it."""
+        self.ps.pop(child.pid, None)
+        for stat in ("busy_s", "batches", "in"):
+            self.last_seen.pop(f"{stat}:{child.identity}", None)
+
+    # ---------------------------------------------------------------- counts
+
+    def counts(self) -> dict[str, StageCounts]:
+        """Every stage's counters now (also what progress displays show)."""
+        stages = self.roster.stages
+        shed = self.roster.shed()
+        out = {}
+        for name, st in stages.items():
+            pool = stages[self.top.head_of(name)]
+            head = name == pool.spec.name
+            out[name] = StageCounts(
+                kind=st.spec.kind,
+                group=st.spec.group,
+                workers=len(pool.workers),
+                target=pool.target,
+                queue=dict(pool.queue.stats) if pool.queue is not None else None,
+                counts=_stage_counts(name, st, pool),
+                dropped=shed.get(name, [0, 0])[0],
+                rejected=shed.get(name, [0, 0])[1],
+                poisoned=int(pool.queue.stats.get("poisoned", 0)) if head and pool.queue is not None else 0,
+                timeouts=pool.timeouts if head else 0,
+                recycled=pool.recycled if head else 0,
+                restarts=pool.restarts if head else 0,
+            )
+        return out
+
+    # ---------------------------------------------------------------- the record of a period
+
+    def period(self, cores: int, decisions: list[dict[str, Any]], final: bool = False) -> Period:
+        """This period's record: the counts of every stage plus rates, latency
+        percentiles, per-worker CPU and memory, and the decisions taken."""
+        now = time.monotonic()
+        dt = max(1e-6, now - self.last_record_t)
+        counts = self.counts()
+        t = round(time.time(), 3)
+        cpu = psutil.cpu_percent(None)
+        load1 = round(os.getloadavg()[0], 2)
+        per_batch: dict[str, float | None] = {}  # events per batch, per pool (a group's members share it)
+        records = {}
+        for name, st in self.roster.stages.items():
+            pool = self.roster.stages[self.top.head_of(name)]
+            if pool.spec.name not in per_batch:
+                per_batch[pool.spec.name] = self._events_per_batch(pool)
+            records[name] = self._stage_record(name, st, pool, counts[name], cores, dt, per_batch[pool.spec.name])
+        self.last_record_t = now
+        return Period(t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions)
+
+    def _stage_record(
+        self, name: str, st: Stage, pool: Stage, c: StageCounts, cores: int, dt: float, per_batch: float | None
+    ) -> StageRecord:
+        prev = self.last_counts.get(name, {})
+        q = c.queue or {}
+        arrived = q.get("arrived", c.count("out") if c.kind == "source" else 0)
+        handled = c.count("in")
+        self.last_counts[name] = {"arrived": arrived, "in": handled}
+        bucket = self.samples.pop(name, {})
+        head = name == pool.spec.name
+        workers = sorted(pool.workers.values(), key=lambda w: w.index)
+        sizes = [w.stats["batch_size"] for w in workers if "batch_size" in w.stats]
+        return StageRecord(
+            counts=c,
+            bounds=policy.worker_bounds(st.spec, cores) if c.kind != "source" else (1, 1),
+            arrivals_per_s=round((arrived - prev.get("arrived", 0)) / dt, 2),
+            completions_per_s=round((handled - prev.get("in", 0)) / dt, 2),
+            latency_ms={k: metrics.percentiles(bucket.get(k, ())) for k in ("queue_wait", "service", "path")},
+            batch_size=round(sum(sizes) / len(sizes), 1) if sizes else None,
+            events_per_batch=per_batch,
+            worker_detail=self._sample_workers(pool, dt) if head else (),
+        )
+
+    def _sample_workers(self, pool: Stage, dt: float) -> tuple[WorkerSample, ...]:
+        """CPU and memory (psutil, local workers only) and busy fraction of each worker."""
+        out = []
+        for w in sorted(pool.workers.values(), key=lambda c: c.index):
+            p = self._ps(w.pid) if w.proc.local and w.pid else None
+            cpu = rss = None
+            if p is not None:
+                try:
+                    cpu = round(p.cpu_percent(None), 1)
+                    rss = round(p.memory_info().rss / 2**20, 1)
+                except psutil.Error:
+                    pass
+            busy_frac = self._since_last(w, "busy_s") / dt
+            out.append(WorkerSample(w.index, w.pid, cpu, rss, round(min(1.0, max(0.0, busy_frac)), 3)))
+        return tuple(out)
+
+    def _ps(self, pid: int) -> psutil.Process | None:
+        """One psutil.Process per pid, kept, so that cpu_percent measures since the last call."""
+        p = self.ps.get(pid)
+        if p is None:
+            try:
+                p = self.ps[pid] = psutil.Process(pid)
+                p.cpu_percent(None)
+            except psutil.Error:
+                return None
+        return p
+
+    def _events_per_batch(self, pool: Stage) -> float | None:
+        """The events a batch of the pool's workers carried this period: events taken in
+        over batches handled, both counted since the last record (None without a batch).
+        What ``batch_size`` asks for is an upper bound; a queue holding fewer hands over
+        what it has."""
+        batches = events = 0.0
+        for w in pool.workers.values():
+            batches += max(0.0, self._since_last(w, "batches"))
+            events += max(0.0, self._since_last(w, "in"))
+        return round(events / batches, 2) if batches else None
+
+    def _since_last(self, w: Child, stat: str) -> float:
+        """How much worker `w`'s cumulative counter `stat` grew since the last record."""
+        key = f"{stat}:{w.identity}"
+        now = float(w.stats.get(stat, 0.0))
+        before = self.last_seen.get(key, 0.0)
+        self.last_seen[key] = now
+        return now - before
+
+    # ---------------------------------------------------------------- what the policy sees
+
+    def views(self, period: Period, cores: int, pinned: set[str]) -> list[policy.StageView]:
+        """The pool controller's view of every pool it may resize, from a period's record."""
+        views = []
+        for name, st in self.roster.stages.items():
+            if st.spec.kind == "source" or self.top.is_member(name) or st.ended or name in pinned:
+                continue
+            r = period.stages[name]
+            lo, hi = policy.worker_bounds(st.spec, cores)
+            busy = [w.busy for w in r.worker_detail] or [0.0]
+            q = r.counts.queue or {}
+            views.append(
+                policy.StageView(
+                    name=name,
+                    target=st.target,
+                    lo=lo,
+                    hi=hi,
+                    queue_length=int(q.get("length") or 0),
+                    capacity=int(q.get("capacity") or st.spec.queue.capacity),
+                    batch_size=float(r.batch_size or 1),
+                    busy=sum(busy) / len(busy),
+                    completions_per_s=float(r.completions_per_s),
+                    resizable=lo != hi and not st.stateful and self.top.route_key(name) is None,
+                    arrivals_per_s=float(r.arrivals_per_s),
+                    downstream_fill=self._downstream_fill(name, period),
+                )
+            )
+        return views
+
+    def _downstream_fill(self, name: str, period: Period) -> float:
+        """How full the fullest queue is that `name`'s group sends to (0..1)."""
+        tail = self.top.chain_of(name)[-1]
+        fill = 0.0
+        for e in tail.to:
+            q = period.stages[self.top.head_of(e.stage)].counts.queue or {}
+            if q.get("capacity"):
+                fill = max(fill, (q.get("length") or 0) / q["capacity"])
+        return fill
+
+    # ---------------------------------------------------------------- the summary
+
+    def summary(
+        self, run_dir: Path, dead_letters: Path, wall_s: float, interrupted: bool, error: str | None
+    ) -> Summary:
+        """The run's summary from every stage's counts now."""
+        counts = self.counts()
+        stages = []
+        events = failed = 0
+        for name, st in self.roster.stages.items():
+            c = counts[name]
+            stages.append(_stage_summary(name, st, c, self.roster.stages[self.top.head_of(name)]))
+            failed += int(c.count("failed")) + int(c.rejected)
+            if st.spec.on_error.then != "skip":
+                failed += int(c.poisoned)
+            if st.spec.kind == "source":
+                events += int(c.count("in"))
+        return Summary(
+            name=self.top.name,
+            run_dir=run_dir,
+            dead_letters=dead_letters,
+            stages=tuple(stages),
+            wall_s=wall_s,
+            events=events,
+            failed=failed,
+            interrupted=interrupted,
+            error=error,
+        )
+
+
+def _stage_counts(name: str, st: Stage, pool: Stage) -> dict[str, Any]:
+    """A stage's counters: a source's as it reports them; a pool stage's summed over its
+    exited workers and its live ones (including recycled ones on their way out)."""
+    if st.source is not None:
+        return dict(st.source.stats)
+    if st.spec.kind == "source":
+        return dict(st.retired)
+    counts = dict(st.retired)
+    for w in [*pool.workers.values(), *pool.leaving.values()]:
+        for k, v in member_counts(w).get(name, {}).items():
+            counts[k] = counts.get(k, 0) + v
+    return counts
+
+
+def _stage_summary(name: str, st: Stage, c: StageCounts, pool: Stage) -> StageSummary:
+    return StageSummary(
+        name=name,
+        kind=st.spec.kind,
+        events_in=int(c.count("in")),
+        events_out=int(c.count("out")),
+        failed=int(c.count("failed")),
+        workers=pool.peak_workers if st.spec.kind != "source" else 1,
+        restarts=st.restarts,
+        dropped=int(c.dropped),
+        rejected=int(c.rejected),
+        retried=int(c.count("retried")),
+        skipped=int(c.count("skipped")),
+        duplicates=int(c.count("duplicates")),
+        poisoned=int(c.poisoned),
+        timeouts=int(c.timeouts),
+        recycled=int(c.recycled),
+    )

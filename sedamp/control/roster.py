@@ -1,0 +1,464 @@
+"""Runs in the controller process: the roster of a run's children and stages.
+
+Reads:  the executor's process handles (exit codes, why a process ended), what every
+        child last reported (its STATS or DONE), the workers' slots (which event is in
+        the handler, the deadline of the current call) and their heartbeats.
+Writes: processes, through the executor: the queues, the sources, and the workers of
+        each pool (one reconcile step spawns until a pool matches its target and retires
+        the extra); RETIRE to a worker its pool no longer needs; GONE to the queues a
+        dead worker held leases or credit in; CLOSE to a queue once every stage feeding
+        it has finished and STOP to the queue of a finished stage; STOP to a finished
+        process (the acknowledgement of its DONE) and to the sources on an interrupt;
+        kills a worker past its handler deadline or silent outside user code; and
+        `RunState.error` when the run cannot go on.
+
+Messages leave through `Links` (the controller's control socket) and processes come
+from an `Executor`: a unit test drives a roster with fakes of both.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sedamp.control.wiring import Wiring, queue_config, source_config, worker_config
+from sedamp.executor.base import Executor, Proc
+from sedamp.runtime import wire
+from sedamp.runtime.flow import POISON_DEATHS
+from sedamp.runtime.queue import queue_identity
+from sedamp.runtime.slot import Slot
+from sedamp.runtime.source import source_identity
+from sedamp.runtime.worker import worker_identity
+from sedamp.spec import StageSpec, Topology
+
+log = logging.getLogger(__name__)
+
+# A stage whose workers die this many times in a row with no event of the stage
+# acknowledged in between is failing (e.g. crashing in setup), not unlucky.
+MAX_BARREN_DEATHS = 10
+# Every queue and worker reports every period (its heartbeat). One silent for this many
+# periods (at least SILENT_MIN_S) is wedged: a queue fails the run, a worker that is not
+# inside a handler call is killed and replaced. A worker inside a handler call is only
+# bounded by its stage's timeout_s, since user code may legitimately run long.
+SILENT_PERIODS = 20
+SILENT_MIN_S = 3.0
+
+
+class Links(Protocol):
+    """How the roster reaches its children: messages by identity (held until the child
+    has registered), and the process sentinels the controller waits on."""
+
+    def send(self, identity: str, frames: list[bytes]) -> None: ...
+    def forget(self, identity: str) -> None: ...
+    def watch(self, fd: int) -> None: ...
+    def unwatch(self, fd: int) -> None: ...
+
+
+@dataclass
+class RunState:
+    """How the run as a whole is going: read and set by the loop, the roster, the
+    signal handler and the watchdogs."""
+
+    error: str | None = None  # why the run must stop (the first reason, mostly)
+    interrupted: bool = False  # Ctrl-C or SIGTERM
+    draining: bool = False  # the sources were told to stop; in-flight work finishes
+    drain_deadline: float | None = None  # monotonic time the drain must end by
+    hard_stop: bool = False  # a second interrupt: stop every process now
+
+
+@dataclass(eq=False)
+class Child:
+    proc: Proc
+    role: int
+    stage: str
+    index: int
+    identity: str
+    done: bool = False
+    stopped: bool = False  # we told it to stop (a queue) or acknowledged its DONE
+    fatal: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    retiring: bool = False  # told to leave because its pool shrank
+    slot: Slot | None = None  # a worker's: which event is in its handler, and the deadline
+    killed: str | None = None  # why the controller killed it
+    pid: int = 0  # as the process reported it when it registered (a cluster executor learns it late)
+    last_heard: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
+    endpoint: str = ""  # a queue's bound data endpoint, from its REGISTER
+    in_hand: tuple[int, int] | None = None  # (lease, position) read when the controller killed it
+
+
+@dataclass(eq=False)
+class Stage:
+    spec: StageSpec
+    target: int = 0
+    queue: Child | None = None
+    source: Child | None = None
+    workers: dict[int, Child] = field(default_factory=dict)
+    retired: dict[str, float] = field(default_factory=dict)  # counters of exited workers
+    closed: bool = False
+    ended: bool = False
+    complete: bool = False
+    restarts: int = 0
+    peak_workers: int = 0
+    leaving: dict[str, Child] = field(default_factory=dict)  # recycled workers on their way out, by identity
+    barren_deaths: int = 0  # worker deaths in a row with nothing acknowledged between
+    acked_at_death: int = -1
+    timeouts: int = 0
+    recycled: int = 0
+
+    @property
+    def stateful(self) -> bool:
+        """Its workers keep state until the input ends (finish()): a fixed pool."""
+        return any(w.stats.get("stateful") for w in self.workers.values())
+
+
+class Roster:
+    """The run's children by identity and by sentinel, and its stages by name."""
+
+    def __init__(self, top: Topology, state: RunState, links: Links, executor: Executor | None = None) -> None:
+        self.top = top
+        self.state = state
+        self.links = links
+        self.executor = executor  # the controller starts one inside its try when none is given
+        self.wiring: Wiring | None = None  # set once the run's sockets are bound
+        self.stages = {n: Stage(spec=s) for n, s in top.stages.items()}
+        self.children: dict[str, Child] = {}  # by identity
+        self.by_sentinel: dict[int, Child] = {}
+        self.retired_shed: dict[str, list[int]] = {}  # target stage -> [dropped, rejected]
+        self.slot_seq = 0
+        self.spawn_seq = 0  # workers started: each one's token (its identity) is unique in the run
+
+    def _exec(self) -> Executor:
+        assert self.executor is not None, "the controller starts the executor"
+        return self.executor
+
+    def _wiring(self) -> Wiring:
+        assert self.wiring is not None, "the controller wires the run before it starts children"
+        return self.wiring
+
+    @property
+    def complete(self) -> bool:
+        return all(st.complete for st in self.stages.values())
+
+    # ---------------------------------------------------------------- spawning
+
+    def adopt(self, proc: Proc, role: int, stage: str, index: int, identity: str) -> Child:
+        child = Child(proc=proc, role=role, stage=stage, index=index, identity=identity, pid=proc.pid)
+        self.children[identity] = child
+        self.by_sentinel[proc.sentinel] = child
+        self.links.watch(proc.sentinel)
+        return child
+
+    def start_queues(self, targets: Mapping[str, int]) -> None:
+        """One queue per pool (a grouped stage after the first is served by the first's)."""
+        for name, st in self.stages.items():
+            if st.spec.kind == "source" or self.top.is_member(name):
+                continue
+            proc = self._exec().start(f"sdq:{name}", "queue", queue_config(self.top, name, self._wiring()))
+            st.queue = self.adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
+            st.target = targets[name]
+
+    def start_sources(self) -> None:
+        for name, st in self.stages.items():
+            if st.spec.kind == "source":
+                proc = self._exec().start(f"sds:{name}", "source", source_config(self.top, st.spec, self._wiring()))
+                st.source = self.adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
+
+    def reconcile(self) -> None:
+        """Spawn workers until every unfinished pool matches its target."""
+        if self.state.error is not None or self.state.hard_stop:
+            return
+        for name, st in self.stages.items():
+            if st.spec.kind == "source" or st.ended or self.top.is_member(name):
+                continue
+            active = [w for w in st.workers.values() if not w.retiring]
+            for _ in range(st.target - len(active)):
+                index = next(i for i in range(st.target + len(st.workers) + 1) if i not in st.workers)
+                self._spawn_worker(st, index)
+            for w in sorted(active, key=lambda c: c.index, reverse=True)[: max(0, len(active) - st.target)]:
+                w.retiring = True
+                self.links.send(w.identity, wire.simple(wire.RETIRE))
+            st.peak_workers = max(st.peak_workers, len([w for w in st.workers.values() if not w.retiring]))
+
+    def _spawn_worker(self, st: Stage, index: int) -> None:
+        w = self._wiring()
+        slot = None
+        slot_path = ""
+        if w.slot_dir is not None:
+            self.slot_seq += 1
+            slot_path = str(w.slot_dir / f"slot{self.slot_seq}")
+            slot = Slot(slot_path, create=True)
+        self.spawn_seq += 1
+        cfg = worker_config(self.top, st.spec, index, self.spawn_seq, slot_path, w)
+        proc = self._exec().start(f"sdw:{st.spec.name}:{index}", "worker", cfg)
+        identity = worker_identity(st.spec.name, index, self.spawn_seq)
+        child = self.adopt(proc, wire.WORKER, st.spec.name, index, identity)
+        child.slot = slot
+        st.workers[index] = child
+
+    # ---------------------------------------------------------------- what children report
+
+    def on_stats(self, child: Child, stats: dict[str, Any]) -> None:
+        child.stats = stats
+        if child.role == wire.QUEUE and stats.get("ended"):
+            self.stages[child.stage].ended = True
+        poison = stats.get("last_poison") if child.role == wire.QUEUE else None
+        if poison and self.stages[child.stage].spec.on_error.then == "fail" and self.state.error is None:
+            self.state.error = (
+                f"stage {child.stage!r}: event {poison['event_id']!r} killed {POISON_DEATHS} workers "
+                f"(the last {poison['reason']}); on_error: fail (the event is in the dead-letter file)"
+            )
+
+    def on_done(self, child: Child, stats: dict[str, Any]) -> None:
+        child.stats = stats
+        child.done = True
+        if child.role == wire.QUEUE:
+            if stats.get("ended"):
+                self.stages[child.stage].ended = True
+            return
+        child.stopped = True
+        if child.role == wire.WORKER and not stats.get("retired"):
+            # A worker finishes only after its queue said END (or when retired):
+            # the stage's input is over, so no worker of it may start again.
+            self.stages[child.stage].ended = True
+        elif child.role == wire.WORKER and stats.get("recycled") and not child.retiring:
+            # it replaced itself (max_events/max_rss_mb): free its index (a keyed
+            # stage's replacement needs that very partition) and start a fresh one
+            child.retiring = True
+            st = self.stages[child.stage]
+            st.recycled += 1
+            if st.workers.get(child.index) is child:
+                del st.workers[child.index]
+                st.leaving[child.identity] = child
+        self.links.send(child.identity, wire.simple(wire.STOP, 0))  # acknowledge: it may exit
+
+    def on_fatal(self, child: Child, info: dict[str, Any]) -> None:
+        child.fatal = str(info.get("message"))
+        log.error("%s", child.fatal)
+        tb = info.get("traceback")
+        if tb:
+            log.error("traceback from pid %s:\n%s", info.get("pid"), tb)
+
+    # ---------------------------------------------------------------- exits
+
+    def on_exit(self, child: Child) -> None:
+        """A child's sentinel fired: account for it, and tell its queues if it died."""
+        proc = child.proc
+        self.links.unwatch(proc.sentinel)
+        del self.by_sentinel[proc.sentinel]
+        proc.join(5.0)  # it has ended (the sentinel fired); this waits for the launcher's report
+        code = proc.exitcode
+        in_hand = (-1, -1)
+        if child.slot is not None:
+            in_hand = child.in_hand or child.slot.read()[1:]
+            child.slot.close()
+            Path(child.slot.path).unlink(missing_ok=True)
+        self.children.pop(child.identity, None)
+        self.links.forget(child.identity)
+        how = child.killed or proc.reason or describe_exit(code)
+        if proc.unplaceable and not self.state.draining:
+            self.state.error = self.state.error or f"worker {child.stage}[{child.index}] {how}"
+        if child.role == wire.QUEUE:
+            if not child.stopped:
+                self.state.error = f"the queue of stage {child.stage!r} (pid {proc.pid}) {how}"
+        elif child.role == wire.SOURCE:
+            self._source_exited(child, how)
+        else:
+            self._worker_exited(child, how, code, in_hand)
+
+    def _source_exited(self, child: Child, how: str) -> None:
+        st = self.stages[child.stage]
+        st.source = None
+        if child.fatal:
+            self.state.error = self.state.error or child.fatal
+        elif not child.done:
+            self.state.error = self.state.error or (
+                f"source {child.stage!r} (pid {child.proc.pid}) {how} before it finished"
+            )
+        st.complete = True
+        st.retired = {k: v for k, v in child.stats.items() if isinstance(v, int | float)}
+        self._retire_shed(child)
+        log.info("source %s finished (%s events)", child.stage, child.stats.get("in"))
+
+    def _worker_exited(self, child: Child, how: str, code: int | None, in_hand: tuple[int, int]) -> None:
+        st = self.stages[child.stage]
+        if st.workers.get(child.index) is child:
+            del st.workers[child.index]
+        st.leaving.pop(child.identity, None)
+        for member, counts in member_counts(child).items():
+            retired = self.stages[member].retired
+            for k, v in counts.items():
+                retired[k] = retired.get(k, 0) + v
+        self._retire_shed(child)
+        if child.done and code == 0:
+            return
+        if child.fatal:
+            self.state.error = child.fatal
+            return
+        if child.stats.get("stateful") and not self.state.draining:
+            # its state (what finish() would emit) died with it: the output would be wrong
+            self.state.error = (
+                f"worker {child.stage}[{child.index}] (pid {child.pid}) {how}; stage {child.stage!r} keeps state "
+                "(finish()) that died with it, so the run cannot finish correctly"
+            )
+            return
+        log.warning(
+            "worker %s[%d] (pid %d) %s; its leases return to the queue", child.stage, child.index, child.pid, how
+        )
+        # its leases go back to its own queue, and the credit it held in every queue it
+        # sent to is freed (it was a producer there under the same identity)
+        tail = self.top.chain_of(child.stage)[-1]
+        for q_stage in [child.stage, *(self.top.head_of(e.stage) for e in tail.to)]:
+            q = self.stages[q_stage].queue
+            if q is not None:
+                # only its own queue's lease numbers mean anything in `in_hand`
+                blame = in_hand if q_stage == child.stage else (-1, -1)
+                self.links.send(q.identity, wire.simple(wire.GONE, child.identity, how, *blame))
+        st.restarts += 1
+        self._count_barren_death(st, how)
+
+    def _count_barren_death(self, st: Stage, how: str) -> None:
+        """Fail the stage when its workers keep dying with nothing acknowledged between."""
+        acked = int(st.queue.stats.get("acked", 0)) if st.queue is not None else 0
+        st.barren_deaths = st.barren_deaths + 1 if acked <= st.acked_at_death else 1
+        st.acked_at_death = acked
+        if st.barren_deaths >= MAX_BARREN_DEATHS:
+            self.state.error = (
+                f"workers of stage {st.spec.name!r} died {st.barren_deaths} times in a row without finishing "
+                f"an event; last one {how}"
+            )
+
+    def _retire_shed(self, child: Child) -> None:
+        for target, (dropped, rejected) in child.stats.get("shed", {}).items():
+            acc = self.retired_shed.setdefault(target, [0, 0])
+            acc[0] += dropped
+            acc[1] += rejected
+
+    def shed(self) -> dict[str, list[int]]:
+        """Events each stage's full queue made its producers drop or reject."""
+        total = {k: list(v) for k, v in self.retired_shed.items()}
+        for child in self.children.values():
+            if child.role in (wire.WORKER, wire.SOURCE):
+                for target, (dropped, rejected) in child.stats.get("shed", {}).items():
+                    acc = total.setdefault(target, [0, 0])
+                    acc[0] += dropped
+                    acc[1] += rejected
+        return total
+
+    # ---------------------------------------------------------------- the end of stages
+
+    def advance(self) -> None:
+        """Move finished stages forward: CLOSE queues whose producers are all done,
+        mark stages complete, STOP queues of complete stages."""
+        for name, st in self.stages.items():
+            if st.spec.kind == "source" or st.complete:
+                continue
+            if self.top.is_member(name):
+                st.complete = self.stages[self.top.head_of(name)].complete
+                continue
+            if not st.closed and all(self.stages[u].complete for u in self.top.upstream(name)):
+                st.closed = True
+                assert st.queue is not None
+                self.links.send(st.queue.identity, wire.simple(wire.CLOSE))
+                log.info("stage %s: every producer finished; queue closed", name)
+            if st.ended and not st.workers:
+                st.complete = True
+                if st.queue is not None:
+                    st.queue.stopped = True
+                    self.links.send(st.queue.identity, wire.simple(wire.STOP, 0))
+                log.info("stage %s finished", name)
+
+    def stop_sources(self) -> None:
+        for st in self.stages.values():
+            if st.source is not None:
+                self.links.send(st.source.identity, wire.simple(wire.STOP, 0))
+
+    def reap_all(self) -> None:
+        """Make sure no process of this run is left: wait briefly for the ones that are
+        finishing on their own, then kill the rest."""
+        clean = self.state.error is None and not self.state.hard_stop and self.complete
+        deadline = time.monotonic() + (2.0 if clean else 0.0)
+        for fd, child in list(self.by_sentinel.items()):
+            self.links.unwatch(fd)
+            left = deadline - time.monotonic()
+            if left > 0:
+                child.proc.join(left)
+            if child.proc.is_alive():
+                child.proc.kill()
+            child.proc.join(5)
+            if child.slot is not None:
+                child.slot.close()
+                child.slot = None
+        self.by_sentinel.clear()
+
+
+# ---------------------------------------------------------------- watchdogs
+
+
+def watch_deadlines(stages: Iterable[Stage], now: float) -> None:
+    """Kill every worker whose handler call ran past its stage's timeout_s."""
+    for st in stages:
+        for w in list(st.workers.values()):
+            if w.slot is None or w.killed is not None or st.spec.timeout_s is None:
+                continue
+            late = w.slot.overdue(now)
+            if late > 0:
+                limit = st.spec.timeout_s
+                w.killed = f"was killed: a handler call ran past timeout_s ({limit:g} s, overdue by {late:.1f} s)"
+                st.timeouts += 1
+                w.in_hand = w.slot.read()[1:]  # now, before the handler can move on
+                log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.pid, w.killed)
+                w.proc.kill()
+
+
+def watch_silence(stages: Iterable[Stage], state: RunState, period_s: float, now: float) -> None:
+    """Heartbeats: every queue and worker sends STATS each period. A silent queue fails
+    the run; a silent worker outside user code is killed (and replaced)."""
+    bound = max(SILENT_MIN_S, SILENT_PERIODS * period_s)
+    for st in stages:
+        q = st.queue
+        if q is not None and not q.stopped and now - q.last_heard > bound and state.error is None:
+            state.error = (
+                f"the queue of stage {q.stage!r} (pid {q.proc.pid}) has been silent for {now - q.last_heard:.1f} s"
+            )
+        for w in list(st.workers.values()):
+            if w.killed is not None or w.done or now - w.last_heard <= bound:
+                continue
+            if w.proc.pending:
+                continue  # still being placed by a cluster executor, which bounds that itself
+            if not w.proc.local:
+                continue  # on another host its slot is not shared: it may be inside a handler call
+            if w.slot is not None and w.slot.read()[1] != -1:
+                continue  # inside user code (a batch, setup, finish): it may run long; see timeout_s
+            w.killed = f"was killed: silent for {now - w.last_heard:.1f} s outside any handler call"
+            log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.pid, w.killed)
+            w.proc.kill()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def member_counts(child: Child) -> dict[str, dict[str, int]]:
+    """A worker's counters per stage it runs (several for a group)."""
+    members = child.stats.get("members")
+    if not members:
+        return {child.stage: {k: child.stats.get(k, 0) for k in ("in", "out", "failed")}}
+    keys = ("in", "out", "failed", "retried", "skipped")
+    out = {name: dict(zip(keys, c, strict=False)) for name, c in members.items()}
+    out[list(members)[-1]]["duplicates"] = child.stats.get("duplicates", 0)
+    return out
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

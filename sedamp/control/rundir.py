@@ -1,0 +1,72 @@
+"""Runs in the controller process: the run directory.
+
+Every run gets a private directory (mode 0700) under ``<workdir>/runs/``, named after
+its topology and start time. It holds ``run.json`` (how `sedamp status`, `scale` and
+`top` find and reach the run: see `sedamp.control.client`), the dead-letter file, the
+skip list of a resumed run and, when the path is short enough, the ipc sockets and the
+workers' slots.
+
+Reads: nothing. Writes: the directory, its socket directory and ``run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+# ipc:// paths must fit in a sockaddr_un (108 bytes on Linux, less elsewhere).
+_MAX_IPC_PATH = 90
+
+
+def make_run_dir(workdir: Path, name: str) -> Path:
+    """A new private directory for one run of topology `name` (mode 0700)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs = Path(workdir) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    # unique even for runs of one topology started in the same second (mode 0700)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-{stamp}-", dir=runs)).resolve()
+
+
+def socket_dir(run_dir: Path) -> Path:
+    """Where the run's ipc sockets live: inside the private run directory when its path
+    is short enough, else a private temporary directory (mode 0700 either way)."""
+    d = run_dir / "sock"
+    if len(str(d)) + len("/q999") <= _MAX_IPC_PATH:
+        d.mkdir(mode=0o700)
+        return d
+    return Path(tempfile.mkdtemp(prefix="sedamp-"))
+
+
+def write_run_file(
+    run_dir: Path,
+    *,
+    name: str,
+    command: str,
+    topology: Path | None,
+    started: float,
+    period_s: float,
+    ended: bool,
+    endpoints: dict[str, str | None],
+    curve_server_key: str | None,
+) -> None:
+    """run.json in the run directory (replaced atomically): how `sedamp status`,
+    `scale` and `top` find and reach this run. `started` is wall-clock time.time();
+    `endpoints` are where the control and queue sockets listen (public; keys are never
+    written)."""
+    info = {
+        "name": name,
+        "pid": os.getpid(),
+        "command": command,
+        "topology": str(topology) if topology else None,
+        "started": started,
+        "period_s": period_s,
+        "ended": ended,
+        "endpoints": endpoints,
+        "curve_server_key": curve_server_key,
+    }
+    tmp = run_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, run_dir / "run.json")

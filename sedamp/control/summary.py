@@ -1,0 +1,98 @@
+"""Pure: what a run is given (`RunOptions`) and what it returns (`Summary`, one
+`StageSummary` per stage), and the exit codes of `sedamp run` that a summary maps to.
+No process or socket here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sedamp.executor.base import Executor
+
+# Exit codes of `sedamp run` (documented in the README).
+EXIT_OK = 0
+EXIT_FAILED_EVENTS = 1
+EXIT_INVALID = 2
+EXIT_RUN_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workdir: Path = Path(".sedamp")
+    cores: int | None = None  # overrides the topology's controller.cores
+    drain_timeout_s: float | None = None  # overrides controller.drain_timeout_s
+    executor: Executor | None = None
+    on_tick: Callable[[dict[str, Any]], None] | None = None  # called every period (and at the end) with the record
+    handle_signals: bool = True
+    metrics_path: Path | None = None  # write one JSON line per period (see README, "Metrics")
+    resume: bool = False  # skip the source positions every sink journaled in earlier runs
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    name: str
+    kind: str
+    events_in: int
+    events_out: int
+    failed: int
+    workers: int  # largest pool size during the run
+    restarts: int
+    dropped: int = 0  # events its full queue made producers drop (on_full: drop)
+    rejected: int = 0  # events its full queue refused (on_full: reject), dead-lettered
+    retried: int = 0  # handler calls made again after a failure (on_error: retry)
+    skipped: int = 0  # events that failed and were dropped (on_error: skip)
+    duplicates: int = 0  # redelivered events a dedupe sink did not handle again
+    poisoned: int = 0  # events that killed POISON_DEATHS workers (dead-lettered unless skip)
+    timeouts: int = 0  # workers killed because a handler call passed timeout_s
+    recycled: int = 0  # workers replaced after max_events or max_rss_mb
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    run_dir: Path
+    dead_letters: Path
+    stages: tuple[StageSummary, ...]
+    wall_s: float
+    events: int  # events read by the sources
+    failed: int  # events sent to the dead-letter file (handler failures and rejections)
+    interrupted: bool
+    error: str | None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.error is not None:
+            return EXIT_RUN_ERROR
+        if self.failed:
+            return EXIT_FAILED_EVENTS
+        return EXIT_OK
+
+    def stage(self, name: str) -> StageSummary:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "run_dir": str(self.run_dir),
+            "dead_letters": str(self.dead_letters),
+            "wall_s": round(self.wall_s, 4),
+            "events": self.events,
+            "events_per_s": round(self.events_per_s, 1),
+            "failed": self.failed,
+            "interrupted": self.interrupted,
+            "error": self.error,
+            "exit_code": self.exit_code,
+            "stages": [s.__dict__ for s in self.stages],
+        }

@@ -1,0 +1,113 @@
+"""sedamp.control.recorder against a fake executor: the metrics line, the policy's
+views and the summary, from given counters and samples."""
+
+from __future__ import annotations
+
+from sedamp.control.recorder import Recorder
+from sedamp.control.roster import Roster
+from tests.unit.control.fakes import roster
+
+# The keys of a stage in the metrics line, in order (README/docs, "Metrics").
+STAGE_KEYS = [
+    "kind",
+    "group",
+    "workers",
+    "target",
+    "bounds",
+    "queue",
+    "events_in",
+    "events_out",
+    "failed",
+    "dropped",
+    "rejected",
+    "retried",
+    "skipped",
+    "duplicates",
+    "poisoned",
+    "timeouts",
+    "recycled",
+    "restarts",
+    "arrivals_per_s",
+    "completions_per_s",
+    "latency_ms",
+    "batch_size",
+    "events_per_batch",
+    "worker_detail",
+]
+
+
+def running() -> tuple[Roster, Recorder]:
+    """The pipeline with two /work workers and one /out worker that have reported."""
+    r, _, _ = roster()
+    r.start_sources()
+    r.stages["work"].target = 2
+    r.reconcile()
+    rec = Recorder(r.top, r)
+    src = r.stages["src"].source
+    assert src is not None
+    r.on_stats(src, {"total": 100, "in": 40, "out": 40, "failed": 0, "skipped": 0, "shed": {"work": [0, 0]}})
+    work = r.stages["work"]
+    assert work.queue is not None
+    r.on_stats(work.queue, {"length": 6, "capacity": 64, "leased": 2, "credit": 8, "arrived": 40, "poisoned": 1})
+    rec.gather(work.queue, {"wait": [[2.0, 1]]})
+    for i, w in work.workers.items():
+        stats = {"in": 15 + i, "out": 15 + i, "failed": i, "busy_s": 0.0, "batches": 3, "batch_size": 8 + 8 * i}
+        r.on_stats(w, stats)
+        rec.gather(w, {"service": [[1.0, 3]], "path": [[4.0, 3]]})
+    return r, rec
+
+
+def test_a_period_carries_the_documented_keys() -> None:
+    r, rec = running()
+    line = rec.period(cores=2, decisions=[{"stage": "work", "from": 1, "to": 2, "reason": "x"}]).as_dict()
+    assert list(line) == ["t", "elapsed_s", "final", "system", "stages", "decisions"]
+    assert line["system"]["cores"] == 2 and set(line["system"]) == {"cores", "cpu_percent", "load1"}
+    assert line["decisions"] == [{"stage": "work", "from": 1, "to": 2, "reason": "x"}]
+    work = line["stages"]["work"]
+    assert list(work) == STAGE_KEYS
+    assert list(line["stages"]["src"]) == [*STAGE_KEYS[:18], "total", *STAGE_KEYS[18:]]
+    assert line["stages"]["src"]["total"] == 100 and line["stages"]["src"]["bounds"] == [1, 1]
+    assert work["queue"] == {"length": 6, "capacity": 64, "leased": 2, "credit": 8}
+    assert (work["events_in"], work["events_out"], work["failed"], work["poisoned"]) == (31, 31, 1, 1)
+    assert (work["workers"], work["target"], work["bounds"]) == (2, 2, [1, 4])
+    assert work["latency_ms"]["queue_wait"]["p50"] == 2.0 and work["latency_ms"]["service"]["p99"] == 1.0
+    assert work["batch_size"] == 12.0  # the mean of what the workers ask for
+    assert work["events_per_batch"] == round(31 / 6, 2)
+    assert [w["index"] for w in work["worker_detail"]] == [0, 1]
+    assert list(work["worker_detail"][0]) == ["index", "pid", "cpu_percent", "rss_mb", "busy"]
+    assert work["worker_detail"][0]["cpu_percent"] is None  # not on this machine: no psutil
+
+
+def test_rates_and_samples_are_per_period() -> None:
+    r, rec = running()
+    rec.period(cores=2, decisions=[])
+    again = rec.period(cores=2, decisions=[]).as_dict()["stages"]["work"]
+    assert again["completions_per_s"] == 0.0 and again["arrivals_per_s"] == 0.0
+    assert again["events_per_batch"] is None  # no batch since the last record
+    assert again["latency_ms"] == {"queue_wait": None, "service": None, "path": None}
+    assert again["events_in"] == 31  # counts are cumulative
+
+
+def test_views_are_built_from_the_record() -> None:
+    r, rec = running()
+    period = rec.period(cores=2, decisions=[])
+    [work, out] = rec.views(period, cores=2, pinned=set())
+    assert (work.name, work.target, work.lo, work.hi) == ("work", 2, 1, 4)
+    assert (work.queue_length, work.capacity, work.batch_size) == (6, 64, 12.0)
+    assert work.resizable and not out.resizable  # out is a fixed pool of 1
+    assert work.downstream_fill == 0.0
+    assert [v.name for v in rec.views(period, cores=2, pinned={"work"})] == ["out"]
+
+
+def test_the_summary_counts_exited_workers_and_failures() -> None:
+    r, rec = running()
+    w = r.stages["work"].workers[1]
+    r.on_done(w, {"in": 16, "out": 16, "failed": 1})
+    w.proc.exit(0)  # type: ignore[attr-defined]
+    r.on_exit(w)
+    rec.forget(w)
+    s = rec.summary(r.top.path or r.top.base_dir, r.top.base_dir / "dead", 2.0, False, None)
+    work = s.stage("work")
+    assert (work.events_in, work.failed, work.poisoned, work.workers) == (31, 1, 1, 2)
+    assert s.events == 40 and s.failed == 2  # a failed event and a poisoned one
+    assert s.exit_code == 1 and s.events_per_s == 20.0

@@ -1,0 +1,204 @@
+"""sedamp.control.roster against a fake executor: spawning to target, retiring,
+restarts, failing stages, the end of stages and the watchdogs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sedamp.control.roster import MAX_BARREN_DEATHS, SILENT_MIN_S, Child, watch_deadlines, watch_silence
+from sedamp.runtime.slot import Slot
+from tests.unit.control.fakes import FakeProc, roster, topology
+
+
+def started(executor_started: list[FakeProc], role: str) -> list[str]:
+    return [p.name for p in executor_started if p.role == role]
+
+
+def test_reconcile_spawns_until_each_pool_matches_its_target() -> None:
+    r, executor, _ = roster()
+    assert started(executor.started, "queue") == ["sdq:work", "sdq:out"]
+    r.stages["work"].target = 3
+    r.reconcile()
+    assert sorted(r.stages["work"].workers) == [0, 1, 2]
+    assert sorted(r.stages["out"].workers) == [0]
+    assert started(executor.started, "worker") == ["sdw:work:0", "sdw:work:1", "sdw:work:2", "sdw:out:0"]
+    r.reconcile()  # at target: nothing more
+    assert len(started(executor.started, "worker")) == 4
+    assert r.stages["work"].peak_workers == 3
+    cfg = r.stages["work"].workers[2].proc.config  # type: ignore[attr-defined]
+    assert (cfg.stage, cfg.index, cfg.input_endpoint) == ("work", 2, "ipc:///nowhere/q1")
+    assert [o.stage for o in cfg.outputs] == ["out"]
+
+
+def test_a_lower_target_retires_the_highest_indexes_once() -> None:
+    r, executor, links = roster()
+    st = r.stages["work"]
+    st.target = 3
+    r.reconcile()
+    st.target = 1
+    r.reconcile()
+    r.reconcile()
+    retiring = sorted(w.index for w in st.workers.values() if w.retiring)
+    assert retiring == [1, 2]
+    assert links.kinds(st.workers[2].identity) == ["RETIRE"]
+    assert links.kinds(st.workers[0].identity) == []
+    assert len(started(executor.started, "worker")) == 4  # no replacement for a retiring worker
+
+
+def test_a_dead_worker_returns_its_leases_and_is_replaced() -> None:
+    r, executor, links = roster()
+    r.reconcile()
+    st = r.stages["work"]
+    dead = st.workers[0]
+    dead.proc.kill()
+    r.on_exit(dead)
+    assert r.state.error is None
+    assert st.restarts == 1 and st.workers == {}
+    gone = [(who, fields) for who, kind, fields in links.sent if kind == "GONE"]
+    queues = [st.queue.identity, r.stages["out"].queue.identity]  # type: ignore[union-attr]
+    assert [who for who, _ in gone] == queues  # its own queue (leases) and the next (credit)
+    assert gone[0][1] == [dead.identity, "was killed by SIGKILL", -1, -1]
+    r.reconcile()
+    assert st.workers[0] is not dead and st.workers[0].identity != dead.identity
+    assert started(executor.started, "worker").count("sdw:work:0") == 2
+
+
+def test_a_stage_whose_workers_keep_dying_without_progress_fails() -> None:
+    r, _, _ = roster()
+    st = r.stages["work"]
+    for _ in range(MAX_BARREN_DEATHS):
+        assert r.state.error is None
+        r.reconcile()
+        w = st.workers[0]
+        w.proc.exit(1)
+        r.on_exit(w)
+    assert r.state.error == (
+        f"workers of stage 'work' died {MAX_BARREN_DEATHS} times in a row without finishing an event; "
+        "last one exited with code 1"
+    )
+    r.reconcile()  # a failed run spawns nothing more
+    assert st.workers == {}
+
+
+def test_deaths_between_acknowledged_events_are_not_barren() -> None:
+    r, _, _ = roster()
+    st = r.stages["work"]
+    assert st.queue is not None
+    for i in range(2 * MAX_BARREN_DEATHS):
+        r.reconcile()
+        r.on_stats(st.queue, {"acked": i})
+        w = st.workers[0]
+        w.proc.exit(1)
+        r.on_exit(w)
+    assert r.state.error is None and st.restarts == 2 * MAX_BARREN_DEATHS
+
+
+def test_a_fatal_worker_fails_the_run_with_its_message() -> None:
+    r, _, _ = roster()
+    r.reconcile()
+    w = r.stages["work"].workers[0]
+    r.on_fatal(w, {"message": "stage 'work': setup failed: boom", "traceback": "", "pid": w.pid})
+    w.proc.exit(1)
+    r.on_exit(w)
+    assert r.state.error == "stage 'work': setup failed: boom"
+
+
+def test_an_unstopped_queue_that_dies_fails_the_run() -> None:
+    r, _, _ = roster()
+    q = r.stages["out"].queue
+    assert q is not None
+    q.proc.exit(-11)
+    r.on_exit(q)
+    assert r.state.error == f"the queue of stage 'out' (pid {q.proc.pid}) was killed by SIGSEGV"
+
+
+def test_stages_finish_in_order() -> None:
+    r, _, links = roster()
+    r.start_sources()
+    r.reconcile()
+    work, out = r.stages["work"], r.stages["out"]
+    assert work.queue is not None and out.queue is not None
+    r.advance()
+    assert links.kinds(work.queue.identity) == []  # its source still runs
+    src = r.stages["src"].source
+    assert src is not None
+    r.on_done(src, {"in": 5, "out": 5})
+    src.proc.exit(0)
+    r.on_exit(src)
+    r.advance()
+    assert links.kinds(work.queue.identity) == ["CLOSE"]
+    assert links.kinds(src.identity) == ["STOP"]  # its DONE acknowledged
+    r.on_done(work.queue, {"ended": True})
+    w = work.workers[0]
+    r.on_done(w, {"in": 5, "out": 5, "failed": 0})
+    assert links.kinds(w.identity) == ["STOP"]
+    w.proc.exit(0)
+    r.on_exit(w)
+    r.advance()
+    assert work.complete and not out.complete
+    assert links.kinds(work.queue.identity) == ["CLOSE", "STOP"]
+    assert links.kinds(out.queue.identity) == ["CLOSE"]
+    assert r.stages["work"].retired == {"in": 5, "out": 5, "failed": 0}
+    assert r.state.error is None
+
+
+def test_a_recycled_worker_frees_its_index_for_a_fresh_one() -> None:
+    r, _, _ = roster()
+    r.reconcile()
+    st = r.stages["work"]
+    old = st.workers[0]
+    r.on_done(old, {"in": 3, "out": 3, "failed": 0, "retired": True, "recycled": True})
+    assert st.recycled == 1 and st.leaving == {old.identity: old} and st.workers == {}
+    r.reconcile()
+    assert st.workers[0] is not old and not st.ended
+
+
+def test_a_worker_past_its_deadline_is_killed_and_its_event_blamed(tmp_path: Path) -> None:
+    top_text = """
+stages:
+  src: {source: "m:src", to: work}
+  work: {sink: "m:work", timeout_s: 1}
+"""
+    r, _, links = roster(topology(top_text), slot_dir=tmp_path)
+    r.reconcile()
+    st = r.stages["work"]
+    w = st.workers[0]
+    assert w.slot is not None
+    seen = Slot(w.slot.path)  # the worker's side of its slot
+    seen.timeout_s = 1.0
+    seen.begin(7)
+    seen.at(3)
+    now = time.monotonic()
+    watch_deadlines(r.stages.values(), now + 0.5)
+    assert w.killed is None
+    watch_deadlines(r.stages.values(), now + 5.0)
+    assert w.proc.killed  # type: ignore[attr-defined]
+    assert w.killed is not None and w.killed.startswith("was killed: a handler call ran past timeout_s (1 s, overdue")
+    assert st.timeouts == 1 and w.in_hand == (7, 3)
+    seen.close()
+    r.on_exit(w)
+    assert st.queue is not None
+    [gone] = [f for who, kind, f in links.sent if kind == "GONE"]
+    assert gone[2:] == [7, 3]
+    assert not Path(w.slot.path).exists()
+
+
+def test_silence_kills_a_worker_outside_user_code_and_fails_on_a_queue() -> None:
+    r, _, _ = roster()
+    r.reconcile()
+    st = r.stages["work"]
+    w: Child = st.workers[0]
+    w.proc.local = True  # type: ignore[misc]  # its (absent) slot would be readable
+    now = time.monotonic()
+    watch_silence(r.stages.values(), r.state, 0.1, now + SILENT_MIN_S / 2)
+    assert w.killed is None and r.state.error is None
+    w.last_heard = now
+    assert st.queue is not None
+    st.queue.last_heard = now + 2 * SILENT_MIN_S  # the queue still reports
+    r.stages["out"].queue.last_heard = now + 2 * SILENT_MIN_S  # type: ignore[union-attr]
+    watch_silence(r.stages.values(), r.state, 0.1, now + SILENT_MIN_S + 1)
+    assert w.killed is not None and w.killed.startswith("was killed: silent for 4.0 s outside any handler call")
+    assert r.state.error is None
+    watch_silence(r.stages.values(), r.state, 0.1, now + 10 * SILENT_MIN_S)
+    assert r.state.error is not None and r.state.error.startswith("the queue of stage 'work'")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sedamp.errors import HandlerError, Problem, RunError, SedampError, TopologyError, WireError
+from sedamp.errors import Problem, SedampError, TopologyError, WireError
 from sedamp.runtime.stage import IDLE, Many
 
 if TYPE_CHECKING:
@@ -18,11 +18,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IDLE",
-    "HandlerError",
     "Many",
     "Pipeline",
     "Problem",
-    "RunError",
     "SedampError",
     "TopologyError",
     "WireError",

@@ -1,14 +1,19 @@
-"""The exception hierarchy of sedamp.
+"""The exception hierarchy and the exit codes of sedamp.
 
 SedampError                 base of everything sedamp raises on purpose
 +-- TopologyError           a topology file or override is invalid (CLI exit code 2)
 |                           `.problems` lists every problem found, each with place and hint
 +-- WireError               a frame could not be parsed or built (counted, never fatal)
-+-- HandlerError            user code failed; carries the remote traceback text
-+-- RunError                a run could not complete (a process died, a deadline passed)
-+-- ReportError             (sedamp.observe.report) a metrics file cannot be read or plotted
-+-- ExporterError           (sedamp.observe.prometheus, also a ValueError) the metrics endpoint
-                            cannot be set up: a bad host or port, no prometheus-client
++-- ExecutorError           (also a RuntimeError) an executor cannot start: Ray missing, or no
+|                           cluster at the address (CLI exit code 3)
++-- LaunchError             (also a RuntimeError) the process launcher could not start a process
++-- ReportError             a metrics file cannot be read or plotted (CLI exit code 2)
++-- ExporterError           (also a ValueError) the Prometheus endpoint cannot be set up: a bad
+                            host or port, no prometheus-client (CLI exit code 2)
+
+Errors of user code never surface as exceptions here: they cross processes as data
+(stage, pid, event id, exception type, message, traceback text) into the dead-letter
+file, and a run that could not complete says why in its summary (`Summary.error`).
 """
 
 from __future__ import annotations
@@ -16,13 +21,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "HandlerError",
+    "EXIT_FAILED",
+    "EXIT_FAILED_EVENTS",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_RUN_ERROR",
+    "ExecutorError",
+    "ExporterError",
+    "LaunchError",
     "Problem",
-    "RunError",
+    "ReportError",
     "SedampError",
     "TopologyError",
     "WireError",
 ]
+
+# Exit codes of the `sedamp` commands (the README lists them per command).
+EXIT_OK = 0
+# `sedamp run`: every source was read, and some events failed (see the dead-letter file)
+EXIT_FAILED_EVENTS = 1
+# the other commands: their work could not be done (a file not written, a run not answering)
+EXIT_FAILED = 1
+# the input is invalid and nothing was started: a topology, an override, a flag, a file
+EXIT_INVALID = 2
+# `sedamp run`: the run failed (a process died, setup raised, no executor)
+EXIT_RUN_ERROR = 3
+# stopped by SIGINT (Ctrl-C) or SIGTERM: 128 + SIGINT, the shell's convention
+EXIT_INTERRUPTED = 130
 
 
 class SedampError(Exception):
@@ -64,13 +90,19 @@ class WireError(SedampError):
     """A frame is malformed, of an unknown kind, too large, or an event cannot be packed."""
 
 
-class HandlerError(SedampError):
-    """User code raised. `remote_traceback` is the formatted traceback from the worker."""
-
-    def __init__(self, message: str, remote_traceback: str | None = None) -> None:
-        super().__init__(message)
-        self.remote_traceback = remote_traceback
+class ExecutorError(SedampError, RuntimeError):
+    """An executor cannot start: Ray is missing, or no cluster answers at the address."""
 
 
-class RunError(SedampError):
-    """A run could not complete: a runtime process died, or a deadline passed."""
+class LaunchError(SedampError, RuntimeError):
+    """The process launcher could not start a process."""
+
+
+class ReportError(SedampError):
+    """A metrics file cannot be made into a report (missing, empty, not metrics), or
+    matplotlib is missing. The message names the file (and line) and the fix."""
+
+
+class ExporterError(SedampError, ValueError):
+    """The Prometheus endpoint cannot be set up: prometheus-client is missing or too old,
+    or the host or port is invalid."""

@@ -8,6 +8,7 @@ import signal
 import typer
 
 from sedamp.cli import control, graph, init, keys, report, run, schema, validate
+from sedamp.errors import EXIT_INTERRUPTED
 
 app = typer.Typer(
     name="sedamp",
@@ -40,4 +41,4 @@ def main() -> None:
 
 def _interrupted(signum: int, _frame: object) -> None:
     typer.echo(f"sedamp: {signal.Signals(signum).name}: stopped before the run started", err=True)
-    raise SystemExit(130)
+    raise SystemExit(EXIT_INTERRUPTED)

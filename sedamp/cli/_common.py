@@ -10,8 +10,7 @@ from pathlib import Path
 
 import typer
 
-from sedamp.control.controller import EXIT_INVALID
-from sedamp.errors import TopologyError
+from sedamp.errors import EXIT_INVALID, TopologyError
 from sedamp.spec import Topology, load_topology
 
 LOG_FORMAT = "sedamp: %(levelname)s: %(message)s"

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sedamp.control.client import command, find_run
-from sedamp.errors import SedampError
+from sedamp.errors import EXIT_FAILED, SedampError
 
 TargetArg = Annotated[
     str | None, typer.Argument(help="A run directory or a topology name (default: the newest running one).")
@@ -23,7 +23,7 @@ WorkdirOpt = Annotated[Path, typer.Option(help="Where run directories are.")]
 
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
+    return typer.Exit(EXIT_FAILED)
 
 
 def _status(target: str | None, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from sedamp.cli import templates
-from sedamp.control.controller import EXIT_INVALID
+from sedamp.errors import EXIT_FAILED, EXIT_INVALID
 
 
 def init(
@@ -63,7 +63,7 @@ def init(
             path.unlink(missing_ok=True)
         where = exc.filename or directory
         typer.echo(f"error: cannot write {where}: {exc.strerror or exc}; nothing was written", err=True)
-        raise typer.Exit(EXIT_INVALID if isinstance(exc, FileExistsError) else 1) from None
+        raise typer.Exit(EXIT_INVALID if isinstance(exc, FileExistsError) else EXIT_FAILED) from None
     for path in written:
         typer.echo(f"wrote {path}")
     typer.echo(f"run it:  sedamp run {shlex.quote(os.fspath(topology))}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sedamp.errors import EXIT_FAILED
 from sedamp.runtime.security import make_keys
 
 
@@ -25,6 +26,6 @@ def keys(
         written = make_keys(directory.expanduser())
     except (FileExistsError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
     for path in written:
         typer.echo(str(path))

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from sedamp.cli._common import setup_logging
-from sedamp.control.controller import EXIT_INVALID
-from sedamp.observe.report import ReportError, plotting_problem, write_report
+from sedamp.errors import EXIT_FAILED, EXIT_INVALID, ReportError
+from sedamp.observe.report import plotting_problem, write_report
 
 
 def report(
@@ -63,5 +63,5 @@ def report(
     except OSError as exc:
         where = exc.filename if exc.filename is not None else target
         typer.echo(f"error: cannot write the report into {target}: {where}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
     typer.echo(str(index))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from sedamp.errors import EXIT_FAILED
 from sedamp.spec.schema import topology_schema
 
 
@@ -37,5 +38,5 @@ def schema(
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
         typer.echo(f"error: cannot write {output}: {exc.strerror or exc} (choose another --output)", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
     typer.echo(f"wrote {output}")

@@ -19,14 +19,11 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from sedamp.errors import LaunchError
 from sedamp.executor.base import Proc
 
 # How long to wait for the launcher's word that a child has started.
 LAUNCH_TIMEOUT_S = 30.0
-
-
-class LaunchError(RuntimeError):
-    """The launcher could not start a process."""
 
 
 class LocalProc:

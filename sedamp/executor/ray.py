@@ -37,6 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sedamp.errors import ExecutorError
 from sedamp.executor.base import Proc
 from sedamp.executor.local import LocalExecutor
 
@@ -48,10 +49,6 @@ PLACE_TIMEOUT_S = 60.0
 # otherwise retry for minutes.
 CONNECT_TIMEOUT_S = 5.0
 NAMESPACE = "sedamp"
-
-
-class ExecutorError(RuntimeError):
-    """The executor cannot start: Ray missing, or no cluster at the address."""
 
 
 def machine_id() -> str:

@@ -88,10 +88,10 @@ from importlib import metadata
 from typing import Any
 
 import sedamp
-from sedamp.errors import SedampError
+from sedamp.errors import ExporterError
 from sedamp.observe.metrics import as_dict, dig
 
-__all__ = ["Exporter", "ExporterError"]
+__all__ = ["Exporter"]
 
 INSTALL_HINT = "pip install 'sedamp[prometheus]'"
 MIN_CLIENT_VERSION = (0, 20)  # start_http_server returns (server, thread) from 0.20 on
@@ -135,11 +135,6 @@ _LISTEN_HINTS = {
     errno.EADDRNOTAVAIL: " (not an address of this machine: 127.0.0.1 is loopback, 0.0.0.0 every interface)",
     errno.EACCES: " (ports below 1024 need privileges: choose a higher one)",
 }
-
-
-class ExporterError(SedampError, ValueError):
-    """The endpoint cannot be set up: prometheus-client is missing or too old, or the
-    host or port is invalid."""
 
 
 class Exporter:

@@ -49,12 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sedamp.errors import SedampError
+from sedamp.errors import ReportError
 from sedamp.observe.metrics import as_dict, dig
 
 __all__ = [
     "PLOTS",
-    "ReportError",
     "RunTotals",
     "StageTotals",
     "plotting_problem",
@@ -91,11 +90,6 @@ MAX_DECISIONS_LISTED = 100
 PERCENTILES = ("p50", "p90", "p99")
 FIGSIZE_IN = (9.0, 4.6)
 DPI = 110
-
-
-class ReportError(SedampError):
-    """A metrics file cannot be made into a report (missing, empty, not metrics), or
-    matplotlib is missing. The message names the file (and line) and the fix."""
 
 
 @dataclass(frozen=True)

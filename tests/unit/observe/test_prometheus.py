@@ -18,7 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import sedamp
-from sedamp.observe.prometheus import Exporter, ExporterError
+from sedamp.errors import ExporterError
+from sedamp.observe.prometheus import Exporter
 from tests.conftest import wait_until
 from tests.integration.util import TESTSTAGES, chain_yaml, stage_of, start_run, summary_of
 from tests.unit.observe.test_report import N_RECORDS, synthetic_record

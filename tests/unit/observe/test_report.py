@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from sedamp.errors import ReportError
 from sedamp.observe import report
-from sedamp.observe.report import PLOTS, ReportError, read_records, summarize, write_report
+from sedamp.observe.report import PLOTS, read_records, summarize, write_report
 from tests.integration.util import run_sedamp
 
 N_RECORDS = 10

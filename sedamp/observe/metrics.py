@@ -2,8 +2,8 @@
 
 Latency samples travel as ``[value, weight]`` pairs (a batch's service time per event,
 weighted by its events); `thin` caps how many a process sends per period and
-`percentiles` summarises what the controller gathered. `dig` and `as_dict` read the
-metrics records (possibly hand-edited or truncated) without trusting their shape.
+`percentiles` summarises what the controller gathered. `dig`, `as_dict` and `is_number`
+read the metrics records (possibly hand-edited or truncated) without trusting their shape.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def percentiles(samples: Iterable[Sequence[float]], qs: Sequence[float] = (50, 9
 def as_dict(x: Any) -> dict[str, Any]:
     """`x` if it is a dict, else an empty one."""
     return x if isinstance(x, dict) else {}
+
+
+def is_number(x: Any) -> bool:
+    """An int or a float, not a bool (which Python counts as an int)."""
+    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def dig(d: Any, *keys: str) -> Any:

@@ -89,7 +89,7 @@ from typing import Any
 
 import sedamp
 from sedamp.errors import ExporterError
-from sedamp.observe.metrics import as_dict, dig
+from sedamp.observe.metrics import as_dict, dig, is_number
 
 __all__ = ["Exporter"]
 
@@ -219,14 +219,14 @@ class RecordCollector:
                         totals[(name, key)] = max(totals.get((name, key), 0.0), value)
             resizes = dict(self._resizes)
             for d in rec.get("decisions") or ():
-                if isinstance(d, dict) and _is_number(d.get("from")) and _is_number(d.get("to")):
+                if isinstance(d, dict) and is_number(d.get("from")) and is_number(d.get("to")):
                     direction = "grow" if d["to"] > d["from"] else "shrink"
                     k = (str(d.get("stage")), direction)
                     resizes[k] = resizes.get(k, 0) + 1
             self._record, self._totals, self._resizes = rec, totals, resizes
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+        from prometheus_client.core import InfoMetricFamily
 
         with self._lock:
             record, totals, resizes = self._record, self._totals, self._resizes
@@ -235,70 +235,90 @@ class RecordCollector:
         if record is None:
             return
         stages = {n: s for n, s in (record.get("stages") or {}).items() if isinstance(s, dict)}
-
-        stage_info = InfoMetricFamily("sedamp_stage", "A stage: its kind and group.", labels=["stage"])
-        for name, st in stages.items():
-            group, kind = st.get("group"), st.get("kind")
-            labels = {
-                "stage_kind": kind if isinstance(kind, str) else "",
-                "group": group if isinstance(group, str) else "",
-            }
-            stage_info.add_metric([name], labels)
-        yield stage_info
-
-        for key, metric, doc in STAGE_COUNTERS:
-            counter = CounterMetricFamily(metric, doc, labels=["stage"])
-            for name in stages:
-                if (name, key) in totals:
-                    counter.add_metric([name], totals[(name, key)])
-            yield counter
-        counter = CounterMetricFamily(
-            "sedamp_stage_resizes", "Pool resizes decided by the controller.", labels=["stage", "direction"]
-        )
-        for (name, direction), n in sorted(resizes.items()):
-            counter.add_metric([name, direction], n)
-        yield counter
-
-        pools = {n: s for n, s in stages.items() if s.get("kind") != "source"}  # a source is one process
-        for path, metric, doc in STAGE_GAUGES:
-            gauge = GaugeMetricFamily(metric, doc, labels=["stage"])
-            for name, st in (pools if path[0] in POOL_KEYS else stages).items():
-                value = dig(st, *path)
-                if _is_number(value):
-                    gauge.add_metric([name], float(value))
-            yield gauge
-        lo = GaugeMetricFamily("sedamp_stage_workers_min", "The least workers of the stage's pool.", labels=["stage"])
-        hi = GaugeMetricFamily("sedamp_stage_workers_max", "The most workers of the stage's pool.", labels=["stage"])
-        for name, st in pools.items():
-            bounds = st.get("bounds")
-            if isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds):
-                lo.add_metric([name], float(bounds[0]))
-                hi.add_metric([name], float(bounds[1]))
-        yield lo
-        yield hi
-
-        latency = GaugeMetricFamily(
-            "sedamp_stage_latency_seconds",
-            "Latency percentiles over the last period: queue_wait (in the queue), service (in the handler), "
-            "path (from the source, at sinks).",
-            labels=["stage", "kind", "quantile"],
-        )
-        for name, st in stages.items():
-            for kind in LATENCY_KINDS:
-                for key, q in QUANTILES:
-                    value = dig(st, "latency_ms", kind, key)
-                    if _is_number(value):
-                        latency.add_metric([name, kind, q], round(float(value) / 1000.0, 9))
-        yield latency
-
-        total = GaugeMetricFamily("sedamp_source_total_events", "Events a source said it will read.", labels=["stage"])
-        for name, st in stages.items():
-            if st.get("kind") == "source" and _is_number(st.get("total")):
-                total.add_metric([name], float(st["total"]))
-        yield total
-
+        yield from _stage_families(stages, totals, resizes)
+        yield from _pool_families(stages)
+        yield from _latency_families(stages)
         yield from _worker_families(stages)
         yield from _run_families(record)
+
+
+def _stage_families(
+    stages: dict[str, dict[str, Any]], totals: dict[tuple[str, str], float], resizes: dict[tuple[str, str], int]
+) -> Iterator[Any]:
+    """Each stage's kind and group, its counters, and the controller's resizes."""
+    from prometheus_client.core import CounterMetricFamily, InfoMetricFamily
+
+    stage_info = InfoMetricFamily("sedamp_stage", "A stage: its kind and group.", labels=["stage"])
+    for name, st in stages.items():
+        group, kind = st.get("group"), st.get("kind")
+        labels = {
+            "stage_kind": kind if isinstance(kind, str) else "",
+            "group": group if isinstance(group, str) else "",
+        }
+        stage_info.add_metric([name], labels)
+    yield stage_info
+
+    for key, metric, doc in STAGE_COUNTERS:
+        counter = CounterMetricFamily(metric, doc, labels=["stage"])
+        for name in stages:
+            if (name, key) in totals:
+                counter.add_metric([name], totals[(name, key)])
+        yield counter
+    counter = CounterMetricFamily(
+        "sedamp_stage_resizes", "Pool resizes decided by the controller.", labels=["stage", "direction"]
+    )
+    for (name, direction), n in sorted(resizes.items()):
+        counter.add_metric([name, direction], n)
+    yield counter
+
+
+def _pool_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
+    """The gauges of each stage (those of a pool only for stages with one: a source is
+    one process), and the bounds of each pool."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    pools = {n: s for n, s in stages.items() if s.get("kind") != "source"}  # a source is one process
+    for path, metric, doc in STAGE_GAUGES:
+        gauge = GaugeMetricFamily(metric, doc, labels=["stage"])
+        for name, st in (pools if path[0] in POOL_KEYS else stages).items():
+            value = dig(st, *path)
+            if is_number(value):
+                gauge.add_metric([name], float(value))
+        yield gauge
+    lo = GaugeMetricFamily("sedamp_stage_workers_min", "The least workers of the stage's pool.", labels=["stage"])
+    hi = GaugeMetricFamily("sedamp_stage_workers_max", "The most workers of the stage's pool.", labels=["stage"])
+    for name, st in pools.items():
+        bounds = st.get("bounds")
+        if isinstance(bounds, list) and len(bounds) == 2 and all(is_number(b) for b in bounds):
+            lo.add_metric([name], float(bounds[0]))
+            hi.add_metric([name], float(bounds[1]))
+    yield lo
+    yield hi
+
+
+def _latency_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
+    """The latency percentiles of each stage, and the events each source will read."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    latency = GaugeMetricFamily(
+        "sedamp_stage_latency_seconds",
+        "Latency percentiles over the last period: queue_wait (in the queue), service (in the handler), "
+        "path (from the source, at sinks).",
+        labels=["stage", "kind", "quantile"],
+    )
+    for name, st in stages.items():
+        for kind in LATENCY_KINDS:
+            for key, q in QUANTILES:
+                value = dig(st, "latency_ms", kind, key)
+                if is_number(value):
+                    latency.add_metric([name, kind, q], round(float(value) / 1000.0, 9))
+    yield latency
+
+    total = GaugeMetricFamily("sedamp_source_total_events", "Events a source said it will read.", labels=["stage"])
+    for name, st in stages.items():
+        if st.get("kind") == "source" and is_number(st.get("total")):
+            total.add_metric([name], float(st["total"]))
+    yield total
 
 
 def _worker_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
@@ -314,14 +334,14 @@ def _worker_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
     )
     for name, st in stages.items():
         for w in st.get("worker_detail") or ():
-            if not isinstance(w, dict) or not _is_number(w.get("index")):
+            if not isinstance(w, dict) or not is_number(w.get("index")):
                 continue
             key = [name, str(int(w["index"]))]
-            if _is_number(w.get("cpu_percent")):
+            if is_number(w.get("cpu_percent")):
                 cpu.add_metric(key, float(w["cpu_percent"]))
-            if _is_number(w.get("rss_mb")):
+            if is_number(w.get("rss_mb")):
                 rss.add_metric(key, float(w["rss_mb"]) * MIB)
-            if _is_number(w.get("busy")):
+            if is_number(w.get("busy")):
                 busy.add_metric(key, float(w["busy"]))
     yield from (cpu, rss, busy)
 
@@ -380,9 +400,5 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if is_v6 else f"{host}:{port}"
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
 def _number(x: Any) -> float | None:
-    return float(x) if _is_number(x) else None
+    return float(x) if is_number(x) else None

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from sedamp.errors import ReportError
-from sedamp.observe.metrics import as_dict, dig
+from sedamp.observe.metrics import as_dict, dig, is_number
 
 __all__ = [
     "PLOTS",
@@ -280,7 +280,8 @@ def _write(metrics_path: Path, out_dir: Path) -> Path:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    """A number that can be plotted: not inf or NaN."""
+    return is_number(x) and math.isfinite(x)
 
 
 def _num(x: Any) -> float:

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from sedamp.control.controller import RunOptions, Summary, run_topology
+from sedamp.executor import EXECUTORS, open_executor
 from sedamp.executor.base import Executor
 from sedamp.executor.local import LocalExecutor
+from sedamp.runtime import journal
 from sedamp.spec import StageKind, Topology, build_topology, load_topology
 
 __all__ = ["Pipeline", "load", "run"]
@@ -48,6 +50,11 @@ def run(
     workdir: str | Path = ".sedamp",
     cores: int | None = None,
     drain_timeout_s: float | None = None,
+    executor: str | Executor | None = None,
+    address: str | None = None,
+    metrics_path: str | Path | None = None,
+    resume: bool = False,
+    on_tick: Callable[[dict[str, Any]], None] | None = None,
 ) -> Summary:
     """Run a topology to completion and return its summary (``.exit_code`` says how it
     ended, with the codes of `sedamp run`).
@@ -57,9 +64,16 @@ def run(
     a loaded `Topology` is already validated, so it takes none (pass its path or its
     `Pipeline` instead). Raises `TopologyError` when the topology is invalid.
 
-    With ``controller: {executor: ray}`` (or the override ``controller.executor=ray``)
-    the workers run as actors on the Ray cluster at ``controller.address``; raises
-    `sedamp.executor.ray.ExecutorError` when Ray is missing or no cluster answers.
+    `executor` says where the workers run: ``"local"`` (processes on this machine) or
+    ``"ray"`` (actors on the Ray cluster at `address`, default ``controller.address``,
+    else RAY_ADDRESS, else the cluster started on this machine); by default the
+    topology's ``controller.executor``. Raises `sedamp.errors.ExecutorError` when Ray is
+    missing or no cluster answers. An executor opened already
+    (`sedamp.executor.open_executor`) is run on as it is, and closed with the run.
+
+    `metrics_path` gets one JSON line of measurements per period; `on_tick` is called
+    with each of those records (and the final one). With `resume`, the events the sinks
+    of earlier runs of this topology wrote are skipped (every sink must be resumable).
 
     Ctrl-C during the call drains and stops the run as `sedamp run` does."""
     if isinstance(topology, Topology) and overrides:
@@ -67,28 +81,63 @@ def run(
             f"run({topology.name!r}): overrides apply before validation, and this Topology is validated "
             "already: pass the topology's path or its Pipeline instead"
         )
-    executor = LocalExecutor()  # boots while the topology loads
-    try:
-        if isinstance(topology, Topology):
-            top = topology
-        elif isinstance(topology, Pipeline):
-            top = topology.build(overrides)
-        else:
-            top = load(topology, overrides)
-    except BaseException:
-        executor.close()
-        raise
-    run_on: Executor = executor
-    if top.controller.executor == "ray":
-        from sedamp.executor.ray import RayExecutor
+    if isinstance(executor, str) and executor not in EXECUTORS:
+        raise ValueError(f"run(executor={executor!r}): the executor is one of {', '.join(EXECUTORS)}")
+    top, run_on = _prepare(topology, overrides, executor, address, resume)
+    options = RunOptions(
+        workdir=Path(workdir),
+        cores=cores,
+        drain_timeout_s=drain_timeout_s,
+        executor=run_on,
+        metrics_path=None if metrics_path is None else Path(metrics_path),
+        resume=resume,
+        on_tick=on_tick,
+    )
+    return run_topology(top, options)
 
+
+def _prepare(
+    topology: str | Path | Topology | Pipeline,
+    overrides: Sequence[str],
+    executor: str | Executor | None,
+    address: str | None,
+    resume: bool,
+) -> tuple[Topology, Executor]:
+    """The validated topology and the executor to run it on (on a failure, whatever was
+    opened is closed again)."""
+    if executor is not None and not isinstance(executor, str):
         try:
-            run_on = RayExecutor(top.controller.address, local=executor)
+            if address is not None:
+                raise ValueError(f"run(address={address!r}): the executor is open already; give it its address")
+            return _checked(_validated(topology, overrides), None, None, resume), executor
         except BaseException:
             executor.close()
             raise
-    options = RunOptions(workdir=Path(workdir), cores=cores, drain_timeout_s=drain_timeout_s, executor=run_on)
-    return run_topology(top, options)
+    local = LocalExecutor()  # boots while the topology loads
+    try:
+        top = _checked(_validated(topology, overrides), executor, address, resume)
+    except BaseException:
+        local.close()
+        raise
+    return top, open_executor(executor or top.controller.executor, address or top.controller.address, local)
+
+
+def _validated(topology: str | Path | Topology | Pipeline, overrides: Sequence[str]) -> Topology:
+    if isinstance(topology, Topology):
+        return topology
+    if isinstance(topology, Pipeline):
+        return topology.build(overrides)
+    return load(topology, overrides)
+
+
+def _checked(top: Topology, executor: str | None, address: str | None, resume: bool) -> Topology:
+    """`top`, once the options that depend on it are known to make sense for it."""
+    if address is not None and (executor or top.controller.executor) != "ray":
+        raise ValueError(f"run(address={address!r}): the address applies to the ray executor (executor='ray')")
+    problem = journal.resume_problem(top) if resume else None
+    if problem is not None:
+        raise ValueError(f"run(resume=True): {problem}")
+    return top
 
 
 class Pipeline:

@@ -23,6 +23,13 @@ def setup_logging(verbose: int) -> None:
     os.environ["SEDAMP_LOG_LEVEL"] = logging.getLevelName(level)
 
 
+def fail(message: str, code: int) -> typer.Exit:
+    """Say on stderr, in one line, why the command cannot go on (``error: MESSAGE``);
+    returns the Exit, with `code`, for the caller to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
 def load_or_exit(path: Path, overrides: Sequence[str] = (), check_handlers: bool = True) -> Topology:
     """Load a topology; on problems print each on stderr and exit with code 2."""
     try:
@@ -34,5 +41,4 @@ def load_or_exit(path: Path, overrides: Sequence[str] = (), check_handlers: bool
         typer.echo(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was started", err=True)
         raise typer.Exit(EXIT_INVALID) from None
     except OSError as exc:
-        typer.echo(f"error: cannot read {path}: {exc.strerror}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise fail(f"cannot read {path}: {exc.strerror}", EXIT_INVALID) from None

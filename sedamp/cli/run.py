@@ -1,4 +1,9 @@
-"""`sedamp run`: run a topology to completion and print its summary."""
+"""`sedamp run`: run a topology to completion and print its summary.
+
+Thin over the Python API: the flags map to `sedamp.run`'s arguments. What is the
+command's own: refusing bad flags before anything starts (exit 2; exit 3 when Ray cannot
+start), the Prometheus endpoint and the progress display it feeds every period, the
+report drawn after the run, and the summary printed (or given as JSON on stdout)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -13,13 +19,134 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sedamp.cli._common import load_or_exit, setup_logging
+from sedamp import api
+from sedamp.cli._common import fail, load_or_exit, setup_logging
 from sedamp.cli.progress import LogProgress, TerminalProgress
-from sedamp.control.controller import RunOptions, Summary, run_topology
+from sedamp.control.controller import Summary
+from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportError
+from sedamp.executor import EXECUTORS, open_executor
 from sedamp.executor.base import Executor
 from sedamp.executor.local import LocalExecutor
 from sedamp.observe.progress import copies_events
 from sedamp.runtime import journal
+from sedamp.spec import Topology
+
+TopologyArg = Annotated[Path, typer.Argument(help="The topology YAML file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a field: STAGE.FIELD=VALUE, e.g. resize.workers=4 (repeatable)."),
+]
+WorkdirOpt = Annotated[Path, typer.Option(help="Where run directories (dead letters, logs) are made.")]
+CoresOpt = Annotated[
+    int | None, typer.Option(min=1, help="Core budget (default: controller.cores, else all usable cores).")
+]
+DrainOpt = Annotated[
+    float | None, typer.Option(min=0, help="Seconds Ctrl-C lets in-flight work finish (default 10).")
+]
+MetricsOpt = Annotated[
+    Path | None, typer.Option(help="Write one JSON line of measurements per period to this file.")
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Skip the events the sinks of earlier runs of this topology already wrote "
+        "(every sink must be resumable, e.g. stages.files:WriteFiles)."
+    ),
+]
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option(help="Write plots of the run over time and a summary page (index.html) into this directory."),
+]
+MetricsPortOpt = Annotated[
+    int | None, typer.Option(min=0, max=65535, help="Serve the metrics in the Prometheus format on this port.")
+]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="Where workers run: local (processes here) or ray (Ray actors on a cluster; "
+        "default: controller.executor, else local).",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The Ray cluster's address, HOST:PORT (default: controller.address, else RAY_ADDRESS, "
+        "else the cluster started on this machine)."
+    ),
+]
+MetricsHostOpt = Annotated[
+    str, typer.Option(help="Address the Prometheus endpoint listens on (loopback unless you choose otherwise).")
+]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Show progress on stderr (default: a live bar on a terminal, a line every "
+        "--progress-interval seconds otherwise).",
+        show_default=False,
+    ),
+]
+ProgressIntervalOpt = Annotated[
+    float, typer.Option(min=0.1, help="Seconds between progress lines when stderr is not a terminal.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv for debug).")]
+
+
+def run(
+    topology: TopologyArg,
+    set_: SetOpt = None,
+    workdir: WorkdirOpt = Path(".sedamp"),
+    cores: CoresOpt = None,
+    drain_timeout: DrainOpt = None,
+    metrics: MetricsOpt = None,
+    resume: ResumeOpt = False,
+    report: ReportOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    executor_name: ExecutorOpt = None,
+    address: AddressOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
+    progress: ProgressOpt = None,
+    progress_interval: ProgressIntervalOpt = 10.0,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run TOPOLOGY until its sources are exhausted and every queue has drained.
+
+    Example: sedamp run topologies/wordcount.yaml --set count.workers=2
+
+    Exit codes: 0 all events handled; 1 some events failed (see the dead-letter file);
+    2 invalid topology; 3 the run failed (a process died, setup raised); 130 interrupted.
+    Ctrl-C stops the sources and drains in-flight work; a second Ctrl-C stops at once.
+    """
+    setup_logging(verbose)
+    if executor_name not in (None, *EXECUTORS):
+        raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
+    summary_out = _keep_stdout_for_json() if json_ else None
+    top, executor = _open(topology, set_ or [], executor_name, address)
+    metrics = _metrics_path(top, executor, resume, report, metrics)
+    show_progress = progress if progress is not None else not quiet
+    watchers = _watchers(top, executor, metrics_port, metrics_host, show_progress, progress_interval)
+    try:
+        summary = api.run(
+            top,
+            workdir=workdir,
+            cores=cores,
+            drain_timeout_s=drain_timeout,
+            executor=executor,
+            metrics_path=metrics,
+            resume=resume,
+            on_tick=watchers if watchers.ticks else None,
+        )
+    finally:
+        watchers.close()
+    if report is not None and metrics is not None:
+        _write_report(metrics, report, quiet)
+    _tell(summary, summary_out, quiet)
+    raise typer.Exit(summary.exit_code)
 
 
 def _keep_stdout_for_json() -> IO[str]:
@@ -31,176 +158,116 @@ def _keep_stdout_for_json() -> IO[str]:
     return out
 
 
-def run(
-    topology: Annotated[Path, typer.Argument(help="The topology YAML file.")],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a field: STAGE.FIELD=VALUE, e.g. resize.workers=4 (repeatable)."),
-    ] = None,
-    workdir: Annotated[Path, typer.Option(help="Where run directories (dead letters, logs) are made.")] = Path(
-        ".sedamp"
-    ),
-    cores: Annotated[
-        int | None, typer.Option(min=1, help="Core budget (default: controller.cores, else all usable cores).")
-    ] = None,
-    drain_timeout: Annotated[
-        float | None, typer.Option(min=0, help="Seconds Ctrl-C lets in-flight work finish (default 10).")
-    ] = None,
-    metrics: Annotated[
-        Path | None, typer.Option(help="Write one JSON line of measurements per period to this file.")
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            help="Skip the events the sinks of earlier runs of this topology already wrote "
-            "(every sink must be resumable, e.g. stages.files:WriteFiles)."
-        ),
-    ] = False,
-    report: Annotated[
-        Path | None,
-        typer.Option(help="Write plots of the run over time and a summary page (index.html) into this directory."),
-    ] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Serve the metrics in the Prometheus format on this port.")
-    ] = None,
-    executor_name: Annotated[
-        str | None,
-        typer.Option(
-            "--executor",
-            help="Where workers run: local (processes here) or ray (Ray actors on a cluster; "
-            "default: controller.executor, else local).",
-        ),
-    ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="The Ray cluster's address, HOST:PORT (default: controller.address, else RAY_ADDRESS, "
-            "else the cluster started on this machine)."
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str, typer.Option(help="Address the Prometheus endpoint listens on (loopback unless you choose otherwise).")
-    ] = "127.0.0.1",
-    progress: Annotated[
-        bool | None,
-        typer.Option(
-            "--progress/--no-progress",
-            help="Show progress on stderr (default: a live bar on a terminal, a line every "
-            "--progress-interval seconds otherwise).",
-            show_default=False,
-        ),
-    ] = None,
-    progress_interval: Annotated[
-        float, typer.Option(min=0.1, help="Seconds between progress lines when stderr is not a terminal.")
-    ] = 10.0,
-    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv for debug).")] = 0,
-) -> None:
-    """Run TOPOLOGY until its sources are exhausted and every queue has drained.
-
-    Example: sedamp run topologies/wordcount.yaml --set count.workers=2
-
-    Exit codes: 0 all events handled; 1 some events failed (see the dead-letter file);
-    2 invalid topology; 3 the run failed (a process died, setup raised); 130 interrupted.
-    Ctrl-C stops the sources and drains in-flight work; a second Ctrl-C stops at once.
-    """
-    setup_logging(verbose)
-    if executor_name not in (None, "local", "ray"):
-        typer.echo(f"error: --executor: {executor_name!r} is not one of local, ray", err=True)
-        raise typer.Exit(2)
-    summary_out = _keep_stdout_for_json() if json_ else None
-    executor: Executor = LocalExecutor()  # boots while the topology loads
+def _open(
+    path: Path, overrides: list[str], executor_name: str | None, address: str | None
+) -> tuple[Topology, Executor]:
+    """The topology (exit 2 on any problem) and the executor it runs on (exit 2 for an
+    --address without Ray, 3 when Ray cannot start)."""
+    local = LocalExecutor()  # boots while the topology loads
     try:
-        top = load_or_exit(topology, set_ or [])
+        top = load_or_exit(path, overrides)
     except BaseException:
-        executor.close()
+        local.close()
         raise
-    if (executor_name or top.controller.executor) == "ray":
-        from sedamp.executor.ray import ExecutorError, RayExecutor
+    kind = executor_name or top.controller.executor
+    if kind != "ray" and address is not None:
+        raise _refuse(local, "--address applies to --executor ray")
+    try:
+        return top, open_executor(kind, address or top.controller.address, local)
+    except ExecutorError as exc:  # open_executor has closed `local`
+        raise fail(f"--executor ray: {exc}", EXIT_RUN_ERROR) from None
 
-        assert isinstance(executor, LocalExecutor)
-        try:
-            executor = RayExecutor(address or top.controller.address, local=executor)
-        except ExecutorError as exc:
-            executor.close()
-            typer.echo(f"error: --executor ray: {exc}", err=True)
-            raise typer.Exit(3) from None
-    elif address is not None:
-        executor.close()
-        typer.echo("error: --address applies to --executor ray", err=True)
-        raise typer.Exit(2)
-    if resume:
-        problem = journal.resume_problem(top)
-        if problem is not None:
-            executor.close()
-            typer.echo(f"error: --resume: {problem}", err=True)
-            raise typer.Exit(2)
-    if report is not None:
-        from sedamp.observe import report as report_mod
 
-        problem = report_mod.plotting_problem()
-        if problem is not None:
-            executor.close()
-            typer.echo(f"error: --report: {problem}", err=True)
-            raise typer.Exit(2)
-        if metrics is None:
-            try:
-                report.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                executor.close()
-                typer.echo(f"error: --report {report}: cannot make the directory: {exc.strerror or exc}", err=True)
-                raise typer.Exit(2) from None
-            metrics = report / "metrics.jsonl"
-    ticks: list[Callable[[dict[str, Any]], None]] = []
-    closers: list[Callable[[], None]] = []
+def _refuse(executor: Executor, message: str) -> typer.Exit:
+    """Close `executor` and say on stderr why the run cannot start: the Exit to raise."""
+    executor.close()
+    return fail(message, EXIT_INVALID)
+
+
+def _metrics_path(
+    top: Topology, executor: Executor, resume: bool, report: Path | None, metrics: Path | None
+) -> Path | None:
+    """Refuse --resume and --report where they cannot work, before anything starts; the
+    metrics file (under the --report directory when --metrics is not given)."""
+    problem = journal.resume_problem(top) if resume else None
+    if problem is not None:
+        raise _refuse(executor, f"--resume: {problem}")
+    if report is None:
+        return metrics
+    from sedamp.observe.report import plotting_problem
+
+    problem = plotting_problem()
+    if problem is not None:
+        raise _refuse(executor, f"--report: {problem}")
+    if metrics is not None:
+        return metrics
+    try:
+        report.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _refuse(executor, f"--report {report}: cannot make the directory: {exc.strerror or exc}") from None
+    return report / "metrics.jsonl"
+
+
+@dataclass
+class _Watchers:
+    """What the run feeds every period with its metrics record (the Prometheus endpoint,
+    the progress display), and closes when it ends."""
+
+    ticks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        for tick in self.ticks:
+            tick(record)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+
+def _watchers(
+    top: Topology,
+    executor: Executor,
+    metrics_port: int | None,
+    metrics_host: str,
+    show_progress: bool,
+    progress_interval: float,
+) -> _Watchers:
+    watchers = _Watchers()
     if metrics_port is not None:
         from sedamp.observe.prometheus import Exporter
 
         try:
             exporter = Exporter(metrics_host, metrics_port, topology=top.name)
         except (OSError, ValueError) as exc:
-            executor.close()
-            typer.echo(f"error: --metrics-port {metrics_port}: {exc}", err=True)
-            raise typer.Exit(2) from None
-        ticks.append(exporter.update)
-        closers.append(exporter.close)
+            raise _refuse(executor, f"--metrics-port {metrics_port}: {exc}") from None
+        watchers.ticks.append(exporter.update)
+        watchers.closers.append(exporter.close)
         typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
-    show = progress if progress is not None else not quiet
-    if show:
+    if show_progress:
         copies = copies_events(top)
         display: TerminalProgress | LogProgress = (
             TerminalProgress(copies=copies) if sys.stderr.isatty() else LogProgress(progress_interval, copies=copies)
         )
-        ticks.append(display)
-        closers.insert(0, display.close)
+        watchers.ticks.append(display)
+        watchers.closers.insert(0, display.close)
+    return watchers
 
-    def on_tick(record: dict[str, Any]) -> None:
-        for tick in ticks:
-            tick(record)
 
-    options = RunOptions(
-        workdir=workdir,
-        cores=cores,
-        drain_timeout_s=drain_timeout,
-        executor=executor,
-        metrics_path=metrics,
-        resume=resume,
-        on_tick=on_tick if ticks else None,
-    )
+def _write_report(metrics: Path, report: Path, quiet: bool) -> None:
+    from sedamp.observe.report import write_report
+
     try:
-        summary = run_topology(top, options)
-    finally:
-        for close in closers:
-            close()
-    if report is not None and metrics is not None:
-        try:
-            index = report_mod.write_report(metrics, report)
-        except (report_mod.ReportError, OSError) as exc:  # the run's own exit code still stands
-            typer.echo(f"error: --report {report}: {exc}", err=True)
-        else:
-            if not quiet:
-                typer.echo(f"sedamp: report written to {index}", err=True)
+        index = write_report(metrics, report)
+    except (ReportError, OSError) as exc:  # the run's own exit code still stands
+        typer.echo(f"error: --report {report}: {exc}", err=True)
+    else:
+        if not quiet:
+            typer.echo(f"sedamp: report written to {index}", err=True)
+
+
+def _tell(summary: Summary, summary_out: IO[str] | None, quiet: bool) -> None:
+    """The summary on stdout (a table, or JSON with --json), and on stderr what failed."""
     if summary_out is not None:
         summary_out.write(json.dumps(summary.to_dict(), indent=2) + "\n")
         summary_out.flush()
@@ -210,7 +277,6 @@ def run(
         typer.echo(f"sedamp: {summary.failed} events failed; see {summary.dead_letters}", err=True)
     if summary.error:
         typer.echo(f"error: {summary.error}", err=True)
-    raise typer.Exit(summary.exit_code)
 
 
 def print_summary(s: Summary) -> None:

@@ -5,6 +5,7 @@ The runs are real (processes, sockets, files); building and validating is pure."
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,58 @@ def test_run_refuses_overrides_for_a_validated_topology(tmp_path: Path) -> None:
     top = three_stages(tmp_path / "out.jsonl").build()
     with pytest.raises(ValueError, match=r"pass the topology's path or its Pipeline instead"):
         sedamp.run(top, overrides=["split.workers=1"], workdir=tmp_path / "w")
+
+
+def test_run_writes_metrics_and_feeds_on_tick(tmp_path: Path) -> None:
+    records: list[dict[str, Any]] = []
+    metrics = tmp_path / "metrics.jsonl"
+    summary = sedamp.run(
+        three_stages(tmp_path / "out.jsonl", count=10), workdir=tmp_path / "w", metrics_path=metrics,
+        executor="local", on_tick=records.append,
+    )  # fmt: skip
+    assert summary.exit_code == 0, summary.error
+    assert records and records[-1]["final"] is True
+    assert [json.loads(line) for line in metrics.read_text().splitlines()][-1] == records[-1]
+
+
+class FakeExecutor:
+    """An executor that was opened and is never started on: it only records `close`."""
+
+    remote = False
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"executor": "cluster"}, r"^run\(executor='cluster'\): the executor is one of local, ray$"),
+        ({"address": "10.0.0.5:6379"}, r"^run\(address='10\.0\.0\.5:6379'\): the address applies to the ray"),
+        ({"resume": True}, r"^run\(resume=True\): sink 'record' cannot tell what it wrote"),
+    ],
+)
+def test_run_refuses_options_that_cannot_apply_and_starts_nothing(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        sedamp.run(three_stages(tmp_path / "out.jsonl"), workdir=tmp_path / "w", **kwargs)
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_executor_given_open_is_closed_when_the_run_cannot_start(tmp_path: Path) -> None:
+    executor = FakeExecutor()
+    with pytest.raises(sedamp.TopologyError):
+        sedamp.run(three_stages(tmp_path / "o"), ["split.workers=0"], workdir=tmp_path / "w", executor=executor)
+    assert executor.closed == 1
+    executor = FakeExecutor()
+    with pytest.raises(ValueError, match=r"the executor is open already; give it its address"):
+        sedamp.run(three_stages(tmp_path / "o"), workdir=tmp_path / "w", executor=executor, address="h:1")
+    assert executor.closed == 1
+    assert not (tmp_path / "w").exists()
 
 
 # -- stages given as objects -------------------------------------------------------------

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from sedamp.cli._common import fail
 from sedamp.control.client import command, find_run
 from sedamp.errors import EXIT_FAILED, SedampError
 
@@ -21,19 +22,14 @@ TargetArg = Annotated[
 WorkdirOpt = Annotated[Path, typer.Option(help="Where run directories are.")]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(EXIT_FAILED)
-
-
 def _status(target: str | None, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         info = find_run(target, workdir)
         reply = command(info, {"op": "status"})
     except SedampError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), EXIT_FAILED) from None
     if not reply.get("ok"):
-        raise _fail(str(reply.get("error")))
+        raise fail(str(reply.get("error")), EXIT_FAILED)
     return info, reply["record"]
 
 
@@ -110,14 +106,14 @@ def scale(
     """
     name, sep, n = assignment.partition("=")
     if not sep or not n.strip().isdigit():
-        raise _fail(f"expected STAGE=N, got {assignment!r}")
+        raise fail(f"expected STAGE=N, got {assignment!r}", EXIT_FAILED)
     try:
         info = find_run(target, workdir)
         reply = command(info, {"op": "scale", "stage": name.strip(), "workers": int(n)})
     except SedampError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), EXIT_FAILED) from None
     if not reply.get("ok"):
-        raise _fail(str(reply.get("error")))
+        raise fail(str(reply.get("error")), EXIT_FAILED)
     typer.echo(f"{info['name']}: {reply['stage']}: {reply['from']} -> {reply['to']} workers")
 
 

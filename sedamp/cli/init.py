@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from sedamp.cli import templates
+from sedamp.cli._common import fail
 from sedamp.errors import EXIT_FAILED, EXIT_INVALID
 
 
@@ -34,23 +35,21 @@ def init(
     or NAME.yaml or NAME_stages.py exists already (nothing is written).
     """
     if not templates.NAME_PATTERN.match(name):
-        typer.echo(
-            f"error: invalid name {name!r}: it names a Python module ({name}_stages), so use a letter or _, "
+        raise fail(
+            f"invalid name {name!r}: it names a Python module ({name}_stages), so use a letter or _, "
             "then letters, digits and _ (e.g. my_pipeline)",
-            err=True,
+            EXIT_INVALID,
         )
-        raise typer.Exit(EXIT_INVALID)
     topology = directory / f"{name}.yaml"
     module = directory / f"{templates.stages_module(name)}.py"
     existing = [p for p in (topology, module) if p.exists() or p.is_symlink()]
     if existing:
         shown = " and ".join(str(p) for p in existing)
-        typer.echo(
-            f"error: {shown} already exist{'s' if len(existing) == 1 else ''}; nothing was written "
+        raise fail(
+            f"{shown} already exist{'s' if len(existing) == 1 else ''}; nothing was written "
             "(choose another NAME or --dir, or remove the file)",
-            err=True,
+            EXIT_INVALID,
         )
-        raise typer.Exit(EXIT_INVALID)
     written: list[Path] = []
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -62,8 +61,8 @@ def init(
         for path in written:
             path.unlink(missing_ok=True)
         where = exc.filename or directory
-        typer.echo(f"error: cannot write {where}: {exc.strerror or exc}; nothing was written", err=True)
-        raise typer.Exit(EXIT_INVALID if isinstance(exc, FileExistsError) else EXIT_FAILED) from None
+        code = EXIT_INVALID if isinstance(exc, FileExistsError) else EXIT_FAILED
+        raise fail(f"cannot write {where}: {exc.strerror or exc}; nothing was written", code) from None
     for path in written:
         typer.echo(f"wrote {path}")
     typer.echo(f"run it:  sedamp run {shlex.quote(os.fspath(topology))}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sedamp.cli._common import fail
 from sedamp.errors import EXIT_FAILED
 from sedamp.runtime.security import make_keys
 
@@ -25,7 +26,6 @@ def keys(
     try:
         written = make_keys(directory.expanduser())
     except (FileExistsError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise fail(str(exc), EXIT_FAILED) from None
     for path in written:
         typer.echo(str(path))

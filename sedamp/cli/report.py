@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from sedamp.cli._common import setup_logging
+from sedamp.cli._common import fail, setup_logging
 from sedamp.errors import EXIT_FAILED, EXIT_INVALID, ReportError
-from sedamp.observe.report import plotting_problem, write_report
 
 
 def report(
@@ -49,19 +48,18 @@ def report(
     Exit codes: 0 written; 1 the output directory could not be written;
     2 METRICS is missing, empty or not a metrics file, or no matplotlib.
     """
+    from sedamp.observe.report import plotting_problem, write_report  # not imported by `sedamp run`
+
     setup_logging(0)  # warnings (a skipped last line) reach stderr
     problem = plotting_problem()
     if problem is not None:
-        typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(EXIT_INVALID)
+        raise fail(problem, EXIT_INVALID)
     target = out if out is not None else metrics.with_name(f"{metrics.stem}-report")
     try:
         index = write_report(metrics, target)
     except ReportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise fail(str(exc), EXIT_INVALID) from None
     except OSError as exc:
         where = exc.filename if exc.filename is not None else target
-        typer.echo(f"error: cannot write the report into {target}: {where}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise fail(f"cannot write the report into {target}: {where}: {exc.strerror or exc}", EXIT_FAILED) from None
     typer.echo(str(index))

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from sedamp.cli._common import fail
 from sedamp.errors import EXIT_FAILED
-from sedamp.spec.schema import topology_schema
 
 
 def schema(
@@ -30,6 +30,8 @@ def schema(
 
     Exit codes: 0 printed or written; 1 the output file could not be written.
     """
+    from sedamp.spec.schema import topology_schema  # not imported by `sedamp run`
+
     text = json.dumps(topology_schema(), indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -37,6 +39,5 @@ def schema(
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        typer.echo(f"error: cannot write {output}: {exc.strerror or exc} (choose another --output)", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise fail(f"cannot write {output}: {exc.strerror or exc} (choose another --output)", EXIT_FAILED) from None
     typer.echo(f"wrote {output}")

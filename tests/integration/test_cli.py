@@ -124,3 +124,16 @@ def test_show_completion_prints_a_bash_completion_script() -> None:
     env.update({"_SEDAMP_COMPLETE": "complete_bash", "COMP_WORDS": "sedamp sch", "COMP_CWORD": "1"})
     r = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout) == (0, "schema\n")
+
+
+def test_the_cli_leaves_optional_and_heavy_modules_unimported() -> None:
+    """`sedamp run` starts every command module: plotting, Prometheus, the JSON Schema
+    and Ray are imported only by the command or flag that uses them."""
+    code = (
+        "import sys, sedamp.cli\n"
+        "heavy = ('ray', 'matplotlib', 'prometheus_client', 'sedamp.spec.schema', 'sedamp.observe.report',\n"
+        "         'sedamp.observe.prometheus', 'sedamp.executor.ray')\n"
+        "print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy)))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "[]\n", "")

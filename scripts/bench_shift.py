@@ -84,7 +84,8 @@ def run_sedamp(n: int, overrides: list[str], metrics: Path | None) -> tuple[floa
         out = Path(tmp) / "result.json"
         ov = [f"seeds.params.count={n}", f"b.params.at={n // 2}", f"c.params.at={n // 2}", f"collect.params.out={out}"]
         top = sedamp.load(TOPOLOGY, [*ov, *overrides])
-        from sedamp.control.controller import RunOptions, run_topology
+        from sedamp.control.controller import run_topology
+        from sedamp.control.summary import RunOptions
 
         t0 = time.perf_counter()
         summary = run_topology(top, RunOptions(workdir=Path(tmp) / "w", metrics_path=metrics))

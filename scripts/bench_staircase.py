@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import sedamp  # noqa: E402
-from sedamp.control.controller import RunOptions, run_topology  # noqa: E402
+from sedamp.control.controller import run_topology  # noqa: E402
+from sedamp.control.summary import RunOptions  # noqa: E402
 
 TOPOLOGY = REPO / "topologies" / "staircase.yaml"
 

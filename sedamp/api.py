@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sedamp.control.controller import RunOptions, Summary, run_topology
+from sedamp.control.controller import run_topology
+from sedamp.control.summary import RunOptions, Summary
 from sedamp.executor import EXECUTORS, open_executor
 from sedamp.executor.base import Executor
 from sedamp.executor.local import LocalExecutor

@@ -22,7 +22,7 @@ from rich.table import Table
 from sedamp import api
 from sedamp.cli._common import fail, load_or_exit, setup_logging
 from sedamp.cli.progress import LogProgress, TerminalProgress
-from sedamp.control.controller import Summary
+from sedamp.control.summary import Summary
 from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportError
 from sedamp.executor import EXECUTORS, open_executor
 from sedamp.executor.base import Executor

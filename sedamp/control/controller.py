@@ -69,16 +69,7 @@ from sedamp.control.ports import ControlLinks, Ports
 from sedamp.control.recorder import Period, Recorder
 from sedamp.control.roster import Roster, RunState, watch_deadlines, watch_silence
 from sedamp.control.rundir import make_run_dir
-from sedamp.control.summary import (
-    EXIT_FAILED_EVENTS,
-    EXIT_INTERRUPTED,
-    EXIT_INVALID,
-    EXIT_OK,
-    EXIT_RUN_ERROR,
-    RunOptions,
-    StageSummary,
-    Summary,
-)
+from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
 from sedamp.errors import WireError
 from sedamp.executor.local import LocalExecutor
@@ -86,17 +77,7 @@ from sedamp.runtime import journal, sockets, wire
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE
 from sedamp.spec import Topology
 
-__all__ = [
-    "EXIT_FAILED_EVENTS",
-    "EXIT_INTERRUPTED",
-    "EXIT_INVALID",
-    "EXIT_OK",
-    "EXIT_RUN_ERROR",
-    "RunOptions",
-    "StageSummary",
-    "Summary",
-    "run_topology",
-]
+__all__ = ["run_topology"]
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Pure: what a run is given (`RunOptions`) and what it returns (`Summary`, one
-`StageSummary` per stage), and the exit codes of `sedamp run` that a summary maps to.
+`StageSummary` per stage), and which of the exit codes of `sedamp run` (`sedamp.errors`) it maps to.
 No process or socket here."""
 
 from __future__ import annotations
@@ -9,14 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sedamp.errors import EXIT_FAILED_EVENTS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_ERROR
 from sedamp.executor.base import Executor
-
-# Exit codes of `sedamp run` (documented in the README).
-EXIT_OK = 0
-EXIT_FAILED_EVENTS = 1
-EXIT_INVALID = 2
-EXIT_RUN_ERROR = 3
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)

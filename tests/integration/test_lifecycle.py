@@ -116,7 +116,8 @@ def test_backpressure_bounds_what_is_in_flight(tmp_path: Path) -> None:
     """A slow sink behind small queues holds the source back: at every moment the events
     read but not yet consumed stay within the queues' bounds, whatever the input size."""
     from sedamp.api import load
-    from sedamp.control.controller import RunOptions, run_topology
+    from sedamp.control.controller import run_topology
+    from sedamp.control.summary import RunOptions
 
     out = tmp_path / "out.jsonl"
     topo = topology(
@@ -347,7 +348,8 @@ def test_batch_bounds_floor_and_ceiling(tmp_path: Path) -> None:
     """An adaptive batch stays within batch: {min, max}: near-free events would ask for
     256 at a time; a ceiling of 5 holds every batch at 5 events or fewer."""
     from sedamp.api import load
-    from sedamp.control.controller import RunOptions, run_topology
+    from sedamp.control.controller import run_topology
+    from sedamp.control.summary import RunOptions
 
     out = tmp_path / "out.jsonl"
     topo = topology(tmp_path, chain(out, "    handler: json:dumps\n    batch: {min: 2, max: 5}", count=3000))

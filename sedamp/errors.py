@@ -37,7 +37,7 @@ __all__ = [
     "WireError",
 ]
 
-# Exit codes of the `sedamp` commands (the README lists them per command).
+# Exit codes of the `sedamp` commands (docs/cli.md lists them per command).
 EXIT_OK = 0
 # `sedamp run`: every source was read, and some events failed (see the dead-letter file)
 EXIT_FAILED_EVENTS = 1

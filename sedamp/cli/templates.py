@@ -25,7 +25,7 @@ _TOPOLOGY = """\
 # Check:     sedamp validate __NAME__.yaml           (structure, graph, handler imports)
 # Editors:   sedamp schema -o sedamp.schema.json, then make this the first line:
 #            # yaml-language-server: $schema=sedamp.schema.json
-# Reference: the "Topology reference" section of sedamp's README.
+# Reference: docs/topology.md in sedamp's repository.
 name: __NAME__
 stages:
   numbers:

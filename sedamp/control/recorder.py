@@ -5,7 +5,7 @@ Reads:  what every child last reported (through the roster), the latency samples
         local worker, the machine's CPU and load).
 Writes: nothing; it returns typed records. `StageCounts` is one stage's counters now
         (the snapshot); `StageRecord` adds this period's rates, latencies and workers.
-        From these come the metrics line (`Period.as_dict`, the README's "Metrics"),
+        From these come the metrics line (`Period.as_dict`, docs/controller.md, "Metrics stream"),
         the pool controller's views (`views`) and the run's `Summary` (`summary`).
 """
 

@@ -21,7 +21,7 @@ class RunOptions:
     executor: Executor | None = None
     on_tick: Callable[[dict[str, Any]], None] | None = None  # called every period (and at the end) with the record
     handle_signals: bool = True
-    metrics_path: Path | None = None  # write one JSON line per period (see README, "Metrics")
+    metrics_path: Path | None = None  # write one JSON line per period (docs/controller.md, "Metrics stream")
     resume: bool = False  # skip the source positions every sink journaled in earlier runs
 
 

@@ -1,7 +1,7 @@
 """The Prometheus endpoint of a run: `sedamp run --metrics-port PORT [--metrics-host HOST]`.
 
 Runs in the `sedamp run` process. `Exporter.update` receives the controller's metrics
-record of every period (the same record `--metrics FILE` writes; see README, "Metrics
+record of every period (the same record `--metrics FILE` writes; see docs/controller.md, "Metrics
 stream") and keeps the latest; a thread of prometheus-client's own HTTP server answers
 each scrape (GET on any path; conventionally ``/metrics``, which is what `Exporter.url`
 names) from a private registry whose one collector turns that record into metric

@@ -2,7 +2,7 @@
 
 Runs in the process of `sedamp report METRICS.jsonl` or, after the run, of
 `sedamp run --report DIR`. Reads a metrics file (one JSON object per controller period,
-the last one with ``"final": true``; see README, "Metrics stream") and writes into a
+the last one with ``"final": true``; see docs/controller.md, "Metrics stream") and writes into a
 directory:
 
   queue_length.png        events waiting in each stage's queue (a group has one, at its

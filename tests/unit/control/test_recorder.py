@@ -7,7 +7,7 @@ from sedamp.control.recorder import Recorder
 from sedamp.control.roster import Roster
 from tests.unit.control.fakes import roster
 
-# The keys of a stage in the metrics line, in order (README/docs, "Metrics").
+# The keys of a stage in the metrics line, in order (docs/controller.md, "Metrics stream").
 STAGE_KEYS = [
     "kind",
     "group",

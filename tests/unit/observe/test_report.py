@@ -1,4 +1,4 @@
-"""sedamp.observe.report over a metrics file written by hand in the documented format (README,
+"""sedamp.observe.report over a metrics file written by hand in the documented format (docs/controller.md,
 "Metrics stream"), and the `sedamp report` command's exit codes."""
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ def test_bad_corpus_is_large_enough() -> None:
     assert len(BAD) >= 30
 
 
+@pytest.mark.slow  # one `sedamp validate` process per file of the corpus: ~25 s
 def test_every_bad_topology_fails_validation_with_one_precise_line() -> None:
     """All files in one process (the corpus is large); each must exit 2 with its line."""
     script = (

@@ -9,6 +9,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
 from tests.integration.util import REPO, run_sedamp, sedamp_cmd
@@ -36,6 +38,7 @@ def _reader(fd: int) -> tuple[threading.Thread, list[bytes]]:
     return t, chunks
 
 
+@pytest.mark.slow  # a live run steered through status, scale and top: ~10 s
 def test_status_scale_and_top_on_a_live_run(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     topo = tmp_path / "live.yaml"

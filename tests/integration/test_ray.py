@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.integration.util import TESTSTAGES, TOPOLOGIES, chain_yaml, run_sedamp, sedamp_cmd, stage_of, summary_of
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[test]')")
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (make test-ray installs it)")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)

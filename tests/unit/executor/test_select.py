@@ -31,7 +31,7 @@ def test_local_is_the_executor_booted_already_and_ignores_an_address() -> None:
 
 
 def test_ray_that_cannot_start_closes_the_local_executor() -> None:
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason="the ray extra is not installed (make test-ray installs it)")
     local = FakeLocal()
     with pytest.raises(ExecutorError, match=r"^the Ray address 'nowhere' is not HOST:PORT") as err:
         open_executor("ray", "nowhere", local)  # type: ignore[arg-type]

@@ -1,42 +1,150 @@
-"""The `sedamp` command line. Each command group lives in its own module and stays thin:
-parse, call the library, print. Failures exit non-zero with one clear line on stderr."""
+"""The `sedamp` command line. Each command lives in its own module and stays thin:
+parse, call the library, print. Failures exit non-zero with one clear line on stderr.
+
+Only the module of the command being run is imported: `sedamp run` does not pay for
+the plotting, schema, key or live-table modules of the other commands. `sedamp --help`
+(or no command, or an unknown one) loads them all, to list them."""
 
 from __future__ import annotations
 
 import signal
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
-from sedamp.cli import control, graph, init, keys, report, run, schema, validate
 from sedamp.errors import EXIT_INTERRUPTED
 
-app = typer.Typer(
-    name="sedamp",
-    help="Run staged event-driven pipelines of Python stages as process pools joined by bounded queues.",
-    no_args_is_help=True,
-    add_completion=True,
-    pretty_exceptions_enable=False,
-)
-app.command("run")(run.run)
-app.command("validate")(validate.validate)
-app.command("graph")(graph.graph)
-app.command("status")(control.status)
-app.command("scale")(control.scale)
-app.command("top")(control.top)
-app.command("keys")(keys.keys)
-app.command("schema")(schema.schema)
-app.command("init")(init.init)
-app.command("report")(report.report)
+
+def _run() -> Callable[..., Any]:
+    from sedamp.cli.run import run
+
+    return run
+
+
+def _validate() -> Callable[..., Any]:
+    from sedamp.cli.validate import validate
+
+    return validate
+
+
+def _graph() -> Callable[..., Any]:
+    from sedamp.cli.graph import graph
+
+    return graph
+
+
+def _status() -> Callable[..., Any]:
+    from sedamp.cli.control import status
+
+    return status
+
+
+def _scale() -> Callable[..., Any]:
+    from sedamp.cli.control import scale
+
+    return scale
+
+
+def _top() -> Callable[..., Any]:
+    from sedamp.cli.control import top
+
+    return top
+
+
+def _keys() -> Callable[..., Any]:
+    from sedamp.cli.keys import keys
+
+    return keys
+
+
+def _schema() -> Callable[..., Any]:
+    from sedamp.cli.schema import schema
+
+    return schema
+
+
+def _init() -> Callable[..., Any]:
+    from sedamp.cli.init import init
+
+    return init
+
+
+def _report() -> Callable[..., Any]:
+    from sedamp.cli.report import report
+
+    return report
+
+
+# Every command, in the order `sedamp --help` lists them: its name and how to load it.
+COMMANDS: dict[str, Callable[[], Callable[..., Any]]] = {
+    "run": _run,
+    "validate": _validate,
+    "graph": _graph,
+    "status": _status,
+    "scale": _scale,
+    "top": _top,
+    "keys": _keys,
+    "schema": _schema,
+    "init": _init,
+    "report": _report,
+}
+
+
+def make_app(only: str | None = None) -> typer.Typer:
+    """The typer app with every command, or with just `only` (the one being run)."""
+    app = typer.Typer(
+        name="sedamp",
+        help="Run staged event-driven pipelines of Python stages as process pools joined by bounded queues.",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+    )
+    # a group callback keeps `sedamp COMMAND` a group of commands even when one is loaded
+    app.callback()(_group)
+    for name, load in COMMANDS.items():
+        if only is None or name == only:
+            app.command(name)(load())
+    return app
+
+
+def _group() -> None:
+    """Run staged event-driven pipelines of Python stages as process pools joined by bounded queues."""
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command `argv` runs, if it names one before any option (else None: all load)."""
+    for word in argv:
+        if word.startswith("-"):
+            return None  # `sedamp --help`, `--install-completion`, ...: every command
+        return word if word in COMMANDS else None
+    return None
 
 
 def main() -> None:
     # Until a run installs its own handlers (which drain in order), Ctrl-C and SIGTERM
     # end the command quietly with the conventional code; nothing has been started yet.
     signal.signal(signal.SIGTERM, _interrupted)
+    command = command_of(sys.argv[1:])
+    launcher = _start_launcher() if command == "run" else None
     try:
-        app(prog_name="sedamp")  # also under python -m sedamp (completion scripts name the program)
+        app = make_app(command)
+        app(prog_name="sedamp", obj=launcher)  # also under python -m sedamp (completion scripts name the program)
     except KeyboardInterrupt:
         _interrupted(signal.SIGINT, None)
+    finally:
+        if launcher is not None:
+            launcher.close()  # a run closes it itself; this covers a usage error before the run
+
+
+def _start_launcher() -> Any:
+    """Start the process launcher of a local run before anything else is imported: it
+    imports the runtime in parallel with the command line, the topology and the
+    controller, and is ready to fork the run's processes when the controller asks."""
+    from sedamp.executor.local import LocalExecutor
+
+    return LocalExecutor()
 
 
 def _interrupted(signum: int, _frame: object) -> None:

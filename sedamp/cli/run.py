@@ -13,15 +13,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from sedamp import api
 from sedamp.cli._common import fail, load_or_exit, setup_logging
-from sedamp.cli.progress import LogProgress, TerminalProgress
 from sedamp.control.summary import Summary
 from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportError
 from sedamp.executor import EXECUTORS, open_executor
@@ -30,6 +27,9 @@ from sedamp.executor.local import LocalExecutor
 from sedamp.observe.progress import copies_events
 from sedamp.runtime import journal
 from sedamp.spec import Topology
+
+if TYPE_CHECKING:  # rich and the progress displays load only when something is shown
+    from sedamp.cli.progress import LogProgress, TerminalProgress
 
 TopologyArg = Annotated[Path, typer.Argument(help="The topology YAML file.")]
 SetOpt = Annotated[
@@ -96,6 +96,7 @@ VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="Mo
 
 
 def run(
+    ctx: typer.Context,
     topology: TopologyArg,
     set_: SetOpt = None,
     workdir: WorkdirOpt = Path(".sedamp"),
@@ -126,7 +127,8 @@ def run(
     if executor_name not in (None, *EXECUTORS):
         raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
     summary_out = _keep_stdout_for_json() if json_ else None
-    top, executor = _open(topology, set_ or [], executor_name, address)
+    started = ctx.obj if isinstance(ctx.obj, LocalExecutor) else None  # see sedamp.cli.main
+    top, executor = _open(topology, set_ or [], executor_name, address, started)
     metrics = _metrics_path(top, executor, resume, report, metrics)
     show_progress = progress if progress is not None else not quiet
     watchers = _watchers(top, executor, metrics_port, metrics_host, show_progress, progress_interval)
@@ -159,11 +161,12 @@ def _keep_stdout_for_json() -> IO[str]:
 
 
 def _open(
-    path: Path, overrides: list[str], executor_name: str | None, address: str | None
+    path: Path, overrides: list[str], executor_name: str | None, address: str | None, local: LocalExecutor | None
 ) -> tuple[Topology, Executor]:
     """The topology (exit 2 on any problem) and the executor it runs on (exit 2 for an
-    --address without Ray, 3 when Ray cannot start)."""
-    local = LocalExecutor()  # boots while the topology loads
+    --address without Ray, 3 when Ray cannot start), on `local` if it was started
+    already."""
+    local = local or LocalExecutor()  # boots while the topology loads
     try:
         top = load_or_exit(path, overrides)
     except BaseException:
@@ -245,6 +248,8 @@ def _watchers(
         watchers.closers.append(exporter.close)
         typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
     if show_progress:
+        from sedamp.cli.progress import LogProgress, TerminalProgress
+
         copies = copies_events(top)
         display: TerminalProgress | LogProgress = (
             TerminalProgress(copies=copies) if sys.stderr.isatty() else LogProgress(progress_interval, copies=copies)
@@ -280,6 +285,9 @@ def _tell(summary: Summary, summary_out: IO[str] | None, quiet: bool) -> None:
 
 
 def print_summary(s: Summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(stderr=False, highlight=False)
     table = Table(title=f"{s.name}: {s.events} events in {s.wall_s:.2f} s ({s.events_per_s:,.0f} events/s)")
     table.add_column("stage")

@@ -138,3 +138,18 @@ def test_the_cli_leaves_optional_and_heavy_modules_unimported() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout, r.stderr) == (0, "[]\n", "")
+
+
+def test_sedamp_run_loads_only_its_own_command() -> None:
+    """The app built for `sedamp run` imports no other command's module, and no rich
+    (the summary table and the progress bar import it when they draw)."""
+    code = (
+        "import sys\n"
+        "from sedamp.cli import command_of, make_app\n"
+        "assert command_of(['run', 'x.yaml', '-q']) == 'run' and command_of(['--help']) is None\n"
+        "app = make_app('run')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('sedamp.cli.', 'rich'))))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == "['sedamp.cli._common', 'sedamp.cli.run']\n"

@@ -29,11 +29,9 @@ from typing import Any, Protocol
 from sedamp.control.wiring import Wiring, queue_config, source_config, worker_config
 from sedamp.executor.base import Executor, Proc
 from sedamp.runtime import wire
+from sedamp.runtime.configs import queue_identity, source_identity, worker_identity
 from sedamp.runtime.flow import POISON_DEATHS
-from sedamp.runtime.queue import queue_identity
 from sedamp.runtime.slot import Slot
-from sedamp.runtime.source import source_identity
-from sedamp.runtime.worker import worker_identity
 from sedamp.spec import StageSpec, Topology
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sedamp.runtime import wire
-from sedamp.runtime.outlet import OutputConfig
-from sedamp.runtime.queue import QueueConfig
-from sedamp.runtime.source import SourceConfig
-from sedamp.runtime.worker import MAX_BATCH_EVENTS, WorkerConfig
+from sedamp.runtime.configs import MAX_BATCH_EVENTS, OutputConfig, QueueConfig, SourceConfig, WorkerConfig
 from sedamp.spec import StageSpec, Topology
 
 # Events a source reads per PUT: large enough to amortise the per-message cost for

@@ -11,22 +11,23 @@ from typing import Any
 
 
 def config_of(role: str, data: dict[str, Any]) -> tuple[Any, Any]:
+    from sedamp.runtime.configs import OutputConfig, QueueConfig, SourceConfig, WorkerConfig
+
     if role == "queue":
-        from sedamp.runtime.queue import QueueConfig, run_queue
+        from sedamp.runtime.queue import run_queue
 
         return run_queue, QueueConfig(**data)
-    from sedamp.runtime.outlet import OutputConfig
 
     data["outputs"] = tuple(OutputConfig(**o) for o in data["outputs"])
     data["import_paths"] = tuple(data["import_paths"])
     if "chain_rest" in data:
         data["chain_rest"] = tuple(data["chain_rest"])
     if role == "worker":
-        from sedamp.runtime.worker import WorkerConfig, run_worker
+        from sedamp.runtime.worker import run_worker
 
         return run_worker, WorkerConfig(**data)
     if role == "source":
-        from sedamp.runtime.source import SourceConfig, run_source
+        from sedamp.runtime.source import run_source
 
         return run_source, SourceConfig(**data)
     raise SystemExit(f"sedamp.runtime.child: unknown role {role!r}")

@@ -187,18 +187,6 @@ class Outlet:
         self.sock.close(linger=500)
 
 
-@dataclass(frozen=True)
-class OutputConfig:
-    """Where one downstream edge goes (plain data, passed to child processes)."""
-
-    stage: str
-    endpoint: str
-    key: str | None
-    partitions: int
-    on_full: str = "block"
-    when: list[list[Any]] | None = None  # [[field, value], ...]: only matching events go here
-
-
 class Router:
     """Packs a handler's outputs and spreads them over the outlets of a process.
 

@@ -16,36 +16,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from sedamp.errors import WireError
 from sedamp.runtime import lifeline, sockets, wire
+from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class QueueConfig:
-    stage: str
-    endpoint: str  # where the data ROUTER binds
-    control_endpoint: str
-    capacity: int
-    partitions: int  # > 1 for a key-routed stage: one per worker index
-    period_s: float
-    parent_pid: int
-    dead_letters: str = ""  # where poison events go
-    on_poison: str = "dead_letter"  # the stage's on_error.then: dead_letter | skip | fail
-    curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
-    advertise: str | None = None  # the host peers reach this queue at (tcp)
-
-
-def queue_identity(stage: str) -> str:
-    return f"q:{stage}"
 
 
 def run_queue(cfg: QueueConfig) -> None:

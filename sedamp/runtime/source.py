@@ -19,40 +19,19 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from sedamp.errors import WireError
 from sedamp.runtime import lifeline, sockets, wire
+from sedamp.runtime.configs import SourceConfig, source_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.journal import read_skip
-from sedamp.runtime.outlet import Outlet, OutputConfig, Router, dead_letter_rejected, take_replies, wait_taken
+from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
 from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    stage: str
-    ref: str
-    params: dict[str, Any]
-    outputs: tuple[OutputConfig, ...]
-    control_endpoint: str
-    batch: int  # events read per PUT
-    dead_letters: str
-    import_paths: tuple[str, ...]
-    period_s: float
-    parent_pid: int
-    max_event_bytes: int = wire.MAX_EVENT_BYTES
-    skip: str = ""  # --resume: a file of the positions the sinks already hold
-    curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
-
-
-def source_identity(stage: str, pid: int) -> str:
-    return f"s:{stage}:{pid}"
 
 
 def run_source(cfg: SourceConfig) -> None:

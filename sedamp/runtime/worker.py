@@ -36,7 +36,6 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import zmq
@@ -44,19 +43,17 @@ import zmq
 from sedamp.errors import WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.chain import Chain, links_of
+from sedamp.runtime.configs import MAX_BATCH_EVENTS, WorkerConfig, worker_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.journal import Journal, is_resumable
-from sedamp.runtime.outlet import Outlet, OutputConfig, Router, dead_letter_rejected, take_replies, wait_taken
+from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import IN_USER_CODE, Slot
 from sedamp.runtime.stage import Failure, add_import_paths
 
 log = logging.getLogger(__name__)
 
-# Most events a worker asks for at once (the ceiling of its batch size): its outlets
-# ask each downstream queue for credit for two such batches.
-MAX_BATCH_EVENTS = 256
 # Batches a worker holds or has asked for at once: the one it handles and the next.
 # With one, every batch boundary waits for a round trip to the queue, and on a machine
 # whose cores are all busy that means waiting for the queue process to be scheduled:
@@ -64,45 +61,6 @@ MAX_BATCH_EVENTS = 256
 # that a batch (~TARGET_BATCH_S of work) may wait in this worker while another is idle,
 # which only matters at the very end of a job.
 PREFETCH_BATCHES = 2
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    stage: str
-    kind: str  # "handler" or "sink"
-    index: int
-    ref: str
-    params: dict[str, Any]
-    input_endpoint: str
-    outputs: tuple[OutputConfig, ...]
-    control_endpoint: str
-    batch: int | None  # fixed batch size, or None = adaptive
-    dead_letters: str
-    import_paths: tuple[str, ...]
-    period_s: float
-    parent_pid: int
-    # the stages after this one in its group, each {"stage", "kind", "ref", "params"}:
-    # the worker calls them directly, in order, on what the previous one returned
-    chain_rest: tuple[dict[str, Any], ...] = ()
-    batch_min: int = 1  # floor and ceiling of the adaptive batch size
-    batch_max: int = 256
-    on_error: tuple[int, float, str] = (0, 0.0, "dead_letter")  # retry, backoff_s, then
-    timeout_s: float | None = None
-    slot_path: str = ""  # this worker's slot (which event is in the handler, deadline)
-    max_events: int | None = None
-    max_rss_mb: int | None = None
-    dedupe: bool = False
-    max_event_bytes: int = wire.MAX_EVENT_BYTES
-    journal: str = ""  # the run's journal directory (sinks marked resumable write to it)
-    curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
-    # names this worker to the controller (unique in the run); 0: its pid. The
-    # controller gives a token so that it knows the identity before the process runs
-    # (a cluster executor places the process later, on a host of its choosing).
-    token: int = 0
-
-
-def worker_identity(stage: str, index: int, token: int) -> str:
-    return f"w:{stage}:{index}:{token}"
 
 
 def recycle_reason(max_events: int | None, max_rss_mb: int | None, n_in: int, rss_mb: float | None) -> str | None:

@@ -14,7 +14,7 @@ import zmq
 from sedamp.executor.base import Proc
 from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import sockets, wire
-from sedamp.runtime.queue import QueueConfig
+from sedamp.runtime.configs import QueueConfig
 from tests.conftest import wait_until
 
 
@@ -131,7 +131,7 @@ def test_queue_exits_when_its_parent_dies(tmp_path: Path) -> None:
     script = (
         "import os, sys, time\n"
         "from sedamp.executor.local import LocalExecutor\n"
-        "from sedamp.runtime.queue import QueueConfig\n"
+        "from sedamp.runtime.configs import QueueConfig\n"
         f"cfg = QueueConfig('s', 'ipc://{tmp_path}/q', 'ipc://{tmp_path}/ctl', 4, 1, 0.05, os.getpid())\n"
         "p = LocalExecutor().start('q', 'queue', cfg)\n"
         "print(p.pid, flush=True)\n"

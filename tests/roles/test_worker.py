@@ -13,8 +13,7 @@ import zmq
 from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import sockets, wire
 from sedamp.runtime.deadletter import read_dead_letters
-from sedamp.runtime.outlet import OutputConfig
-from sedamp.runtime.worker import WorkerConfig
+from sedamp.runtime.configs import OutputConfig, WorkerConfig
 
 
 def recv(sock: zmq.Socket[Any], kind: int, timeout_s: float = 10) -> tuple[bytes, wire.Message]:

@@ -15,6 +15,7 @@ from sedamp.runtime import sockets, wire
 from sedamp.runtime.deadletter import read_dead_letters
 from sedamp.runtime.outlet import OutputConfig
 from sedamp.runtime.worker import WorkerConfig
+from tests.conftest import socket_context
 
 
 def recv(sock: zmq.Socket[Any], kind: int, timeout_s: float = 10) -> tuple[bytes, wire.Message]:
@@ -33,7 +34,7 @@ class LiveWorker:
     its stage queue, `down` the next queue (handlers only), `ctl` the controller."""
 
     def __init__(self, tmp: Path, kind: str, ref: str, params: dict[str, Any], batch: int, **extra: Any) -> None:
-        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ctx: zmq.Context[Any] = socket_context()
         self.up = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/up")
         self.down = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/down") if kind == "handler" else None
         self.ctl = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/ctl")

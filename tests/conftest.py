@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import zmq
 
 TAG = os.environ.setdefault("SEDAMP_TEST_TAG", uuid.uuid4().hex)
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +35,20 @@ def tagged_processes() -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+# Every socket a test makes gives up on a send or a receive after this long (zmq.Again)
+# instead of blocking the test: a peer that never answers fails one test, at that line.
+SOCKET_TIMEOUT_MS = 10_000
+
+
+def socket_context() -> zmq.Context:  # type: ignore[type-arg]
+    """A ZeroMQ context for a test's own sockets: each one it makes has send and receive
+    timeouts (SOCKET_TIMEOUT_MS), so no blocking socket call in a test can hang."""
+    ctx: zmq.Context = zmq.Context()  # type: ignore[type-arg]
+    ctx.setsockopt(zmq.SNDTIMEO, SOCKET_TIMEOUT_MS)
+    ctx.setsockopt(zmq.RCVTIMEO, SOCKET_TIMEOUT_MS)
+    return ctx
 
 
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.02):  # type: ignore[no-untyped-def]

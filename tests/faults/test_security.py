@@ -12,7 +12,7 @@ import zmq
 
 from sedamp.runtime import wire
 from sedamp.runtime.security import Keys
-from tests.conftest import wait_until
+from tests.conftest import socket_context, wait_until
 from tests.integration.teststages import read_records
 from tests.integration.util import chain_yaml, run_sedamp, start_run, summary_of
 
@@ -74,7 +74,7 @@ def test_a_peer_without_the_client_key_is_refused(tmp_path: Path) -> None:
     topo = chain(tmp_path, f"  transport: tcp\n  keys: {keys_dir}", count=4000, delay_s=0.001)
     work = tmp_path / "w"
     proc = start_run(topo, work)
-    ctx: zmq.Context[Any] = zmq.Context()
+    ctx: zmq.Context[Any] = socket_context()
     socks = []
     try:
 

@@ -15,14 +15,14 @@ from sedamp.executor.base import Proc
 from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import sockets, wire
 from sedamp.runtime.configs import QueueConfig
-from tests.conftest import wait_until
+from tests.conftest import socket_context, wait_until
 
 
 class Harness:
     """A queue process with this test as its controller."""
 
     def __init__(self, tmp: Path, capacity: int = 16) -> None:
-        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ctx: zmq.Context[Any] = socket_context()
         self.ctl_ep = f"ipc://{tmp}/ctl"
         self.data_ep = f"ipc://{tmp}/q"
         self.ctl = sockets.Sockets(ctx=self.ctx).router(self.ctl_ep)

@@ -14,6 +14,7 @@ from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import sockets, wire
 from sedamp.runtime.deadletter import read_dead_letters
 from sedamp.runtime.configs import OutputConfig, WorkerConfig
+from tests.conftest import socket_context
 
 
 def recv(sock: zmq.Socket[Any], kind: int, timeout_s: float = 10) -> tuple[bytes, wire.Message]:
@@ -32,7 +33,7 @@ class LiveWorker:
     its stage queue, `down` the next queue (handlers only), `ctl` the controller."""
 
     def __init__(self, tmp: Path, kind: str, ref: str, params: dict[str, Any], batch: int, **extra: Any) -> None:
-        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ctx: zmq.Context[Any] = socket_context()
         self.up = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/up")
         self.down = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/down") if kind == "handler" else None
         self.ctl = sockets.Sockets(ctx=self.ctx).router(f"ipc://{tmp}/ctl")

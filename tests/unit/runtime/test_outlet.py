@@ -9,6 +9,7 @@ import pytest
 from sedamp.errors import WireError
 from sedamp.runtime import sockets, wire
 from sedamp.runtime.outlet import Router, partition_of
+from tests.conftest import socket_context
 
 
 class FakeOutlet:
@@ -73,7 +74,7 @@ def test_a_refused_put_is_fatal_for_its_producer_and_other_refusals_are_not(tmp_
     from sedamp.runtime.flow import QueueCore
     from sedamp.runtime.outlet import Outlet
 
-    ctx: zmq.Context[Any] = zmq.Context()
+    ctx: zmq.Context[Any] = socket_context()
     queue_sock = sockets.Sockets(ctx=ctx).router(f"ipc://{tmp_path}/q")
     try:
         o = Outlet(sockets.Sockets(ctx=ctx), "next", f"ipc://{tmp_path}/q", "w:a:0:1", None, 1, 8)

@@ -117,6 +117,14 @@ class LocalExecutor:
         os.close(req_r)
         os.close(rep_w)
 
+    def stdout_to_stderr(self) -> None:
+        """Make what the processes started from now on print to stdout go to stderr
+        (`sedamp run --json` keeps stdout for the summary; the launcher may have been
+        started before that was known)."""
+        if self._zygote is None:
+            self._launch()
+        os.write(self._req_w, json.dumps({"op": "stdout_to_stderr"}).encode() + b"\n")
+
     def start(self, name: str, role: str, config: Any) -> Proc:
         if self._zygote is None:
             self._launch()

@@ -1,7 +1,8 @@
 """Runs in the launcher process of a local run: ``python -m sedamp.runtime.launcher REQ_FD REP_FD``.
 
 Reads:  start requests from the controller, one JSON line each on REQ_FD:
-        ``{"name": ..., "role": "queue" | "worker" | "source", "config": {...}}``.
+        ``{"name": ..., "role": "queue" | "worker" | "source", "config": {...}}``,
+        or ``{"op": "stdout_to_stderr"}`` (children started after it print to stderr).
 Writes: on REP_FD, ``{"started": PID}`` for each request (or ``{"error": MESSAGE}``),
         and ``{"exit": PID, "code": CODE}`` when a child ends (CODE < 0: killed by
         signal -CODE).
@@ -71,6 +72,9 @@ def main() -> None:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             spec = json.loads(line)
+            if spec.get("op") == "stdout_to_stderr":  # `sedamp run --json`: stdout is the summary's
+                os.dup2(2, 1)
+                continue
             spec["config"]["parent_pid"] = me  # children watch the launcher
             try:
                 pid = os.fork()

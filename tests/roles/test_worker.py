@@ -12,8 +12,8 @@ import zmq
 
 from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import sockets, wire
-from sedamp.runtime.deadletter import read_dead_letters
 from sedamp.runtime.configs import OutputConfig, WorkerConfig
+from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import socket_context
 
 

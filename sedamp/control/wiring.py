@@ -15,7 +15,7 @@ from sedamp.spec import StageSpec, Topology
 # Events a source reads per PUT: large enough to amortise the per-message cost for
 # near-free events, small enough that a slow first stage still gets work to all its
 # workers at once (the queue splits batches for workers that ask for fewer).
-SOURCE_BATCH_EVENTS = 256
+SOURCE_BATCH_EVENTS = 512
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ from typing import Any
 from sedamp.runtime import wire
 
 # Most events a worker asks for at once (the ceiling of its batch size): its outlets
-# ask each downstream queue for credit for two such batches.
-MAX_BATCH_EVENTS = 256
+# ask each downstream queue for credit for two such batches. Every batch costs a
+# handful of messages whatever its size; for near-free events 512 beat 256 by 15-20%
+# (with queues of 2048), 1024 gained a few percent more for twice the memory.
+MAX_BATCH_EVENTS = 512
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Any
 import psutil
 import pytest
 
+from sedamp.control.wiring import SOURCE_BATCH_EVENTS
+from sedamp.runtime.configs import MAX_BATCH_EVENTS
 from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import tagged_processes, wait_until
 from tests.integration.teststages import read_records
@@ -166,7 +168,7 @@ stages:
                 assert q["length"] + q["leased"] + q["credit"] <= q["capacity"] == 8
         ahead = snap["stages"]["src"]["events_out"] - snap["stages"]["sink"]["events_in"]
         # two queues of 8, plus at most one batch of outputs waiting in each producer
-        assert ahead <= 2 * 8 + 2 * 256, snap
+        assert ahead <= 2 * 8 + SOURCE_BATCH_EVENTS + MAX_BATCH_EVENTS, snap
 
 
 def wait_for_output_start(proc: subprocess.Popen[str], count: int) -> None:

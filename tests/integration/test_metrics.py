@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sedamp.runtime.configs import MAX_BATCH_EVENTS
 from tests.integration.util import TOPOLOGIES, run_sedamp, stage_of, summary_of
 
 
@@ -58,7 +59,7 @@ def test_metrics_stream(tmp_path: Path) -> None:
     assert any(r["stages"]["collect"]["latency_ms"]["path"] for r in lines)
     # what the batches really carried: at least one event each, at most what a worker asks for
     carried = [x["events_per_batch"] for x in b if x["events_per_batch"] is not None]
-    assert carried and all(1 <= v <= 256 for v in carried)
+    assert carried and all(1 <= v <= MAX_BATCH_EVENTS for v in carried)
     details = [w for x in b for w in x["worker_detail"]]
     assert details and all(w["pid"] > 0 for w in details)
     assert any((w["rss_mb"] or 0) > 1 for w in details)

@@ -258,7 +258,7 @@ controller: {{period_s: 0.1, policy: static}}
         last = scrapes[-1]
         assert sample(last, "sedamp_run_info", topology="slow", version=sedamp.__version__) == 1.0
         assert sample(last, "sedamp_stage_workers", stage="mid") == 1.0
-        assert sample(last, "sedamp_stage_queue_capacity", stage="mid") == 1024.0
+        assert sample(last, "sedamp_stage_queue_capacity", stage="mid") == 2048.0  # the default
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -10,6 +10,7 @@ import pytest
 
 from sedamp.errors import Problem, TopologyError
 from sedamp.spec import (
+    DEFAULT_CAPACITY_EVENTS,
     ControllerSpec,
     Edge,
     QueueSpec,
@@ -101,7 +102,7 @@ def test_defaults_and_name_from_file_stem() -> None:
     assert top.controller.cores is None
     work = top.stages["work"]
     assert work.params == {} and isinstance(work.params, dict)
-    assert work.queue.capacity == 1024 and work.queue.on_full == "block"
+    assert work.queue.capacity == DEFAULT_CAPACITY_EVENTS == 2048 and work.queue.on_full == "block"
     assert isinstance(top.stages["src"].to, tuple)
 
 

@@ -32,6 +32,11 @@ _ITEM = array("q").itemsize
 
 
 def journal_dir(workdir: Path, name: str) -> Path:
+    """The journal directory of topology `name` (a run without --resume empties it).
+    The loader refuses names that are not plain file names; this refuses them again, so
+    that nothing outside <workdir>/journal can ever be removed."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise ValueError(f"{name!r} is not a topology name that can name a directory")
     return Path(workdir) / "journal" / name
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,13 @@ from sedamp.spec.problems import Problems, describe
 from sedamp.spec.variables import expand_vars
 
 __all__ = ["build_topology", "load_topology", "parse_topology"]
+
+
+# A topology's name names its run and journal directories (<workdir>/runs/NAME-...,
+# <workdir>/journal/NAME, which a run without --resume empties): it must be a plain
+# file name, never a path, "." or "..".
+MAX_NAME_CHARS = 100
+TOPOLOGY_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_NAME_CHARS - 1}}}\Z")
 
 
 def load_topology(
@@ -162,6 +170,9 @@ def _check_file(p: Problems, tree: Any, *, default_name: str, base_dir: Path, ch
             p.add(("name",), "must not be empty", "remove name: to use the file name")
         elif got is not None:
             name = got
+            _check_name(p, ("name",), name, "remove name: to use the file name, or use only those characters")
+    else:
+        _check_name(p, (), name, "add name: with a name made of those characters")
     if tree.get("description") is not None:
         p.string(("description",), tree["description"], "a string")
     controller = check_controller(p, tree.get("controller"))
@@ -169,6 +180,19 @@ def _check_file(p: Problems, tree: Any, *, default_name: str, base_dir: Path, ch
     if p.problems:
         return None
     return Topology(name=name, stages=_freeze(drafts), controller=controller, base_dir=base_dir)
+
+
+def _check_name(p: Problems, where: tuple[str, ...], name: str, hint: str) -> None:
+    """The topology name becomes part of paths (the run and journal directories under
+    the workdir): refuse one that could climb out of them or cannot be a file name."""
+    if not TOPOLOGY_NAME.match(name):
+        what = "the name" if where else "the file name gives the topology name"
+        p.add(
+            where,
+            f"{what} {name!r} cannot name the run's directories: use letters, digits, _ . and -,"
+            f" at most {MAX_NAME_CHARS} of them, starting with a letter, a digit or _",
+            hint,
+        )
 
 
 def _check_stages(p: Problems, tree: dict[Any, Any], base_dir: Path, with_handlers: bool) -> dict[str, StageDraft]:

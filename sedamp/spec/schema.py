@@ -366,8 +366,10 @@ _TOPOLOGY: dict[str, Any] = {
     "required": ["stages"],
     "properties": {
         "name": _optional(
-            "The topology's name, used for run directories and journals (default: the file name).",
-            {"type": "string", "pattern": r"\S"},
+            "The topology's name, used for run directories and journals (default: the file name): "
+            "letters, digits, _ . and -, at most 100, starting with a letter, a digit or _.",
+            {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"},
+            _VAR_REF,
         ),
         "description": _optional("Free text.", {"type": "string"}),
         "stages": {

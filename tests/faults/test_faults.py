@@ -356,3 +356,18 @@ controller: {{period_s: 0.1}}
     # finish() runs for 1.5 s: five times timeout_s, and not a handler call
     assert sorted(e["n"] for e in got) == [-1, -1, *range(50)] and stage_of(s, "a")["timeouts"] == 0
     assert {e.get("count") for e in got if e["n"] == -1} == {50, 51}
+
+
+def test_a_topology_name_from_the_environment_never_removes_a_directory(tmp_path: Path) -> None:
+    """A run empties <workdir>/journal/NAME: with name: "${NM}" and NM a path (or '..'),
+    that was a directory outside the run's own. Such a name is refused, exit 2."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    topo = tmp_path / "t.yaml"
+    topo.write_text('name: "${NM}"' + chain_yaml(tmp_path / "out.jsonl", f"    handler: {T}:with_pid", count=3))
+    for nm in (str(victim), "..", "../victim"):
+        r = run_sedamp("run", str(topo), "--workdir", str(tmp_path / "w" / "x"), env={"NM": nm})
+        assert r.returncode == 2, r.stderr
+        assert "cannot name the run's directories" in r.stderr and "Traceback" not in r.stderr
+    assert (victim / "precious.txt").read_text() == "keep me"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -497,3 +498,45 @@ def test_defaults_may_use_variables() -> None:
     assert expand_vars("${INPUT:-${TOPOLOGY_DIR}/input.txt}", env) == "/t/input.txt"
     assert expand_vars("${INPUT:-${B:-x}-${C:-c}}!", env) == "b-c!"
     assert expand_vars("${INPUT:-${TOPOLOGY_DIR}/in}", {**env, "INPUT": "/given"}) == "/given"
+
+
+MINIMAL_STAGES = (GOOD / "minimal.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["/tmp/victim", "..", ".", "a/b", "../w", "-rf", "x" * 101, "nul\0byte", "${NM}"],
+)
+def test_a_topology_name_that_is_not_a_plain_file_name_is_refused(tmp_path: Path, name: str) -> None:
+    """The name becomes <workdir>/journal/NAME, which a run empties: '/tmp/victim' or '..'
+    once removed a directory outside the run's own (directly, or through ${VAR})."""
+    text = f"name: {json.dumps(name)}\n" + MINIMAL_STAGES
+    with pytest.raises(TopologyError) as err:
+        parse_topology(text, file="t.yaml", base_dir=GOOD, env={"NM": "/tmp/victim"})
+    (problem,) = err.value.problems
+    assert problem.field == "name" and problem.line == 1
+    assert "cannot name the run's directories" in problem.message
+
+
+def test_a_file_name_that_cannot_be_a_topology_name_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "..yaml"  # its stem is '.'
+    f.write_text(MINIMAL_STAGES)
+    with pytest.raises(TopologyError) as err:
+        load_topology(f, env={})
+    assert "the file name gives the topology name '.'" in str(err.value)
+    assert "add name:" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["wordcount", "http-service", "v1.2_final", "x" * 100, "3d"])
+def test_plain_names_are_kept(name: str) -> None:
+    top = parse_topology(f"name: {name}\n" + MINIMAL_STAGES, file="t.yaml", base_dir=GOOD, env={})
+    assert top.name == name
+
+
+def test_the_journal_never_names_a_directory_outside_its_own() -> None:
+    from sedamp.runtime.journal import journal_dir
+
+    assert journal_dir(Path("w"), "ok-name") == Path("w/journal/ok-name")
+    for bad in ("..", ".", "/etc", "a/b", ""):
+        with pytest.raises(ValueError):
+            journal_dir(Path("w"), bad)

@@ -317,10 +317,14 @@ class Roster:
                 blame = in_hand if q_stage == child.stage else (-1, -1)
                 self.links.send(q.identity, wire.simple(wire.GONE, child.identity, how, *blame))
         st.restarts += 1
-        self._count_barren_death(st, how)
+        if in_hand[0] < 0:  # in setup, between batches, or not known: nothing to blame but the stage
+            self._count_barren_death(st, how)
 
     def _count_barren_death(self, st: Stage, how: str) -> None:
-        """Fail the stage when its workers keep dying with nothing acknowledged between."""
+        """Fail the stage when its workers keep dying with nothing acknowledged between.
+        Only deaths with no event in a handler count: one inside a handler call is that
+        event's doing, and the queue strikes the event (poison after POISON_DEATHS), so
+        a few poison events close together never fail a job, however fast it is."""
         acked = int(st.queue.stats.get("acked", 0)) if st.queue is not None else 0
         st.barren_deaths = st.barren_deaths + 1 if acked <= st.acked_at_death else 1
         st.acked_at_death = acked

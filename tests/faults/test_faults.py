@@ -371,3 +371,22 @@ def test_a_topology_name_from_the_environment_never_removes_a_directory(tmp_path
         assert r.returncode == 2, r.stderr
         assert "cannot name the run's directories" in r.stderr and "Traceback" not in r.stderr
     assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_a_few_poison_events_close_together_do_not_fail_the_job(tmp_path: Path) -> None:
+    """Five poison events in a fast job (each kills a worker twice before it is dead-
+    lettered): ten deaths within a period, while the queue's counters, read once a
+    period, showed no event finished between them. Deaths with an event in the handler
+    are that event's doing, not a stage that cannot work: the job goes on and exits 1."""
+    count = 5000
+    topo = topology(
+        tmp_path,
+        f"    handler: {T}:crash_every\n    params: {{modulo: 1000}}\n    workers: 2",
+        count=count,
+        sink="    dedupe: true",
+    )
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 1, proc.stderr
+    poison = [n for n in range(count) if n % 1000 == 999]
+    assert sorted(outputs(tmp_path)) == [n for n in range(count) if n not in poison]
+    assert sorted(d["event_id"] for d in read_dead_letters(s["dead_letters"])) == poison

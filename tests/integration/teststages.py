@@ -115,6 +115,14 @@ def crash_on(event: dict[str, Any], at: int, how: str) -> dict[str, Any]:
     return event
 
 
+def crash_every(event: dict[str, Any], modulo: int) -> dict[str, Any]:
+    """Kill this worker every time an event whose n is `modulo - 1` past a multiple of
+    `modulo` is handled: a few poison events spread through a job."""
+    if event["n"] % modulo == modulo - 1:
+        os._exit(7)
+    return event
+
+
 def flaky(event: dict[str, Any], modulo: int, failures: int, marker_dir: str) -> dict[str, Any]:
     """Fail the first `failures` attempts at each event whose n is a multiple of `modulo`."""
     if event["n"] % modulo == 0:

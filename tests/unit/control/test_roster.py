@@ -202,3 +202,32 @@ def test_silence_kills_a_worker_outside_user_code_and_fails_on_a_queue() -> None
     assert r.state.error is None
     watch_silence(r.stages.values(), r.state, 0.1, now + 10 * SILENT_MIN_S)
     assert r.state.error is not None and r.state.error.startswith("the queue of stage 'work'")
+
+
+def test_deaths_inside_a_handler_call_are_the_events_not_the_stages(tmp_path: Path) -> None:
+    """A worker that dies with an event in its handler (the slot says which) is that
+    event's doing: the queue strikes the event. Only deaths with no event in hand count
+    towards failing the stage, so poison events close together never stop a job."""
+    top_text = """
+stages:
+  src: {source: "m:src", to: work}
+  work: {sink: "m:work"}
+"""
+    r, _, _ = roster(topology(top_text), slot_dir=tmp_path)
+    st = r.stages["work"]
+    for lease in range(2 * MAX_BARREN_DEATHS):
+        r.reconcile()
+        w = st.workers[0]
+        assert w.slot is not None
+        seen = Slot(w.slot.path)
+        seen.begin(lease)  # inside the handler, on this lease's first event
+        seen.close()
+        w.proc.exit(-9)  # type: ignore[attr-defined]
+        r.on_exit(w)
+    assert r.state.error is None and st.restarts == 2 * MAX_BARREN_DEATHS
+    for _ in range(MAX_BARREN_DEATHS):  # with nothing in hand (say, in setup) they count
+        r.reconcile()
+        w = st.workers[0]
+        w.proc.exit(1)  # type: ignore[attr-defined]
+        r.on_exit(w)
+    assert r.state.error is not None and "died 10 times in a row" in r.state.error

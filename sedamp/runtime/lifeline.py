@@ -34,10 +34,20 @@ EXIT_CHILD_FAILED = 3
 DONE_ACK_TIMEOUT_S = 5.0
 
 
+def ignore_signal(signum: int, frame: object) -> None:
+    """A signal handler that does nothing (see `become_child`)."""
+
+
 def become_child(parent_pid: int) -> None:
-    """Call first in a child: ignore SIGINT (the controller coordinates Ctrl-C, which the
-    terminal sends to the whole process group) and die with the parent."""
+    """Call first in a child: ignore SIGINT and SIGTERM and die with the parent. The
+    controller coordinates Ctrl-C, which the terminal sends to the whole process group,
+    and SIGTERM, which `timeout`, service managers and container runtimes often send to
+    the whole group too (`kill -TERM -PGID`): a child that died of it could not drain as
+    the controller directs. The controller stops children by message, or by SIGKILL.
+    SIGTERM gets a handler that does nothing rather than SIG_IGN, which programs the
+    user's code starts would inherit (exec resets handlers, not ignored signals)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, ignore_signal)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

@@ -5,6 +5,7 @@ where every event went, and (through the autouse fixture) that no process is lef
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -18,7 +19,16 @@ import pytest
 from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import chain_yaml, run_sedamp, stage_count, stage_of, start_run, summary_of
+from tests.integration.util import (
+    REPO,
+    chain_yaml,
+    run_sedamp,
+    sedamp_cmd,
+    stage_count,
+    stage_of,
+    start_run,
+    summary_of,
+)
 
 T = "tests.integration.teststages"
 
@@ -390,3 +400,22 @@ def test_a_few_poison_events_close_together_do_not_fail_the_job(tmp_path: Path) 
     poison = [n for n in range(count) if n % 1000 == 999]
     assert sorted(outputs(tmp_path)) == [n for n in range(count) if n not in poison]
     assert sorted(d["event_id"] for d in read_dead_letters(s["dead_letters"])) == poison
+
+
+def test_sigterm_to_the_whole_process_group_drains_and_exits(tmp_path: Path) -> None:
+    """`timeout`, service managers and container runtimes send SIGTERM to every process
+    of the group at once. The children must live on to drain as the controller directs:
+    before, they died of it, and the controller spun at 100% CPU past any deadline."""
+    count = 20_000
+    topo = topology(tmp_path, f"    handler: {T}:with_pid\n    workers: 2", count=count, delay_s=0.0002)
+    proc = subprocess.Popen(
+        sedamp_cmd("run", str(topo), "--workdir", str(tmp_path / "w"), "--json"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    wait_until(lambda: stage_count(tmp_path / "w", "mid") > 0, 30, "events to flow")
+    os.killpg(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)  # the drain deadline is 10 s
+    assert proc.returncode == 130, stderr
+    s = json.loads(stdout)
+    assert s["interrupted"] is True and s["error"] is None, stderr
+    assert sorted(outputs(tmp_path)) == list(range(s["events"]))  # what was read went through, once

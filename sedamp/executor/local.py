@@ -110,7 +110,7 @@ class LocalExecutor:
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         self._zygote = subprocess.Popen(
-            [sys.executable, "-m", "sedamp.runtime.launcher", str(req_r), str(rep_w), str(os.getpid())],
+            [sys.executable, "-P", "-m", "sedamp.runtime.launcher", str(req_r), str(rep_w), str(os.getpid())],
             pass_fds=(req_r, rep_w),
             stdin=subprocess.DEVNULL,
         )

@@ -70,7 +70,8 @@ class WorkerHost:
         config["parent_pid"] = os.getpid()  # the worker dies with this actor
         if config.get("slot_path") and (controller_machine != machine_id() or not os.path.exists(config["slot_path"])):
             config["slot_path"] = ""  # the controller's slot file is on another machine
-        proc = subprocess.Popen([sys.executable, "-m", "sedamp.runtime.child", "worker", name], stdin=subprocess.PIPE)
+        cmd = [sys.executable, "-P", "-m", "sedamp.runtime.child", "worker", name]  # -P: no cwd on sys.path
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         assert proc.stdin is not None
         proc.stdin.write(json.dumps({"role": "worker", "config": config}).encode())
         proc.stdin.close()

@@ -25,6 +25,8 @@ sink
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import inspect
 import sys
 import traceback
@@ -104,11 +106,34 @@ def outputs_of(result: Any) -> list[Any]:
     return [result]
 
 
+class _UserModules(importlib.abc.MetaPathFinder):
+    """Finds top-level user modules in the directories a run names, consulted after
+    every other finder: after sys.path and after the finders of installed packages
+    (an editable install's comes after sys.path, so appending to sys.path would still
+    let the current directory shadow it). A user package's submodules are found
+    through the package itself."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def find_spec(self, name: str, path: Sequence[str] | None, target: Any = None) -> Any:
+        if path is not None or not self.paths:
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, self.paths)
+
+
+_USER_MODULES = _UserModules()
+
+
 def add_import_paths(paths: Sequence[Path | str]) -> None:
-    """Make user modules importable: the topology's directory and the current one."""
-    for p in reversed([str(Path(p).resolve()) for p in paths]):
-        if p not in sys.path:
-            sys.path.insert(0, p)
+    """Make user modules importable from `paths` (the topology's directory, then the
+    current one), searched after everything installed: a module planted in the current
+    directory can never shadow an installed package (such as `stages`)."""
+    for p in [str(Path(p).resolve()) for p in paths]:
+        if p not in _USER_MODULES.paths:
+            _USER_MODULES.paths.append(p)
+    if _USER_MODULES not in sys.meta_path:
+        sys.meta_path.append(_USER_MODULES)
 
 
 def load_ref(ref: str) -> Any:

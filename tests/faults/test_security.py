@@ -14,7 +14,7 @@ from sedamp.runtime import wire
 from sedamp.runtime.security import Keys
 from tests.conftest import socket_context, wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import chain_yaml, run_sedamp, start_run, summary_of
+from tests.integration.util import TOPOLOGIES, chain_yaml, run_sedamp, start_run, summary_of
 
 T = "tests.integration.teststages"
 
@@ -157,3 +157,22 @@ def test_tcp_on_ipv6_loopback(tmp_path: Path) -> None:
     r = run_sedamp("run", str(topo), "--workdir", str(tmp_path / "w"), "--json")
     assert r.returncode == 0, r.stderr
     assert len(read_records(tmp_path / "out.jsonl")) == 600
+
+
+def test_a_module_planted_in_the_current_directory_never_runs(tmp_path: Path) -> None:
+    """A `stages/` package in the directory where someone runs sedamp must not shadow the
+    installed one: installed packages come first, the topology's directory and the
+    current one after them, for `python -m sedamp`, the children and validation alike."""
+    planted = tmp_path / "stages"
+    planted.mkdir()
+    marker = tmp_path / "PLANTED_CODE_RAN"
+    code = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    for name in ("__init__.py", "burn.py"):
+        (planted / name).write_text(code)
+    env = {"COUNT": "10", "OUT": str(tmp_path / "out.json")}
+    tiny = str(TOPOLOGIES / "tiny.yaml")
+    for args in (("validate", tiny), ("run", tiny, "-q", "--workdir", str(tmp_path / "w"))):
+        r = run_sedamp(*args, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert not marker.exists()
+    assert json.loads((tmp_path / "out.json").read_text()) == {"count": 10, "checksum": 45}

@@ -39,6 +39,9 @@ __all__ = ["build_topology", "load_topology", "parse_topology"]
 # <workdir>/journal/NAME, which a run without --resume empties): it must be a plain
 # file name, never a path, "." or "..".
 MAX_NAME_CHARS = 100
+# Every stage runs at least one process (a queue, a worker): past this many, a topology
+# is a mistake, and the graph checks' recursion would not cope.
+MAX_STAGES = 500
 TOPOLOGY_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_NAME_CHARS - 1}}}\Z")
 
 
@@ -214,6 +217,12 @@ def _check_stages(p: Problems, tree: dict[Any, Any], base_dir: Path, with_handle
         )
     elif not stages_raw:
         p.add(("stages",), "no stages", "add at least a source and a sink")
+    elif len(stages_raw) > MAX_STAGES:
+        p.add(
+            ("stages",),
+            f"{len(stages_raw):,} stages; a topology may have at most {MAX_STAGES:,}",
+            "each stage runs at least one process: group cheap steps into one handler or one group:",
+        )
     else:
         for key, raw in stages_raw.items():
             drafts[str(key)] = check_stage(p, key, raw)

@@ -40,6 +40,11 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_DEPTH = 200
+# Limits that keep a hostile or broken file from taking the machine: a topology is a
+# few KiB; 256 KiB holds a generated one of a thousand stages. Aliases are expanded, so
+# a few hundred bytes of nested aliases could otherwise stand for billions of values.
+MAX_TEXT_CHARS = 256 * 1024
+MAX_VALUES = 200_000
 
 
 class YamlSyntaxError(Exception):
@@ -121,8 +126,18 @@ def load(text: str, substitute: Callable[[str], str] | None = None) -> Loaded:
 
     Raises `YamlSyntaxError` when the text is not YAML (or holds several documents).
     """
+    if len(text) > MAX_TEXT_CHARS:
+        raise YamlSyntaxError(
+            f"the file holds {len(text):,} characters; a topology file may hold at most {MAX_TEXT_CHARS:,}",
+            None,
+            "is this the right file? a topology is a few KiB of YAML",
+        )
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise YamlSyntaxError(
+            "YAML syntax error: the nesting is too deep to read", None, "a topology nests a few levels deep"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc) from None
     except yaml.reader.ReaderError as exc:
@@ -135,8 +150,20 @@ def load(text: str, substitute: Callable[[str], str] | None = None) -> Loaded:
         return Loaded(None, walker.lines, walker.issues)
     walker.lines.keys[()] = _line(root)
     walker.lines.values[()] = _line(root)
-    value = walker.convert(root, (), 0)
+    try:
+        value = walker.convert(root, (), 0)
+    except _TooManyValues as exc:
+        raise YamlSyntaxError(
+            f"the document stands for more than {MAX_VALUES:,} values once its aliases are expanded",
+            exc.line,
+            "use each anchor (&name) for a small part of the file, not an alias of aliases",
+        ) from None
     return Loaded(value, walker.lines, walker.issues)
+
+
+class _TooManyValues(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
 
 
 def _line(node: Node) -> int:
@@ -175,8 +202,12 @@ class _Walker:
         self.constructor = SafeConstructor()
         self.resolver = Resolver()
         self._active: set[int] = set()  # ids of the collection nodes being walked
+        self._values = 0  # nodes converted so far: an alias counts again each time
 
     def convert(self, node: Node, path: YPath, depth: int) -> Any:
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise _TooManyValues(_line(node))
         if depth > _MAX_DEPTH:
             self.issues.append(YamlIssue(path, _line(node), "nesting is too deep", poisoned=True))
             return None

@@ -540,3 +540,30 @@ def test_the_journal_never_names_a_directory_outside_its_own() -> None:
     for bad in ("..", ".", "/etc", "a/b", ""):
         with pytest.raises(ValueError):
             journal_dir(Path("w"), bad)
+
+
+def _alias_bomb() -> str:
+    rows = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    rows += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "name: bomb\nstages:\n  s:\n    source: m:s\n    params:\n      " + "\n      ".join(rows) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (_alias_bomb(), "more than 200,000 values once its aliases are expanded"),  # ~9^9 values in 700 bytes
+        ("stages: " + "[" * 5000 + "]" * 5000 + "\n", "the nesting is too deep to read"),
+        ("# " + "x" * (300 * 1024) + "\nstages: {}\n", "may hold at most 262,144"),
+        (
+            "stages:\n" + "".join(f"  h{i}: {{handler: m:h, to: h{i + 1}}}\n" for i in range(501)),
+            "501 stages; a topology may have at most 500",
+        ),
+    ],
+    ids=["alias-bomb", "deep", "huge", "too-many-stages"],
+)
+def test_a_file_past_the_loader_limits_is_one_clear_problem(text: str, fragment: str) -> None:
+    """Before, a 700-byte alias bomb took gigabytes, deep nesting and long chains a
+    RecursionError traceback, a 5 MB file most of a minute."""
+    with pytest.raises(TopologyError) as err:
+        parse_topology(text, file="t.yaml", base_dir=GOOD, env={})
+    assert len(err.value.problems) == 1 and fragment in str(err.value)

@@ -71,7 +71,7 @@ from sedamp.control.roster import Roster, RunState, watch_deadlines, watch_silen
 from sedamp.control.rundir import make_run_dir
 from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
-from sedamp.errors import WireError
+from sedamp.errors import LaunchError, WireError
 from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import journal, sockets, wire
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE
@@ -123,6 +123,8 @@ class _Controller:
                 restore = _install_signals(self.state, self.roster, self.drain_timeout_s)
             self._start()
             self._loop()
+        except LaunchError as exc:  # no process can be started: the run cannot go on
+            self.state.error = self.state.error or str(exc)
         finally:
             self._close(restore)
         return self.recorder.summary(

@@ -16,10 +16,14 @@ class Proc(Protocol):
     name: str
     # on this machine: psutil can read it and it shares the controller's slot files
     local: bool
-    # why it ended, when the executor knows better than its exit code (a lost node)
-    reason: str | None
     # it could not be started at all, and a replacement would fail the same way
     unplaceable: bool
+
+    @property
+    def reason(self) -> str | None:
+        """Why it ended, when the executor knows better than its exit code (a lost node,
+        the local launcher that died under it)."""
+        ...
 
     @property
     def pending(self) -> bool:

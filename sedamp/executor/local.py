@@ -33,7 +33,6 @@ class LocalProc:
 
     local = True
     pending = False
-    reason: str | None = None
     unplaceable = False
 
     def __init__(self, name: str, pid: int, executor: LocalExecutor) -> None:
@@ -46,6 +45,14 @@ class LocalProc:
     @property
     def pid(self) -> int:
         return self._pid
+
+    @property
+    def reason(self) -> str | None:
+        """Why it ended when its exit code does not say: the launcher died under it."""
+        ex = self._executor
+        if ex._lost is None or self._pid not in ex._orphans:
+            return None
+        return f"died with the process launcher (pid {ex._lost_pid}), which {ex._lost}"
 
     @property
     def sentinel(self) -> int:
@@ -104,6 +111,10 @@ class LocalExecutor:
         self._buf = b""
         self._exits: dict[int, int] = {}
         self._started: list[int] = []
+        self._live: set[int] = set()  # started, no exit reported yet
+        self._lost: str | None = None  # how the launcher died, once it has
+        self._lost_pid = 0
+        self._orphans: set[int] = set()  # children that died with it (PR_SET_PDEATHSIG)
         self._launch()
 
     def _launch(self) -> None:
@@ -129,14 +140,23 @@ class LocalExecutor:
         if self._zygote is None:
             self._launch()
         line = json.dumps({"name": name, "role": role, "config": asdict(config)}) + "\n"
-        os.write(self._req_w, line.encode())
+        try:
+            os.write(self._req_w, line.encode())
+        except BrokenPipeError:
+            self._read_reports(0)  # notes how the launcher died
         deadline = time.monotonic() + LAUNCH_TIMEOUT_S
         while not self._started:
             left = deadline - time.monotonic()
+            if self._lost is not None:
+                raise LaunchError(
+                    f"the process launcher (pid {self._lost_pid}) {self._lost}, and every process of the run with it"
+                )
             if left <= 0 or (self._zygote is not None and self._zygote.poll() is not None):
                 raise LaunchError(f"the process launcher did not start {name}")
             self._read_reports(left)
-        return LocalProc(name, self._started.pop(0), self)
+        pid = self._started.pop(0)
+        self._live.add(pid)
+        return LocalProc(name, pid, self)
 
     def cores(self) -> int:
         from sedamp.control.policy import usable_cores
@@ -153,7 +173,8 @@ class LocalExecutor:
         while ready:
             chunk = os.read(self._rep_r, 65536)
             if not chunk:
-                return
+                self._launcher_gone()
+                break
             self._buf += chunk
             ready, _, _ = select.select([self._rep_r], [], [], 0)
         while b"\n" in self._buf:
@@ -163,8 +184,28 @@ class LocalExecutor:
                 self._started.append(msg["started"])
             elif "exit" in msg:
                 self._exits[msg["exit"]] = msg["code"]
+                self._live.discard(msg["exit"])
             elif "error" in msg:
                 raise LaunchError(msg["error"])
+
+    def _launcher_gone(self) -> None:
+        """The launcher's end of the report pipe closed: it died (it exits only when
+        the controller closes its request pipe). Its children died with it (SIGKILL,
+        PR_SET_PDEATHSIG): their exits are known now, not after a wait per child."""
+        assert self._zygote is not None
+        try:
+            code = self._zygote.wait(5)
+        except subprocess.TimeoutExpired:  # its pipe closed, yet it lives: stop it
+            self._zygote.kill()
+            code = self._zygote.wait(5)
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        self._lost, self._lost_pid = how, self._zygote.pid
+        for pid in self._live:
+            self._exits.setdefault(pid, -signal.SIGKILL)
+            self._orphans.add(pid)
+        self._live.clear()
+        os.close(self._rep_r)
+        self._rep_r = -1
 
     def close(self) -> None:
         """End the launcher (once every child it started has ended)."""
@@ -176,6 +217,7 @@ class LocalExecutor:
         except subprocess.TimeoutExpired:
             self._zygote.kill()
             self._zygote.wait(5)
-        os.close(self._rep_r)
+        if self._rep_r >= 0:
+            os.close(self._rep_r)
         self._rep_r = -1
         self._zygote = None

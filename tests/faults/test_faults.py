@@ -419,3 +419,24 @@ def test_sigterm_to_the_whole_process_group_drains_and_exits(tmp_path: Path) -> 
     s = json.loads(stdout)
     assert s["interrupted"] is True and s["error"] is None, stderr
     assert sorted(outputs(tmp_path)) == list(range(s["events"]))  # what was read went through, once
+
+
+def test_a_dead_launcher_is_named_and_ends_the_run_at_once(tmp_path: Path) -> None:
+    """Every local process is forked by the launcher and dies with it. Before, kill -9 of
+    the launcher left the controller waiting 5 s per child, then blaming a queue, or
+    ending with exit 1 and a traceback; now it is named and the run ends with exit 3."""
+    topo = topology(tmp_path, f"    handler: {T}:with_pid\n    workers: 2", count=1_000_000, delay_s=0.0005)
+    proc = start(topo, tmp_path)
+    wait_until(lambda: stage_count(tmp_path / "w", "mid") > 0, 30, "events to flow")
+    [launcher] = [
+        c for c in psutil.Process(proc.pid).children() if "sedamp.runtime.launcher" in " ".join(c.cmdline())
+    ]
+    launcher.kill()
+    t0 = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 3, stderr
+    assert "Traceback" not in stderr
+    error = json.loads(stdout)["error"]
+    # named, by itself or as what a queue died with
+    assert f"process launcher (pid {launcher.pid})" in error and "killed by SIGKILL" in error

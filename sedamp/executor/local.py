@@ -16,12 +16,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict
 from typing import Any
 
 from sedamp.errors import LaunchError
 from sedamp.executor.base import Proc
 
+# The environment variable that marks every process of a local run (the launcher sets
+# nothing: it and its children inherit it from the controller's Popen).
+RUN_TOKEN_VAR = "SEDAMP_RUN"
 # How long to wait for the launcher's word that a child has started.
 LAUNCH_TIMEOUT_S = 30.0
 
@@ -120,10 +124,15 @@ class LocalExecutor:
     def _launch(self) -> None:
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
+        # every process of the run, and whatever user code starts, inherits the token:
+        # `close` finds them by it, and by the launcher's own process group
+        self._token = f"{os.getpid()}-{uuid.uuid4().hex}"
         self._zygote = subprocess.Popen(
             [sys.executable, "-P", "-m", "sedamp.runtime.launcher", str(req_r), str(rep_w), str(os.getpid())],
             pass_fds=(req_r, rep_w),
             stdin=subprocess.DEVNULL,
+            env={**os.environ, RUN_TOKEN_VAR: self._token},
+            process_group=0,
         )
         os.close(req_r)
         os.close(rep_w)
@@ -208,7 +217,9 @@ class LocalExecutor:
         self._rep_r = -1
 
     def close(self) -> None:
-        """End the launcher (once every child it started has ended)."""
+        """End the launcher (once every child it started has ended), then every process
+        user code started that is still alive: in the launcher's process group, or
+        carrying the run's token in its environment (one that left the group)."""
         if self._zygote is None:
             return
         os.close(self._req_w)
@@ -217,7 +228,31 @@ class LocalExecutor:
         except subprocess.TimeoutExpired:
             self._zygote.kill()
             self._zygote.wait(5)
+        _kill_leftovers(self._zygote.pid, self._token)
         if self._rep_r >= 0:
             os.close(self._rep_r)
         self._rep_r = -1
         self._zygote = None
+
+
+def _kill_leftovers(pgid: int, token: str) -> None:
+    """SIGKILL what a run's user code left behind: the launcher's process group (the
+    launcher and the run's processes are gone by now; a subprocess a handler started,
+    or a child it forked, is not), and any process carrying the run's token that left
+    the group (setsid). Only this user's processes can be read, and only they could
+    have inherited the token."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    import psutil  # only here: the launcher and the command line do not need it
+
+    me = os.getpid()
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get(RUN_TOKEN_VAR) == token:
+                p.kill()
+        except (psutil.Error, OSError):
+            continue

@@ -440,3 +440,20 @@ def test_a_dead_launcher_is_named_and_ends_the_run_at_once(tmp_path: Path) -> No
     error = json.loads(stdout)["error"]
     # named, by itself or as what a queue died with
     assert f"process launcher (pid {launcher.pid})" in error and "killed by SIGKILL" in error
+
+
+def test_processes_user_code_starts_are_gone_when_the_run_ends(tmp_path: Path) -> None:
+    """A subprocess a handler never waits for, a child it forks, and one that left the
+    process group (setsid): none outlives `sedamp run`."""
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    topo = topology(tmp_path, f"    handler: {T}:leave_processes\n    params: {{pid_dir: {str(pid_dir)!r}}}")
+    proc, s = run(tmp_path, topo)
+    assert proc.returncode == 0, proc.stderr
+    pids = [int(f.name) for f in pid_dir.iterdir()]
+    assert len(pids) == 3
+
+    def gone() -> bool:
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+
+    wait_until(gone, 5, "the processes user code started to be gone")

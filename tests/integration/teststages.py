@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,23 @@ def crash_on(event: dict[str, Any], at: int, how: str) -> dict[str, Any]:
         if how == "exit":
             os._exit(7)
         os.kill(os.getpid(), {"kill": signal.SIGKILL, "segv": signal.SIGSEGV}[how])
+    return event
+
+
+def leave_processes(event: dict[str, Any], pid_dir: str) -> dict[str, Any]:
+    """On event 0, start what a careless handler leaves behind: a subprocess it never
+    waits for, a forked child that sleeps, and a subprocess in a session of its own;
+    their pids go to `pid_dir`."""
+    if event["n"] == 0:
+        pids = [subprocess.Popen(["sleep", "300"]).pid]
+        pids.append(subprocess.Popen(["sleep", "301"], start_new_session=True).pid)
+        child = os.fork()
+        if child == 0:
+            time.sleep(300)
+            os._exit(0)
+        pids.append(child)
+        for pid in pids:
+            Path(pid_dir, str(pid)).write_text("")
     return event
 
 

@@ -55,6 +55,13 @@ def resume_problem(top: Topology) -> str | None:
             f"sink {', '.join(repr(b) for b in bad)} cannot tell what it wrote: a sink must be marked "
             "resumable = True (its output is complete when handle() returns), as stages.files:WriteFiles is"
         )
+    joined = [s.name for s in top.stages.values() if s.kind == "sink" and top.paths_to(s.name) > 1]
+    if joined:
+        return (
+            f"sink {', '.join(repr(j) for j in joined)} is reached along more than one path (edges that split "
+            "and meet again): an event it wrote from one path may still be owed from the other, and a resumed "
+            "run would skip it"
+        )
     return None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sedamp.spec.checks_stage import StageDraft
 from sedamp.spec.keys import POOL_KEYS
-from sedamp.spec.model import Edge
+from sedamp.spec.model import Edge, count_paths
 from sedamp.spec.problems import Problems, bounds_text
 
 __all__ = ["check_dedupe", "check_graph", "check_groups"]
@@ -225,6 +225,15 @@ def check_dedupe(p: Problems, drafts: dict[str, StageDraft]) -> None:
                 f"drop max_events and max_rss_mb from {pool.name!r}, or dedupe: false",
             )
             continue
+        if _paths_to(drafts, d.name) > 1:
+            p.add(
+                ("stages", d.name, "dedupe"),
+                f"{d.name!r} dedupes by event id, but events reach it along more than one path (several "
+                "sources, or edges that split and meet again): ids are positions at each source and a copy "
+                "keeps its parent's id, so a real event would be dropped as a duplicate of another",
+                "dedupe: false, or give each path its own sink",
+            )
+            continue
         keyed = all(e.key is not None for x in drafts.values() for e, _ in x.edges if e.stage == pool.name)
         senders = [x for x in drafts.values() if any(e.stage == pool.name for e, _ in x.edges)]
         if pool.workers.max != 1 and not (senders and keyed):
@@ -234,6 +243,12 @@ def check_dedupe(p: Problems, drafts: dict[str, StageDraft]) -> None:
                 f"but {pool.name!r} may run {bounds_text(pool.workers)} workers on unkeyed edges",
                 f"give {pool.name!r} workers: 1, or route to it by a key (to: {{stage: {pool.name}, key: id}})",
             )
+
+
+def _paths_to(drafts: dict[str, StageDraft], name: str) -> int:
+    edges = {d.name: [e.stage for e, _ in d.edges] for d in drafts.values()}
+    sources = [d.name for d in drafts.values() if d.kind == "source"]
+    return count_paths(edges, sources).get(name, 0)
 
 
 def _key_text(key: str | None) -> str:

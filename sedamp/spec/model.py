@@ -4,7 +4,7 @@ choices each field allows. Pure: the contract the runtime, the controller and th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -161,6 +161,11 @@ class Topology:
             return [head]
         return [s for s in self.stages.values() if s.group == head.group]
 
+    def paths_to(self, name: str) -> int:
+        """How many paths lead from the sources to `name` (2 means two or more)."""
+        edges = {s.name: [e.stage for e in s.to] for s in self.stages.values()}
+        return count_paths(edges, [s.name for s in self.sources()]).get(name, 0)
+
     def head_of(self, name: str) -> str:
         """The first stage of `name`'s group (whose queue and pool serve the group)."""
         s = self.stages[name]
@@ -171,3 +176,26 @@ class Topology:
     def is_member(self, name: str) -> bool:
         """True for a grouped stage other than the first: it has no queue or pool."""
         return self.head_of(name) != name
+
+
+def count_paths(edges: Mapping[str, Sequence[str]], sources: Sequence[str]) -> dict[str, int]:
+    """For each stage, how many paths lead to it from `sources` along `edges` (stage ->
+    the stages it sends to), capped at 2: an event id is a position at its source, and
+    a copy keeps its parent's id, so a stage reached by two paths can see one id twice.
+    The graph is acyclic (the checks refuse cycles first)."""
+    counts: dict[str, int] = {}
+    indegree = {n: 0 for n in edges}
+    for targets in edges.values():
+        for t in targets:
+            indegree[t] = indegree.get(t, 0) + 1
+    ready = [n for n in edges if indegree.get(n, 0) == 0]
+    for s in sources:
+        counts[s] = 1
+    while ready:
+        n = ready.pop()
+        for t in edges.get(n, ()):
+            counts[t] = min(2, counts.get(t, 0) + counts.get(n, 0))
+            indegree[t] -= 1
+            if indegree[t] == 0:
+                ready.append(t)
+    return counts

@@ -567,3 +567,30 @@ def test_a_file_past_the_loader_limits_is_one_clear_problem(text: str, fragment:
     with pytest.raises(TopologyError) as err:
         parse_topology(text, file="t.yaml", base_dir=GOOD, env={})
     assert len(err.value.problems) == 1 and fragment in str(err.value)
+
+
+def test_paths_are_counted_from_every_source_up_to_two() -> None:
+    from sedamp.spec.model import count_paths
+
+    edges = {"s": ["a", "b"], "a": ["j"], "b": ["j"], "j": ["k"], "k": [], "t": ["k"]}
+    assert count_paths(edges, ["s"]) == {"s": 1, "a": 1, "b": 1, "j": 2, "k": 2}
+    assert count_paths({"s": ["a"], "a": ["z"], "z": []}, ["s"]) == {"s": 1, "a": 1, "z": 1}
+    assert count_paths(edges, ["s", "t"])["k"] == 2
+
+
+def test_resume_refuses_a_sink_reached_along_two_paths() -> None:
+    from sedamp.runtime.journal import resume_problem
+
+    text = """
+stages:
+  src: {source: stages.burn:Seeds, params: {count: 3}, to: [a, b]}
+  a: {handler: stages.burn:tiny, to: out}
+  b: {handler: stages.burn:tiny, to: out}
+  out: {sink: stages.files:WriteFiles, params: {out: /tmp/x}}
+"""
+    top = parse_topology(text, file="t.yaml", base_dir=GOOD, env={})
+    problem = resume_problem(top)
+    assert problem is not None and "'out' is reached along more than one path" in problem
+    line_of_b = "  b: {handler: stages.burn:tiny, to: out}\n"
+    single = parse_topology(text.replace("to: [a, b]", "to: a").replace(line_of_b, ""), file="t.yaml", base_dir=GOOD, env={})
+    assert resume_problem(single) is None

@@ -7,6 +7,8 @@ SedampError                 base of everything sedamp raises on purpose
 +-- ExecutorError           (also a RuntimeError) an executor cannot start: Ray missing, or no
 |                           cluster at the address (CLI exit code 3)
 +-- LaunchError             (also a RuntimeError) the process launcher could not start a process
++-- JournalError            another run holds the topology's journal, or --resume finds it made
+|                           for a different topology (the run's error: exit code 3)
 +-- ReportError             a metrics file cannot be read or plotted (CLI exit code 2)
 +-- ExporterError           (also a ValueError) the Prometheus endpoint cannot be set up: a bad
                             host or port, no prometheus-client (CLI exit code 2)
@@ -84,6 +86,11 @@ class TopologyError(SedampError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class JournalError(SedampError):
+    """A run's journal cannot be used: another run of the topology holds it, or
+    --resume finds it was made for a different topology."""
 
 
 class WireError(SedampError):

@@ -71,7 +71,7 @@ from sedamp.control.roster import Roster, RunState, watch_deadlines, watch_silen
 from sedamp.control.rundir import make_run_dir
 from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
-from sedamp.errors import LaunchError, WireError
+from sedamp.errors import JournalError, LaunchError, WireError
 from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import journal, sockets, wire
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE
@@ -100,6 +100,7 @@ class _Controller:
         self.dead_path = self.run_dir / DEAD_LETTERS_FILE
         self.import_paths = (str(topology.base_dir), os.getcwd())
         self.journal = Path()
+        self.journal_lock: int | None = None  # the journal lock held for the run (journal.start)
         self.state = RunState()
         self.links = ControlLinks()
         self.roster = Roster(topology, self.state, self.links, options.executor)  # executor started in run()
@@ -146,7 +147,11 @@ class _Controller:
         self.ports.open_commands()
         self.ports.write_run_file(ended=False)
         self.journal = journal.journal_dir(self.opt.workdir, self.top.name)
-        journal.start(self.journal, self.opt.resume)
+        try:
+            self.journal_lock = journal.start(self.journal, self.opt.resume, journal.fingerprint(self.top))
+        except JournalError as exc:
+            self.state.error = self.state.error or str(exc)
+            return
         if self.opt.resume:
             done = journal.done_ids(self.journal, self.top)
             journal.write_skip(self.run_dir / "skip.ids", done)
@@ -169,6 +174,9 @@ class _Controller:
                 except Exception:  # a display must not turn a finished run into a failed one
                     log.exception("controller: the progress callback failed on the final record")
         self.ports.close()
+        if self.journal_lock is not None:
+            os.close(self.journal_lock)  # another run of the topology may take the journal now
+            self.journal_lock = None
 
     def _wiring(self) -> Wiring:
         return self.ports.wiring(self.dead_path, self.import_paths, self.journal, self.opt.resume)

@@ -15,6 +15,9 @@ without --resume starts a fresh journal.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import shutil
 from array import array
@@ -22,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sedamp.errors import JournalError
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.stage import load_ref
 
@@ -65,10 +69,49 @@ def resume_problem(top: Topology) -> str | None:
     return None
 
 
-def start(directory: Path, resume: bool) -> None:
+FINGERPRINT_FILE = "topology.sha256"
+
+
+def fingerprint(top: Topology) -> str:
+    """What a journal was made for: a digest of the work the resolved topology does, its
+    stages' handlers, params (after ${VAR} and --set) and edges. Pool sizes, batches,
+    queues and controller settings may change between a run and its resumption."""
+    work = [
+        [s.name, s.kind, s.ref, dict(s.params), [[e.stage, e.key, e.when] for e in s.to]]
+        for s in top.stages.values()
+    ]
+    return hashlib.sha256(json.dumps(work, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def start(directory: Path, resume: bool, made_for: str) -> int:
+    """Take the journal of a run: lock it for the run's lifetime (another run of the same
+    topology in the same workdir is refused rather than allowed to empty it), then empty
+    it for a fresh run, or check that --resume continues the topology it was made for.
+    Returns the lock's file descriptor (closing it, or exiting, releases the lock).
+    Raises JournalError."""
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = os.open(directory.parent / f"{directory.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise JournalError(
+            f"another run of topology {directory.name!r} is using this workdir ({directory.parent.parent}); "
+            "wait for it to end, or give this run another --workdir"
+        ) from None
+    stamp = directory / FINGERPRINT_FILE
+    if resume and stamp.exists() and stamp.read_text().strip() != made_for:
+        os.close(lock)
+        raise JournalError(
+            f"--resume: the journal of {directory.name!r} was made for a different topology (its stages, "
+            "params or variables changed since): a resumed run would skip work it never did for this one; "
+            "run without --resume to start afresh"
+        )
     if not resume:
         shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp.write_text(made_for + "\n")
+    return lock
 
 
 class Journal:

@@ -3,8 +3,11 @@ only what no sink had written is done again."""
 
 from __future__ import annotations
 
+import os
 from array import array
 from pathlib import Path
+
+import pytest
 
 from sedamp.runtime import journal
 from sedamp.spec import parse_topology
@@ -85,7 +88,7 @@ stages:
         check_handlers=False,
     )
     d = tmp_path / "j"
-    journal.start(d, resume=False)
+    os.close(journal.start(d, resume=False, made_for="f"))
     (d / "a.1.ids").write_bytes(array("q", [1, 2, 3, 5]).tobytes() + b"\x07\x00")  # cut mid-record
     (d / "a.2.ids").write_bytes(array("q", [8]).tobytes())
     (d / "b.9.ids").write_bytes(array("q", [2, 3, 8, 9]).tobytes())
@@ -93,8 +96,40 @@ stages:
     journal.write_skip(tmp_path / "skip", [2, 3, 8])
     skip = journal.read_skip(tmp_path / "skip")
     assert [i for i in range(10) if i in skip] == [2, 3, 8]
-    journal.start(d, resume=True)
+    os.close(journal.start(d, resume=True, made_for="f"))
     assert (d / "b.9.ids").exists()
-    journal.start(d, resume=False)
-    assert not list(d.iterdir())
+    os.close(journal.start(d, resume=False, made_for="f"))
+    assert [f.name for f in d.iterdir()] == [journal.FINGERPRINT_FILE]
     assert journal.resume_problem(top) is None  # two resumable sinks, one source
+
+
+def test_the_journal_is_held_by_one_run_and_resumes_only_its_own_topology(tmp_path: Path) -> None:
+    """A second run of a topology in the same workdir used to empty the first one's
+    journal; OUT=a then OUT=b --resume skipped everything and wrote nothing to b."""
+    from sedamp.errors import JournalError
+
+    d = tmp_path / "journal" / "t"
+    held = journal.start(d, resume=False, made_for="out=a")
+    (d / "s.1.ids").write_bytes(array("q", [1, 2]).tobytes())
+    with pytest.raises(JournalError, match="another run of topology 't' is using this workdir"):
+        journal.start(d, resume=False, made_for="out=a")
+    assert (d / "s.1.ids").exists()  # the running one's journal is untouched
+    os.close(held)
+    with pytest.raises(JournalError, match="was made for a different topology"):
+        journal.start(d, resume=True, made_for="out=b")
+    os.close(journal.start(d, resume=True, made_for="out=a"))  # the same work resumes
+    assert (d / "s.1.ids").exists()
+
+
+def test_resume_with_other_params_is_refused_end_to_end(tmp_path: Path) -> None:
+    topo = tmp_path / "t.yaml"
+    topo.write_text(
+        'name: t\nstages:\n  src: {source: "stages.burn:Seeds", params: {count: 5}, to: out}\n'
+        '  out: {sink: "stages.files:WriteFiles", params: {out: "${OUT}"}}\n'
+    )
+    work = tmp_path / "w"
+    first = run_sedamp("run", str(topo), "--workdir", str(work), "-q", env={"OUT": str(tmp_path / "a")})
+    assert first.returncode in (0, 1), first.stderr
+    again = run_sedamp("run", str(topo), "--workdir", str(work), "--resume", "-q", env={"OUT": str(tmp_path / "b")})
+    assert again.returncode == 3, again.stderr
+    assert "was made for a different topology" in again.stderr and "Traceback" not in again.stderr

@@ -71,6 +71,12 @@ def _init() -> Callable[..., Any]:
     return init
 
 
+def _clean() -> Callable[..., Any]:
+    from sedamp.cli.clean import clean
+
+    return clean
+
+
 def _report() -> Callable[..., Any]:
     from sedamp.cli.report import report
 
@@ -89,6 +95,7 @@ COMMANDS: dict[str, Callable[[], Callable[..., Any]]] = {
     "schema": _schema,
     "init": _init,
     "report": _report,
+    "clean": _clean,
 }
 
 

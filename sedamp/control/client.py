@@ -21,7 +21,8 @@ from sedamp.runtime import wire
 COMMAND_TIMEOUT_S = 5.0
 
 
-def _live(info: dict[str, Any]) -> bool:
+def run_is_live(info: dict[str, Any]) -> bool:
+    """Whether the run of this run.json is still going (its controller alive, not ended)."""
     if info.get("ended"):
         return False
     try:
@@ -30,7 +31,8 @@ def _live(info: dict[str, Any]) -> bool:
         return False
 
 
-def _read(run_dir: Path) -> dict[str, Any] | None:
+def read_run(run_dir: Path) -> dict[str, Any] | None:
+    """The run.json of `run_dir` with its path, or None if there is none to read."""
     try:
         info = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
@@ -42,15 +44,15 @@ def _read(run_dir: Path) -> dict[str, Any] | None:
 def find_run(target: str | None, workdir: Path) -> dict[str, Any]:
     """The run.json of a live run; raises SedampError saying what was looked at."""
     if target and (Path(target) / "run.json").exists():
-        info = _read(Path(target))
-        if info is None or not _live(info):
+        info = read_run(Path(target))
+        if info is None or not run_is_live(info):
             raise SedampError(f"{target}: that run is not running")
         return info
     runs = workdir / "runs"
     candidates = []
     for d in runs.glob("*/run.json") if runs.is_dir() else []:
-        info = _read(d.parent)
-        if info and _live(info) and (target is None or info.get("name") == target):
+        info = read_run(d.parent)
+        if info and run_is_live(info) and (target is None or info.get("name") == target):
             candidates.append(info)
     if not candidates:
         what = f"named {target!r} " if target else ""

@@ -68,7 +68,7 @@ from sedamp.control import commands, policy
 from sedamp.control.ports import ControlLinks, Ports
 from sedamp.control.recorder import Period, Recorder
 from sedamp.control.roster import Roster, RunState, watch_deadlines, watch_silence
-from sedamp.control.rundir import make_run_dir
+from sedamp.control.rundir import KEEP_RUNS, make_run_dir, prune_runs
 from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
 from sedamp.errors import JournalError, LaunchError, WireError
@@ -97,6 +97,7 @@ class _Controller:
             options.drain_timeout_s if options.drain_timeout_s is not None else topology.controller.drain_timeout_s
         )
         self.run_dir = make_run_dir(options.workdir, topology.name)
+        prune_runs(options.workdir, topology.name, KEEP_RUNS)  # this run has no run.json yet: kept
         self.dead_path = self.run_dir / DEAD_LETTERS_FILE
         self.import_paths = (str(topology.base_dir), os.getcwd())
         self.journal = Path()

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 # ipc:// paths must fit in a sockaddr_un (108 bytes on Linux, less elsewhere).
 _MAX_IPC_PATH = 90
+# Ended run directories kept per topology (the newest): enough to compare the last
+# runs' dead letters and metrics, few enough that a cron job's workdir stays small.
+KEEP_RUNS = 20
 
 
 def make_run_dir(workdir: Path, name: str) -> Path:
@@ -70,3 +74,24 @@ def write_run_file(
     tmp = run_dir / "run.json.tmp"
     tmp.write_text(json.dumps(info))
     os.replace(tmp, run_dir / "run.json")
+
+
+def prune_runs(workdir: Path, name: str | None, keep: int) -> list[Path]:
+    """Remove the ended run directories of topology `name` (of every topology: None)
+    but the newest `keep` of each; a run that is still going is never touched (its
+    controller is alive and run.json does not say it ended). Returns what was removed."""
+    from sedamp.control.client import read_run, run_is_live
+
+    by_topology: dict[str, list[tuple[float, Path]]] = {}
+    runs = Path(workdir) / "runs"
+    for d in runs.iterdir() if runs.is_dir() else []:
+        info = read_run(d)
+        if info is None or run_is_live(info) or (name is not None and info.get("name") != name):
+            continue
+        by_topology.setdefault(str(info.get("name")), []).append((float(info.get("started") or 0), d))
+    removed = []
+    for found in by_topology.values():
+        for _, d in sorted(found, reverse=True)[keep:]:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -84,7 +86,7 @@ def test_graph_formats() -> None:
     assert r.stdout.startswith("digraph") and "->" in r.stdout
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "graph"])
+@pytest.mark.parametrize("command", ["run", "validate", "graph", "clean"])
 def test_help_has_an_example(command: str) -> None:
     r = run_sedamp(command, "--help")
     assert r.returncode == 0
@@ -153,3 +155,26 @@ def test_sedamp_run_loads_only_its_own_command() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr) == (0, "")
     assert r.stdout == "['sedamp.cli._common', 'sedamp.cli.run']\n"
+
+
+def test_clean_removes_ended_runs_and_keeps_the_newest(tmp_path: Path) -> None:
+    """Run directories used to pile up for ever; every run now keeps the newest
+    KEEP_RUNS ended runs of its topology, and `sedamp clean` removes the rest."""
+    from sedamp.control import rundir
+
+    work = tmp_path / "w"
+    runs = work / "runs"
+    runs.mkdir(parents=True)
+    for i in range(5):  # five ended runs of t, one of u, one still going (this process)
+        d = runs / f"t-{i}"
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"name": "t", "pid": 1, "started": i, "ended": True}))
+    (runs / "u-0").mkdir()
+    (runs / "u-0" / "run.json").write_text(json.dumps({"name": "u", "pid": 1, "started": 0, "ended": True}))
+    (runs / "t-live").mkdir()
+    (runs / "t-live" / "run.json").write_text(json.dumps({"name": "t", "pid": os.getpid(), "started": 0}))
+    assert sorted(p.name for p in rundir.prune_runs(work, "t", 3)) == ["t-0", "t-1"]
+    r = run_sedamp("clean", "--workdir", str(work), "--keep", "1")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in runs.iterdir()) == ["t-4", "t-live", "u-0"]
+    assert "removed 2 run directories" in r.stderr

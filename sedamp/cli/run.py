@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,7 @@ def run(
     setup_logging(verbose)
     if executor_name not in (None, *EXECUTORS):
         raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
+    _check_workdir(workdir)
     summary_out = _keep_stdout_for_json() if json_ else None
     started = ctx.obj if isinstance(ctx.obj, LocalExecutor) else None  # see sedamp.cli.main
     if summary_out is not None and started is not None:
@@ -151,6 +153,18 @@ def run(
         _write_report(metrics, report, quiet)
     _tell(summary, summary_out, quiet)
     raise typer.Exit(summary.exit_code)
+
+
+def _check_workdir(workdir: Path) -> None:
+    """Exit 2 with one line when the run directories cannot be made under `workdir`
+    (a file in the way, no permission, a read-only file system), before anything starts."""
+    try:
+        (workdir / "runs").mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=workdir / "runs", prefix=".probe-")  # noqa: SIM115
+        probe.close()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise fail(f"--workdir {workdir}: cannot make run directories there: {why}", EXIT_INVALID) from None
 
 
 def _keep_stdout_for_json() -> IO[str]:

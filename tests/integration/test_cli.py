@@ -178,3 +178,13 @@ def test_clean_removes_ended_runs_and_keeps_the_newest(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in runs.iterdir()) == ["t-4", "t-live", "u-0"]
     assert "removed 2 run directories" in r.stderr
+
+
+def test_an_unusable_workdir_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A --workdir that cannot hold run directories (here a file is in the way) gave a
+    traceback and exit 1."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = run_sedamp("run", str(TOPOLOGIES / "tiny.yaml"), "--workdir", str(blocker / "w"), "-q", env={"COUNT": "3"})
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: --workdir {blocker / 'w'}: cannot make run directories there: Not a directory"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,15 +155,19 @@ def run(
 
 
 def _check_workdir(workdir: Path) -> None:
-    """Exit 2 with one line when the run directories cannot be made under `workdir`
-    (a file in the way, no permission, a read-only file system), before anything starts."""
-    try:
-        (workdir / "runs").mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=workdir / "runs", prefix=".probe-")  # noqa: SIM115
-        probe.close()
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise fail(f"--workdir {workdir}: cannot make run directories there: {why}", EXIT_INVALID) from None
+    """Exit 2 with one line when run directories cannot be made under `workdir` (a file
+    in the way, a directory that cannot be written, a read-only file system), before
+    anything starts and without making anything."""
+    existing = (workdir / "runs").absolute()
+    while not existing.exists():
+        existing = existing.parent
+    why = None
+    if not existing.is_dir():
+        why = f"{existing} is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} cannot be written"
+    if why is not None:
+        raise fail(f"--workdir {workdir}: cannot make run directories there: {why}", EXIT_INVALID)
 
 
 def _keep_stdout_for_json() -> IO[str]:

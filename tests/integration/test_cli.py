@@ -187,4 +187,7 @@ def test_an_unusable_workdir_is_one_line_and_exit_2(tmp_path: Path) -> None:
     blocker.write_text("")
     r = run_sedamp("run", str(TOPOLOGIES / "tiny.yaml"), "--workdir", str(blocker / "w"), "-q", env={"COUNT": "3"})
     assert r.returncode == 2
-    assert r.stderr.strip() == f"error: --workdir {blocker / 'w'}: cannot make run directories there: Not a directory"
+    assert r.stderr.strip() == (
+        f"error: --workdir {blocker / 'w'}: cannot make run directories there: {blocker} is not a directory"
+    )
+    assert blocker.read_text() == ""

@@ -28,6 +28,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import inspect
+import itertools
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -91,6 +92,9 @@ class Failure:
 
 
 _PLAIN = frozenset({dict, list, str, int, float, bytes, bool, tuple})
+# Most events one handler call may emit: a generator is stopped past it and the event
+# fails, instead of holding every output in memory (10 million small outputs took 5 GB).
+MAX_OUTPUTS_PER_EVENT = 1_000_000
 
 
 def outputs_of(result: Any) -> list[Any]:
@@ -102,7 +106,13 @@ def outputs_of(result: Any) -> list[Any]:
     if isinstance(result, Many):
         return result.events
     if isinstance(result, Iterator):  # generators and other iterators: fan-out
-        return list(result)
+        out = list(itertools.islice(result, MAX_OUTPUTS_PER_EVENT + 1))
+        if len(out) > MAX_OUTPUTS_PER_EVENT:
+            raise ValueError(
+                f"the handler emitted more than {MAX_OUTPUTS_PER_EVENT:,} events for one event; "
+                "split the work over several input events"
+            )
+        return out
     return [result]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -161,3 +162,22 @@ def test_dead_letters_survive_events_json_cannot_key(tmp_path: Any) -> None:
     d.close()
     got = read_dead_letters(tmp_path / "d.jsonl")
     assert "b'k'" in got[0]["event"] and got[1]["event"] == {"b": {"$bytes": "AA=="}}
+
+
+def test_a_generator_is_stopped_past_the_outputs_limit() -> None:
+    """10 million small outputs of one event took 5 GB before the first was sent; a
+    generator is now stopped one past the limit and the event fails with a message."""
+    from sedamp.runtime.stage import MAX_OUTPUTS_PER_EVENT
+
+    pulled = 0
+
+    def endless() -> Iterator[int]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield pulled
+
+    with pytest.raises(ValueError, match="more than 1,000,000 events for one event"):
+        outputs_of(endless())
+    assert pulled == MAX_OUTPUTS_PER_EVENT + 1
+    assert len(outputs_of(iter(range(MAX_OUTPUTS_PER_EVENT)))) == MAX_OUTPUTS_PER_EVENT

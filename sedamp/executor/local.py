@@ -53,10 +53,7 @@ class LocalProc:
     @property
     def reason(self) -> str | None:
         """Why it ended when its exit code does not say: the launcher died under it."""
-        ex = self._executor
-        if ex._lost is None or self._pid not in ex._orphans:
-            return None
-        return f"died with the process launcher (pid {ex._lost_pid}), which {ex._lost}"
+        return self._executor.orphan_reason(self._pid)
 
     @property
     def sentinel(self) -> int:
@@ -196,6 +193,12 @@ class LocalExecutor:
                 self._live.discard(msg["exit"])
             elif "error" in msg:
                 raise LaunchError(msg["error"])
+
+    def orphan_reason(self, pid: int) -> str | None:
+        """Why process `pid` ended, if it died with the launcher (else None)."""
+        if self._lost is None or pid not in self._orphans:
+            return None
+        return f"died with the process launcher (pid {self._lost_pid}), which {self._lost}"
 
     def _launcher_gone(self) -> None:
         """The launcher's end of the report pipe closed: it died (it exits only when

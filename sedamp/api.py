@@ -31,7 +31,7 @@ __all__ = ["Pipeline", "load", "run"]
 # every key of a YAML stage but the kind and params (tests/test_api.py checks the two agree)
 STAGE_OPTIONS = (
     "to", "workers", "queue", "batch", "group", "on_error", "timeout_s", "max_events", "max_rss_mb", "dedupe",
-    "max_event_bytes", "description",
+    "max_event_bytes", "fuse", "description",
 )  # fmt: skip
 
 StageRef = str | Callable[..., Any]
@@ -156,7 +156,7 @@ class Pipeline:
     `base_dir`, the current directory or the installed packages; not the ``__main__``
     script). Their keyword arguments are the stage's params, except the stage options
     (`to`, `workers`, `queue`, `batch`, `group`, `on_error`, `timeout_s`,
-    `max_events`, `max_rss_mb`, `dedupe`, `max_event_bytes`, `description`), which take
+    `max_events`, `max_rss_mb`, `dedupe`, `max_event_bytes`, `fuse`, `description`), which take
     the values their YAML keys take: ``to="next"``, ``to=["a", "b"]``,
     ``to={"stage": "count", "key": "word"}``, ``workers=4``,
     ``workers={"min": 1, "max": "auto"}``, ``on_error={"retry": 2, "then": "skip"}``...
@@ -197,6 +197,7 @@ class Pipeline:
         max_rss_mb: int | None = None,
         dedupe: bool | None = None,
         max_event_bytes: int | None = None,
+        fuse: str | None = None,
         description: str | None = None,
         params: Mapping[str, Any] | None = None,
         **more_params: Any,
@@ -224,6 +225,7 @@ class Pipeline:
         max_rss_mb: int | None = None,
         dedupe: bool | None = None,
         max_event_bytes: int | None = None,
+        fuse: str | None = None,
         description: str | None = None,
         params: Mapping[str, Any] | None = None,
         **more_params: Any,
@@ -251,6 +253,7 @@ class Pipeline:
         max_rss_mb: int | None = None,
         dedupe: bool | None = None,
         max_event_bytes: int | None = None,
+        fuse: str | None = None,
         description: str | None = None,
         params: Mapping[str, Any] | None = None,
         **more_params: Any,

@@ -324,6 +324,9 @@ def print_summary(s: Summary) -> None:
         if shed:
             row += [f"{st.dropped:,}", f"{st.rejected:,}"]
         table.add_row(*row)
+    runs = s.fused_runs()
+    if runs:
+        table.caption = "ran fused, in one pool: " + ", ".join("+".join(r) for r in runs)
     console.print(table)
     if s.interrupted:
         console.print("interrupted")

@@ -52,6 +52,7 @@ die with the controller (PR_SET_PDEATHSIG) and check their parent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -75,7 +76,7 @@ from sedamp.errors import JournalError, LaunchError, WireError
 from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import journal, sockets, wire
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE
-from sedamp.spec import Topology
+from sedamp.spec import Topology, fusion
 
 __all__ = ["run_topology"]
 
@@ -83,12 +84,17 @@ log = logging.getLogger(__name__)
 
 
 def run_topology(topology: Topology, options: RunOptions | None = None) -> Summary:
-    """Run a topology to completion in this process (the controller) and summarise it."""
-    return _Controller(topology, options or RunOptions()).run()
+    """Run a topology to completion in this process (the controller) and summarise it.
+    Under ``policy: adaptive`` the chains that can be fused run fused (`spec.fusion`)."""
+    to_run, fused = fusion.plan(topology)
+    for f in fused:
+        log.info("stages %s -> %s: %s: %s", f.upstream, f.downstream, f.action, f.reason)
+    summary = _Controller(to_run, options or RunOptions(), [f.as_dict() for f in fused]).run()
+    return dataclasses.replace(summary, fusion=tuple(f.as_dict() for f in fused))
 
 
 class _Controller:
-    def __init__(self, topology: Topology, options: RunOptions) -> None:
+    def __init__(self, topology: Topology, options: RunOptions, fused: list[dict[str, str]]) -> None:
         self.top = topology
         self.opt = options
         self.cores = options.cores or topology.controller.cores or 0  # 0: the executor's (in run())
@@ -105,7 +111,7 @@ class _Controller:
         self.state = RunState()
         self.links = ControlLinks()
         self.roster = Roster(topology, self.state, self.links, options.executor)  # executor started in run()
-        self.recorder = Recorder(topology, self.roster)
+        self.recorder = Recorder(topology, self.roster, fused)
         self.t0 = self.recorder.t0
         self.metrics_file: IO[str] | None = None
         self.policy_state = policy.PolicyState()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +124,10 @@ class Period:
     load1: float
     stages: dict[str, StageRecord]
     decisions: list[dict[str, Any]]
+    fusion: list[dict[str, str]] = field(default_factory=list)  # the first record's: spec.fusion
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "t": self.t,
             "elapsed_s": self.elapsed_s,
             "final": self.final,
@@ -134,14 +135,18 @@ class Period:
             "stages": {name: r.as_dict() for name, r in self.stages.items()},
             "decisions": self.decisions,
         }
+        if self.fusion:
+            record["fusion"] = self.fusion
+        return record
 
 
 class Recorder:
     """Keeps what a period's record needs from the last: counters, samples, psutil."""
 
-    def __init__(self, top: Topology, roster: Roster) -> None:
+    def __init__(self, top: Topology, roster: Roster, fusion: list[dict[str, str]] | None = None) -> None:
         self.top = top
         self.roster = roster
+        self.fusion = fusion or []  # the fuse decisions, for the first record
         self.samples: dict[str, dict[str, list[Any]]] = {}
         self.ps: dict[int, psutil.Process] = {}
         self.last_counts: dict[str, dict[str, int]] = {}
@@ -211,7 +216,8 @@ class Recorder:
                 per_batch[pool.spec.name] = self._events_per_batch(pool)
             records[name] = self._stage_record(name, st, pool, counts[name], cores, dt, per_batch[pool.spec.name])
         self.last_record_t = now
-        return Period(t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions)
+        fusion, self.fusion = self.fusion, []
+        return Period(t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions, fusion)
 
     def _stage_record(
         self, name: str, st: Stage, pool: Stage, c: StageCounts, cores: int, dt: float, per_batch: float | None

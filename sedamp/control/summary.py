@@ -55,6 +55,7 @@ class Summary:
     failed: int  # events sent to the dead-letter file (handler failures and rejections)
     interrupted: bool
     error: str | None
+    fusion: tuple[dict[str, str], ...] = ()  # the runtime's fuse decisions (spec.fusion.Fusion.as_dict)
 
     @property
     def events_per_s(self) -> float:
@@ -69,6 +70,17 @@ class Summary:
         if self.failed:
             return EXIT_FAILED_EVENTS
         return EXIT_OK
+
+    def fused_runs(self) -> list[list[str]]:
+        """The chains of stages the runtime ran in one pool each, in chain order."""
+        nxt = {f["from"]: f["to"] for f in self.fusion if f["action"] == "fuse"}
+        runs = []
+        for head in [n for n in nxt if n not in nxt.values()]:
+            run = [head]
+            while run[-1] in nxt:
+                run.append(nxt[run[-1]])
+            runs.append(run)
+        return runs
 
     def stage(self, name: str) -> StageSummary:
         for s in self.stages:
@@ -89,4 +101,5 @@ class Summary:
             "error": self.error,
             "exit_code": self.exit_code,
             "stages": [s.__dict__ for s in self.stages],
+            "fusion": list(self.fusion),
         }

@@ -11,6 +11,7 @@ from pathlib import Path
 from sedamp.runtime import wire
 from sedamp.runtime.configs import MAX_BATCH_EVENTS, OutputConfig, QueueConfig, SourceConfig, WorkerConfig
 from sedamp.spec import StageSpec, Topology
+from sedamp.spec.fusion import FUSED_PREFIX
 
 # Events a source reads per PUT: large enough to amortise the per-message cost for
 # near-free events, small enough that a slow first stage still gets work to all its
@@ -120,6 +121,7 @@ def worker_config(top: Topology, spec: StageSpec, index: int, token: int, slot_p
                 "ref": m.ref,
                 "params": dict(m.params),
                 "on_error": (m.on_error.retry, m.on_error.backoff_s, m.on_error.then),
+                "crossing": (m.group or "").startswith(FUSED_PREFIX),
             }
             for m in chain[1:]
         ),

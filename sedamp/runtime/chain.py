@@ -61,6 +61,7 @@ class Link:
     n_failed: int = 0  # dead-lettered
     n_retried: int = 0  # calls made again after a failure
     n_skipped: int = 0  # failed and dropped (on_error: skip)
+    crossing: bool = False  # fused by the runtime: its input is what MessagePack would deliver
 
 
 def links_of(
@@ -74,7 +75,14 @@ def links_of(
     """The links of a worker: its own stage, then the rest of its group, each of `rest`
     a ``{"stage", "kind", "ref", "params"[, "on_error"]}``."""
     return [Link(stage, kind, HandlerRunner(ref, params), *on_error)] + [
-        Link(d["stage"], d["kind"], HandlerRunner(d["ref"], d["params"]), *d.get("on_error", NO_RETRY)) for d in rest
+        Link(
+            d["stage"],
+            d["kind"],
+            HandlerRunner(d["ref"], d["params"]),
+            *d.get("on_error", NO_RETRY),
+            crossing=d.get("crossing", False),
+        )
+        for d in rest
     ]
 
 
@@ -151,13 +159,15 @@ class Chain:
     def run(self, start: int, ids: list[Any], events: list[Any]) -> None:
         """Handle events from link `start` through the tail, then route the tail's
         outputs (a sink's are only counted). Inside a group, events pass from stage
-        to stage as Python objects: no serialization until they leave the process."""
+        to stage as Python objects (no serialization until they leave the process),
+        except into a stage the runtime fused, which gets what MessagePack would deliver."""
         # where each event sits in the lease: None = in lease order, [] = not known
         pos: list[int] | None = None if start == 0 else []
-        for link in self.links[start:-1]:
+        for i in range(start, len(self.links) - 1):
+            link = self.links[i]
             results = self._call(link, events, pos)
             link.n_in += len(events)
-            ids, events = self._fan_out(link, ids, events, results)
+            ids, events = self._fan_out(link, ids, events, results, self.links[i + 1].crossing)
             pos = []
             if not events:
                 return
@@ -179,8 +189,11 @@ class Chain:
         if self.journal is not None:  # before the ACK: what is journaled is written
             self.journal.add(eid for eid, res in zip(ids, results, strict=True) if not isinstance(res, Failure))
 
-    def _fan_out(self, link: Link, ids: list[Any], events: list[Any], results: Results) -> tuple[list[Any], list[Any]]:
-        """The ids and events the next link gets from `link`'s results."""
+    def _fan_out(
+        self, link: Link, ids: list[Any], events: list[Any], results: Results, crossing: bool = False
+    ) -> tuple[list[Any], list[Any]]:
+        """The ids and events the next link gets from `link`'s results (`crossing`: as
+        MessagePack would deliver them)."""
         next_ids: list[Any] = []
         next_events: list[Any] = []
         for eid, ev, res in zip(ids, events, results, strict=True):
@@ -193,6 +206,35 @@ class Chain:
                 next_ids.extend(f"{eid}.{i}" for i in range(len(res)))
             next_events.extend(res)
             link.n_out += len(res)
+        if crossing and next_events:
+            crossed = wire.roundtrip(next_events)
+            if crossed is None:
+                return self._cross_each(link, ids, events, results)
+            next_events = crossed
+        return next_ids, next_events
+
+    def _cross_each(
+        self, link: Link, ids: list[Any], events: list[Any], results: Results
+    ) -> tuple[list[Any], list[Any]]:
+        """A fused boundary some output cannot cross: as a router would, dead-letter the
+        event that made it (its failures were dealt with by `_fan_out`)."""
+        next_ids: list[Any] = []
+        next_events: list[Any] = []
+        for eid, ev, res in zip(ids, events, results, strict=True):
+            if isinstance(res, Failure):
+                continue
+            try:
+                crossed = [wire.unpack_event(wire.pack_event(out)) for out in res]
+            except WireError as exc:
+                link.n_out -= len(res)
+                message = f"stage {link.stage!r} returned an event that cannot be sent: {exc}"
+                self._dead(link, eid, "WireError", message, None, ev)
+                continue
+            if len(res) == 1:
+                next_ids.append(eid)
+            else:
+                next_ids.extend(f"{eid}.{i}" for i in range(len(res)))
+            next_events.extend(crossed)
         return next_ids, next_events
 
     def _route(self, ids: list[Any], events: list[Any], results: Results) -> None:

@@ -188,6 +188,25 @@ def pack_all(events: Sequence[Any], limit: int = MAX_EVENT_BYTES) -> list[bytes]
     return packed
 
 
+def roundtrip(events: list[Any]) -> list[Any] | None:
+    """The events as a receiver decodes them (a tuple becomes a list, ...), at C speed:
+    what a fused stage boundary hands on (`sedamp.spec.fusion`). None if any event
+    cannot be packed or is over MAX_EVENT_BYTES (`pack_event` then tells which)."""
+    try:
+        packed = _packb(events)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if len(packed) > MAX_EVENT_BYTES and any(len(_packb(e)) > MAX_EVENT_BYTES for e in events):
+        return None
+    decoded: list[Any] = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    return decoded
+
+
+def unpack_event(packed: bytes) -> Any:
+    """One event packed by `pack_event`, decoded."""
+    return msgpack.unpackb(packed, raw=False, strict_map_key=False)
+
+
 def pack_events(events: Iterable[Any]) -> tuple[bytes, list[int]]:
     """Pack events into one body; returns the body and the cumulative end offsets."""
     return join_packed([pack_event(e) for e in events])

@@ -21,11 +21,13 @@ from sedamp.runtime import wire
 from sedamp.spec.keys import EDGE_KEYS, ON_ERROR_KEYS, QUEUE_KEYS, STAGE_KEYS, WORKERS_KEYS
 from sedamp.spec.model import (
     DEFAULT_CAPACITY_EVENTS,
+    FUSE_CHOICES,
     KINDS,
     MAX_BATCH,
     ON_ERROR_THEN,
     ON_FULL_CHOICES,
     Edge,
+    FuseChoice,
     OnErrorSpec,
     QueueSpec,
     StageKind,
@@ -69,6 +71,7 @@ class StageDraft:
     max_rss_mb: int | None = None
     dedupe: bool = False
     max_event_bytes: int | None = None
+    fuse: FuseChoice = "auto"
 
 
 def check_stage(p: Problems, key: Any, raw: Any) -> StageDraft:
@@ -104,6 +107,9 @@ def check_stage(p: Problems, key: Any, raw: Any) -> StageDraft:
         p.string((*path, "description"), raw["description"], "a string")
     draft.edges, draft.to_ok = _edges(p, (*path, "to"), raw.get("to"))
     _reliability(p, path, raw, draft)
+    if raw.get("fuse") is not None:
+        fuse: Any = p.choice((*path, "fuse"), raw["fuse"], FUSE_CHOICES)
+        draft.fuse = fuse or "auto"
     return draft
 
 

@@ -19,7 +19,7 @@ __all__ = [
 TOP_KEYS = ("name", "description", "stages", "controller")
 STAGE_KEYS = (
     "source", "handler", "sink", "params", "workers", "queue", "batch", "to", "group", "description",
-    "on_error", "timeout_s", "max_events", "max_rss_mb", "dedupe", "max_event_bytes",
+    "on_error", "timeout_s", "max_events", "max_rss_mb", "dedupe", "max_event_bytes", "fuse",
 )  # fmt: skip
 ON_ERROR_KEYS = ("retry", "backoff_s", "then")
 # set on a group's first stage only: they act on the worker process the group shares

@@ -20,6 +20,8 @@ __all__ = [
     "ControllerSpec",
     "Edge",
     "ExecutorName",
+    "FUSE_CHOICES",
+    "FuseChoice",
     "OnErrorSpec",
     "OnErrorThen",
     "OnFull",
@@ -38,6 +40,8 @@ PolicyName = Literal["adaptive", "static"]
 OnErrorThen = Literal["dead_letter", "skip", "fail"]
 Transport = Literal["ipc", "tcp"]
 ExecutorName = Literal["local", "ray"]
+FuseChoice = Literal["auto", "never"]
+FUSE_CHOICES: tuple[FuseChoice, ...] = ("auto", "never")
 EXECUTOR_CHOICES: tuple[ExecutorName, ...] = ("local", "ray")
 KINDS: tuple[StageKind, ...] = ("source", "handler", "sink")
 ON_FULL_CHOICES: tuple[OnFull, ...] = ("block", "reject", "drop")
@@ -113,6 +117,8 @@ class StageSpec:
     max_rss_mb: int | None = None  # a worker whose memory grew past this is replaced
     dedupe: bool = False  # sinks: handle each event id once, even when redelivered
     max_event_bytes: int | None = None  # outputs larger than this are dead-lettered
+    fuse: FuseChoice = "auto"  # "never": the runtime never fuses it with a neighbour (spec.fusion)
+    given: frozenset[str] = frozenset()  # the keys the topology file set on this stage
 
 
 @dataclass(frozen=True)

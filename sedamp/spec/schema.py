@@ -30,6 +30,7 @@ from sedamp.runtime import wire
 from sedamp.spec.model import (
     DEFAULT_CAPACITY_EVENTS,
     EXECUTOR_CHOICES,
+    FUSE_CHOICES,
     MAX_BATCH,
     ON_ERROR_THEN,
     ON_FULL_CHOICES,
@@ -226,6 +227,11 @@ _STAGE_PROPERTIES: dict[str, Any] = {
         f"An output event larger than this many bytes (packed) is dead-lettered (default and ceiling "
         f"{wire.MAX_EVENT_BYTES}, 16 MiB).",
         _or_var(_int(1, wire.MAX_EVENT_BYTES)),
+    ),
+    "fuse": _optional(
+        "auto (the default): under policy: adaptive the runtime may run this stage in one pool with its "
+        "neighbours in a chain (docs/controller.md, Stage domains); never: it always keeps its own pool.",
+        _or_var({"enum": list(FUSE_CHOICES)}),
     ),
 }
 _NOT_ON_SOURCE = ("on_error", "timeout_s", "max_events", "max_rss_mb", "group")

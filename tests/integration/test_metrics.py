@@ -31,8 +31,16 @@ def test_metrics_stream(tmp_path: Path) -> None:
     assert len(lines) >= 3, "expected a record per period and a final one"
     assert lines[-1]["final"] is True and not any(r["final"] for r in lines[:-1])
     assert [r["elapsed_s"] for r in lines] == sorted(r["elapsed_s"] for r in lines)
+    # the first record says what the runtime fused, and why not (burn sets its pools)
+    assert {(f["from"], f["to"], f["action"]) for f in lines[0]["fusion"]} == {
+        ("a", "b", "apart"),
+        ("b", "c", "apart"),
+        ("c", "collect", "apart"),
+    }
+    assert "'b' sets workers" in lines[0]["fusion"][0]["reason"]
     for r in lines:
-        assert set(r) == {"t", "elapsed_s", "final", "system", "stages", "decisions"}
+        assert set(r) - {"fusion"} == {"t", "elapsed_s", "final", "system", "stages", "decisions"}
+        assert r is lines[0] or "fusion" not in r
         assert r["system"]["cores"] >= 1
         assert set(r["stages"]) == {"seeds", "a", "b", "c", "collect"}
         for st in r["stages"].values():

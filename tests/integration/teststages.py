@@ -282,3 +282,14 @@ def chatty(event: dict[str, Any]) -> dict[str, Any]:
     """Prints a line for each event (user code that writes to stdout)."""
     print(f"chatty saw {event['n']}", flush=True)
     return event
+
+
+def pair_or_handle(event: dict[str, Any], modulo: int) -> dict[str, Any]:
+    """A tuple in the event, or (every `modulo`-th) a value MessagePack cannot carry."""
+    if event["n"] % modulo == 0:
+        return {"n": event["n"], "handle": object()}
+    return {"n": event["n"], "pair": (event["n"], -event["n"])}
+
+
+def type_of_pair(event: dict[str, Any]) -> dict[str, Any]:
+    return {"n": event["n"], "pair": event["pair"], "type": type(event["pair"]).__name__}

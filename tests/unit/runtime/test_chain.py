@@ -54,7 +54,13 @@ def user_module() -> Iterator[types.ModuleType]:
         def finish(self) -> list[int]:
             return sedamp.Many([self.n])  # type: ignore[return-value]
 
-    for f in (split, double, keyed, fail_on_3, flaky, Count):
+    def as_tuple(event: Any) -> Any:
+        return {"pair": (event, event), 3: "int key"} if event != 0 else {"bad": {1, 2}}
+
+    def describe(event: Any) -> str:
+        return repr(event)
+
+    for f in (split, double, keyed, fail_on_3, flaky, Count, as_tuple, describe):
         setattr(m, f.__name__, f)
     sys.modules["chainstages"] = m
     yield m
@@ -90,8 +96,11 @@ def stop(message: str, fail: Failure) -> NoReturn:
 def chain_of(
     tmp_path: Path, *stages: tuple[str, str, str, tuple[int, float, str]], **kw: Any
 ) -> tuple[Chain, FakeRouter, list[float]]:
+    crossing = kw.pop("crossing", False)
     (first, kind, ref, on_error), *rest = stages
-    rest_dicts = tuple({"stage": s, "kind": k, "ref": r, "params": {}, "on_error": e} for s, k, r, e in rest)
+    rest_dicts = tuple(
+        {"stage": s, "kind": k, "ref": r, "params": {}, "on_error": e, "crossing": crossing} for s, k, r, e in rest
+    )
     links = links_of(first, kind, ref, {}, on_error, rest_dicts)
     slept: list[float] = []
     chain = Chain(links, DeadLetters(tmp_path / "dead.jsonl"), stop, sleep=slept.append, **kw)
@@ -115,6 +124,24 @@ def test_a_group_passes_objects_from_stage_to_stage_and_names_a_fan_out(tmp_path
     chain.run(0, [7, 8], [1, 2])
     assert router.routed == [("7.0", 2), ("7.1", 202), ("8.0", 4), ("8.1", 204)]
     assert [counts(link) for link in chain.links] == [[2, 4, 0, 0, 0], [4, 4, 0, 0, 0]]
+
+
+def test_a_boundary_the_runtime_fused_hands_on_what_messagepack_would(tmp_path: Path) -> None:
+    """Fusing never changes results: into a stage fused by the runtime, a tuple arrives as
+    a list, as it would from a queue; an output that could not be sent is dead-lettered
+    at the stage that made it, as a router would. A hand-made group passes objects."""
+    stages = (("a", "handler", "chainstages:as_tuple", NO), ("b", "handler", "chainstages:describe", NO))
+    fused, router, _ = chain_of(tmp_path, *stages, crossing=True)
+    fused.run(0, [0, 1], [0, 1])
+    assert router.routed == [(1, "{'pair': [1, 1], 3: 'int key'}")]
+    [dead] = read_dead_letters(tmp_path / "dead.jsonl")
+    assert (dead["stage"], dead["event_id"], dead["error_type"]) == ("a", 0, "WireError")
+    assert dead["message"].startswith("stage 'a' returned an event that cannot be sent: cannot serialize")
+    assert [counts(link) for link in fused.links] == [[2, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
+    (tmp_path / "g").mkdir()
+    grouped, router, _ = chain_of(tmp_path / "g", *stages)
+    grouped.run(0, [1], [1])
+    assert router.routed == [(1, "{'pair': (1, 1), 3: 'int key'}")]
 
 
 def test_failures_follow_on_error_dead_letter_skip_and_fail(tmp_path: Path) -> None:

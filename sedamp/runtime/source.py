@@ -154,7 +154,7 @@ class _Source:
                     error_type=type(exc).__name__,
                     message=f"source {self.cfg.stage!r} yielded an event that cannot be sent: {exc}",
                     traceback=None,
-                    event=repr(ev),
+                    event=ev,  # bytes as {"$bytes": base64}, not a repr several times its size
                 )
 
     def _poll(self, timeout_ms: int) -> None:

@@ -24,6 +24,7 @@ import zmq
 import zmq.asyncio
 
 import sedamp
+from sedamp.runtime import wire
 from sedamp.runtime.stage import load_ref
 from stages.http.admission import Admission, RouteLimits
 
@@ -34,23 +35,32 @@ log = logging.getLogger("sedamp.http")
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
+    417: "Expectation Failed",
     431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
     503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 }  # fmt: skip
 MAX_HEADER_BYTES = 16 * 1024
+# The largest body one request event can carry: the event limit, less room for the
+# request's other fields (its headers are at most MAX_HEADER_BYTES). A larger body is
+# refused with 413 before it is read, whatever max_body_bytes says.
+BODY_CEILING = wire.MAX_EVENT_BYTES - 4 * MAX_HEADER_BYTES
+# Set by the runtime in every process of a local run: it makes the reply socket the run's own.
+RUN_TOKEN_VAR = "SEDAMP_RUN"
 IDLE_WAIT_S = 0.1  # how long an idle front end waits for a request before saying IDLE
 REPORT_S = 5.0  # how often each route's admission is logged (INFO)
 
 
 def reply_endpoint(port: int) -> str:
     """Where the front end on `port` takes responses: a socket in a directory only this
-    user can enter."""
+    user can enter, named for the port and the run (so that another service, even on
+    the same port, can never take this one's replies); the front end removes it at exit."""
     d = Path(tempfile.gettempdir()) / f"sedamp-http-{os.getuid()}"
     d.mkdir(mode=0o700, exist_ok=True)
     st = d.stat()
     if st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise PermissionError(f"{d} must be owned by this user with mode 0700")
-    return f"ipc://{d}/{int(port)}.sock"
+    run = os.environ.get(RUN_TOKEN_VAR, "")
+    return f"ipc://{d}/{int(port)}{'-' + run if run else ''}.sock"
 
 
 def response(
@@ -165,7 +175,7 @@ class HttpFrontend:
         self.classes = list(classes or [])
         self.default_class = int(default_class)
         self.timeout_s = float(timeout_s)
-        self.max_body = int(max_body_bytes)
+        self.max_body = min(int(max_body_bytes), BODY_CEILING)
         self.header_timeout_s = float(header_timeout_s)
         self.keepalive_s = float(keepalive_s)
         self.max_connections = int(max_connections)
@@ -224,12 +234,14 @@ class HttpFrontend:
         self._loop.run_forever()
 
     async def _start(self) -> None:
-        self._zctx = zmq.asyncio.Context()
-        self._pull = self._zctx.socket(zmq.PULL)
-        self._pull.bind(reply_endpoint(self.port))
+        # the port first: a second service on a port in use must fail before it binds anything
         self._server = await asyncio.start_server(
             self._connection, self.host, self.port, limit=MAX_HEADER_BYTES, reuse_address=True
         )
+        self._zctx = zmq.asyncio.Context()
+        self._pull = self._zctx.socket(zmq.PULL)
+        self._reply = reply_endpoint(self.port)
+        self._pull.bind(self._reply)
         self._receiver = asyncio.ensure_future(self._receive())
         self._reporter = asyncio.ensure_future(self._report())
 
@@ -329,13 +341,21 @@ class HttpFrontend:
         if length > self.max_body:
             await self._write(writer, 413, {}, f"body over {self.max_body} bytes\n".encode(), close=True)
             return False
+        expect = headers.get("expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                await self._write(writer, 417, {}, b"the only expectation served is 100-continue\n", close=True)
+                return False
+            if length:
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
         try:
             body = await asyncio.wait_for(reader.readexactly(length), self.header_timeout_s) if length else b""
         except TimeoutError:
             await self._write(writer, 408, {}, b"body not received in time\n", close=True)
             return False
         status, rheaders, rbody = await self._dispatch(method, target, headers, body, client)
-        await self._write(writer, status, rheaders, rbody, close=not keep or self._closing)
+        await self._write(writer, status, rheaders, rbody, close=not keep or self._closing, head=method == "HEAD")
         return keep
 
     async def _dispatch(
@@ -351,7 +371,7 @@ class HttpFrontend:
             hit = path.startswith(r["path"]) if r.get("prefix") else path == r["path"]
             if not hit:
                 continue
-            if r["method"] in ("*", method):
+            if r["method"] in ("*", method) or (method == "HEAD" and r["method"] == "GET"):
                 route = r["route"]
                 break
             allowed.append(r["method"])
@@ -398,8 +418,15 @@ class HttpFrontend:
         return self.default_class
 
     async def _write(
-        self, writer: asyncio.StreamWriter, status: int, headers: dict[str, str], body: bytes, close: bool
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        close: bool,
+        head: bool = False,
     ) -> None:
+        """Write a response; to HEAD, its head only (with the length the body would have)."""
         self.counts[status] = self.counts.get(status, 0) + 1
         lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
         hdrs = {k.lower(): v for k, v in headers.items()}
@@ -407,7 +434,7 @@ class HttpFrontend:
         hdrs["content-length"] = str(len(body))
         hdrs["connection"] = "close" if close else "keep-alive"
         lines += [f"{k}: {v}" for k, v in hdrs.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
         await writer.drain()
 
     # ------------------------------------------------------------ the end
@@ -428,6 +455,7 @@ class HttpFrontend:
             self._reporter.cancel()
             self._pull.close(0)
             self._zctx.term()
+            Path(self._reply.removeprefix("ipc://")).unlink(missing_ok=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(self.timeout_s + 5)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -447,8 +475,11 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     method, target, version = parts
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise _BadRequest(400 if not version.startswith("HTTP/") else 505, f"unsupported version {version[:16]!r}")
+    if target.startswith(("http://", "https://")):  # absolute form (RFC 9112, 3.2.2)
+        parts = urlsplit(target)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not target.startswith("/"):
-        raise _BadRequest(400, "the target must be a path")
+        raise _BadRequest(400, "the target must be a path or an absolute URL")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if not line:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +26,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def topology(tmp: Path, port: int) -> Path:
+def topology(tmp: Path, port: int, host: str = "127.0.0.1", max_body: int = 1000) -> Path:
     path = tmp / "http.yaml"
     path.write_text(
         f"""name: http-test
@@ -33,14 +35,16 @@ stages:
     source: stages.http:HttpFrontend
     params:
       port: {port}
+      host: {host}
       routes:
         - {{path: /echo, route: echo}}
+        - {{path: /get, route: echo, method: GET}}
         - {{path: /boom, route: boom, method: GET}}
         - {{path: /sleep, route: sleep, method: GET}}
       limits:
         sleep: {{max_inflight: 2}}
       timeout_s: 1.5
-      max_body_bytes: 1000
+      max_body_bytes: {max_body}
       header_timeout_s: 0.5
       keepalive_s: 2
     to:
@@ -155,6 +159,66 @@ def test_large_malformed_and_slow_requests(server: int) -> None:
     assert ask(server, get("/echo"))[0] == 200  # the server is fine
 
 
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    """curl, verbose (the exchange is on stderr), failing the test rather than hanging."""
+    return subprocess.run(["curl", "-sS", "-v", *args], capture_output=True, text=True, timeout=20)
+
+
+def test_http11_as_curl_speaks_it(server: int, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{server}"
+    body = tmp_path / "body"
+    body.write_bytes(b"x" * 800)
+    # Expect: 100-continue is answered (curl would otherwise wait 30 s, past the timeout)
+    r = curl("-H", "Expect: 100-continue", "--expect100-timeout", "30", "--data-binary", f"@{body}", f"{url}/echo")
+    assert r.returncode == 0 and r.stdout == "x" * 800, r.stderr
+    assert "< HTTP/1.1 100 Continue" in r.stderr
+    # ... and a body over the limit is refused before it is sent
+    body.write_bytes(b"x" * 5000)
+    r = curl("--expect100-timeout", "30", "-H", "Expect: 100-continue", "--data-binary", f"@{body}", f"{url}/echo")
+    assert "< HTTP/1.1 413" in r.stderr and "100 Continue" not in r.stderr, r.stderr
+    r = curl("-H", "Expect: teapot", f"{url}/echo")
+    assert "< HTTP/1.1 417" in r.stderr
+    # HEAD works where GET does: the head, with the body's length, and no body
+    r = curl("-I", f"{url}/get")
+    assert "< HTTP/1.1 200" in r.stderr and "< content-length: 4" in r.stderr and "x-route: echo" in r.stdout
+    # the absolute form of the request target (what a client sends to a proxy)
+    r = curl("--request-target", f"{url}/echo?x=1", f"{url}/")
+    assert r.returncode == 0 and r.stdout == "/echo", r.stderr
+
+
+def test_a_reply_channel_belongs_to_its_run(tmp_path: Path) -> None:
+    """Two services on one port (two addresses) each get their own replies, a body larger
+    than an event can carry is refused up front whatever max_body_bytes says, and no
+    reply socket is left behind."""
+    port = free_port()
+    runs = []
+    for host in ("127.0.0.1", "127.0.0.2"):
+        d = tmp_path / host
+        d.mkdir()
+        runs.append(start_run(topology(d, port, host=host, max_body=64 << 20), d / "w"))
+    try:
+        for host in ("127.0.0.1", "127.0.0.2"):
+            wait_until(lambda h=host: _listening(port, h), 30, f"the front end on {host}")
+        for _ in range(20):
+            for host in ("127.0.0.1", "127.0.0.2"):
+                r = curl(f"http://{host}:{port}/echo?from={host}", "-H", f"x-host: {host}")
+                assert r.returncode == 0 and r.stdout == "/echo", r.stderr
+        big = tmp_path / "big"
+        big.write_bytes(b"x" * (17 << 20))
+        r = curl("--expect100-timeout", "30", "--data-binary", f"@{big}", f"http://127.0.0.1:{port}/echo")
+        assert "< HTTP/1.1 413" in r.stderr and "100 Continue" not in r.stderr, r.stderr[-2000:]
+    finally:
+        for proc in runs:
+            proc.send_signal(signal.SIGINT)
+        for proc in runs:
+            _, stderr = proc.communicate(timeout=30)
+            assert proc.returncode == 130, stderr
+    sockets = Path(tempfile.gettempdir()) / f"sedamp-http-{os.getuid()}"
+    assert not list(sockets.glob(f"{port}*.sock"))
+    dead = [p for h in ("127.0.0.1", "127.0.0.2") for p in (tmp_path / h / "w").rglob("dead-letters.jsonl")]
+    assert not [p for p in dead if p.stat().st_size], "nothing was dead-lettered"
+
+
 def test_overload_gets_explicit_answers_and_nothing_hangs(server: int) -> None:
     """Far more concurrent requests than the route admits: each one is answered, 200 or
     503 with Retry-After, and none is left hanging."""
@@ -189,9 +253,9 @@ def test_ctrl_c_answers_what_is_in_flight(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        socket.create_connection((host, port), timeout=1).close()
         return True
     except OSError:
         return False

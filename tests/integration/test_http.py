@@ -42,7 +42,7 @@ stages:
         - {{path: /boom, route: boom, method: GET}}
         - {{path: /sleep, route: sleep, method: GET}}
       limits:
-        sleep: {{max_inflight: 2}}
+        sleep: {{max_inflight: 4}}
       timeout_s: 1.5
       max_body_bytes: {max_body}
       header_timeout_s: 0.5
@@ -141,6 +141,17 @@ def test_a_failing_handler_is_a_500_naming_no_internals(server: int) -> None:
 def test_a_late_answer_is_a_504(server: int) -> None:
     status, _, body = ask(server, get("/sleep?s=3"))
     assert status == 504 and b"1.5 s" in body
+
+
+def test_a_request_past_its_deadline_is_not_handled(server: int, tmp_path: Path) -> None:
+    """Four requests of 2 s on a route of two workers with timeout_s 1.5: the first two
+    run and are answered 504; the two left queued are past their deadline when a worker
+    takes them, and are dropped without running (nobody waits for their answer)."""
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: ask(server, get("/sleep?s=2"), 30)[0], range(4)))
+    assert answers == [504] * 4
+    wait_until(lambda: stage_count(tmp_path / "w", "sleep") == 4, 30, "the four requests to reach the handler")
+    assert stage_count(tmp_path / "w", "sleep", "events_out") == 2
 
 
 def test_large_malformed_and_slow_requests(server: int) -> None:

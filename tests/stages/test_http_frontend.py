@@ -27,3 +27,23 @@ def test_a_body_is_never_larger_than_an_event_can_carry() -> None:
 def test_the_origin_and_absolute_forms_are_read(target: str, path: str) -> None:
     head = f"GET {target} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
     assert frontend._parse_head(head)[1] == path
+
+
+def test_a_504_is_a_latency_sample_for_the_p90_controller() -> None:
+    """A request answered 504 took at least timeout_s: the route's p90 controller must
+    see that, or a route whose requests all time out looks fast to it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fe = frontend.HttpFrontend()
+    fe.setup(port=port, routes=[{"path": "/", "route": "r"}], limits={"r": {"target_p90_ms": 50}}, timeout_s=0.2)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")  # nothing handles it: 504 after 0.2 s
+            assert c.recv(100).startswith(b"HTTP/1.1 504")
+        controller = fe.admission["r"].controller
+        assert controller is not None and controller.samples == [pytest.approx(0.2)]
+    finally:
+        fe.teardown()

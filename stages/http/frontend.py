@@ -48,6 +48,11 @@ BODY_CEILING = wire.MAX_EVENT_BYTES - 4 * MAX_HEADER_BYTES
 RUN_TOKEN_VAR = "SEDAMP_RUN"
 IDLE_WAIT_S = 0.1  # how long an idle front end waits for a request before saying IDLE
 REPORT_S = 5.0  # how often each route's admission is logged (INFO)
+# Refusals are paced per connection: after its k-th refusal in a row a connection's next
+# request is read only refusal_pace_ms x k later (at most MAX_PACE_S), so a client that
+# ignores Retry-After is slowed by TCP itself and refusing costs the front end little CPU
+# at any offered rate; after close_after_refusals in a row the connection is closed.
+MAX_PACE_S = 1.0
 
 
 def reply_endpoint(port: int) -> str:
@@ -159,6 +164,9 @@ class HttpFrontend:
         timeout_s: a request unanswered this long gets 504.
         max_body_bytes, header_timeout_s (time to send a request), keepalive_s (idle time
         between requests), max_connections.
+        refusal_pace_ms, close_after_refusals: after its k-th refusal in a row, a
+            connection's next request is read refusal_pace_ms x k later (at most 1 s);
+            after close_after_refusals in a row it is closed (defaults 50 and 20).
     """
 
     def setup(
@@ -175,6 +183,8 @@ class HttpFrontend:
         keepalive_s: float = 5.0,
         max_connections: int = 1024,
         idle_ms: float = 2.0,
+        refusal_pace_ms: float = 50.0,
+        close_after_refusals: int = 20,
     ) -> None:
         self.port = int(port)
         self.host = host
@@ -191,6 +201,8 @@ class HttpFrontend:
         self.keepalive_s = float(keepalive_s)
         self.max_connections = int(max_connections)
         self.idle_s = float(idle_ms) / 1000
+        self.pace_s = float(refusal_pace_ms) / 1000
+        self.close_after = max(1, int(close_after_refusals))
         self.admission: dict[str, Admission] = {}
         for name in {r["route"] for r in self.routes}:
             spec = dict((limits or {}).get(name, {}))
@@ -306,57 +318,64 @@ class HttpFrontend:
                 await self._write(writer, 503, {"retry-after": "1"}, b"too many connections\n", close=True)
                 return
             first = True
+            refusals = 0  # in a row, on this connection
             while not self._closing:
-                keep = await self._one(reader, writer, client, first)
+                keep, refused = await self._one(reader, writer, client, first, refusals)
                 first = False
                 if not keep:
                     break
+                refusals = refusals + 1 if refused else 0
+                if refusals:
+                    await asyncio.sleep(min(MAX_PACE_S, self.pace_s * refusals))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self._connections -= 1
             writer.close()
 
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str, first: bool) -> bool:
-        """Serve one request; False when the connection should close."""
+    async def _one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str, first: bool, refusals: int = 0
+    ) -> tuple[bool, bool]:
+        """Serve one request: whether to keep the connection, and whether admission refused
+        it (after `refusals` refusals in a row already)."""
         wait = self.header_timeout_s if first else self.keepalive_s
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
         except TimeoutError:
             if first:
                 await self._write(writer, 408, {}, b"request not received in time\n", close=True)
-            return False
+            return False, False
         except asyncio.IncompleteReadError as exc:
             if exc.partial.strip():
                 await self._write(writer, 400, {}, b"incomplete request\n", close=True)
-            return False
+            return False, False
         except asyncio.LimitOverrunError:
             await self._write(writer, 431, {}, b"request headers too large\n", close=True)
-            return False
+            return False, False
         try:
             method, target, version, headers = _parse_head(head)
         except _BadRequest as exc:
             await self._write(writer, exc.status, {}, f"{exc}\n".encode(), close=True)
-            return False
+            return False, False
         keep = _keep_alive(version, headers)
         if "transfer-encoding" in headers:
             await self._write(writer, 411, {}, b"send a content-length, not a chunked body\n", close=True)
-            return False
+            return False, False
         try:
             length = int(headers.get("content-length", "0"))
             if length < 0:
                 raise ValueError
         except ValueError:
             await self._write(writer, 400, {}, b"bad content-length\n", close=True)
-            return False
+            return False, False
         if length > self.max_body:
             await self._write(writer, 413, {}, f"body over {self.max_body} bytes\n".encode(), close=True)
-            return False
+            return False, False
         expect = headers.get("expect")
         if expect is not None:
             if expect.lower() != "100-continue":
                 await self._write(writer, 417, {}, b"the only expectation served is 100-continue\n", close=True)
-                return False
+                return False, False
             if length:
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 await writer.drain()
@@ -364,10 +383,13 @@ class HttpFrontend:
             body = await asyncio.wait_for(reader.readexactly(length), self.header_timeout_s) if length else b""
         except TimeoutError:
             await self._write(writer, 408, {}, b"body not received in time\n", close=True)
-            return False
+            return False, False
         status, rheaders, rbody = await self._dispatch(method, target, headers, body, client)
+        refused = status == 503
+        if refused and refusals + 1 >= self.close_after:
+            keep = False  # a client that keeps ignoring Retry-After
         await self._write(writer, status, rheaders, rbody, close=not keep or self._closing, head=method == "HEAD")
-        return keep
+        return keep, refused
 
     async def _dispatch(
         self, method: str, target: str, headers: dict[str, str], body: bytes, client: str

@@ -39,19 +39,25 @@ stages:
       routes:
         - {{path: /echo, route: echo}}
         - {{path: /get, route: echo, method: GET}}
+        - {{path: /paced, route: paced}}
         - {{path: /boom, route: boom, method: GET}}
         - {{path: /sleep, route: sleep, method: GET}}
       limits:
         sleep: {{max_inflight: 4}}
+        paced: {{rate: 0.001, burst: 1}}
       timeout_s: 1.5
       max_body_bytes: {max_body}
       header_timeout_s: 0.5
       keepalive_s: 2
+      refusal_pace_ms: 1
+      close_after_refusals: 5
     to:
       - {{stage: echo, when: {{route: echo}}}}
+      - {{stage: paced, when: {{route: paced}}}}
       - {{stage: boom, when: {{route: boom}}}}
       - {{stage: sleep, when: {{route: sleep}}}}
   echo: {{handler: stages.http:Call, params: {{func: "{T}:http_echo"}}, to: respond}}
+  paced: {{handler: stages.http:Call, params: {{func: "{T}:http_echo"}}, to: respond}}
   boom: {{handler: stages.http:Call, params: {{func: "{T}:http_boom"}}, to: respond}}
   sleep:
     handler: stages.http:Call
@@ -154,6 +160,20 @@ def test_a_request_past_its_deadline_is_not_handled(server: int, tmp_path: Path)
     assert stage_count(tmp_path / "w", "sleep", "events_out") == 2
 
 
+def test_a_client_that_ignores_refusals_is_paced_then_closed(server: int) -> None:
+    """/paced admits one request (a token bucket of one, refilled every 1,000 s): a client
+    that keeps asking on one connection is refused, paced, and closed at the fifth refusal."""
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+        s.sendall(get("/paced"))
+        assert read_response(s)[0] in (200, 504)  # admitted (504 only if the machine is very slow)
+        for k in range(1, 6):
+            s.sendall(get("/paced"))
+            status, headers, _ = read_response(s)
+            assert (status, headers["connection"]) == (503, "close" if k == 5 else "keep-alive")
+        assert s.recv(1) == b""  # closed
+    assert ask(server, get("/echo"))[0] == 200  # other clients are served
+
+
 def test_large_malformed_and_slow_requests(server: int) -> None:
     assert ask(server, b"POST /echo HTTP/1.1\r\ncontent-length: 5000\r\n\r\n")[0] == 413
     assert ask(server, b"GARBAGE\r\n\r\n")[0] == 400
@@ -210,6 +230,8 @@ def test_a_reply_channel_belongs_to_its_run(tmp_path: Path) -> None:
     try:
         for host in ("127.0.0.1", "127.0.0.2"):
             wait_until(lambda h=host: _listening(port, h), 30, f"the front end on {host}")
+            url = f"http://{host}:{port}/echo"
+            wait_until(lambda u=url: curl(u).stdout == "/echo", 60, f"{host} to answer")  # pools started
         for _ in range(20):
             for host in ("127.0.0.1", "127.0.0.2"):
                 r = curl(f"http://{host}:{port}/echo?from={host}", "-H", f"x-host: {host}")

@@ -52,6 +52,7 @@ die with the controller (PR_SET_PDEATHSIG) and check their parent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -60,20 +61,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import zmq
 
 from sedamp.control import commands, policy
 from sedamp.control.ports import ControlLinks, Ports
 from sedamp.control.recorder import Period, Recorder
-from sedamp.control.roster import Roster, RunState, watch_deadlines, watch_silence
+from sedamp.control.roster import Child, Roster, RunState, watch_deadlines, watch_silence
 from sedamp.control.rundir import KEEP_RUNS, make_run_dir, prune_runs
 from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
-from sedamp.errors import JournalError, LaunchError, WireError
+from sedamp.errors import JournalError, LaunchError, StorageError, WireError
 from sedamp.executor.local import LocalExecutor
-from sedamp.runtime import journal, sockets, wire
+from sedamp.runtime import journal, lifeline, sockets, wire
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE
 from sedamp.spec import Topology
 
@@ -107,7 +108,7 @@ class _Controller:
         self.roster = Roster(topology, self.state, self.links, options.executor)  # executor started in run()
         self.recorder = Recorder(topology, self.roster)
         self.t0 = self.recorder.t0
-        self.metrics_file: IO[str] | None = None
+        self.metrics_file: MetricsFile | None = None
         self.policy_state = policy.PolicyState()
         self.pinned: set[str] = set()  # stages whose size `sedamp scale` set
         self.decisions: list[dict[str, Any]] = []  # for the next record
@@ -125,7 +126,7 @@ class _Controller:
                 restore = _install_signals(self.state, self.roster, self.drain_timeout_s)
             self._start()
             self._loop()
-        except LaunchError as exc:  # no process can be started: the run cannot go on
+        except (LaunchError, StorageError) as exc:  # no process can start, a file the run keeps cannot be written
             self.state.error = self.state.error or str(exc)
         finally:
             self._close(restore)
@@ -143,8 +144,7 @@ class _Controller:
         if error is not None:
             self.state.error = error
         if self.opt.metrics_path is not None:
-            Path(self.opt.metrics_path).parent.mkdir(parents=True, exist_ok=True)
-            self.metrics_file = open(self.opt.metrics_path, "w", encoding="utf-8")  # noqa: SIM115
+            self.metrics_file = MetricsFile(self.opt.metrics_path)
         self.ports.open_commands()
         self.ports.write_run_file(ended=False)
         self.journal = journal.journal_dir(self.opt.workdir, self.top.name)
@@ -167,7 +167,10 @@ class _Controller:
         if self.metrics_file is not None or self.opt.on_tick is not None:
             final = self._record(final=True).as_dict()
             if self.metrics_file is not None:
-                self.metrics_file.write(json.dumps(final) + "\n")
+                try:
+                    self.metrics_file.write(final)
+                except StorageError as exc:
+                    self.state.error = self.state.error or str(exc)
                 self.metrics_file.close()
             if self.opt.on_tick is not None:
                 try:
@@ -311,6 +314,8 @@ class _Controller:
 
     def _on_exit(self, fd: int) -> None:
         child = self.roster.by_sentinel[fd]
+        assert self.links.ctl is not None, "_open binds the control socket"
+        _await_last_words(child, self.links.ctl, self._on_control)
         self.roster.on_exit(child)
         if child.role == wire.WORKER:
             self.recorder.forget(child)
@@ -345,8 +350,7 @@ class _Controller:
             record["decisions"] = record["decisions"] + [d.as_dict() for d in self._control(period)]
         self.last_record = record
         if self.metrics_file is not None:
-            self.metrics_file.write(json.dumps(record) + "\n")
-            self.metrics_file.flush()
+            self.metrics_file.write(record)
         if self.opt.on_tick is not None:
             try:
                 self.opt.on_tick(record)
@@ -382,6 +386,51 @@ class _Controller:
         if state.interrupted and state.drain_deadline is not None and time.monotonic() >= state.drain_deadline:
             error = error or f"in-flight work did not drain within {self.drain_timeout_s:.0f} s"
         return error
+
+
+# How long the controller waits for the FATAL of a child that exited with
+# EXIT_CHILD_FAILED, which sends it just before exiting: long enough for the message to
+# cross the control socket on a loaded machine; paid only when the message is lost.
+LAST_WORDS_S = 1.0
+
+
+def _await_last_words(child: Child, ctl: zmq.Socket[Any], on_control: Callable[[list[bytes]], None]) -> None:
+    """A child that exits with EXIT_CHILD_FAILED told the controller why (FATAL) just
+    before, but its sentinel may fire before that message is read: read it first, so the
+    exit is accounted for with its reason (a full disk, a setup that raised) and not as
+    a crash to recover from."""
+    deadline = time.monotonic() + LAST_WORDS_S
+    while child.fatal is None and not child.done and time.monotonic() < deadline:
+        code = child.proc.exitcode
+        if code is not None and code != lifeline.EXIT_CHILD_FAILED:
+            return
+        if ctl.poll(20):
+            for frames in sockets.drain(ctl):
+                on_control(frames)
+
+
+class MetricsFile:
+    """The metrics stream (`metrics_path`): one JSON line per period, flushed at once.
+    StorageError when it cannot be made or written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise StorageError.of("the metrics file", self.path, exc) from exc
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as exc:
+            raise StorageError.of("the metrics file", self.path, exc) from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # what it could not flush, write() reported
+            self.file.close()
 
 
 def _install_signals(state: RunState, roster: Roster, drain_timeout_s: float) -> Callable[[], None]:

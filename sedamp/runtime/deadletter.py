@@ -3,9 +3,12 @@
 Each line holds: time, stage, event id, worker pid, exception type, message, traceback,
 and the event itself (bytes as ``{"$bytes": "<base64>"}``). Every record is written with
 one ``write`` to a file opened with ``O_APPEND``, so the worker processes of a run can
-share the file without interleaving lines. A record cut short (a full disk, a process
-killed mid-write) is at most the last line, which `read_dead_letters` skips with a
-warning.
+share the file without interleaving lines.
+
+A record that cannot be written (a full disk, a read-only file system) raises
+`StorageError`: a process that cannot record a failure stops the run (exit 3) instead of
+going on as if the event had been handled. What a full disk cut short is at most the
+last line of the file, which `read_dead_letters` skips with a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sedamp.errors import WireError
+from sedamp.errors import StorageError, WireError
 from sedamp.runtime import wire
 
 log = logging.getLogger(__name__)
@@ -64,9 +67,14 @@ class DeadLetters:
             record["event"] = repr(event)
             text = json.dumps(record, default=_jsonable, ensure_ascii=False)
         line = (text + "\n").encode()
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.write(self._fd, line)
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            done = os.write(self._fd, line)
+            while done < len(line):  # a short write: the disk filled up mid-record
+                done += os.write(self._fd, line[done:])
+        except OSError as exc:
+            raise StorageError.of("the dead-letter file", self.path, exc) from exc
         self.count += 1
 
     def write_packed(self, *, stage: str, event_id: Any, error_type: str, message: str, packed: bytes) -> None:

@@ -84,8 +84,16 @@ log = logging.getLogger(__name__)
 
 
 def run_topology(topology: Topology, options: RunOptions | None = None) -> Summary:
-    """Run a topology to completion in this process (the controller) and summarise it."""
-    return _Controller(topology, options or RunOptions()).run()
+    """Run a topology to completion in this process (the controller) and summarise it.
+    Raises StorageError, having started nothing, when no run directory can be made."""
+    options = options or RunOptions()
+    try:
+        controller = _Controller(topology, options)
+    except BaseException:
+        if options.executor is not None:
+            options.executor.close()
+        raise
+    return controller.run()
 
 
 class _Controller:

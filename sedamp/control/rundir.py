@@ -29,12 +29,16 @@ KEEP_RUNS = 20
 
 
 def make_run_dir(workdir: Path, name: str) -> Path:
-    """A new private directory for one run of topology `name` (mode 0700)."""
+    """A new private directory for one run of topology `name` (mode 0700). Raises
+    StorageError when it cannot be made (a full or read-only disk)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs = Path(workdir) / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    # unique even for runs of one topology started in the same second (mode 0700)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-{stamp}-", dir=runs)).resolve()
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        # unique even for runs of one topology started in the same second (mode 0700)
+        return Path(tempfile.mkdtemp(prefix=f"{name}-{stamp}-", dir=runs)).resolve()
+    except OSError as exc:
+        raise StorageError.of("a run directory in", runs, exc, verb="make") from exc
 
 
 def socket_dir(run_dir: Path) -> Path:

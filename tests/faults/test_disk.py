@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import sedamp
 from sedamp.runtime.deadletter import read_dead_letters
 from tests.integration.util import REPO, TESTSTAGES, sedamp_cmd, summary_of
 
@@ -220,3 +221,59 @@ def test_a_journal_that_cannot_be_taken_fails_the_run_in_one_message(
     s = summary_of(r)
     assert line == f"error: {s['error']}" and s["events"] == 0
     assert_nothing_left(tmp_path, s["run_dir"])
+
+
+@pytest.mark.parametrize("part", ["", "runs", "journal"])
+def test_a_read_only_workdir_is_refused_in_one_line_as_root_too(
+    tmp_path: Path, part: str, mounts: Callable[..., Path]
+) -> None:
+    """Root writes through `chmod 555`, so only a read-only mount is read-only for
+    root: the workdir, its runs/ or its journal/ (the last was a traceback, exit 1)."""
+    topo = tmp_path / "job.yaml"
+    topo.write_text(FILES.replace("{out}", str(tmp_path / "out")).replace("{count}", "10"))
+    work = tmp_path / "w"
+    ro = mounts("ro", work / part if part else work)
+    r = sedamp_run(topo, work, tmp_path)
+    what = "journals" if part == "journal" else "run directories"
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == f"error: --workdir {work}: cannot make {what} there: {ro} cannot be written"
+    assert sorted(p.name for p in work.iterdir()) == sorted([part] if part else [])
+
+
+def test_a_file_in_place_of_the_journal_directory_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The same check, on a machine where nothing can be mounted: journal/ is a file."""
+    topo = tmp_path / "job.yaml"
+    topo.write_text(FILES.replace("{out}", str(tmp_path / "out")).replace("{count}", "10"))
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "journal").write_text("")
+    r = sedamp_run(topo, work, tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert (
+        r.stderr.strip()
+        == f"error: --workdir {work}: cannot make journals there: {work / 'journal'} is not a directory"
+    )
+    assert sorted(p.name for p in work.iterdir()) == ["journal"]
+
+
+@pytest.mark.parametrize("how", ["read-only", "blocked"])
+def test_the_python_api_raises_a_storage_error_and_leaves_no_process(
+    tmp_path: Path, how: str, mounts: Callable[..., Path]
+) -> None:
+    """`sedamp.run` with a runs/ directory it cannot write raised a bare OSError and
+    left the process launcher it had started running."""
+    from sedamp.errors import StorageError  # here: the other tests of this file run on older code
+
+    work = tmp_path / "w"
+    if how == "read-only":
+        mounts("ro", work / "runs")
+        words = "Read-only file system (EROFS)"
+    else:
+        work.mkdir()
+        (work / "runs").write_text("")
+        words = "File exists (EEXIST)"
+    topo = tmp_path / "job.yaml"
+    topo.write_text(FILES.replace("{out}", str(tmp_path / "out")).replace("{count}", "10"))
+    with pytest.raises(StorageError, match=r"cannot make a run directory in .*/w/runs: ") as err:
+        sedamp.run(topo, workdir=work)
+    assert words in str(err.value)

@@ -76,7 +76,9 @@ def run(
     with each of those records (and the final one). With `resume`, the events the sinks
     of earlier runs of this topology wrote are skipped (every sink must be resumable).
 
-    Ctrl-C during the call drains and stops the run as `sedamp run` does."""
+    Ctrl-C during the call drains and stops the run as `sedamp run` does. Raises
+    `sedamp.errors.StorageError` when no run directory can be made in `workdir` (nothing
+    is started); a file that cannot be written later is the summary's `error`."""
     if isinstance(topology, Topology) and overrides:
         raise ValueError(
             f"run({topology.name!r}): overrides apply before validation, and this Topology is validated "

@@ -9,6 +9,10 @@ SedampError                 base of everything sedamp raises on purpose
 +-- LaunchError             (also a RuntimeError) the process launcher could not start a process
 +-- JournalError            another run holds the topology's journal, or --resume finds it made
 |                           for a different topology (the run's error: exit code 3)
++-- StorageError            a file the run must keep (the dead letters, the journal, run.json,
+|                           the metrics) cannot be written: the disk is full, a read-only file
+|                           system... The message names the file and the errno (the run's
+|                           error: exit code 3; any process that meets it stops the run)
 +-- ReportError             a metrics file cannot be read or plotted (CLI exit code 2)
 +-- ExporterError           (also a ValueError) the Prometheus endpoint cannot be set up: a bad
                             host or port, no prometheus-client (CLI exit code 2)
@@ -20,7 +24,10 @@ file, and a run that could not complete says why in its summary (`Summary.error`
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "EXIT_FAILED",
@@ -35,6 +42,7 @@ __all__ = [
     "Problem",
     "ReportError",
     "SedampError",
+    "StorageError",
     "TopologyError",
     "WireError",
 ]
@@ -91,6 +99,59 @@ class TopologyError(SedampError):
 class JournalError(SedampError):
     """A run's journal cannot be used: another run of the topology holds it, or
     --resume finds it was made for a different topology."""
+
+
+# What an errno means for a run whose files live there (the rest say only their errno).
+_STORAGE_HINTS = {
+    errno.ENOSPC: "the file system{mount} is full",
+    errno.EDQUOT: "the disk quota{mount} is used up",
+    errno.EFBIG: "the file size limit (ulimit -f) is reached",
+    errno.EROFS: "the file system{mount} is read-only",
+}
+
+
+class StorageError(SedampError):
+    """A file the run must keep cannot be written. `errno` is the OS error's number.
+    Build one with `StorageError.of`, which names the file, the errno and, for a full
+    or read-only disk, the mount point."""
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+    @classmethod
+    def of(cls, what: str, path: str | os.PathLike[str], exc: OSError, verb: str = "write") -> StorageError:
+        """`exc` raised writing (`verb`) `path`, which is `what` ("the dead-letter file")."""
+        code = exc.errno
+        name = errno.errorcode.get(code, str(code)) if code is not None else "no errno"
+        text = f"cannot {verb} {what} {os.fspath(path)}: {exc.strerror or exc} ({name})"
+        hint = _STORAGE_HINTS.get(code) if code is not None else None
+        if hint is not None:
+            mount = _mount_point(Path(path))
+            text += "; " + hint.format(mount=f" at {mount}" if mount else "")
+        return cls(text, code)
+
+
+def _mount_point(path: Path) -> str | None:
+    """The mount point that holds `path`, if found: the longest one in the mount table
+    that contains it (bind mounts included), else the nearest ancestor that is one."""
+    p = Path(os.path.realpath(path))
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            points = [Path(_unescape(line.split()[4])) for line in f]
+        return str(max((m for m in points if p == m or m in p.parents), key=lambda m: len(m.parts)))
+    except (OSError, IndexError, ValueError):  # not Linux, or a table it cannot read
+        pass
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return str(p)
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
+    for code in ("040", "011", "012", "134"):
+        field = field.replace("\\" + code, chr(int(code, 8)))
+    return field
 
 
 class WireError(SedampError):

@@ -20,7 +20,7 @@ import typer
 from sedamp import api
 from sedamp.cli._common import fail, load_or_exit, setup_logging
 from sedamp.control.summary import Summary
-from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportError
+from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportError, StorageError
 from sedamp.executor import EXECUTORS, open_executor
 from sedamp.executor.base import Executor
 from sedamp.executor.local import LocalExecutor
@@ -40,12 +40,8 @@ WorkdirOpt = Annotated[Path, typer.Option(help="Where run directories (dead lett
 CoresOpt = Annotated[
     int | None, typer.Option(min=1, help="Core budget (default: controller.cores, else all usable cores).")
 ]
-DrainOpt = Annotated[
-    float | None, typer.Option(min=0, help="Seconds Ctrl-C lets in-flight work finish (default 10).")
-]
-MetricsOpt = Annotated[
-    Path | None, typer.Option(help="Write one JSON line of measurements per period to this file.")
-]
+DrainOpt = Annotated[float | None, typer.Option(min=0, help="Seconds Ctrl-C lets in-flight work finish (default 10).")]
+MetricsOpt = Annotated[Path | None, typer.Option(help="Write one JSON line of measurements per period to this file.")]
 ResumeOpt = Annotated[
     bool,
     typer.Option(
@@ -146,6 +142,8 @@ def run(
             resume=resume,
             on_tick=watchers if watchers.ticks else None,
         )
+    except StorageError as exc:  # no run directory could be made: nothing was started
+        raise fail(str(exc), EXIT_RUN_ERROR) from None
     finally:
         watchers.close()
     if report is not None and metrics is not None:
@@ -155,19 +153,21 @@ def run(
 
 
 def _check_workdir(workdir: Path) -> None:
-    """Exit 2 with one line when run directories cannot be made under `workdir` (a file
-    in the way, a directory that cannot be written, a read-only file system), before
-    anything starts and without making anything."""
-    existing = (workdir / "runs").absolute()
-    while not existing.exists():
-        existing = existing.parent
-    why = None
-    if not existing.is_dir():
-        why = f"{existing} is not a directory"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        why = f"{existing} cannot be written"
-    if why is not None:
-        raise fail(f"--workdir {workdir}: cannot make run directories there: {why}", EXIT_INVALID)
+    """Exit 2 with one line when run directories or journals cannot be made under
+    `workdir` (a file in the way, a directory that cannot be written, a read-only file
+    system), before anything starts and without making anything. A disk that fills up
+    later is the run's error (exit 3)."""
+    for part, what in (("runs", "run directories"), ("journal", "journals")):
+        existing = (workdir / part).absolute()
+        while not existing.exists():
+            existing = existing.parent
+        why = None
+        if not existing.is_dir():
+            why = f"{existing} is not a directory"
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            why = f"{existing} cannot be written"
+        if why is not None:
+            raise fail(f"--workdir {workdir}: cannot make {what} there: {why}", EXIT_INVALID)
 
 
 def _keep_stdout_for_json() -> IO[str]:

@@ -52,6 +52,7 @@ die with the controller (PR_SET_PDEATHSIG) and check their parent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -61,20 +62,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import zmq
 
 from sedamp.control import commands, policy
 from sedamp.control.ports import ControlLinks, Ports
 from sedamp.control.recorder import Period, Recorder
-from sedamp.control.roster import Roster, RunState, watch_deadlines, watch_silence
+from sedamp.control.roster import Child, Roster, RunState, watch_deadlines, watch_silence
 from sedamp.control.rundir import KEEP_RUNS, make_run_dir, prune_runs
 from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
-from sedamp.errors import JournalError, LaunchError, WireError
+from sedamp.errors import JournalError, LaunchError, StorageError, WireError
 from sedamp.executor.local import LocalExecutor
-from sedamp.runtime import journal, sockets, wire
+from sedamp.runtime import journal, lifeline, sockets, wire
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE
 from sedamp.spec import Topology, fusion
 
@@ -85,12 +86,19 @@ log = logging.getLogger(__name__)
 
 def run_topology(topology: Topology, options: RunOptions | None = None) -> Summary:
     """Run a topology to completion in this process (the controller) and summarise it.
-    Under ``policy: adaptive`` the chains that can be fused run fused (`spec.fusion`)."""
+    Under ``policy: adaptive`` the chains that can be fused run fused (`spec.fusion`).
+    Raises StorageError, having started nothing, when no run directory can be made."""
+    options = options or RunOptions()
     to_run, fused = fusion.plan(topology)
     for f in fused:
         log.info("stages %s -> %s: %s: %s", f.upstream, f.downstream, f.action, f.reason)
-    summary = _Controller(to_run, options or RunOptions(), [f.as_dict() for f in fused]).run()
-    return dataclasses.replace(summary, fusion=tuple(f.as_dict() for f in fused))
+    try:
+        controller = _Controller(to_run, options, [f.as_dict() for f in fused])
+    except BaseException:
+        if options.executor is not None:
+            options.executor.close()
+        raise
+    return dataclasses.replace(controller.run(), fusion=tuple(f.as_dict() for f in fused))
 
 
 class _Controller:
@@ -113,7 +121,7 @@ class _Controller:
         self.roster = Roster(topology, self.state, self.links, options.executor)  # executor started in run()
         self.recorder = Recorder(topology, self.roster, fused)
         self.t0 = self.recorder.t0
-        self.metrics_file: IO[str] | None = None
+        self.metrics_file: MetricsFile | None = None
         self.policy_state = policy.PolicyState()
         self.pinned: set[str] = set()  # stages whose size `sedamp scale` set
         self.decisions: list[dict[str, Any]] = []  # for the next record
@@ -131,7 +139,7 @@ class _Controller:
                 restore = _install_signals(self.state, self.roster, self.drain_timeout_s)
             self._start()
             self._loop()
-        except LaunchError as exc:  # no process can be started: the run cannot go on
+        except (LaunchError, StorageError) as exc:  # no process can start, a file the run keeps cannot be written
             self.state.error = self.state.error or str(exc)
         finally:
             self._close(restore)
@@ -149,8 +157,7 @@ class _Controller:
         if error is not None:
             self.state.error = error
         if self.opt.metrics_path is not None:
-            Path(self.opt.metrics_path).parent.mkdir(parents=True, exist_ok=True)
-            self.metrics_file = open(self.opt.metrics_path, "w", encoding="utf-8")  # noqa: SIM115
+            self.metrics_file = MetricsFile(self.opt.metrics_path)
         self.ports.open_commands()
         self.ports.write_run_file(ended=False)
         self.journal = journal.journal_dir(self.opt.workdir, self.top.name)
@@ -173,7 +180,10 @@ class _Controller:
         if self.metrics_file is not None or self.opt.on_tick is not None:
             final = self._record(final=True).as_dict()
             if self.metrics_file is not None:
-                self.metrics_file.write(json.dumps(final) + "\n")
+                try:
+                    self.metrics_file.write(final)
+                except StorageError as exc:
+                    self.state.error = self.state.error or str(exc)
                 self.metrics_file.close()
             if self.opt.on_tick is not None:
                 try:
@@ -317,6 +327,8 @@ class _Controller:
 
     def _on_exit(self, fd: int) -> None:
         child = self.roster.by_sentinel[fd]
+        assert self.links.ctl is not None, "_open binds the control socket"
+        _await_last_words(child, self.links.ctl, self._on_control)
         self.roster.on_exit(child)
         if child.role == wire.WORKER:
             self.recorder.forget(child)
@@ -351,8 +363,7 @@ class _Controller:
             record["decisions"] = record["decisions"] + [d.as_dict() for d in self._control(period)]
         self.last_record = record
         if self.metrics_file is not None:
-            self.metrics_file.write(json.dumps(record) + "\n")
-            self.metrics_file.flush()
+            self.metrics_file.write(record)
         if self.opt.on_tick is not None:
             try:
                 self.opt.on_tick(record)
@@ -388,6 +399,51 @@ class _Controller:
         if state.interrupted and state.drain_deadline is not None and time.monotonic() >= state.drain_deadline:
             error = error or f"in-flight work did not drain within {self.drain_timeout_s:.0f} s"
         return error
+
+
+# How long the controller waits for the FATAL of a child that exited with
+# EXIT_CHILD_FAILED, which sends it just before exiting: long enough for the message to
+# cross the control socket on a loaded machine; paid only when the message is lost.
+LAST_WORDS_S = 1.0
+
+
+def _await_last_words(child: Child, ctl: zmq.Socket[Any], on_control: Callable[[list[bytes]], None]) -> None:
+    """A child that exits with EXIT_CHILD_FAILED told the controller why (FATAL) just
+    before, but its sentinel may fire before that message is read: read it first, so the
+    exit is accounted for with its reason (a full disk, a setup that raised) and not as
+    a crash to recover from."""
+    deadline = time.monotonic() + LAST_WORDS_S
+    while child.fatal is None and not child.done and time.monotonic() < deadline:
+        code = child.proc.exitcode
+        if code is not None and code != lifeline.EXIT_CHILD_FAILED:
+            return
+        if ctl.poll(20):
+            for frames in sockets.drain(ctl):
+                on_control(frames)
+
+
+class MetricsFile:
+    """The metrics stream (`metrics_path`): one JSON line per period, flushed at once.
+    StorageError when it cannot be made or written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise StorageError.of("the metrics file", self.path, exc) from exc
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as exc:
+            raise StorageError.of("the metrics file", self.path, exc) from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # what it could not flush, write() reported
+            self.file.close()
 
 
 def _install_signals(state: RunState, roster: Roster, drain_timeout_s: float) -> Callable[[], None]:

@@ -23,6 +23,7 @@ import zmq
 
 from sedamp.control.rundir import socket_dir, write_run_file
 from sedamp.control.wiring import Wiring
+from sedamp.errors import StorageError
 from sedamp.runtime import security, sockets
 from sedamp.spec import Topology
 
@@ -152,7 +153,10 @@ class Ports:
             self.links.ctl.close(linger=0)
         if self.cmd is not None:
             self.cmd.close(linger=0)
-            self.write_run_file(ended=True)
+            try:
+                self.write_run_file(ended=True)
+            except StorageError as exc:  # its controller's pid is gone: still read as ended
+                log.info("%s", exc)
         self.socks.close()
         if self.sock_dir is not None:
             shutil.rmtree(self.sock_dir, ignore_errors=True)

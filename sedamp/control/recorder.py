@@ -24,6 +24,7 @@ from sedamp.control.roster import Child, Roster, Stage, member_counts
 from sedamp.control.summary import StageSummary, Summary
 from sedamp.observe import metrics
 from sedamp.runtime import wire
+from sedamp.runtime.deadletter import count_dead_letters
 from sedamp.spec import Topology
 
 
@@ -333,7 +334,9 @@ class Recorder:
     def summary(
         self, run_dir: Path, dead_letters: Path, wall_s: float, interrupted: bool, error: str | None
     ) -> Summary:
-        """The run's summary from every stage's counts now."""
+        """The run's summary from every stage's counts now. `failed` is at least the
+        records in the dead-letter file: a worker that died (a full disk, a kill) took
+        with it the count of what it dead-lettered since its last report."""
         counts = self.counts()
         stages = []
         events = failed = 0
@@ -352,7 +355,7 @@ class Recorder:
             stages=tuple(stages),
             wall_s=wall_s,
             events=events,
-            failed=failed,
+            failed=max(failed, count_dead_letters(dead_letters)),
             interrupted=interrupted,
             error=error,
         )

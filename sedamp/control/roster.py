@@ -235,8 +235,11 @@ class Roster:
         self.links.send(child.identity, wire.simple(wire.STOP, 0))  # acknowledge: it may exit
 
     def on_fatal(self, child: Child, info: dict[str, Any]) -> None:
+        # after the first, FATALs are mostly the same cause (a full disk fails every
+        # worker that writes): not news
+        first = self.state.error is None and not any(c.fatal for c in self.children.values())
         child.fatal = str(info.get("message"))
-        log.error("%s", child.fatal)
+        log.log(logging.ERROR if first else logging.INFO, "%s", child.fatal)
         tb = info.get("traceback")
         if tb:
             log.error("traceback from pid %s:\n%s", info.get("pid"), tb)
@@ -262,7 +265,7 @@ class Roster:
             self.state.error = self.state.error or f"worker {child.stage}[{child.index}] {how}"
         if child.role == wire.QUEUE:
             if not child.stopped:
-                self.state.error = f"the queue of stage {child.stage!r} (pid {proc.pid}) {how}"
+                self.state.error = child.fatal or f"the queue of stage {child.stage!r} (pid {proc.pid}) {how}"
         elif child.role == wire.SOURCE:
             self._source_exited(child, how)
         else:

@@ -4,19 +4,22 @@ Every run gets a private directory (mode 0700) under ``<workdir>/runs/``, named 
 its topology and start time. It holds ``run.json`` (how `sedamp status`, `scale` and
 `top` find and reach the run: see `sedamp.control.client`), the dead-letter file, the
 skip list of a resumed run and, when the path is short enough, the ipc sockets and the
-workers' slots.
+workers' slots. What cannot be made or written raises StorageError.
 
 Reads: nothing. Writes: the directory, its socket directory and ``run.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from sedamp.errors import StorageError
 
 # ipc:// paths must fit in a sockaddr_un (108 bytes on Linux, less elsewhere).
 _MAX_IPC_PATH = 90
@@ -26,22 +29,31 @@ KEEP_RUNS = 20
 
 
 def make_run_dir(workdir: Path, name: str) -> Path:
-    """A new private directory for one run of topology `name` (mode 0700)."""
+    """A new private directory for one run of topology `name` (mode 0700). Raises
+    StorageError when it cannot be made (a full or read-only disk)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs = Path(workdir) / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    # unique even for runs of one topology started in the same second (mode 0700)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-{stamp}-", dir=runs)).resolve()
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        # unique even for runs of one topology started in the same second (mode 0700)
+        return Path(tempfile.mkdtemp(prefix=f"{name}-{stamp}-", dir=runs)).resolve()
+    except OSError as exc:
+        raise StorageError.of("a run directory in", runs, exc, verb="make") from exc
 
 
 def socket_dir(run_dir: Path) -> Path:
     """Where the run's ipc sockets live: inside the private run directory when its path
     is short enough, else a private temporary directory (mode 0700 either way)."""
     d = run_dir / "sock"
-    if len(str(d)) + len("/q999") <= _MAX_IPC_PATH:
-        d.mkdir(mode=0o700)
-        return d
-    return Path(tempfile.mkdtemp(prefix="sedamp-"))
+    short = len(str(d)) + len("/q999") <= _MAX_IPC_PATH
+    try:
+        if short:
+            d.mkdir(mode=0o700)
+            return d
+        return Path(tempfile.mkdtemp(prefix="sedamp-"))
+    except OSError as exc:
+        where = d if short else Path(tempfile.gettempdir()) / "sedamp-*"
+        raise StorageError.of("the socket directory", where, exc, verb="make") from exc
 
 
 def write_run_file(
@@ -72,8 +84,13 @@ def write_run_file(
         "curve_server_key": curve_server_key,
     }
     tmp = run_dir / "run.json.tmp"
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, run_dir / "run.json")
+    try:
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, run_dir / "run.json")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StorageError.of("the run file", run_dir / "run.json", exc) from exc
 
 
 def prune_runs(workdir: Path, name: str | None, keep: int) -> list[Path]:

@@ -4,19 +4,27 @@ Each line holds: time, stage, event id, worker pid, exception type, message, tra
 and the event itself (bytes as ``{"$bytes": "<base64>"}``). Every record is written with
 one ``write`` to a file opened with ``O_APPEND``, so the worker processes of a run can
 share the file without interleaving lines.
+
+A record that cannot be written (a full disk, a read-only file system) raises
+`StorageError`: a process that cannot record a failure stops the run (exit 3) instead of
+going on as if the event had been handled. What a full disk cut short is at most the
+last line of the file, which `read_dead_letters` skips with a warning.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from sedamp.errors import WireError
+from sedamp.errors import StorageError, WireError
 from sedamp.runtime import wire
+
+log = logging.getLogger(__name__)
 
 DEAD_LETTERS_FILE = "dead-letters.jsonl"
 
@@ -59,9 +67,14 @@ class DeadLetters:
             record["event"] = repr(event)
             text = json.dumps(record, default=_jsonable, ensure_ascii=False)
         line = (text + "\n").encode()
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.write(self._fd, line)
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            done = os.write(self._fd, line)
+            while done < len(line):  # a short write: the disk filled up mid-record
+                done += os.write(self._fd, line[done:])
+        except OSError as exc:
+            raise StorageError.of("the dead-letter file", self.path, exc) from exc
         self.count += 1
 
     def write_packed(self, *, stage: str, event_id: Any, error_type: str, message: str, packed: bytes) -> None:
@@ -80,9 +93,34 @@ class DeadLetters:
 
 
 def read_dead_letters(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a dead-letter file (an absent file has none)."""
+    """All records of a dead-letter file (an absent file has none). A last line cut short
+    (the disk filled up, or the process died, mid-record) is skipped with a warning; a
+    bad line anywhere else is a ValueError naming the file and line."""
     p = Path(path)
     if not p.exists():
         return []
-    with p.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = []
+    with p.open("rb") as f:
+        lines = f.read().split(b"\n")
+    last = len(lines) - 1  # the text after the last newline: empty unless a record was cut
+    for number, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            records.append(json.loads(raw))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            if number == last:
+                log.warning("%s:%d: skipped a record cut short (%d bytes, no newline)", p, number + 1, len(raw))
+                continue
+            raise ValueError(f"{p}:{number + 1}: not a dead-letter record: {exc}") from None
+    return records
+
+
+def count_dead_letters(path: str | Path) -> int:
+    """How many whole records (lines) a dead-letter file holds; 0 if it is absent (or
+    cannot be read)."""
+    try:
+        with Path(path).open("rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return 0

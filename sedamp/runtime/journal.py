@@ -11,10 +11,16 @@ What is skipped is exact for one-to-one pipelines (file in, file out). Events th
 fanned out (ids ``"<id>.<i>"``) or dropped on the way are not journaled and are done
 again, which is safe for sinks that write by name (the file is written again). A run
 without --resume starts a fresh journal.
+
+A journal that cannot be written (a full disk, a read-only directory) raises
+`StorageError`, and the run stops: a sink that went on writing without journaling
+would make a later --resume do its work again, and the journal's promise is that it
+does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -25,7 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sedamp.errors import JournalError
+from sedamp.errors import JournalError, StorageError
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.stage import load_ref
 
@@ -77,8 +83,7 @@ def fingerprint(top: Topology) -> str:
     stages' handlers, params (after ${VAR} and --set) and edges. Pool sizes, batches,
     queues and controller settings may change between a run and its resumption."""
     work = [
-        [s.name, s.kind, s.ref, dict(s.params), [[e.stage, e.key, e.when] for e in s.to]]
-        for s in top.stages.values()
+        [s.name, s.kind, s.ref, dict(s.params), [[e.stage, e.key, e.when] for e in s.to]] for s in top.stages.values()
     ]
     return hashlib.sha256(json.dumps(work, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -88,20 +93,32 @@ def start(directory: Path, resume: bool, made_for: str) -> int:
     topology in the same workdir is refused rather than allowed to empty it), then empty
     it for a fresh run, or check that --resume continues the topology it was made for.
     Returns the lock's file descriptor (closing it, or exiting, releases the lock).
-    Raises JournalError."""
-    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = os.open(directory.parent / f"{directory.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    Raises JournalError, or StorageError when the journal cannot be written."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = os.open(directory.parent / f"{directory.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StorageError.of("the journal", directory.parent, exc) from exc
+    try:
+        _take(lock, directory, resume, made_for)
+    except BaseException:
+        os.close(lock)
+        raise
+    return lock
+
+
+def _take(lock: int, directory: Path, resume: bool, made_for: str) -> None:
+    """Lock the journal (held open by `lock`), then empty or check it (see `start`)."""
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(lock)
         raise JournalError(
             f"another run of topology {directory.name!r} is using this workdir ({directory.parent.parent}); "
             "wait for it to end, or give this run another --workdir"
         ) from None
     stamp = directory / FINGERPRINT_FILE
-    if resume and stamp.exists() and stamp.read_text().strip() != made_for:
-        os.close(lock)
+    found = stamp.read_text().strip() if resume and stamp.exists() else None
+    if found is not None and found != made_for:
         raise JournalError(
             f"--resume: the journal of {directory.name!r} was made for a different topology (its stages, "
             "params or variables changed since): a resumed run would skip work it never did for this one; "
@@ -109,22 +126,39 @@ def start(directory: Path, resume: bool, made_for: str) -> int:
         )
     if not resume:
         shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp.write_text(made_for + "\n")
-    return lock
+    if found == made_for:
+        return
+    tmp = directory / f"{FINGERPRINT_FILE}.tmp"
+    try:  # written whole or not at all: a full disk leaves no empty stamp to refuse later
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp.write_text(made_for + "\n")
+        os.replace(tmp, stamp)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StorageError.of("the journal", stamp, exc) from exc
 
 
 class Journal:
     """The writer in a sink worker."""
 
     def __init__(self, directory: str | Path, stage: str) -> None:
-        path = Path(directory) / f"{stage}.{os.getpid()}.ids"
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.path = Path(directory) / f"{stage}.{os.getpid()}.ids"
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise StorageError.of("the journal", self.path, exc) from exc
 
     def add(self, ids: Iterable[Any]) -> None:
-        done = array("q", (i for i in ids if type(i) is int))
-        if done:
-            os.write(self.fd, done.tobytes())
+        """Journal `ids` (the integer ones). Raises StorageError; a record cut short by
+        a full disk is ignored by `read_ids`."""
+        data = array("q", (i for i in ids if type(i) is int)).tobytes()
+        try:
+            done = os.write(self.fd, data) if data else 0
+            while done < len(data):
+                done += os.write(self.fd, data[done:])
+        except OSError as exc:
+            raise StorageError.of("the journal", self.path, exc) from exc
 
     def close(self) -> None:
         os.close(self.fd)
@@ -152,7 +186,10 @@ def done_ids(directory: Path, top: Topology) -> list[int]:
 
 
 def write_skip(path: Path, ids: list[int]) -> None:
-    path.write_bytes(array("q", ids).tobytes())
+    try:
+        path.write_bytes(array("q", ids).tobytes())
+    except OSError as exc:
+        raise StorageError.of("the skip list of --resume", path, exc) from exc
 
 
 def read_skip(path: str | Path) -> IdSet:

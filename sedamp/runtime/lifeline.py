@@ -1,7 +1,8 @@
 """The life and death of every runtime child process: at start, tie its life to its
 parent, leave Ctrl-C to the controller, and name itself for `ps`; later, exit when the
 parent is gone, and report why it cannot go on (FATAL to the controller) before it
-exits with EXIT_CHILD_FAILED. Not a process role: each role module calls these."""
+exits with EXIT_CHILD_FAILED (`storage_failed` when the cause is a file the run keeps
+that cannot be written). Not a process role: each role module calls these."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, NoReturn
 
 import zmq
 
-from sedamp.errors import WireError
+from sedamp.errors import StorageError, WireError
 from sedamp.runtime import sockets, wire
 from sedamp.runtime.stage import Failure
 
@@ -122,3 +123,13 @@ def fail_now(
         sock.close(linger=0)
     ctx.term()  # waits for the control socket's linger (2 s at most)
     os._exit(code)
+
+
+def storage_failed(
+    ctl: zmq.Socket[Any], others: Iterable[zmq.Socket[Any]], ctx: zmq.Context[Any], who: str, exc: StorageError
+) -> NoReturn:
+    """A file the run must keep (the dead letters, the journal) cannot be written: going
+    on would lose what it records, so report FATAL (the message names the file and the
+    errno; no traceback, it adds nothing) and exit with EXIT_CHILD_FAILED."""
+    fail = Failure("StorageError", str(exc), "")
+    fail_now(ctl, others, ctx, f"{who}: {exc}", fail, os.getpid(), EXIT_CHILD_FAILED)

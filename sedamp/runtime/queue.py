@@ -8,7 +8,8 @@ Writes: CREDIT to producers, BATCH/END to workers, ERR to a peer whose frame was
 All decisions are made by `sedamp.runtime.flow.QueueCore`; this module only moves frames
 between the sockets and that state machine. A malformed frame is counted and answered
 with ERR; it never stops the queue. The queue exits when the controller says STOP or
-when its parent is gone.
+when its parent is gone, and stops the run (FATAL) when it cannot write a poison event
+to the dead-letter file (a full disk).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import zmq
 
-from sedamp.errors import WireError
+from sedamp.errors import StorageError, WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
@@ -54,22 +56,10 @@ def run_queue(cfg: QueueConfig) -> None:
                 for frames in sockets.drain(data):
                     _send(data, core, _on_data(core, frames))
             if ctl in ready:
-                for frames in sockets.drain(ctl):
-                    try:
-                        msg = wire.parse(frames)
-                    except WireError as exc:
-                        log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
-                        continue
-                    if msg.kind == wire.CLOSE:
-                        _send(data, core, core.close())
-                    elif msg.kind == wire.GONE:
-                        rid, reason, lease, position = msg.fields
-                        rid = rid.encode() if isinstance(rid, str) else rid
-                        out = core.worker_gone(rid, reason, (lease, position))
-                        _send(data, core, out + core.producer_gone(rid))
-                        _poisoned(cfg, core, dead)
-                    elif msg.kind == wire.STOP:
-                        stopping = True
+                try:
+                    stopping = _on_control(cfg, core, dead, data, sockets.drain(ctl))
+                except StorageError as exc:  # a poison event it cannot dead-letter
+                    lifeline.storage_failed(ctl, [data], socks.ctx, f"the queue of stage {cfg.stage!r}", exc)
             now = time.monotonic()
             if core.ended and not reported_end:
                 reported_end = True
@@ -89,6 +79,31 @@ def run_queue(cfg: QueueConfig) -> None:
         socks.close()
         if dead is not None:
             dead.close()
+
+
+def _on_control(
+    cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None, data: zmq.Socket[Any], messages: Iterable[list[bytes]]
+) -> bool:
+    """Apply the controller's CLOSE, GONE and STOP; whether it said STOP. Raises
+    StorageError when a poison event cannot be dead-lettered."""
+    stopping = False
+    for frames in messages:
+        try:
+            msg = wire.parse(frames)
+        except WireError as exc:
+            log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
+            continue
+        if msg.kind == wire.CLOSE:
+            _send(data, core, core.close())
+        elif msg.kind == wire.GONE:
+            rid, reason, lease, position = msg.fields
+            rid = rid.encode() if isinstance(rid, str) else rid
+            out = core.worker_gone(rid, reason, (lease, position))
+            _send(data, core, out + core.producer_gone(rid))
+            _poisoned(cfg, core, dead)
+        elif msg.kind == wire.STOP:
+            stopping = True
+    return stopping
 
 
 def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> None:

@@ -18,11 +18,14 @@ that event alone is suspect (`sedamp.runtime.flow`), not its whole batch.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
 import time
 from pathlib import Path
+
+from sedamp.errors import StorageError
 
 # `lease` while the worker runs setup, finish or teardown: no batch, but user code that
 # may run long without a heartbeat
@@ -34,18 +37,26 @@ _POSITION = struct.Struct("q")  # at offset 16
 
 
 class Slot:
+    """A worker's slot; `create` makes its file (the controller, before starting the
+    worker), which raises StorageError when the disk has no room for it."""
+
     def __init__(self, path: str | Path, create: bool = False) -> None:
         self.path = str(path)
-        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
-        fd = os.open(path, flags, 0o600)
         try:
-            if create:
-                os.ftruncate(fd, _LAYOUT.size)
-            self._mm = mmap.mmap(fd, _LAYOUT.size)
-        finally:
-            os.close(fd)
-        if create:
-            _LAYOUT.pack_into(self._mm, 0, 0.0, -1, -1)
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0), 0o600)
+            try:
+                if create:
+                    # written, not ftruncate'd: a sparse file on a full tmpfs maps fine,
+                    # then the first store into it kills the process with SIGBUS
+                    if os.pwrite(fd, _LAYOUT.pack(0.0, -1, -1), 0) < _LAYOUT.size:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self._mm = mmap.mmap(fd, _LAYOUT.size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if not create:
+                raise
+            raise StorageError.of("a worker's slot", path, exc) from exc
         self.timeout_s: float | None = None  # set by the worker of a stage with timeout_s
         self._position: memoryview | None = None
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from sedamp.errors import WireError
+from sedamp.errors import StorageError, WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import SourceConfig, source_identity
 from sedamp.runtime.deadletter import DeadLetters
@@ -38,7 +38,12 @@ def run_source(cfg: SourceConfig) -> None:
     """Entry function of a source process."""
     lifeline.become_child(cfg.parent_pid)
     add_import_paths(cfg.import_paths)
-    _Source(cfg).run()
+    source = _Source(cfg)
+    try:
+        source.run()
+    except StorageError as exc:  # an event it cannot send cannot be dead-lettered either
+        others = [o.sock for o in source.outlets]
+        lifeline.storage_failed(source.ctl, others, source.ctx, f"source {cfg.stage!r}", exc)
 
 
 class _Source:

@@ -19,6 +19,8 @@ between the sockets and those. User code never crashes the worker: an exception 
 `handle` follows the stage's ``on_error`` policy (retry with backoff, then dead-letter,
 skip, or fail the run). An exception in `setup` (the stage cannot run at all) is
 reported as FATAL with its traceback and the worker exits with EXIT_CHILD_FAILED (3).
+So does a worker that cannot write the dead-letter file or its journal (a full disk):
+it stops the run rather than lose the record of a failure or of a write.
 
 Hygiene: past ``max_events`` handled or ``max_rss_mb`` of memory, a worker leaves
 between batches the way a retired one does (everything it took is handled and
@@ -40,7 +42,7 @@ from typing import Any, NoReturn
 
 import zmq
 
-from sedamp.errors import WireError
+from sedamp.errors import StorageError, WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.chain import Chain, links_of
 from sedamp.runtime.configs import MAX_BATCH_EVENTS, WorkerConfig, worker_identity
@@ -77,7 +79,11 @@ def run_worker(cfg: WorkerConfig) -> None:
     """Entry function of a worker process."""
     lifeline.become_child(cfg.parent_pid)
     add_import_paths(cfg.import_paths)
-    _Worker(cfg).run()
+    worker = _Worker(cfg)
+    try:
+        worker.run()
+    except StorageError as exc:  # a failure it cannot record, or a batch it cannot journal
+        lifeline.storage_failed(worker.ctl, worker.data_sockets(), worker.ctx, f"worker {cfg.stage}[{cfg.index}]", exc)
 
 
 class _Worker:
@@ -276,10 +282,14 @@ class _Worker:
                 return
         self.up.send_multipart(wire.ack(lease))
 
+    def data_sockets(self) -> list[zmq.Socket[Any]]:
+        """Its data sockets (none before it connects): what to drop when it stops at once."""
+        up = getattr(self, "up", None)
+        return [*([up] if up is not None else []), *(o.sock for o in self.outlets)]
+
     def _stop_run(self, message: str, fail: Failure) -> NoReturn:
         """Report FATAL (the controller stops the run) and exit at once."""
-        others = (self.up, *(o.sock for o in self.outlets))
-        lifeline.fail_now(self.ctl, others, self.ctx, message, fail, self.pid, 1)
+        lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, fail, self.pid, 1)
 
     def _check_hygiene(self) -> None:
         cfg = self.cfg

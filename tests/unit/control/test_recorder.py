@@ -111,3 +111,14 @@ def test_the_summary_counts_exited_workers_and_failures() -> None:
     assert (work.events_in, work.failed, work.poisoned, work.workers) == (31, 1, 1, 2)
     assert s.events == 40 and s.failed == 2  # a failed event and a poisoned one
     assert s.exit_code == 1 and s.events_per_s == 20.0
+
+
+def test_the_summary_counts_every_dead_letter_on_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A worker that died (its disk full) took the count of what it dead-lettered since
+    its last report: the summary said `failed: 0` with dead letters on disk."""
+    r, rec = running()
+    dead = tmp_path / "dead-letters.jsonl"
+    dead.write_text('{"event_id": 1}\n' * 7 + '{"event_id": 8, "mes')  # the last one cut short
+    s = rec.summary(r.top.base_dir, dead, 2.0, False, "the disk is full")
+    assert s.failed == 7 and s.exit_code == 3
+    assert rec.summary(r.top.base_dir, tmp_path / "none", 2.0, False, None).failed == 2  # as reported

@@ -104,8 +104,11 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 # Safeguards: a stage just changed is left alone for COOLDOWN_PERIODS (hysteresis, so
 # noise cannot make a pool oscillate); a growth that did not raise the stage's
 # completions by THRASH_GAIN within that time is undone and growth is barred for
-# THRASH_BAR_PERIODS (SEDA's thrashing guard). Stages whose handler keeps state to emit
-# at the end (finish()) or that are key-routed are never resized.
+# THRASH_BAR_PERIODS (SEDA's thrashing guard). The guard's clock starts when the new
+# worker is ready: a worker whose setup() loads a model for longer than a period has not
+# had its chance to pay yet, and a stage with workers still starting does not grow again.
+# Stages whose handler keeps state to emit at the end (finish()) or that are key-routed
+# are never resized.
 
 GROW_QUEUE_FRACTION = 0.25
 GROW_BUSY = 0.75
@@ -137,6 +140,7 @@ class StageView:
     resizable: bool = True
     arrivals_per_s: float = 0.0
     downstream_fill: float = 0.0  # the fullest queue this stage sends to, as a fraction of its capacity
+    starting: int = 0  # workers started but not yet set up (setup() still running): capacity on its way
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,9 @@ def _undo_unpaid_growth(views: list[StageView], r: _Round) -> list[Decision]:
     decisions = []
     for name, (at, before) in list(state.grown.items()):
         v = by_name.get(name)
+        if v is not None and v.starting:
+            state.grown[name] = (p, before)  # judged from when its workers are ready
+            continue
         if v is None or p - at < COOLDOWN_PERIODS:
             continue
         del state.grown[name]
@@ -269,7 +276,9 @@ def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Dec
 def _wants_to_grow(v: StageView, r: _Round) -> bool:
     """Resizable, below its max, not cooling or barred, its outputs not waiting, and
     its queue backed up with busy workers."""
-    if not v.resizable or r.cooling(v.name) or r.targets[v.name] >= v.hi:
+    if not v.resizable or r.cooling(v.name) or r.targets[v.name] >= v.hi or v.starting:
+        return False
+    if v.name in r.state.grown:  # its last growth is still being judged
         return False
     if r.state.barred_until.get(v.name, 0) > r.state.period:
         return False

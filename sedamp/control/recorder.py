@@ -151,7 +151,7 @@ class Recorder:
         self.samples: dict[str, dict[str, list[Any]]] = {}
         self.ps: dict[int, psutil.Process] = {}
         self.last_counts: dict[str, dict[str, int]] = {}
-        # each worker's cumulative counters as of the last record ("busy_s:ID", "in:ID", ...)
+        # each worker's cumulative counters as of the last record ("busy:ID", "in:ID", ...)
         self.last_seen: dict[str, float] = {}
         self.t0 = time.monotonic()
         self.last_record_t = self.t0
@@ -169,7 +169,7 @@ class Recorder:
     def forget(self, child: Child) -> None:
         """A worker has exited: drop what was kept to measure it."""
         self.ps.pop(child.pid, None)
-        for stat in ("busy_s", "batches", "in"):
+        for stat in ("busy", "batches", "in"):
             self.last_seen.pop(f"{stat}:{child.identity}", None)
 
     # ---------------------------------------------------------------- counts
@@ -255,7 +255,7 @@ class Recorder:
                     rss = round(p.memory_info().rss / 2**20, 1)
                 except psutil.Error:
                     pass
-            busy_frac = self._since_last(w, "busy_s") / dt
+            busy_frac = self._busy_since_last(w) / dt
             out.append(WorkerSample(w.index, w.pid, cpu, rss, round(min(1.0, max(0.0, busy_frac)), 3)))
         return tuple(out)
 
@@ -280,6 +280,18 @@ class Recorder:
             batches += max(0.0, self._since_last(w, "batches"))
             events += max(0.0, self._since_last(w, "in"))
         return round(events / batches, 2) if batches else None
+
+    def _busy_since_last(self, w: Child) -> float:
+        """Worker `w`'s busy seconds since the last record: what it reported (batches
+        done) plus, from its slot, the time into the batch in hand, so that a batch
+        longer than a period counts as busy while it runs instead of arriving all at
+        once when it is done (which made a slow stage read idle in most periods)."""
+        key = f"busy:{w.identity}"
+        in_hand = w.slot.in_batch_s() if w.slot is not None else 0.0
+        now = float(w.stats.get("busy_s", 0.0)) + in_hand
+        before = self.last_seen.get(key, 0.0)
+        self.last_seen[key] = now
+        return now - before
 
     def _since_last(self, w: Child, stat: str) -> float:
         """How much worker `w`'s cumulative counter `stat` grew since the last record."""
@@ -315,6 +327,7 @@ class Recorder:
                     resizable=lo != hi and not st.stateful and self.top.route_key(name) is None,
                     arrivals_per_s=float(r.arrivals_per_s),
                     downstream_fill=self._downstream_fill(name, period),
+                    starting=sum(1 for w in st.workers.values() if not w.stats and not w.retiring),
                 )
             )
         return views

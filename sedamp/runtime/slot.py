@@ -7,7 +7,10 @@ directory, mapped by both the worker and the controller.
   during setup, finish and teardown);
 - ``position``: the index in that batch of the event in the handler (-1 unknown);
 - ``deadline``: with ``timeout_s``, when the current handler call must be over
-  (system-wide monotonic clock; 0.0 when none).
+  (system-wide monotonic clock; 0.0 when none);
+- ``since``: when the batch in hand was taken (the same clock; 0.0 between batches), so
+  that the controller counts a batch longer than its period as busy time while it runs,
+  not only once it is done.
 
 A handler stuck in a loop, in C code holding the GIL, or in a blocking call cannot
 answer a message, but it cannot stop the controller from reading memory. The controller
@@ -31,7 +34,7 @@ from sedamp.errors import StorageError
 # may run long without a heartbeat
 IN_USER_CODE = -2
 
-_LAYOUT = struct.Struct("dqq")  # deadline, lease, position
+_LAYOUT = struct.Struct("dqqd")  # deadline, lease, position, since
 _DEADLINE = struct.Struct("d")  # at offset 0
 _POSITION = struct.Struct("q")  # at offset 16
 
@@ -48,7 +51,7 @@ class Slot:
                 if create:
                     # written, not ftruncate'd: a sparse file on a full tmpfs maps fine,
                     # then the first store into it kills the process with SIGBUS
-                    if os.pwrite(fd, _LAYOUT.pack(0.0, -1, -1), 0) < _LAYOUT.size:
+                    if os.pwrite(fd, _LAYOUT.pack(0.0, -1, -1, 0.0), 0) < _LAYOUT.size:
                         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 self._mm = mmap.mmap(fd, _LAYOUT.size)
             finally:
@@ -63,7 +66,7 @@ class Slot:
     # ------------------------------------------------------------ worker side
 
     def begin(self, lease: int) -> None:
-        _LAYOUT.pack_into(self._mm, 0, 0.0, lease, -1)
+        _LAYOUT.pack_into(self._mm, 0, 0.0, lease, -1, time.monotonic() if lease >= 0 else 0.0)
 
     @property
     def position(self) -> memoryview:
@@ -85,13 +88,18 @@ class Slot:
         _DEADLINE.pack_into(self._mm, 0, 0.0)
 
     def end(self) -> None:
-        _LAYOUT.pack_into(self._mm, 0, 0.0, -1, -1)
+        _LAYOUT.pack_into(self._mm, 0, 0.0, -1, -1, 0.0)
 
     # ------------------------------------------------------------ controller side
 
     def read(self) -> tuple[float, int, int]:
-        deadline, lease, position = _LAYOUT.unpack_from(self._mm, 0)
+        deadline, lease, position, _ = _LAYOUT.unpack_from(self._mm, 0)
         return deadline, lease, position
+
+    def in_batch_s(self, now: float | None = None) -> float:
+        """How long the worker has been on the batch in hand (0.0 between batches)."""
+        since = _LAYOUT.unpack_from(self._mm, 0)[3]
+        return max(0.0, (time.monotonic() if now is None else now) - since) if since > 0.0 else 0.0
 
     def overdue(self, now: float | None = None) -> float:
         """Seconds past the deadline (0.0 when none is set or it has not passed)."""

@@ -76,3 +76,27 @@ def test_metrics_stream(tmp_path: Path) -> None:
     s = summary_of(proc)
     for name in ("a", "b", "c", "collect"):
         assert lines[-1]["stages"][name]["events_in"] == stage_of(s, name)["events_in"] == 300
+
+
+def test_a_batch_longer_than_a_period_counts_as_busy_while_it_runs(tmp_path: Path) -> None:
+    """Three events of 1.2 s each, one at a time, reported every 0.2 s: the worker is
+    busy in nearly every period of those 3.6 s, not only in the three periods where a
+    batch ends (which made a slow stage look idle to the pool controller)."""
+    from tests.integration.util import TESTSTAGES, chain_yaml
+
+    topo = tmp_path / "slow.yaml"
+    topo.write_text(
+        "name: slow\n"
+        + chain_yaml(
+            tmp_path / "out.jsonl",
+            f"    handler: {TESTSTAGES}:pause\n    params: {{delay_s: 1.2}}\n    workers: 1\n    batch: 1",
+            count=3,
+            extra="controller: {period_s: 0.2}\n",
+        )
+    )
+    metrics = tmp_path / "m.jsonl"
+    proc = run_sedamp("run", str(topo), "--metrics", str(metrics), "--workdir", str(tmp_path / "w"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(x) for x in metrics.read_text().splitlines()]
+    busy = [w["busy"] for r in records for w in r["stages"]["mid"]["worker_detail"]]
+    assert sum(b >= 0.9 for b in busy) >= 10, busy

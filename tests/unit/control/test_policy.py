@@ -60,8 +60,9 @@ def view(
     resizable: bool = True,
     arrivals: float = 0.0,
     downstream: float = 0.0,
+    starting: int = 0,
 ) -> StageView:
-    return StageView(name, target, lo, hi, q, cap, batch, busy, rate, resizable, arrivals, downstream)
+    return StageView(name, target, lo, hi, q, cap, batch, busy, rate, resizable, arrivals, downstream, starting)
 
 
 def test_grows_the_bottleneck_within_budget() -> None:
@@ -140,6 +141,19 @@ def test_thrashing_guard_reverts_a_growth_that_did_not_pay() -> None:
     # and growth stays barred for a while
     for t in range(4, 12):
         assert all(x.new <= 2 for x in decide([view("a", 2, q=900, busy=1.0, rate=100)], 8, t, st))
+
+
+def test_a_growth_is_judged_from_when_its_worker_is_ready() -> None:
+    """A worker whose setup() takes longer than the guard's wait (loading a model) has
+    not had its chance to pay: the guard waits for it, and the stage does not grow again
+    meanwhile; once it is ready, a growth that pays is kept."""
+    st = PolicyState()
+    assert decide([view("a", 2, q=900, busy=1.0, rate=100)], budget=8, now_s=0, state=st)[0].new == 3
+    for t in range(1, 12):  # 11 periods of setup, the rate unchanged
+        assert decide([view("a", 3, q=900, busy=1.0, rate=100, starting=1)], 8, t, st) == []
+    for t in (12, 13, 14, 15):
+        d = decide([view("a", 3, q=900, busy=1.0, rate=150)], 8, t, st)
+        assert all(x.new >= 3 for x in d), d
 
 
 def test_a_growth_that_pays_is_kept() -> None:

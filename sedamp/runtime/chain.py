@@ -41,7 +41,7 @@ class Routes(Protocol):
     keyed: bool
     limit: int
 
-    def route(self, parent_id: Any, outputs: list[Any]) -> None: ...
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None: ...
 
     def route_packed(self, ids: list[Any], packed: list[bytes]) -> None: ...
 
@@ -216,16 +216,16 @@ class Chain:
             if packed is not None:
                 router.route_packed(fast_ids, packed)
                 self.tail.n_out += len(packed)
-            else:
+            else:  # one is too large or cannot be packed: find it without packing it again
                 by_id = dict(zip(ids, events, strict=True))
                 for eid, out in zip(fast_ids, fast_out, strict=True):
-                    self._route_one(eid, by_id[eid], [out])
+                    self._route_one(eid, by_id[eid], [out], estimate=True)
 
-    def _route_one(self, eid: Any, ev: Any, outputs: list[Any]) -> None:
+    def _route_one(self, eid: Any, ev: Any, outputs: list[Any], estimate: bool = False) -> None:
         assert self.router is not None, "a handler chain needs a router"
         tail = self.tail
         try:
-            self.router.route(eid, outputs)
+            self.router.route(eid, outputs, estimate)
         except WireError as exc:
             message = f"stage {tail.stage!r} returned an event that cannot be sent: {exc}"
             self._dead(tail, eid, "WireError", message, None, ev)

@@ -1,11 +1,12 @@
 """Handlers for the limit tests (importable as tests.faults.limitstages): outputs too
-large to send."""
+large to send, and a generator whose memory runs away."""
 
 from __future__ import annotations
 
 import json
 import os
 import resource
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +33,15 @@ class Blobs:
     def teardown(self) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         (self.report / str(os.getpid())).write_text(json.dumps({"base": self.base, "peak": peak}))
+
+
+def runaway(event: dict[str, Any], at: int, cap_mb: int) -> Iterator[dict[str, Any]]:
+    """At event `at`, yield ever more MiB-sized outputs, each kept by the runtime until
+    the event is done. Capped at `cap_mb`, then it raises, so that a runtime that does
+    not stop it still ends the test cheaply; every other event passes through."""
+    if event["n"] != at:
+        yield event
+        return
+    for i in range(cap_mb):
+        yield {"n": at, "i": i, "pad": b"x" * MIB}
+    raise RuntimeError(f"emitted {cap_mb} MiB for one event and nothing stopped it")

@@ -1,6 +1,7 @@
-"""Limits enforced while outputs are produced, not after: outputs over the size limit
-are refused without the whole batch being packed first, and packing a large event
-leaves no buffer of its size behind. Real runs through the CLI."""
+"""Limits enforced while outputs are produced, not after: a worker whose memory runs
+away inside a batch is stopped (max_rss_mb), outputs over the size limit are refused
+without the whole batch being packed first, and packing a large event leaves no
+buffer of its size behind. Real runs through the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import sys
 from pathlib import Path
 
 from sedamp.runtime.deadletter import read_dead_letters
-from tests.integration.util import REPO, chain_yaml, run_sedamp, summary_of
+from tests.integration.teststages import read_records
+from tests.integration.util import REPO, chain_yaml, run_sedamp, stage_of, summary_of
 
 L = "tests.faults.limitstages"
 
@@ -22,6 +24,22 @@ def run(tmp: Path, middle: str, count: int) -> tuple[subprocess.CompletedProcess
     topo.write_text("name: t" + yaml)
     proc = run_sedamp("run", str(topo), "--workdir", str(tmp / "w"), "--json", timeout=120)
     return proc, summary_of(proc)
+
+
+def test_a_generator_whose_memory_runs_away_is_stopped_and_its_event_dead_lettered(tmp_path: Path) -> None:
+    proc, s = run(
+        tmp_path,
+        f"    handler: {L}:runaway\n    params: {{at: 17, cap_mb: 600}}\n    max_rss_mb: 100\n    workers: 1",
+        count=40,
+    )
+    assert proc.returncode == 1, proc.stderr  # the run finished; one event failed
+    assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == [n for n in range(40) if n != 17]
+    [letter] = read_dead_letters(s["dead_letters"])
+    assert letter["event_id"] == 17 and letter["stage"] == "mid"
+    # stopped at 164 MiB (max_rss_mb plus the room a batch may take), well before the cap
+    assert "stopped itself: its memory passed 164 MiB inside a handler (max_rss_mb: 100)" in letter["message"]
+    mid = stage_of(s, "mid")
+    assert mid["poisoned"] == 1 and mid["restarts"] == 2  # tried alone once more, then struck
 
 
 def test_oversized_outputs_are_refused_without_packing_the_whole_batch(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +30,35 @@ from sedamp.spec import Topology
 
 log = logging.getLogger(__name__)
 
+# Longest a message is held for a child that has not registered. A child registers as
+# soon as it runs (before its setup), so only one that never runs waits this long: a
+# Ray actor waits at most a minute for a CPU, and a child that dies first has its
+# messages dropped at its exit (`forget`). The deadline catches whatever else.
+PENDING_TTL_S = 300.0
+
 
 class ControlLinks:
     """The control ROUTER and the poller the run loop waits on (sockets and process
     sentinels). A message to a child that has not registered yet is held until it does
-    (a ROUTER drops it otherwise)."""
+    (a ROUTER drops it otherwise), until it exits, or for PENDING_TTL_S at most."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.ctl: zmq.Socket[Any] | None = None
         self.poller = zmq.Poller()
         self.registered: set[bytes] = set()
         self.pending: dict[bytes, list[list[bytes]]] = {}
+        self.held_since: dict[bytes, float] = {}  # when the oldest message of each was held
+        self.clock = clock
 
     def send(self, identity: str, frames: list[bytes]) -> None:
         self.send_to(identity.encode(), frames)
 
     def send_to(self, rid: bytes, frames: list[bytes]) -> None:
         if rid not in self.registered:
+            now = self.clock()
+            self._expire(now)
             self.pending.setdefault(rid, []).append(frames)
+            self.held_since.setdefault(rid, now)
             return
         assert self.ctl is not None
         try:
@@ -57,11 +69,29 @@ class ControlLinks:
     def register(self, rid: bytes) -> None:
         """`rid` registered: it can be sent to now, and what was held for it is sent."""
         self.registered.add(rid)
+        self.held_since.pop(rid, None)
         for frames in self.pending.pop(rid, []):
             self.send_to(rid, frames)
+        self._expire(self.clock())
 
     def forget(self, identity: str) -> None:
-        self.registered.discard(identity.encode())
+        """The child has exited: what was held for it will never be read."""
+        rid = identity.encode()
+        self.registered.discard(rid)
+        self.pending.pop(rid, None)
+        self.held_since.pop(rid, None)
+
+    def _expire(self, now: float) -> None:
+        for rid, since in list(self.held_since.items()):
+            if now - since > PENDING_TTL_S:
+                dropped = self.pending.pop(rid, [])
+                del self.held_since[rid]
+                log.warning(
+                    "controller: %r never registered in %.0f s; dropped %d messages held for it",
+                    rid,
+                    now - since,
+                    len(dropped),
+                )
 
     def watch(self, fd: int) -> None:
         self.poller.register(fd, zmq.POLLIN)

@@ -31,6 +31,8 @@ from sedamp.executor.base import Executor, Proc
 from sedamp.runtime import wire
 from sedamp.runtime.configs import queue_identity, source_identity, worker_identity
 from sedamp.runtime.flow import POISON_DEATHS
+from sedamp.runtime.guard import hard_limit_mb
+from sedamp.runtime.lifeline import EXIT_MEMORY
 from sedamp.runtime.slot import Slot
 from sedamp.spec import StageSpec, Topology
 
@@ -260,7 +262,7 @@ class Roster:
             Path(child.slot.path).unlink(missing_ok=True)
         self.children.pop(child.identity, None)
         self.links.forget(child.identity)
-        how = child.killed or proc.reason or describe_exit(code)
+        how = child.killed or proc.reason or describe_exit(code, self.stages[child.stage].spec.max_rss_mb)
         if proc.unplaceable and not self.state.draining:
             self.state.error = self.state.error or f"worker {child.stage}[{child.index}] {how}"
         if child.role == wire.QUEUE:
@@ -458,9 +460,14 @@ def member_counts(child: Child) -> dict[str, dict[str, int]]:
     return out
 
 
-def describe_exit(code: int | None) -> str:
+def describe_exit(code: int | None, max_rss_mb: int | None = None) -> str:
     if code is None:
         return "did not exit"
+    if code == EXIT_MEMORY and max_rss_mb:
+        return (
+            f"stopped itself: its memory passed {hard_limit_mb(max_rss_mb):,.0f} MiB inside a handler "
+            f"(max_rss_mb: {max_rss_mb:,})"
+        )
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"

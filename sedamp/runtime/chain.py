@@ -12,8 +12,9 @@ the `stop_run` the owner gives (which does not return).
 
 What it touches is given to it: the dead-letter file, the router (anything with
 `keyed`, `limit`, `route` and `route_packed`), the journal, the worker's slot (which
-event of the lease is in the handler, and the deadline of the call) and the set of
-ids a deduplicating sink has seen.
+event of the lease is in the handler, and the deadline of the call), the set of
+ids a deduplicating sink has seen, and the `tick` of the worker's memory guard,
+called after every event and every few outputs of a generator.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Routes(Protocol):
     keyed: bool
     limit: int
 
-    def route(self, parent_id: Any, outputs: list[Any]) -> None: ...
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None: ...
 
     def route_packed(self, ids: list[Any], packed: list[bytes]) -> None: ...
 
@@ -105,6 +106,7 @@ class Chain:
         self.sleep = sleep
         self.duplicates = 0
         self.router: Routes | None = None  # set by the owner once its outlets exist
+        self.tick: Callable[[], None] | None = None  # set by an owner that watches its memory
         self.journal: Journal | None = None  # set by the owner for a resumable sink
 
     # ---------------------------------------------------------------- life
@@ -258,16 +260,16 @@ class Chain:
             if packed is not None:
                 router.route_packed(fast_ids, packed)
                 self.tail.n_out += len(packed)
-            else:
+            else:  # one is too large or cannot be packed: find it without packing it again
                 by_id = dict(zip(ids, events, strict=True))
                 for eid, out in zip(fast_ids, fast_out, strict=True):
-                    self._route_one(eid, by_id[eid], [out])
+                    self._route_one(eid, by_id[eid], [out], estimate=True)
 
-    def _route_one(self, eid: Any, ev: Any, outputs: list[Any]) -> None:
+    def _route_one(self, eid: Any, ev: Any, outputs: list[Any], estimate: bool = False) -> None:
         assert self.router is not None, "a handler chain needs a router"
         tail = self.tail
         try:
-            self.router.route(eid, outputs)
+            self.router.route(eid, outputs, estimate)
         except WireError as exc:
             message = f"stage {tail.stage!r} returned an event that cannot be sent: {exc}"
             self._dead(tail, eid, "WireError", message, None, ev)
@@ -295,7 +297,7 @@ class Chain:
     def _call(self, link: Link, events: list[Any], pos: list[int] | None) -> Results:
         """Handle a batch; events that failed are tried again one by one, up to the
         stage's `retry` times, `backoff_s` apart (doubling each time)."""
-        results = link.runner.handle_batch(events, *self._hooks(pos))
+        results = link.runner.handle_batch(events, *self._hooks(pos), self.tick)
         if self.slot is not None and self.slot.timeout_s:
             self.slot.pause()  # the deadline covers user code only, not routing or journaling
         if not link.retry:
@@ -312,7 +314,7 @@ class Chain:
                     delay *= 2
                 link.n_retried += 1
                 one = [i] if pos is None else [pos[i]] if pos else []
-                res = link.runner.handle_batch([events[i]], *self._hooks(one))[0]
+                res = link.runner.handle_batch([events[i]], *self._hooks(one), self.tick)[0]
                 if self.slot is not None and self.slot.timeout_s:
                     self.slot.pause()
             results[i] = res

@@ -30,6 +30,10 @@ PARENT_CHECK_PERIOD_S = 0.5
 # or a source failed to start or raised while reading. The controller has its FATAL.
 EXIT_CHILD_FAILED = 3
 
+# Exit code of a worker that stopped itself because its memory ran far past max_rss_mb
+# inside a batch (`sedamp.runtime.guard`): the controller names that as how it died.
+EXIT_MEMORY = 4
+
 # How long a finished worker or source waits for the controller to acknowledge its
 # DONE before it closes its sockets anyway.
 DONE_ACK_TIMEOUT_S = 5.0

@@ -193,8 +193,9 @@ class Router:
     `route(parent_id, outputs, tag)` packs each output once, names it (the parent's id
     for a single output, ``"<parent>.<i>"`` for several) and adds it to every outlet,
     into the partition of its key for key-routed edges. Raises WireError (an output
-    MessagePack cannot carry) or KeyError (an output lacks the routing key) before
-    adding anything, so a failed event leaves no partial output behind."""
+    MessagePack cannot carry, or one over the size limit: the outputs after it are not
+    packed) or KeyError (an output lacks the routing key) before adding anything, so a
+    failed event leaves no partial output behind."""
 
     def __init__(self, outlets: list[Outlet], max_event_bytes: int = wire.MAX_EVENT_BYTES) -> None:
         self.outlets = outlets
@@ -215,10 +216,11 @@ class Router:
                 slot[0].extend(ids)
                 slot[1].extend(packed)
 
-    def route(self, parent_id: Any, outputs: list[Any]) -> None:
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None:
+        """`estimate`: look at each output's size before packing it (`wire.pack_event`)."""
         if not outputs:
             return
-        packed = [wire.pack_event(o, self.limit) for o in outputs]
+        packed = [wire.pack_event(o, self.limit, estimate) for o in outputs]
         if len(outputs) == 1:
             ids: list[Any] = [parent_id]
         else:

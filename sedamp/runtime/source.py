@@ -149,7 +149,8 @@ class _Source:
             return
         for eid, ev in zip(ids, evs, strict=True):
             try:
-                router.route(eid, [ev])
+                # after a failed bulk pack, sizes are looked at before packing again
+                router.route(eid, [ev], estimate=not router.keyed)
                 self.counters["out"] += 1
             except (WireError, KeyError) as exc:
                 self.counters["failed"] += 1

@@ -95,10 +95,15 @@ _PLAIN = frozenset({dict, list, str, int, float, bytes, bool, tuple})
 # Most events one handler call may emit: a generator is stopped past it and the event
 # fails, instead of holding every output in memory (10 million small outputs took 5 GB).
 MAX_OUTPUTS_PER_EVENT = 1_000_000
+# With a `tick` (a worker's memory guard), a generator is read this many outputs at a
+# time, the tick called between: few enough that large outputs cannot pile up far past
+# a check, many enough that the call costs nothing next to the outputs.
+OUTPUTS_PER_TICK = 16
 
 
-def outputs_of(result: Any) -> list[Any]:
-    """Normalise a handler's return value to the list of events it emits."""
+def outputs_of(result: Any, tick: Callable[[], None] | None = None) -> list[Any]:
+    """Normalise a handler's return value to the list of events it emits. `tick`, if
+    given, is called every OUTPUTS_PER_TICK outputs of a generator."""
     if result is None:
         return []
     if type(result) in _PLAIN:  # the common case, decided without an ABC check
@@ -106,7 +111,10 @@ def outputs_of(result: Any) -> list[Any]:
     if isinstance(result, Many):
         return result.events
     if isinstance(result, Iterator):  # generators and other iterators: fan-out
-        out = list(itertools.islice(result, MAX_OUTPUTS_PER_EVENT + 1))
+        if tick is None:
+            out = list(itertools.islice(result, MAX_OUTPUTS_PER_EVENT + 1))
+        else:
+            out = _drain(result, tick)
         if len(out) > MAX_OUTPUTS_PER_EVENT:
             raise ValueError(
                 f"the handler emitted more than {MAX_OUTPUTS_PER_EVENT:,} events for one event; "
@@ -114,6 +122,18 @@ def outputs_of(result: Any) -> list[Any]:
             )
         return out
     return [result]
+
+
+def _drain(it: Iterator[Any], tick: Callable[[], None]) -> list[Any]:
+    """Up to MAX_OUTPUTS_PER_EVENT + 1 outputs of `it`, calling `tick` between chunks."""
+    out: list[Any] = []
+    while len(out) <= MAX_OUTPUTS_PER_EVENT:
+        part = list(itertools.islice(it, OUTPUTS_PER_TICK))
+        out += part
+        tick()
+        if len(part) < OUTPUTS_PER_TICK:
+            break
+    return out
 
 
 class _UserModules(importlib.abc.MetaPathFinder):
@@ -234,11 +254,14 @@ class HandlerRunner:
         events: Sequence[Any],
         at: Callable[[int, int], None] | None = None,
         mark: Any = None,
+        tick: Callable[[], None] | None = None,
     ) -> list[list[Any] | Failure]:
         """Before each call into user code, `at(i, n)` (if given) is called with the
         index of its first event and how many it handles, and ``mark[0] = i`` is set
         (if `mark`, a writable one-item view, is given): that is how the worker's slot
-        knows which event is in the handler, and the timeout its deadline."""
+        knows which event is in the handler, and the timeout its deadline. `tick` (if
+        given) is called after each event and every few outputs of a generator: the
+        worker's memory guard."""
         obj = self._obj
         if obj is not None and hasattr(obj, "handle_batch"):
             if at is not None:
@@ -249,7 +272,7 @@ class HandlerRunner:
                 results = list(obj.handle_batch(list(events)))
                 if len(results) != len(events):
                     raise ValueError(f"handle_batch returned {len(results)} results for {len(events)} events")
-                return [outputs_of(r) for r in results]
+                return [outputs_of(r, tick) for r in results]
             except Exception as exc:
                 fail = Failure.from_exception(exc)
                 return [fail] * len(events)
@@ -262,9 +285,11 @@ class HandlerRunner:
                 if mark is not None:
                     mark[0] = i
                 try:
-                    out.append(outputs_of(handle(ev)))
+                    out.append(outputs_of(handle(ev), tick))
                 except Exception as exc:
                     out.append(Failure.from_exception(exc))
+                if tick is not None:
+                    tick()
         else:
             func = self._func
             assert func is not None, "setup() was not called"
@@ -275,9 +300,11 @@ class HandlerRunner:
                 if mark is not None:
                     mark[0] = i
                 try:
-                    out.append(outputs_of(func(ev, **params)))
+                    out.append(outputs_of(func(ev, **params), tick))
                 except Exception as exc:
                     out.append(Failure.from_exception(exc))
+                if tick is not None:
+                    tick()
         return out
 
     @property

@@ -47,7 +47,7 @@ Control plane (the controller's ROUTER; every runtime process connects a DEALER)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import msgpack
@@ -110,7 +110,24 @@ _SHAPES: dict[int, tuple[int, int]] = {
     CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
 
-_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+# A packer's buffer grows to the largest event it has packed and never shrinks: after
+# packing one 500 MB event a process would hold 500 MB more for good. Past this many
+# bytes the packer is replaced by a fresh one, which frees the buffer; a packer costs a
+# microsecond to make, nothing next to packing that much.
+PACKER_KEEP_BYTES = 4 * 1024 * 1024
+
+
+def _new_packer() -> Callable[[Any], bytes]:
+    pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+    return pack
+
+
+_packb = _new_packer()
+
+
+def _shrink_packer() -> None:
+    global _packb
+    _packb = _new_packer()
 
 
 class Message(NamedTuple):
@@ -164,26 +181,44 @@ def simple(kind: int, *fields: Any) -> list[bytes]:
     return [header(kind, *fields)]
 
 
-def pack_event(event: Any, limit: int = MAX_EVENT_BYTES) -> bytes:
+def pack_event(event: Any, limit: int = MAX_EVENT_BYTES, estimate: bool = False) -> bytes:
     """Pack one event. Raises WireError naming the Python type MessagePack cannot carry,
-    or the size of an event over `limit` bytes."""
+    or the size of an event over `limit` bytes. With `estimate`, an event whose strings
+    alone exceed the limit (`size_floor`) is refused before it is packed, so a huge
+    value is not copied only to be refused: callers ask for it when a bulk pack has just
+    failed (the estimate costs about as much as packing a small event)."""
+    if estimate:
+        floor = size_floor(event)
+        if floor > limit:
+            raise WireError(f"an event of at least {floor:,} bytes exceeds the limit of {limit:,} bytes")
     try:
         packed: bytes = _packb(event)
     except (TypeError, ValueError, OverflowError) as exc:
         raise WireError(f"cannot serialize {_describe(event)}: {exc}") from None
+    if len(packed) > PACKER_KEEP_BYTES:
+        _shrink_packer()
     if len(packed) > limit:
         raise WireError(f"an event of {len(packed):,} bytes exceeds the limit of {limit:,} bytes")
     return packed
 
 
 def pack_all(events: Sequence[Any], limit: int = MAX_EVENT_BYTES) -> list[bytes] | None:
-    """Pack every event at C speed, or return None if any cannot be packed (the caller
-    then packs one by one with `pack_event` to tell which)."""
+    """Pack every event, or return None as soon as one cannot be packed or packs to more
+    than `limit` bytes: the events after it are not packed, and no oversized copy is
+    kept (the caller then packs one by one with `pack_event` to tell which)."""
+    packed: list[bytes] = []
+    keep = packed.append
+    large = min(limit, PACKER_KEEP_BYTES)
     try:
-        packed = [_packb(e) for e in events]
+        for e in events:
+            p = _packb(e)
+            if len(p) > large:
+                if len(p) > PACKER_KEEP_BYTES:
+                    _shrink_packer()
+                if len(p) > limit:
+                    return None
+            keep(p)
     except (TypeError, ValueError, OverflowError):
-        return None
-    if packed and max(map(len, packed)) > limit:
         return None
     return packed
 
@@ -196,8 +231,10 @@ def roundtrip(events: list[Any]) -> list[Any] | None:
         packed = _packb(events)
     except (TypeError, ValueError, OverflowError):
         return None
-    if len(packed) > MAX_EVENT_BYTES and any(len(_packb(e)) > MAX_EVENT_BYTES for e in events):
-        return None
+    if len(packed) > PACKER_KEEP_BYTES:
+        _shrink_packer()
+        if len(packed) > MAX_EVENT_BYTES and pack_all(events) is None:
+            return None
     decoded: list[Any] = msgpack.unpackb(packed, raw=False, strict_map_key=False)
     return decoded
 
@@ -205,6 +242,35 @@ def roundtrip(events: list[Any]) -> list[Any] | None:
 def unpack_event(packed: bytes) -> Any:
     """One event packed by `pack_event`, decoded."""
     return msgpack.unpackb(packed, raw=False, strict_map_key=False)
+
+
+# How far `size_floor` looks into containers: the values of a dict, list or tuple of
+# at most this many items, and theirs, SIZE_FLOOR_DEPTH levels down. Enough for the
+# usual event (a dict with a large string or bytes in it) at the cost of a few loops;
+# larger containers count one byte per item.
+SIZE_FLOOR_ITEMS = 64
+SIZE_FLOOR_DEPTH = 2
+
+
+def size_floor(value: Any, depth: int = SIZE_FLOOR_DEPTH) -> int:
+    """A cheap lower bound of `value`'s packed size: the length of its strings and bytes
+    (UTF-8 takes at least a byte per character) plus a byte per item, looking only a
+    little way into containers."""
+    t = type(value)
+    if t is str or t is bytes or t is bytearray:
+        return len(value)
+    if t is not dict and t is not list and t is not tuple:
+        return 0
+    n = len(value)
+    if not depth or n > SIZE_FLOOR_ITEMS:
+        return n
+    for v in value.values() if t is dict else value:
+        tv = type(v)
+        if tv is str or tv is bytes or tv is bytearray:
+            n += len(v)
+        elif tv is dict or tv is list or tv is tuple:
+            n += size_floor(v, depth - 1)
+    return n
 
 
 def pack_events(events: Iterable[Any]) -> tuple[bytes, list[int]]:

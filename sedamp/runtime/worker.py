@@ -24,7 +24,9 @@ it stops the run rather than lose the record of a failure or of a write.
 
 Hygiene: past ``max_events`` handled or ``max_rss_mb`` of memory, a worker leaves
 between batches the way a retired one does (everything it took is handled and
-acknowledged first) and the controller starts a fresh one. Before each handler call it
+acknowledged first) and the controller starts a fresh one; one whose memory runs far
+past ``max_rss_mb`` inside a batch (`sedamp.runtime.guard`) exits at once with
+EXIT_MEMORY, and the event in its handler is blamed. Before each handler call it
 notes in its slot (`sedamp.runtime.slot`, shared memory) which event is in the handler and,
 with ``timeout_s``, the call's deadline: the controller kills it if the call overruns,
 and if it dies, only that event is blamed. A sink with ``dedupe: true`` handles each
@@ -33,11 +35,13 @@ event id once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import zmq
@@ -48,6 +52,7 @@ from sedamp.runtime.chain import Chain, links_of
 from sedamp.runtime.configs import MAX_BATCH_EVENTS, WorkerConfig, worker_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.dedupe import IdSet
+from sedamp.runtime.guard import MemoryGuard
 from sedamp.runtime.journal import Journal, is_resumable
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
 from sedamp.runtime.pace import Pace
@@ -73,6 +78,23 @@ def recycle_reason(max_events: int | None, max_rss_mb: int | None, n_in: int, rs
     if rss_mb is not None and max_rss_mb and rss_mb > max_rss_mb:
         return f"uses {rss_mb:.0f} MiB (max_rss_mb: {max_rss_mb})"
     return None
+
+
+def rss_reader() -> Callable[[], float]:
+    """A function reading this process's resident memory in MiB (psutil: ~12 us)."""
+    import psutil  # only workers with a memory limit pay for its import
+
+    proc = psutil.Process()
+    return lambda: float(proc.memory_info().rss / 2**20)
+
+
+def exit_over_memory(identity: str, why: str) -> NoReturn:
+    """The memory guard's verdict inside a batch: exit at once. The controller tells the
+    queue, which hands the batch to other workers and blames the event in the handler
+    (the slot says which): given alone to a fresh worker, and dead-lettered if it runs
+    away again. Finishing the batch first could take the machine down."""
+    log.error("worker %s: %s; stopping it", identity, why)
+    os._exit(lifeline.EXIT_MEMORY)
 
 
 def run_worker(cfg: WorkerConfig) -> None:
@@ -110,11 +132,8 @@ class _Worker:
         self.unacked: dict[int, int] = {}  # lease -> outlets still holding its outputs
         self.protocol_errors = 0
         self.recycle: str | None = None  # why this worker leaves early (max_events, max_rss_mb)
-        self.proc = None
-        if cfg.max_rss_mb:
-            import psutil  # only workers with a memory limit pay for its import
-
-            self.proc = psutil.Process()
+        self.rss_mb = rss_reader() if cfg.max_rss_mb else None  # this process's memory, MiB
+        self.guard: MemoryGuard | None = None  # max_rss_mb inside a batch
         self.outlets: list[Outlet] = []
 
     # ---------------------------------------------------------------- life
@@ -134,6 +153,10 @@ class _Worker:
         tail = self.chain.tail
         if cfg.journal and tail.kind == "sink" and is_resumable(tail.runner.ref):
             self.chain.journal = Journal(cfg.journal, tail.stage)
+        if cfg.max_rss_mb and self.rss_mb and not self.chain.stateful:  # never stop a stateful one
+            self.guard = MemoryGuard(cfg.max_rss_mb, self.rss_mb, functools.partial(exit_over_memory, self.identity))
+            self.guard.arm(self.rss_mb())
+            self.chain.tick = self.guard.tick
         self._send_stats(wire.STATS)  # the controller learns at once whether it holds state
         self._connect()
         self._loop()
@@ -293,7 +316,9 @@ class _Worker:
 
     def _check_hygiene(self) -> None:
         cfg = self.cfg
-        rss_mb = self.proc.memory_info().rss / 2**20 if self.proc is not None and cfg.max_rss_mb else None
+        rss_mb = self.rss_mb() if self.rss_mb is not None and cfg.max_rss_mb else None
+        if self.guard is not None:
+            self.guard.arm(rss_mb)
         why = recycle_reason(cfg.max_events, cfg.max_rss_mb, self.chain.links[0].n_in, rss_mb)
         if why is None:
             return

@@ -39,6 +39,7 @@ Every decision returns the reason for a refusal; the caller answers 503 with it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -70,6 +71,12 @@ class TokenBucket:
         return False
 
 
+# Adjustments a controller remembers (its `history`, for inspection and tests): the
+# last few minutes at one window a second. Bounded, because a service runs for months
+# and a window can close as often as every 100 requests.
+HISTORY_WINDOWS = 600
+
+
 @dataclass
 class ResponseTimeController:
     """SEDA's p90 controller: multiplicative decrease, additive increase of a rate."""
@@ -91,7 +98,8 @@ class ResponseTimeController:
     step: float = 0.0  # the next increase (starts at `increase`, doubles while well under)
     admissions: int = 0  # admitted since admissions_t0 (see `admitted`)
     admissions_t0: float | None = None
-    history: list[tuple[float, float, float]] = field(default_factory=list)  # (t, p90, rate)
+    # (t, p90, rate) of the last HISTORY_WINDOWS windows
+    history: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_WINDOWS))
 
     def __post_init__(self) -> None:
         self.step = self.step or self.increase

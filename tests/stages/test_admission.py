@@ -218,3 +218,13 @@ def test_an_idle_spell_neither_lowers_the_measured_rate_nor_leaves_stale_samples
         c.observe(t, 0.5, admitted_at=t - 0.5)
     assert len(c.history) == 2
     assert 70.0 <= c.rate <= 100.0 / 1.2 + 1, c.history
+
+
+def test_the_controller_history_is_bounded_in_a_long_run() -> None:
+    c = ResponseTimeController(target_s=0.1, rate=100.0, window_n=1)  # a window per response
+    t = 0.0
+    for _ in range(5000):
+        t += 0.001
+        c.observe(t, 0.05)
+    assert len(c.history) <= 1000
+    assert c.history[-1][0] == t  # the newest kept, the oldest dropped

@@ -75,7 +75,7 @@ class FakeRouter:
         self.limit = wire.MAX_EVENT_BYTES
         self.routed: list[tuple[Any, Any]] = []
 
-    def route(self, parent_id: Any, outputs: list[Any]) -> None:
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None:
         if self.keyed and not all(isinstance(o, dict) and "k" in o for o in outputs):
             raise KeyError("an output has no field 'k' to route it to stage 'next' by")
         ids = [parent_id] if len(outputs) == 1 else [f"{parent_id}.{i}" for i in range(len(outputs))]

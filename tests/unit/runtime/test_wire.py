@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from typing import Any
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -135,3 +138,40 @@ def test_oversized_events_are_refused_at_packing() -> None:
     with pytest.raises(WireError, match="exceeds the limit"):
         wire.pack_event(big)
     assert wire.pack_all([b"ok", big]) is None
+
+
+def _peak_bytes(f: Any) -> int:
+    """The most memory Python allocated while `f` ran (tracemalloc), beyond what it held."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        f()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_batch_is_not_packed_whole_before_its_sizes_are_checked() -> None:
+    mib = 2**20
+    batch = [{"n": i, "blob": b"x" * (8 * mib)} for i in range(6)]  # each over the limit
+    peak = _peak_bytes(lambda: wire.pack_all(batch, limit=mib))
+    # packing the first takes its copy and, at most, a new packer buffer of twice its
+    # size (3 x 8 MiB); packing all six before looking at their sizes took 6 x 8 MiB
+    assert peak < 4 * 8 * mib
+
+
+def test_an_estimated_event_over_the_limit_is_refused_before_it_is_packed() -> None:
+    mib = 2**20
+    event = {"name": "x.bin", "data": "y" * (32 * mib)}
+
+    def pack() -> None:
+        with pytest.raises(WireError, match=r"at least 33,554,4\d\d bytes exceeds the limit of 1,048,576 bytes"):
+            wire.pack_event(event, limit=mib, estimate=True)
+
+    assert _peak_bytes(pack) < mib
+
+
+@given(events)
+def test_size_floor_is_a_lower_bound_of_the_packed_size(ev: Any) -> None:
+    assert wire.size_floor(ev) <= len(msgpack.packb(ev, use_bin_type=True))

@@ -89,6 +89,12 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 #           batches) and the workers are at least GROW_BUSY busy: the stage is a
 #           bottleneck. Of several, the one completing the fewest events per second,
 #           one per period; never a stage whose next queue is already half full.
+#           It grows in one step to its share of the budget (as DS2 sizes Flink
+#           operators): in a pipeline every stage runs at the rate of the bottleneck,
+#           so the cores each uses (workers x busy) are in proportion to the work an
+#           event costs there, and the split that balances the pipeline gives each
+#           stage budget x its cores / all cores used. One worker at a time took ~10 s
+#           to go from 1 to 8 workers, so in a short job the first split decided.
 #           Within the stage's max and the core budget; when the budget is spent, a
 #           worker is taken from a stage that has sat idle. The budget counts
 #           the cores the pools keep busy (workers x busy fraction), not processes: a
@@ -161,7 +167,7 @@ class PolicyState:
     period: int = 0
     changed_at: dict[str, int] = field(default_factory=dict)
     idle_since: dict[str, float] = field(default_factory=dict)
-    grown: dict[str, tuple[int, float]] = field(default_factory=dict)  # stage -> (period, rate before)
+    grown: dict[str, tuple[int, float, int]] = field(default_factory=dict)  # stage -> (period, rate, target) before
     barred_until: dict[str, int] = field(default_factory=dict)
 
 
@@ -212,21 +218,22 @@ def _undo_unpaid_growth(views: list[StageView], r: _Round) -> list[Decision]:
     state, p = r.state, r.state.period
     by_name = {v.name: v for v in views}
     decisions = []
-    for name, (at, before) in list(state.grown.items()):
+    for name, (at, before, old) in list(state.grown.items()):
         v = by_name.get(name)
         if v is not None and v.starting:
-            state.grown[name] = (p, before)  # judged from when its workers are ready
+            state.grown[name] = (p, before, old)  # judged from when its workers are ready
             continue
         if v is None or p - at < COOLDOWN_PERIODS:
             continue
         del state.grown[name]
-        if v.completions_per_s < before * THRASH_GAIN and r.targets[name] > v.lo and v.queue_length > 0:
+        back = max(v.lo, min(old, r.targets[name] - 1))
+        if v.completions_per_s < before * THRASH_GAIN and r.targets[name] > back and v.queue_length > 0:
             decisions.append(
                 r.change(
                     v,
-                    r.targets[name] - 1,
+                    back,
                     f"growth did not pay: {v.completions_per_s:.0f}/s after vs {before:.0f}/s before; "
-                    f"back to {r.targets[name] - 1}, no growth for {THRASH_BAR_PERIODS} periods",
+                    f"back to {back}, no growth for {THRASH_BAR_PERIODS} periods",
                 )
             )
             state.barred_until[name] = p + THRASH_BAR_PERIODS
@@ -266,7 +273,8 @@ def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Dec
             continue
         used = sum(r.targets[x.name] * x.busy for x in views)
         if used + GROW_HEADROOM_CORES <= budget:
-            return [_grow(v, r, f" ({used:.1f} of {budget} cores busy)")]
+            step = max(1, min(share_of_budget(v, views, budget) - r.targets[v.name], int(budget - used)))
+            return [_grow(v, r, f" ({used:.1f} of {budget} cores busy)", step)]
         decisions = _grow_past_budget(v, views, budget, r)
         if decisions:
             return decisions
@@ -303,7 +311,7 @@ def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Rou
             f"{r.targets[v.name] + 1} (its producers will be held back; {processes + 1} busy processes "
             f"for {budget} cores)"
         )
-        r.state.grown[v.name] = (r.state.period, v.completions_per_s)
+        r.state.grown[v.name] = (r.state.period, v.completions_per_s, r.targets[v.name])
         return [r.change(v, r.targets[v.name] + 1, reason)]
     idle = [
         d
@@ -325,8 +333,20 @@ def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Rou
     return [give, _grow(v, r, f" (taking a core from {donor.name!r})")]
 
 
-def _grow(v: StageView, r: _Round, why: str) -> Decision:
-    """Add a worker to `v` and remember the rate before, for the thrashing guard."""
-    reason = f"queue {v.queue_length}/{v.capacity} and workers {v.busy:.0%} busy: grow to {r.targets[v.name] + 1}" + why
-    r.state.grown[v.name] = (r.state.period, v.completions_per_s)
-    return r.change(v, r.targets[v.name] + 1, reason)
+def share_of_budget(v: StageView, views: list[StageView], budget: int) -> int:
+    """`v`'s share of the budget when the pipeline is balanced: budget x the cores it
+    uses over the cores all stages use (each running at the bottleneck's rate, those
+    are in proportion to the work per event), within its bounds."""
+    load = {x.name: x.target * x.busy for x in views}
+    total = sum(load.values())
+    if total <= 0:
+        return v.target
+    return max(v.lo, min(v.hi, round(budget * load[v.name] / total)))
+
+
+def _grow(v: StageView, r: _Round, why: str, step: int = 1) -> Decision:
+    """Add `step` workers to `v` and remember the rate before, for the thrashing guard."""
+    new = min(v.hi, r.targets[v.name] + step)
+    reason = f"queue {v.queue_length}/{v.capacity} and workers {v.busy:.0%} busy: grow to {new}" + why
+    r.state.grown[v.name] = (r.state.period, v.completions_per_s, r.targets[v.name])
+    return r.change(v, new, reason)

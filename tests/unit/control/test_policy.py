@@ -68,8 +68,19 @@ def view(
 def test_grows_the_bottleneck_within_budget() -> None:
     st = PolicyState()
     d = decide([view("slow", 1, q=800, busy=0.98), view("fast", 1, q=0, busy=0.4)], budget=4, now_s=0, state=st)
-    assert [(x.stage, x.old, x.new) for x in d] == [("slow", 1, 2)]
-    assert "queue 800/1000" in d[0].reason and "grow to 2" in d[0].reason
+    # in one step to its share: 4 cores x 0.98 / 1.38 cores used, within the 2.6 cores free
+    assert [(x.stage, x.old, x.new) for x in d] == [("slow", 1, 3)]
+    assert "queue 800/1000" in d[0].reason and "grow to 3" in d[0].reason
+
+
+def test_the_bottleneck_grows_to_its_share_of_the_budget_in_one_step() -> None:
+    """1 / 4 / 0.5 ms stages on 8 cores, started 2 / 2 / 2: b is the bottleneck, and at
+    its rate a uses 0.5 cores and c 0.25, so b's share is 8 x 2 / 2.75 = 5.8: 6 workers
+    at once, not one per period."""
+    st = PolicyState()
+    views = [view("a", 2, busy=0.25), view("b", 2, q=900, busy=1.0), view("c", 2, busy=0.125)]
+    d = decide(views, budget=8, now_s=0, state=st)
+    assert [(x.stage, x.old, x.new) for x in d] == [("b", 2, 6)]
 
 
 def test_respects_max_and_budget() -> None:
@@ -132,12 +143,12 @@ def test_noisy_input_does_not_make_the_pool_oscillate() -> None:
 
 def test_thrashing_guard_reverts_a_growth_that_did_not_pay() -> None:
     st = PolicyState()
-    d = decide([view("a", 2, q=900, busy=1.0, rate=100)], budget=8, now_s=0, state=st)
-    assert d[0].new == 3
+    d = decide([view("a", 2, q=900, busy=1.0, rate=100), view("b", 2, busy=1.0)], budget=8, now_s=0, state=st)
+    assert d[0].new == 4  # its share: half of the budget
     for t in (0.5, 1.0):
-        assert decide([view("a", 3, q=900, busy=1.0, rate=101)], budget=8, now_s=t, state=st) == []
-    d = decide([view("a", 3, q=900, busy=1.0, rate=101)], budget=8, now_s=1.5, state=st)
-    assert [(x.old, x.new) for x in d] == [(3, 2)] and "did not pay" in d[0].reason
+        assert decide([view("a", 4, q=900, busy=1.0, rate=101)], budget=8, now_s=t, state=st) == []
+    d = decide([view("a", 4, q=900, busy=1.0, rate=101)], budget=8, now_s=1.5, state=st)
+    assert [(x.old, x.new) for x in d] == [(4, 2)] and "did not pay" in d[0].reason
     # and growth stays barred for a while
     for t in range(4, 12):
         assert all(x.new <= 2 for x in decide([view("a", 2, q=900, busy=1.0, rate=100)], 8, t, st))
@@ -148,12 +159,12 @@ def test_a_growth_is_judged_from_when_its_worker_is_ready() -> None:
     not had its chance to pay: the guard waits for it, and the stage does not grow again
     meanwhile; once it is ready, a growth that pays is kept."""
     st = PolicyState()
-    assert decide([view("a", 2, q=900, busy=1.0, rate=100)], budget=8, now_s=0, state=st)[0].new == 3
+    assert decide([view("a", 2, q=900, busy=1.0, rate=100)], budget=8, now_s=0, state=st)[0].new == 8
     for t in range(1, 12):  # 11 periods of setup, the rate unchanged
-        assert decide([view("a", 3, q=900, busy=1.0, rate=100, starting=1)], 8, t, st) == []
+        assert decide([view("a", 8, q=900, busy=1.0, rate=100, starting=6)], 8, t, st) == []
     for t in (12, 13, 14, 15):
-        d = decide([view("a", 3, q=900, busy=1.0, rate=150)], 8, t, st)
-        assert all(x.new >= 3 for x in d), d
+        d = decide([view("a", 8, q=900, busy=1.0, rate=350)], 8, t, st)
+        assert all(x.new >= 8 for x in d), d
 
 
 def test_a_growth_that_pays_is_kept() -> None:

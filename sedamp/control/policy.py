@@ -6,6 +6,7 @@ decision, so each can be unit-tested on recorded numbers.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -167,7 +168,8 @@ class PolicyState:
     period: int = 0
     changed_at: dict[str, int] = field(default_factory=dict)
     idle_since: dict[str, float] = field(default_factory=dict)
-    grown: dict[str, tuple[int, float, int]] = field(default_factory=dict)  # stage -> (period, rate, target) before
+    # stage -> (period, rate, target, service time per event) before its last growth
+    grown: dict[str, tuple[int, float, int, float]] = field(default_factory=dict)
     barred_until: dict[str, int] = field(default_factory=dict)
 
 
@@ -218,14 +220,16 @@ def _undo_unpaid_growth(views: list[StageView], r: _Round) -> list[Decision]:
     state, p = r.state, r.state.period
     by_name = {v.name: v for v in views}
     decisions = []
-    for name, (at, before, old) in list(state.grown.items()):
+    for name, (at, before, old, cost) in list(state.grown.items()):
         v = by_name.get(name)
         if v is not None and v.starting:
-            state.grown[name] = (p, before, old)  # judged from when its workers are ready
+            state.grown[name] = (p, before, old, cost)  # judged from when its workers are ready
             continue
         if v is None or p - at < COOLDOWN_PERIODS:
             continue
         del state.grown[name]
+        if _work_changed(cost, _cost(v), r.targets[name] / max(1, old)):
+            continue  # its events now cost another amount: rates before and after do not compare
         back = max(v.lo, min(old, r.targets[name] - 1))
         if v.completions_per_s < before * THRASH_GAIN and r.targets[name] > back and v.queue_length > 0:
             decisions.append(
@@ -297,8 +301,12 @@ def _wants_to_grow(v: StageView, r: _Round) -> bool:
 
 
 def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Round) -> list[Decision]:
-    """The budget is spent: grow anyway if the queue is about to hold its producers back
-    (their cores will be free), else take a worker from an idle stage, else nothing."""
+    """The budget is spent: take workers from stages that need fewer (`_rebalance`), else
+    grow anyway if the queue is about to hold its producers back (their cores will be
+    free), else nothing."""
+    decisions = _rebalance(v, views, budget, r)
+    if decisions:
+        return decisions
     # A nearly full queue holds its producers back (backpressure), so the cores they
     # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
     growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
@@ -311,26 +319,51 @@ def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Rou
             f"{r.targets[v.name] + 1} (its producers will be held back; {processes + 1} busy processes "
             f"for {budget} cores)"
         )
-        r.state.grown[v.name] = (r.state.period, v.completions_per_s, r.targets[v.name])
+        r.state.grown[v.name] = (r.state.period, v.completions_per_s, r.targets[v.name], _cost(v))
         return [r.change(v, r.targets[v.name] + 1, reason)]
-    idle = [
-        d
-        for d in views
-        if d.name != v.name
-        and d.resizable
-        and r.targets[d.name] > d.lo
-        and d.busy < SHRINK_BUSY
-        and not r.cooling(d.name)
-    ]
-    if not idle:
+    return []
+
+
+def _rebalance(v: StageView, views: list[StageView], budget: int, r: _Round) -> list[Decision]:
+    """The budget is spent and `v` is the bottleneck: stages holding more workers than
+    their share of the budget and than their load needs (at GROW_BUSY) give the
+    difference back, and `v` takes it, up to its own share, in one period. (Giving one
+    worker per period from one idle stage took minutes at 64 cores.)"""
+    freed = 0
+    decisions = []
+    for d in views:
+        if d.name == v.name or not d.resizable or r.cooling(d.name) or d.busy >= GROW_BUSY:
+            continue
+        keep = max(d.lo, share_of_budget(d, views, budget), math.ceil(r.targets[d.name] * d.busy / GROW_BUSY))
+        if keep < r.targets[d.name]:
+            freed += r.targets[d.name] - keep
+            decisions.append(
+                r.change(
+                    d,
+                    keep,
+                    f"gives {r.targets[d.name] - keep} to {v.name!r} ({d.busy:.0%} busy, its share of the "
+                    f"budget {share_of_budget(d, views, budget)}): shrink to {keep}",
+                )
+            )
+    if not freed:
         return []
-    donor = min(idle, key=lambda d: d.busy)
-    give = r.change(
-        donor,
-        r.targets[donor.name] - 1,
-        f"gives a worker to {v.name!r} ({donor.busy:.0%} busy): shrink to {r.targets[donor.name] - 1}",
-    )
-    return [give, _grow(v, r, f" (taking a core from {donor.name!r})")]
+    step = max(1, min(freed, share_of_budget(v, views, budget) - r.targets[v.name]))
+    return [*decisions, _grow(v, r, f" (taking {freed} from stages that need fewer)", step)]
+
+
+def _cost(v: StageView) -> float:
+    """Busy worker-seconds per event completed this period (0.0: none completed)."""
+    return v.target * v.busy / v.completions_per_s if v.completions_per_s > 0 else 0.0
+
+
+def _work_changed(before: float, after: float, grew_by: float) -> bool:
+    """Did the stage's events change cost between before and after a growth (the load
+    moved, as when a later part of the input is heavier)? Contention for cores makes each
+    event take longer by at most the factor the pool grew; a change past twice that, or
+    a halving, is the work itself. The thrashing guard then cannot judge the growth."""
+    if before <= 0 or after <= 0:
+        return False
+    return after > 2 * grew_by * before or after < before / 2
 
 
 def share_of_budget(v: StageView, views: list[StageView], budget: int) -> int:
@@ -348,5 +381,5 @@ def _grow(v: StageView, r: _Round, why: str, step: int = 1) -> Decision:
     """Add `step` workers to `v` and remember the rate before, for the thrashing guard."""
     new = min(v.hi, r.targets[v.name] + step)
     reason = f"queue {v.queue_length}/{v.capacity} and workers {v.busy:.0%} busy: grow to {new}" + why
-    r.state.grown[v.name] = (r.state.period, v.completions_per_s, r.targets[v.name])
+    r.state.grown[v.name] = (r.state.period, v.completions_per_s, r.targets[v.name], _cost(v))
     return r.change(v, new, reason)

@@ -111,7 +111,7 @@ def test_takes_a_core_from_an_idle_stage_when_the_budget_is_spent() -> None:
     st = PolicyState()
     d = decide([view("a", 2, q=500, busy=1.0), view("b", 2, q=0, busy=0.05)], budget=2, now_s=0, state=st)
     assert [(x.stage, x.new) for x in d] == [("b", 1), ("a", 3)]
-    assert "gives a worker to 'a'" in d[0].reason
+    assert "gives 1 to 'a'" in d[0].reason
 
 
 def test_shrinks_only_after_the_idle_timeout_and_not_below_min() -> None:

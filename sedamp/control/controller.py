@@ -380,7 +380,8 @@ class _Controller:
         """The pool controller: decide from this period's record, then set targets (the
         reconcile step spawns or retires workers to match)."""
         views = self.recorder.views(period, self.cores, self.pinned)
-        decisions = policy.decide(views, self.cores, time.monotonic(), self.policy_state)
+        budget = max(1, round(period.budget)) if period.budget else self.cores  # the machine's share for us
+        decisions = policy.decide(views, budget, time.monotonic(), self.policy_state)
         for d in decisions:
             st = self.roster.stages[d.stage]
             lo, hi = policy.worker_bounds(st.spec, self.cores)

@@ -366,6 +366,21 @@ def _work_changed(before: float, after: float, grew_by: float) -> bool:
     return after > 2 * grew_by * before or after < before / 2
 
 
+# The core budget follows the machine: the cores other programs use are taken out of it
+# (smoothed, so a burst does not shrink every pool), down to this floor.
+OTHERS_SMOOTHING = 0.7  # weight of the old estimate
+MIN_BUDGET = 1.0
+
+
+def machine_budget(cap: int, machine: int, other_cores: float, seen: float | None) -> tuple[float, float]:
+    """The core budget this period and the smoothed CPU of other programs: the `machine`'s
+    cores less what other programs use (smoothed), within `cap` (the configured or usable
+    cores, a hard cap), at least MIN_BUDGET. So sedamp yields cores to another job that
+    starts on the machine and takes them back when it ends."""
+    smoothed = other_cores if seen is None else OTHERS_SMOOTHING * seen + (1 - OTHERS_SMOOTHING) * other_cores
+    return max(MIN_BUDGET, min(float(cap), machine - smoothed)), smoothed
+
+
 def share_of_budget(v: StageView, views: list[StageView], budget: int) -> int:
     """`v`'s share of the budget when the pipeline is balanced: budget x the cores it
     uses over the cores all stages use (each running at the bottleneck's rate, those

@@ -126,13 +126,25 @@ class Period:
     stages: dict[str, StageRecord]
     decisions: list[dict[str, Any]]
     fusion: list[dict[str, str]] = field(default_factory=list)  # the first record's: spec.fusion
+    own_cores: float = 0.0  # CPU the run's processes used (psutil), in cores
+    other_cores: float = 0.0  # CPU other programs used on the machine, in cores
+    budget: float = 0.0  # the cores the pools may use: policy.machine_budget less runtime_cores
+    runtime_cores: float = 0.0  # the run's CPU outside workers: controller, queues, sources
 
     def as_dict(self) -> dict[str, Any]:
         record = {
             "t": self.t,
             "elapsed_s": self.elapsed_s,
             "final": self.final,
-            "system": {"cores": self.cores, "cpu_percent": self.cpu_percent, "load1": self.load1},
+            "system": {
+                "cores": self.cores,
+                "cpu_percent": self.cpu_percent,
+                "load1": self.load1,
+                "own_cores": self.own_cores,
+                "other_cores": self.other_cores,
+                "budget": self.budget,
+                "runtime_cores": self.runtime_cores,
+            },
             "stages": {name: r.as_dict() for name, r in self.stages.items()},
             "decisions": self.decisions,
         }
@@ -155,6 +167,9 @@ class Recorder:
         self.last_seen: dict[str, float] = {}
         self.t0 = time.monotonic()
         self.last_record_t = self.t0
+        self.others_seen: float | None = None  # other programs' CPU, smoothed (policy.machine_budget)
+        self.machine_cores = max(1, psutil.cpu_count() or 1)
+        self.cpu_now: dict[int, float] = {}  # each process's CPU % since the last record
 
     def gather(self, child: Child, stats: dict[str, Any]) -> None:
         """Keep the latency samples a process sent, per stage, until the next record."""
@@ -208,6 +223,7 @@ class Recorder:
         counts = self.counts()
         t = round(time.time(), 3)
         cpu = psutil.cpu_percent(None)
+        own = self._own_cores()  # samples every process once: the workers' figures below read it
         load1 = round(os.getloadavg()[0], 2)
         per_batch: dict[str, float | None] = {}  # events per batch, per pool (a group's members share it)
         records = {}
@@ -218,7 +234,28 @@ class Recorder:
             records[name] = self._stage_record(name, st, pool, counts[name], cores, dt, per_batch[pool.spec.name])
         self.last_record_t = now
         fusion, self.fusion = self.fusion, []
-        return Period(t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions, fusion)
+        others = max(0.0, cpu / 100 * self.machine_cores - own)
+        budget, self.others_seen = policy.machine_budget(cores, self.machine_cores, others, self.others_seen)
+        workers = sum(w.cpu_percent or 0.0 for r in records.values() for w in r.worker_detail) / 100
+        runtime = max(0.0, own - workers)  # queues, sources and the controller count against the budget
+        return Period(
+            t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions, fusion,
+            round(own, 2), round(others, 2), round(max(policy.MIN_BUDGET, budget - runtime), 2), round(runtime, 2),
+        )  # fmt: skip
+
+    def _own_cores(self) -> float:
+        """The CPU the run's processes on this machine used since the last record, in
+        cores: the controller and every local queue, source and worker (psutil)."""
+        pids = [os.getpid()] + [c.pid for c in self.roster.children.values() if c.pid and c.proc.local]
+        self.cpu_now = {}
+        for pid in pids:
+            p = self._ps(pid)
+            if p is not None:
+                try:
+                    self.cpu_now[pid] = p.cpu_percent(None)
+                except psutil.Error:
+                    pass
+        return sum(self.cpu_now.values()) / 100
 
     def _stage_record(
         self, name: str, st: Stage, pool: Stage, c: StageCounts, cores: int, dt: float, per_batch: float | None
@@ -251,7 +288,7 @@ class Recorder:
             cpu = rss = None
             if p is not None:
                 try:
-                    cpu = round(p.cpu_percent(None), 1)
+                    cpu = round(self.cpu_now.get(w.pid, 0.0), 1)
                     rss = round(p.memory_info().rss / 2**20, 1)
                 except psutil.Error:
                     pass

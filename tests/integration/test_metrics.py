@@ -100,3 +100,25 @@ def test_a_batch_longer_than_a_period_counts_as_busy_while_it_runs(tmp_path: Pat
     records = [json.loads(x) for x in metrics.read_text().splitlines()]
     busy = [w["busy"] for r in records for w in r["stages"]["mid"]["worker_detail"]]
     assert sum(b >= 0.9 for b in busy) >= 10, busy
+
+
+def test_the_budget_yields_the_core_another_program_uses(tmp_path: Path) -> None:
+    """A program spinning on one core beside the run: the run sees it (other_cores) and
+    its pool controller works with one core less (budget), by psutil, not by guess."""
+    import subprocess
+    import sys
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        metrics = tmp_path / "m.jsonl"
+        proc = run_sedamp(
+            "run", str(TOPOLOGIES / "burn.yaml"), "--set", "seeds.params.count=400",
+            "--set", "controller.period_s=0.2", "--metrics", str(metrics),
+            "--workdir", str(tmp_path / "w"), "--json", env={"OUT": str(tmp_path / "r.json")},
+        )  # fmt: skip
+    finally:
+        hog.kill()
+        hog.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    systems = [json.loads(x)["system"] for x in metrics.read_text().splitlines()][2:]
+    assert any(s["other_cores"] >= 0.6 and s["budget"] <= s["cores"] - 0.4 for s in systems), systems

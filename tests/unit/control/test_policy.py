@@ -222,3 +222,19 @@ stages:
     assert "holds 7 events but up to 4 processes" in problem and "capacity: 8" in problem
     assert capacity_problems(top(8, "{min: 1, max: auto}"), cores=4) == []
     assert capacity_problems(top(8, "{min: 1, max: auto}"), cores=16)  # auto = the core budget
+
+
+def test_the_budget_yields_to_other_programs_and_takes_cores_back() -> None:
+    """8 cores, capped at 8: another job starts using 6, so the budget falls (smoothed)
+    towards 2, never below one core; when it ends, the budget climbs back to 8."""
+    from sedamp.control.policy import machine_budget
+
+    seen = None
+    budgets = []
+    for others in [0.0] * 2 + [6.0] * 12 + [0.0] * 12:
+        budget, seen = machine_budget(8, 8, others, seen)
+        budgets.append(budget)
+    assert budgets[0] == 8 and 2.0 <= budgets[13] < 2.2 and budgets[-1] > 7.9
+    assert budgets[2] > 6  # one busy period does not take every core away
+    assert machine_budget(4, 64, 10.0, None)[0] == 4  # the cap holds on a large machine
+    assert machine_budget(8, 8, 20.0, None)[0] == 1.0  # never below one core

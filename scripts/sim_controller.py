@@ -54,6 +54,7 @@ class SimStage:
     done: float = 0.0  # events completed
     pending: list[tuple[float, int]] = field(default_factory=list)  # (ready at, workers) to add
     busy_s: float = 0.0  # worker-seconds spent handling, this period
+    cpu_s: float = 0.0  # CPU seconds spent handling, this period
     period_done: float = 0.0
     period_in: float = 0.0
 
@@ -81,6 +82,7 @@ def step(stages: list[SimStage], cores: int, events: int, injected: float) -> fl
         s.done += n
         s.period_done += n
         s.busy_s += n * s.cost(i, events) / speed
+        s.cpu_s += n * s.cost(i, events)
         if i + 1 < len(stages):
             stages[i + 1].queue += n
             stages[i + 1].period_in += n
@@ -95,6 +97,7 @@ def views(stages: list[SimStage], cores: int) -> list[policy.StageView]:
     for i, s in enumerate(stages):
         nxt = stages[i + 1].queue / CAPACITY if i + 1 < len(stages) else 0.0
         busy = min(1.0, s.busy_s / (s.workers * PERIOD_S)) if s.workers else 0.0
+        cpu = min(1.0, s.cpu_s / (s.workers * PERIOD_S)) if s.workers else 0.0
         out.append(
             policy.StageView(
                 name=s.name,
@@ -109,9 +112,10 @@ def views(stages: list[SimStage], cores: int) -> list[policy.StageView]:
                 arrivals_per_s=s.period_in / PERIOD_S,
                 downstream_fill=nxt,
                 starting=sum(n for _, n in s.pending if n > 0),
+                cpu=cpu,
             )
         )
-        s.busy_s = s.period_done = s.period_in = 0.0
+        s.busy_s = s.cpu_s = s.period_done = s.period_in = 0.0
     return out
 
 

@@ -129,6 +129,10 @@ FULL_QUEUE_FRACTION = 0.75
 DOWNSTREAM_FULL_FRACTION = 0.5
 GROWING_FACTOR = 1.2  # a queue filling 20% faster than it drains holds its producers back soon
 OVERSUBSCRIBE = 2
+# Workers whose CPU time is at least this fraction of their busy time are not waiting for
+# cores: a growth that leaves them so did not thrash, whatever its rate says (the work
+# per event may have changed meanwhile).
+CONTENTION_RATIO = 0.8
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,18 @@ class StageView:
     arrivals_per_s: float = 0.0
     downstream_fill: float = 0.0  # the fullest queue this stage sends to, as a fraction of its capacity
     starting: int = 0  # workers started but not yet set up (setup() still running): capacity on its way
+    cpu: float | None = None  # mean CPU fraction of its workers (psutil); None where not measured
+
+    @property
+    def cores_used(self) -> float:
+        """The cores its workers keep busy: their CPU where measured (a worker waiting on a
+        disk or a socket inside its handler holds no core), else their busy time."""
+        return self.target * (self.cpu if self.cpu is not None else self.busy)
+
+    @property
+    def on_cpu(self) -> bool:
+        """Its busy workers are running, not waiting for a core: CPU close to busy time."""
+        return self.cpu is not None and self.busy > 0.5 and self.cpu >= CONTENTION_RATIO * self.busy
 
 
 @dataclass(frozen=True)
@@ -228,8 +244,8 @@ def _undo_unpaid_growth(views: list[StageView], r: _Round) -> list[Decision]:
         if v is None or p - at < COOLDOWN_PERIODS:
             continue
         del state.grown[name]
-        if _work_changed(cost, _cost(v), r.targets[name] / max(1, old)):
-            continue  # its events now cost another amount: rates before and after do not compare
+        if v.on_cpu or _work_changed(cost, _cost(v), r.targets[name] / max(1, old)):
+            continue  # its workers run (no contention), or its events now cost another amount
         back = max(v.lo, min(old, r.targets[name] - 1))
         if v.completions_per_s < before * THRASH_GAIN and r.targets[name] > back and v.queue_length > 0:
             decisions.append(
@@ -275,7 +291,7 @@ def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Dec
     for v in sorted(views, key=lambda x: (x.completions_per_s, -x.queue_length)):
         if not _wants_to_grow(v, r):
             continue
-        used = sum(r.targets[x.name] * x.busy for x in views)
+        used = sum(r.targets[x.name] / max(1, x.target) * x.cores_used for x in views)
         if used + GROW_HEADROOM_CORES <= budget:
             step = max(1, min(share_of_budget(v, views, budget) - r.targets[v.name], int(budget - used)))
             return [_grow(v, r, f" ({used:.1f} of {budget} cores busy)", step)]
@@ -385,7 +401,7 @@ def share_of_budget(v: StageView, views: list[StageView], budget: int) -> int:
     """`v`'s share of the budget when the pipeline is balanced: budget x the cores it
     uses over the cores all stages use (each running at the bottleneck's rate, those
     are in proportion to the work per event), within its bounds."""
-    load = {x.name: x.target * x.busy for x in views}
+    load = {x.name: x.cores_used for x in views}
     total = sum(load.values())
     if total <= 0:
         return v.target

@@ -365,6 +365,7 @@ class Recorder:
                     arrivals_per_s=float(r.arrivals_per_s),
                     downstream_fill=self._downstream_fill(name, period),
                     starting=sum(1 for w in st.workers.values() if not w.stats and not w.retiring),
+                    cpu=_mean_cpu(r.worker_detail),
                 )
             )
         return views
@@ -409,6 +410,12 @@ class Recorder:
             interrupted=interrupted,
             error=error,
         )
+
+
+def _mean_cpu(workers: tuple[WorkerSample, ...]) -> float | None:
+    """The mean CPU fraction of the workers psutil measured (None: none was)."""
+    cpus = [w.cpu_percent / 100 for w in workers if w.cpu_percent is not None]
+    return sum(cpus) / len(cpus) if cpus else None
 
 
 def _stage_counts(name: str, st: Stage, pool: Stage) -> dict[str, Any]:

@@ -238,3 +238,14 @@ def test_the_budget_yields_to_other_programs_and_takes_cores_back() -> None:
     assert budgets[2] > 6  # one busy period does not take every core away
     assert machine_budget(4, 64, 10.0, None)[0] == 4  # the cap holds on a large machine
     assert machine_budget(8, 8, 20.0, None)[0] == 1.0  # never below one core
+
+
+def test_a_growth_whose_workers_run_on_cpu_is_not_taken_for_thrashing() -> None:
+    """c grows while the load moves to it (its events cost 8x more): its rate after is no
+    better than the mixed rate before, but its workers run (CPU close to busy time), so
+    the new workers are not contending for cores: the growth stays."""
+    st = PolicyState()
+    assert decide([view("c", 8, q=900, busy=1.0, rate=4000, hi=64)], budget=32, now_s=0, state=st)[0].new == 32
+    for t in (1, 2, 3, 4):
+        d = decide([StageView("c", 32, 1, 64, 900, 1000, 8, 1.0, 4000, cpu=0.97)], 32, t, st)
+        assert all(x.new >= 32 for x in d), d

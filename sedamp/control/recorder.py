@@ -44,6 +44,7 @@ class StageCounts:
     timeouts: int
     recycled: int
     restarts: int
+    ready: int = 0  # of its pool's workers, those whose setup() is done (they reported)
 
     def count(self, key: str, default: Any = 0) -> Any:
         return self.counts.get(key, default)
@@ -88,6 +89,7 @@ class StageRecord:
             "kind": c.kind,
             "group": c.group,
             "workers": c.workers,
+            "ready": c.ready,
             "target": c.target,
             "bounds": list(self.bounds),
             "queue": {k: q.get(k) for k in ("length", "capacity", "leased", "credit")} if q else None,
@@ -210,6 +212,7 @@ class Recorder:
                 timeouts=pool.timeouts if head else 0,
                 recycled=pool.recycled if head else 0,
                 restarts=pool.restarts if head else 0,
+                ready=sum(1 for w in pool.workers.values() if w.stats),
             )
         return out
 

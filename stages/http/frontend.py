@@ -4,6 +4,7 @@ package docstring (``stages.http``) for how they fit together."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -26,20 +27,14 @@ import zmq.asyncio
 import sedamp
 from sedamp.runtime import wire
 from sedamp.runtime.stage import load_ref
+from stages.http import protocol
 from stages.http.admission import Admission, RouteLimits
+from stages.http.protocol import MAX_HEADER_BYTES
 
 __all__ = ["Call", "HttpFrontend", "Respond", "reply_endpoint", "response"]
 
 log = logging.getLogger("sedamp.http")
 
-REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
-}  # fmt: skip
-MAX_HEADER_BYTES = 16 * 1024
 # The largest body one request event can carry: the event limit, less room for the
 # request's other fields (its headers are at most MAX_HEADER_BYTES). A larger body is
 # refused with 413 before it is read, whatever max_body_bytes says.
@@ -48,13 +43,6 @@ BODY_CEILING = wire.MAX_EVENT_BYTES - 4 * MAX_HEADER_BYTES
 RUN_TOKEN_VAR = "SEDAMP_RUN"
 IDLE_WAIT_S = 0.1  # how long an idle front end waits for a request before saying IDLE
 REPORT_S = 5.0  # how often each route's admission is logged (INFO)
-# Refusals are paced per connection: after its k-th refusal in a row a connection's next
-# request is read only refusal_pace_ms x k later (at most MAX_PACE_S), so a client that
-# ignores Retry-After is slowed by TCP itself and refusing costs the front end little CPU
-# at any offered rate; after close_after_refusals in a row the connection is closed.
-MAX_PACE_S = 1.0
-
-
 def reply_endpoint(port: int) -> str:
     """Where the front end on `port` takes responses: a socket in a directory only this
     user can enter, named for the port and the run (so that another service, even on
@@ -82,6 +70,21 @@ def response(
     return {"id": request["id"], "status": int(status), "headers": out_headers, "body": bytes(body)}
 
 
+def call(name: str, func: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The response event of ``func(request)``; an exception is a 500 naming no internals
+    (logged with its traceback)."""
+    try:
+        result = func(request)
+    except Exception:
+        log.error("%s failed on %s %s:\n%s", name, request.get("method"), request.get("path"), traceback.format_exc())
+        return response(request, "internal error\n", 500)
+    if isinstance(result, dict) and "status" in result and "id" in result:
+        return result
+    if isinstance(result, dict) and ("status" in result or "body" in result):
+        return response(request, result.get("body", b""), result.get("status", 200), result.get("headers"))
+    return response(request, result)
+
+
 class Call:
     """Handler: the response of ``func(request)``; a failure is a 500 naming no internals.
 
@@ -101,18 +104,7 @@ class Call:
         if isinstance(deadline, int | float) and time.time() > deadline:
             self.expired += 1
             return None
-        try:
-            result = self.func(request)
-        except Exception:
-            log.error(
-                "%s failed on %s %s:\n%s", self.name, request.get("method"), request.get("path"), traceback.format_exc()
-            )
-            return response(request, "internal error\n", 500)
-        if isinstance(result, dict) and "status" in result and "id" in result:
-            return result
-        if isinstance(result, dict) and ("status" in result or "body" in result):
-            return response(request, result.get("body", b""), result.get("status", 200), result.get("headers"))
-        return response(request, result)
+        return call(self.name, self.func, request)
 
     def teardown(self) -> None:
         if self.expired:
@@ -143,12 +135,6 @@ class Respond:
         self.ctx.term()
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class HttpFrontend:
     """Source: an HTTP/1.1 server whose requests are the events (see the module doc).
 
@@ -164,6 +150,10 @@ class HttpFrontend:
         timeout_s: a request unanswered this long gets 504.
         max_body_bytes, header_timeout_s (time to send a request), keepalive_s (idle time
         between requests), max_connections.
+        inline_max_ms: a route with ``inline: "module:function"`` is served by that
+            function in the front end's own process (no hop: for cheap routes) while its
+            mean time per request stays under inline_max_ms (default 1); past it, the route
+            goes back to its stages (so it must keep them), and the log says so once.
         refusal_pace_ms, close_after_refusals: after its k-th refusal in a row, a
             connection's next request is read refusal_pace_ms x k later (at most 1 s);
             after close_after_refusals in a row it is closed (defaults 50 and 20).
@@ -185,6 +175,7 @@ class HttpFrontend:
         idle_ms: float = 2.0,
         refusal_pace_ms: float = 50.0,
         close_after_refusals: int = 20,
+        inline_max_ms: float = 1.0,
     ) -> None:
         self.port = int(port)
         self.host = host
@@ -203,6 +194,11 @@ class HttpFrontend:
         self.idle_s = float(idle_ms) / 1000
         self.pace_s = float(refusal_pace_ms) / 1000
         self.close_after = max(1, int(close_after_refusals))
+        self.inline_max_s = float(inline_max_ms) / 1000
+        # route -> [name, function, mean seconds per call (EWMA, None until measured)]
+        self.inline: dict[str, list[Any]] = {
+            r["route"]: [r["inline"], load_ref(r["inline"]), None] for r in self.routes if r.get("inline")
+        }
         self.admission: dict[str, Admission] = {}
         for name in {r["route"] for r in self.routes}:
             spec = dict((limits or {}).get(name, {}))
@@ -213,8 +209,8 @@ class HttpFrontend:
         self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._ids = itertools.count()
         self._pending: dict[int, tuple[asyncio.Future[Any], str, float]] = {}
-        self._connections = 0
-        self._closing = False
+        self.connections = 0
+        self.closing = False
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop = asyncio.new_event_loop()
@@ -259,7 +255,11 @@ class HttpFrontend:
     async def _start(self) -> None:
         # the port first: a second service on a port in use must fail before it binds anything
         self._server = await asyncio.start_server(
-            self._connection, self.host, self.port, limit=MAX_HEADER_BYTES, reuse_address=True
+            functools.partial(protocol.connection, self),
+            self.host,
+            self.port,
+            limit=MAX_HEADER_BYTES,
+            reuse_address=True,
         )
         self._zctx = zmq.asyncio.Context()
         self._pull = self._zctx.socket(zmq.PULL)
@@ -309,94 +309,12 @@ class HttpFrontend:
                 if not fut.done():
                     fut.set_result((status, headers, body))
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections += 1
-        peer = writer.get_extra_info("peername")
-        client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        try:
-            if self._connections > self.max_connections:
-                await self._write(writer, 503, {"retry-after": "1"}, b"too many connections\n", close=True)
-                return
-            first = True
-            refusals = 0  # in a row, on this connection
-            while not self._closing:
-                keep, refused = await self._one(reader, writer, client, first, refusals)
-                first = False
-                if not keep:
-                    break
-                refusals = refusals + 1 if refused else 0
-                if refusals:
-                    await asyncio.sleep(min(MAX_PACE_S, self.pace_s * refusals))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._connections -= 1
-            writer.close()
-
-    async def _one(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str, first: bool, refusals: int = 0
-    ) -> tuple[bool, bool]:
-        """Serve one request: whether to keep the connection, and whether admission refused
-        it (after `refusals` refusals in a row already)."""
-        wait = self.header_timeout_s if first else self.keepalive_s
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
-        except TimeoutError:
-            if first:
-                await self._write(writer, 408, {}, b"request not received in time\n", close=True)
-            return False, False
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial.strip():
-                await self._write(writer, 400, {}, b"incomplete request\n", close=True)
-            return False, False
-        except asyncio.LimitOverrunError:
-            await self._write(writer, 431, {}, b"request headers too large\n", close=True)
-            return False, False
-        try:
-            method, target, version, headers = _parse_head(head)
-        except _BadRequest as exc:
-            await self._write(writer, exc.status, {}, f"{exc}\n".encode(), close=True)
-            return False, False
-        keep = _keep_alive(version, headers)
-        if "transfer-encoding" in headers:
-            await self._write(writer, 411, {}, b"send a content-length, not a chunked body\n", close=True)
-            return False, False
-        try:
-            length = int(headers.get("content-length", "0"))
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            await self._write(writer, 400, {}, b"bad content-length\n", close=True)
-            return False, False
-        if length > self.max_body:
-            await self._write(writer, 413, {}, f"body over {self.max_body} bytes\n".encode(), close=True)
-            return False, False
-        expect = headers.get("expect")
-        if expect is not None:
-            if expect.lower() != "100-continue":
-                await self._write(writer, 417, {}, b"the only expectation served is 100-continue\n", close=True)
-                return False, False
-            if length:
-                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                await writer.drain()
-        try:
-            body = await asyncio.wait_for(reader.readexactly(length), self.header_timeout_s) if length else b""
-        except TimeoutError:
-            await self._write(writer, 408, {}, b"body not received in time\n", close=True)
-            return False, False
-        status, rheaders, rbody = await self._dispatch(method, target, headers, body, client)
-        refused = status == 503
-        if refused and refusals + 1 >= self.close_after:
-            keep = False  # a client that keeps ignoring Retry-After
-        await self._write(writer, status, rheaders, rbody, close=not keep or self._closing, head=method == "HEAD")
-        return keep, refused
-
-    async def _dispatch(
+    async def dispatch(
         self, method: str, target: str, headers: dict[str, str], body: bytes, client: str
     ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(target)
         path = unquote(parts.path) or "/"
-        if self._closing:
+        if self.closing:
             return 503, {"retry-after": "1"}, b"shutting down\n"
         allowed = []
         route = None
@@ -417,23 +335,24 @@ class HttpFrontend:
         if why is not None:
             return 503, {"retry-after": "1"}, f"overloaded: {why}\n".encode()
         rid = next(self._ids)
-        fut: asyncio.Future[Any] = self._loop.create_future()
         t0 = time.monotonic()
+        event = {
+            "id": rid,
+            "route": route,
+            "method": method,
+            "path": path,
+            "query": parts.query,
+            "headers": headers,
+            "body": body,
+            "client": client,
+            "class": klass,
+            "deadline": time.time() + self.timeout_s,
+        }
+        if route in self.inline:
+            return self._inline(route, event, t0)
+        fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = (fut, route, t0)
-        self._events.put(
-            {
-                "id": rid,
-                "route": route,
-                "method": method,
-                "path": path,
-                "query": parts.query,
-                "headers": headers,
-                "body": body,
-                "client": client,
-                "class": klass,
-                "deadline": time.time() + self.timeout_s,
-            }
-        )
+        self._events.put(event)
         try:
             result: tuple[int, dict[str, str], bytes] = await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
             return result
@@ -443,6 +362,26 @@ class HttpFrontend:
                 self.admission[route].done(self.timeout_s, admitted_at=t0)
             return 504, {}, f"no answer within {self.timeout_s:g} s\n".encode()
 
+    def _inline(self, route: str, event: dict[str, Any], t0: float) -> tuple[int, dict[str, str], bytes]:
+        """Serve a cheap route here, timing it; a route found not to be cheap after all
+        goes back to its stages from the next request on."""
+        entry = self.inline[route]
+        out = call(entry[0], entry[1], event)
+        took = time.monotonic() - t0
+        entry[2] = took if entry[2] is None else 0.9 * entry[2] + 0.1 * took
+        if entry[2] > self.inline_max_s:
+            del self.inline[route]
+            log.warning(
+                "http: route %s takes %.2f ms per request inline, over inline_max_ms (%g): it is served by "
+                "its stages from now on",
+                route,
+                entry[2] * 1000,
+                self.inline_max_s * 1000,
+            )
+        self.admission[route].done(took, admitted_at=t0)
+        status, headers, body = int(out.get("status", 200)), out.get("headers") or {}, out.get("body", b"")
+        return status, dict(headers), bytes(body)
+
     def _class_of(self, path: str, headers: dict[str, str]) -> int:
         for rule in self.classes:
             if "header" in rule and headers.get(str(rule["header"]).lower()) == rule.get("value"):
@@ -450,26 +389,6 @@ class HttpFrontend:
             if "path_prefix" in rule and path.startswith(rule["path_prefix"]):
                 return int(rule["class"])
         return self.default_class
-
-    async def _write(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        headers: dict[str, str],
-        body: bytes,
-        close: bool,
-        head: bool = False,
-    ) -> None:
-        """Write a response; to HEAD, its head only (with the length the body would have)."""
-        self.counts[status] = self.counts.get(status, 0) + 1
-        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
-        hdrs = {k.lower(): v for k, v in headers.items()}
-        hdrs.setdefault("content-type", "text/plain; charset=utf-8")
-        hdrs["content-length"] = str(len(body))
-        hdrs["connection"] = "close" if close else "keep-alive"
-        lines += [f"{k}: {v}" for k, v in hdrs.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
-        await writer.drain()
 
     # ------------------------------------------------------------ the end
 
@@ -480,7 +399,7 @@ class HttpFrontend:
             return
 
         async def stop() -> None:
-            self._closing = True
+            self.closing = True
             self._server.close()
             deadline = time.monotonic() + self.timeout_s
             while self._pending and time.monotonic() < deadline:
@@ -495,38 +414,3 @@ class HttpFrontend:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         log.info("http: answered %s", dict(sorted(self.counts.items())))
-
-
-def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
-        raise _BadRequest(400, "undecodable request") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper():
-        raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _BadRequest(400 if not version.startswith("HTTP/") else 505, f"unsupported version {version[:16]!r}")
-    if target.startswith(("http://", "https://")):  # absolute form (RFC 9112, 3.2.2)
-        parts = urlsplit(target)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if not target.startswith("/"):
-        raise _BadRequest(400, "the target must be a path or an absolute URL")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or " " in name:
-            raise _BadRequest(400, "malformed header line")
-        headers[name.lower()] = value.strip()
-    return method, target, version, headers
-
-
-def _keep_alive(version: str, headers: dict[str, str]) -> bool:
-    conn = headers.get("connection", "").lower()
-    if version == "HTTP/1.0":
-        return conn == "keep-alive"
-    return conn != "close"

@@ -40,10 +40,14 @@ stages:
         - {{path: /echo, route: echo}}
         - {{path: /get, route: echo, method: GET}}
         - {{path: /paced, route: paced}}
+        - {{path: /late, route: late, method: GET}}
+        - {{path: /inline, route: inl, inline: "{T}:http_echo"}}
+        - {{path: /slowinline, route: slowinl, inline: "{T}:http_sleep"}}
         - {{path: /boom, route: boom, method: GET}}
         - {{path: /sleep, route: sleep, method: GET}}
       limits:
-        sleep: {{max_inflight: 4}}
+        sleep: {{max_inflight: 2}}
+        late: {{max_inflight: 8}}
         paced: {{rate: 0.001, burst: 1}}
       timeout_s: 1.5
       max_body_bytes: {max_body}
@@ -54,12 +58,23 @@ stages:
     to:
       - {{stage: echo, when: {{route: echo}}}}
       - {{stage: paced, when: {{route: paced}}}}
+      - {{stage: late, when: {{route: late}}}}
+      - {{stage: inl, when: {{route: inl}}}}
+      - {{stage: slowinl, when: {{route: slowinl}}}}
       - {{stage: boom, when: {{route: boom}}}}
       - {{stage: sleep, when: {{route: sleep}}}}
   echo: {{handler: stages.http:Call, params: {{func: "{T}:http_echo"}}, to: respond}}
   paced: {{handler: stages.http:Call, params: {{func: "{T}:http_echo"}}, to: respond}}
+  inl: {{handler: stages.http:Call, params: {{func: "{T}:http_echo"}}, to: respond}}
+  slowinl: {{handler: stages.http:Call, params: {{func: "{T}:http_sleep"}}, to: respond}}
   boom: {{handler: stages.http:Call, params: {{func: "{T}:http_boom"}}, to: respond}}
   sleep:
+    handler: stages.http:Call
+    params: {{func: "{T}:http_sleep"}}
+    workers: 2
+    batch: 1
+    to: respond
+  late:
     handler: stages.http:Call
     params: {{func: "{T}:http_sleep"}}
     workers: 2
@@ -113,11 +128,18 @@ def server(tmp_path: Path) -> Iterator[int]:
         except OSError:
             return proc.poll() is not None  # stop waiting if it died
 
-    wait_until(up, 30, "the HTTP front end to listen")
-    assert proc.poll() is None, proc.communicate()[1]
-    yield port
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
+    stages = ("echo", "boom", "sleep", "late", "paced", "inl", "slowinl", "respond")
+    try:
+        wait_until(up, 30, "the HTTP front end to listen")
+        assert proc.poll() is None, "the run ended"
+        # the pools start with the run: on a loaded machine, setting them all up can take
+        # longer than the topology's timeout_s, which the tests rely on: wait until they are
+        wait_until(lambda: all(stage_count(tmp_path / "w", s, "ready") >= 1 for s in stages), 60, "the pools")
+        yield port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
 
 
@@ -154,10 +176,26 @@ def test_a_request_past_its_deadline_is_not_handled(server: int, tmp_path: Path)
     run and are answered 504; the two left queued are past their deadline when a worker
     takes them, and are dropped without running (nobody waits for their answer)."""
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: ask(server, get("/sleep?s=2"), 30)[0], range(4)))
+        answers = list(pool.map(lambda _: ask(server, get("/late?s=2"), 30)[0], range(4)))
     assert answers == [504] * 4
-    wait_until(lambda: stage_count(tmp_path / "w", "sleep") == 4, 30, "the four requests to reach the handler")
-    assert stage_count(tmp_path / "w", "sleep", "events_out") == 2
+    wait_until(lambda: stage_count(tmp_path / "w", "late") == 4, 30, "the four requests to reach the handler")
+    assert stage_count(tmp_path / "w", "late", "events_out") == 2
+
+
+def test_a_cheap_route_is_served_inline_and_a_slow_one_goes_back_to_its_stages(server: int, tmp_path: Path) -> None:
+    """/inline is served in the front end's process (its stage never sees a request);
+    /slowinline's function takes 20 ms, over inline_max_ms: after the first request its
+    route is served by its stages."""
+    for _ in range(5):
+        status, _, body = ask(server, get("/inline"))
+        assert (status, body) == (200, b"/inline")
+    for _ in range(3):
+        status, _, body = ask(server, get("/slowinline?s=0.02"))
+        assert (status, body) == (200, b"slept\n")
+    assert ask(server, get("/echo"))[0] == 200
+    work = tmp_path / "w"
+    wait_until(lambda: stage_count(work, "echo") >= 1 and stage_count(work, "slowinl") == 2, 30, "the counts")
+    assert stage_count(work, "inl") == 0
 
 
 def test_a_client_that_ignores_refusals_is_paced_then_closed(server: int) -> None:

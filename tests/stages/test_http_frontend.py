@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sedamp.runtime import wire
-from stages.http import frontend
+from stages.http import frontend, protocol
 
 
 def test_each_run_has_its_own_reply_socket(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -17,7 +17,7 @@ def test_each_run_has_its_own_reply_socket(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_body_is_never_larger_than_an_event_can_carry() -> None:
-    assert frontend.BODY_CEILING + 4 * frontend.MAX_HEADER_BYTES <= wire.MAX_EVENT_BYTES
+    assert frontend.BODY_CEILING + 4 * protocol.MAX_HEADER_BYTES <= wire.MAX_EVENT_BYTES
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def test_a_body_is_never_larger_than_an_event_can_carry() -> None:
 )
 def test_the_origin_and_absolute_forms_are_read(target: str, path: str) -> None:
     head = f"GET {target} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
-    assert frontend._parse_head(head)[1] == path
+    assert protocol.parse_head(head)[1] == path
 
 
 def test_a_504_is_a_latency_sample_for_the_p90_controller() -> None:

@@ -73,6 +73,7 @@ and refuses runs of different settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -84,7 +85,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -525,8 +526,16 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 60
 
 
 def load(
-    port: int, clients: int, duration: float, think_ms: float, extra: tuple[str, ...] = (), settle: float = 0.0
+    port: int,
+    clients: int,
+    duration: float,
+    think_ms: float,
+    extra: tuple[str, ...] = (),
+    settle: float = 0.0,
+    path: str = "/work",
 ) -> dict[str, Any]:
+    """scripts/loadgen.py's JSON for one closed-loop load of `path`, plus its own CPU
+    (``loadgen_cpu_s``) and the wall time of its process (``loadgen_wall_s``)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     r = subprocess.run(
@@ -536,7 +545,7 @@ def load(
             "--port",
             str(port),
             "--path",
-            "/work",
+            path,
             "--clients",
             str(clients),
             "--think-ms",
@@ -566,18 +575,43 @@ def load(
     return out
 
 
+def stop_server(proc: subprocess.Popen[bytes], system: str) -> None:
+    """Stop a server started by `serving` as its users would (Ctrl-C for sedamp and the
+    asyncio peer, SIGTERM for gunicorn); killed after 30 s."""
+    proc.send_signal(signal.SIGINT if system != "gunicorn" else signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def serving(
+    system: str, iterations: int, cores: int, metrics: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`system` serving stages.http_demo on a free port with `iterations` of work per
+    /work request, listening: yields its process and port; stopped on exit."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "HTTP_DEMO_WORK_ITERATIONS": str(iterations)}
+    proc = subprocess.Popen(command(system, port, cores, metrics), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc)
+        yield proc, port
+    finally:
+        stop_server(proc, system)
+
+
 def run_system(system: str, counts: list[int], args: argparse.Namespace, round_: int = 0) -> list[Row]:
     from stages.burn import spin
 
     cores = os.cpu_count() or 1
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "HTTP_DEMO_WORK_ITERATIONS": str(args.iterations)}
     scratch = Path(tempfile.mkdtemp(prefix="bench-http-"))
     metrics = scratch / "metrics.jsonl" if system == "sedamp" else None
-    proc = subprocess.Popen(command(system, port, args.cores, metrics), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     rows = []
-    try:
-        wait_listening(port, proc)
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, scratch, ignore_errors=True)  # after the server stopped
+        proc, port = stack.enter_context(serving(system, args.iterations, args.cores, metrics))
         load(port, 8, args.warmup, args.think_ms)  # warm-up: workers calibrated, pools grown
         for n in client_order(counts, round_, args.order):
             cost = machine_speed(spin, args.iterations)  # the server is idle between two loads
@@ -603,14 +637,6 @@ def run_system(system: str, counts: list[int], args: argparse.Namespace, round_:
             out = {"round": round_, "system": system, **with_speed(out, cost, cores)}
             rows.append(out)
             print(_row(out), flush=True)
-    finally:
-        proc.send_signal(signal.SIGINT if system != "gunicorn" else signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
     return rows
 
 
@@ -669,11 +695,7 @@ def plot(rows: Sequence[Row], path: Path) -> None:
 def mixed(args: argparse.Namespace) -> None:
     """Only the expensive endpoint overloaded: /work at `--mixed` clients and /hello at 8
     clients at the same time, against sedamp. Refusals should fall on /work alone."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "HTTP_DEMO_WORK_ITERATIONS": str(args.iterations)}
-    proc = subprocess.Popen(command("sedamp", port, args.cores), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
-    try:
-        wait_listening(port, proc)
+    with serving("sedamp", args.iterations, args.cores) as (_, port):
         load(port, 8, args.warmup, args.think_ms)
         base = [sys.executable, "scripts/loadgen.py", "--port", str(port), "--duration", str(args.duration), "--json",
                 "--warmup", str(args.settle), "--think-ms", str(args.think_ms), "--timeout", "60"]  # fmt: skip
@@ -692,13 +714,6 @@ def mixed(args: argparse.Namespace) -> None:
                 f"  {path:<7} 200/s {out['ok_throughput']:>8.1f}  p90 {_ms(out['ok_latency_ms']['p90']):>5} ms  "
                 f"statuses {out['statuses']}  unanswered {out['timeouts'] + out['errors']}"
             )
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def write_json(path: Path, meta: Row, rows: Sequence[Row], complete: bool) -> None:

@@ -9,6 +9,7 @@ Writes: processes, through the executor: the queues, the sources, and the worker
         dead worker held leases or credit in; CLOSE to a queue once every stage feeding
         it has finished and STOP to the queue of a finished stage; STOP to a finished
         process (the acknowledgement of its DONE) and to the sources on an interrupt;
+        HOLD to a queue for its workers inside user code (their leases must not expire);
         kills a worker past its handler deadline or silent outside user code; and
         `RunState.error` when the run cannot go on.
 
@@ -439,6 +440,23 @@ def watch_silence(stages: Iterable[Stage], state: RunState, period_s: float, now
             w.killed = f"was killed: silent for {now - w.last_heard:.1f} s outside any handler call"
             log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.pid, w.killed)
             w.proc.kill()
+
+
+def hold_leases(stages: Iterable[Stage], links: Links) -> None:
+    """HOLD: tell each queue which of its workers are inside user code now (their slots
+    say so), so that it renews their leases: such a worker sends nothing until the call
+    returns, which may take long (only timeout_s bounds it)."""
+    for st in stages:
+        q = st.queue
+        if q is None or q.stopped:
+            continue
+        busy = [
+            w.identity
+            for w in (*st.workers.values(), *st.leaving.values())
+            if w.killed is None and w.slot is not None and w.slot.read()[1] != -1
+        ]
+        if busy:
+            links.send(q.identity, wire.simple(wire.HOLD, busy))
 
 
 # ---------------------------------------------------------------- helpers

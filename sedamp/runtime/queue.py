@@ -1,14 +1,15 @@
 """Runs in a stage-queue process, one per stage that has an input.
 
-Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/BYE from
-        workers) and its control DEALER to the controller (CLOSE, STOP, GONE).
-Writes: CREDIT to producers, BATCH/END to workers, ERR to a peer whose frame was
-        refused; REGISTER, STATS every period and DONE to the controller.
+Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/RENEW/BYE
+        from workers) and its control DEALER to the controller (CLOSE, STOP, GONE, HOLD).
+Writes: CREDIT to producers, BATCH/END/EXPIRED to workers, ERR to a peer whose frame
+        was refused; REGISTER, STATS every period and DONE to the controller.
 
 All decisions are made by `sedamp.runtime.flow.QueueCore`; this module only moves frames
-between the sockets and that state machine. A malformed frame is counted and answered
-with ERR; it never stops the queue. The queue exits when the controller says STOP or
-when its parent is gone.
+between the sockets and that state machine, and asks it every half period to take back
+the leases past their term. A malformed frame is counted and answered with ERR; it
+never stops the queue. The queue exits when the controller says STOP or when its
+parent is gone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sedamp.errors import WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
-from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore
+from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def run_queue(cfg: QueueConfig) -> None:
     socks = sockets.Sockets(cfg.curve)
     data = socks.router(cfg.endpoint)
     ctl = socks.dealer(queue_identity(cfg.stage), cfg.control_endpoint)
-    core = QueueCore(cfg.capacity, cfg.partitions)
+    core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=lease_term_s(cfg.period_s))
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
     ctl.send_multipart(
         wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid(), sockets.bound_endpoint(data, cfg.advertise))
@@ -43,7 +44,7 @@ def run_queue(cfg: QueueConfig) -> None:
     poller = zmq.Poller()
     poller.register(data, zmq.POLLIN)
     poller.register(ctl, zmq.POLLIN)
-    next_stats = time.monotonic() + cfg.period_s
+    next_stats = next_expiry = time.monotonic() + cfg.period_s
     next_parent_check = time.monotonic() + lifeline.PARENT_CHECK_PERIOD_S
     stopping = False
     reported_end = False
@@ -55,22 +56,11 @@ def run_queue(cfg: QueueConfig) -> None:
                     _send(data, core, _on_data(core, frames))
             if ctl in ready:
                 for frames in sockets.drain(ctl):
-                    try:
-                        msg = wire.parse(frames)
-                    except WireError as exc:
-                        log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
-                        continue
-                    if msg.kind == wire.CLOSE:
-                        _send(data, core, core.close())
-                    elif msg.kind == wire.GONE:
-                        rid, reason, lease, position = msg.fields
-                        rid = rid.encode() if isinstance(rid, str) else rid
-                        out = core.worker_gone(rid, reason, (lease, position))
-                        _send(data, core, out + core.producer_gone(rid))
-                        _poisoned(cfg, core, dead)
-                    elif msg.kind == wire.STOP:
-                        stopping = True
+                    stopping = _on_control(cfg, core, data, dead, frames) or stopping
             now = time.monotonic()
+            if now >= next_expiry:
+                _send(data, core, core.expire())
+                next_expiry = now + cfg.period_s / 2
             if core.ended and not reported_end:
                 reported_end = True
                 next_stats = now  # tell the controller at once
@@ -89,6 +79,27 @@ def run_queue(cfg: QueueConfig) -> None:
         socks.close()
         if dead is not None:
             dead.close()
+
+
+def _on_control(
+    cfg: QueueConfig, core: QueueCore, data: zmq.Socket[Any], dead: DeadLetters | None, frames: list[bytes]
+) -> bool:
+    """Apply one message from the controller; whether it says STOP."""
+    try:
+        msg = wire.parse(frames)
+    except WireError as exc:
+        log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
+        return False
+    if msg.kind == wire.CLOSE:
+        _send(data, core, core.close())
+    elif msg.kind == wire.GONE:
+        rid, reason, lease, position = msg.fields
+        rid = rid.encode() if isinstance(rid, str) else rid
+        _send(data, core, core.worker_gone(rid, reason, (lease, position)) + core.producer_gone(rid))
+        _poisoned(cfg, core, dead)
+    elif msg.kind == wire.HOLD:
+        core.hold([r.encode() if isinstance(r, str) else r for r in msg.fields[0]])
+    return msg.kind == wire.STOP
 
 
 def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> None:
@@ -134,7 +145,7 @@ def _send(sock: zmq.Socket[Any], core: QueueCore, out: Outgoing) -> None:
             # and a poison event would go round again).
             if rid in core.workers:
                 log.debug("queue: cannot send to worker %r (dead; waiting for GONE): %s", rid, exc)
-            elif rid in core.producers:
+            elif rid in core.credits.producers:
                 log.debug("queue: cannot send to producer %r: %s", rid, exc)
                 _send(sock, core, core.producer_gone(rid))
             else:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sedamp.control.roster import MAX_BARREN_DEATHS, SILENT_MIN_S, Child, watch_deadlines, watch_silence
+from sedamp.control.roster import (
+    MAX_BARREN_DEATHS,
+    SILENT_MIN_S,
+    Child,
+    hold_leases,
+    watch_deadlines,
+    watch_silence,
+)
 from sedamp.runtime.slot import Slot
 from tests.unit.control.fakes import FakeProc, roster, topology
 
@@ -231,3 +238,16 @@ stages:
         w.proc.exit(1)  # type: ignore[attr-defined]
         r.on_exit(w)
     assert r.state.error is not None and "died 10 times in a row" in r.state.error
+
+
+def test_hold_names_to_each_queue_the_workers_inside_user_code(tmp_path: Path) -> None:
+    r, _, links = roster(slot_dir=tmp_path)
+    r.stages["work"].target = 2
+    r.reconcile()
+    a, b = r.stages["work"].workers[0], r.stages["work"].workers[1]
+    assert a.slot is not None and b.slot is not None
+    seen = Slot(a.slot.path)
+    seen.begin(4)  # a is handling lease 4; b waits between batches
+    hold_leases(r.stages.values(), links)
+    assert [(who, f) for who, kind, f in links.sent if kind == "HOLD"] == [("q:work", [[a.identity]])]
+    seen.close()

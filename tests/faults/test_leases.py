@@ -1,0 +1,142 @@
+"""Leases between live processes: a batch lost on the way, a worker stopped past the
+lease term, a worker that keeps state and had handled a lease taken back. Real
+processes, real sockets; each test checks that the run ends and where every event went."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from sedamp.runtime import wire
+from tests.conftest import wait_until
+from tests.integration.teststages import read_records
+from tests.integration.util import stage_count, stage_of, start_run
+from tests.roles.test_queue import Harness, recv
+from tests.roles.test_worker import LiveWorker
+from tests.roles.test_worker import recv as recv_kind
+
+T = "tests.integration.teststages"
+
+
+# ------------------------------------------------------------------ one queue, the test its peers
+
+
+def test_a_batch_lost_on_the_way_is_leased_again_and_the_queue_ends(tmp_path: Path) -> None:
+    """The BATCH a reset connection drops never reaches its worker: before, its lease
+    was held for ever and the queue never ended. The worker renews what it holds
+    (nothing) and says it awaits one answer; after a lease term the queue takes the
+    lease back, tells the worker, and leases the events again."""
+    q = Harness(tmp_path)
+    prod, w = q.dealer("p"), q.dealer("w")
+    try:
+        prod.send_multipart(wire.hello(wire.PRODUCER, -1, 8))
+        assert recv(prod).kind == wire.CREDIT
+        body, ends = wire.pack_events(["a", "b", "c"])
+        prod.send_multipart(wire.put(0, 0, [0, 1, 2], ends, body))
+        assert recv(prod).kind == wire.CREDIT
+        w.send_multipart(wire.hello(wire.WORKER, 0, 0))
+        w.send_multipart(wire.get(10))
+        lost = recv(w)  # as far as the worker knows, this never arrived
+        assert lost.kind == wire.BATCH
+
+        def renew() -> wire.Message | None:
+            w.send_multipart(wire.renew(0, [], 1))
+            return wire.parse(w.recv_multipart()) if w.poll(200) else None
+
+        told = wait_until(renew, 10, "the queue to take the lease back")
+        assert told.kind == wire.EXPIRED and told.fields[0] == [lost.fields[0]]
+        again = wait_until(renew, 10, "the events leased again")
+        assert again.kind == wire.BATCH and again.fields[1] == [0, 1, 2] and again.fields[0] != lost.fields[0]
+        w.send_multipart(wire.ack(again.fields[0]))
+        w.send_multipart(wire.ack(lost.fields[0]))  # late, had it arrived after all: counted apart
+        q.ctl.send_multipart([q.rid, *wire.simple(wire.CLOSE)])
+        w.send_multipart(wire.get(10))
+        assert recv(w).kind == wire.END
+        wait_until(lambda: q.recv_ctl(wire.STATS) and q.stats.get("ended"), 10, "the queue's last counters")
+        s = q.stats
+        assert (s["expired"], s["acked"], s["late_acks"], s["refused_frames"]) == (3, 3, 1, 0)
+    finally:
+        for sock in (prod, w):
+            sock.close(0)
+        q.close()
+
+
+def test_a_stateful_worker_that_handled_a_lease_taken_back_stops_the_run(tmp_path: Path) -> None:
+    """Its events are leased again: a stage with state (finish()) would count them
+    twice, so it stops the run, saying why. It renews what it holds every period."""
+    out = tmp_path / "total.txt"
+    with LiveWorker(tmp_path, "sink", f"{T}:Total", {"out": str(out)}, batch=8) as w:
+        recv_kind(w.ctl, wire.REGISTER)
+        wid, _ = recv_kind(w.up, wire.HELLO)
+        _, renewal = recv_kind(w.up, wire.RENEW)
+        assert renewal.fields == (0, [], 2)  # nothing held, its two GETs awaited
+        body, _ = wire.pack_events([{"n": 1}, {"n": 2}])
+        w.up.send_multipart([wid, *wire.batch(5, [1, 2], [2], [body])])
+        recv_kind(w.up, wire.ACK)
+        w.up.send_multipart([wid, *wire.expired([5])])
+        _, fatal = recv_kind(w.ctl, wire.FATAL)
+        assert "keeps state (finish()) and had handled lease 5" in fatal.fields[0]["message"]
+        assert "counted twice" in fatal.fields[0]["message"]
+        w.proc.join(10)
+        assert w.proc.exitcode == 1 and not out.exists()
+
+
+# ------------------------------------------------------------------ whole runs
+
+
+def trickle(tmp: Path, count: int, controller: str) -> Path:
+    """src (an event every 10 ms, sent 4 at a time) -> mid (one worker, microseconds an
+    event) -> sink (appends each event, deduplicating)."""
+    path = tmp / "t.yaml"
+    path.write_text(f"""name: t
+stages:
+  src: {{source: "{T}:Numbers", params: {{count: {count}, delay_s: 0.01}}, batch: 4, to: mid}}
+  mid: {{handler: "{T}:with_pid", to: sink}}
+  sink: {{sink: "{T}:Append", params: {{out: "{tmp / "out.jsonl"}"}}, dedupe: true}}
+controller: {controller}
+""")
+    return path
+
+
+def find(proc: subprocess.Popen[str], prefix: str) -> psutil.Process | None:
+    try:
+        for c in psutil.Process(proc.pid).children(recursive=True):
+            if c.name().startswith(prefix) and c.status() != psutil.STATUS_ZOMBIE:
+                return c
+    except psutil.Error:
+        pass
+    return None
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Kill a run that is still going (a failed test): every process dies with it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_the_leases_of_a_stopped_worker_expire_and_every_event_is_done_once(tmp_path: Path) -> None:
+    """A worker stopped between batches (SIGSTOP) past the lease term holds the batches
+    the queue leased it meanwhile: they are taken back. When it goes on, it drops what
+    was taken back (or acknowledges it late, which changes nothing) and asks again: the
+    run ends, every event once at the deduplicating sink, the worker never killed."""
+    count = 600
+    topo = trickle(tmp_path, count, "{period_s: 0.3}")
+    proc = start_run(topo, tmp_path / "w")
+    try:
+        victim = wait_until(lambda: find(proc, "sdw:mid"), 30, "a worker")
+        wait_until(lambda: stage_count(tmp_path / "w", "mid") > 20, 30, "events to flow")
+        victim.suspend()  # between batches: its events take microseconds
+        # the term is 10 periods (3 s); the silence bound, 20 (6 s), is not reached
+        wait_until(lambda: stage_count(tmp_path / "w", "mid", "queue", "expired") > 0, 15, "its leases to expire")
+        victim.resume()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, stderr
+    assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == list(range(count))
+    assert stage_of(json.loads(stdout), "mid")["restarts"] == 0
+    assert "the queue took back leases" in stderr

@@ -1,15 +1,21 @@
-"""Leases between live processes: a batch lost on the way, a worker stopped past the
-lease term, a worker that keeps state and had handled a lease taken back. Real
-processes, real sockets; each test checks that the run ends and where every event went."""
+"""Leases and links between live processes: batches lost on the way (a reset connection,
+a stopped worker), replies to a peer whose connection is down, a worker that keeps
+state and had handled a lease taken back. Real processes, real sockets; each test
+checks that the run ends and where every event went."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+from sedamp.control.client import find_run
 from sedamp.runtime import wire
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
@@ -61,6 +67,39 @@ def test_a_batch_lost_on_the_way_is_leased_again_and_the_queue_ends(tmp_path: Pa
     finally:
         for sock in (prod, w):
             sock.close(0)
+        q.close()
+
+
+def test_a_reply_to_a_producer_whose_connection_is_down_waits_for_it(tmp_path: Path) -> None:
+    """Credit granted while a producer's connection is down (over tcp, a reset peer
+    reconnects under the same routing id) cannot be sent at once (EHOSTUNREACH). Before,
+    the queue dropped the producer, refused its next PUT, and its worker stopped the run."""
+    q = Harness(tmp_path, capacity=2)  # one producer: a window of one event
+    prod, w, back = q.dealer("p"), q.dealer("w"), None
+    try:
+        prod.send_multipart(wire.hello(wire.PRODUCER, -1, 4))
+        assert recv(prod).fields[0] == 1
+        for seq, event in enumerate(["x", "y"]):
+            body, ends = wire.pack_events([event])
+            prod.send_multipart(wire.put(seq, 0, [seq], ends, body))
+            recv(prod)
+        prod.close(0)  # the connection goes down...
+        time.sleep(0.3)  # ...for this long (the outage, not a wait for a condition)
+        w.send_multipart(wire.hello(wire.WORKER, 0, 0))
+        w.send_multipart(wire.get(1))
+        batch = recv(w)
+        w.send_multipart(wire.ack(batch.fields[0]))  # room: credit for "p", which is away
+        back = q.dealer("p")  # the producer reconnects under the same routing id
+        credit = recv(back)
+        assert credit.kind == wire.CREDIT and credit.fields == (1, 1)
+        body, ends = wire.pack_events(["z"])
+        back.send_multipart(wire.put(2, 0, [2], ends, body))
+        reply = recv(back)
+        assert reply.kind == wire.CREDIT and reply.fields[1] == 2, reply
+    finally:
+        for sock in (prod, w, back):
+            if sock is not None:
+                sock.close(0)
         q.close()
 
 
@@ -140,3 +179,52 @@ def test_the_leases_of_a_stopped_worker_expire_and_every_event_is_done_once(tmp_
     assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == list(range(count))
     assert stage_of(json.loads(stdout), "mid")["restarts"] == 0
     assert "the queue took back leases" in stderr
+
+
+def _can_reset_connections() -> bool:
+    """Whether `ss -K` can reset a connection here (root, and a kernel that allows it)."""
+    if shutil.which("ss") is None:
+        return False
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        port = srv.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c, srv.accept()[0] as s:
+            subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", str(port)], capture_output=True, timeout=10)
+            try:
+                s.send(b"y")
+                c.send(b"x")
+                c.recv(1)
+            except ConnectionError:
+                return True
+            except OSError:
+                pass
+    return False
+
+
+@pytest.mark.skipif(not _can_reset_connections(), reason="resetting a connection needs root and `ss -K`")
+def test_a_reset_connection_loses_no_batch_and_the_run_ends(tmp_path: Path) -> None:
+    """The worker's tcp connection to its queue is reset (`ss -K`) while the worker is
+    stopped, so it cannot reconnect for a while: the batches the queue leases it
+    meanwhile cannot be sent. Before, they were dropped with their leases held, the
+    worker waited for them for ever, and the run never ended."""
+    count = 400
+    topo = trickle(tmp_path, count, "{period_s: 0.3, transport: tcp}")
+    work = tmp_path / "w"
+    proc = start_run(topo, work)
+    try:
+        victim = wait_until(lambda: find(proc, "sdw:mid"), 30, "the worker")
+        wait_until(lambda: stage_count(work, "mid") > 20, 30, "events to flow")
+        port = int(find_run(None, work)["endpoints"]["mid"].rsplit(":", 1)[1])
+        victim.suspend()
+        [conn] = [c for c in victim.net_connections("tcp") if c.raddr and c.raddr.port == port]
+        subprocess.run(
+            ["ss", "-K", "src", conn.laddr.ip, "sport", "=", str(conn.laddr.port), "dst", conn.raddr.ip, "dport",
+             "=", str(port)], check=True, capture_output=True, timeout=10,
+        )  # fmt: skip
+        time.sleep(1.0)  # the outage (not a wait for a condition): the queue leases it batches meanwhile
+        victim.resume()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, stderr
+    assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == list(range(count))
+    assert stage_of(json.loads(stdout), "mid")["restarts"] == 0

@@ -175,7 +175,8 @@ def take_chunks(buf: deque[Chunk], max_events: int) -> tuple[list[Chunk], int]:
 class _Producer:
     want: int
     outstanding: int = 0  # credit granted and not yet used
-    last_seq: int = -1
+    last_seq: int = -1  # of the latest PUT taken
+    seen_seq: int = -1  # of the latest PUT that arrived (taken or refused)
 
 
 @dataclass(slots=True)
@@ -442,6 +443,9 @@ class QueueCore:
         prod = self.credits.producers.get(rid)
         if prod is None:
             return self.refuse(rid, "PUT before HELLO", seq)
+        lost, prod.seen_seq = prod.seen_seq + 1, max(seq, prod.seen_seq)
+        if seq > lost:  # a reset connection lost the PUTs before it: say so rather than lose them
+            return self.refuse(rid, f"PUT {lost} never arrived (lost in transit)", lost)
         n = len(ids)
         if n > prod.outstanding:
             return self.refuse(rid, f"PUT of {n} events with only {prod.outstanding} credit", seq)

@@ -185,7 +185,7 @@ def test_random_interleavings_keep_the_bound_and_lose_nothing(capacity: int, scr
         hello_worker(q, w)
     leases: dict[bytes, list[tuple[int, list[int]]]] = {w: [] for w in workers}
     next_event = 0
-    seq = 0
+    seq = dict.fromkeys(producers, 0)  # each producer numbers its PUTs
     accepted: list[int] = []
     acked: list[int] = []
 
@@ -205,8 +205,8 @@ def test_random_interleavings_keep_the_bound_and_lose_nothing(capacity: int, scr
                 evs = list(range(next_event, next_event + k))
                 next_event += k
                 credit[p] -= k
-                absorb(put(q, p, seq, evs))
-                seq += 1
+                absorb(put(q, p, seq[p], evs))
+                seq[p] += 1
                 accepted.extend(evs)
         elif op == "get":
             w = workers[who]
@@ -521,6 +521,17 @@ def test_renew_registers_a_worker_whose_hello_was_lost() -> None:
     put(q, P, 0, [7])
     assert [m.kind for m in renew(q, b"w9", [], 1)] == [wire.BATCH]
     assert b"w9" in q.workers
+
+
+def test_a_put_after_a_lost_put_is_refused_naming_the_lost_one() -> None:
+    """A reset connection can lose a PUT; the next one's seq tells. Taking the next one
+    would tell its producer (took_seq) that the lost events were taken."""
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    put(q, P, 0, [1])
+    [err] = msgs(put(q, P, 2, [3]), P)
+    assert err.kind == wire.ERR and err.fields == ("PUT 1 never arrived (lost in transit)", 1)
+    assert q.buffered == 1
 
 
 ops_lossy = st.lists(

@@ -46,6 +46,7 @@ class LocalProc:
     local = True
     pending = False
     unplaceable = False
+    slot = None  # the controller maps the slot file of a local worker itself
 
     def __init__(self, name: str, pid: int, executor: LocalExecutor) -> None:
         self.name = name

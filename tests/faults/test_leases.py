@@ -1,14 +1,17 @@
 """Leases and links between live processes: batches lost on the way (a reset connection,
 a stopped worker), replies to a peer whose connection is down, a worker that keeps
-state and had handled a lease taken back. Real processes, real sockets; each test
-checks that the run ends and where every event went."""
+state and had handled a lease taken back, and timeout_s on a worker of another host.
+Real processes, real sockets; each test checks that the run ends and where every event
+went."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,9 +20,10 @@ import pytest
 
 from sedamp.control.client import find_run
 from sedamp.runtime import wire
+from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import wait_until
 from tests.integration.teststages import read_records
-from tests.integration.util import stage_count, stage_of, start_run
+from tests.integration.util import REPO, chain_yaml, sedamp_cmd, stage_count, stage_of, start_run, summary_of
 from tests.roles.test_queue import Harness, recv
 from tests.roles.test_worker import LiveWorker
 from tests.roles.test_worker import recv as recv_kind
@@ -140,6 +144,13 @@ controller: {controller}
     return path
 
 
+def chain(tmp: Path, middle: str, count: int, delay_s: float, extra: str) -> Path:
+    path = tmp / "t.yaml"
+    path.write_text("name: t" + chain_yaml(tmp / "out.jsonl", middle, sink="Append", count=count, delay_s=delay_s,
+                                           extra=extra))  # fmt: skip
+    return path
+
+
 def find(proc: subprocess.Popen[str], prefix: str) -> psutil.Process | None:
     try:
         for c in psutil.Process(proc.pid).children(recursive=True):
@@ -228,3 +239,67 @@ def test_a_reset_connection_loses_no_batch_and_the_run_ends(tmp_path: Path) -> N
     assert proc.returncode == 0, stderr
     assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == list(range(count))
     assert stage_of(json.loads(stdout), "mid")["restarts"] == 0
+
+
+# ------------------------------------------------------------------ a worker on another host
+
+OTHER_HOST = "sedamp-other-host"
+# A Ray cluster whose processes see another host name (a UTS namespace): to sedamp, its
+# workers run on another machine. It prints its address, and ends when stdin closes.
+CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+c.add_node(num_cpus=4)  # slots: two workers of mid, one of sink
+c.wait_for_nodes()
+print(c.address, flush=True)
+sys.stdin.read()
+c.shutdown()
+"""
+
+
+def _can_fake_another_host() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "--uts", "hostname", OTHER_HOST], capture_output=True, timeout=10)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_timeout_s_kills_a_hung_worker_on_another_host(tmp_path: Path) -> None:
+    """Before, a worker on another host had no deadline (its slot was the controller's
+    file) and was never killed: the run hung. Its actor now keeps its slot where it runs
+    and the controller reads it through the executor."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (make test-ray installs it)")
+    if not _can_fake_another_host():
+        pytest.skip("another host name (unshare --uts) needs root")
+    env = {k: v for k, v in os.environ.items() if k != "SEDAMP_TEST_TAG"}  # the cluster is not the run's
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    cluster = subprocess.Popen(
+        ["unshare", "--uts", "sh", "-c", f'hostname {OTHER_HOST} && exec "$0" -c "$1"', sys.executable, CLUSTER],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert cluster.stdout is not None
+        address = cluster.stdout.readline().strip()
+        assert address, "the cluster did not start"
+        topo = chain(tmp_path, f"    handler: {T}:hang_on\n    params: {{at: 37}}\n    timeout_s: 1\n    workers: 2",
+                     100, 0.0, "    dedupe: true")  # fmt: skip
+        args = ("run", str(topo), "--workdir", str(tmp_path / "w"), "--json", "--executor", "ray", "--address")
+        run = subprocess.run(sedamp_cmd(*args, address), cwd=REPO, capture_output=True, text=True, timeout=150)
+    finally:
+        assert cluster.stdin is not None
+        cluster.stdin.close()
+        try:
+            cluster.wait(60)
+        except subprocess.TimeoutExpired:
+            cluster.kill()
+            cluster.wait(10)
+    assert run.returncode == 1, run.stderr
+    s = summary_of(run)
+    assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == [n for n in range(100) if n != 37]
+    mid = stage_of(s, "mid")
+    assert mid["timeouts"] == 2 and mid["poisoned"] == 1
+    [letter] = read_dead_letters(s["dead_letters"])
+    assert letter["event_id"] == 37 and "timeout_s (1 s" in letter["message"]

@@ -4,33 +4,16 @@ and reports their exits, so the controller must not wait on it in vain."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import psutil
 
 from tests.conftest import wait_until
+from tests.faults.test_leases import find, stop
 from tests.integration.util import chain_yaml, stage_count, start_run
 
 T = "tests.integration.teststages"
-
-
-def find(proc: subprocess.Popen[str], prefix: str) -> psutil.Process | None:
-    try:
-        for c in psutil.Process(proc.pid).children(recursive=True):
-            if c.name().startswith(prefix) and c.status() != psutil.STATUS_ZOMBIE:
-                return c
-    except psutil.Error:
-        pass
-    return None
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    """Kill a run that is still going (a failed test): every process dies with it."""
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate(timeout=30)
 
 
 def test_a_stopped_launcher_is_named_and_ends_the_run_at_once(tmp_path: Path) -> None:

@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from sedamp.control.client import find_run
 from sedamp.runtime import wire
 from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import wait_until
+from tests.faults.test_faults import find
 from tests.integration.teststages import read_records
 from tests.integration.util import REPO, chain_yaml, sedamp_cmd, stage_count, stage_of, start_run, summary_of
 from tests.roles.test_queue import Harness, recv
@@ -149,16 +149,6 @@ def chain(tmp: Path, middle: str, count: int, delay_s: float, extra: str) -> Pat
     path.write_text("name: t" + chain_yaml(tmp / "out.jsonl", middle, sink="Append", count=count, delay_s=delay_s,
                                            extra=extra))  # fmt: skip
     return path
-
-
-def find(proc: subprocess.Popen[str], prefix: str) -> psutil.Process | None:
-    try:
-        for c in psutil.Process(proc.pid).children(recursive=True):
-            if c.name().startswith(prefix) and c.status() != psutil.STATUS_ZOMBIE:
-                return c
-    except psutil.Error:
-        pass
-    return None
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

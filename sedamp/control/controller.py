@@ -69,7 +69,7 @@ import zmq
 from sedamp.control import commands, policy
 from sedamp.control.ports import ControlLinks, Ports
 from sedamp.control.recorder import Period, Recorder
-from sedamp.control.roster import Child, Roster, RunState, watch_deadlines, watch_silence
+from sedamp.control.roster import Child, Roster, RunState, hold_leases, watch_deadlines, watch_silence
 from sedamp.control.rundir import KEEP_RUNS, make_run_dir, prune_runs
 from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
@@ -357,6 +357,7 @@ class _Controller:
     def _tick(self) -> None:
         watch_deadlines(self.roster.stages.values(), time.monotonic())
         watch_silence(self.roster.stages.values(), self.state, self.period_s, time.monotonic())
+        hold_leases(self.roster.stages.values(), self.links)
         period = self._record()
         record = period.as_dict()
         if self.top.controller.policy == "adaptive" and not self.state.draining:

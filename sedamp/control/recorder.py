@@ -92,7 +92,7 @@ class StageRecord:
             "ready": c.ready,
             "target": c.target,
             "bounds": list(self.bounds),
-            "queue": {k: q.get(k) for k in ("length", "capacity", "leased", "credit")} if q else None,
+            "queue": {k: q.get(k) for k in ("length", "capacity", "leased", "credit", "expired")} if q else None,
             "events_in": c.count("in"),
             "events_out": c.count("out"),
             "failed": c.count("failed"),

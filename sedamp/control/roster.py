@@ -2,15 +2,17 @@
 
 Reads:  the executor's process handles (exit codes, why a process ended), what every
         child last reported (its STATS or DONE), the workers' slots (which event is in
-        the handler, the deadline of the current call) and their heartbeats.
+        the handler, the deadline of the current call; for a worker on another host, as
+        its executor last heard them) and their heartbeats.
 Writes: processes, through the executor: the queues, the sources, and the workers of
         each pool (one reconcile step spawns until a pool matches its target and retires
         the extra); RETIRE to a worker its pool no longer needs; GONE to the queues a
         dead worker held leases or credit in; CLOSE to a queue once every stage feeding
         it has finished and STOP to the queue of a finished stage; STOP to a finished
         process (the acknowledgement of its DONE) and to the sources on an interrupt;
-        kills a worker past its handler deadline or silent outside user code; and
-        `RunState.error` when the run cannot go on.
+        HOLD to a queue for its workers inside user code (their leases must not expire);
+        kills a worker past its handler deadline or silent outside user code, wherever
+        it runs; and `RunState.error` when the run cannot go on.
 
 Messages leave through `Links` (the controller's control socket) and processes come
 from an `Executor`: a unit test drives a roster with fakes of both.
@@ -23,11 +25,10 @@ import signal
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from sedamp.control.wiring import Wiring, queue_config, source_config, worker_config
-from sedamp.executor.base import Executor, Proc
+from sedamp.executor.base import Executor, Proc, SlotView
 from sedamp.runtime import wire
 from sedamp.runtime.configs import queue_identity, source_identity, worker_identity
 from sedamp.runtime.flow import POISON_DEATHS
@@ -83,7 +84,7 @@ class Child:
     fatal: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     retiring: bool = False  # told to leave because its pool shrank
-    slot: Slot | None = None  # a worker's: which event is in its handler, and the deadline
+    slot: SlotView | None = None  # a worker's: which event is in its handler, and the deadline
     killed: str | None = None  # why the controller killed it
     pid: int = 0  # as the process reported it when it registered (a cluster executor learns it late)
     last_heard: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
@@ -198,6 +199,10 @@ class Roster:
         identity = worker_identity(st.spec.name, index, self.spawn_seq)
         child = self.adopt(proc, wire.WORKER, st.spec.name, index, identity)
         child.slot = slot
+        if proc.slot is not None:  # the worker runs elsewhere: its executor reads its slot there
+            child.slot = proc.slot
+            if slot is not None:
+                slot.discard()
         st.workers[index] = child
 
     # ---------------------------------------------------------------- what children report
@@ -258,8 +263,7 @@ class Roster:
         in_hand = (-1, -1)
         if child.slot is not None:
             in_hand = child.in_hand or child.slot.read()[1:]
-            child.slot.close()
-            Path(child.slot.path).unlink(missing_ok=True)
+            child.slot.discard()
         self.children.pop(child.identity, None)
         self.links.forget(child.identity)
         how = child.killed or proc.reason or describe_exit(code, self.stages[child.stage].spec.max_rss_mb)
@@ -437,13 +441,28 @@ def watch_silence(stages: Iterable[Stage], state: RunState, period_s: float, now
                 continue
             if w.proc.pending:
                 continue  # still being placed by a cluster executor, which bounds that itself
-            if not w.proc.local:
-                continue  # on another host its slot is not shared: it may be inside a handler call
             if w.slot is not None and w.slot.read()[1] != -1:
                 continue  # inside user code (a batch, setup, finish): it may run long; see timeout_s
             w.killed = f"was killed: silent for {now - w.last_heard:.1f} s outside any handler call"
             log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.pid, w.killed)
             w.proc.kill()
+
+
+def hold_leases(stages: Iterable[Stage], links: Links) -> None:
+    """HOLD: tell each queue which of its workers are inside user code now (their slots
+    say so), so that it renews their leases: such a worker sends nothing until the call
+    returns, which may take long (only timeout_s bounds it)."""
+    for st in stages:
+        q = st.queue
+        if q is None or q.stopped:
+            continue
+        busy = [
+            w.identity
+            for w in (*st.workers.values(), *st.leaving.values())
+            if w.killed is None and w.slot is not None and w.slot.read()[1] != -1
+        ]
+        if busy:
+            links.send(q.identity, wire.simple(wire.HOLD, busy))
 
 
 # ---------------------------------------------------------------- helpers

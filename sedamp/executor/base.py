@@ -1,7 +1,8 @@
 """The executor seam: where runtime processes run. The controller asks an executor to
 `start` a role with its config and gets back a `Proc` handle: pid, a sentinel file
 descriptor that becomes readable when the process ends (so the controller notices a
-death at once, beside its sockets), the exit code, and terminate/kill. `close` ends
+death at once, beside its sockets), the exit code, terminate/kill, and for a worker
+on another host the view of its slot (what it is handling, its deadline). `close` ends
 whatever the executor itself runs. `sedamp.executor.local.LocalExecutor` runs processes
 on this machine, `sedamp.executor.ray.RayExecutor` on a Ray cluster; a fake that
 implements these two protocols drives the controller's roster in unit tests.
@@ -12,9 +13,22 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 
+class SlotView(Protocol):
+    """What a worker is doing: `sedamp.runtime.slot.Slot`, mapped by the controller, or
+    the image of one on another host that its executor keeps up to date."""
+
+    def read(self) -> tuple[float, int, int]:
+        """(deadline on this machine's monotonic clock or 0.0, lease, position)"""
+        ...
+
+    def overdue(self, now: float | None = None) -> float: ...
+    def close(self) -> None: ...
+    def discard(self) -> None: ...
+
+
 class Proc(Protocol):
     name: str
-    # on this machine: psutil can read it and it shares the controller's slot files
+    # on this machine: psutil can read its pid
     local: bool
     # it could not be started at all, and a replacement would fail the same way
     unplaceable: bool
@@ -28,6 +42,12 @@ class Proc(Protocol):
     @property
     def pending(self) -> bool:
         """Started but not yet running: a cluster executor is still placing it."""
+        ...
+
+    @property
+    def slot(self) -> SlotView | None:
+        """A worker's slot as its executor reads it where the worker runs; None: the
+        controller maps the slot file it made itself."""
         ...
 
     @property

@@ -5,6 +5,12 @@ runtime imported already: a process starts in milliseconds instead of the ~150 m
 CPU a fresh interpreter needs, and no process ever re-imports the user's ``__main__``
 module (so a script calling ``sedamp.run()`` needs no ``if __name__ == "__main__"``
 guard). The launcher is started on first use and ended by `close`.
+
+The launcher is the parent of every process of the run and reports their exits. One
+that dies takes them with it, and the controller names it (`LaunchError`, and each
+process's `reason`). One that is stopped (SIGSTOP) would start nothing and report no
+exit while the controller waits on it: whenever the controller waits for it, it checks
+that it is not stopped, and kills a stopped one, which is then a launcher that died.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from sedamp.executor.base import Proc
 RUN_TOKEN_VAR = "SEDAMP_RUN"
 # How long to wait for the launcher's word that a child has started.
 LAUNCH_TIMEOUT_S = 30.0
+# How often a controller waiting for the launcher checks that it is not stopped.
+STOPPED_CHECK_S = 0.1
 
 
 class LocalProc:
@@ -38,6 +46,7 @@ class LocalProc:
     local = True
     pending = False
     unplaceable = False
+    slot = None  # the controller maps the slot file of a local worker itself
 
     def __init__(self, name: str, pid: int, executor: LocalExecutor) -> None:
         self.name = name
@@ -93,7 +102,9 @@ class LocalProc:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
-            self._executor._read_reports(0.05 if left is None else min(0.05, left))
+            self._executor._read_reports(STOPPED_CHECK_S if left is None else min(STOPPED_CHECK_S, left))
+            if self.exitcode is None:
+                self._executor.check_stopped()  # its exit would never be reported
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
@@ -114,6 +125,7 @@ class LocalExecutor:
         self._started: list[int] = []
         self._live: set[int] = set()  # started, no exit reported yet
         self._lost: str | None = None  # how the launcher died, once it has
+        self._stopped = False  # it was found stopped, and killed
         self._lost_pid = 0
         self._orphans: set[int] = set()  # children that died with it (PR_SET_PDEATHSIG)
         self._launch()
@@ -159,7 +171,9 @@ class LocalExecutor:
                 )
             if left <= 0 or (self._zygote is not None and self._zygote.poll() is not None):
                 raise LaunchError(f"the process launcher did not start {name}")
-            self._read_reports(left)
+            self._read_reports(min(left, STOPPED_CHECK_S))
+            if not self._started:
+                self.check_stopped()
         pid = self._started.pop(0)
         self._live.add(pid)
         return LocalProc(name, pid, self)
@@ -194,6 +208,24 @@ class LocalExecutor:
             elif "error" in msg:
                 raise LaunchError(msg["error"])
 
+    def check_stopped(self) -> None:
+        """Kill the launcher if it is stopped (SIGSTOP): it would start nothing and
+        report no exit while the controller waits. Its end is then read as any death of
+        the launcher: every process of the run dies with it, and it is named."""
+        z = self._zygote
+        if z is None or self._lost is not None or z.poll() is not None:
+            return
+        import psutil  # only here: the launcher and the command line do not need it
+
+        try:
+            stopped = psutil.Process(z.pid).status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            return
+        if stopped:
+            self._stopped = True
+            z.kill()
+            self._read_reports(STOPPED_CHECK_S)  # its report pipe closes: _launcher_gone
+
     def orphan_reason(self, pid: int) -> str | None:
         """Why process `pid` ended, if it died with the launcher (else None)."""
         if self._lost is None or pid not in self._orphans:
@@ -211,6 +243,8 @@ class LocalExecutor:
             self._zygote.kill()
             code = self._zygote.wait(5)
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if self._stopped:
+            how = "was stopped (SIGSTOP): it could start no process nor report an exit, so the controller killed it"
         self._lost, self._lost_pid = how, self._zygote.pid
         for pid in self._live:
             self._exits.setdefault(pid, -signal.SIGKILL)
@@ -226,6 +260,7 @@ class LocalExecutor:
         if self._zygote is None:
             return
         os.close(self._req_w)
+        self.check_stopped()  # it would not read that its pipe closed
         try:
             self._zygote.wait(5)
         except subprocess.TimeoutExpired:

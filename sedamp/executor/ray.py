@@ -17,11 +17,18 @@ readable by a thread waiting on the actor). An actor that dies, or whose node is
 ends its worker too: the controller treats it like any dead worker, so its leases go
 back to the queue and a replacement is started, on whatever node Ray picks.
 
+Hang detection is the same as for a local worker. The actor makes the worker's slot
+(`sedamp.runtime.slot`) on its own node, and the `RayProc` asks the actor for it every
+period: a `RemoteSlot` holds the answer, its deadline moved to the controller's clock.
+The controller reads that view as it reads a local slot: it kills (the actor, and the
+worker with it) a worker whose handler call is past ``timeout_s`` or that is silent
+outside user code, renews the leases of one inside user code, and blames the event in
+its handler when it dies. A view the actor has not refreshed for a while no longer
+says the worker is inside user code.
+
 What stays on the controller's machine: the dead-letter file and the journal are
 written by the workers at paths under the run's workdir, so on a cluster of several
-machines the workdir must be on a filesystem every node mounts at the same path; and
-a worker on another machine cannot share the controller's slot file, so a stage's
-``timeout_s`` is enforced only for workers on the controller's machine.
+machines the workdir must be on a filesystem every node mounts at the same path.
 """
 
 from __future__ import annotations
@@ -29,10 +36,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +50,7 @@ from typing import Any
 from sedamp.errors import ExecutorError
 from sedamp.executor.base import Proc
 from sedamp.executor.local import LocalExecutor
+from sedamp.runtime.slot import Slot
 
 log = logging.getLogger("sedamp.ray")
 
@@ -49,6 +60,11 @@ PLACE_TIMEOUT_S = 60.0
 # otherwise retry for minutes.
 CONNECT_TIMEOUT_S = 5.0
 NAMESPACE = "sedamp"
+# The actor is asked for its worker's slot every period; a view older than this many
+# periods (and at least STALE_MIN_S) no longer counts as evidence that the worker is
+# inside user code (its actor does not answer either).
+STALE_PERIODS = 10
+STALE_MIN_S = 3.0
 
 
 def machine_id() -> str:
@@ -61,26 +77,86 @@ def machine_id() -> str:
 
 
 class WorkerHost:
-    """The Ray actor: supervises one worker process on the node Ray placed it on."""
+    """The Ray actor: supervises one worker process on the node Ray placed it on, and
+    answers for the worker's slot, which it makes on that node (`run` and `slot` run
+    on two threads of the actor)."""
+
+    def __init__(self) -> None:
+        self._slot: Slot | None = None
+        self._lock = threading.Lock()
 
     def where(self) -> str:
         return machine_id()
 
-    def run(self, name: str, config: dict[str, Any], controller_machine: str) -> int:
+    def run(self, name: str, config: dict[str, Any]) -> int:
         config["parent_pid"] = os.getpid()  # the worker dies with this actor
-        if config.get("slot_path") and (controller_machine != machine_id() or not os.path.exists(config["slot_path"])):
-            config["slot_path"] = ""  # the controller's slot file is on another machine
-        cmd = [sys.executable, "-P", "-m", "sedamp.runtime.child", "worker", name]  # -P: no cwd on sys.path
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"role": "worker", "config": config}).encode())
-        proc.stdin.close()
-        return proc.wait()
+        tmp = tempfile.mkdtemp(prefix="sedamp-slot-")  # mode 0700
+        with self._lock:
+            self._slot = Slot(os.path.join(tmp, "slot"), create=True)
+        config["slot_path"] = self._slot.path
+        try:
+            cmd = [sys.executable, "-P", "-m", "sedamp.runtime.child", "worker", name]  # -P: no cwd on sys.path
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"role": "worker", "config": config}).encode())
+            proc.stdin.close()
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._slot.close()
+                self._slot = None
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def slot(self) -> tuple[float | None, int, int] | None:
+        """The worker's slot now, its deadline as seconds from now (None: no deadline);
+        None before the worker starts."""
+        with self._lock:
+            if self._slot is None:
+                return None
+            deadline, lease, position = self._slot.read()
+        return (deadline - time.monotonic() if deadline > 0.0 else None), lease, position
+
+
+class RemoteSlot:
+    """A worker's slot on another node, as its actor last told it: `read` gives what
+    `Slot.read` would, the deadline moved to this machine's monotonic clock. A view not
+    refreshed for `stale_s` says the worker is in no batch (lease -1): nobody answered
+    for it, so it is not known to be inside user code."""
+
+    def __init__(self, stale_s: float) -> None:
+        self.stale_s = stale_s
+        self._view: tuple[float, int, int] = (0.0, -1, -1)
+        self._at = time.monotonic()
+
+    def update(self, answer: tuple[float | None, int, int]) -> None:
+        left, lease, position = answer
+        now = time.monotonic()
+        self._view = (now + left if left is not None else 0.0, lease, position)
+        self._at = now
+
+    def read(self) -> tuple[float, int, int]:
+        deadline, lease, position = self._view
+        if time.monotonic() - self._at > self.stale_s:
+            return deadline, -1, -1
+        return deadline, lease, position
+
+    def overdue(self, now: float | None = None) -> float:
+        deadline = self._view[0]
+        if deadline <= 0.0:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - deadline)
+
+    def close(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
 
 
 class RayProc:
     """A worker started as a Ray actor. Its pid is the worker's (reported when it
-    registers with the controller); `local` is known once Ray has placed it."""
+    registers with the controller); `local` is known once Ray has placed it; `slot` is
+    refreshed every period from the actor."""
 
     def __init__(self, name: str, actor: Any, executor: RayExecutor, config: dict[str, Any]) -> None:
         import ray
@@ -89,13 +165,15 @@ class RayProc:
         self.local = False
         self.reason: str | None = None
         self.unplaceable = False
+        self.period_s = float(config["period_s"])
+        self.slot = RemoteSlot(max(STALE_MIN_S, STALE_PERIODS * self.period_s))
         self._actor = actor
         self._code: int | None = None
         self._placed = False
         self._ended = threading.Event()
         self._r, self._w = os.pipe()
         self._where = actor.where.remote()
-        self._run = actor.run.remote(name, config, executor.machine)
+        self._run = actor.run.remote(name, config)
         self._thread = threading.Thread(target=self._watch, args=(ray, executor.machine), daemon=True, name=name)
         self._thread.start()
 
@@ -110,7 +188,7 @@ class RayProc:
                 return
             self.local = where == machine
             self._placed = True
-            code = int(ray.get(self._run))
+            code = self._supervise(ray)
         except ray.exceptions.RayActorError as exc:
             code = -9
             self.reason = f"was lost with its Ray actor ({_first_line(exc)})"
@@ -125,6 +203,19 @@ class RayProc:
                 pass
             os.write(self._w, b"x")  # before _ended: join() closes the pipe once _ended is set
             self._ended.set()
+
+    def _supervise(self, ray: Any) -> int:
+        """Wait for the worker's exit code, asking its actor for its slot every period."""
+        while True:
+            done, _ = ray.wait([self._run], timeout=self.period_s)
+            if done:
+                return int(ray.get(self._run))
+            try:
+                answer = ray.get(self._actor.slot.remote(), timeout=self.period_s)
+            except ray.exceptions.GetTimeoutError:
+                continue  # the view ages; the next period asks again
+            if answer is not None:
+                self.slot.update(answer)
 
     @property
     def pid(self) -> int:
@@ -216,7 +307,9 @@ class RayExecutor:
             data["curve"] = {**data["curve"], "server_secret": ""}  # workers only connect
         # named, so that `ray list actors` (and a test) can tell which worker each actor is
         actor_name = f"{name}:{data.get('token', 0)}@{self.machine.split('/')[0]}:{os.getpid()}"
-        proc = RayProc(name, self._host.options(name=actor_name).remote(), self, data)
+        # two threads: `run` waits for the worker while `slot` answers for it
+        actor = self._host.options(name=actor_name, max_concurrency=2).remote()
+        proc = RayProc(name, actor, self, data)
         self._procs = [p for p in self._procs if p.is_alive()]
         self._procs.append(proc)
         return proc

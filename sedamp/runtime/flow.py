@@ -21,6 +21,21 @@ A batch may be merged from several chunks or split from one, at event boundaries
 without decoding events. Each batch is a lease until ACKed; BYE or GONE puts a
 worker's leases back at the head of the buffer.
 
+Expiry. A message can be lost between live processes (over tcp, a reset connection
+drops what was in flight, and ZeroMQ reconnects with nothing said), so a lease also has
+a term: a worker names the leases it holds every period (RENEW), and the controller
+renews every lease of a worker that is inside user code (HOLD: its slot says so; a
+long handler call is bounded by ``timeout_s`` alone). A lease renewed by neither for a
+term is taken back: its events go back to the head of the buffer, and its worker is
+told (EXPIRED), so that it drops the batch if it has not started it. The bound is
+untouched: the events move from leased to buffered, and a late ACK of an expired lease
+changes no count (`acked` counts each event once). The events may then be handled
+twice (at least once: a sink with ``dedupe`` handles each id once); a worker that keeps
+state stops the run rather than count them twice (`sedamp.runtime.worker`). RENEW also
+says how many GETs the worker is waiting on: one the queue never saw, or whose answer
+was lost, is asked again on its behalf, so a worker is never left waiting for a batch
+or an END that will not come.
+
 Poison. When a worker dies, GONE says how, and which lease and which event of it were
 in the handler (the controller reads that from the worker's slot, `sedamp.runtime.slot`). The
 dead worker's leases come back whole, except that the event in the handler comes back
@@ -39,8 +54,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sedamp.observe import metrics
@@ -51,6 +66,21 @@ Outgoing = list[tuple[bytes, list[Any]]]
 # Deaths of workers holding an event, the last one with the event alone, after which
 # the event is poison: dead-lettered (or skipped, or the run fails) instead of retried.
 POISON_DEATHS = 2
+
+# A lease renewed neither by its worker (RENEW, every period) nor by the controller
+# (HOLD, every period while the worker is inside user code) for this many periods, and
+# at least LEASE_MIN_S, is taken back and redelivered. Longer: a batch lost on the wire
+# waits longer; shorter: a worker stalled by a busy machine loses leases it still holds,
+# and their events are handled twice. Below the silence bound of the controller (20
+# periods, at least 3 s), so a lease lost to a live worker is back before a stalled
+# worker is killed.
+LEASE_TERM_PERIODS = 10
+LEASE_MIN_S = 2.0
+
+
+def lease_term_s(period_s: float) -> float:
+    """The term of a lease in a run whose processes report every `period_s`."""
+    return max(LEASE_MIN_S, LEASE_TERM_PERIODS * period_s)
 
 
 @dataclass(slots=True)
@@ -119,18 +149,41 @@ def strike(chunks: list[Chunk], position: int) -> tuple[list[Chunk], Chunk | Non
     return out, poison
 
 
+def take_chunks(buf: deque[Chunk], max_events: int) -> tuple[list[Chunk], int]:
+    """Take up to `max_events` events from the head of `buf` (splitting its first chunk
+    at an event boundary if need be), and their count; a suspect event comes alone."""
+    chunks: list[Chunk] = []
+    n = 0
+    while buf and n < max_events:
+        c = buf[0]
+        if c.alone and chunks:
+            break  # a suspect event is leased alone
+        room = max_events - n
+        if c.n <= room:
+            buf.popleft()
+        else:
+            c, rest = c.split(room)
+            buf[0] = rest
+        chunks.append(c)
+        n += c.n
+        if c.alone:
+            break
+    return chunks, n
+
+
 @dataclass(slots=True)
 class _Producer:
     want: int
     outstanding: int = 0  # credit granted and not yet used
-    last_seq: int = -1
+    last_seq: int = -1  # of the latest PUT taken
+    seen_seq: int = -1  # of the latest PUT that arrived (taken or refused)
 
 
 @dataclass(slots=True)
 class _Worker:
     index: int
     gets: deque[int] = field(default_factory=deque)  # max_events of each pending GET
-    leases: set[int] = field(default_factory=set)
+    last_max: int = 1  # max_events of its latest GET (a GET asked again on its behalf)
 
 
 @dataclass(slots=True)
@@ -139,20 +192,131 @@ class _Lease:
     chunks: list[Chunk]
     partition: int
     n: int
+    expires: float  # the queue's clock; inf when leases do not expire
+
+
+class CreditBook:
+    """The credit granted to producers and not yet used (see Credit above)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.producers: dict[bytes, _Producer] = {}
+        self.outstanding = 0
+
+    def hello(self, rid: bytes, want: int) -> None:
+        if rid not in self.producers:
+            self.producers[rid] = _Producer(want=max(1, want))
+        else:
+            self.producers[rid].want = max(1, want)
+
+    def spend(self, prod: _Producer, n: int, seq: int) -> None:
+        prod.outstanding -= n
+        self.outstanding -= n
+        prod.last_seq = seq
+
+    def drop(self, rid: bytes) -> None:
+        """The producer is done (EOS) or gone: its unused credit is room again."""
+        prod = self.producers.pop(rid, None)
+        if prod is not None:
+            self.outstanding -= prod.outstanding
+
+    def grant(self, free: int) -> Outgoing:
+        """Grant up to `free` events of credit, least-served producer first."""
+        if free <= 0 or not self.producers:
+            return []
+        out: Outgoing = []
+        cap = max(1, self.capacity // (2 * len(self.producers)))
+        for rid, p in sorted(self.producers.items(), key=lambda kv: kv[1].outstanding):
+            if free <= 0:
+                break
+            window = min(p.want, cap)
+            deficit = window - p.outstanding
+            if deficit <= 0:
+                continue
+            if p.outstanding > 0 and deficit < max(1, window // 4):
+                continue  # still holds plenty; wait to grant a worthwhile chunk
+            g = min(deficit, free)
+            p.outstanding += g
+            self.outstanding += g
+            free -= g
+            out.append((rid, wire.credit(g, p.last_seq)))
+        return out
+
+
+class LeaseBook:
+    """The leases out, by id and by worker: which worker holds which chunks, and until
+    when. A lease lives `term_s` from its issue or its last renewal (None: for ever).
+    The ids of the latest expired leases are remembered, so that a late ACK or RENEW
+    naming one is known for what it is."""
+
+    def __init__(self, term_s: float | None, clock: Callable[[], float]) -> None:
+        self.term = term_s if term_s is not None else float("inf")
+        self.clock = clock
+        self.by_id: dict[int, _Lease] = {}
+        self.by_worker: dict[bytes, set[int]] = {}
+        self.next_id = 0
+        self.events = 0  # events leased
+        self.expired = _Recent(1000)
+
+    def issue(self, worker: bytes, chunks: list[Chunk], partition: int, n: int, now: float) -> int:
+        lease_id = self.next_id
+        self.next_id += 1
+        self.by_id[lease_id] = _Lease(worker, chunks, partition, n, now + self.term)
+        self.by_worker.setdefault(worker, set()).add(lease_id)
+        self.events += n
+        return lease_id
+
+    def held(self, lease_id: int, worker: bytes) -> _Lease | None:
+        """The lease, if `worker` holds it."""
+        lease = self.by_id.get(lease_id)
+        return lease if lease is not None and lease.worker == worker else None
+
+    def of(self, worker: bytes) -> list[int]:
+        """The leases `worker` holds, newest first."""
+        return sorted(self.by_worker.get(worker, ()), reverse=True)
+
+    def take(self, lease_id: int) -> _Lease:
+        lease = self.by_id.pop(lease_id)
+        mine = self.by_worker[lease.worker]
+        mine.discard(lease_id)
+        if not mine:
+            del self.by_worker[lease.worker]
+        self.events -= lease.n
+        return lease
+
+    def renew(self, worker: bytes, named: Iterable[int] | None = None) -> tuple[list[int], int]:
+        """Renew the leases of `worker` it `named` (None: all of them). Returns the
+        named ones it does not hold (expired, or never its own), and how many of its
+        leases it did not name (their BATCH is on its way to it, or was lost)."""
+        mine = self.by_worker.get(worker, set())
+        named = set(mine if named is None else named)
+        expires = self.clock() + self.term
+        for lease_id in mine & named:
+            self.by_id[lease_id].expires = expires
+        return sorted(named - mine), len(mine - named)
+
+    def due(self) -> list[int]:
+        """The leases past their term, newest first; each is remembered as expired."""
+        now = self.clock()
+        due = sorted((i for i, lease in self.by_id.items() if lease.expires <= now), reverse=True)
+        for lease_id in due:
+            self.expired.add(lease_id)
+        return due
 
 
 class _Recent:
-    """The last `keep` routing ids added, for membership tests (oldest forgotten first)."""
+    """The last `keep` ids added (routing ids, lease ids), for membership tests (oldest
+    forgotten first)."""
 
     def __init__(self, keep: int = 10_000) -> None:
         self.keep = keep
-        self._ids: set[bytes] = set()
-        self._order: deque[bytes] = deque()
+        self._ids: set[Any] = set()
+        self._order: deque[Any] = deque()
 
     def __contains__(self, rid: object) -> bool:
         return rid in self._ids
 
-    def add(self, rid: bytes) -> None:
+    def add(self, rid: Any) -> None:
         if rid not in self._ids:
             self._ids.add(rid)
             self._order.append(rid)
@@ -165,13 +329,27 @@ class QueueCounters:
     arrived: int = 0  # events accepted from producers
     leased: int = 0  # events handed to workers (redeliveries included)
     acked: int = 0  # events whose lease was acknowledged
-    redelivered: int = 0  # events put back after a worker left or died
+    redelivered: int = 0  # events put back after a worker left or died, or their lease expired
+    expired: int = 0  # events whose lease expired (renewed by nobody for a term)
+    late_acks: int = 0  # ACKs of leases that had expired (their events were already back)
     poisoned: int = 0  # events taken out after killing POISON_DEATHS workers
     refused_frames: int = 0  # malformed or out-of-protocol messages refused
 
+    def report(self) -> dict[str, int]:
+        """The counters a queue reports in its STATS (all but `leased`)."""
+        return {k: v for k, v in asdict(self).items() if k != "leased"}
+
 
 class QueueCore:
-    def __init__(self, capacity: int, partitions: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    """`lease_term_s`: how long a lease lives unrenewed (None: for ever)."""
+
+    def __init__(
+        self,
+        capacity: int,
+        partitions: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        lease_term_s: float | None = None,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if partitions < 1:
@@ -180,13 +358,10 @@ class QueueCore:
         self.partitions = partitions
         self.buffers: list[deque[Chunk]] = [deque() for _ in range(partitions)]
         self.buffered = 0
-        self.leased = 0
-        self.outstanding = 0
-        self.producers: dict[bytes, _Producer] = {}
+        self.credits = CreditBook(capacity)
         self.workers: dict[bytes, _Worker] = {}
         self.waiting: deque[bytes] = deque()  # workers with a pending GET, oldest first
-        self.leases: dict[int, _Lease] = {}
-        self.next_lease = 0
+        self.leases = LeaseBook(lease_term_s, clock)
         self.closed = False
         self.ended = False
         self.counters = QueueCounters()
@@ -204,14 +379,18 @@ class QueueCore:
     # ------------------------------------------------------------ properties
 
     @property
+    def leased(self) -> int:
+        return self.leases.events
+
+    @property
     def free(self) -> int:
-        return self.capacity - self.buffered - self.leased - self.outstanding
+        return self.capacity - self.buffered - self.leased - self.credits.outstanding
 
     def check_invariant(self) -> None:
-        assert self.free >= 0, (self.buffered, self.leased, self.outstanding, self.capacity)
+        assert self.free >= 0, (self.buffered, self.leased, self.credits.outstanding, self.capacity)
         assert self.buffered == sum(c.n for b in self.buffers for c in b)
-        assert self.leased == sum(lease.n for lease in self.leases.values())
-        assert self.outstanding == sum(p.outstanding for p in self.producers.values())
+        assert self.leased == sum(lease.n for lease in self.leases.by_id.values())
+        assert self.credits.outstanding == sum(p.outstanding for p in self.credits.producers.values())
 
     # ------------------------------------------------------------ messages
 
@@ -231,6 +410,8 @@ class QueueCore:
             return self._hello(rid, *msg.fields)
         if k == wire.EOS:
             return self._eos(rid)
+        if k == wire.RENEW:
+            return self._renew(rid, *msg.fields)
         if k == wire.BYE:
             return self.worker_gone(rid)
         return self.refuse(rid, f"{wire.KIND_NAMES.get(k, k)} is not a data-plane request")
@@ -243,10 +424,7 @@ class QueueCore:
 
     def _hello(self, rid: bytes, role: int, index: int, want: int) -> Outgoing:
         if role == wire.PRODUCER:
-            if rid not in self.producers:
-                self.producers[rid] = _Producer(want=max(1, want))
-            else:
-                self.producers[rid].want = max(1, want)
+            self.credits.hello(rid, want)
             out = self._grant()
             if not any(r == rid for r, _ in out):
                 # always answer: a producer that shed under on_full must know the queue
@@ -262,9 +440,12 @@ class QueueCore:
     def _put(
         self, rid: bytes, seq: int, partition: int, ids: list[Any], ends: list[int], body: bytes, t_src: float = 0.0
     ) -> Outgoing:
-        prod = self.producers.get(rid)
+        prod = self.credits.producers.get(rid)
         if prod is None:
             return self.refuse(rid, "PUT before HELLO", seq)
+        lost, prod.seen_seq = prod.seen_seq + 1, max(seq, prod.seen_seq)
+        if seq > lost:  # a reset connection lost the PUTs before it: say so rather than lose them
+            return self.refuse(rid, f"PUT {lost} never arrived (lost in transit)", lost)
         n = len(ids)
         if n > prod.outstanding:
             return self.refuse(rid, f"PUT of {n} events with only {prod.outstanding} credit", seq)
@@ -272,9 +453,7 @@ class QueueCore:
             return self.refuse(rid, f"partition {partition} outside 0..{self.partitions - 1}", seq)
         if self.closed:
             return self.refuse(rid, "PUT after CLOSE", seq)
-        prod.outstanding -= n
-        self.outstanding -= n
-        prod.last_seq = seq
+        self.credits.spend(prod, n, seq)
         self.buffers[partition].append(Chunk(ids, ends, memoryview(body), float(t_src), self.clock()))
         self.buffered += n
         self.counters.arrived += n
@@ -285,9 +464,7 @@ class QueueCore:
         return out + granted
 
     def _eos(self, rid: bytes) -> Outgoing:
-        prod = self.producers.pop(rid, None)
-        if prod is not None:
-            self.outstanding -= prod.outstanding
+        self.credits.drop(rid)
         return self._grant()
 
     def _get(self, rid: bytes, max_events: int) -> Outgoing:
@@ -297,17 +474,19 @@ class QueueCore:
         if self.ended:
             return [(rid, wire.simple(wire.END))]
         w.gets.append(max_events)
+        w.last_max = max_events
         if len(w.gets) == 1:
             self.waiting.append(rid)
         return self._dispatch() + self._grant()
 
     def _ack(self, rid: bytes, lease_id: int) -> Outgoing:
-        lease = self.leases.get(lease_id)
-        if lease is None or lease.worker != rid:
+        lease = self.leases.held(lease_id, rid)
+        if lease is None and lease_id in self.leases.expired:
+            self.counters.late_acks += 1  # its events are back in the buffer; its worker was told
+            return []
+        if lease is None:
             return self.refuse(rid, f"ACK of unknown lease {lease_id}")
-        del self.leases[lease_id]
-        self.workers[rid].leases.discard(lease_id)
-        self.leased -= lease.n
+        self.leases.take(lease_id)
         self.counters.acked += lease.n
         return self._grant() + self._check_end()
 
@@ -322,17 +501,63 @@ class QueueCore:
             return []
         if w.gets:
             self.waiting = deque(r for r in self.waiting if r != rid)
-        for lease_id in sorted(w.leases, reverse=True):
-            lease = self.leases.pop(lease_id)
-            self.leased -= lease.n
+        for lease_id in self.leases.of(rid):
+            lease = self.leases.take(lease_id)
             chunks = lease.chunks
             if died is not None and lease_id == in_hand[0]:
                 chunks = self._blame(chunks, in_hand[1], died)
-            n = sum(c.n for c in chunks)
-            self.buffered += n
-            self.counters.redelivered += n
-            self.buffers[lease.partition].extendleft(reversed(chunks))
+            self._requeue(lease.partition, chunks)
         return self._dispatch() + self._grant() + self._check_end()
+
+    def _requeue(self, partition: int, chunks: list[Chunk]) -> None:
+        """Put the chunks of a lease back at the head of their buffer, in order."""
+        n = sum(c.n for c in chunks)
+        self.buffered += n
+        self.counters.redelivered += n
+        self.buffers[partition].extendleft(reversed(chunks))
+
+    # ------------------------------------------------------------ lease terms
+
+    def _renew(self, rid: bytes, index: int, held: list[int], gets: int) -> Outgoing:
+        """RENEW from a worker: it holds the leases `held` and waits for `gets` answers
+        to its GETs. Renew those leases; tell it which of them are no longer its own
+        (EXPIRED); ask again on its behalf for the answers it will otherwise never get."""
+        out: Outgoing = []
+        if rid not in self.workers:
+            out = self._hello(rid, wire.WORKER, index, 0)  # its HELLO was lost on the way
+            if rid not in self.workers:
+                return out
+        stale, on_the_way = self.leases.renew(rid, held)
+        if stale:
+            out.append((rid, wire.expired(stale)))
+        # Answers it waits for beyond its pending GETs and the batches on their way to
+        # it were lost (a GET, a BATCH whose lease has expired since, an END): ask
+        # again. A lost ACK makes this count low, never high, until its lease expires.
+        w = self.workers[rid]
+        for _ in range(gets - len(w.gets) - on_the_way):
+            out.extend(self._get(rid, w.last_max))
+        return out
+
+    def hold(self, rids: list[bytes]) -> None:
+        """HOLD from the controller: these workers are inside user code (a handler
+        call, maybe long): every lease they hold is renewed."""
+        for rid in rids:
+            self.leases.renew(rid)
+
+    def expire(self) -> Outgoing:
+        """Take back every lease past its term: its events go back to the head of
+        their buffer (to be leased again), and its worker is told (EXPIRED)."""
+        due = self.leases.due()
+        if not due:
+            return []
+        told: dict[bytes, list[int]] = {}
+        for lease_id in due:
+            lease = self.leases.take(lease_id)
+            self._requeue(lease.partition, lease.chunks)
+            self.counters.expired += lease.n
+            told.setdefault(lease.worker, []).append(lease_id)
+        out: Outgoing = [(rid, wire.expired(sorted(ids))) for rid, ids in told.items()]
+        return out + self._dispatch()
 
     def _blame(self, chunks: list[Chunk], position: int, reason: str) -> list[Chunk]:
         """The chunks of the lease a worker died handling, the culprit struck (and
@@ -363,38 +588,19 @@ class QueueCore:
             w = self.workers[rid]
             buf = self.buffers[w.index]
             while w.gets and buf:
-                out.append((rid, self._lease(rid, w, w.index, buf, w.gets.popleft())))
+                out.append((rid, self._lease(rid, w.index, buf, w.gets.popleft())))
             if w.gets:
                 still.append(rid)
         self.waiting = still
         return out
 
-    def _lease(self, rid: bytes, w: _Worker, partition: int, buf: deque[Chunk], max_events: int) -> list[Any]:
-        chunks: list[Chunk] = []
-        n = 0
-        while buf and n < max_events:
-            c = buf[0]
-            if c.alone and chunks:
-                break  # a suspect event is leased alone
-            room = max_events - n
-            if c.n <= room:
-                buf.popleft()
-            else:
-                c, rest = c.split(room)
-                buf[0] = rest
-            chunks.append(c)
-            n += c.n
-            if c.alone:
-                break
-        lease_id = self.next_lease
-        self.next_lease += 1
-        self.leases[lease_id] = _Lease(rid, chunks, partition, n)
-        w.leases.add(lease_id)
+    def _lease(self, rid: bytes, partition: int, buf: deque[Chunk], max_events: int) -> list[Any]:
+        chunks, n = take_chunks(buf, max_events)
+        now = self.clock()
+        lease_id = self.leases.issue(rid, chunks, partition, n, now)
         self.buffered -= n
-        self.leased += n
         self.counters.leased += n
         ids: list[Any] = []
-        now = self.clock()
         for c in chunks:
             ids.extend(c.ids)
             self.waits.append((now - c.t_enq, c.n))
@@ -402,26 +608,7 @@ class QueueCore:
         return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, [c.t_src for c in chunks])
 
     def _grant(self) -> Outgoing:
-        free = self.free
-        if free <= 0 or not self.producers:
-            return []
-        out: Outgoing = []
-        cap = max(1, self.capacity // (2 * len(self.producers)))
-        for rid, p in sorted(self.producers.items(), key=lambda kv: kv[1].outstanding):
-            if free <= 0:
-                break
-            window = min(p.want, cap)
-            deficit = window - p.outstanding
-            if deficit <= 0:
-                continue
-            if p.outstanding > 0 and deficit < max(1, window // 4):
-                continue  # still holds plenty; wait to grant a worthwhile chunk
-            g = min(deficit, free)
-            p.outstanding += g
-            self.outstanding += g
-            free -= g
-            out.append((rid, wire.credit(g, p.last_seq)))
-        return out
+        return self.credits.grant(self.free)
 
     def _check_end(self) -> Outgoing:
         if self.ended or not self.closed or self.buffered or self.leased:
@@ -437,23 +624,18 @@ class QueueCore:
 
     def stats(self) -> dict[str, Any]:
         """Counters, and the queue waits sampled since the last call (then reset)."""
-        c = self.counters
         waits, self.waits = metrics.thin(self.waits), []
         return {
             "wait": [[round(w * 1000, 3), n] for w, n in waits],  # [ms, events]
             "length": self.buffered,
             "capacity": self.capacity,
             "leased": self.leased,
-            "credit": self.outstanding,
-            "producers": len(self.producers),
+            "credit": self.credits.outstanding,
+            "producers": len(self.credits.producers),
             "workers": len(self.workers),
             "waiting": len(self.waiting),
-            "arrived": c.arrived,
-            "acked": c.acked,
-            "redelivered": c.redelivered,
-            "poisoned": c.poisoned,
+            **self.counters.report(),
             "last_poison": self.last_poison,
-            "refused_frames": c.refused_frames,
             "closed": self.closed,
             "ended": self.ended,
         }

@@ -1,15 +1,17 @@
 """Runs in a stage-queue process, one per stage that has an input.
 
-Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/BYE from
-        workers) and its control DEALER to the controller (CLOSE, STOP, GONE).
-Writes: CREDIT to producers, BATCH/END to workers, ERR to a peer whose frame was
-        refused; REGISTER, STATS every period and DONE to the controller.
+Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/RENEW/BYE
+        from workers) and its control DEALER to the controller (CLOSE, STOP, GONE, HOLD).
+Writes: CREDIT to producers, BATCH/END/EXPIRED to workers, ERR to a peer whose frame
+        was refused; REGISTER, STATS every period and DONE to the controller.
 
 All decisions are made by `sedamp.runtime.flow.QueueCore`; this module only moves frames
-between the sockets and that state machine. A malformed frame is counted and answered
-with ERR; it never stops the queue. The queue exits when the controller says STOP or
-when its parent is gone, and stops the run (FATAL) when it cannot write a poison event
-to the dead-letter file (a full disk).
+between the sockets and that state machine, and asks it every half period to take back
+the leases past their term. A malformed frame is counted and answered with ERR; it
+never stops the queue. A reply a live peer cannot take yet (its connection is being
+re-made) waits in the `Outbox` for it. The queue exits when the controller says STOP
+or when its parent is gone, and stops the run (FATAL) when it cannot write a poison
+event to the dead-letter file (a full disk).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections import deque
 from typing import Any
 
 import zmq
@@ -26,7 +28,7 @@ from sedamp.errors import StorageError, WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
-from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore
+from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ def run_queue(cfg: QueueConfig) -> None:
     socks = sockets.Sockets(cfg.curve)
     data = socks.router(cfg.endpoint)
     ctl = socks.dealer(queue_identity(cfg.stage), cfg.control_endpoint)
-    core = QueueCore(cfg.capacity, cfg.partitions)
+    core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=lease_term_s(cfg.period_s))
+    outbox = Outbox(data, core)
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
     ctl.send_multipart(
         wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid(), sockets.bound_endpoint(data, cfg.advertise))
@@ -45,22 +48,27 @@ def run_queue(cfg: QueueConfig) -> None:
     poller = zmq.Poller()
     poller.register(data, zmq.POLLIN)
     poller.register(ctl, zmq.POLLIN)
-    next_stats = time.monotonic() + cfg.period_s
+    next_stats = next_expiry = time.monotonic() + cfg.period_s
     next_parent_check = time.monotonic() + lifeline.PARENT_CHECK_PERIOD_S
     stopping = False
     reported_end = False
     try:
         while not stopping:
             ready = dict(poller.poll(int(cfg.period_s * 1000 / 2)))
+            outbox.retry()
             if data in ready:
                 for frames in sockets.drain(data):
-                    _send(data, core, _on_data(core, frames))
+                    outbox.send(_on_data(core, frames))
             if ctl in ready:
                 try:
-                    stopping = _on_control(cfg, core, dead, data, sockets.drain(ctl))
+                    for frames in sockets.drain(ctl):
+                        stopping = _on_control(cfg, core, outbox, dead, frames) or stopping
                 except StorageError as exc:  # a poison event it cannot dead-letter
                     lifeline.storage_failed(ctl, [data], socks.ctx, f"the queue of stage {cfg.stage!r}", exc)
             now = time.monotonic()
+            if now >= next_expiry:
+                outbox.send(core.expire())
+                next_expiry = now + cfg.period_s / 2
             if core.ended and not reported_end:
                 reported_end = True
                 next_stats = now  # tell the controller at once
@@ -82,28 +90,24 @@ def run_queue(cfg: QueueConfig) -> None:
 
 
 def _on_control(
-    cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None, data: zmq.Socket[Any], messages: Iterable[list[bytes]]
+    cfg: QueueConfig, core: QueueCore, outbox: Outbox, dead: DeadLetters | None, frames: list[bytes]
 ) -> bool:
-    """Apply the controller's CLOSE, GONE and STOP; whether it said STOP. Raises
-    StorageError when a poison event cannot be dead-lettered."""
-    stopping = False
-    for frames in messages:
-        try:
-            msg = wire.parse(frames)
-        except WireError as exc:
-            log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
-            continue
-        if msg.kind == wire.CLOSE:
-            _send(data, core, core.close())
-        elif msg.kind == wire.GONE:
-            rid, reason, lease, position = msg.fields
-            rid = rid.encode() if isinstance(rid, str) else rid
-            out = core.worker_gone(rid, reason, (lease, position))
-            _send(data, core, out + core.producer_gone(rid))
-            _poisoned(cfg, core, dead)
-        elif msg.kind == wire.STOP:
-            stopping = True
-    return stopping
+    """Apply one message from the controller; whether it says STOP."""
+    try:
+        msg = wire.parse(frames)
+    except WireError as exc:
+        log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
+        return False
+    if msg.kind == wire.CLOSE:
+        outbox.send(core.close())
+    elif msg.kind == wire.GONE:
+        rid, reason, lease, position = msg.fields
+        rid = rid.encode() if isinstance(rid, str) else rid
+        outbox.send(core.worker_gone(rid, reason, (lease, position)) + core.producer_gone(rid))
+        _poisoned(cfg, core, dead)
+    elif msg.kind == wire.HOLD:
+        core.hold([r.encode() if isinstance(r, str) else r for r in msg.fields[0]])
+    return msg.kind == wire.STOP
 
 
 def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> None:
@@ -137,21 +141,48 @@ def _on_data(core: QueueCore, frames: list[bytes]) -> Outgoing:
     return core.handle(rid, msg)
 
 
-def _send(sock: zmq.Socket[Any], core: QueueCore, out: Outgoing) -> None:
-    for rid, frames in out:
+class Outbox:
+    """Sends the queue's replies, and keeps those a live peer cannot take yet.
+
+    A ROUTER send fails while the peer's connection is down (EHOSTUNREACH: over tcp a
+    reset peer reconnects under the same routing id moments later) or, far past any
+    protocol bound, at the safety HWM (EAGAIN). Such a message is kept for its peer, in
+    order with whatever follows it, and sent again at every turn of the loop until it
+    goes, or until the peer is no longer one the queue serves (BYE, EOS, GONE): a
+    reconnecting producer keeps its credit and a reconnecting worker gets its batch.
+    A dead worker's batch waits for the controller's GONE, which says which event was in
+    its handler (returning its leases at once would blame nobody). Messages to a peer
+    that already left (an END crossing its last GET) are dropped."""
+
+    def __init__(self, sock: zmq.Socket[Any], core: QueueCore) -> None:
+        self.sock = sock
+        self.core = core
+        self.held: dict[bytes, deque[list[Any]]] = {}
+
+    def send(self, out: Outgoing) -> None:
+        for rid, frames in out:
+            waiting = self.held.get(rid)
+            if waiting is not None:
+                waiting.append(frames)
+            elif not self._send(rid, frames) and self._serves(rid):
+                self.held[rid] = deque([frames])
+
+    def retry(self) -> None:
+        """Send again what is kept, peer by peer, in order."""
+        for rid in list(self.held):
+            waiting = self.held[rid]
+            while waiting and self._serves(rid) and self._send(rid, waiting[0]):
+                waiting.popleft()
+            if not waiting or not self._serves(rid):
+                del self.held[rid]
+
+    def _serves(self, rid: bytes) -> bool:
+        return rid in self.core.workers or rid in self.core.credits.producers
+
+    def _send(self, rid: bytes, frames: list[Any]) -> bool:
         try:
-            sock.send_multipart([rid, *frames], zmq.NOBLOCK, copy=False)
+            self.sock.send_multipart([rid, *frames], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
-            # The peer is gone (EHOSTUNREACH) or wedged far past any protocol bound
-            # (EAGAIN). A worker still registered here has not said BYE, so it died:
-            # its leases stay where they are until the controller's GONE, which says
-            # which event was in its handler (returning them now would blame nobody,
-            # and a poison event would go round again).
-            if rid in core.workers:
-                log.debug("queue: cannot send to worker %r (dead; waiting for GONE): %s", rid, exc)
-            elif rid in core.producers:
-                log.debug("queue: cannot send to producer %r: %s", rid, exc)
-                _send(sock, core, core.producer_gone(rid))
-            else:
-                # a peer that already left (e.g. an END crossing its last GET)
-                log.debug("queue: %r is gone: %s", rid, exc)
+            log.debug("queue: cannot send to %r yet: %s", rid, exc)
+            return False
+        return True

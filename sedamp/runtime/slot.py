@@ -113,3 +113,8 @@ class Slot:
             self._position.release()
             self._position = None
         self._mm.close()
+
+    def discard(self) -> None:
+        """Close it and remove its file (the controller, once the worker is gone)."""
+        self.close()
+        Path(self.path).unlink(missing_ok=True)

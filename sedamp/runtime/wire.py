@@ -18,10 +18,14 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
     worker -> queue     HELLO(role=WORKER, index, 0)             index = key partition
                         GET(max_events)                          ask for one batch
                         ACK(lease)                               outputs delivered downstream
+                        RENEW(index, leases, gets)               every period: the leases it
+                                                                 holds, the GETs it awaits
                         BYE()                                    leaving: unacked leases return
     queue -> worker     BATCH(lease, ids, counts, t_srcs)        one body per merged chunk
                           + bodies
                         END()                                    input is over for good
+                        EXPIRED(leases)                          these leases were taken back
+                                                                 (not renewed for a term)
     queue -> anyone     ERR(message, seq)                        a frame was refused (seq:
                                                                  the refused PUT's, else -1)
 
@@ -43,6 +47,8 @@ Control plane (the controller's ROUTER; every runtime process connects a DEALER)
                                                                  its leases, strike that event
                             RETIRE()                             to a worker: finish what you
                                                                  hold, say BYE, exit (pool shrinks)
+                            HOLD(routing_ids)                    to a queue: those workers are
+                                                                 inside user code: renew their leases
 """
 
 from __future__ import annotations
@@ -77,10 +83,12 @@ EOS = 3
 GET = 4
 ACK = 5
 BYE = 6
+RENEW = 7
 CREDIT = 10
 BATCH = 11
 END = 12
 ERR = 13
+EXPIRED = 14
 # control-plane kinds
 REGISTER = 20
 STATS = 21
@@ -90,24 +98,27 @@ CLOSE = 30
 STOP = 31
 GONE = 32
 RETIRE = 33
+HOLD = 34
 # command plane (`sedamp status`, `sedamp scale`): a map each way
 COMMAND = 40
 REPLY = 41
 
 KIND_NAMES = {
-    HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE",
-    CREDIT: "CREDIT", BATCH: "BATCH", END: "END", ERR: "ERR", REGISTER: "REGISTER",
+    HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE", RENEW: "RENEW",
+    CREDIT: "CREDIT", BATCH: "BATCH", END: "END", ERR: "ERR", EXPIRED: "EXPIRED", REGISTER: "REGISTER",
     STATS: "STATS", DONE: "DONE", FATAL: "FATAL", CLOSE: "CLOSE", STOP: "STOP", GONE: "GONE", RETIRE: "RETIRE",
+    HOLD: "HOLD",
     COMMAND: "COMMAND", REPLY: "REPLY",
 }  # fmt: skip
 
 # kind -> (number of header fields after VERSION and KIND, number of body frames:
 # 0 = none, 1 = exactly one, -1 = one or more)
 _SHAPES: dict[int, tuple[int, int]] = {
-    HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0),
-    CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (2, 0),
+    HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0),
+    CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (2, 0), EXPIRED: (1, 0),
     REGISTER: (5, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
-    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), COMMAND: (1, 0), REPLY: (1, 0),
+    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0),
+    COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
 
 # A packer's buffer grows to the largest event it has packed and never shrinks: after
@@ -166,6 +177,14 @@ def get(max_events: int) -> list[bytes]:
 
 def ack(lease: int) -> list[bytes]:
     return [header(ACK, lease)]
+
+
+def renew(index: int, leases: Sequence[int], gets: int) -> list[bytes]:
+    return [header(RENEW, index, list(leases), gets)]
+
+
+def expired(leases: Sequence[int]) -> list[bytes]:
+    return [header(EXPIRED, list(leases))]
 
 
 def batch(
@@ -370,6 +389,10 @@ def _increasing_ints(xs: list[Any]) -> bool:
     return len(set(xs)) == len(xs) and xs == sorted(xs)
 
 
+def _int_list(xs: Any) -> bool:
+    return isinstance(xs, list) and all(_is_int(x) for x in xs)
+
+
 def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> None:
     ok = True
     if kind == HELLO:
@@ -407,6 +430,12 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
         )
     elif kind == ERR:
         ok = isinstance(f[0], str | bytes) and _is_int(f[1])
+    elif kind == RENEW:
+        ok = _is_int(f[0]) and _int_list(f[1]) and _is_int(f[2])
+    elif kind == EXPIRED:
+        ok = _int_list(f[0])
+    elif kind == HOLD:
+        ok = isinstance(f[0], list) and all(isinstance(r, str | bytes) for r in f[0])
     elif kind == GONE:
         ok = isinstance(f[0], str | bytes) and isinstance(f[1], str) and _is_int(f[2]) and _is_int(f[3])
     elif kind == REGISTER:

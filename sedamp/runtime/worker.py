@@ -1,9 +1,11 @@
 """Runs in a worker process: one of the pool of a handler or sink stage.
 
-Reads:  BATCH/END from its stage queue (DEALER, routing id ``w:<stage>:<index>:<pid>``),
-        CREDIT from each downstream queue, STOP from the controller.
-Writes: HELLO/GET/ACK/BYE to its stage queue, HELLO/PUT/EOS to each downstream queue,
-        REGISTER/STATS/DONE/FATAL to the controller, failed events to the dead-letter file.
+Reads:  BATCH/END/EXPIRED from its stage queue (DEALER, routing id
+        ``w:<stage>:<index>:<pid>``), CREDIT from each downstream queue, STOP from the
+        controller.
+Writes: HELLO/GET/ACK/RENEW/BYE to its stage queue, HELLO/PUT/EOS to each downstream
+        queue, REGISTER/STATS/DONE/FATAL to the controller, failed events to the
+        dead-letter file.
 
 The loop: keep up to `prefetch` requests for work outstanding, handle one batch, give
 the outputs to the outlets, and acknowledge the batch's lease only when every
@@ -31,6 +33,13 @@ notes in its slot (`sedamp.runtime.slot`, shared memory) which event is in the h
 with ``timeout_s``, the call's deadline: the controller kills it if the call overruns,
 and if it dies, only that event is blamed. A sink with ``dedupe: true`` handles each
 event id once.
+
+Leases: every period it tells its queue which leases it holds and how many GETs it
+awaits (RENEW), which keeps its leases and recovers what a reset connection lost. A
+lease the queue took back (EXPIRED: this worker did not renew it for a term) is
+dropped if its batch is not started; if it was handled already, its events will be
+handled again elsewhere, and a stage that keeps state (finish()) stops the run rather
+than count them twice.
 """
 
 from __future__ import annotations
@@ -130,6 +139,7 @@ class _Worker:
         self.ended = False
         self.retiring = False
         self.unacked: dict[int, int] = {}  # lease -> outlets still holding its outputs
+        self.handled: deque[int] = deque(maxlen=64)  # the latest leases it started handling
         self.protocol_errors = 0
         self.recycle: str | None = None  # why this worker leaves early (max_events, max_rss_mb)
         self.rss_mb = rss_reader() if cfg.max_rss_mb else None  # this process's memory, MiB
@@ -211,6 +221,7 @@ class _Worker:
             now = time.monotonic()
             if now >= next_stats:
                 self._send_stats(wire.STATS)
+                self._renew()
                 next_stats = now + cfg.period_s
                 lifeline.exit_if_orphaned(cfg.parent_pid)
 
@@ -245,6 +256,8 @@ class _Worker:
         elif msg.kind == wire.END:
             self.ended = True
             self.gets_out = 0
+        elif msg.kind == wire.EXPIRED:
+            self._expired(msg.fields[0])
         elif msg.kind == wire.ERR:
             log.error("worker %s: queue refused a message: %s", self.identity, msg.fields[0])
             self.protocol_errors += 1
@@ -260,6 +273,31 @@ class _Worker:
             os._exit(0)
         if msg.kind == wire.RETIRE:
             self.retiring = True  # the pool shrinks: finish what is held, then leave
+
+    def _renew(self) -> None:
+        """RENEW: the leases held (batches waiting, outputs not yet taken downstream)
+        and the GETs not yet answered."""
+        held = [m.fields[0] for m in self.inbox] + list(self.unacked)
+        self.up.send_multipart(wire.renew(self.cfg.index, held, max(0, self.gets_out)))
+
+    def _expired(self, leases: list[int]) -> None:
+        """The queue took these leases back and leases their events again: drop the
+        batches not started; a stage with state cannot let handled ones count twice."""
+        late = set(leases)
+        dropped = [m for m in self.inbox if m.fields[0] in late]
+        for m in dropped:
+            self.inbox.remove(m)
+        handled = [lease for lease in self.handled if lease in late]
+        for lease in handled:
+            self.handled.remove(lease)  # once: a RENEW naming it may bring EXPIRED again
+        log.warning("worker %s: the queue took back leases %s (not renewed in time)", self.identity, sorted(late))
+        if handled and self.chain.stateful:
+            message = (
+                f"stage {self.cfg.stage!r} keeps state (finish()) and had handled lease {handled[0]} when its "
+                "queue took it back (the worker did not renew it for a lease term): its events would be counted "
+                "twice, so the run stops"
+            )
+            self._stop_run(message, Failure("LeaseExpired", message, ""))
 
     def _released(self, lease: Any) -> None:
         if lease is None:
@@ -282,6 +320,7 @@ class _Worker:
             self.up.send_multipart(wire.ack(lease))
             return
         t0 = time.perf_counter()
+        self.handled.append(lease)
         if self.slot is not None:
             self.slot.begin(lease)
         self.chain.run(0, ids, events)
@@ -376,34 +415,33 @@ class _Worker:
         self.ctx.term()
 
     def _send_stats(self, kind: int, retired: bool = False) -> None:
-        service, path = self.pace.take_samples()
-        links = self.chain.links
-        self.ctl.send_multipart(
-            wire.simple(
-                kind,
-                {
-                    "in": links[0].n_in,
-                    "out": self.chain.tail.n_out,
-                    "failed": sum(link.n_failed for link in links),
-                    "retried": sum(link.n_retried for link in links),
-                    "skipped": sum(link.n_skipped for link in links),
-                    "duplicates": self.chain.duplicates,
-                    "recycled": self.recycle,
-                    "members": {
-                        link.stage: [link.n_in, link.n_out, link.n_failed, link.n_retried, link.n_skipped]
-                        for link in links
-                    },
-                    "busy_s": self.pace.busy_s,
-                    "batches": self.pace.batches,
-                    "batch_size": self.pace.batch_n,
-                    "protocol_errors": self.protocol_errors,
-                    "shed": {o.stage: [o.dropped, o.rejected_count] for o in self.outlets},
-                    "service": [[round(v, 4), n] for v, n in service],  # [ms per event, events]
-                    "path": [[round(v, 3), n] for v, n in path],  # [ms from source to here, events]
-                    "pid": self.pid,
-                    "retired": retired,
-                    # emits at the end of input: its state would be lost if it were retired
-                    "stateful": self.chain.stateful,
-                },
-            )
-        )
+        self.ctl.send_multipart(wire.simple(kind, _stats(self, retired)))
+
+
+def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
+    """What a worker reports each period (STATS) and when it exits (DONE)."""
+    service, path = w.pace.take_samples()
+    links = w.chain.links
+    return {
+        "in": links[0].n_in,
+        "out": w.chain.tail.n_out,
+        "failed": sum(link.n_failed for link in links),
+        "retried": sum(link.n_retried for link in links),
+        "skipped": sum(link.n_skipped for link in links),
+        "duplicates": w.chain.duplicates,
+        "recycled": w.recycle,
+        "members": {
+            link.stage: [link.n_in, link.n_out, link.n_failed, link.n_retried, link.n_skipped] for link in links
+        },
+        "busy_s": w.pace.busy_s,
+        "batches": w.pace.batches,
+        "batch_size": w.pace.batch_n,
+        "protocol_errors": w.protocol_errors,
+        "shed": {o.stage: [o.dropped, o.rejected_count] for o in w.outlets},
+        "service": [[round(v, 4), n] for v, n in service],  # [ms per event, events]
+        "path": [[round(v, 3), n] for v, n in path],  # [ms from source to here, events]
+        "pid": w.pid,
+        "retired": retired,
+        # emits at the end of input: its state would be lost if it were retired
+        "stateful": w.chain.stateful,
+    }

@@ -9,6 +9,7 @@ from typing import Any
 
 from sedamp.control.roster import Roster, RunState
 from sedamp.control.wiring import Wiring
+from sedamp.executor.ray import RemoteSlot
 from sedamp.runtime import wire
 from sedamp.spec import Topology, parse_topology
 
@@ -29,6 +30,7 @@ class FakeProc:
     local = False  # psutil is not asked about it
     pending = False
     unplaceable = False
+    slot: Any = None  # None: the roster maps the slot file it made (if any)
 
     def __init__(self, name: str, role: str, config: Any) -> None:
         self.name = name
@@ -69,13 +71,19 @@ class FakeProc:
 
 
 class FakeExecutor:
+    """`elsewhere`: workers run on another host, their slots read by the executor (a
+    `RemoteSlot` the test answers for, as the Ray executor's actors do)."""
+
     remote = False
 
-    def __init__(self) -> None:
+    def __init__(self, elsewhere: bool = False) -> None:
         self.started: list[FakeProc] = []
+        self.elsewhere = elsewhere
 
     def start(self, name: str, role: str, config: Any) -> FakeProc:
         proc = FakeProc(name, role, config)
+        if self.elsewhere and role == "worker":
+            proc.slot = RemoteSlot(stale_s=5.0)
         self.started.append(proc)
         return proc
 
@@ -117,10 +125,12 @@ def topology(text: str = PIPELINE) -> Topology:
     return parse_topology(text, file="t.yaml", base_dir=Path("."), check_handlers=False)
 
 
-def roster(top: Topology | None = None, slot_dir: Path | None = None) -> tuple[Roster, FakeExecutor, FakeLinks]:
+def roster(
+    top: Topology | None = None, slot_dir: Path | None = None, elsewhere: bool = False
+) -> tuple[Roster, FakeExecutor, FakeLinks]:
     """A roster of `top` (the PIPELINE by default) wired to fakes, its queues started."""
     top = top or topology()
-    executor, links = FakeExecutor(), FakeLinks()
+    executor, links = FakeExecutor(elsewhere), FakeLinks()
     r = Roster(top, RunState(), links, executor)
     r.wiring = Wiring(
         endpoints={n: f"ipc:///nowhere/q{i}" for i, n in enumerate(top.stages)},

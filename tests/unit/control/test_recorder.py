@@ -48,7 +48,9 @@ def running() -> tuple[Roster, Recorder]:
     r.on_stats(src, {"total": 100, "in": 40, "out": 40, "failed": 0, "skipped": 0, "shed": {"work": [0, 0]}})
     work = r.stages["work"]
     assert work.queue is not None
-    r.on_stats(work.queue, {"length": 6, "capacity": 64, "leased": 2, "credit": 8, "arrived": 40, "poisoned": 1})
+    r.on_stats(
+        work.queue, {"length": 6, "capacity": 64, "leased": 2, "credit": 8, "expired": 3, "arrived": 40, "poisoned": 1}
+    )
     rec.gather(work.queue, {"wait": [[2.0, 1]]})
     for i, w in work.workers.items():
         stats = {"in": 15 + i, "out": 15 + i, "failed": i, "busy_s": 0.0, "batches": 3, "batch_size": 8 + 8 * i}
@@ -68,7 +70,7 @@ def test_a_period_carries_the_documented_keys() -> None:
     assert list(work) == STAGE_KEYS
     assert list(line["stages"]["src"]) == [*STAGE_KEYS[:18], "total", *STAGE_KEYS[18:]]
     assert line["stages"]["src"]["total"] == 100 and line["stages"]["src"]["bounds"] == [1, 1]
-    assert work["queue"] == {"length": 6, "capacity": 64, "leased": 2, "credit": 8}
+    assert work["queue"] == {"length": 6, "capacity": 64, "leased": 2, "credit": 8, "expired": 3}
     assert (work["events_in"], work["events_out"], work["failed"], work["poisoned"]) == (31, 31, 1, 1)
     assert (work["workers"], work["target"], work["bounds"]) == (2, 2, [1, 4])
     assert work["latency_ms"]["queue_wait"]["p50"] == 2.0 and work["latency_ms"]["service"]["p99"] == 1.0

@@ -6,7 +6,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sedamp.control.roster import MAX_BARREN_DEATHS, SILENT_MIN_S, Child, watch_deadlines, watch_silence
+from sedamp.control.roster import (
+    MAX_BARREN_DEATHS,
+    SILENT_MIN_S,
+    Child,
+    hold_leases,
+    watch_deadlines,
+    watch_silence,
+)
+from sedamp.executor.ray import RemoteSlot
 from sedamp.runtime.slot import Slot
 from tests.unit.control.fakes import FakeProc, roster, topology
 
@@ -231,3 +239,81 @@ stages:
         w.proc.exit(1)  # type: ignore[attr-defined]
         r.on_exit(w)
     assert r.state.error is not None and "died 10 times in a row" in r.state.error
+
+
+# ------------------------------------------------------------------ workers on another host
+
+
+def test_a_worker_elsewhere_is_watched_through_its_executors_view_of_its_slot(tmp_path: Path) -> None:
+    """Its slot is on its own host; the executor's view of it (a RemoteSlot) takes the
+    place of the slot file the roster made, which is removed at once."""
+    r, _, _ = roster(slot_dir=tmp_path, elsewhere=True)
+    r.reconcile()
+    w = r.stages["work"].workers[0]
+    assert isinstance(w.slot, RemoteSlot) and w.slot is w.proc.slot
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_silence_kills_a_worker_elsewhere_unless_its_slot_says_it_is_in_user_code() -> None:
+    """Before, a worker on another host was never killed for silence."""
+    r, _, _ = roster(elsewhere=True)
+    r.reconcile()
+    st = r.stages["work"]
+    w: Child = st.workers[0]
+    view = w.proc.slot
+    assert isinstance(view, RemoteSlot)
+    for q in (st.queue, r.stages["out"].queue):
+        assert q is not None
+        q.last_heard = time.monotonic() + 100  # the queues still report
+    view.update((None, 12, 0))  # inside a handler call: only timeout_s bounds it
+    watch_silence(r.stages.values(), r.state, 0.1, time.monotonic() + 2 * SILENT_MIN_S)
+    assert w.killed is None
+    view.update((None, -1, -1))  # between batches, and silent
+    watch_silence(r.stages.values(), r.state, 0.1, time.monotonic() + 2 * SILENT_MIN_S)
+    assert w.proc.killed  # type: ignore[attr-defined]
+    assert w.killed is not None and "outside any handler call" in w.killed
+
+
+def test_a_stale_view_does_not_keep_a_silent_worker_alive() -> None:
+    view = RemoteSlot(stale_s=5.0)
+    view.update((None, 12, 3))
+    assert view.read()[1:] == (12, 3)
+    view._at -= 6.0  # nobody answered for it since
+    assert view.read()[1:] == (-1, -1)
+
+
+def test_a_worker_elsewhere_past_its_deadline_is_killed_and_its_event_blamed() -> None:
+    top_text = """
+stages:
+  src: {source: "m:src", to: work}
+  work: {sink: "m:work", timeout_s: 1}
+"""
+    r, _, links = roster(topology(top_text), elsewhere=True)
+    r.reconcile()
+    st = r.stages["work"]
+    w = st.workers[0]
+    assert isinstance(w.slot, RemoteSlot)
+    w.slot.update((0.5, 7, 3))  # its call has half a second left, on its host's clock
+    now = time.monotonic()
+    watch_deadlines(r.stages.values(), now)
+    assert w.killed is None
+    watch_deadlines(r.stages.values(), now + 2.0)
+    assert w.proc.killed  # type: ignore[attr-defined]
+    assert w.killed is not None and "ran past timeout_s (1 s" in w.killed
+    assert st.timeouts == 1 and w.in_hand == (7, 3)
+    r.on_exit(w)
+    [gone] = [f for who, kind, f in links.sent if kind == "GONE"]
+    assert gone[2:] == [7, 3]
+
+
+def test_hold_names_to_each_queue_the_workers_inside_user_code(tmp_path: Path) -> None:
+    r, _, links = roster(slot_dir=tmp_path)
+    r.stages["work"].target = 2
+    r.reconcile()
+    a, b = r.stages["work"].workers[0], r.stages["work"].workers[1]
+    assert a.slot is not None and b.slot is not None
+    seen = Slot(a.slot.path)
+    seen.begin(4)  # a is handling lease 4; b waits between batches
+    hold_leases(r.stages.values(), links)
+    assert [(who, f) for who, kind, f in links.sent if kind == "HOLD"] == [("q:work", [[a.identity]])]
+    seen.close()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sedamp.runtime import wire
-from sedamp.runtime.flow import POISON_DEATHS, Chunk, QueueCore, strike
+from sedamp.runtime.flow import LEASE_MIN_S, LEASE_TERM_PERIODS, POISON_DEATHS, Chunk, QueueCore, lease_term_s, strike
 
 P, P2, W, W2 = b"p1", b"p2", b"w1", b"w2"
 
@@ -163,7 +163,7 @@ def test_eos_returns_unused_credit() -> None:
     q = QueueCore(100)
     assert hello_producer(q, P, 40) == 40
     q.handle(P, wire.parse(wire.simple(wire.EOS)))
-    assert q.outstanding == 0 and q.free == 100
+    assert q.credits.outstanding == 0 and q.free == 100
 
 
 ops = st.lists(
@@ -185,7 +185,7 @@ def test_random_interleavings_keep_the_bound_and_lose_nothing(capacity: int, scr
         hello_worker(q, w)
     leases: dict[bytes, list[tuple[int, list[int]]]] = {w: [] for w in workers}
     next_event = 0
-    seq = 0
+    seq = dict.fromkeys(producers, 0)  # each producer numbers its PUTs
     accepted: list[int] = []
     acked: list[int] = []
 
@@ -200,13 +200,13 @@ def test_random_interleavings_keep_the_bound_and_lose_nothing(capacity: int, scr
     for op, who, n in script:
         if op == "put":
             p = producers[who]
-            if p in q.producers and credit[p] > 0:
+            if p in q.credits.producers and credit[p] > 0:
                 k = min(n, credit[p])
                 evs = list(range(next_event, next_event + k))
                 next_event += k
                 credit[p] -= k
-                absorb(put(q, p, seq, evs))
-                seq += 1
+                absorb(put(q, p, seq[p], evs))
+                seq[p] += 1
                 accepted.extend(evs)
         elif op == "get":
             w = workers[who]
@@ -225,7 +225,7 @@ def test_random_interleavings_keep_the_bound_and_lose_nothing(capacity: int, scr
             hello_worker(q, w)  # a replacement with the same name
         elif op == "eos":
             p = producers[who]
-            if p in q.producers:
+            if p in q.credits.producers:
                 absorb(q.handle(p, wire.parse(wire.simple(wire.EOS))))
                 credit[p] = 0
         q.check_invariant()
@@ -261,7 +261,7 @@ def test_gone_producer_gives_its_credit_back() -> None:
     q = QueueCore(100)
     assert hello_producer(q, P, 40) == 40
     q.producer_gone(P)
-    assert q.outstanding == 0 and q.free == 100
+    assert q.credits.outstanding == 0 and q.free == 100
 
 
 def lease_of(m: wire.Message) -> int:
@@ -392,3 +392,238 @@ def test_a_peer_declared_dead_is_refused_and_only_the_latest_are_remembered() ->
     assert b"a" not in q.gone and b"b" in q.gone and b"c" in q.gone
     [err] = msgs(q.handle(b"c", wire.parse(wire.hello(wire.WORKER, 0, 0))))
     assert err.kind == wire.ERR and err.fields[0] == "this peer was declared dead"
+
+
+# ------------------------------------------------------------------ lease terms
+
+
+class Clock:
+    """The queue's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+TERM = 5.0
+
+
+def leasing(capacity: int = 100, partitions: int = 1) -> tuple[QueueCore, Clock]:
+    clock = Clock()
+    q = QueueCore(capacity, partitions, clock=clock, lease_term_s=TERM)
+    hello_producer(q, P, 50)
+    hello_worker(q, W)
+    hello_worker(q, W2)
+    return q, clock
+
+
+def renew(q: QueueCore, rid: bytes, held: list[int], gets: int) -> list[wire.Message]:
+    return msgs(q.handle(rid, wire.parse(wire.renew(0, held, gets))), rid)
+
+
+def test_lease_term_follows_the_period_with_a_floor() -> None:
+    assert lease_term_s(0.5) == LEASE_TERM_PERIODS * 0.5
+    assert lease_term_s(0.01) == LEASE_MIN_S
+
+
+def test_a_lease_nobody_renews_comes_back_to_the_head_and_its_worker_is_told() -> None:
+    q, clock = leasing()
+    put(q, P, 0, [1, 2, 3, 4])
+    (b,) = get(q, W, 2)  # its BATCH is lost on the way, say
+    clock.t += TERM - 0.1
+    assert q.expire() == []  # not yet
+    clock.t += 0.2
+    out = q.expire()
+    assert [(r, m.kind, m.fields) for r, m in ((r, wire.parse(f)) for r, f in out)] == [
+        (W, wire.EXPIRED, ([b.fields[0]],))
+    ]
+    assert q.leased == 0 and q.buffered == 4 and q.counters.expired == 2 and q.counters.redelivered == 2
+    q.check_invariant()
+    (b2,) = get(q, W2, 10)
+    assert b2.fields[1] == [1, 2, 3, 4]  # in order, at the head
+
+
+def test_renew_keeps_the_leases_a_worker_names_and_hold_keeps_all_of_its_leases() -> None:
+    q, clock = leasing()
+    put(q, P, 0, list(range(6)))
+    (a,) = get(q, W, 2)
+    (b,) = get(q, W, 2)
+    (c,) = get(q, W2, 2)
+    for _ in range(3):  # W names only `a`; W2 is inside a long handler call (HOLD)
+        clock.t += TERM - 1
+        renew(q, W, [a.fields[0]], 0)
+        q.hold([W2])
+        q.expire()
+    assert sorted(q.leases.by_id) == [a.fields[0], c.fields[0]]  # `b` expired, once
+    assert q.counters.expired == 2 and q.leased == 4
+    q.check_invariant()
+
+
+def test_a_late_ack_of_an_expired_lease_changes_no_count() -> None:
+    """The bound and `acked` count each event once: the copy leased again is acked."""
+    q, clock = leasing(capacity=8)
+    put(q, P, 0, [1, 2, 3, 4])
+    (b,) = get(q, W, 4)
+    clock.t += TERM + 1
+    q.expire()
+    (b2,) = get(q, W2, 4)
+    assert b2.fields[1] == [1, 2, 3, 4]
+    q.handle(W2, wire.parse(wire.ack(b2.fields[0])))
+    assert q.handle(W, wire.parse(wire.ack(b.fields[0]))) == []  # late: no ERR either
+    assert q.counters.acked == 4 and q.counters.late_acks == 1 and q.counters.refused_frames == 0
+    assert q.leased == 0 and q.buffered == 0
+    q.check_invariant()
+    q.close()
+    assert q.ended  # empty, no lease out: the late ACK held nothing up
+
+
+def test_renew_tells_a_worker_which_of_its_leases_are_no_longer_its_own() -> None:
+    q, clock = leasing()
+    put(q, P, 0, [1, 2])
+    (b,) = get(q, W, 2)
+    clock.t += TERM + 1
+    q.expire()
+    (told,) = renew(q, W, [b.fields[0], 99], 0)  # it still holds b (it was stopped, say)
+    assert told.kind == wire.EXPIRED and told.fields[0] == [b.fields[0], 99]
+
+
+def test_renew_asks_again_for_answers_lost_on_the_way() -> None:
+    """A GET the queue never saw, or a BATCH lost after its lease expired: the worker
+    waits for them; RENEW says how many it awaits, and the queue asks on its behalf."""
+    q, clock = leasing()
+    put(q, P, 0, [1, 2, 3])
+    (b,) = get(q, W, 2)  # lost on the way
+    assert renew(q, W, [], 1) == []  # on its way, as far as the queue knows
+    clock.t += TERM + 1
+    q.expire()
+    (again,) = renew(q, W, [], 1)  # still waiting: the lost GET is asked again
+    assert again.kind == wire.BATCH and again.fields[1] == [1, 2]
+    assert renew(q, W, [again.fields[0]], 0) == []
+    q.handle(W, wire.parse(wire.ack(again.fields[0])))
+    # its next GET is lost on the way: it awaits one answer, the queue knows of none
+    assert [m.fields[1] for m in renew(q, W, [], 1)] == [[3]]
+    assert renew(q, W, [], 0) == []  # nothing awaited, nothing asked
+    q.check_invariant()
+
+
+def test_renew_answers_end_for_an_end_lost_on_the_way() -> None:
+    q, _ = leasing()
+    assert get(q, W, 1) == []
+    q.close()  # empty, no lease: END goes to W, and is lost
+    assert q.ended
+    assert [m.kind for m in renew(q, W, [], 1)] == [wire.END]
+
+
+def test_renew_registers_a_worker_whose_hello_was_lost() -> None:
+    q, _ = leasing()
+    put(q, P, 0, [7])
+    assert [m.kind for m in renew(q, b"w9", [], 1)] == [wire.BATCH]
+    assert b"w9" in q.workers
+
+
+def test_a_put_after_a_lost_put_is_refused_naming_the_lost_one() -> None:
+    """A reset connection can lose a PUT; the next one's seq tells. Taking the next one
+    would tell its producer (took_seq) that the lost events were taken."""
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    put(q, P, 0, [1])
+    [err] = msgs(put(q, P, 2, [3]), P)
+    assert err.kind == wire.ERR and err.fields == ("PUT 1 never arrived (lost in transit)", 1)
+    assert q.buffered == 1
+
+
+ops_lossy = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "get", "ack", "lose", "renew", "late", "tick"]), st.integers(0, 1), st.integers(1, 9)
+    ),
+    max_size=150,
+)
+
+
+@given(st.integers(2, 24), ops_lossy)
+@settings(max_examples=300, deadline=None)
+def test_lost_messages_and_expiry_keep_the_bound_and_lose_nothing(capacity: int, script: list) -> None:
+    """Batches lost on the way, leases that expire, late ACKs of expired leases, RENEWs:
+    the bound holds; at the end every event accepted was acknowledged (some twice by
+    workers: at least once), and the queue counted each once."""
+    clock = Clock()
+    q = QueueCore(capacity, clock=clock, lease_term_s=TERM)
+    credit = hello_producer(q, P, 18)
+    workers = [W, W2]
+    for w in workers:
+        hello_worker(q, w)
+    held: dict[bytes, list[tuple[int, list[int]]]] = {w: [] for w in workers}
+    awaited = dict.fromkeys(workers, 0)  # GETs each worker sent and has no answer to
+    expired_held: list[tuple[bytes, int, list[int]]] = []
+    accepted: list[int] = []
+    acked: list[int] = []
+    seq = next_event = 0
+
+    def absorb(out: list[tuple[bytes, list[Any]]]) -> None:
+        nonlocal credit
+        for rid, frames in out:
+            m = wire.parse([bytes(f) for f in frames])
+            if m.kind == wire.CREDIT:
+                credit += m.fields[0]
+            elif m.kind == wire.BATCH:
+                held[rid].append((m.fields[0], m.fields[1]))
+                awaited[rid] -= 1
+            elif m.kind == wire.EXPIRED:
+                for lease in m.fields[0]:
+                    for item in [h for h in held[rid] if h[0] == lease]:
+                        held[rid].remove(item)
+                        expired_held.append((rid, *item))
+            elif m.kind == wire.END:
+                awaited[rid] = 0
+
+    for op, who, n in script:
+        w = workers[who]
+        if op == "put" and credit > 0:
+            k = min(n, credit)
+            evs = list(range(next_event, next_event + k))
+            next_event += k
+            credit -= k
+            absorb(put(q, P, seq, evs))
+            seq += 1
+            accepted.extend(evs)
+        elif op == "get" and awaited[w] < 2:
+            awaited[w] += 1
+            absorb(q.handle(w, wire.parse(wire.get(n))))
+        elif op == "ack" and held[w]:
+            lease, ids = held[w].pop(0)
+            absorb(q.handle(w, wire.parse(wire.ack(lease))))
+            acked.extend(ids)
+        elif op == "lose" and held[w]:
+            held[w].pop()  # the BATCH never arrived: the worker still awaits it
+            awaited[w] += 1
+        elif op == "renew":
+            absorb(q.handle(w, wire.parse(wire.renew(0, [h[0] for h in held[w]], awaited[w]))))
+        elif op == "late" and expired_held:
+            rid, lease, ids = expired_held.pop(0)  # handled after all, acked late
+            absorb(q.handle(rid, wire.parse(wire.ack(lease))))
+            acked.extend(ids)
+        elif op == "tick":
+            clock.t += n
+            absorb(q.expire())
+        q.check_invariant()
+    absorb(q.close())
+    for _ in range(1000):  # the workers go on: renew, ack what they hold, ask while awaiting none
+        if q.ended and all(not held[w] for w in workers):
+            break
+        clock.t += TERM / 2
+        absorb(q.expire())
+        for w in workers:
+            absorb(q.handle(w, wire.parse(wire.renew(0, [h[0] for h in held[w]], awaited[w]))))
+            while held[w]:
+                lease, ids = held[w].pop(0)
+                absorb(q.handle(w, wire.parse(wire.ack(lease))))
+                acked.extend(ids)
+            if awaited[w] == 0:
+                awaited[w] += 1
+                absorb(q.handle(w, wire.parse(wire.get(9))))
+        q.check_invariant()
+    assert q.ended
+    assert set(acked) == set(accepted)
+    assert q.counters.acked == len(accepted)

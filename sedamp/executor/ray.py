@@ -107,14 +107,15 @@ class WorkerHost:
                 self._slot = None
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def slot(self) -> tuple[float | None, int, int] | None:
-        """The worker's slot now, its deadline as seconds from now (None: no deadline);
-        None before the worker starts."""
+    def slot(self) -> tuple[float | None, int, int, float] | None:
+        """The worker's slot now, its deadline as seconds from now (None: no deadline),
+        and the seconds it has been on the batch in hand; None before the worker starts."""
         with self._lock:
             if self._slot is None:
                 return None
             deadline, lease, position = self._slot.read()
-        return (deadline - time.monotonic() if deadline > 0.0 else None), lease, position
+            in_batch = self._slot.in_batch_s()
+        return (deadline - time.monotonic() if deadline > 0.0 else None), lease, position, in_batch
 
 
 class RemoteSlot:
@@ -126,12 +127,14 @@ class RemoteSlot:
     def __init__(self, stale_s: float) -> None:
         self.stale_s = stale_s
         self._view: tuple[float, int, int] = (0.0, -1, -1)
+        self._since = 0.0  # when the batch in hand was taken, on this machine's clock (0.0: none)
         self._at = time.monotonic()
 
-    def update(self, answer: tuple[float | None, int, int]) -> None:
-        left, lease, position = answer
+    def update(self, answer: tuple[float | None, int, int, float]) -> None:
+        left, lease, position, in_batch = answer
         now = time.monotonic()
         self._view = (now + left if left is not None else 0.0, lease, position)
+        self._since = now - in_batch if in_batch > 0.0 else 0.0
         self._at = now
 
     def read(self) -> tuple[float, int, int]:
@@ -139,6 +142,13 @@ class RemoteSlot:
         if time.monotonic() - self._at > self.stale_s:
             return deadline, -1, -1
         return deadline, lease, position
+
+    def in_batch_s(self, now: float | None = None) -> float:
+        """As `Slot.in_batch_s`, from the last view (0.0 once it is stale)."""
+        t = time.monotonic() if now is None else now
+        if not self._since or t - self._at > self.stale_s:
+            return 0.0
+        return max(0.0, t - self._since)
 
     def overdue(self, now: float | None = None) -> float:
         deadline = self._view[0]

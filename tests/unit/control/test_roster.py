@@ -265,10 +265,10 @@ def test_silence_kills_a_worker_elsewhere_unless_its_slot_says_it_is_in_user_cod
     for q in (st.queue, r.stages["out"].queue):
         assert q is not None
         q.last_heard = time.monotonic() + 100  # the queues still report
-    view.update((None, 12, 0))  # inside a handler call: only timeout_s bounds it
+    view.update((None, 12, 0, 0.0))  # inside a handler call: only timeout_s bounds it
     watch_silence(r.stages.values(), r.state, 0.1, time.monotonic() + 2 * SILENT_MIN_S)
     assert w.killed is None
-    view.update((None, -1, -1))  # between batches, and silent
+    view.update((None, -1, -1, 0.0))  # between batches, and silent
     watch_silence(r.stages.values(), r.state, 0.1, time.monotonic() + 2 * SILENT_MIN_S)
     assert w.proc.killed  # type: ignore[attr-defined]
     assert w.killed is not None and "outside any handler call" in w.killed
@@ -276,7 +276,7 @@ def test_silence_kills_a_worker_elsewhere_unless_its_slot_says_it_is_in_user_cod
 
 def test_a_stale_view_does_not_keep_a_silent_worker_alive() -> None:
     view = RemoteSlot(stale_s=5.0)
-    view.update((None, 12, 3))
+    view.update((None, 12, 3, 0.0))
     assert view.read()[1:] == (12, 3)
     view._at -= 6.0  # nobody answered for it since
     assert view.read()[1:] == (-1, -1)
@@ -293,7 +293,7 @@ stages:
     st = r.stages["work"]
     w = st.workers[0]
     assert isinstance(w.slot, RemoteSlot)
-    w.slot.update((0.5, 7, 3))  # its call has half a second left, on its host's clock
+    w.slot.update((0.5, 7, 3, 0.0))  # its call has half a second left, on its host's clock
     now = time.monotonic()
     watch_deadlines(r.stages.values(), now)
     assert w.killed is None

@@ -21,6 +21,7 @@ from sedamp.runtime import wire
 from sedamp.spec.keys import EDGE_KEYS, ON_ERROR_KEYS, QUEUE_KEYS, STAGE_KEYS, WORKERS_KEYS
 from sedamp.spec.model import (
     DEFAULT_CAPACITY_EVENTS,
+    DEFAULT_ERROR_BUDGET,
     FUSE_CHOICES,
     KINDS,
     MAX_BATCH,
@@ -230,7 +231,7 @@ def _reliability(p: Problems, path: tuple[Any, ...], raw: dict[Any, Any], draft:
 
 
 def _on_error(p: Problems, path: tuple[Any, ...], raw: Any) -> OnErrorSpec:
-    hint = "e.g. on_error: {retry: 2, backoff_s: 0.5, then: dead_letter} (then: dead_letter | skip | fail)"
+    hint = "e.g. on_error: {retry: 2, backoff_s: 0.5, then: dead_letter, budget: 0.9} (then: dead_letter | skip | fail)"
     if isinstance(raw, str):
         only: Any = p.choice(path, raw, ON_ERROR_THEN)
         return OnErrorSpec(then=only) if only else OnErrorSpec()
@@ -251,7 +252,18 @@ def _on_error(p: Problems, path: tuple[Any, ...], raw: Any) -> OnErrorSpec:
     then: Any = "dead_letter"
     if raw.get("then") is not None:
         then = p.choice((*path, "then"), raw["then"], ON_ERROR_THEN) or "dead_letter"
-    return OnErrorSpec(retry=retry, backoff_s=backoff, then=then)
+    budget = DEFAULT_ERROR_BUDGET
+    if raw.get("budget") is not None:
+        b = raw["budget"]
+        if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b <= 1:
+            p.add(
+                (*path, "budget"),
+                f"must be a fraction of the stage's events in 0..1, got {describe(b)}",
+                "e.g. budget: 0.5 stops the run once more than half of the events failed; 1 never stops it",
+            )
+        else:
+            budget = float(b)
+    return OnErrorSpec(retry=retry, backoff_s=backoff, then=then, budget=budget)
 
 
 def _params(p: Problems, path: tuple[Any, ...], raw: Any) -> dict[str, Any]:

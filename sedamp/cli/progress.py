@@ -19,6 +19,12 @@ from sedamp.observe.failures import FailureLines, failure_lines
 from sedamp.observe.progress import Tracker, View, duration, headline, stage_line
 
 
+def idle(v: View) -> bool:
+    """No handler or sink took an event and nothing failed: a run that stopped before
+    it began, say when a setup() raised (its error says why; a bar of zeros adds nothing)."""
+    return not v.failed and not any(s.done for s in v.stages if s.kind != "source")
+
+
 class TerminalProgress:
     """A bar (done of total, rate, ETA, failures) and a compact line per stage, redrawn
     in place every period; left on screen when the run ends."""
@@ -51,6 +57,8 @@ class TerminalProgress:
         return Group(bar, Text(stage_line(v), style="dim", overflow="ellipsis", no_wrap=True))
 
     def close(self) -> None:
+        if self.tracker.last is None or idle(self.tracker.last):
+            self.live.transient = True  # erased: the error says why nothing happened
         self.live.stop()
 
 
@@ -65,13 +73,15 @@ class LogProgress:
         self.tracker = Tracker(copies=copies)
         self.failures = FailureLines(verbose, self.stream)
         self.next_t = time.monotonic() + interval_s
+        self.printed = False
 
     def __call__(self, record: dict[str, Any]) -> None:
         self.failures(record)
         v = self.tracker.update(record)
         now = time.monotonic()
-        if now >= self.next_t or record.get("final"):
+        if now >= self.next_t or (record.get("final") and (self.printed or not idle(v))):
             self.next_t = now + self.interval_s
+            self.printed = True
             print(f"sedamp: progress [{duration(v.elapsed_s)}] {headline(v)} | {stage_line(v)}", file=self.stream)
             self.stream.flush()
 

@@ -303,7 +303,7 @@ def _tell(summary: Summary, summary_out: IO[str] | None, quiet: bool) -> None:
     if summary_out is not None:
         summary_out.write(json.dumps(summary.to_dict(), indent=2) + "\n")
         summary_out.flush()
-    elif not quiet:
+    elif not quiet and not (summary.error and _nothing_done(summary)):  # a table of zeros says nothing
         print_summary(summary)
     if summary.failed:
         typer.echo(f"sedamp: {summary.failed:,} events failed; see {summary.dead_letters}", err=True)
@@ -312,6 +312,11 @@ def _tell(summary: Summary, summary_out: IO[str] | None, quiet: bool) -> None:
             typer.echo(f"  {line}", err=True)
     if summary.error:
         typer.echo(f"error: {summary.error}", err=True)
+
+
+def _nothing_done(s: Summary) -> bool:
+    """No handler or sink took an event and nothing failed (the sources may have read some)."""
+    return not s.failed and not any(st.events_in for st in s.stages if st.kind != "source")
 
 
 def print_summary(s: Summary) -> None:

@@ -1,16 +1,19 @@
 """What `sedamp run` says when things go wrong: the first failure of each kind as it
 happens (type, message, the user's file:line) and with its repeats counted at the end;
-the error budget that stops a stage failing on every event. Each test runs the real
-`sedamp` and counts the lines it prints."""
+the error budget that stops a stage failing on every event; and a run that cannot start
+(a setup() that raises, a missing input folder, a port in use) in one line, without a
+traceback unless -v. Each test runs the real `sedamp` and counts the lines it prints."""
 
 from __future__ import annotations
 
 import inspect
+import socket
 from pathlib import Path
 
 from tests.integration import teststages
 from tests.integration.util import (
     TESTSTAGES,
+    TOPOLOGIES,
     chain_yaml,
     run_sedamp,
     stage_of,
@@ -99,3 +102,48 @@ def test_a_budget_of_one_never_stops_the_run(tmp_path: Path, workdir: Path) -> N
     assert proc.returncode == 1, proc.stderr
     assert summary_of(proc)["failed"] == 300
     assert len(_lines(proc.stderr)) == 3, proc.stderr
+
+
+def test_a_setup_that_raises_is_one_line(tmp_path: Path, workdir: Path) -> None:
+    """It was the message three times, the traceback, a progress line and a table of
+    zeros; now one line naming the stage, the exception and where it was raised."""
+    topo = _topology(tmp_path, f"    handler: {TESTSTAGES}:BadSetup", 200)
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir))
+    assert proc.returncode == 3
+    assert proc.stdout == ""  # no table of zeros
+    assert _lines(proc.stderr) == [
+        f"error: setup of stage 'mid' ({TESTSTAGES}:BadSetup) raised RuntimeError: no model file at "
+        f"/nonexistent/model.bin (at {_raise_line(teststages.BadSetup.setup)})"
+    ]
+    verbose = run_sedamp("run", str(topo), "--workdir", str(workdir), "-v")
+    assert verbose.returncode == 3
+    assert "Traceback (most recent call last)" in verbose.stderr
+
+
+def test_a_missing_input_folder_is_one_line(tmp_path: Path, workdir: Path) -> None:
+    proc = run_sedamp(
+        "run", str(TOPOLOGIES / "thumbnails.yaml"), "--workdir", str(workdir),
+        env={"IN": "/nonexistent", "OUT": str(tmp_path / "thumbs")},
+    )  # fmt: skip
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    [line] = _lines(proc.stderr)
+    assert line.startswith(
+        "error: source 'files' (stages.files:ListFiles) could not start: ValueError: ListFiles: root "
+        "'/nonexistent' does not exist (at stages/files.py:"
+    ), line
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path, workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_sedamp("run", str(TOPOLOGIES / "http-service.yaml"), "--workdir", str(workdir),
+                          env={"PORT": str(port)})  # fmt: skip
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    [line] = _lines(proc.stderr)
+    assert line.startswith(f"error: source 'http' (stages.http:HttpFrontend) could not start: RuntimeError: "
+                           f"HttpFrontend cannot listen on 127.0.0.1:{port}: ")  # fmt: skip
+    assert "address already in use (at stages/http/frontend.py:" in line

@@ -149,3 +149,18 @@ def test_each_display_prints_a_new_kind_of_failure_when_it_comes() -> None:
     tp({"elapsed_s": 0.5, "stages": {"mid": {"kind": "handler", "events_in": 3, "failed": 1}}, **NEW})
     tp.close()
     assert LINE in buf.getvalue() and "1 failed" in buf.getvalue()
+
+
+def test_a_run_that_stopped_before_it_began_leaves_no_line_of_zeros() -> None:
+    """A setup() raised: the final record is all zeros (the source may have read some);
+    the progress line said nothing the error does not."""
+    zeros = {"elapsed_s": 0.1, "final": True, "stages": {"src": {"kind": "source", "events_out": 6},
+                                                          "mid": {"kind": "handler"}}}  # fmt: skip
+    out = io.StringIO()
+    LogProgress(interval_s=3600, stream=out)(zeros)
+    assert out.getvalue() == ""
+    buf = io.StringIO()
+    tp = TerminalProgress(Console(file=buf, force_terminal=True, width=200, color_system=None))
+    tp(zeros)
+    tp.close()
+    assert buf.getvalue().endswith("\x1b[1A\x1b[2K")  # the bar is erased at the end (cursor up, erase line)

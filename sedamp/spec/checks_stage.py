@@ -36,7 +36,7 @@ from sedamp.spec.model import (
 )
 from sedamp.spec.problems import Problems, bounds_text, describe
 
-__all__ = ["STAGE_NAME", "EdgeAt", "StageDraft", "check_handlers", "check_stage"]
+__all__ = ["STAGE_NAME", "EdgeAt", "StageDraft", "check_handlers", "check_stage", "param_problems"]
 
 STAGE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")  # stage and group names
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -425,7 +425,8 @@ def _keyed_edge(p: Problems, path: tuple[Any, ...], raw: dict[Any, Any]) -> Edge
 
 
 def check_handlers(p: Problems, drafts: dict[str, StageDraft], base_dir: Path) -> None:
-    """Import every structurally valid stage's ref and check it against its params."""
+    """Import every structurally valid stage's ref and check it against its params: their
+    names, then their values where the stage can tell (`param_problems`)."""
     todo = [d for d in drafts.values() if d.kind is not None and d.ref and d.name not in p.bad_stages]
     if not todo:
         return
@@ -437,6 +438,31 @@ def check_handlers(p: Problems, drafts: dict[str, StageDraft], base_dir: Path) -
             path = ("stages", d.name, d.kind)
             line = None if p.is_overridden(path) else d.ref_line
             p.add(path, message, _ref_hint(d.ref, message, base_dir), line=line)
+            continue
+        hint = "docs/stages.md says what it accepts" if d.ref.startswith("stages.") else "see what its setup() accepts"
+        for name, text in param_problems(d.ref, dict(d.params)).items():
+            if name:
+                p.add(("stages", d.name, "params", name), text, hint)
+            else:
+                p.add(("stages", d.name, "params"), text, "fix check_params in the stage's module")
+
+
+def param_problems(ref: str, params: dict[str, Any]) -> dict[str, str]:
+    """What the stage at `ref` (imported already) says is wrong with the values of
+    `params`, by param name ("": the params as a whole): a stage class (or function)
+    may define ``check_params(**params)`` returning that, so that a value its setup()
+    would refuse is refused before anything starts. It runs where the topology is
+    validated, not where the workers run."""
+    check = getattr(stage_mod.load_ref(ref), "check_params", None)
+    if not callable(check):
+        return {}
+    try:
+        problems = check(**params)
+    except Exception as exc:  # a check that fails is a problem of the stage's code
+        return {"": f"{ref}: check_params raised {type(exc).__name__}: {exc}"}
+    if not isinstance(problems, dict):
+        return {"": f"{ref}: check_params returned a {type(problems).__name__}, not a dict of param problems"}
+    return {str(k) if k in params else "": str(v) for k, v in problems.items()}
 
 
 # -- hints -----------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 happens (type, message, the user's file:line) and with its repeats counted at the end;
 the error budget that stops a stage failing on every event; and a run that cannot start
 (a setup() that raises, a missing input folder, a port in use) in one line, without a
-traceback unless -v. Each test runs the real `sedamp` and counts the lines it prints."""
+traceback unless -v; and a param value setup() would refuse, refused by validate. Each
+test runs the real `sedamp` and counts the lines it prints."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from tests.integration import teststages
 from tests.integration.util import (
+    REPO,
     TESTSTAGES,
     TOPOLOGIES,
     chain_yaml,
@@ -147,3 +149,33 @@ def test_a_port_in_use_is_one_line(tmp_path: Path, workdir: Path) -> None:
     assert line.startswith(f"error: source 'http' (stages.http:HttpFrontend) could not start: RuntimeError: "
                            f"HttpFrontend cannot listen on 127.0.0.1:{port}: ")  # fmt: skip
     assert "address already in use (at stages/http/frontend.py:" in line
+
+
+def test_a_param_value_run_would_refuse_is_refused_by_validate(tmp_path: Path, workdir: Path) -> None:
+    """`--set thumb.params.fit=fill` passed validate and failed the run at start (exit 3,
+    28 lines); both now refuse it in two lines, starting nothing (exit 2)."""
+    thumbnails = str(TOPOLOGIES / "thumbnails.yaml")
+    expected = [
+        "error: --set: stages.thumb.params.fit: Thumbnail: fit must be one of contain, cover, exact, got 'fill' "
+        "(docs/stages.md says what it accepts)",
+        f"{thumbnails}: 1 problem; nothing was started",
+    ]
+    for command in (["validate"], ["run", "--workdir", str(workdir)]):
+        proc = run_sedamp(*command[:1], thumbnails, *command[1:], "--set", "thumb.params.fit=fill")
+        assert proc.returncode == 2, proc.stderr
+        assert _lines(proc.stderr) == expected
+    assert not (workdir / "runs").exists()
+
+
+def test_a_param_value_in_the_file_is_placed_at_its_line(tmp_path: Path) -> None:
+    text = (REPO / "topologies" / "thumbnails.yaml").read_text().replace("quality: 85", "quality: 101")
+    topo = tmp_path / "thumbnails.yaml"
+    topo.write_text(text)
+    line = text.splitlines().index("      quality: 101") + 1
+    proc = run_sedamp("validate", str(topo), env={"IN": str(TOPOLOGIES / "data" / "images")})
+    assert proc.returncode == 2
+    assert _lines(proc.stderr) == [
+        f"error: {topo}:{line}: stages.thumb.params.quality: Thumbnail: quality must be an int from 1 to 100, got 101 "
+        "(docs/stages.md says what it accepts)",
+        f"{topo}: 1 problem; nothing was started",
+    ]

@@ -74,7 +74,9 @@ Errors
     truncated, or is too large raises ValueError naming it
     (``Thumbnail: 'photos/broken.jpg' is not a readable image: <reason>``), so the
     runtime writes the event to the dead-letter file with that message and carries on.
-    Bad params raise ValueError in ``setup`` (the run fails at start, naming the param).
+    Bad params raise ValueError in ``setup``, naming the param; ``sedamp validate`` (and
+    ``sedamp run``, before it starts anything) refuses them already, through
+    ``Thumbnail.check_params``.
 
 Functions (usable without sedamp)
     ``open_image(source, name=None, *, max_pixels=..., accept=...)`` -> a loaded
@@ -625,6 +627,24 @@ class Thumbnail:
             raise ValueError(f"{who}: draft must be true or false, got {draft!r}")
         self.draft = draft
         self.accept = _accept(accept, who)
+
+    @classmethod
+    def check_params(cls, **params: Any) -> dict[str, str]:
+        """What is wrong with `params`, by param name (empty: nothing): each param set
+        up alone (mode with its format), with the very checks of ``setup``, which opens
+        nothing. ``sedamp validate`` calls it."""
+        problems: dict[str, str] = {}
+        for name in sorted(params, key=lambda n: n == "mode"):  # mode after format
+            one = {name: params[name]}
+            if name == "mode" and "format" in params:
+                if "format" in problems:
+                    continue
+                one["format"] = params["format"]
+            try:
+                cls().setup(**one)
+            except ValueError as exc:
+                problems[name] = str(exc)
+        return problems
 
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
         if isinstance(event, dict) and isinstance(event.get("path"), str):

@@ -1,5 +1,7 @@
 """Progress of `sedamp run`, shown on stderr: a live bar on a terminal, a logged line at a
-fixed interval otherwise. Fed by the controller every period (`RunOptions.on_tick`)."""
+fixed interval otherwise. Fed by the controller every period (`RunOptions.on_tick`).
+Each new kind of failure a record carries is printed as a line of its own when it comes
+(above the bar, which goes on below it)."""
 
 from __future__ import annotations
 
@@ -13,20 +15,30 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from sedamp.observe.failures import FailureLines, failure_lines
 from sedamp.observe.progress import Tracker, View, duration, headline, stage_line
+
+
+def idle(v: View) -> bool:
+    """No handler or sink took an event and nothing failed: a run that stopped before
+    it began, say when a setup() raised (its error says why; a bar of zeros adds nothing)."""
+    return not v.failed and not any(s.done for s in v.stages if s.kind != "source")
 
 
 class TerminalProgress:
     """A bar (done of total, rate, ETA, failures) and a compact line per stage, redrawn
     in place every period; left on screen when the run ends."""
 
-    def __init__(self, console: Console | None = None, copies: bool = False) -> None:
+    def __init__(self, console: Console | None = None, copies: bool = False, verbose: bool = False) -> None:
         self.console = console or Console(stderr=True, highlight=False)
         self.tracker = Tracker(copies=copies)
+        self.verbose = verbose
         self.live = Live(Text("starting..."), console=self.console, auto_refresh=False, transient=False)
         self.live.start()
 
     def __call__(self, record: dict[str, Any]) -> None:
+        for line in failure_lines(record, self.verbose):
+            self.console.print(Text(line), soft_wrap=True)  # above the bar
         self.live.update(self.render(self.tracker.update(record)), refresh=True)
 
     def render(self, v: View) -> Group:
@@ -45,23 +57,31 @@ class TerminalProgress:
         return Group(bar, Text(stage_line(v), style="dim", overflow="ellipsis", no_wrap=True))
 
     def close(self) -> None:
+        if self.tracker.last is None or idle(self.tracker.last):
+            self.live.transient = True  # erased: the error says why nothing happened
         self.live.stop()
 
 
 class LogProgress:
     """One line every `interval_s` (and a last one at the end) for logs and CI."""
 
-    def __init__(self, interval_s: float = 10.0, stream: TextIO | None = None, copies: bool = False) -> None:
+    def __init__(
+        self, interval_s: float = 10.0, stream: TextIO | None = None, copies: bool = False, verbose: bool = False
+    ) -> None:
         self.interval_s = interval_s
         self.stream = stream or sys.stderr
         self.tracker = Tracker(copies=copies)
+        self.failures = FailureLines(verbose, self.stream)
         self.next_t = time.monotonic() + interval_s
+        self.printed = False
 
     def __call__(self, record: dict[str, Any]) -> None:
+        self.failures(record)
         v = self.tracker.update(record)
         now = time.monotonic()
-        if now >= self.next_t or record.get("final"):
+        if now >= self.next_t or (record.get("final") and (self.printed or not idle(v))):
             self.next_t = now + self.interval_s
+            self.printed = True
             print(f"sedamp: progress [{duration(v.elapsed_s)}] {headline(v)} | {stage_line(v)}", file=self.stream)
             self.stream.flush()
 

@@ -24,6 +24,7 @@ from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportErr
 from sedamp.executor import EXECUTORS, open_executor
 from sedamp.executor.base import Executor
 from sedamp.executor.local import LocalExecutor
+from sedamp.observe.failures import FailureLines, repeat_lines
 from sedamp.observe.progress import copies_events
 from sedamp.runtime import journal
 from sedamp.spec import Topology
@@ -130,7 +131,7 @@ def run(
     top, executor = _open(topology, set_ or [], executor_name, address, started)
     metrics = _metrics_path(top, executor, resume, report, metrics)
     show_progress = progress if progress is not None else not quiet
-    watchers = _watchers(top, executor, metrics_port, metrics_host, show_progress, progress_interval)
+    watchers = _watchers(top, executor, (metrics_port, metrics_host), show_progress, progress_interval, verbose)
     try:
         summary = api.run(
             top,
@@ -250,12 +251,16 @@ class _Watchers:
 def _watchers(
     top: Topology,
     executor: Executor,
-    metrics_port: int | None,
-    metrics_host: str,
+    exporter_at: tuple[int | None, str],
     show_progress: bool,
     progress_interval: float,
+    verbose: int,
 ) -> _Watchers:
+    """The Prometheus endpoint (on `exporter_at`, port and host) and the progress display,
+    or without one the lines that tell each new kind of failure (errors: printed even
+    with -q)."""
     watchers = _Watchers()
+    metrics_port, metrics_host = exporter_at
     if metrics_port is not None:
         from sedamp.observe.prometheus import Exporter
 
@@ -266,15 +271,18 @@ def _watchers(
         watchers.ticks.append(exporter.update)
         watchers.closers.append(exporter.close)
         typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
+    display: TerminalProgress | LogProgress | FailureLines = FailureLines(verbose > 0)
     if show_progress:
         from sedamp.cli.progress import LogProgress, TerminalProgress
 
         copies = copies_events(top)
-        display: TerminalProgress | LogProgress = (
-            TerminalProgress(copies=copies) if sys.stderr.isatty() else LogProgress(progress_interval, copies=copies)
+        display = (
+            TerminalProgress(copies=copies, verbose=verbose > 0)
+            if sys.stderr.isatty()
+            else LogProgress(progress_interval, copies=copies, verbose=verbose > 0)
         )
-        watchers.ticks.append(display)
-        watchers.closers.insert(0, display.close)
+    watchers.ticks.append(display)
+    watchers.closers.insert(0, display.close)
     return watchers
 
 
@@ -295,12 +303,20 @@ def _tell(summary: Summary, summary_out: IO[str] | None, quiet: bool) -> None:
     if summary_out is not None:
         summary_out.write(json.dumps(summary.to_dict(), indent=2) + "\n")
         summary_out.flush()
-    elif not quiet:
+    elif not quiet and not (summary.error and _nothing_done(summary)):  # a table of zeros says nothing
         print_summary(summary)
     if summary.failed:
-        typer.echo(f"sedamp: {summary.failed} events failed; see {summary.dead_letters}", err=True)
+        typer.echo(f"sedamp: {summary.failed:,} events failed; see {summary.dead_letters}", err=True)
+        kinds = [k.as_dict() for k in summary.failures]
+        for line in repeat_lines(kinds, summary.other_failures):
+            typer.echo(f"  {line}", err=True)
     if summary.error:
         typer.echo(f"error: {summary.error}", err=True)
+
+
+def _nothing_done(s: Summary) -> bool:
+    """No handler or sink took an event and nothing failed (the sources may have read some)."""
+    return not s.failed and not any(st.events_in for st in s.stages if st.kind != "source")
 
 
 def print_summary(s: Summary) -> None:

@@ -75,8 +75,9 @@ from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
 from sedamp.errors import JournalError, LaunchError, StorageError, WireError
 from sedamp.executor.local import LocalExecutor
+from sedamp.observe.failures import FailureDigest, budget_message, over_budget
 from sedamp.runtime import journal, lifeline, sockets, wire
-from sedamp.runtime.deadletter import DEAD_LETTERS_FILE
+from sedamp.runtime.deadletter import DEAD_LETTERS_FILE, DeadLetterTail
 from sedamp.spec import Topology, fusion
 
 __all__ = ["run_topology"]
@@ -117,6 +118,7 @@ class _Controller:
         self.journal = Path()
         self.journal_lock: int | None = None  # the journal lock held for the run (journal.start)
         self.state = RunState()
+        self.failures = FailureWatch(topology, self.dead_path, self.state)
         self.links = ControlLinks()
         self.roster = Roster(topology, self.state, self.links, options.executor)  # executor started in run()
         self.recorder = Recorder(topology, self.roster, fused)
@@ -143,9 +145,14 @@ class _Controller:
             self.state.error = self.state.error or str(exc)
         finally:
             self._close(restore)
-        return self.recorder.summary(
-            self.run_dir, self.dead_path, time.monotonic() - t0, self.state.interrupted, self._outcome_error()
+        summary = self.recorder.summary(
+            self.run_dir,
+            self.dead_path,
+            time.monotonic() - t0,
+            self.state.interrupted,
+            _outcome_error(self.state, self.roster.complete, self.drain_timeout_s),
         )
+        return self.failures.into(summary)
 
     def _open(self) -> None:
         """Start the executor, bind the sockets, write run.json, open the journal."""
@@ -177,19 +184,19 @@ class _Controller:
         if self.roster.executor is not None:
             self.roster.executor.close()
         restore()
-        if self.metrics_file is not None or self.opt.on_tick is not None:
-            final = self._record(final=True).as_dict()
-            if self.metrics_file is not None:
-                try:
-                    self.metrics_file.write(final)
-                except StorageError as exc:
-                    self.state.error = self.state.error or str(exc)
-                self.metrics_file.close()
-            if self.opt.on_tick is not None:
-                try:
-                    self.opt.on_tick(final)
-                except Exception:  # a display must not turn a finished run into a failed one
-                    log.exception("controller: the progress callback failed on the final record")
+        final = self._record(final=True).as_dict()
+        self.failures.note(final, final=True)
+        if self.metrics_file is not None:
+            try:
+                self.metrics_file.write(final)
+            except StorageError as exc:
+                self.state.error = self.state.error or str(exc)
+            self.metrics_file.close()
+        if self.opt.on_tick is not None:
+            try:
+                self.opt.on_tick(final)
+            except Exception:  # a display must not turn a finished run into a failed one
+                log.exception("controller: the progress callback failed on the final record")
         self.ports.close()
         if self.journal_lock is not None:
             os.close(self.journal_lock)  # another run of the topology may take the journal now
@@ -267,7 +274,7 @@ class _Controller:
             if state.hard_stop:
                 return
             if state.error is not None:
-                log.error("stopping the run: %s", state.error)
+                log.info("stopping the run: %s", state.error)  # the summary's error says it
                 return
             if self.roster.complete and not self.roster.by_sentinel:
                 return
@@ -360,6 +367,7 @@ class _Controller:
         hold_leases(self.roster.stages.values(), self.links)
         period = self._record()
         record = period.as_dict()
+        self.failures.note(record)
         if self.top.controller.policy == "adaptive" and not self.state.draining:
             record["decisions"] = record["decisions"] + [d.as_dict() for d in self._control(period)]
         self.last_record = record
@@ -390,17 +398,16 @@ class _Controller:
             log.info("stage %s: %d -> %d workers: %s", d.stage, d.old, st.target, d.reason)
         return decisions
 
-    # ---------------------------------------------------------------- the end
 
-    def _outcome_error(self) -> str | None:
-        """The run's error for its summary (an interrupt alone is reported by `interrupted`)."""
-        state = self.state
-        error = state.error
-        if error is None and not state.interrupted and not self.roster.complete:
-            error = "the run stopped before every stage finished"
-        if state.interrupted and state.drain_deadline is not None and time.monotonic() >= state.drain_deadline:
-            error = error or f"in-flight work did not drain within {self.drain_timeout_s:.0f} s"
-        return error
+
+def _outcome_error(state: RunState, complete: bool, drain_timeout_s: float) -> str | None:
+    """The run's error for its summary (an interrupt alone is reported by `interrupted`)."""
+    error = state.error
+    if error is None and not state.interrupted and not complete:
+        error = "the run stopped before every stage finished"
+    if state.interrupted and state.drain_deadline is not None and time.monotonic() >= state.drain_deadline:
+        error = error or f"in-flight work did not drain within {drain_timeout_s:.0f} s"
+    return error
 
 
 # How long the controller waits for the FATAL of a child that exited with
@@ -422,6 +429,39 @@ def _await_last_words(child: Child, ctl: zmq.Socket[Any], on_control: Callable[[
         if ctl.poll(20):
             for frames in sockets.drain(ctl):
                 on_control(frames)
+
+
+class FailureWatch:
+    """Follows the run's dead-letter file while the processes write it: a period's record
+    gets the kinds of failure first seen in it (``"failures"``), and a stage past its
+    error budget (``on_error.budget``) stops the run; the summary gets every kind."""
+
+    # How much of the dead-letter file is read a period, at most: bounds the controller's
+    # work in a period when failures come faster (the rest is read in later periods,
+    # and all of it at the end).
+    READ_BYTES = 16 << 20
+
+    def __init__(self, top: Topology, dead_path: Path, state: RunState) -> None:
+        self.tail = DeadLetterTail(dead_path)
+        self.digest = FailureDigest()
+        self.state = state
+        self.budgets = {n: s.on_error.budget for n, s in top.stages.items() if s.kind != "source"}
+
+    def note(self, record: dict[str, Any], final: bool = False) -> None:
+        """Read what was dead-lettered since the last record into `record`; stop the run
+        (its error) if a stage is over its budget, judged on `record`'s counters."""
+        new = [self.digest.add(r) for r in self.tail.read(1 << 62 if final else self.READ_BYTES)]
+        kinds = [k.as_dict() for k in new if k is not None]
+        if kinds:
+            record["failures"] = kinds
+        over = over_budget(record, self.budgets)
+        if over is not None and self.state.error is None:
+            stage, failed, handled = over
+            first = self.digest.first_of(stage)
+            self.state.error = budget_message(stage, failed, handled, self.budgets[stage], first)
+
+    def into(self, summary: Summary) -> Summary:
+        return dataclasses.replace(summary, failures=tuple(self.digest.kinds()), other_failures=self.digest.unlisted)
 
 
 class MetricsFile:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from sedamp.control.wiring import Wiring, queue_config, source_config, worker_config
 from sedamp.executor.base import Executor, Proc, SlotView
+from sedamp.observe.failures import user_place
 from sedamp.runtime import wire
 from sedamp.runtime.configs import queue_identity, source_identity, worker_identity
 from sedamp.runtime.flow import POISON_DEATHS
@@ -242,14 +243,15 @@ class Roster:
         self.links.send(child.identity, wire.simple(wire.STOP, 0))  # acknowledge: it may exit
 
     def on_fatal(self, child: Child, info: dict[str, Any]) -> None:
-        # after the first, FATALs are mostly the same cause (a full disk fails every
-        # worker that writes): not news
-        first = self.state.error is None and not any(c.fatal for c in self.children.values())
-        child.fatal = str(info.get("message"))
-        log.log(logging.ERROR if first else logging.INFO, "%s", child.fatal)
+        # the first becomes the run's error, which the summary reports (with the user's
+        # file:line); the traceback is for -v. After the first, FATALs are mostly the same
+        # cause (a full disk fails every worker that writes): not news
         tb = info.get("traceback")
+        place = user_place(tb) if isinstance(tb, str) else None
+        child.fatal = str(info.get("message")) + (f" (at {place})" if place else "")
+        log.info("%s", child.fatal)
         if tb:
-            log.error("traceback from pid %s:\n%s", info.get("pid"), tb)
+            log.info("traceback from pid %s:\n%s", info.get("pid"), tb)
 
     # ---------------------------------------------------------------- exits
 

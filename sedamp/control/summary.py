@@ -4,13 +4,14 @@ No process or socket here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sedamp.errors import EXIT_FAILED_EVENTS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_ERROR
 from sedamp.executor.base import Executor
+from sedamp.observe.failures import FailureKind
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class Summary:
     interrupted: bool
     error: str | None
     fusion: tuple[dict[str, str], ...] = ()  # the runtime's fuse decisions (spec.fusion.Fusion.as_dict)
+    # the first failure of each kind per stage, with how many were like it (observe.failures)
+    failures: tuple[FailureKind, ...] = ()
+    other_failures: Mapping[str, int] = field(default_factory=dict)  # per stage, past the kinds kept
 
     @property
     def events_per_s(self) -> float:
@@ -102,4 +106,6 @@ class Summary:
             "exit_code": self.exit_code,
             "stages": [s.__dict__ for s in self.stages],
             "fusion": list(self.fusion),
+            "failures": [k.as_dict() for k in self.failures],
+            "other_failures": dict(self.other_failures),
         }

@@ -116,6 +116,44 @@ def read_dead_letters(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+class DeadLetterTail:
+    """The records appended to a dead-letter file since the last `read`, while the
+    processes of a run write it (the controller follows the file so). Only whole lines
+    are read: a record still being written, or cut short, waits for its newline. A line
+    that is not a record is skipped with a warning."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.offset = 0  # where the next record starts
+
+    def read(self, max_bytes: int) -> list[dict[str, Any]]:
+        """The records that follow the last read, about `max_bytes` of them at most (a
+        record larger than that is still read whole); none while the file is absent."""
+        records: list[dict[str, Any]] = []
+        try:
+            f = self.path.open("rb")
+        except OSError:
+            return records
+        with f:
+            f.seek(self.offset)
+            used = 0
+            while used < max_bytes:
+                line = f.readline()
+                if not line.endswith(b"\n"):
+                    break
+                start, self.offset = self.offset, self.offset + len(line)
+                used += len(line)
+                try:
+                    record = json.loads(line)
+                except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                    record = None
+                if isinstance(record, dict):
+                    records.append(record)
+                else:
+                    log.warning("%s: skipped a line at byte %d that is not a dead-letter record", self.path, start)
+        return records
+
+
 def count_dead_letters(path: str | Path) -> int:
     """How many whole records (lines) a dead-letter file holds; 0 if it is absent (or
     cannot be read)."""

@@ -21,6 +21,7 @@ from sedamp.runtime import wire
 from sedamp.spec.keys import EDGE_KEYS, ON_ERROR_KEYS, QUEUE_KEYS, STAGE_KEYS, WORKERS_KEYS
 from sedamp.spec.model import (
     DEFAULT_CAPACITY_EVENTS,
+    DEFAULT_ERROR_BUDGET,
     FUSE_CHOICES,
     KINDS,
     MAX_BATCH,
@@ -35,7 +36,7 @@ from sedamp.spec.model import (
 )
 from sedamp.spec.problems import Problems, bounds_text, describe
 
-__all__ = ["STAGE_NAME", "EdgeAt", "StageDraft", "check_handlers", "check_stage"]
+__all__ = ["STAGE_NAME", "EdgeAt", "StageDraft", "check_handlers", "check_stage", "param_problems"]
 
 STAGE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")  # stage and group names
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -230,7 +231,7 @@ def _reliability(p: Problems, path: tuple[Any, ...], raw: dict[Any, Any], draft:
 
 
 def _on_error(p: Problems, path: tuple[Any, ...], raw: Any) -> OnErrorSpec:
-    hint = "e.g. on_error: {retry: 2, backoff_s: 0.5, then: dead_letter} (then: dead_letter | skip | fail)"
+    hint = "e.g. on_error: {retry: 2, backoff_s: 0.5, then: dead_letter, budget: 0.9} (then: dead_letter | skip | fail)"
     if isinstance(raw, str):
         only: Any = p.choice(path, raw, ON_ERROR_THEN)
         return OnErrorSpec(then=only) if only else OnErrorSpec()
@@ -251,7 +252,18 @@ def _on_error(p: Problems, path: tuple[Any, ...], raw: Any) -> OnErrorSpec:
     then: Any = "dead_letter"
     if raw.get("then") is not None:
         then = p.choice((*path, "then"), raw["then"], ON_ERROR_THEN) or "dead_letter"
-    return OnErrorSpec(retry=retry, backoff_s=backoff, then=then)
+    budget = DEFAULT_ERROR_BUDGET
+    if raw.get("budget") is not None:
+        b = raw["budget"]
+        if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b <= 1:
+            p.add(
+                (*path, "budget"),
+                f"must be a fraction of the stage's events in 0..1, got {describe(b)}",
+                "e.g. budget: 0.5 stops the run once more than half of the events failed; 1 never stops it",
+            )
+        else:
+            budget = float(b)
+    return OnErrorSpec(retry=retry, backoff_s=backoff, then=then, budget=budget)
 
 
 def _params(p: Problems, path: tuple[Any, ...], raw: Any) -> dict[str, Any]:
@@ -413,7 +425,8 @@ def _keyed_edge(p: Problems, path: tuple[Any, ...], raw: dict[Any, Any]) -> Edge
 
 
 def check_handlers(p: Problems, drafts: dict[str, StageDraft], base_dir: Path) -> None:
-    """Import every structurally valid stage's ref and check it against its params."""
+    """Import every structurally valid stage's ref and check it against its params: their
+    names, then their values where the stage can tell (`param_problems`)."""
     todo = [d for d in drafts.values() if d.kind is not None and d.ref and d.name not in p.bad_stages]
     if not todo:
         return
@@ -425,6 +438,31 @@ def check_handlers(p: Problems, drafts: dict[str, StageDraft], base_dir: Path) -
             path = ("stages", d.name, d.kind)
             line = None if p.is_overridden(path) else d.ref_line
             p.add(path, message, _ref_hint(d.ref, message, base_dir), line=line)
+            continue
+        hint = "docs/stages.md says what it accepts" if d.ref.startswith("stages.") else "see what its setup() accepts"
+        for name, text in param_problems(d.ref, dict(d.params)).items():
+            if name:
+                p.add(("stages", d.name, "params", name), text, hint)
+            else:
+                p.add(("stages", d.name, "params"), text, "fix check_params in the stage's module")
+
+
+def param_problems(ref: str, params: dict[str, Any]) -> dict[str, str]:
+    """What the stage at `ref` (imported already) says is wrong with the values of
+    `params`, by param name ("": the params as a whole): a stage class (or function)
+    may define ``check_params(**params)`` returning that, so that a value its setup()
+    would refuse is refused before anything starts. It runs where the topology is
+    validated, not where the workers run."""
+    check = getattr(stage_mod.load_ref(ref), "check_params", None)
+    if not callable(check):
+        return {}
+    try:
+        problems = check(**params)
+    except Exception as exc:  # a check that fails is a problem of the stage's code
+        return {"": f"{ref}: check_params raised {type(exc).__name__}: {exc}"}
+    if not isinstance(problems, dict):
+        return {"": f"{ref}: check_params returned a {type(problems).__name__}, not a dict of param problems"}
+    return {str(k) if k in params else "": str(v) for k, v in problems.items()}
 
 
 # -- hints -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ STAGE_KEYS = (
     "source", "handler", "sink", "params", "workers", "queue", "batch", "to", "group", "description",
     "on_error", "timeout_s", "max_events", "max_rss_mb", "dedupe", "max_event_bytes", "fuse",
 )  # fmt: skip
-ON_ERROR_KEYS = ("retry", "backoff_s", "then")
+ON_ERROR_KEYS = ("retry", "backoff_s", "then", "budget")
 # set on a group's first stage only: they act on the worker process the group shares
 POOL_KEYS = ("workers", "queue", "batch", "timeout_s", "max_events", "max_rss_mb")
 QUEUE_KEYS = ("capacity", "on_full")

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
+    "BUDGET_MIN_EVENTS",
     "DEFAULT_CAPACITY_EVENTS",
+    "DEFAULT_ERROR_BUDGET",
     "EXECUTOR_CHOICES",
     "KINDS",
     "MAX_BATCH",
@@ -53,6 +55,16 @@ ON_ERROR_THEN: tuple[OnErrorThen, ...] = ("dead_letter", "skip", "fail")
 # being handed over (at 1024, three near-free stages ran 15-20% slower), small enough
 # that a slow stage holds little memory: 2048 events of a few KiB are a few MiB.
 DEFAULT_CAPACITY_EVENTS = 2048
+# The share of its events a stage may dead-letter before the run stops (on_error.budget).
+# High enough that a stage failing on a bad input now and then, or even on most inputs,
+# goes on; low enough that a handler failing on every event (a typo, a missing field)
+# stops within seconds instead of filling the dead-letter file with the whole input.
+DEFAULT_ERROR_BUDGET = 0.9
+# The events a stage must have handled before its error budget is judged. Fewer would
+# stop a run on the bad luck of its first few events; more would let a handler that
+# fails on everything run longer (at 50 events/s a typo still stops within a second or
+# two of its first failure).
+BUDGET_MIN_EVENTS = 50
 # The largest batch a stage may ask for, in events (fixed, or the ceiling of the adaptive size).
 MAX_BATCH = 65536
 
@@ -79,11 +91,14 @@ class QueueSpec:
 class OnErrorSpec:
     """What a worker does when the handler raises on an event (or the event killed a
     worker twice): try again up to `retry` times, `backoff_s` apart (doubling), then
-    dead-letter it, skip it (counted), or fail the run."""
+    dead-letter it, skip it (counted), or fail the run. Once the stage has handled
+    BUDGET_MIN_EVENTS events, dead-lettering more than `budget` of them (a fraction)
+    stops the run: 1 never does."""
 
     retry: int = 0
     backoff_s: float = 0.0
     then: OnErrorThen = "dead_letter"
+    budget: float = DEFAULT_ERROR_BUDGET
 
 
 @dataclass(frozen=True)

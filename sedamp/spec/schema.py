@@ -28,7 +28,9 @@ from typing import Any
 
 from sedamp.runtime import wire
 from sedamp.spec.model import (
+    BUDGET_MIN_EVENTS,
     DEFAULT_CAPACITY_EVENTS,
+    DEFAULT_ERROR_BUDGET,
     EXECUTOR_CHOICES,
     FUSE_CHOICES,
     MAX_BATCH,
@@ -185,8 +187,9 @@ _STAGE_PROPERTIES: dict[str, Any] = {
     "on_error": _optional(
         "When a handler raises: try again up to retry times, backoff_s apart (doubling), then dead_letter "
         "(the default: to the dead-letter file, exit code 1), skip (dropped, counted in 'skipped') or fail "
-        "(the run stops with exit code 3). The same 'then' applies to a poison event. A string is the "
-        "'then' alone. Handlers and sinks only.",
+        "(the run stops with exit code 3). The same 'then' applies to a poison event. Once the stage has "
+        f"handled {BUDGET_MIN_EVENTS} events, dead-lettering more than budget of them stops the run (exit "
+        "code 3). A string is the 'then' alone. Handlers and sinks only.",
         _or_var({"enum": list(ON_ERROR_THEN)}),
         {
             "type": "object",
@@ -198,6 +201,11 @@ _STAGE_PROPERTIES: dict[str, Any] = {
                     _or_var({"type": "number", "minimum": 0, "maximum": 3600}),
                 ),
                 "then": _optional("dead_letter (the default) | skip | fail.", _or_var({"enum": list(ON_ERROR_THEN)})),
+                "budget": _optional(
+                    f"The fraction of the stage's events that may be dead-lettered before the run stops, judged "
+                    f"once it has handled {BUDGET_MIN_EVENTS} (default {DEFAULT_ERROR_BUDGET}; 1 never stops it).",
+                    _or_var({"type": "number", "minimum": 0, "maximum": 1}),
+                ),
             },
         },
     ),

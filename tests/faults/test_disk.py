@@ -41,6 +41,7 @@ stages:
     handler: {TESTSTAGES}:fail_on
     params: {{modulo: 1}}
     workers: 2
+    on_error: {{budget: 1}}  # the full disk must stop it, not the error budget
     to: sink
   sink:
     sink: {TESTSTAGES}:Record

@@ -31,3 +31,20 @@ class NoHandle:
 
     def setup(self) -> None:
         pass
+
+
+class Scale:
+    """A handler whose check_params refuses a value its setup() would refuse."""
+
+    def setup(self, factor: float = 1.0, name: str = "") -> None:
+        self.factor = factor
+
+    @staticmethod
+    def check_params(**params: Any) -> dict[str, str]:
+        factor = params.get("factor", 1.0)
+        if not isinstance(factor, int | float) or factor <= 0:
+            return {"factor": f"Scale: factor must be a number above 0, got {factor!r}"}
+        return {}
+
+    def handle(self, event: Any) -> Any:
+        return event

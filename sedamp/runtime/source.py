@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -90,8 +89,8 @@ class _Source:
         except BaseException as exc:
             fail = Failure.from_exception(exc)
             message = f"source {self.cfg.stage!r} ({self.cfg.ref}) could not start: {fail.type}: {fail.message}"
-            lifeline.report_fatal(self.ctl, message, fail, self.pid)
-            sys.exit(lifeline.EXIT_CHILD_FAILED)
+            others = [o.sock for o in self.outlets]
+            lifeline.fail_now(self.ctl, others, self.ctx, message, fail, self.pid, lifeline.EXIT_CHILD_FAILED)
 
     def _loop(self, it: Iterator[Any]) -> None:
         """Read and send a batch whenever the downstream queues have room, until the
@@ -199,8 +198,8 @@ class _Source:
         error = self.error
         if error is not None:
             message = f"source {cfg.stage!r} raised after {self.counters['in']} events: {error.type}: {error.message}"
-            lifeline.report_fatal(self.ctl, message, error, self.pid)
-            sys.exit(lifeline.EXIT_CHILD_FAILED)
+            others = [o.sock for o in self.outlets]
+            lifeline.fail_now(self.ctl, others, self.ctx, message, error, self.pid, lifeline.EXIT_CHILD_FAILED)
         self.ctl.send_multipart(wire.simple(wire.DONE, self.counters))
         deadline = time.monotonic() + lifeline.DONE_ACK_TIMEOUT_S
         while time.monotonic() < deadline and not self.ctl.poll(100):

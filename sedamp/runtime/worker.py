@@ -47,7 +47,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -156,8 +155,9 @@ class _Worker:
         if failed is not None:
             link, fail = failed
             message = f"setup of stage {link.stage!r} ({link.runner.ref}) raised {fail.type}: {fail.message}"
-            lifeline.report_fatal(self.ctl, message, fail, self.pid)
-            sys.exit(lifeline.EXIT_CHILD_FAILED)
+            # the FATAL must be out before the process ends (a forked child ends with _exit)
+            code = lifeline.EXIT_CHILD_FAILED
+            lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, fail, self.pid, code)
         if self.slot is not None:
             self.slot.end()
         tail = self.chain.tail
@@ -399,8 +399,7 @@ class _Worker:
         if error is not None:
             what = "teardown" if retired else "the end of its input"
             message = f"stage {self.cfg.stage!r} failed at {what}: {error.type}: {error.message}"
-            lifeline.report_fatal(self.ctl, message, error, self.pid)
-            sys.exit(1)
+            lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, error, self.pid, 1)
         self._send_stats(wire.DONE, retired=retired)
         self._await_release()
 

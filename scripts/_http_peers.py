@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stages import http_demo  # noqa: E402
-from stages.http.frontend import _parse_head  # noqa: E402
+from stages.http.protocol import parse_head as _parse_head  # noqa: E402
 
 ROUTES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "/hello": http_demo.hello,

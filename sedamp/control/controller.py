@@ -203,7 +203,9 @@ class _Controller:
             self.journal_lock = None
 
     def _wiring(self) -> Wiring:
-        return self.ports.wiring(self.dead_path, self.import_paths, self.journal, self.opt.resume)
+        w = self.ports.wiring(self.dead_path, self.import_paths, self.journal, self.opt.resume)
+        producers = {n: policy.producers_of(self.top, n, self.cores) for n in self.top.stages}
+        return dataclasses.replace(w, producers=producers)
 
     def _start(self) -> None:
         if self.state.error is not None:

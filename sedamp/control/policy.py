@@ -29,22 +29,29 @@ def worker_bounds(spec: StageSpec, cores: int) -> tuple[int, int]:
     return lo, hi
 
 
+def producers_of(topology: Topology, name: str, cores: int) -> int:
+    """How many processes may produce into stage `name`'s queue at once: a source is one,
+    a pool as many as its largest size."""
+    producers = 0
+    for up in topology.upstream(name):
+        u = topology.stages[up]
+        producers += 1 if u.kind == "source" else worker_bounds(topology.stages[topology.head_of(up)], cores)[1]
+    return producers
+
+
 def capacity_problems(topology: Topology, cores: int) -> list[str]:
     """Queues too small for the processes that may produce into them.
 
-    A queue caps each producer's credit at ``capacity // (2 * producers)``, so that idle
-    producers can hold at most half the room and the workers always have buffered work
-    to drain: a producer with data then always gets credit. Below two events of room per
-    producer that cap is 1 and idle producers can hold all the room while the one with
-    data waits for credit that never comes."""
+    A queue caps each producer's credit at ``capacity // (2 * producers)`` (`producers_of`),
+    so that idle producers can hold at most half the room and the workers always have
+    buffered work to drain: a producer with data then always gets credit. Below two
+    events of room per producer that cap is 1 and idle producers can hold all the room
+    while the one with data waits for credit that never comes."""
     out = []
     for name, spec in topology.stages.items():
         if spec.kind == "source" or topology.is_member(name):
             continue
-        producers = 0
-        for up in topology.upstream(name):
-            u = topology.stages[up]
-            producers += 1 if u.kind == "source" else worker_bounds(topology.stages[topology.head_of(up)], cores)[1]
+        producers = producers_of(topology, name, cores)
         if spec.queue.capacity < 2 * producers:
             out.append(
                 f"the queue of stage {name!r} holds {spec.queue.capacity} events but up to {producers} processes "

@@ -5,7 +5,7 @@ passes these configs to the executor."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sedamp.runtime import wire
@@ -35,6 +35,7 @@ class Wiring:
     curve: dict[str, str] | None = None
     advertise: str | None = None
     slot_dir: Path | None = None  # where the workers' slots are made (None: no slots)
+    producers: dict[str, int] = field(default_factory=dict)  # processes that may produce into each queue
 
 
 def partitions(top: Topology, name: str) -> int:
@@ -71,6 +72,7 @@ def queue_config(top: Topology, name: str, w: Wiring) -> QueueConfig:
         parent_pid=w.parent_pid,
         dead_letters=w.dead_letters,
         on_poison=spec.on_error.then,
+        producers=w.producers.get(name, 1),
         curve=w.curve,
         advertise=w.advertise,
     )

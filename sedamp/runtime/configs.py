@@ -40,6 +40,7 @@ class QueueConfig:
     parent_pid: int
     dead_letters: str = ""  # where poison events go
     on_poison: str = "dead_letter"  # the stage's on_error.then: dead_letter | skip | fail
+    producers: int = 1  # how many processes may produce into it at once (their credit is shared)
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
     advertise: str | None = None  # the host peers reach this queue at (tcp)
 

@@ -14,7 +14,10 @@ queue grants credit as room frees, least-served producer first, in chunks of at 
 quarter of the window so that a batch size of 1 does not double the message count. A
 producer's window is also capped at ``capacity // (2 * producers)`` so that credit held
 by idle producers can never take more than half the room: a producer with data always
-gets some credit once the workers drain the buffer.
+gets some credit once the workers drain the buffer. `producers` is the most that may
+connect (the queue is told), not those connected so far: producers say HELLO one by one,
+and the first ones, granted a window sized for fewer, kept it idle while the last one to
+arrive got nothing, for good (seen with seven routes answering through one sink).
 
 Work. Workers ask (GET) for up to N events; the oldest waiting worker is served first.
 A batch may be merged from several chunks or split from one, at event boundaries,
@@ -198,8 +201,9 @@ class _Lease:
 class CreditBook:
     """The credit granted to producers and not yet used (see Credit above)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, expected: int = 1) -> None:
         self.capacity = capacity
+        self.expected = max(1, expected)  # how many producers may connect
         self.producers: dict[bytes, _Producer] = {}
         self.outstanding = 0
 
@@ -225,7 +229,7 @@ class CreditBook:
         if free <= 0 or not self.producers:
             return []
         out: Outgoing = []
-        cap = max(1, self.capacity // (2 * len(self.producers)))
+        cap = max(1, self.capacity // (2 * max(len(self.producers), self.expected)))
         for rid, p in sorted(self.producers.items(), key=lambda kv: kv[1].outstanding):
             if free <= 0:
                 break
@@ -341,7 +345,7 @@ class QueueCounters:
 
 
 class QueueCore:
-    """`lease_term_s`: how long a lease lives unrenewed (None: for ever)."""
+    """`lease_term_s`: a lease's life unrenewed (None: for ever); `producers`: CreditBook."""
 
     def __init__(
         self,
@@ -349,6 +353,7 @@ class QueueCore:
         partitions: int = 1,
         clock: Callable[[], float] = time.monotonic,
         lease_term_s: float | None = None,
+        producers: int = 1,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -358,7 +363,7 @@ class QueueCore:
         self.partitions = partitions
         self.buffers: list[deque[Chunk]] = [deque() for _ in range(partitions)]
         self.buffered = 0
-        self.credits = CreditBook(capacity)
+        self.credits = CreditBook(capacity, producers)
         self.workers: dict[bytes, _Worker] = {}
         self.waiting: deque[bytes] = deque()  # workers with a pending GET, oldest first
         self.leases = LeaseBook(lease_term_s, clock)

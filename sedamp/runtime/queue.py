@@ -39,7 +39,7 @@ def run_queue(cfg: QueueConfig) -> None:
     socks = sockets.Sockets(cfg.curve)
     data = socks.router(cfg.endpoint)
     ctl = socks.dealer(queue_identity(cfg.stage), cfg.control_endpoint)
-    core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=lease_term_s(cfg.period_s))
+    core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=lease_term_s(cfg.period_s), producers=cfg.producers)
     outbox = Outbox(data, core)
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
     ctl.send_multipart(

@@ -52,6 +52,20 @@ def test_credit_is_capped_by_capacity_and_producers() -> None:
     assert q.free == 25
 
 
+def test_the_last_of_many_idle_producers_to_say_hello_still_gets_credit() -> None:
+    """Seven producers (the routes of an HTTP service answering through one sink) say
+    HELLO one by one and stay idle. The cap was computed from the producers connected so
+    far, so the first ones kept windows sized for fewer and the last ones got nothing,
+    for good: their first event waited for ever. Told how many may connect, the queue
+    sizes every window for all of them."""
+    q = QueueCore(2048, producers=7)
+    rids = [bytes([65 + i]) for i in range(7)]
+    grants = [hello_producer(q, rid, 1024) for rid in rids]
+    assert grants == [2048 // 14] * 7
+    q.check_invariant()
+    assert q.free >= 2048 // 2
+
+
 def test_put_beyond_credit_is_refused_and_counted() -> None:
     q = QueueCore(10)
     assert hello_producer(q, P, 4) == 4

@@ -203,7 +203,7 @@ class _Controller:
             self.journal_lock = None
 
     def _wiring(self) -> Wiring:
-        return self.ports.wiring(self.dead_path, self.import_paths, self.journal, self.opt.resume)
+        return self.ports.wiring(self.dead_path, self.import_paths, self.journal, self.opt)
 
     def _start(self) -> None:
         if self.state.error is not None:

@@ -35,6 +35,8 @@ class Wiring:
     curve: dict[str, str] | None = None
     advertise: str | None = None
     slot_dir: Path | None = None  # where the workers' slots are made (None: no slots)
+    trace_dir: str = ""  # where the processes write trace records ("": not traced)
+    trace_sample: float = 0.0  # the share of events traced
 
 
 def partitions(top: Topology, name: str) -> int:
@@ -73,6 +75,8 @@ def queue_config(top: Topology, name: str, w: Wiring) -> QueueConfig:
         on_poison=spec.on_error.then,
         curve=w.curve,
         advertise=w.advertise,
+        trace_dir=w.trace_dir,
+        trace_sample=w.trace_sample,
     )
 
 
@@ -91,6 +95,8 @@ def source_config(top: Topology, spec: StageSpec, w: Wiring) -> SourceConfig:
         max_event_bytes=spec.max_event_bytes or wire.MAX_EVENT_BYTES,
         skip=w.skip,
         curve=w.curve,
+        trace_dir=w.trace_dir,
+        trace_sample=w.trace_sample,
     )
 
 
@@ -134,4 +140,6 @@ def worker_config(top: Topology, spec: StageSpec, index: int, token: int, slot_p
         max_event_bytes=chain[-1].max_event_bytes or wire.MAX_EVENT_BYTES,
         journal=w.journal,
         curve=w.curve,
+        trace_dir=w.trace_dir,
+        trace_sample=w.trace_sample,
     )

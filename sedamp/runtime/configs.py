@@ -42,6 +42,8 @@ class QueueConfig:
     on_poison: str = "dead_letter"  # the stage's on_error.then: dead_letter | skip | fail
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
     advertise: str | None = None  # the host peers reach this queue at (tcp)
+    trace_dir: str = ""  # where this process writes its trace records ("": not traced)
+    trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
 
 
 def queue_identity(stage: str) -> str:
@@ -81,6 +83,8 @@ class WorkerConfig:
     # controller gives a token so that it knows the identity before the process runs
     # (a cluster executor places the process later, on a host of its choosing).
     token: int = 0
+    trace_dir: str = ""  # where this process writes its trace records ("": not traced)
+    trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
 
 
 def worker_identity(stage: str, index: int, token: int) -> str:
@@ -102,6 +106,8 @@ class SourceConfig:
     max_event_bytes: int = wire.MAX_EVENT_BYTES
     skip: str = ""  # --resume: a file of the positions the sinks already hold
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
+    trace_dir: str = ""  # where this process writes its trace records ("": not traced)
+    trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
 
 
 def source_identity(stage: str, pid: int) -> str:

@@ -29,6 +29,7 @@ from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s
+from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def run_queue(cfg: QueueConfig) -> None:
     core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=lease_term_s(cfg.period_s))
     outbox = Outbox(data, core)
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
+    tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "queue", cfg.stage)
     ctl.send_multipart(
         wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid(), sockets.bound_endpoint(data, cfg.advertise))
     )
@@ -58,6 +60,8 @@ def run_queue(cfg: QueueConfig) -> None:
             outbox.retry()
             if data in ready:
                 for frames in sockets.drain(data):
+                    if tracer is not None:
+                        tracer.queued(cfg.stage, frames)
                     outbox.send(_on_data(core, frames))
             if ctl in ready:
                 try:
@@ -87,6 +91,8 @@ def run_queue(cfg: QueueConfig) -> None:
         socks.close()
         if dead is not None:
             dead.close()
+        if tracer is not None:
+            tracer.flush()
 
 
 def _on_control(

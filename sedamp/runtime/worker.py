@@ -66,6 +66,7 @@ from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_rep
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import IN_USER_CODE, Slot
 from sedamp.runtime.stage import Failure, add_import_paths
+from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class _Worker:
         self.rss_mb = rss_reader() if cfg.max_rss_mb else None  # this process's memory, MiB
         self.guard: MemoryGuard | None = None  # max_rss_mb inside a batch
         self.outlets: list[Outlet] = []
+        self.tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "worker", cfg.stage, cfg.index)
 
     # ---------------------------------------------------------------- life
 
@@ -253,6 +255,8 @@ class _Worker:
         if msg.kind == wire.BATCH:
             self.gets_out -= 1
             self.inbox.append(msg)
+            if self.tracer is not None:
+                self.tracer.leased(self.cfg.stage, msg.fields[0], msg.fields[1])
         elif msg.kind == wire.END:
             self.ended = True
             self.gets_out = 0
@@ -307,7 +311,7 @@ class _Worker:
             self.unacked[lease] = left
         else:
             del self.unacked[lease]
-            self.up.send_multipart(wire.ack(lease))
+            self._ack(lease)
 
     # ---------------------------------------------------------------- work
 
@@ -317,8 +321,10 @@ class _Worker:
             events = wire.unpack_events(msg.bodies, len(ids))
         except WireError as exc:
             self.chain.dead_input(ids, f"stage {self.cfg.stage!r} received an undecodable event: {exc}")
-            self.up.send_multipart(wire.ack(lease))
+            self._ack(lease)
             return
+        tracer = self.tracer
+        t0_ns = time.monotonic_ns() if tracer is not None else 0
         t0 = time.perf_counter()
         self.handled.append(lease)
         if self.slot is not None:
@@ -327,7 +333,12 @@ class _Worker:
         if self.slot is not None:
             self.slot.end()
         elapsed = time.perf_counter() - t0
-        now_s = time.time() if self.chain.tail.kind == "sink" else None
+        sink = self.chain.tail.kind == "sink"
+        if tracer is not None:
+            tracer.handled(self.cfg.stage, lease, len(ids), t0_ns, sink)
+            if self.outlets:
+                tracer.put(self.cfg.stage, lease)
+        now_s = time.time() if sink else None
         t_src = self.pace.record(elapsed, len(events), t_srcs, counts, now_s)
         self._commit(lease, t_src)
 
@@ -342,6 +353,12 @@ class _Worker:
             if holding:
                 self.unacked[lease] = holding
                 return
+        self._ack(lease)
+
+    def _ack(self, lease: Any) -> None:
+        """Acknowledge `lease` to the stage queue: its outputs are all delivered."""
+        if self.tracer is not None:
+            self.tracer.acked(self.cfg.stage, lease)
         self.up.send_multipart(wire.ack(lease))
 
     def data_sockets(self) -> list[zmq.Socket[Any]]:
@@ -400,6 +417,8 @@ class _Worker:
             what = "teardown" if retired else "the end of its input"
             message = f"stage {self.cfg.stage!r} failed at {what}: {error.type}: {error.message}"
             lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, error, self.pid, 1)
+        if self.tracer is not None:
+            self.tracer.flush()
         self._send_stats(wire.DONE, retired=retired)
         self._await_release()
 

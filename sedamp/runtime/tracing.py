@@ -1,0 +1,184 @@
+"""Runs in every runtime process of a traced run (`sedamp run --trace`): decides which
+events are sampled and keeps the times of their hops through this process.
+
+Reads:  nothing (the decision is a pure function of the event id).
+Writes: ``<trace_dir>/<role>-<stage>-<index>-<pid>.jsonl`` in the run directory: a
+        header line, then one JSON array per record, appended when the buffer fills
+        and when the process ends.
+
+Sampling is decided from the event id alone, so every process agrees on it without a
+byte on the wire: an id (the source position, an int) is sampled when a multiplicative
+hash of it is 0 modulo the period (1 / sample). A fan-out child ``"<id>.<i>"`` follows
+its root. Ids made at the end of input (``"<stage>.<index>.end.<k>"``) are not sampled.
+
+Records (times are ``time.monotonic_ns()``, system-wide on Linux, so comparable between
+the processes of one host; the header keeps this process's ``time.time_ns()`` minus
+``time.monotonic_ns()``, so that the files of several hosts can be put on one clock)::
+
+    ["hop", HOP, stage, event_id, t_ns, batch]    HOP: read sent queued leased start end
+                                                  put acked sink
+    ["call", stage, batch, t0_ns, t1_ns, events, [sampled ids]]   a handler call (worker)
+                                                  or a read (source), sampled or not
+
+Nothing here runs unless tracing is on: the processes hold ``tracer = None`` otherwise
+and test it once per batch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from sedamp.errors import WireError
+from sedamp.runtime import wire
+
+# Knuth's multiplicative hash (2^32 / golden ratio): spreads consecutive source
+# positions over the residues, so a sample of every period-th event is not aligned
+# with whatever period the input itself has.
+_MIX = 2654435761
+_MASK = 0xFFFFFFFF
+
+# Records a process keeps before appending them to its file: a few hundred KB at most,
+# and one write per this many records.
+FLUSH_RECORDS = 4096
+
+# The run directory's subdirectory the processes write their trace records to.
+TRACE_DIR = "traces"
+
+HOPS = ("read", "sent", "queued", "leased", "start", "end", "put", "acked", "sink")
+
+
+def period_of(sample: float) -> int:
+    """One event in how many is sampled (at least 1: every event)."""
+    if not 0 < sample <= 1:
+        raise ValueError(f"trace sample must be in (0, 1], got {sample}")
+    return max(1, round(1 / sample))
+
+
+def root_of(eid: Any) -> int | None:
+    """The source position an event id descends from, or None (not a source event)."""
+    if isinstance(eid, int):
+        return eid
+    if isinstance(eid, str):
+        head = eid.split(".", 1)[0]
+        return int(head) if head.isdigit() else None
+    return None
+
+
+def is_sampled(eid: Any, period: int) -> bool:
+    """Whether the event `eid` (or the event it was made from) is traced."""
+    root = eid if isinstance(eid, int) else root_of(eid)
+    if root is None:
+        return False
+    return ((root * _MIX) & _MASK) % period == 0
+
+
+class Tracer:
+    """The trace records of one process, buffered and appended to its own file."""
+
+    def __init__(self, trace_dir: str, sample: float, role: str, stage: str, index: int = 0) -> None:
+        self.period = period_of(sample)
+        self.pid = os.getpid()
+        Path(trace_dir).mkdir(parents=True, exist_ok=True)
+        self.path = Path(trace_dir) / f"{role}-{stage}-{index}-{self.pid}.jsonl"
+        header = {
+            "role": role,
+            "stage": stage,
+            "index": index,
+            "pid": self.pid,
+            "host": socket.gethostname(),
+            "wall_minus_monotonic_ns": time.time_ns() - time.monotonic_ns(),
+        }
+        self.lines: list[str] = [json.dumps(header)]
+        self.leases: dict[Any, list[Any]] = {}  # lease -> its sampled ids (workers)
+        atexit.register(self.flush)
+
+    def pick(self, ids: list[Any]) -> list[Any]:
+        """The sampled ones among `ids`."""
+        p = self.period
+        if p == 1:
+            return [e for e in ids if root_of(e) is not None]
+        return [e for e in ids if is_sampled(e, p)]
+
+    def hops(self, hop: str, stage: str, ids: list[Any], t_ns: int, batch: Any = None) -> None:
+        for eid in ids:
+            self.lines.append(json.dumps(["hop", hop, stage, eid, t_ns, batch]))
+        if len(self.lines) >= FLUSH_RECORDS:
+            self.flush()
+
+    def call(self, stage: str, batch: Any, t0_ns: int, t1_ns: int, n: int, sampled: list[Any]) -> None:
+        self.lines.append(json.dumps(["call", stage, batch, t0_ns, t1_ns, n, sampled]))
+
+    # ---------------------------------------------------------------- by role
+
+    def read(self, stage: str, ids: list[Any], t0_ns: int) -> None:
+        """A source read `ids` from `t0_ns` on and hands them to its outlets now."""
+        if not ids:
+            return
+        t1_ns = time.monotonic_ns()
+        sampled = self.pick(ids)
+        self.call(stage, ids[0], t0_ns, t1_ns, len(ids), sampled)
+        self.hops("read", stage, sampled, t0_ns)
+        self.hops("sent", stage, sampled, t1_ns)
+
+    def queued(self, stage: str, frames: list[bytes]) -> None:
+        """A queue received `frames` (routing id first): a PUT's sampled events are queued."""
+        t_ns = time.monotonic_ns()
+        try:
+            msg = wire.parse(frames[1:])
+        except WireError:
+            return
+        if msg.kind == wire.PUT:
+            sampled = self.pick(msg.fields[2])
+            if sampled:
+                self.hops("queued", stage, sampled, t_ns)
+
+    def leased(self, stage: str, lease: Any, ids: list[Any]) -> None:
+        """A worker received the batch `lease` of `ids`."""
+        sampled = self.pick(ids)
+        if sampled:
+            self.leases[lease] = sampled
+            self.hops("leased", stage, sampled, time.monotonic_ns(), lease)
+
+    def handled(self, stage: str, lease: Any, n: int, t0_ns: int, sink: bool) -> None:
+        """A worker's handler call on the batch `lease` ran from `t0_ns` until now."""
+        t1_ns = time.monotonic_ns()
+        sampled = self.leases.get(lease, [])
+        self.call(stage, lease, t0_ns, t1_ns, n, sampled)
+        if sampled:
+            self.hops("start", stage, sampled, t0_ns, lease)
+            self.hops("end", stage, sampled, t1_ns, lease)
+            if sink:
+                self.hops("sink", stage, sampled, t1_ns, lease)
+
+    def put(self, stage: str, lease: Any) -> None:
+        """A worker hands the outputs of `lease` to its outlets."""
+        sampled = self.leases.get(lease)
+        if sampled:
+            self.hops("put", stage, sampled, time.monotonic_ns(), lease)
+
+    def acked(self, stage: str, lease: Any) -> None:
+        """A worker acknowledges `lease`: every downstream queue took its outputs."""
+        sampled = self.leases.pop(lease, None)
+        if sampled:
+            self.hops("acked", stage, sampled, time.monotonic_ns(), lease)
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        lines, self.lines = self.lines, []
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError:  # a trace is advisory: a full disk must not stop the run
+            pass
+
+
+def tracer_of(trace_dir: str, sample: float, role: str, stage: str, index: int = 0) -> Tracer | None:
+    """The process's tracer, or None when the run is not traced."""
+    return Tracer(trace_dir, sample, role, stage, index) if trace_dir and sample > 0 else None

@@ -289,8 +289,8 @@ class StageTimes:
 
 @dataclass(frozen=True)
 class SlowEvent:
-    """One of the slowest sampled events: its time from read to its last hop, and the
-    segments of its path, in order: (what, stage, ms)."""
+    """One of the slowest sampled events: its time from read to the end of its last
+    handler call, and the segments of its path, in order: (what, stage, ms)."""
 
     eid: str
     total_ms: float
@@ -345,7 +345,7 @@ def _slow_event(eid: str, path: list[tuple[float, str, str]]) -> SlowEvent:
         (SEGMENT_OF[hop], stage, round((t - prev) / 1000, 3))
         for (prev, _, _), (t, stage, hop) in zip(hops, hops[1:], strict=False)
     )
-    total = (path[-1][0] - path[0][0]) / 1000 if path else 0.0
+    total = (hops[-1][0] - hops[0][0]) / 1000 if hops else 0.0
     return SlowEvent(eid, round(total, 3), segments)
 
 

@@ -73,13 +73,14 @@ def parse_records(lines: Iterable[str]) -> ProcRecords | None:
     )
     for line in it:
         try:
-            rec = json.loads(line)
+            records = json.loads(line)  # one flush: an array of records
         except ValueError:
             continue
-        if rec and rec[0] == "hop":
-            proc.hops.append(rec[1:])
-        elif rec and rec[0] == "call":
-            proc.calls.append(rec[1:])
+        for rec in records:
+            if rec and rec[0] == "hop":
+                proc.hops.append(rec[1:])
+            elif rec and rec[0] == "call":
+                proc.calls.append(rec[1:])
     return proc
 
 

@@ -29,7 +29,7 @@ from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s
-from sedamp.runtime.tracing import tracer_of
+from sedamp.runtime.tracing import Tracer, tracer_of
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def run_queue(cfg: QueueConfig) -> None:
             outbox.retry()
             if data in ready:
                 for frames in sockets.drain(data):
-                    if tracer is not None:
-                        tracer.queued(cfg.stage, frames)
-                    outbox.send(_on_data(core, frames))
+                    outbox.send(_on_data(core, frames, tracer))
             if ctl in ready:
                 try:
                     for frames in sockets.drain(ctl):
@@ -135,7 +133,7 @@ def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> No
         )
 
 
-def _on_data(core: QueueCore, frames: list[bytes]) -> Outgoing:
+def _on_data(core: QueueCore, frames: list[bytes], tracer: Tracer | None = None) -> Outgoing:
     if len(frames) < 2:
         core.counters.refused_frames += 1
         return []
@@ -144,6 +142,8 @@ def _on_data(core: QueueCore, frames: list[bytes]) -> Outgoing:
         msg = wire.parse(payload)
     except WireError as exc:
         return core.refuse(rid, str(exc))
+    if tracer is not None and msg.kind == wire.PUT:
+        tracer.queued(msg.fields[2])
     return core.handle(rid, msg)
 
 

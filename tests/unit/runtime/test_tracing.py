@@ -23,10 +23,23 @@ def test_period_of_sample() -> None:
 def test_sampling_takes_about_the_share_asked_and_is_deterministic() -> None:
     ids = range(200_000)
     picked = [i for i in ids if is_sampled(i, 100)]
-    assert 1_800 <= len(picked) <= 2_200
+    assert len(picked) == 2_000  # one in each block of 100 positions
     assert picked == [i for i in ids if is_sampled(i, 100)]
     # not simply every 100th position: the input's own periods do not line up with it
     assert {i % 100 for i in picked} != {picked[0] % 100}
+
+
+def test_picking_from_a_batch_agrees_with_the_decision_per_id(tmp_path: Path) -> None:
+    tracer = Tracer(str(tmp_path), 0.05, "queue", "q")
+    batches: list[list[object]] = [
+        list(range(1000, 1512)),  # a source's read
+        [7, 3000, 41, 999, 12, 18, 5, 260, 261, 262],  # leases merged out of order
+        [1, 10**9],  # far apart: checked one by one
+        ["40.0", "40.1", 41, "a.0.end.0", "777.3.1"],  # fan-out children and end-of-input ids
+        [],
+    ]
+    for ids in batches:
+        assert set(tracer.pick(ids)) == {e for e in ids if is_sampled(e, 20)}, ids
 
 
 def test_fan_out_children_follow_their_root() -> None:
@@ -74,3 +87,12 @@ def test_a_cut_last_line_is_skipped(tmp_path: Path) -> None:
     proc = parse_records(text.splitlines())
     assert proc is not None and len(proc.hops) == 4 and proc.label == "src:s"
     assert json.loads(text.splitlines()[0])["role"] == "source"
+
+
+def test_a_source_samples_what_every_other_process_samples(tmp_path: Path) -> None:
+    tracer = Tracer(str(tmp_path), 0.02, "source", "s")
+    tracer.read("s", list(range(5000, 5512)), 0)
+    tracer.read("s", [i for i in range(6000, 6512) if i % 3], 0)  # resuming: some skipped
+    expected = [i for i in [*range(5000, 5512), *range(6000, 6512)] if i % 3 or i < 6000]
+    read = [r[3] for r in tracer.records if r[0] == "hop" and r[1] == "read"]
+    assert read == [i for i in expected if is_sampled(i, 50)] and read

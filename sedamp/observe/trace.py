@@ -77,8 +77,9 @@ def parse_records(lines: Iterable[str]) -> ProcRecords | None:
         except ValueError:
             continue
         for rec in records:
-            if rec and rec[0] == "hop":
-                proc.hops.append(rec[1:])
+            if rec and rec[0] == "hops":
+                _, hop, stage, ids, t_ns, batch = rec
+                proc.hops.extend([hop, stage, eid, t_ns, batch] for eid in ids)
             elif rec and rec[0] == "call":
                 proc.calls.append(rec[1:])
     return proc

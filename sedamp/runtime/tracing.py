@@ -19,8 +19,9 @@ Records (times are ``time.monotonic_ns()``, system-wide on Linux, so comparable 
 the processes of one host; the header keeps this process's ``time.time_ns()`` minus
 ``time.monotonic_ns()``, so that the files of several hosts can be put on one clock)::
 
-    ["hop", HOP, stage, event_id, t_ns, batch]    HOP: read sent queued leased start end
-                                                  put acked sink
+    ["hops", HOP, stage, [event ids], t_ns, batch]   the sampled events of a batch that
+                                                  made hop HOP at t_ns; HOP: read sent
+                                                  queued leased start end put acked sink
     ["call", stage, batch, t0_ns, t1_ns, events, [sampled ids]]   a handler call (worker)
                                                   or a read (source), sampled or not
 
@@ -44,8 +45,8 @@ from typing import Any
 _MIX = 2654435761
 _MASK = 0xFFFFFFFF
 
-# Records a process keeps before appending them to its file: a few hundred KB at most,
-# and one write per this many records.
+# Records (about one per batch and hop) a process keeps before appending them to its
+# file: a few hundred KB at most, and one write per this many records.
 FLUSH_RECORDS = 4096
 
 # The run directory's subdirectory the processes write their trace records to.
@@ -117,16 +118,21 @@ class Tracer:
         p = self.period
         if p == 1:
             return [e for e in ids if root_of(e) is not None]
+        if not ids:
+            return []
+        lo, hi = ids[0], ids[-1]
+        if type(lo) is int and type(hi) is int and hi - lo == len(ids) - 1 and ids == list(range(lo, hi + 1)):
+            return sorted(sampled_between(lo, hi, p))  # positions in a row: the usual batch
         try:
             lo, hi = min(ids), max(ids)
-        except (TypeError, ValueError):  # ints and strings mixed, or no ids
+        except TypeError:  # ints and strings mixed
             lo = hi = None
         if type(lo) is int and type(hi) is int and (hi - lo) // p <= len(ids):
             return sorted(sampled_between(lo, hi, p).intersection(ids))
         return [e for e in ids if is_sampled(e, p)]  # fan-out children, or ids far apart
 
     def hops(self, hop: str, stage: str, ids: list[Any], t_ns: int, batch: Any = None) -> None:
-        self.records.extend(("hop", hop, stage, eid, t_ns, batch) for eid in ids)
+        self.records.append(("hops", hop, stage, ids, t_ns, batch))
         if len(self.records) >= FLUSH_RECORDS:
             self.flush()
 

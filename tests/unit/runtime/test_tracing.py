@@ -94,5 +94,5 @@ def test_a_source_samples_what_every_other_process_samples(tmp_path: Path) -> No
     tracer.read("s", list(range(5000, 5512)), 0)
     tracer.read("s", [i for i in range(6000, 6512) if i % 3], 0)  # resuming: some skipped
     expected = [i for i in [*range(5000, 5512), *range(6000, 6512)] if i % 3 or i < 6000]
-    read = [r[3] for r in tracer.records if r[0] == "hop" and r[1] == "read"]
+    read = [e for r in tracer.records if r[0] == "hops" and r[1] == "read" for e in r[3]]
     assert read == [i for i in expected if is_sampled(i, 50)] and read

@@ -168,8 +168,9 @@ class Tracer:
             self.leases[lease] = sampled
             self.hops("leased", stage, sampled, time.monotonic_ns(), lease)
 
-    def handled(self, stage: str, lease: Any, n: int, t0_ns: int, sink: bool) -> None:
-        """A worker's handler call on the batch `lease` ran from `t0_ns` until now."""
+    def handled(self, stage: str, lease: Any, n: int, t0_ns: int, sink: bool, outputs: bool = False) -> None:
+        """A worker's handler call on the batch `lease` ran from `t0_ns` until now (and
+        with `outputs`, they are handed to the outlets now)."""
         t1_ns = time.monotonic_ns()
         sampled = self.leases.get(lease, [])
         self.call(stage, lease, t0_ns, t1_ns, n, sampled)
@@ -178,12 +179,8 @@ class Tracer:
             self.hops("end", stage, sampled, t1_ns, lease)
             if sink:
                 self.hops("sink", stage, sampled, t1_ns, lease)
-
-    def put(self, stage: str, lease: Any) -> None:
-        """A worker hands the outputs of `lease` to its outlets."""
-        sampled = self.leases.get(lease)
-        if sampled:
-            self.hops("put", stage, sampled, time.monotonic_ns(), lease)
+            if outputs:
+                self.hops("put", stage, sampled, time.monotonic_ns(), lease)
 
     def acked(self, stage: str, lease: Any) -> None:
         """A worker acknowledges `lease`: every downstream queue took its outputs."""

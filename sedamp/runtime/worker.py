@@ -214,7 +214,7 @@ class _Worker:
                 self._handle(self.inbox.popleft())
                 timeout_ms = 0
                 if not self.retiring and (cfg.max_events or cfg.max_rss_mb):
-                    self._check_hygiene()
+                    check_hygiene(self)
             elif (self.ended or self.retiring) and not self.inbox and not self.unacked:
                 return
             else:
@@ -323,8 +323,7 @@ class _Worker:
             self.chain.dead_input(ids, f"stage {self.cfg.stage!r} received an undecodable event: {exc}")
             self._ack(lease)
             return
-        tracer = self.tracer
-        t0_ns = time.monotonic_ns() if tracer is not None else 0
+        t0_ns = time.monotonic_ns() if self.tracer is not None else 0
         t0 = time.perf_counter()
         self.handled.append(lease)
         if self.slot is not None:
@@ -334,10 +333,8 @@ class _Worker:
             self.slot.end()
         elapsed = time.perf_counter() - t0
         sink = self.chain.tail.kind == "sink"
-        if tracer is not None:
-            tracer.handled(self.cfg.stage, lease, len(ids), t0_ns, sink)
-            if self.outlets:
-                tracer.put(self.cfg.stage, lease)
+        if self.tracer is not None:
+            self.tracer.handled(self.cfg.stage, lease, len(ids), t0_ns, sink, bool(self.outlets))
         now_s = time.time() if sink else None
         t_src = self.pace.record(elapsed, len(events), t_srcs, counts, now_s)
         self._commit(lease, t_src)
@@ -369,24 +366,6 @@ class _Worker:
     def _stop_run(self, message: str, fail: Failure) -> NoReturn:
         """Report FATAL (the controller stops the run) and exit at once."""
         lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, fail, self.pid, 1)
-
-    def _check_hygiene(self) -> None:
-        cfg = self.cfg
-        rss_mb = self.rss_mb() if self.rss_mb is not None and cfg.max_rss_mb else None
-        if self.guard is not None:
-            self.guard.arm(rss_mb)
-        why = recycle_reason(cfg.max_events, cfg.max_rss_mb, self.chain.links[0].n_in, rss_mb)
-        if why is None:
-            return
-        if self.chain.stateful:
-            # its state would be lost: say so once and keep going
-            log.warning("worker %s %s but keeps state (finish()), so it is not replaced", self.identity, why)
-            cfg_dict = dict(cfg.__dict__, max_events=None, max_rss_mb=None)
-            self.cfg = WorkerConfig(**cfg_dict)
-            return
-        log.info("worker %s %s: replacing it", self.identity, why)
-        self.recycle = why
-        self.retiring = True
 
     # ---------------------------------------------------------------- end
 
@@ -463,3 +442,24 @@ def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
         # emits at the end of input: its state would be lost if it were retired
         "stateful": w.chain.stateful,
     }
+
+
+def check_hygiene(w: _Worker) -> None:
+    """Between batches: re-arm the memory guard, and retire a worker past max_events or
+    max_rss_mb (one that keeps state is only warned about, once)."""
+    cfg = w.cfg
+    rss_mb = w.rss_mb() if w.rss_mb is not None and cfg.max_rss_mb else None
+    if w.guard is not None:
+        w.guard.arm(rss_mb)
+    why = recycle_reason(cfg.max_events, cfg.max_rss_mb, w.chain.links[0].n_in, rss_mb)
+    if why is None:
+        return
+    if w.chain.stateful:
+        # its state would be lost: say so once and keep going
+        log.warning("worker %s %s but keeps state (finish()), so it is not replaced", w.identity, why)
+        cfg_dict = dict(cfg.__dict__, max_events=None, max_rss_mb=None)
+        w.cfg = WorkerConfig(**cfg_dict)
+        return
+    log.info("worker %s %s: replacing it", w.identity, why)
+    w.recycle = why
+    w.retiring = True

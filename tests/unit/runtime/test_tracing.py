@@ -61,8 +61,7 @@ def test_tracing_off_makes_no_tracer(tmp_path: Path) -> None:
 def test_a_worker_records_its_hops_and_calls(tmp_path: Path) -> None:
     tracer = Tracer(str(tmp_path / "traces"), 1.0, "worker", "a", 2)
     tracer.leased("a", 7, [0, 1, "a.0.end.0"])
-    tracer.handled("a", 7, 3, 0, sink=False)
-    tracer.put("a", 7)
+    tracer.handled("a", 7, 3, 0, sink=False, outputs=True)
     tracer.acked("a", 7)
     tracer.handled("a", 8, 4, 0, sink=False)  # a batch with nothing sampled: its call only
     tracer.flush()

@@ -56,6 +56,7 @@ def run(
     metrics_path: str | Path | None = None,
     resume: bool = False,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
+    trace_sample: float = 0.0,
 ) -> Summary:
     """Run a topology to completion and return its summary (``.exit_code`` says how it
     ended, with the codes of `sedamp run`).
@@ -75,6 +76,8 @@ def run(
     `metrics_path` gets one JSON line of measurements per period; `on_tick` is called
     with each of those records (and the final one). With `resume`, the events the sinks
     of earlier runs of this topology wrote are skipped (every sink must be resumable).
+    With `trace_sample` > 0 that share of events is traced: each process writes its
+    records under the run directory's ``traces/`` (`sedamp.observe.trace` merges them).
 
     Ctrl-C during the call drains and stops the run as `sedamp run` does. Raises
     `sedamp.errors.StorageError` when no run directory can be made in `workdir` (nothing
@@ -95,6 +98,7 @@ def run(
         metrics_path=None if metrics_path is None else Path(metrics_path),
         resume=resume,
         on_tick=on_tick,
+        trace_sample=trace_sample,
     )
     return run_topology(top, options)
 

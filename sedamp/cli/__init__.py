@@ -83,6 +83,12 @@ def _report() -> Callable[..., Any]:
     return report
 
 
+def _trace() -> Callable[..., Any]:
+    from sedamp.cli.trace import trace
+
+    return trace
+
+
 # Every command, in the order `sedamp --help` lists them: its name and how to load it.
 COMMANDS: dict[str, Callable[[], Callable[..., Any]]] = {
     "run": _run,
@@ -95,6 +101,7 @@ COMMANDS: dict[str, Callable[[], Callable[..., Any]]] = {
     "schema": _schema,
     "init": _init,
     "report": _report,
+    "trace": _trace,
     "clean": _clean,
 }
 

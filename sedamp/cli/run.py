@@ -87,6 +87,16 @@ ProgressOpt = Annotated[
 ProgressIntervalOpt = Annotated[
     float, typer.Option(min=0.1, help="Seconds between progress lines when stderr is not a terminal.")
 ]
+TraceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Trace a sample of events hop by hop and write them to this file as Chrome trace-event "
+        "JSON (open it in ui.perfetto.dev; summarise it with `sedamp trace FILE`)."
+    ),
+]
+TraceSampleOpt = Annotated[
+    float, typer.Option(min=0.0001, max=1.0, help="With --trace: the share of events traced (0.01: one in 100).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv for debug).")]
@@ -108,6 +118,8 @@ def run(
     metrics_host: MetricsHostOpt = "127.0.0.1",
     progress: ProgressOpt = None,
     progress_interval: ProgressIntervalOpt = 10.0,
+    trace: TraceOpt = None,
+    trace_sample: TraceSampleOpt = 0.01,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -141,14 +153,13 @@ def run(
             executor=executor,
             metrics_path=metrics,
             resume=resume,
-            on_tick=watchers if watchers.ticks else None,
+            on_tick=watchers if watchers.ticks else None, trace_sample=trace_sample if trace is not None else 0.0,
         )
     except StorageError as exc:  # no run directory could be made: nothing was started
         raise fail(str(exc), EXIT_RUN_ERROR) from None
     finally:
         watchers.close()
-    if report is not None and metrics is not None:
-        _write_report(metrics, report, quiet)
+    _write_outputs(top, summary, (metrics, report, trace), quiet)
     _tell(summary, summary_out, quiet)
     raise typer.Exit(summary.exit_code)
 
@@ -296,6 +307,30 @@ def _write_report(metrics: Path, report: Path, quiet: bool) -> None:
     else:
         if not quiet:
             typer.echo(f"sedamp: report written to {index}", err=True)
+
+
+def _write_outputs(top: Topology, summary: Summary, paths: tuple[Path | None, ...], quiet: bool) -> None:
+    """What the run writes once it is over: the --report (from the metrics file) and the
+    --trace."""
+    metrics, report, trace = paths
+    if report is not None and metrics is not None:
+        _write_report(metrics, report, quiet)
+    if trace is not None:
+        _write_trace(top, summary, trace, quiet)
+
+
+def _write_trace(top: Topology, summary: Summary, out: Path, quiet: bool) -> None:
+    """Merge the run's trace records into `out` (an error here leaves the exit code be)."""
+    from sedamp.observe.trace import write_trace
+    from sedamp.runtime.tracing import TRACE_DIR
+
+    try:
+        n = write_trace(summary.run_dir / TRACE_DIR, out, list(top.stages), top.name)
+    except OSError as exc:
+        typer.echo(f"error: --trace {out}: {exc.strerror or exc}", err=True)
+    else:
+        if not quiet:
+            typer.echo(f"sedamp: {n} sampled events traced to {out}", err=True)
 
 
 def _tell(summary: Summary, summary_out: IO[str] | None, quiet: bool) -> None:

@@ -203,7 +203,7 @@ class _Controller:
             self.journal_lock = None
 
     def _wiring(self) -> Wiring:
-        w = self.ports.wiring(self.dead_path, self.import_paths, self.journal, self.opt.resume)
+        w = self.ports.wiring(self.dead_path, self.import_paths, self.journal, self.opt)
         producers = {n: policy.producers_of(self.top, n, self.cores) for n in self.top.stages}
         return dataclasses.replace(w, producers=producers)
 

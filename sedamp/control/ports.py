@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -26,7 +26,11 @@ from sedamp.control.rundir import socket_dir, write_run_file
 from sedamp.control.wiring import Wiring
 from sedamp.errors import StorageError
 from sedamp.runtime import security, sockets
+from sedamp.runtime.tracing import TRACE_DIR
 from sedamp.spec import Topology
+
+if TYPE_CHECKING:
+    from sedamp.control.summary import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +152,9 @@ class Ports:
         self.links.poller.register(self.links.ctl, zmq.POLLIN)
         self.links.poller.register(self.cmd, zmq.POLLIN)
 
-    def wiring(self, dead_letters: Path, import_paths: tuple[str, ...], journal: Path, resume: bool) -> Wiring:
+    def wiring(self, dead_letters: Path, import_paths: tuple[str, ...], journal: Path, opt: RunOptions) -> Wiring:
+        """What every child is told: the endpoints, the run's files, and with `opt`'s
+        resume and trace_sample where the skip file and the trace records are."""
         assert self.ctl_endpoint is not None, "open() binds the control socket"
         return Wiring(
             endpoints=dict(self.endpoints),
@@ -158,10 +164,12 @@ class Ports:
             period_s=self.top.controller.period_s,
             parent_pid=os.getpid(),
             journal=str(journal),
-            skip=str(self.run_dir / "skip.ids") if resume else "",
+            skip=str(self.run_dir / "skip.ids") if opt.resume else "",
             curve=dataclasses.asdict(self.curve) if self.curve is not None else None,
             advertise=self.top.controller.advertise,
             slot_dir=self.sock_dir,
+            trace_dir=str(self.run_dir / TRACE_DIR) if opt.trace_sample else "",
+            trace_sample=opt.trace_sample,
         )
 
     def write_run_file(self, ended: bool) -> None:

@@ -24,6 +24,7 @@ class RunOptions:
     handle_signals: bool = True
     metrics_path: Path | None = None  # write one JSON line per period (docs/controller.md, "Metrics stream")
     resume: bool = False  # skip the source positions every sink journaled in earlier runs
+    trace_sample: float = 0.0  # > 0: that share of events is traced into the run's traces/ (docs/traces.md)
 
 
 @dataclass(frozen=True)

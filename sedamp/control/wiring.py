@@ -36,6 +36,8 @@ class Wiring:
     advertise: str | None = None
     slot_dir: Path | None = None  # where the workers' slots are made (None: no slots)
     producers: dict[str, int] = field(default_factory=dict)  # processes that may produce into each queue
+    trace_dir: str = ""  # where the processes write trace records ("": not traced)
+    trace_sample: float = 0.0  # the share of events traced
 
 
 def partitions(top: Topology, name: str) -> int:
@@ -75,6 +77,8 @@ def queue_config(top: Topology, name: str, w: Wiring) -> QueueConfig:
         producers=w.producers.get(name, 1),
         curve=w.curve,
         advertise=w.advertise,
+        trace_dir=w.trace_dir,
+        trace_sample=w.trace_sample,
     )
 
 
@@ -93,6 +97,8 @@ def source_config(top: Topology, spec: StageSpec, w: Wiring) -> SourceConfig:
         max_event_bytes=spec.max_event_bytes or wire.MAX_EVENT_BYTES,
         skip=w.skip,
         curve=w.curve,
+        trace_dir=w.trace_dir,
+        trace_sample=w.trace_sample,
     )
 
 
@@ -136,4 +142,6 @@ def worker_config(top: Topology, spec: StageSpec, index: int, token: int, slot_p
         max_event_bytes=chain[-1].max_event_bytes or wire.MAX_EVENT_BYTES,
         journal=w.journal,
         curve=w.curve,
+        trace_dir=w.trace_dir,
+        trace_sample=w.trace_sample,
     )

@@ -43,6 +43,8 @@ class QueueConfig:
     producers: int = 1  # how many processes may produce into it at once (their credit is shared)
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
     advertise: str | None = None  # the host peers reach this queue at (tcp)
+    trace_dir: str = ""  # where this process writes its trace records ("": not traced)
+    trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
 
 
 def queue_identity(stage: str) -> str:
@@ -82,6 +84,8 @@ class WorkerConfig:
     # controller gives a token so that it knows the identity before the process runs
     # (a cluster executor places the process later, on a host of its choosing).
     token: int = 0
+    trace_dir: str = ""  # where this process writes its trace records ("": not traced)
+    trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
 
 
 def worker_identity(stage: str, index: int, token: int) -> str:
@@ -103,6 +107,8 @@ class SourceConfig:
     max_event_bytes: int = wire.MAX_EVENT_BYTES
     skip: str = ""  # --resume: a file of the positions the sinks already hold
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
+    trace_dir: str = ""  # where this process writes its trace records ("": not traced)
+    trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
 
 
 def source_identity(stage: str, pid: int) -> str:

@@ -29,6 +29,7 @@ from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s
+from sedamp.runtime.tracing import Tracer, tracer_of
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def run_queue(cfg: QueueConfig) -> None:
     core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=lease_term_s(cfg.period_s), producers=cfg.producers)
     outbox = Outbox(data, core)
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
+    tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "queue", cfg.stage)
     ctl.send_multipart(
         wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid(), sockets.bound_endpoint(data, cfg.advertise))
     )
@@ -58,7 +60,7 @@ def run_queue(cfg: QueueConfig) -> None:
             outbox.retry()
             if data in ready:
                 for frames in sockets.drain(data):
-                    outbox.send(_on_data(core, frames))
+                    outbox.send(_on_data(core, frames, tracer))
             if ctl in ready:
                 try:
                     for frames in sockets.drain(ctl):
@@ -87,6 +89,8 @@ def run_queue(cfg: QueueConfig) -> None:
         socks.close()
         if dead is not None:
             dead.close()
+        if tracer is not None:
+            tracer.flush()
 
 
 def _on_control(
@@ -129,7 +133,7 @@ def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> No
         )
 
 
-def _on_data(core: QueueCore, frames: list[bytes]) -> Outgoing:
+def _on_data(core: QueueCore, frames: list[bytes], tracer: Tracer | None = None) -> Outgoing:
     if len(frames) < 2:
         core.counters.refused_frames += 1
         return []
@@ -138,6 +142,8 @@ def _on_data(core: QueueCore, frames: list[bytes]) -> Outgoing:
         msg = wire.parse(payload)
     except WireError as exc:
         return core.refuse(rid, str(exc))
+    if tracer is not None and msg.kind == wire.PUT:
+        tracer.queued(msg.fields[2])
     return core.handle(rid, msg)
 
 

@@ -29,6 +29,7 @@ from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.journal import read_skip
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
 from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths
+from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class _Source:
         self.stop_requested = False
         self.exhausted = False
         self.error: Failure | None = None
+        self.tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "source", cfg.stage)
 
     def run(self) -> None:
         cfg = self.cfg
@@ -114,6 +116,7 @@ class _Source:
         batch = self.cfg.batch
         evs: list[Any] = []
         t_read = time.time()
+        t_read_ns = time.monotonic_ns() if self.tracer is not None else 0
         idle = False
         try:
             for ev in itertools.islice(it, batch):
@@ -132,6 +135,8 @@ class _Source:
             self.counters["skipped"] += n - len(kept)
             ids = [i for i, _ in kept]
             evs = [ev for _, ev in kept]
+        if self.tracer is not None:
+            self.tracer.read(self.cfg.stage, ids, t_read_ns)
         self._route(ids, evs)
         self.counters["in"] += n
         self.router.commit(None, t_read)
@@ -193,6 +198,8 @@ class _Source:
         for o in self.outlets:
             o.detach()
         self.dead.close()
+        if self.tracer is not None:
+            self.tracer.flush()
         self.counters["stopped"] = self.stop_requested
         self.counters["shed"] = self._shed()
         error = self.error

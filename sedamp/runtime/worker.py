@@ -66,6 +66,7 @@ from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_rep
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import IN_USER_CODE, Slot
 from sedamp.runtime.stage import Failure, add_import_paths
+from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class _Worker:
         self.rss_mb = rss_reader() if cfg.max_rss_mb else None  # this process's memory, MiB
         self.guard: MemoryGuard | None = None  # max_rss_mb inside a batch
         self.outlets: list[Outlet] = []
+        self.tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "worker", cfg.stage, cfg.index)
 
     # ---------------------------------------------------------------- life
 
@@ -212,7 +214,7 @@ class _Worker:
                 self._handle(self.inbox.popleft())
                 timeout_ms = 0
                 if not self.retiring and (cfg.max_events or cfg.max_rss_mb):
-                    self._check_hygiene()
+                    check_hygiene(self)
             elif (self.ended or self.retiring) and not self.inbox and not self.unacked:
                 return
             else:
@@ -253,6 +255,8 @@ class _Worker:
         if msg.kind == wire.BATCH:
             self.gets_out -= 1
             self.inbox.append(msg)
+            if self.tracer is not None:
+                self.tracer.leased(self.cfg.stage, msg.fields[0], msg.fields[1])
         elif msg.kind == wire.END:
             self.ended = True
             self.gets_out = 0
@@ -307,7 +311,7 @@ class _Worker:
             self.unacked[lease] = left
         else:
             del self.unacked[lease]
-            self.up.send_multipart(wire.ack(lease))
+            self._ack(lease)
 
     # ---------------------------------------------------------------- work
 
@@ -317,8 +321,9 @@ class _Worker:
             events = wire.unpack_events(msg.bodies, len(ids))
         except WireError as exc:
             self.chain.dead_input(ids, f"stage {self.cfg.stage!r} received an undecodable event: {exc}")
-            self.up.send_multipart(wire.ack(lease))
+            self._ack(lease)
             return
+        t0_ns = time.monotonic_ns() if self.tracer is not None else 0
         t0 = time.perf_counter()
         self.handled.append(lease)
         if self.slot is not None:
@@ -327,7 +332,10 @@ class _Worker:
         if self.slot is not None:
             self.slot.end()
         elapsed = time.perf_counter() - t0
-        now_s = time.time() if self.chain.tail.kind == "sink" else None
+        sink = self.chain.tail.kind == "sink"
+        if self.tracer is not None:
+            self.tracer.handled(self.cfg.stage, lease, len(ids), t0_ns, sink, bool(self.outlets))
+        now_s = time.time() if sink else None
         t_src = self.pace.record(elapsed, len(events), t_srcs, counts, now_s)
         self._commit(lease, t_src)
 
@@ -342,6 +350,12 @@ class _Worker:
             if holding:
                 self.unacked[lease] = holding
                 return
+        self._ack(lease)
+
+    def _ack(self, lease: Any) -> None:
+        """Acknowledge `lease` to the stage queue: its outputs are all delivered."""
+        if self.tracer is not None:
+            self.tracer.acked(self.cfg.stage, lease)
         self.up.send_multipart(wire.ack(lease))
 
     def data_sockets(self) -> list[zmq.Socket[Any]]:
@@ -352,24 +366,6 @@ class _Worker:
     def _stop_run(self, message: str, fail: Failure) -> NoReturn:
         """Report FATAL (the controller stops the run) and exit at once."""
         lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, fail, self.pid, 1)
-
-    def _check_hygiene(self) -> None:
-        cfg = self.cfg
-        rss_mb = self.rss_mb() if self.rss_mb is not None and cfg.max_rss_mb else None
-        if self.guard is not None:
-            self.guard.arm(rss_mb)
-        why = recycle_reason(cfg.max_events, cfg.max_rss_mb, self.chain.links[0].n_in, rss_mb)
-        if why is None:
-            return
-        if self.chain.stateful:
-            # its state would be lost: say so once and keep going
-            log.warning("worker %s %s but keeps state (finish()), so it is not replaced", self.identity, why)
-            cfg_dict = dict(cfg.__dict__, max_events=None, max_rss_mb=None)
-            self.cfg = WorkerConfig(**cfg_dict)
-            return
-        log.info("worker %s %s: replacing it", self.identity, why)
-        self.recycle = why
-        self.retiring = True
 
     # ---------------------------------------------------------------- end
 
@@ -400,6 +396,8 @@ class _Worker:
             what = "teardown" if retired else "the end of its input"
             message = f"stage {self.cfg.stage!r} failed at {what}: {error.type}: {error.message}"
             lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, error, self.pid, 1)
+        if self.tracer is not None:
+            self.tracer.flush()
         self._send_stats(wire.DONE, retired=retired)
         self._await_release()
 
@@ -444,3 +442,24 @@ def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
         # emits at the end of input: its state would be lost if it were retired
         "stateful": w.chain.stateful,
     }
+
+
+def check_hygiene(w: _Worker) -> None:
+    """Between batches: re-arm the memory guard, and retire a worker past max_events or
+    max_rss_mb (one that keeps state is only warned about, once)."""
+    cfg = w.cfg
+    rss_mb = w.rss_mb() if w.rss_mb is not None and cfg.max_rss_mb else None
+    if w.guard is not None:
+        w.guard.arm(rss_mb)
+    why = recycle_reason(cfg.max_events, cfg.max_rss_mb, w.chain.links[0].n_in, rss_mb)
+    if why is None:
+        return
+    if w.chain.stateful:
+        # its state would be lost: say so once and keep going
+        log.warning("worker %s %s but keeps state (finish()), so it is not replaced", w.identity, why)
+        cfg_dict = dict(cfg.__dict__, max_events=None, max_rss_mb=None)
+        w.cfg = WorkerConfig(**cfg_dict)
+        return
+    log.info("worker %s %s: replacing it", w.identity, why)
+    w.recycle = why
+    w.retiring = True

@@ -1,0 +1,121 @@
+"""`sedamp run --trace FILE` and `sedamp trace FILE` on real runs: the file is valid
+Chrome trace-event JSON, every sampled event's hops come in stage order with times
+that never go back, and the summary names every stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sedamp.errors import EXIT_INVALID
+from sedamp.observe.trace import path_of
+from tests.integration.util import TOPOLOGIES, chain_yaml, run_sedamp
+from tests.trace_format import check_chrome_trace
+
+# the hops of an event at one stage, in the order they happen (the ACK comes after
+# the outputs reached the next queue, so it is checked apart)
+ORDER = ("read", "sent", "queued", "leased", "start", "end", "sink", "put")
+
+
+def _hops_by_event(doc: dict[str, Any]) -> dict[str, list[tuple[float, str, str]]]:
+    own: dict[str, list[tuple[float, str, str]]] = {}
+    for eid, stage, hop, ts in doc["sedamp"]["hops"]:
+        own.setdefault(eid, []).append((ts, stage, hop))
+    return own
+
+
+def _check_paths(doc: dict[str, Any], stages: list[str]) -> None:
+    own = _hops_by_event(doc)
+    for eid in own:
+        path = [h for h in path_of(eid, own) if h[2] != "acked"]
+        steps = [(stages.index(stage), ORDER.index(hop)) for _, stage, hop in path]
+        assert steps == sorted(steps), f"event {eid}: hops out of stage order: {path}"
+        assert [t for t, _, _ in path] == sorted(t for t, _, _ in path)
+        for ts, stage, hop in path_of(eid, own):
+            if hop == "acked":
+                end = [t for t, s, h in path if s == stage and h == "end"]
+                assert end and ts >= end[0], f"event {eid}: acked before its call ended at {stage}"
+
+
+def test_trace_a_real_run_and_summarise_it(tmp_path: Path) -> None:
+    out = tmp_path / "run.trace.json"
+    proc = run_sedamp(
+        "run",
+        str(TOPOLOGIES / "tiny.yaml"),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--trace",
+        str(out),
+        "--trace-sample",
+        "0.05",
+        "-q",
+        env={"COUNT": "2000", "OUT": str(tmp_path / "result.json")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    check_chrome_trace(doc)
+    stages = ["seeds", "a", "b", "collect"]
+    own = _hops_by_event(doc)
+    assert 50 <= len(own) <= 150  # 5% of 2000, by a hash of the id
+    for eid, hops in own.items():
+        assert [(s, h) for _, s, h in hops if h in ("read", "sink")] == [("seeds", "read"), ("collect", "sink")], eid
+    _check_paths(doc, stages)
+    names = {e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"}
+    assert {"src:seeds", "q:a", "q:b", "q:collect", "sdw:a:0", "sdw:b:0", "sdw:collect:0"} <= names
+    flows = [e for e in doc["traceEvents"] if e["ph"] == "f"]
+    assert len(flows) == len(own)
+
+    summary = run_sedamp("trace", str(out), "--slowest", "2")
+    assert summary.returncode == 0, summary.stderr
+    lines = summary.stdout.splitlines()
+    assert lines[0] == f"trace of tiny: {len(own)} sampled events; clock: monotonic clock of one host (exact)"
+    rows = {line.split()[0]: line.split() for line in lines[2:8] if line.strip()}
+    for stage in stages:
+        assert rows[stage][1] == str(len(own)), lines
+    assert rows["a"][2:5] != ["-"] * 3
+    slow = [line for line in lines if line.startswith("  event ")]
+    assert len(slow) == 2 and all(" > service collect " in line for line in slow), lines
+
+
+def test_fan_out_children_are_traced_with_their_parent(tmp_path: Path) -> None:
+    topo = tmp_path / "fan.yaml"
+    middle = "    handler: tests.integration.teststages:split\n"
+    topo.write_text("name: fan\n" + chain_yaml(tmp_path / "out.jsonl", middle, count=300))
+    out = tmp_path / "fan.trace.json"
+    proc = run_sedamp(
+        "run", str(topo), "--workdir", str(tmp_path / "w"), "--trace", str(out), "--trace-sample", "0.1", "-q"
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    check_chrome_trace(doc)
+    own = _hops_by_event(doc)
+    children = [e for e in own if "." in e]
+    assert children and all(e.split(".")[0] in own for e in children)
+    assert all(("sink", "sink") in {(s, h) for _, s, h in own[e]} for e in children)
+    _check_paths(doc, ["src", "mid", "sink"])
+
+
+def test_an_untraced_run_writes_no_trace_records(tmp_path: Path) -> None:
+    proc = run_sedamp(
+        "run",
+        str(TOPOLOGIES / "tiny.yaml"),
+        "--workdir",
+        str(tmp_path / "w"),
+        "-q",
+        env={"COUNT": "200", "OUT": str(tmp_path / "result.json")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not list((tmp_path / "w").glob("runs/*/traces"))
+
+
+def test_trace_refuses_a_file_that_is_not_a_trace(tmp_path: Path) -> None:
+    bad = tmp_path / "x.json"
+    bad.write_text('{"traceEvents": []}')
+    proc = run_sedamp("trace", str(bad))
+    assert proc.returncode == EXIT_INVALID
+    assert proc.stderr.splitlines() == [
+        f"error: {bad}: not a trace written by `sedamp run --trace` (no 'sedamp' section of version 1)"
+    ]
+    proc = run_sedamp("trace", str(tmp_path / "missing.json"))
+    assert proc.returncode == EXIT_INVALID and "Traceback" not in proc.stderr

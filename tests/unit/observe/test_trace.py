@@ -1,0 +1,168 @@
+"""Building the Chrome trace-event document from synthetic records, and summarising it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+
+from sedamp.observe.trace import (
+    ProcRecords,
+    chrome_trace,
+    lane_tid,
+    percentiles,
+    render,
+    summarize,
+)
+from tests.trace_format import check_chrome_trace
+
+MS = 1_000_000  # ns
+
+
+def _records(host_b: str = "h", offset_b: int = 0) -> list[ProcRecords]:
+    """src -> a -> b (a sink). Events 0 and 5 are read together; a fans 5 out into
+    5.0 and 5.1; b takes 0, 5.0 and 5.1 in one batch. Times in ms."""
+    src = ProcRecords("source", "src", 0, 10, "h", 0)
+    src.calls = [["src", 0, 1 * MS, 2 * MS, 2, [0, 5]]]
+    src.hops = [[hop, "src", e, t * MS, None] for e in (0, 5) for hop, t in (("read", 1), ("sent", 2))]
+    qa = ProcRecords("queue", "a", 0, 20, "h", 0)
+    qa.hops = [["queued", "a", e, 3 * MS, None] for e in (0, 5)]
+    wa = ProcRecords("worker", "a", 0, 30, "h", 0)
+    wa.calls = [["a", 1, 6 * MS, 9 * MS, 2, [0, 5]]]
+    steps_a = (("leased", 5), ("start", 6), ("end", 9), ("put", 9.5), ("acked", 12))
+    wa.hops = [[hop, "a", e, int(t * MS), 1] for e in (0, 5) for hop, t in steps_a]
+    qb = ProcRecords("queue", "b", 0, 40, host_b, offset_b)
+    qb.hops = [["queued", "b", e, 10 * MS, None] for e in (0, "5.0", "5.1")]
+    wb = ProcRecords("worker", "b", 1, 50, host_b, offset_b)
+    wb.calls = [["b", 7, 12 * MS, 20 * MS, 3, [0, "5.0", "5.1"]]]
+    steps_b = (("leased", 11), ("start", 12), ("end", 20), ("sink", 20), ("acked", 20.1))
+    wb.hops = [[hop, "b", e, int(t * MS), 7] for e in (0, "5.0", "5.1") for hop, t in steps_b]
+    return [src, qa, wa, qb, wb]
+
+
+def _doc() -> dict[str, Any]:
+    return chrome_trace(_records(), ["src", "a", "b"], "demo")
+
+
+def test_the_document_is_valid_chrome_trace_json() -> None:
+    doc = _doc()
+    check_chrome_trace(doc)
+    assert doc["displayTimeUnit"] == "ms"
+    names = {e["pid"]: e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"}
+    assert names == {10: "src:src", 20: "q:a", 30: "sdw:a:0", 40: "q:b", 50: "sdw:b:1"}
+
+
+def test_a_slice_per_call_and_per_queue_wait() -> None:
+    slices = [e for e in _doc()["traceEvents"] if e["ph"] == "X"]
+    calls = {(e["pid"], e["name"]): (e["ts"], e["dur"], e["args"]["events"]) for e in slices if e["cat"] != "queue"}
+    # times in us from the first record (1 ms)
+    assert calls == {(10, "read"): (0.0, 1000.0, 2), (30, "a"): (5000.0, 3000.0, 2), (50, "b"): (11000.0, 8000.0, 3)}
+    waits = [(e["pid"], e["tid"], e["ts"], e["dur"], e["args"]["events"]) for e in slices if e["cat"] == "queue"]
+    assert sorted(waits, key=str) == sorted(
+        [(20, lane_tid(20, 0), 2000.0, 2000.0, ["0", "5"]), (40, lane_tid(40, 0), 9000.0, 1000.0, ["0", "5.0", "5.1"])],
+        key=str,
+    )
+
+
+def test_flows_follow_each_event_from_stage_to_stage() -> None:
+    flows: dict[str, list[tuple[str, int, float]]] = {}
+    for e in _doc()["traceEvents"]:
+        if e["ph"] in ("s", "t", "f"):
+            flows.setdefault(e["args"]["event"], []).append((e["ph"], e["pid"], e["ts"]))
+    # 5 itself ends at a; its children carry its path on through b
+    assert set(flows) == {"0", "5", "5.0", "5.1"}
+    assert [p for _, p, _ in flows["0"]] == [10, 20, 30, 40, 50] == [p for _, p, _ in flows["5.1"]]
+    assert [ph for ph, _, _ in flows["0"]] == ["s", "t", "t", "t", "f"]
+    assert [p for _, p, _ in flows["5"]] == [10, 20, 30]
+    assert all(b[2] >= a[2] for f in flows.values() for a, b in zip(f, f[1:], strict=False))
+
+
+def test_overlapping_waits_go_on_separate_lanes() -> None:
+    procs = _records()
+    procs[1].hops.append(["queued", "a", 9, int(3.5 * MS), None])
+    procs[2].hops.append(["leased", "a", 9, int(7 * MS), 2])
+    doc = chrome_trace(procs, ["src", "a", "b"], "demo")
+    check_chrome_trace(doc)
+    lanes = {e["tid"] for e in doc["traceEvents"] if e["ph"] == "X" and e["pid"] == 20}
+    assert lanes == {lane_tid(20, 0), lane_tid(20, 1)}
+
+
+def test_hosts_are_put_on_one_clock_and_the_document_says_how() -> None:
+    one = _doc()
+    assert one["sedamp"]["clock"] == "monotonic clock of one host (exact)"
+    # b ran on a host whose monotonic clock started 1 s later (offset 1 s smaller)
+    doc = chrome_trace(_records("other", -1000 * MS), ["src", "a", "b"], "demo")
+    assert "wall clock of 2 hosts" in doc["sedamp"]["clock"]
+    shifted = {e["pid"]: e["ts"] for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] != "queue"}
+    assert shifted[50] - shifted[30] == pytest.approx(6000.0 - 1_000_000.0)
+
+
+def test_summary_per_stage() -> None:
+    s = summarize(_doc())
+    assert (s.name, s.events) == ("demo", 4)
+    by = {st.stage: st for st in s.stages}
+    assert list(by) == ["src", "a", "b"]
+    assert by["src"].events == 2 and by["src"].service_ms == (1.0, 1.0) and by["src"].queue_ms is None
+    a = by["a"]
+    assert (a.events, a.queue_ms, a.service_ms, a.transit_ms, a.blocked_ms) == (
+        2,
+        (2.0, 2.0),
+        (3.0, 3.0),
+        (2.0, 2.0),  # sent -> queued 1 ms, leased -> start 1 ms
+        (3.0, 3.0),  # end -> acked
+    )
+    b = by["b"]
+    assert b.events == 3 and b.queue_ms == (1.0, 1.0) and b.service_ms == (8.0, 8.0)
+    assert b.transit_ms == pytest.approx((1.5, 1.5)) and b.blocked_ms == pytest.approx((0.1, 0.1))
+
+
+def test_critical_path_of_the_slowest_events() -> None:
+    s = summarize(_doc(), slowest=2)
+    assert len(s.slowest) == 2 and {ev.eid for ev in s.slowest} <= {"0", "5.0", "5.1"}
+    ev = s.slowest[0]
+    assert ev.total_ms == 19.0  # read at 1 ms, b's call ends at 20 ms
+    assert [(what, stage) for what, stage, _ in ev.segments] == [
+        ("read", "src"),
+        ("transit", "a"),
+        ("queue", "a"),
+        ("inbox", "a"),
+        ("service", "a"),
+        ("emit", "a"),
+        ("transit", "b"),
+        ("queue", "b"),
+        ("inbox", "b"),
+        ("service", "b"),
+    ]
+    assert sum(ms for _, _, ms in ev.segments) == pytest.approx(19.0)
+    lines = render(s)
+    assert lines[0] == "trace of demo: 4 sampled events; clock: monotonic clock of one host (exact)"
+    assert any(line.split()[:2] == ["a", "2"] and "2.000 / 2.000" in line for line in lines)
+    assert any(line.startswith(f"  event {ev.eid}: 19.000 (most: service b): read src 1.000 > ") for line in lines)
+
+
+def test_percentiles() -> None:
+    assert percentiles([]) is None
+    assert percentiles([5.0]) == (5.0, 5.0)
+    assert percentiles([float(v) for v in range(1, 11)]) == (5.5, 9.0)
+
+
+def test_not_a_sedamp_trace_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a trace written by `sedamp run --trace`"):
+        summarize({"traceEvents": []})
+
+
+def test_the_format_check_catches_what_viewers_reject() -> None:
+    doc = _doc()
+    bad = {"traceEvents": [*doc["traceEvents"], {"ph": "X", "name": "x", "pid": 1, "tid": 1, "ts": 0}]}
+    with pytest.raises(jsonschema.ValidationError):
+        check_chrome_trace(bad)  # a complete slice without its duration
+    crossing = [
+        {"ph": "X", "name": "x", "cat": "c", "pid": 1, "tid": 1, "ts": 0, "dur": 10},
+        {"ph": "X", "name": "y", "cat": "c", "pid": 1, "tid": 1, "ts": 5, "dur": 10},
+    ]
+    with pytest.raises(AssertionError, match="overlap without nesting"):
+        check_chrome_trace({"traceEvents": crossing})
+    loose = {"ph": "s", "name": "e", "cat": "c", "pid": 2, "tid": 2, "ts": 0, "id": 1}
+    with pytest.raises(AssertionError, match="binds to no slice"):
+        check_chrome_trace({"traceEvents": [loose]})

@@ -1,0 +1,97 @@
+"""The sampling decision and the records a traced process writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sedamp.observe.trace import parse_records
+from sedamp.runtime.tracing import Tracer, is_sampled, period_of, root_of, tracer_of
+
+
+def test_period_of_sample() -> None:
+    assert period_of(0.01) == 100
+    assert period_of(0.05) == 20
+    assert period_of(1.0) == 1
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="trace sample must be in"):
+            period_of(bad)
+
+
+def test_sampling_takes_about_the_share_asked_and_is_deterministic() -> None:
+    ids = range(200_000)
+    picked = [i for i in ids if is_sampled(i, 100)]
+    assert len(picked) == 2_000  # one in each block of 100 positions
+    assert picked == [i for i in ids if is_sampled(i, 100)]
+    # not simply every 100th position: the input's own periods do not line up with it
+    assert {i % 100 for i in picked} != {picked[0] % 100}
+
+
+def test_picking_from_a_batch_agrees_with_the_decision_per_id(tmp_path: Path) -> None:
+    tracer = Tracer(str(tmp_path), 0.05, "queue", "q")
+    batches: list[list[object]] = [
+        list(range(1000, 1512)),  # a source's read
+        [7, 3000, 41, 999, 12, 18, 5, 260, 261, 262],  # leases merged out of order
+        [1, 10**9],  # far apart: checked one by one
+        ["40.0", "40.1", 41, "a.0.end.0", "777.3.1"],  # fan-out children and end-of-input ids
+        [],
+    ]
+    for ids in batches:
+        assert set(tracer.pick(ids)) == {e for e in ids if is_sampled(e, 20)}, ids
+
+
+def test_fan_out_children_follow_their_root() -> None:
+    sampled = next(i for i in range(1000) if is_sampled(i, 50))
+    unsampled = next(i for i in range(1000) if not is_sampled(i, 50))
+    assert is_sampled(f"{sampled}.3", 50) and is_sampled(f"{sampled}.3.1", 50)
+    assert not is_sampled(f"{unsampled}.0", 50)
+    assert root_of("17.2.5") == 17 and root_of(4) == 4
+    assert root_of("count.0.end.2") is None and not is_sampled("count.0.end.2", 1)
+    assert not is_sampled(None, 1)
+
+
+def test_tracing_off_makes_no_tracer(tmp_path: Path) -> None:
+    assert tracer_of("", 0.01, "worker", "a") is None
+    assert tracer_of(str(tmp_path), 0.0, "worker", "a") is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_records_its_hops_and_calls(tmp_path: Path) -> None:
+    tracer = Tracer(str(tmp_path / "traces"), 1.0, "worker", "a", 2)
+    tracer.leased("a", 7, [0, 1, "a.0.end.0"])
+    tracer.handled("a", 7, 3, 0, sink=False, outputs=True)
+    tracer.acked("a", 7)
+    tracer.handled("a", 8, 4, 0, sink=False)  # a batch with nothing sampled: its call only
+    tracer.flush()
+    [path] = (tmp_path / "traces").iterdir()
+    assert path.name == f"worker-a-2-{tracer.pid}.jsonl"
+    proc = parse_records(path.read_text().splitlines())
+    assert proc is not None and (proc.role, proc.stage, proc.index, proc.label) == ("worker", "a", 2, "sdw:a:2")
+    by_event: dict[object, list[str]] = {}
+    for hop, stage, eid, _t, batch in proc.hops:
+        assert stage == "a" and batch == 7
+        by_event.setdefault(eid, []).append(hop)
+    assert by_event == {e: ["leased", "start", "end", "put", "acked"] for e in (0, 1)}
+    assert [(c[1], c[4], c[5]) for c in proc.calls] == [(7, 3, [0, 1]), (8, 4, [])]
+    assert tracer.leases == {}
+
+
+def test_a_cut_last_line_is_skipped(tmp_path: Path) -> None:
+    tracer = Tracer(str(tmp_path), 1.0, "source", "s")
+    tracer.read("s", [0, 1], 5)
+    tracer.flush()
+    text = tracer.path.read_text() + '["hop", "re'
+    proc = parse_records(text.splitlines())
+    assert proc is not None and len(proc.hops) == 4 and proc.label == "src:s"
+    assert json.loads(text.splitlines()[0])["role"] == "source"
+
+
+def test_a_source_samples_what_every_other_process_samples(tmp_path: Path) -> None:
+    tracer = Tracer(str(tmp_path), 0.02, "source", "s")
+    tracer.read("s", list(range(5000, 5512)), 0)
+    tracer.read("s", [i for i in range(6000, 6512) if i % 3], 0)  # resuming: some skipped
+    expected = [i for i in [*range(5000, 5512), *range(6000, 6512)] if i % 3 or i < 6000]
+    read = [e for r in tracer.records if r[0] == "hops" and r[1] == "read" for e in r[3]]
+    assert read == [i for i in expected if is_sampled(i, 50)] and read

@@ -19,7 +19,8 @@ connect (the queue is told), not those connected so far: producers say HELLO one
 and the first ones, granted a window sized for fewer, kept it idle while the last one to
 arrive got nothing, for good (seen with seven routes answering through one sink).
 
-Work. Workers ask (GET) for up to N events; the oldest waiting worker is served first.
+Work. Workers ask (GET) for up to N events; the oldest waiting worker is served first,
+and no more than its share of the buffer when several wait.
 A batch may be merged from several chunks or split from one, at event boundaries,
 without decoding events. Each batch is a lease until ACKed; BYE or GONE puts a
 worker's leases back at the head of the buffer.
@@ -583,17 +584,18 @@ class QueueCore:
 
     # ------------------------------------------------------------ internals
 
-    def _dispatch(self) -> Outgoing:
+    def _dispatch(self) -> Outgoing:  # oldest first, each at most its share of the buffer
         out: Outgoing = []
         if not self.buffered or not self.waiting:
             return out
         still: deque[bytes] = deque()
+        share = -(-self.buffered // len(self.waiting)) if self.partitions == 1 else self.buffered
         while self.waiting:
             rid = self.waiting.popleft()
             w = self.workers[rid]
             buf = self.buffers[w.index]
             while w.gets and buf:
-                out.append((rid, self._lease(rid, w.index, buf, w.gets.popleft())))
+                out.append((rid, self._lease(rid, w.index, buf, min(share, w.gets.popleft()))))
             if w.gets:
                 still.append(rid)
         self.waiting = still
@@ -641,6 +643,5 @@ class QueueCore:
             "waiting": len(self.waiting),
             **self.counters.report(),
             "last_poison": self.last_poison,
-            "closed": self.closed,
-            "ended": self.ended,
+            "closed": self.closed, "ended": self.ended,
         }

@@ -46,6 +46,7 @@ lint: $(VENV)/.lint
 	$(VENV)/bin/ruff check sedamp stages tests scripts
 	$(VENV)/bin/mypy sedamp stages
 	$(PY) scripts/check_structure.py
+	$(PY) scripts/check_structure.py stages
 
 bench: $(VENV)/.bench
 	$(PY) scripts/bench_pipeline.py

@@ -74,17 +74,13 @@ def links_of(
     rest: tuple[dict[str, Any], ...],
 ) -> list[Link]:
     """The links of a worker: its own stage, then the rest of its group, each of `rest`
-    a ``{"stage", "kind", "ref", "params"[, "on_error"]}``."""
-    return [Link(stage, kind, HandlerRunner(ref, params), *on_error)] + [
-        Link(
-            d["stage"],
-            d["kind"],
-            HandlerRunner(d["ref"], d["params"]),
-            *d.get("on_error", NO_RETRY),
-            crossing=d.get("crossing", False),
-        )
-        for d in rest
-    ]
+    a ``{"stage", "kind", "ref", "params"[, "on_error", "crossing"]}``."""
+    links = [Link(stage, kind, HandlerRunner(ref, params), *on_error)]
+    for d in rest:
+        retry, backoff_s, then = d.get("on_error", NO_RETRY)
+        runner = HandlerRunner(d["ref"], d["params"])
+        links.append(Link(d["stage"], d["kind"], runner, retry, backoff_s, then, crossing=d.get("crossing", False)))
+    return links
 
 
 class Chain:

@@ -156,8 +156,8 @@ def parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadRequest(400 if not version.startswith("HTTP/") else 505, f"unsupported version {version[:16]!r}")
     if target.startswith(("http://", "https://")):  # absolute form (RFC 9112, 3.2.2)
-        parts = urlsplit(target)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        url = urlsplit(target)
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     if not target.startswith("/"):
         raise BadRequest(400, "the target must be a path or an absolute URL")
     headers: dict[str, str] = {}

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -450,6 +453,25 @@ def fmt_rate(x: float) -> str:
     if math.isnan(x):
         return "-"
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def timed_process(
+    cmd: Sequence[str], env: Mapping[str, str], cwd: Path, out: Path | None, expected: Any, timeout: float
+) -> float:
+    """Run `cmd` to its exit and return its wall time, interpreter start to exit (what a
+    user pays). It must exit 0 and, with `out`, write `expected` there as JSON (the file is
+    removed first); anything else ends the benchmark with a message (SystemExit)."""
+    if out is not None:
+        out.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    r = subprocess.run(list(cmd), cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    what = " ".join(cmd[1:5])
+    if r.returncode != 0:
+        raise SystemExit(f"{what} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
+    if out is not None and (got := json.loads(out.read_text())) != expected:
+        raise SystemExit(f"{what}: wrong result {got} (expected {expected})")
+    return wall
 
 
 def positive(text: str) -> int:

@@ -37,10 +37,8 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +67,6 @@ def command(system: str, workload: str, n: int, out: Path, chunk: int, topo: Pat
     return [py, str(REPO / "scripts" / "_whole_peers.py"), system, workload, str(n), str(out), str(chunk)]
 
 
-def timed(cmd: list[str], env: dict[str, str], out: Path, expected: dict[str, int]) -> float:
-    out.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[1:5])} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
-    got = json.loads(out.read_text())
-    if got != expected:
-        raise SystemExit(f"{' '.join(cmd[1:5])}: wrong result {got} (expected {expected})")
-    return wall
-
-
 def events_for(args: argparse.Namespace, workload: str, system: str) -> int:
     if workload == "heavy":
         return int(args.events_heavy)
@@ -104,7 +89,7 @@ def run_workload(args: argparse.Namespace, workload: str, tmp: Path) -> dict[str
             env = {**base_env, "COUNT": str(n), "OUT": str(out)}
             expected = expected_checksum(n, ITERATIONS[workload]) if ITERATIONS[workload] else expected_checksum(n)
             cmd = command(system, workload, n, out, chunk, topo, tmp / "w")
-            wall = timed(cmd, env, out, expected)
+            wall = bl.timed_process(cmd, env, REPO, out, expected, timeout=900)
             if rnd > 0:
                 walls[system].append(wall)
                 print(f"  round {rnd} {workload:5} {system:10} {wall:8.3f} s  {n / wall:12,.0f} events/s", flush=True)

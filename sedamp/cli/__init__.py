@@ -10,11 +10,23 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from sedamp.errors import EXIT_INTERRUPTED
+
+HELP = """Run staged event-driven pipelines of Python stages as process pools
+joined by bounded queues.
+
+Example: sedamp run topologies/wordcount.yaml
+
+Exit codes: 0 success; 1 some events failed (run), or the work could not
+be done; 2 invalid topology or arguments; 3 the run failed; 130 interrupted.
+Each command's --help lists its own.
+"""
+# The word that asks for the version alone: nothing but the group is built for it.
+VERSION_FLAG = "--version"
 
 
 def _run() -> Callable[..., Any]:
@@ -110,26 +122,42 @@ def make_app(only: str | None = None) -> typer.Typer:
     """The typer app with every command, or with just `only` (the one being run)."""
     app = typer.Typer(
         name="sedamp",
-        help="Run staged event-driven pipelines of Python stages as process pools joined by bounded queues.",
+        help=HELP,
         no_args_is_help=True,
         add_completion=True,
         pretty_exceptions_enable=False,
     )
     # a group callback keeps `sedamp COMMAND` a group of commands even when one is loaded
-    app.callback()(_group)
+    app.callback(help=HELP)(_group)
     for name, load in COMMANDS.items():
         if only is None or name == only:
             app.command(name)(load())
     return app
 
 
-def _group() -> None:
-    """Run staged event-driven pipelines of Python stages as process pools joined by bounded queues."""
+def _show_version(value: bool) -> None:
+    if value:
+        from sedamp import __version__
+
+        typer.echo(f"sedamp {__version__}")
+        raise typer.Exit()
+
+
+def _group(
+    version: Annotated[
+        bool,
+        typer.Option(VERSION_FLAG, callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """The group's own options (the help is HELP)."""
 
 
 def command_of(argv: list[str]) -> str | None:
-    """The command `argv` runs, if it names one before any option (else None: all load)."""
+    """The command `argv` runs, if it names one before any option (else None: all load;
+    "" for ``--version``, which needs none)."""
     for word in argv:
+        if word == VERSION_FLAG:
+            return ""
         if word.startswith("-"):
             return None  # `sedamp --help`, `--install-completion`, ...: every command
         return word if word in COMMANDS else None

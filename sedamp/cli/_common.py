@@ -7,13 +7,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from sedamp.errors import EXIT_INVALID, TopologyError
+from sedamp.observe.words import plural
 from sedamp.spec import Topology, load_topology
 
+if TYPE_CHECKING:  # rich loads only when a table is drawn
+    from rich.console import Console
+
 LOG_FORMAT = "sedamp: %(levelname)s: %(message)s"
+# The width tables are drawn for when stdout is not a terminal: rich's default there,
+# 80 columns, cut the numbers of wide tables off in a pipe or a log.
+PIPE_WIDTH = 200
 
 
 def setup_logging(verbose: int) -> None:
@@ -21,6 +29,14 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     # the runtime's processes (queues, workers, sources: user code) log at the same level
     os.environ["SEDAMP_LOG_LEVEL"] = logging.getLevelName(level)
+
+
+def stdout_console() -> Console:
+    """A console on stdout that draws tables whole when stdout is a pipe or a file."""
+    from rich.console import Console
+
+    out = Console(highlight=False)
+    return out if out.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -38,7 +54,7 @@ def load_or_exit(path: Path, overrides: Sequence[str] = (), check_handlers: bool
         for p in exc.problems:
             typer.echo(f"error: {p}", err=True)
         n = len(exc.problems)
-        typer.echo(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was started", err=True)
+        typer.echo(f"{path}: {plural(n, 'problem')}; nothing was started", err=True)
         raise typer.Exit(EXIT_INVALID) from None
     except OSError as exc:
         raise fail(f"cannot read {path}: {exc.strerror}", EXIT_INVALID) from None

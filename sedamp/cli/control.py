@@ -8,19 +8,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sedamp.cli._common import fail
+from sedamp.cli._common import fail, stdout_console
 from sedamp.control.client import command, find_run
 from sedamp.errors import EXIT_FAILED, SedampError
 from sedamp.observe.metrics import fraction_of
+from sedamp.observe.words import plural
 
 TargetArg = Annotated[
-    str | None, typer.Argument(help="A run directory or a topology name (default: the newest running one).")
+    str | None,
+    typer.Argument(
+        metavar="RUN", help="A run directory or a topology name (default: the newest running one).", show_default=False
+    ),
 ]
-WorkdirOpt = Annotated[Path, typer.Option(help="Where run directories are.")]
+WorkdirOpt = Annotated[Path, typer.Option(metavar="DIR", help="Where run directories are.")]
 
 
 def _status(target: str | None, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -45,10 +48,10 @@ def table(info: dict[str, Any], record: dict[str, Any]) -> Table:
         caption += f"\nbottleneck: {held.get('stage')}: {held.get('reason')}"
     t = Table(
         title=f"{info['name']} (pid {info['pid']}): {record['elapsed_s']:.1f} s, "
-        f"cpu {sysinfo['cpu_percent']:.0f}% of {sysinfo['cores']} cores",
+        f"cpu {sysinfo['cpu_percent']:.0f}% of {plural(int(sysinfo['cores']), 'core')}",
         caption=caption,
     )
-    columns = ("stage", "workers", "queue", "in/s", "done", "failed", "batch", "svc p90", "wait p90")
+    columns = ("stage", "workers", "queue", "in/s", "done/s", "done", "failed", "batch", "svc p90", "wait p90")
     for col in (*columns, "blocked", "waiting"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     for name, s in stages.items():
@@ -75,6 +78,7 @@ def _row(name: str, s: dict[str, Any], bottleneck: bool) -> list[str]:
         f"{s['workers']}/{s['target']}" if s["kind"] != "source" else "-",
         f"{q.get('length', 0)}/{q.get('capacity')}" if q else "-",
         f"{s['arrivals_per_s']:,.0f}",
+        f"{s.get('completions_per_s') or 0:,.0f}",
         f"{s['events_in']:,}",
         f"{s['failed']:,}",
         f"{s['batch_size']:.0f}" if s.get("batch_size") else "-",
@@ -92,24 +96,33 @@ def status(
     """Print the stages, queues, workers and rates of a running topology.
 
     Example: sedamp status wordcount
+
+    in/s: events arriving per second; done/s: events handled per second.
+
+    Exit codes: 0 printed; 1 no running topology found, or it did not answer.
     """
     info, record = _status(target, workdir)
     if json_:
         typer.echo(json.dumps(record, indent=2))
     else:
-        Console().print(table(info, record))
+        stdout_console().print(table(info, record))
 
 
 def scale(
-    assignment: Annotated[str, typer.Argument(help="STAGE=N: the number of workers the stage should have.")],
+    assignment: Annotated[
+        str, typer.Argument(metavar="STAGE=N", help="The number of workers the stage should have.")
+    ],
     target: TargetArg = None,
     workdir: WorkdirOpt = Path(".sedamp"),
 ) -> None:
     """Set a stage's pool size on a running topology (within its workers bounds).
 
-    Example: sedamp scale resize=4
+    Example: sedamp scale thumb=4 thumbnails    (a run of topologies/thumbnails.yaml)
 
     The pool controller leaves that stage alone afterwards.
+
+    Exit codes: 0 set; 1 no running topology found, or it refused (no such
+    stage, a size outside its bounds, not STAGE=N).
     """
     name, sep, n = assignment.partition("=")
     if not sep or not n.strip().isdigit():
@@ -121,7 +134,7 @@ def scale(
         raise fail(str(exc), EXIT_FAILED) from None
     if not reply.get("ok"):
         raise fail(str(reply.get("error")), EXIT_FAILED)
-    typer.echo(f"{info['name']}: {reply['stage']}: {reply['from']} -> {reply['to']} workers")
+    typer.echo(f"{info['name']}: {reply['stage']}: {reply['from']} -> {plural(int(reply['to']), 'worker')}")
 
 
 def top(
@@ -131,10 +144,13 @@ def top(
     """A live view of a running topology, refreshed every period; the bottleneck in red.
 
     Example: sedamp top
+
+    Exit codes: 0 the run has ended; 1 no running topology found, or it did
+    not answer.
     """
     info, record = _status(target, workdir)
     period = float(info.get("period_s") or 0.5)
-    with Live(table(info, record), refresh_per_second=4, screen=False) as live:
+    with Live(table(info, record), console=stdout_console(), refresh_per_second=4, screen=False) as live:
         while True:
             time.sleep(period)
             try:

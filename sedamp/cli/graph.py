@@ -18,12 +18,16 @@ class GraphFormat(StrEnum):
 
 
 def graph(
-    topology: Annotated[Path, typer.Argument(help="The topology YAML file.")],
-    format_: Annotated[GraphFormat, typer.Option("--format", "-f", help="Output format.")] = GraphFormat.mermaid,
+    topology: Annotated[Path, typer.Argument(metavar="TOPOLOGY", help="The topology YAML file.")],
+    format_: Annotated[
+        GraphFormat, typer.Option("--format", "-f", metavar="mermaid|dot", help="Output format.")
+    ] = GraphFormat.mermaid,
 ) -> None:
     """Print the stage graph of TOPOLOGY.
 
     Example: sedamp graph topologies/wordcount.yaml --format dot | dot -Tpng > graph.png
+
+    Exit codes: 0 printed; 2 invalid topology or arguments.
     """
     top = load_or_exit(topology, check_handlers=False)
     typer.echo(to_mermaid(top) if format_ is GraphFormat.mermaid else to_dot(top))

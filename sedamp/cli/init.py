@@ -16,10 +16,13 @@ from sedamp.errors import EXIT_FAILED, EXIT_INVALID
 
 def init(
     name: Annotated[
-        str, typer.Argument(help="The project's name: a letter or _, then letters, digits and _ (e.g. shout).")
+        str,
+        typer.Argument(
+            metavar="NAME", help="The project's name: a letter or _, then letters, digits and _ (e.g. shout)."
+        ),
     ],
     directory: Annotated[
-        Path, typer.Option("--dir", "-d", help="Where to write the files (created if missing).")
+        Path, typer.Option("--dir", "-d", metavar="DIR", help="Where to write the files (created if missing).")
     ] = Path("."),
 ) -> None:
     """Write a starter project: NAME.yaml (a topology) and NAME_stages.py.

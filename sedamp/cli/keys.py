@@ -13,7 +13,9 @@ from sedamp.runtime.security import make_keys
 
 
 def keys(
-    directory: Annotated[Path, typer.Argument(help="Where to write the keys (created with mode 0700).")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIRECTORY", help="Where to write the keys (created with mode 0700).")
+    ],
 ) -> None:
     """Make a server and a client CURVE key pair in DIRECTORY.
 
@@ -22,6 +24,8 @@ def keys(
     Writes server.key, server.key_secret, client.key and client.key_secret (secrets 0600).
     Without keys, a TCP run makes fresh keys for itself; named keys are for peers that
     must know them in advance. Existing keys are never overwritten.
+
+    Exit codes: 0 written; 1 the keys exist already or cannot be written.
     """
     try:
         written = make_keys(directory.expanduser())

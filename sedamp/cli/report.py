@@ -15,6 +15,7 @@ def report(
     metrics: Annotated[
         Path,
         typer.Argument(
+            metavar="METRICS",
             help="The metrics file of a run: sedamp run --metrics FILE.jsonl (or --report DIR's metrics.jsonl)."
         ),
     ],
@@ -23,6 +24,7 @@ def report(
         typer.Option(
             "--out",
             "-o",
+            metavar="DIR",
             help="Directory for the plots, index.html and summary.md (made if missing; its files are replaced). "
             "Default: beside METRICS, named after it (run.jsonl -> run-report/).",
             show_default=False,

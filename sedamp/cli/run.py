@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 import typer
 
 from sedamp import api
-from sedamp.cli._common import fail, load_or_exit, setup_logging
+from sedamp.cli._common import fail, load_or_exit, setup_logging, stdout_console
 from sedamp.control.summary import Summary
 from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportError, StorageError
 from sedamp.executor import EXECUTORS, open_executor
@@ -26,41 +26,55 @@ from sedamp.executor.base import Executor
 from sedamp.executor.local import LocalExecutor
 from sedamp.observe.failures import FailureLines, repeat_lines
 from sedamp.observe.progress import copies_events
+from sedamp.observe.words import plural
 from sedamp.runtime import journal
 from sedamp.spec import Topology
 
 if TYPE_CHECKING:  # rich and the progress displays load only when something is shown
     from sedamp.cli.progress import LogProgress, TerminalProgress
 
-TopologyArg = Annotated[Path, typer.Argument(help="The topology YAML file.")]
+TopologyArg = Annotated[Path, typer.Argument(metavar="TOPOLOGY", help="The topology YAML file.")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a field: STAGE.FIELD=VALUE, e.g. resize.workers=4 (repeatable)."),
+    typer.Option(
+        "--set", metavar="K=V", help="Override a field, STAGE.FIELD=VALUE: e.g. thumb.workers=4 (repeatable)."
+    ),
 ]
-WorkdirOpt = Annotated[Path, typer.Option(help="Where run directories (dead letters, logs) are made.")]
+WorkdirOpt = Annotated[Path, typer.Option(metavar="DIR", help="Where run directories (dead letters, logs) are made.")]
 CoresOpt = Annotated[
-    int | None, typer.Option(min=1, help="Core budget (default: controller.cores, else all usable cores).")
+    int | None,
+    typer.Option(min=1, metavar="N", help="Core budget (default: controller.cores, else all usable cores)."),
 ]
-DrainOpt = Annotated[float | None, typer.Option(min=0, help="Seconds Ctrl-C lets in-flight work finish (default 10).")]
-MetricsOpt = Annotated[Path | None, typer.Option(help="Write one JSON line of measurements per period to this file.")]
+DrainOpt = Annotated[
+    float | None,
+    typer.Option(min=0, metavar="SECONDS", help="Seconds Ctrl-C lets in-flight work finish (default 10)."),
+]
+MetricsOpt = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="Write one JSON line of measurements per period to this file.")
+]
 ResumeOpt = Annotated[
     bool,
     typer.Option(
         help="Skip the events the sinks of earlier runs of this topology already wrote "
-        "(every sink must be resumable, e.g. stages.files:WriteFiles)."
+        "(every sink must be resumable, e.g. stages.files:WriteFiles).",
+        show_default=False,
     ),
 ]
 ReportOpt = Annotated[
     Path | None,
-    typer.Option(help="Write plots of the run over time and a summary page (index.html) into this directory."),
+    typer.Option(
+        metavar="DIR", help="Write plots of the run over time and a summary page (index.html) into this directory."
+    ),
 ]
 MetricsPortOpt = Annotated[
-    int | None, typer.Option(min=0, max=65535, help="Serve the metrics in the Prometheus format on this port.")
+    int | None,
+    typer.Option(min=0, max=65535, metavar="PORT", help="Serve the metrics in the Prometheus format on this port."),
 ]
 ExecutorOpt = Annotated[
     str | None,
     typer.Option(
         "--executor",
+        metavar="local|ray",
         help="Where workers run: local (processes here) or ray (Ray actors on a cluster; "
         "default: controller.executor, else local).",
     ),
@@ -68,12 +82,16 @@ ExecutorOpt = Annotated[
 AddressOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="HOST:PORT",
         help="The Ray cluster's address, HOST:PORT (default: controller.address, else RAY_ADDRESS, "
         "else the cluster started on this machine)."
     ),
 ]
 MetricsHostOpt = Annotated[
-    str, typer.Option(help="Address the Prometheus endpoint listens on (loopback unless you choose otherwise).")
+    str,
+    typer.Option(
+        metavar="HOST", help="Address the Prometheus endpoint listens on (loopback unless you choose otherwise)."
+    ),
 ]
 ProgressOpt = Annotated[
     bool | None,
@@ -85,21 +103,29 @@ ProgressOpt = Annotated[
     ),
 ]
 ProgressIntervalOpt = Annotated[
-    float, typer.Option(min=0.1, help="Seconds between progress lines when stderr is not a terminal.")
+    float,
+    typer.Option(min=0.1, metavar="SECONDS", help="Seconds between progress lines when stderr is not a terminal."),
 ]
 TraceOpt = Annotated[
     Path | None,
     typer.Option(
+        metavar="FILE",
         help="Trace a sample of events hop by hop and write them to this file as Chrome trace-event "
         "JSON (open it in ui.perfetto.dev; summarise it with `sedamp trace FILE`)."
     ),
 ]
 TraceSampleOpt = Annotated[
-    float, typer.Option(min=0.0001, max=1.0, help="With --trace: the share of events traced (0.01: one in 100).")
+    float,
+    typer.Option(
+        min=0.0001, max=1.0, metavar="SHARE", help="With --trace: the share of events traced (0.01: one in 100)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv for debug).")]
+VerboseOpt = Annotated[
+    int,
+    typer.Option("--verbose", "-v", count=True, metavar="", show_default=False, help="More log lines (-vv for debug)."),
+]
 
 
 def run(
@@ -128,10 +154,10 @@ def run(
 
     Example: sedamp run topologies/wordcount.yaml --set count.workers=2
 
-    Exit codes: 0 all events handled; 1 some events failed (see the dead-letter file);
-    2 invalid topology; 3 the run failed (a process died, setup raised); 130 interrupted.
-    Ctrl-C stops the sources and drains in-flight work; a second Ctrl-C stops at once.
-    """
+    Exit codes: 0 all events handled; 1 some events failed (see the
+    dead-letter file); 2 invalid topology or arguments; 3 the run failed
+    (a process died, setup raised); 130 interrupted: Ctrl-C drains the
+    work in flight, a second Ctrl-C stops at once."""
     setup_logging(verbose)
     if executor_name not in (None, *EXECUTORS):
         raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
@@ -330,7 +356,7 @@ def _write_trace(top: Topology, summary: Summary, out: Path, quiet: bool) -> Non
         typer.echo(f"error: --trace {out}: {exc.strerror or exc}", err=True)
     else:
         if not quiet:
-            typer.echo(f"sedamp: {n} sampled events traced to {out}", err=True)
+            typer.echo(f"sedamp: {plural(n, 'sampled event')} traced to {out}", err=True)
 
 
 def _tell(summary: Summary, summary_out: IO[str] | None, quiet: bool) -> None:
@@ -341,7 +367,7 @@ def _tell(summary: Summary, summary_out: IO[str] | None, quiet: bool) -> None:
     elif not quiet and not (summary.error and _nothing_done(summary)):  # a table of zeros says nothing
         print_summary(summary)
     if summary.failed:
-        typer.echo(f"sedamp: {summary.failed:,} events failed; see {summary.dead_letters}", err=True)
+        typer.echo(f"sedamp: {plural(summary.failed, 'event')} failed; see {summary.dead_letters}", err=True)
         kinds = [k.as_dict() for k in summary.failures]
         for line in repeat_lines(kinds, summary.other_failures):
             typer.echo(f"  {line}", err=True)
@@ -355,11 +381,10 @@ def _nothing_done(s: Summary) -> bool:
 
 
 def print_summary(s: Summary) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=False, highlight=False)
-    table = Table(title=f"{s.name}: {s.events} events in {s.wall_s:.2f} s ({s.events_per_s:,.0f} events/s)")
+    console = stdout_console()
+    table = Table(title=f"{s.name}: {plural(s.events, 'event')} in {s.wall_s:.2f} s ({s.events_per_s:,.0f} events/s)")
     table.add_column("stage")
     table.add_column("kind")
     table.add_column("in", justify="right")

@@ -14,7 +14,8 @@ from sedamp.errors import EXIT_FAILED
 
 def schema(
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the schema to this file instead of stdout.")
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write the schema to this file instead of stdout."),
     ] = None,
 ) -> None:
     """Print the JSON Schema (draft 2020-12) of topology files, for editors.

@@ -13,8 +13,12 @@ from sedamp.errors import EXIT_INVALID
 
 
 def trace(
-    file: Annotated[Path, typer.Argument(help="The trace a run wrote: sedamp run TOPOLOGY --trace FILE.")],
-    slowest: Annotated[int, typer.Option(min=0, help="How many of the slowest sampled events to show.")] = 3,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The trace a run wrote: sedamp run TOPOLOGY --trace FILE.")
+    ],
+    slowest: Annotated[
+        int, typer.Option(min=0, metavar="N", help="How many of the slowest sampled events to show.")
+    ] = 3,
 ) -> None:
     """Summarise an event trace: per stage, the median and p90 of the sampled events'
     queue wait, service, transit and blocked time, and the critical path of the
@@ -24,6 +28,8 @@ def trace(
     (after: sedamp run topologies/tiny.yaml --trace run.trace.json --trace-sample 0.05)
 
     Open FILE itself in ui.perfetto.dev (or chrome://tracing) to see it drawn.
+
+    Exit codes: 0 printed; 2 FILE cannot be read or is not a trace.
     """
     from sedamp.observe.trace import render, summarize
 

@@ -76,6 +76,7 @@ from sedamp.control.wiring import Wiring
 from sedamp.errors import JournalError, LaunchError, StorageError, WireError
 from sedamp.executor.local import LocalExecutor
 from sedamp.observe.failures import FailureDigest, budget_message, over_budget
+from sedamp.observe.words import plural
 from sedamp.runtime import journal, lifeline, sockets, wire
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE, DeadLetterTail
 from sedamp.spec import Topology, fusion
@@ -176,7 +177,7 @@ class _Controller:
         if self.opt.resume:
             done = journal.done_ids(self.journal, self.top)
             journal.write_skip(self.run_dir / "skip.ids", done)
-            log.info("resuming: %d events are already written by every sink", len(done))
+            log.info("resuming: %s already written by every sink", plural(len(done), "event"))
 
     def _close(self, restore: Callable[[], None]) -> None:
         """Leave no process, socket or socket directory behind; write the final record."""
@@ -225,8 +226,8 @@ class _Controller:
         )
         if slots is not None and floor > slots:
             self.state.error = (
-                f"the topology needs at least {floor} workers at once (one CPU each) but the cluster has {slots} "
-                "CPUs: add nodes (or CPUs), or lower the stages' workers"
+                f"the topology needs at least {plural(floor, 'worker')} at once (one CPU each) but the cluster has "
+                f"{plural(slots, 'CPU')}: add nodes (or CPUs), or lower the stages' workers"
             )
             return
         self.roster.wiring = self._wiring()

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sedamp.observe.words import plural
 from sedamp.spec import StageSpec, Topology
 
 
@@ -54,7 +55,8 @@ def capacity_problems(topology: Topology, cores: int) -> list[str]:
         producers = producers_of(topology, name, cores)
         if spec.queue.capacity < 2 * producers:
             out.append(
-                f"the queue of stage {name!r} holds {spec.queue.capacity} events but up to {producers} processes "
+                f"the queue of stage {name!r} holds {plural(spec.queue.capacity, 'event')} "
+                f"but up to {producers} processes "
                 f"produce into it: give it queue: {{capacity: {2 * producers}}} or more (2 per producer), "
                 "or fewer upstream workers"
             )

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from sedamp.observe.words import plural
 from sedamp.spec.model import BUDGET_MIN_EVENTS
 
 __all__ = [
@@ -212,7 +213,7 @@ def repeat_lines(kinds: Sequence[Mapping[str, Any]], unlisted: Mapping[str, int]
         more = int(k.get("count", 1)) - 1
         lines.append(f"{k.get('stage')}: {_described(k)}" + (f", and {more:,} more like it" if more else ""))
     for stage, n in unlisted.items():
-        lines.append(f"{stage}: {n:,} more failure{'s' if n != 1 else ''} of other kinds")
+        lines.append(f"{stage}: {plural(n, 'more failure')} of other kinds")
     return lines
 
 

@@ -55,6 +55,7 @@ from typing import Any
 
 from sedamp.errors import ReportError
 from sedamp.observe.metrics import as_dict, dig, fraction_of, is_number
+from sedamp.observe.words import plural
 
 __all__ = [
     "PLOTS",
@@ -736,13 +737,15 @@ def _headline(totals: RunTotals, metrics_path: Path) -> list[str]:
     rate = f"{totals.events_per_s:,.1f} events/s" if totals.events_per_s is not None else "– events/s"
     state = "finished" if totals.finished else "did not finish (no final record: the run was stopped)"
     lines = [
-        f"metrics: {metrics_path} ({totals.records} records)",
+        f"metrics: {metrics_path} ({plural(totals.records, 'record')})",
         f"started {started}; {totals.duration_s:,.2f} s; the run {state}",
-        f"sources read {totals.events_read:,} events: {rate}",
+        f"sources read {plural(totals.events_read, 'event')}: {rate}",
     ]
     if totals.bottleneck is not None:
         stage, n = totals.bottleneck
-        lines.append(f"bottleneck: {stage}, in {n} of {totals.records} records (the stages feeding it were blocked)")
+        lines.append(
+            f"bottleneck: {stage}, in {n} of {plural(totals.records, 'record')} (the stages feeding it were blocked)"
+        )
     return lines
 
 
@@ -778,7 +781,7 @@ def _html(totals: RunTotals, metrics_path: Path, metrics_link: str | None) -> st
         f"<title>sedamp run report: {e(metrics_path.name)}</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>sedamp run report</h1>",
-        f'<p class="muted">metrics: {source} ({totals.records} records)<br>'
+        f'<p class="muted">metrics: {source} ({plural(totals.records, "record")})<br>'
         + "<br>".join(e(line) for line in lines[1:])
         + "</p>",
         "<h2>Stages</h2>",
@@ -830,7 +833,7 @@ def _markdown(totals: RunTotals, metrics_path: Path, metrics_link: str | None) -
     lines = _headline(totals, metrics_path)
     out = ["# sedamp run report", ""]
     if metrics_link is not None:
-        lines[0] = f"metrics: [{metrics_path}]({metrics_link}) ({totals.records} records)"
+        lines[0] = f"metrics: [{metrics_path}]({metrics_link}) ({plural(totals.records, 'record')})"
     out += [f"- {line}" for line in lines]
     out += ["", "## Stages", ""]
     out.append("| " + " | ".join(head) + " |")

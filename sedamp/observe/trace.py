@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sedamp.observe.words import plural
+
 FORMAT_VERSION = 1
 
 # A queue's waits are drawn on at most this many lanes (beyond, they share the last).
@@ -394,7 +396,7 @@ def _pair(v: tuple[float, float] | None) -> str:
 
 def render(s: TraceSummary) -> list[str]:
     """The summary as lines of text for a terminal."""
-    lines = [f"trace of {s.name}: {s.events} sampled events; clock: {s.clock}", ""]
+    lines = [f"trace of {s.name}: {plural(s.events, 'sampled event')}; clock: {s.clock}", ""]
     header = ("stage", "events", "queue wait", "service", "transit", "blocked")
     rows = [header, ("", "", "p50 / p90 ms", "p50 / p90 ms", "p50 / p90 ms", "p50 / p90 ms")]
     for st in s.stages:
@@ -407,7 +409,7 @@ def render(s: TraceSummary) -> list[str]:
         cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells).rstrip())
     if s.slowest:
-        lines += ["", f"critical path of the {len(s.slowest)} slowest sampled events (ms):"]
+        lines += ["", f"critical path of the {plural(len(s.slowest), 'slowest sampled event')} (ms):"]
     for ev in s.slowest:
         worst = max(ev.segments, key=lambda seg: seg[2], default=None)
         path = " > ".join(f"{what} {stage} {ms:.3f}" for what, stage, ms in ev.segments)

@@ -63,6 +63,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sedamp.observe import metrics
+from sedamp.observe.words import plural
 from sedamp.runtime import wire
 
 Outgoing = list[tuple[bytes, list[Any]]]
@@ -454,7 +455,7 @@ class QueueCore:
             return self.refuse(rid, f"PUT {lost} never arrived (lost in transit)", lost)
         n = len(ids)
         if n > prod.outstanding:
-            return self.refuse(rid, f"PUT of {n} events with only {prod.outstanding} credit", seq)
+            return self.refuse(rid, f"PUT of {plural(n, 'event')} with only {prod.outstanding} credit", seq)
         if not 0 <= partition < self.partitions:
             return self.refuse(rid, f"partition {partition} outside 0..{self.partitions - 1}", seq)
         if self.closed:

@@ -27,6 +27,7 @@ from typing import Any
 import zmq
 
 from sedamp.errors import StorageError, WireError
+from sedamp.observe.words import plural
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import SourceConfig, source_identity
 from sedamp.runtime.deadletter import DeadLetters
@@ -222,7 +223,8 @@ class _Source:
         self._count_waits()
         error = self.error
         if error is not None:
-            message = f"source {cfg.stage!r} raised after {self.counters['in']} events: {error.type}: {error.message}"
+            read = plural(self.counters["in"], "event")
+            message = f"source {cfg.stage!r} raised after {read}: {error.type}: {error.message}"
             others = [o.sock for o in self.outlets]
             lifeline.fail_now(self.ctl, others, self.ctx, message, error, self.pid, lifeline.EXIT_CHILD_FAILED)
         self.ctl.send_multipart(wire.simple(wire.DONE, self.counters))

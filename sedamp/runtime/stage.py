@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sedamp.observe.words import plural
+
 __all__ = [
     "IDLE",
     "Failure",
@@ -271,7 +273,9 @@ class HandlerRunner:
             try:
                 results = list(obj.handle_batch(list(events)))
                 if len(results) != len(events):
-                    raise ValueError(f"handle_batch returned {len(results)} results for {len(events)} events")
+                    raise ValueError(
+                        f"handle_batch returned {plural(len(results), 'result')} for {plural(len(events), 'event')}"
+                    )
                 return [outputs_of(r, tick) for r in results]
             except Exception as exc:
                 fail = Failure.from_exception(exc)

@@ -57,6 +57,7 @@ from typing import Any, NoReturn
 import zmq
 
 from sedamp.errors import StorageError, WireError
+from sedamp.observe.words import plural
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.chain import Chain, links_of
 from sedamp.runtime.configs import MAX_BATCH_EVENTS, WorkerConfig, worker_identity
@@ -85,7 +86,7 @@ def recycle_reason(max_events: int | None, max_rss_mb: int | None, n_in: int, rs
     """Why a worker that handled `n_in` events and uses `rss_mb` MiB should be replaced
     by a fresh one, or None. Memory is only looked at below the event limit."""
     if max_events and n_in >= max_events:
-        return f"handled {n_in} events (max_events: {max_events})"
+        return f"handled {plural(n_in, 'event')} (max_events: {max_events})"
     if rss_mb is not None and max_rss_mb and rss_mb > max_rss_mb:
         return f"uses {rss_mb:.0f} MiB (max_rss_mb: {max_rss_mb})"
     return None

@@ -199,7 +199,8 @@ class Admission:
         k = max(0, min(klass, lim.classes - 1))
         room = lim.max_inflight - int(k * lim.reserve * lim.max_inflight)
         if self.inflight >= room:
-            return self._refuse("queue", f"{self.inflight} requests in flight (limit {room} for class {k})")
+            requests = "request" if self.inflight == 1 else "requests"
+            return self._refuse("queue", f"{self.inflight} {requests} in flight (limit {room} for class {k})")
         if self.controller is not None:
             self.bucket.rate = self.controller.rate
         if client is not None and self._over_share(client, now, room):

@@ -25,6 +25,7 @@ import zmq
 import zmq.asyncio
 
 import sedamp
+from sedamp.observe.words import plural
 from sedamp.runtime import wire
 from sedamp.runtime.stage import load_ref
 from stages.http import protocol
@@ -108,7 +109,11 @@ class Call:
 
     def teardown(self) -> None:
         if self.expired:
-            log.warning("http: %s: %d requests were past their deadline and not handled", self.name, self.expired)
+            log.warning(
+                "http: %s: %s past their deadline and not handled",
+                self.name,
+                plural(self.expired, "request was", "requests were"),
+            )
 
 
 class Respond:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.util import REPO, TOPOLOGIES, run_sedamp
+from tests.conftest import wait_until
+from tests.integration.util import REPO, TESTSTAGES, TOPOLOGIES, run_sedamp, sedamp_cmd, start_run
 
 BAD = sorted((REPO / "tests" / "data" / "bad").glob("*.yaml"))
 
@@ -86,11 +88,61 @@ def test_graph_formats() -> None:
     assert r.stdout.startswith("digraph") and "->" in r.stdout
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "graph", "clean"])
-def test_help_has_an_example(command: str) -> None:
-    r = run_sedamp(command, "--help")
+COMMANDS = ["run", "validate", "graph", "status", "scale", "top", "keys", "schema", "init", "report", "trace", "clean"]
+WIDE = {"COLUMNS": "200"}  # one help line per option row: the checks below read rows
+
+
+def test_every_command_is_listed_here() -> None:
+    from sedamp.cli import COMMANDS as ALL
+
+    assert list(ALL) == COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_an_example_and_the_exit_codes(command: str) -> None:
+    r = run_sedamp(command, "--help", env=WIDE)
     assert r.returncode == 0
     assert "Example: sedamp " + command in r.stdout
+    assert "Exit codes: 0 " in r.stdout, r.stdout
+
+
+def test_top_level_help_has_an_example_and_the_exit_codes() -> None:
+    r = run_sedamp("--help", env=WIDE)
+    assert r.returncode == 0
+    assert "Example: sedamp run topologies/wordcount.yaml" in r.stdout
+    assert "Exit codes: 0 " in r.stdout and "130 interrupted" in r.stdout
+
+
+def test_version() -> None:
+    from sedamp import __version__
+
+    r = run_sedamp("--version")
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"sedamp {__version__}\n", "")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_no_type_labels_on_options(command: str) -> None:
+    """typer labels an option with its Python type (``-v <int>`` on a counted flag,
+    ``--set <str>`` on a repeatable one); each option names what it takes instead."""
+    r = run_sedamp(command, "--help", env=WIDE)
+    assert r.returncode == 0
+    options = r.stdout[r.stdout.index("Options"):]
+    assert not re.search(r"<(int|float|str|bool|path|list|text|integer)\b", options), options
+    if command == "run":
+        assert re.search(r"--verbose\s+-v\s+More log lines", options), options
+        assert "--set" in options and "K=V" in options
+
+
+def test_the_scale_example_names_a_stage_that_can_be_scaled() -> None:
+    from sedamp.api import load
+
+    r = run_sedamp("scale", "--help", env=WIDE)
+    m = re.search(r"Example: sedamp scale (\w+)=(\d+) ([\w-]+)", r.stdout)
+    assert m, r.stdout
+    stage, n, name = m.group(1), int(m.group(2)), m.group(3)
+    top = load(TOPOLOGIES / f"{name}.yaml", check_handlers=False)
+    workers = top.stages[stage].workers
+    assert workers.min != workers.max and workers.min <= n  # a pool the controller sizes
 
 
 def test_python_m_and_console_script_agree() -> None:
@@ -191,3 +243,75 @@ def test_an_unusable_workdir_is_one_line_and_exit_2(tmp_path: Path) -> None:
         f"error: --workdir {blocker / 'w'}: cannot make run directories there: {blocker} is not a directory"
     )
     assert blocker.read_text() == ""
+
+
+def test_status_in_a_pipe_shows_every_column_whole(tmp_path: Path) -> None:
+    """With stdout a pipe, rich drew the table for 80 columns and cut the numbers of a
+    wide one off (``1,2…``); it also had no completions per second."""
+    topo = tmp_path / "wide.yaml"
+    topo.write_text(
+        f"""name: wide
+stages:
+  numbers_from_a_long_named_source:
+    source: {TESTSTAGES}:Numbers
+    params: {{count: 100000}}
+    to: a_handler_with_a_rather_long_name
+  a_handler_with_a_rather_long_name:
+    handler: {TESTSTAGES}:pause
+    params: {{delay_s: 0.002}}
+    workers: 1
+    to: the_sink_that_records_every_event
+  the_sink_that_records_every_event:
+    sink: {TESTSTAGES}:Record
+    params: {{out: "{tmp_path / 'out.jsonl'}"}}
+controller: {{period_s: 0.2}}
+"""
+    )
+    work = tmp_path / "w"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = start_run(topo, work, "--drain-timeout", "1")
+    try:
+
+        def answered() -> str | None:
+            r = subprocess.run(
+                sedamp_cmd("status", "--workdir", str(work)), env=env, capture_output=True, text=True, timeout=30
+            )
+            row = [line for line in r.stdout.splitlines() if "a_handler_with_a_rather_long_name" in line]
+            done = row[0].split("│")[6].strip().replace(",", "") if row and row[0].count("│") > 6 else ""
+            return r.stdout if r.returncode == 0 and done.isdigit() and int(done) >= 100 else None
+
+        shown = wait_until(answered, 30, "status to show events done")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert "…" not in shown, shown
+    header = next(line for line in shown.splitlines() if "stage" in line and "workers" in line)
+    for column in ("queue", "in/s", "done/s", "done", "failed", "batch", "svc p90", "wait p90", "blocked", "waiting"):
+        assert column in header, header
+    row = next(line for line in shown.splitlines() if "a_handler_with_a_rather_long_name" in line)
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert len(cells) == 12 and cells[0].startswith("a_handler_with_a_rather_long_name"), row
+    assert re.fullmatch(r"[\d,]+", cells[5]) and int(cells[5].replace(",", "")) >= 100, row  # done
+
+
+def test_one_event_is_one_event_not_one_events(tmp_path: Path) -> None:
+    """Counts of one read "1 events", "1 events failed" in the summary and on stderr."""
+    from tests.integration.util import chain_yaml
+
+    topo = tmp_path / "one.yaml"
+    topo.write_text(
+        "name: one\n" + chain_yaml(tmp_path / "out.jsonl", f"    handler: {TESTSTAGES}:fail_on\n    params: {{modulo: 1}}", count=1)
+    )
+    r = run_sedamp("run", str(topo), "--workdir", str(tmp_path / "w"), env=WIDE)
+    assert r.returncode == 1, r.stderr
+    assert "one: 1 event in " in r.stdout, r.stdout
+    assert "sedamp: 1 event failed; see " in r.stderr, r.stderr
+    assert "1 events" not in r.stdout + r.stderr
+
+
+def test_plural() -> None:
+    from sedamp.observe.words import plural
+
+    assert [plural(n, "event") for n in (0, 1, 2, 1234)] == ["0 events", "1 event", "2 events", "1,234 events"]
+    assert plural(1, "run directory", "run directories") == "1 run directory"
+    assert plural(3, "run directory", "run directories") == "3 run directories"

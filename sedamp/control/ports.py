@@ -170,6 +170,7 @@ class Ports:
             slot_dir=self.sock_dir,
             trace_dir=str(self.run_dir / TRACE_DIR) if opt.trace_sample else "",
             trace_sample=opt.trace_sample,
+            run_dir=str(self.run_dir),
         )
 
     def write_run_file(self, ended: bool) -> None:

@@ -38,6 +38,7 @@ class Wiring:
     producers: dict[str, int] = field(default_factory=dict)  # processes that may produce into each queue
     trace_dir: str = ""  # where the processes write trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced
+    run_dir: str = ""  # the run directory (stage code may keep files for the run there)
 
 
 def partitions(top: Topology, name: str) -> int:
@@ -100,6 +101,7 @@ def source_config(top: Topology, spec: StageSpec, w: Wiring, slot_path: str = ""
         trace_dir=w.trace_dir,
         trace_sample=w.trace_sample,
         slot_path=slot_path,
+        run_dir=w.run_dir,
     )
 
 
@@ -145,4 +147,5 @@ def worker_config(top: Topology, spec: StageSpec, index: int, token: int, slot_p
         curve=w.curve,
         trace_dir=w.trace_dir,
         trace_sample=w.trace_sample,
+        run_dir=w.run_dir,
     )

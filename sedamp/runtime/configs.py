@@ -86,6 +86,7 @@ class WorkerConfig:
     token: int = 0
     trace_dir: str = ""  # where this process writes its trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
+    run_dir: str = ""  # the run directory, told to stage code (runtime.stage.enter_run)
 
 
 def worker_identity(stage: str, index: int, token: int) -> str:
@@ -110,6 +111,7 @@ class SourceConfig:
     trace_dir: str = ""  # where this process writes its trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
     slot_path: str = ""  # its slot: the time it is blocked and waiting, as it accrues ("": none)
+    run_dir: str = ""  # the run directory, told to stage code (runtime.stage.enter_run)
 
 
 def source_identity(stage: str, pid: int) -> str:

@@ -34,7 +34,7 @@ from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.journal import read_skip
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
 from sedamp.runtime.slot import BLOCKED, WAITING, Slot, Waits
-from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths
+from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths, enter_run
 from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def run_source(cfg: SourceConfig) -> None:
     """Entry function of a source process."""
     lifeline.become_child(cfg.parent_pid)
     add_import_paths(cfg.import_paths)
+    enter_run(cfg.run_dir)
     source = _Source(cfg)
     try:
         source.run()

@@ -29,6 +29,7 @@ import importlib.abc
 import importlib.machinery
 import inspect
 import itertools
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,9 +46,16 @@ __all__ = [
     "Many",
     "SourceRunner",
     "check_ref",
+    "enter_run",
     "load_ref",
     "outputs_of",
+    "run_dir",
 ]
+
+# Set in every worker and source process of a run to the run directory (absolute):
+# where stage code keeps files that matter for one run only (stages.files:WriteFiles
+# notes there which outputs the run wrote). Unset outside a run.
+RUN_DIR_VAR = "SEDAMP_RUN_DIR"
 
 
 class _Idle:
@@ -166,6 +174,19 @@ def add_import_paths(paths: Sequence[Path | str]) -> None:
             _USER_MODULES.paths.append(p)
     if _USER_MODULES not in sys.meta_path:
         sys.meta_path.append(_USER_MODULES)
+
+
+def enter_run(run_dir: str) -> None:
+    """Tell the stage code of this process (and what it starts) which run it is part of:
+    called by a worker or source process before it loads user code."""
+    if run_dir:
+        os.environ[RUN_DIR_VAR] = run_dir
+
+
+def run_dir() -> Path | None:
+    """The directory of the run this process is part of; None outside a run."""
+    value = os.environ.get(RUN_DIR_VAR)
+    return Path(value) if value else None
 
 
 def load_ref(ref: str) -> Any:

@@ -68,7 +68,7 @@ from sedamp.runtime.journal import Journal, is_resumable
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import BLOCKED, IN_USER_CODE, WAITING, Slot, Waits
-from sedamp.runtime.stage import Failure, add_import_paths
+from sedamp.runtime.stage import Failure, add_import_paths, enter_run
 from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ def run_worker(cfg: WorkerConfig) -> None:
     """Entry function of a worker process."""
     lifeline.become_child(cfg.parent_pid)
     add_import_paths(cfg.import_paths)
+    enter_run(cfg.run_dir)
     worker = _Worker(cfg)
     try:
         worker.run()

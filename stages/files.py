@@ -14,6 +14,23 @@ Doing only what is left
     ``{stem}``, ``{suffix}``) already exists, so re-running a job does only the rest;
     ``WriteFiles(skip_existing=true)`` leaves an existing output file as it is.
 
+One output, one input
+    Two events of one run that name the same output file (``a.jpg`` and ``a.png`` both
+    thumbnailed to ``a.jpg``) would overwrite each other: ``WriteFiles`` writes the first
+    and refuses the second with a ValueError naming both inputs and the output (the
+    event is dead-lettered), whichever worker process each reaches. It notes every
+    output it writes in the run directory's ``outputs/`` (one small file per output,
+    made with an atomic link, so processes agree). The same input again (a retry, an
+    event redelivered after a worker died) is no collision, nor is a file left by an
+    earlier run: that is replaced (``overwrite``, the default) or kept
+    (``skip_existing``) as usual, so a job run again behaves as it always did. Which
+    of two inputs gets the output is the first to reach a writer; the other is in the
+    run's dead-letter file and the run exits with 1. Run again with
+    ``ListFiles(skip_existing=...)``, neither is listed (their one output exists), and
+    ``ListFiles`` warns, naming them, at every listing: renaming one input, or
+    ``stages.images:Thumbnail keep_ext: true`` (``a.png`` -> ``a.png.jpg``, with
+    ``{relpath}`` in the template), gives each its own output.
+
 Helpers
     ``atomic_write(path, data)`` writes a whole file at once; ``AtomicFile`` streams into a
     temporary file that replaces the destination on ``commit()``. Either way a reader sees
@@ -23,6 +40,8 @@ Helpers
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import posixpath
 import string
@@ -31,6 +50,8 @@ from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO, Any
+
+from sedamp.runtime.stage import run_dir
 
 __all__ = [
     "AtomicFile",
@@ -44,6 +65,10 @@ __all__ = [
 
 # The fields a ListFiles skip_existing template may use.
 SKIP_FIELDS = ("relpath", "relstem", "name", "stem", "suffix")
+# Under the run directory: one file per output WriteFiles wrote in the run, naming its input.
+OUTPUTS_DIR = "outputs"
+
+log = logging.getLogger("stages.files")
 
 _umask: int | None = None
 
@@ -202,7 +227,9 @@ class ListFiles:
             gives with the same `root`. A relative template is relative to the current
             directory, as ``WriteFiles``' `out` is. An unknown field, or a template
             using none, is a ValueError in ``setup``. How many files it left out is in
-            the attribute ``skipped``.
+            the attribute ``skipped``. Two files whose template names one path (``a.jpg``
+            and ``a.png`` with ``{relstem}.jpg``) can have only one output: a warning
+            names them (``WriteFiles`` refuses the second of a run).
 
     Yields ``{"path": str, "size": int}`` where ``path`` is `root` joined with the file's
     path relative to it and ``size`` is in bytes. ``total()`` (and ``len()``) is the count.
@@ -261,19 +288,21 @@ class ListFiles:
         key = name.lower() if self.ignore_case else name
         return any(fnmatchcase(key, p) for p in self._patterns)
 
-    def _done_already(self, path: str) -> bool:
+    def _output_of(self, path: str) -> str | None:
+        """The skip_existing template formatted for `path` (None without one)."""
         if self.skip_existing is None:
-            return False
+            return None
         rel = os.path.relpath(path, self.root).replace(os.sep, "/")
         name = os.path.basename(path)
         stem, suffix = os.path.splitext(name)
         fields = {"relpath": rel, "relstem": posixpath.splitext(rel)[0], "name": name, "stem": stem, "suffix": suffix}
-        return os.path.exists(self.skip_existing.format_map(fields))
+        return self.skip_existing.format_map(fields)
 
     def _scan(self) -> list[dict[str, Any]]:
         if self._files is None:
             found: list[dict[str, Any]] = []
             skipped = 0
+            outputs: dict[str, list[str]] = {}  # skip_existing path -> the files naming it
             for dirpath, dirnames, filenames in os.walk(self.root):
                 if not self.recursive:
                     dirnames.clear()
@@ -287,13 +316,17 @@ class ListFiles:
                         continue
                     if not os.path.isfile(path):
                         continue
-                    if self._done_already(path):
-                        skipped += 1
-                        continue
+                    output = self._output_of(path)
+                    if output is not None:
+                        outputs.setdefault(output, []).append(path)
+                        if os.path.exists(output):
+                            skipped += 1
+                            continue
                     found.append({"path": path, "size": st.st_size})
             found.sort(key=lambda f: f["path"])
             self._files = found
             self.skipped = skipped
+            _warn_shared(outputs)
         return self._files
 
     def total(self) -> int:
@@ -305,6 +338,19 @@ class ListFiles:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for f in self._scan():
             yield dict(f)
+
+
+def _warn_shared(outputs: dict[str, list[str]]) -> None:
+    """Warn once per output path that several listed files name (skip_existing)."""
+    for output, paths in sorted(outputs.items()):
+        if len(paths) > 1:
+            shown = ", ".join(repr(p) for p in sorted(paths))
+            log.warning(
+                "ListFiles: %s all name the output %r (skip_existing): only one of them can be written "
+                "(WriteFiles refuses the others); rename them, or keep their extensions in the output names",
+                shown,
+                output,
+            )
 
 
 def _skip_template(template: Any) -> str | None:
@@ -384,12 +430,80 @@ def _safe_relative(name: Any) -> Path:
     return rel
 
 
+class _Outputs:
+    """The outputs written in this run and the input of each, shared by every process
+    of the run: one file per output under ``<run dir>/outputs/``, named by a hash of the
+    output's path and holding the input's name, made complete in one step (a link of a
+    written temporary file), so two processes claiming one output cannot both succeed.
+    Outside a run (`directory` None) this process's own claims are all there is."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.mine: dict[str, str] = {}  # output path -> input, without a run directory
+        if directory is not None:
+            try:
+                directory.mkdir(mode=0o700, exist_ok=True)
+            except OSError as exc:  # e.g. a cluster node that does not mount the run directory
+                log.warning("WriteFiles: cannot make %s (%s): outputs are checked in this process only", directory, exc)
+                self.directory = None
+
+    def claim(self, dest: Path, source: str) -> str | None:
+        """Claim `dest` for `source`. None when it is `source`'s (claimed now, or before
+        by the same input: a retry, a redelivered event); else the input it belongs to."""
+        key = os.path.join(os.path.realpath(dest.parent), dest.name)
+        if self.directory is not None:
+            owner = self._claim_shared(key, source)
+        else:
+            owner = self.mine.setdefault(key, source)
+        return None if owner is None or owner == source else owner
+
+    def _claim_shared(self, key: str, source: str) -> str | None:
+        assert self.directory is not None
+        path = self.directory / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".claim.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(source)
+            try:
+                os.link(tmp, path)  # fails if another claimed it first: no check-then-write race
+                return None
+            except FileExistsError:
+                return path.read_text(encoding="utf-8", errors="surrogateescape")
+        finally:
+            _unlink_quietly(tmp)
+
+
+def _input_of(event: dict[str, Any], data: bytes) -> str:
+    """What an output was made from: the event's ``source`` (``stages.images:Thumbnail``
+    names it), else a digest of the data (the same data twice is no collision)."""
+    source = event.get("source")
+    if isinstance(source, str) and source:
+        return source
+    return "data sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _collision(dest: Path, source: str, owner: str) -> ValueError:
+    if source.startswith("data sha256:") or owner.startswith("data sha256:"):
+        return ValueError(
+            f"WriteFiles: two events of this run name one output {str(dest)!r} with different data; "
+            "the first was kept and this one is not written (give each event its own name)"
+        )
+    return ValueError(
+        f"WriteFiles: {source!r} and {owner!r} both name the output {str(dest)!r}; it is {owner!r}'s, "
+        f"and {source!r} is not written (rename one, or keep the inputs' extensions in the output names: "
+        "stages.images:Thumbnail keep_ext: true)"
+    )
+
+
 class WriteFiles:
     """Sink: writes each event's ``data`` to ``<out>/<name>`` atomically.
 
     Event ``{"name": str, "data": bytes | str, ...}``; a str is encoded with `encoding`.
     ``name`` may contain subdirectories (created as needed) but must not be absolute or
-    contain ``..`` (ValueError), nor lead outside `out` through a symlink.
+    contain ``..`` (ValueError), nor lead outside `out` through a symlink. An event
+    naming an output that another input already has in this run is a ValueError
+    naming both (see "One output, one input" in the module docstring); the input is
+    the event's ``source`` when it has one (``Thumbnail`` gives it), else its data.
 
     Params
         out: the output directory, created in ``setup``.
@@ -424,6 +538,8 @@ class WriteFiles:
         self.skip_existing = _flag("WriteFiles", "skip_existing", skip_existing)
         self.written = 0
         self.skipped = 0
+        here = run_dir()
+        self._outputs = _Outputs(here / OUTPUTS_DIR if here is not None else None)
 
     def handle(self, event: dict[str, Any]) -> None:
         if not isinstance(event, dict):
@@ -443,6 +559,10 @@ class WriteFiles:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.is_dir():
             raise ValueError(f"WriteFiles: {str(dest)!r} is a directory")
+        source = _input_of(event, data)
+        owner = self._outputs.claim(dest, source)
+        if owner is not None:
+            raise _collision(dest, source, owner)
         if self.skip_existing:
             if os.path.lexists(dest) or not self._write_new(dest, data):
                 self.skipped += 1

@@ -39,7 +39,12 @@ Thumbnail params (``setup``)
     suffix: replaces the input name's last extension; default from `format`
         (``.jpg``, ``.png``, ``.webp``). It may carry more than an extension:
         ``suffix: _thumb.jpg`` gives ``a_thumb.jpg``. ``a.png`` and ``a.jpg`` in one
-        folder both become ``a.jpg``: the later write wins.
+        folder would both become ``a.jpg``: ``stages.files:WriteFiles`` writes the
+        first and dead-letters the second, naming both (or use `keep_ext`).
+    keep_ext: keep the input's extension and add `suffix` after it (``a.png`` ->
+        ``a.png.jpg``, ``a.jpg`` -> ``a.jpg.jpg``), so that inputs differing only in
+        their extension get outputs of their own. Default false. A ListFiles
+        ``skip_existing`` template then uses ``{relpath}`` (``out/{relpath}.jpg``).
     max_pixels: refuse an image whose width x height (read from its header, before
         decoding) is above this; default 50,000,000. The guard against decompression
         bombs: a small file that decodes to a huge image. Pillow's own warning past
@@ -89,7 +94,7 @@ Functions (usable without sedamp)
         max_pixels, draft, accept)`` -> ``Thumb(data, width, height)``: all of the above
         as ``Thumbnail`` does it, with its params and defaults (draft decoding included;
         naming is ``thumbnail_name``'s job).
-    ``thumbnail_name(source, root=None, suffix=".jpg")`` -> the output name.
+    ``thumbnail_name(source, root=None, suffix=".jpg", keep_ext=False)`` -> the output name.
     They are meant for one thread per process, as sedamp's workers call them: opening an
     image sets warning filters for a moment (``warnings.catch_warnings``, to turn
     Pillow's decompression-bomb warning into an error), and Python shares those filters
@@ -252,6 +257,12 @@ def _accept(value: Any, who: str) -> tuple[str, ...] | None:
     if unknown:
         raise ValueError(f"{who}: accept names formats Pillow cannot open: {', '.join(unknown)}")
     return names
+
+
+def _flag(value: Any, name: str, who: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{who}: {name} must be true or false, got {value!r}")
+    return value
 
 
 def _suffix(suffix: Any, who: str) -> str:
@@ -573,10 +584,13 @@ def _thumbnail(
     return Thumb(data, work.width, work.height)
 
 
-def thumbnail_name(source: str, root: str | os.PathLike[str] | None = None, suffix: str = ".jpg") -> str:
+def thumbnail_name(
+    source: str, root: str | os.PathLike[str] | None = None, suffix: str = ".jpg", keep_ext: bool = False
+) -> str:
     """The output name of the thumbnail of `source` (a path or an image's name): its path
     relative to `root` (``/`` separated), or its file name alone without `root`, with the
-    last extension replaced by `suffix`. ValueError if `source` is not under `root`."""
+    last extension replaced by `suffix` (with `keep_ext`, `suffix` added after it).
+    ValueError if `source` is not under `root`."""
     if root is not None:
         rel = os.path.relpath(source, root)
         parts = rel.split(os.sep)
@@ -585,7 +599,7 @@ def thumbnail_name(source: str, root: str | os.PathLike[str] | None = None, suff
         rel = "/".join(parts)
     else:
         rel = os.path.basename(source)
-    stem = posixpath.splitext(rel)[0]
+    stem = rel if keep_ext else posixpath.splitext(rel)[0]
     if not stem or stem.endswith("/"):
         raise ValueError(f"Thumbnail: {source!r} does not name a file")
     return stem + suffix
@@ -613,6 +627,7 @@ class Thumbnail:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         draft: bool = True,
         accept: Sequence[str] | None = DEFAULT_ACCEPT,
+        keep_ext: bool = False,
     ) -> None:
         who = "Thumbnail"
         self.box = _box(size, who)
@@ -623,10 +638,9 @@ class Thumbnail:
         self.root = os.fspath(root) if root is not None else None
         self.suffix = _suffix(FORMATS[self.format] if suffix is None else suffix, who)
         self.max_pixels = _max_pixels(max_pixels, who)
-        if not isinstance(draft, bool):
-            raise ValueError(f"{who}: draft must be true or false, got {draft!r}")
-        self.draft = draft
+        self.draft = _flag(draft, "draft", who)
         self.accept = _accept(accept, who)
+        self.keep_ext = _flag(keep_ext, "keep_ext", who)
 
     @classmethod
     def check_params(cls, **params: Any) -> dict[str, str]:
@@ -657,7 +671,7 @@ class Thumbnail:
             raise ValueError(
                 f"Thumbnail: the event must be {{'path': str, ...}} or {{'name': str, 'data': bytes, ...}}, got {shape}"
             )
-        out_name = thumbnail_name(label, self.root, self.suffix)
+        out_name = thumbnail_name(label, self.root, self.suffix, self.keep_ext)
         thumb = _thumbnail(
             source,
             label,

@@ -132,3 +132,59 @@ def test_thumbnails_example(workdir: Path, tmp_path: Path) -> None:
     assert stage_of(s2, "write")["events_in"] == 0
     assert [d["event"]["path"] for d in read_dead_letters(s2["dead_letters"])] == [broken]
     assert {name: os.stat(out / name).st_mtime_ns for name in expected} == stamps  # nothing rewritten
+
+
+def test_two_inputs_with_one_output_name_are_not_both_written(workdir: Path, tmp_path: Path) -> None:
+    """a.jpg and a.png both became a.jpg: one overwrote the other, the summary counted
+    both as written, and re-runs skipped both. Now the second is a dead letter naming
+    both inputs and the output; what the summary counts as written is what is on disk;
+    a re-run warns; keep_ext gives each its own output."""
+    src, out = tmp_path / "photos", tmp_path / "thumbs"
+    src.mkdir()
+    colours = {"a.jpg": RED, "a.png": (20, 200, 20), "b.png": BLUE, "c.jpg": (200, 200, 20)}
+    for name, colour in colours.items():
+        Image.new("RGB", (300, 200), colour).save(src / name)
+    env = {"IN": str(src), "OUT": str(out)}
+    topology = str(TOPOLOGIES / "thumbnails.yaml")
+    # two worker processes: the two a's may well be written by different processes
+    proc = run_sedamp("run", topology, "--workdir", str(workdir), "--json", "--set", "thumb.workers=2", env=env)
+    assert proc.returncode == 1, proc.stderr
+    s = summary_of(proc)
+    assert (s["events"], s["failed"]) == (4, 1)
+    write = stage_of(s, "write")
+    assert (write["events_in"], write["events_out"], write["failed"]) == (4, 3, 1)
+    on_disk = sorted(p.name for p in out.iterdir())
+    assert on_disk == ["a.jpg", "b.jpg", "c.jpg"] and len(on_disk) == write["events_out"]
+    (letter,) = read_dead_letters(s["dead_letters"])
+    a_jpg, a_png = str(src / "a.jpg"), str(src / "a.png")
+    loser = letter["event"]["source"]
+    owner = a_png if loser == a_jpg else a_jpg
+    assert loser in (a_jpg, a_png) and letter["stage"] == "write"
+    assert letter["message"].startswith(
+        f"WriteFiles: {loser!r} and {owner!r} both name the output {str(out / 'a.jpg')!r}; it is {owner!r}'s, "
+        f"and {loser!r} is not written"
+    )
+    kept = decode(out / "a.jpg").getpixel((150, 100))
+    assert all(abs(a - b) < 25 for a, b in zip(kept, colours[Path(owner).name], strict=True))
+
+    # Run again: both a's have their output; nothing is listed, but the clash is told.
+    again = run_sedamp("run", topology, "--workdir", str(workdir), "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert summary_of(again)["events"] == 0
+    assert f"ListFiles: {a_jpg!r}, {a_png!r} all name the output {str(out / 'a.jpg')!r}" in again.stderr
+
+    # keep_ext: every input its own output, and skip_existing matching those names
+    kept_out = tmp_path / "kept"
+    proc = run_sedamp(
+        "run", topology, "--workdir", str(workdir), "--json",
+        "--set", "thumb.params.keep_ext=true", "--set", f"files.params.skip_existing={kept_out}/{{relpath}}.jpg",
+        env={**env, "OUT": str(kept_out)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in kept_out.iterdir()) == ["a.jpg.jpg", "a.png.jpg", "b.png.jpg", "c.jpg.jpg"]
+    again = run_sedamp(
+        "run", topology, "--workdir", str(workdir), "--json",
+        "--set", "thumb.params.keep_ext=true", "--set", f"files.params.skip_existing={kept_out}/{{relpath}}.jpg",
+        env={**env, "OUT": str(kept_out)},
+    )  # fmt: skip
+    assert (again.returncode, summary_of(again)["events"]) == (0, 0)

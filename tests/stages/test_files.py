@@ -295,15 +295,19 @@ def test_write_files_bytes_str_and_subdirs(tmp_path: Path) -> None:
 
 
 def test_write_files_overwrite(tmp_path: Path) -> None:
+    """overwrite is about files already there (an earlier run's; a sink set up afresh is
+    another run here); two inputs of one run naming one output are refused either way."""
     sink = WriteFiles()
     sink.setup(out=str(tmp_path))
     sink.handle({"name": "x", "data": "1"})
-    sink.handle({"name": "x", "data": "2"})
+    again = WriteFiles()
+    again.setup(out=str(tmp_path))
+    again.handle({"name": "x", "data": "2"})
     assert (tmp_path / "x").read_text() == "2"
 
+    (tmp_path / "y").write_text("first")
     strict = WriteFiles()
     strict.setup(out=str(tmp_path), overwrite=False)
-    strict.handle({"name": "y", "data": "first"})
     with pytest.raises(ValueError, match="already exists"):
         strict.handle({"name": "y", "data": "second"})
     assert (tmp_path / "y").read_text() == "first"
@@ -364,7 +368,9 @@ def test_write_files_skip_existing(tmp_path: Path, overwrite: bool) -> None:
     sink.setup(out=str(tmp_path), skip_existing=True, overwrite=overwrite)
     sink.handle({"name": "sub/old.jpg", "data": b"new"})  # no error: left as it is
     sink.handle({"name": "sub/new.jpg", "data": b"new"})
-    sink.handle({"name": "sub/new.jpg", "data": b"newer"})  # written by this run: also left
+    sink.handle({"name": "sub/new.jpg", "data": b"new"})  # the same event again (redelivered): left
+    with pytest.raises(ValueError, match="two events of this run name one output"):
+        sink.handle({"name": "sub/new.jpg", "data": b"newer"})  # another event for the same output
     assert (tmp_path / "sub" / "old.jpg").read_bytes() == b"old"
     assert (tmp_path / "sub" / "new.jpg").read_bytes() == b"new"
     assert (sink.written, sink.skipped) == (1, 2)
@@ -399,3 +405,75 @@ def test_write_files_reads_flags_strictly(tmp_path: Path, param: str) -> None:
     assert getattr(wf, param) is False
     with pytest.raises(ValueError, match=f"WriteFiles: {param} must be true or false, got 2"):
         WriteFiles().setup(out=str(tmp_path), **{param: 2})
+
+
+# ---------------------------------------------------------------- one output, one input
+
+
+@pytest.mark.parametrize("in_a_run", [False, True])
+@pytest.mark.parametrize("mode", [{}, {"overwrite": False}, {"skip_existing": True}])
+def test_write_files_refuses_a_second_input_for_one_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_a_run: bool, mode: dict[str, bool]
+) -> None:
+    """a.jpg and a.png both thumbnailed to a.jpg: the second overwrote the first and both
+    counted as written. Two sinks stand for two worker processes of one run: they share
+    only the run directory."""
+    out = tmp_path / "out"
+    if in_a_run:
+        monkeypatch.setenv("SEDAMP_RUN_DIR", str(tmp_path / "run"))
+        (tmp_path / "run").mkdir()
+    first, second = WriteFiles(), WriteFiles()
+    first.setup(out=str(out), **mode)
+    second.setup(out=str(out), **mode)
+    first.handle({"name": "a.jpg", "data": b"from jpg", "source": "in/a.jpg"})
+    other = second if in_a_run else first  # without a run directory, one process knows only its own
+    dest = str(out / "a.jpg")
+    message = (
+        f"WriteFiles: 'in/a.png' and 'in/a.jpg' both name the output {dest!r}; it is 'in/a.jpg''s, "
+        "and 'in/a.png' is not written"
+    )
+    with pytest.raises(ValueError) as err:
+        other.handle({"name": "a.jpg", "data": b"from png", "source": "in/a.png"})
+    assert str(err.value).startswith(message)
+    assert "keep_ext: true" in str(err.value)
+    assert (out / "a.jpg").read_bytes() == b"from jpg"
+    assert first.written + second.written == 1
+    if mode != {"overwrite": False}:  # which refuses any file already there, as before
+        # the same input again (a retry, a redelivered event) is no collision
+        other.handle({"name": "a.jpg", "data": b"from jpg", "source": "in/a.jpg"})
+    assert (out / "a.jpg").read_bytes() == b"from jpg"
+    assert _leftovers(out) == []
+    if in_a_run:
+        assert [p.name.startswith(".claim.") for p in (tmp_path / "run" / "outputs").iterdir()] == [False]
+
+
+@pytest.mark.parametrize("mode", [{}, {"skip_existing": True}])
+def test_write_files_a_file_of_an_earlier_run_is_no_collision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: dict[str, bool]
+) -> None:
+    """What an earlier run wrote is replaced (overwrite, the default) or kept
+    (skip_existing), as before: only two inputs of one run collide."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.jpg").write_bytes(b"earlier run")
+    monkeypatch.setenv("SEDAMP_RUN_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    sink = WriteFiles()
+    sink.setup(out=str(out), **mode)
+    sink.handle({"name": "a.jpg", "data": b"this run", "source": "in/a.png"})
+    expected = b"earlier run" if mode else b"this run"
+    assert (out / "a.jpg").read_bytes() == expected
+    assert (sink.written, sink.skipped) == ((0, 1) if mode else (1, 0))
+
+
+def test_list_files_warns_when_two_inputs_name_one_output(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "in").mkdir()
+    for name in ("a.jpg", "a.png", "b.png"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    template = str(tmp_path / "out" / "{relstem}.jpg")
+    with caplog.at_level("WARNING", logger="stages.files"):
+        listed = list(ListFiles(root=str(tmp_path / "in"), skip_existing=template))
+    assert len(listed) == 3
+    (warning,) = [r.getMessage() for r in caplog.records]
+    a_jpg, a_png = str(tmp_path / "in" / "a.jpg"), str(tmp_path / "in" / "a.png")
+    assert warning.startswith(f"ListFiles: {a_jpg!r}, {a_png!r} all name the output {str(tmp_path / 'out' / 'a.jpg')!r}")

@@ -425,6 +425,10 @@ def test_output_names(tmp_path: Path) -> None:
     assert thumbnail_name("photos/a.tar.gz", "photos", ".webp") == "a.tar.webp"
     assert thumbnail_name("photos/.hidden", "photos/") == ".hidden.jpg"
     assert thumbnail_name("/abs/photos/x/y.jpeg", "/abs/photos", "_thumb.jpg") == "x/y_thumb.jpg"
+    # keep_ext: inputs differing only in their extension get outputs of their own
+    assert thumbnail_name("photos/2024/a.png", "photos", ".jpg", keep_ext=True) == "2024/a.png.jpg"
+    assert thumbnail_name("photos/2024/a.jpg", "photos", ".jpg", keep_ext=True) == "2024/a.jpg.jpg"
+    assert thumbnail_name("photos/noext", None, ".webp", keep_ext=True) == "noext.webp"
     with pytest.raises(ValueError, match=r"'elsewhere/a\.jpg' is not under root 'photos'"):
         thumbnail_name("elsewhere/a.jpg", "photos")
     with pytest.raises(ValueError, match="not under root"):

@@ -33,8 +33,8 @@ $(VENV)/.bench: $(VENV)/.test
 
 demo: $(VENV)/.core
 	$(VENV)/bin/sedamp run topologies/wordcount.yaml
-	@echo "--- the ten most frequent words (out/wordcount/counts.tsv):"
-	@head -n 10 out/wordcount/counts.tsv
+	@echo "--- the ten most frequent words (topologies/out/wordcount/counts.tsv):"
+	@head -n 10 topologies/out/wordcount/counts.tsv
 
 test: $(VENV)/.test
 	$(PY) -m pytest

@@ -48,7 +48,7 @@ def run(
     topology: str | Path | Topology | Pipeline,
     overrides: Sequence[str] = (),
     *,
-    workdir: str | Path = ".sedamp",
+    workdir: str | Path | None = None,
     cores: int | None = None,
     drain_timeout_s: float | None = None,
     executor: str | Executor | None = None,
@@ -79,9 +79,11 @@ def run(
     With `trace_sample` > 0 that share of events is traced: each process writes its
     records under the run directory's ``traces/`` (`sedamp.observe.trace` merges them).
 
-    Ctrl-C during the call drains and stops the run as `sedamp run` does. Raises
-    `sedamp.errors.StorageError` when no run directory can be made in `workdir` (nothing
-    is started); a file that cannot be written later is the summary's `error`."""
+    `workdir` (default ``.sedamp`` in the topology's folder, where its stages run: see
+    `sedamp.spec.paths`) holds the run directories and journals. Ctrl-C during the call
+    drains and stops the run as `sedamp run` does. Raises `sedamp.errors.StorageError`
+    when no run directory can be made in `workdir` (nothing is started); a file that
+    cannot be written later is the summary's `error`."""
     if isinstance(topology, Topology) and overrides:
         raise ValueError(
             f"run({topology.name!r}): overrides apply before validation, and this Topology is validated "
@@ -91,7 +93,7 @@ def run(
         raise ValueError(f"run(executor={executor!r}): the executor is one of {', '.join(EXECUTORS)}")
     top, run_on = _prepare(topology, overrides, executor, address, resume)
     options = RunOptions(
-        workdir=Path(workdir),
+        workdir=Path(workdir) if workdir is not None else None,
         cores=cores,
         drain_timeout_s=drain_timeout_s,
         executor=run_on,
@@ -172,8 +174,9 @@ class Pipeline:
     (every problem at once, as a `TopologyError`); `sedamp.run` builds and runs.
     Params travel to the worker processes as plain data: str, int, float, bool, None,
     lists, tuples (received as lists), dicts with string keys, and paths (as str).
-    `base_dir` (default: the current directory) is importable by the workers and is
-    ``${TOPOLOGY_DIR}`` in overrides.
+    `base_dir` (default: the current directory) is importable by the workers, is
+    ``${TOPOLOGY_DIR}`` in overrides, and is where the stages run and relative paths
+    resolve (as a topology file's folder is).
     """
 
     def __init__(self, name: str, *, description: str | None = None, base_dir: str | Path | None = None) -> None:

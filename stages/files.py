@@ -225,11 +225,12 @@ class ListFiles:
             extension) and ``{suffix}`` (that extension with its dot, or ``""``); e.g.
             ``out/thumbs/{relstem}.jpg`` matches the names ``stages.images:Thumbnail``
             gives with the same `root`. A relative template is relative to the current
-            directory, as ``WriteFiles``' `out` is. An unknown field, or a template
-            using none, is a ValueError in ``setup``. How many files it left out is in
-            the attribute ``skipped``. Two files whose template names one path (``a.jpg``
-            and ``a.png`` with ``{relstem}.jpg``) can have only one output: a warning
-            names them (``WriteFiles`` refuses the second of a run).
+            directory, as ``WriteFiles``' `out` is (in a run: the topology's folder).
+            An unknown field, or a template using none, is a ValueError in ``setup``.
+            How many files it left out is in the attribute ``skipped``. Two files
+            whose template names one path (``a.jpg`` and ``a.png`` with
+            ``{relstem}.jpg``) can have only one output: a warning names them
+            (``WriteFiles`` refuses the second of a run).
 
     Yields ``{"path": str, "size": int}`` where ``path`` is `root` joined with the file's
     path relative to it and ``size`` is in bytes. ``total()`` (and ``len()``) is the count.
@@ -265,10 +266,13 @@ class ListFiles:
         skip_existing: str | None = None,
     ) -> None:
         root_str = os.fspath(root)
+        where = ""
+        if not os.path.isabs(root_str):
+            where = f" (in {os.getcwd()}: relative paths of a topology are relative to its folder)"
         if not os.path.exists(root_str):
-            raise ValueError(f"ListFiles: root {root_str!r} does not exist")
+            raise ValueError(f"ListFiles: root {root_str!r} does not exist{where}")
         if not os.path.isdir(root_str):
-            raise ValueError(f"ListFiles: root {root_str!r} is not a directory")
+            raise ValueError(f"ListFiles: root {root_str!r} is not a directory{where}")
         self.root = root_str
         if isinstance(pattern, str):
             patterns = [pattern]

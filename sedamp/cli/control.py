@@ -20,13 +20,22 @@ from sedamp.observe.words import plural
 TargetArg = Annotated[
     str | None,
     typer.Argument(
-        metavar="RUN", help="A run directory or a topology name (default: the newest running one).", show_default=False
+        metavar="RUN",
+        help="A run directory, a topology file, or a topology's name (default: the newest running one).",
+        show_default=False,
     ),
 ]
-WorkdirOpt = Annotated[Path, typer.Option(metavar="DIR", help="Where run directories are.")]
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="DIR",
+        help="Where run directories are (default: .sedamp beside the topology file given, else in this directory).",
+        show_default=False,
+    ),
+]
 
 
-def _status(target: str | None, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _status(target: str | None, workdir: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         info = find_run(target, workdir)
         reply = command(info, {"op": "status"})
@@ -90,12 +99,12 @@ def _row(name: str, s: dict[str, Any], bottleneck: bool) -> list[str]:
 
 def status(
     target: TargetArg = None,
-    workdir: WorkdirOpt = Path(".sedamp"),
+    workdir: WorkdirOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the controller's last record as JSON.")] = False,
 ) -> None:
     """Print the stages, queues, workers and rates of a running topology.
 
-    Example: sedamp status wordcount
+    Example: sedamp status topologies/wordcount.yaml
 
     in/s: events arriving per second; done/s: events handled per second.
 
@@ -113,11 +122,11 @@ def scale(
         str, typer.Argument(metavar="STAGE=N", help="The number of workers the stage should have.")
     ],
     target: TargetArg = None,
-    workdir: WorkdirOpt = Path(".sedamp"),
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Set a stage's pool size on a running topology (within its workers bounds).
 
-    Example: sedamp scale thumb=4 thumbnails    (a run of topologies/thumbnails.yaml)
+    Example: sedamp scale thumb=4 topologies/thumbnails.yaml
 
     The pool controller leaves that stage alone afterwards.
 
@@ -139,7 +148,7 @@ def scale(
 
 def top(
     target: TargetArg = None,
-    workdir: WorkdirOpt = Path(".sedamp"),
+    workdir: WorkdirOpt = None,
 ) -> None:
     """A live view of a running topology, refreshed every period; the bottleneck in red.
 

@@ -19,6 +19,7 @@ import typer
 
 from sedamp import api
 from sedamp.cli._common import fail, load_or_exit, setup_logging, stdout_console
+from sedamp.control.rundir import workdir_of
 from sedamp.control.summary import Summary
 from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportError, StorageError
 from sedamp.executor import EXECUTORS, open_executor
@@ -28,7 +29,7 @@ from sedamp.observe.failures import FailureLines, repeat_lines
 from sedamp.observe.progress import copies_events
 from sedamp.observe.words import plural
 from sedamp.runtime import journal
-from sedamp.spec import Topology
+from sedamp.spec import Topology, paths
 
 if TYPE_CHECKING:  # rich and the progress displays load only when something is shown
     from sedamp.cli.progress import LogProgress, TerminalProgress
@@ -40,7 +41,15 @@ SetOpt = Annotated[
         "--set", metavar="K=V", help="Override a field, STAGE.FIELD=VALUE: e.g. thumb.workers=4 (repeatable)."
     ),
 ]
-WorkdirOpt = Annotated[Path, typer.Option(metavar="DIR", help="Where run directories (dead letters, logs) are made.")]
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="DIR",
+        help="Where run directories (dead letters, logs) and journals are made "
+        "(default: .sedamp beside the topology file).",
+        show_default=False,
+    ),
+]
 CoresOpt = Annotated[
     int | None,
     typer.Option(min=1, metavar="N", help="Core budget (default: controller.cores, else all usable cores)."),
@@ -132,7 +141,7 @@ def run(
     ctx: typer.Context,
     topology: TopologyArg,
     set_: SetOpt = None,
-    workdir: WorkdirOpt = Path(".sedamp"),
+    workdir: WorkdirOpt = None,
     cores: CoresOpt = None,
     drain_timeout: DrainOpt = None,
     metrics: MetricsOpt = None,
@@ -161,12 +170,12 @@ def run(
     setup_logging(verbose)
     if executor_name not in (None, *EXECUTORS):
         raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
-    _check_workdir(workdir)
     summary_out = _keep_stdout_for_json() if json_ else None
     started = ctx.obj if isinstance(ctx.obj, LocalExecutor) else None  # see sedamp.cli.main
     if summary_out is not None and started is not None:
         started.stdout_to_stderr()
     top, executor = _open(topology, set_ or [], executor_name, address, started)
+    workdir = _checked_workdir(workdir, top, executor)
     metrics = _metrics_path(top, executor, resume, report, metrics)
     show_progress = progress if progress is not None else not quiet
     watchers = _watchers(top, executor, (metrics_port, metrics_host), show_progress, progress_interval, verbose)
@@ -190,11 +199,13 @@ def run(
     raise typer.Exit(summary.exit_code)
 
 
-def _check_workdir(workdir: Path) -> None:
-    """Exit 2 with one line when run directories or journals cannot be made under
-    `workdir` (a file in the way, a directory that cannot be written, a read-only file
-    system), before anything starts and without making anything. A disk that fills up
-    later is the run's error (exit 3)."""
+def _checked_workdir(given: Path | None, top: Topology, executor: Executor) -> Path:
+    """The run's workdir: `given` (relative to the current directory), else .sedamp
+    beside the topology file. Exit 2 with one line when run directories or journals
+    cannot be made under it (a file in the way, a directory that cannot be written, a
+    read-only file system), before anything starts and without making anything. A
+    disk that fills up later is the run's error (exit 3)."""
+    workdir = workdir_of(top.base_dir, given)
     for part, what in (("runs", "run directories"), ("journal", "journals")):
         existing = (workdir / part).absolute()
         while not existing.exists():
@@ -205,7 +216,9 @@ def _check_workdir(workdir: Path) -> None:
         elif not os.access(existing, os.W_OK | os.X_OK):
             why = f"{existing} cannot be written"
         if why is not None:
-            raise fail(f"--workdir {workdir}: cannot make {what} there: {why}", EXIT_INVALID)
+            where = f"--workdir {given}" if given is not None else f"the workdir {workdir}"
+            raise _refuse(executor, f"{where}: cannot make {what} there: {why}")
+    return workdir
 
 
 def _keep_stdout_for_json() -> IO[str]:
@@ -404,5 +417,19 @@ def print_summary(s: Summary) -> None:
     if runs:
         table.caption = "ran fused, in one pool: " + ", ".join("+".join(r) for r in runs)
     console.print(table)
+    for line in where_lines(s):
+        typer.echo(line)
     if s.interrupted:
         console.print("interrupted")
+
+
+def where_lines(s: Summary) -> list[str]:
+    """Where the run's outputs went and where its run directory is, for the summary:
+    paths relative to the current directory when under it, else absolute."""
+    lines = []
+    if s.outputs:
+        named = len({stage for stage, _ in s.outputs}) > 1
+        shown = [paths.shown(path) + (f" ({stage})" if named else "") for stage, path in s.outputs]
+        lines.append(f"output{'s' if len(shown) > 1 else ''}: {', '.join(shown)}")
+    lines.append(f"run directory: {paths.shown(s.run_dir)}")
+    return lines

@@ -22,6 +22,8 @@ _TOPOLOGY = """\
 # __NAME__: count to COUNT (default 10), square each number, write one line per number.
 #   numbers (source) -> square (handler) -> write (sink: __NAME__.txt beside this file)
 # Run:       sedamp run __NAME__.yaml                (COUNT=100 sedamp run __NAME__.yaml)
+# Paths:     a relative path here is relative to this file's folder, wherever you run it
+#            from; the runs' files (dead letters, logs) go to .sedamp/ beside it too
 # Check:     sedamp validate __NAME__.yaml           (structure, graph, handler imports)
 # Editors:   sedamp schema -o sedamp.schema.json, then make this the first line:
 #            # yaml-language-server: $schema=sedamp.schema.json
@@ -41,7 +43,7 @@ stages:
     to: write
   write:
     sink: __NAME___stages:WriteLines
-    params: {path: "${OUT:-${TOPOLOGY_DIR}/__NAME__.txt}"}
+    params: {path: "${OUT:-__NAME__.txt}"}     # beside this file
 """
 
 _STAGES = '''\

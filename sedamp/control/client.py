@@ -1,8 +1,10 @@
 """Finding a running topology and talking to its controller's command socket.
 
 Every run writes ``run.json`` in its run directory (`<workdir>/runs/<name>-<time>-<id>/`)
-with the controller's pid and command endpoint. `find_run` picks a live one: the run
-directory given, or the newest live run of a topology name, or the newest live run.
+with the controller's pid, command endpoint and topology file. `find_run` picks a live
+one: the run directory given; or the newest live run of a topology file (looked for in
+the workdir beside it, where runs go by default); or of a topology name, or the newest
+live run at all, in the workdir given (default ``.sedamp`` in the current directory).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import psutil
 import zmq
 
+from sedamp.control.rundir import WORKDIR_NAME, workdir_of
 from sedamp.errors import SedampError, WireError
 from sedamp.runtime import wire
 
@@ -41,22 +44,35 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def find_run(target: str | None, workdir: Path) -> dict[str, Any]:
+def is_topology_file(target: str) -> bool:
+    """Whether `target` names a topology file rather than a topology's name."""
+    return target.endswith((".yaml", ".yml")) or Path(target).is_file()
+
+
+def find_run(target: str | None, workdir: Path | None) -> dict[str, Any]:
     """The run.json of a live run; raises SedampError saying what was looked at."""
     if target and (Path(target) / "run.json").exists():
         info = read_run(Path(target))
         if info is None or not run_is_live(info):
             raise SedampError(f"{target}: that run is not running")
         return info
-    runs = workdir / "runs"
+    topology = Path(target).resolve() if target and is_topology_file(target) else None
+    if topology is not None:
+        runs = workdir_of(topology.parent, workdir) / "runs"
+    else:
+        runs = (workdir if workdir is not None else Path(WORKDIR_NAME)) / "runs"
     candidates = []
     for d in runs.glob("*/run.json") if runs.is_dir() else []:
         info = read_run(d.parent)
-        if info and run_is_live(info) and (target is None or info.get("name") == target):
+        if not info or not run_is_live(info):
+            continue
+        if target is None or (info.get("topology") == str(topology) if topology else info.get("name") == target):
             candidates.append(info)
     if not candidates:
-        what = f"named {target!r} " if target else ""
-        raise SedampError(f"no running topology {what}under {runs} (give its run directory, or --workdir)")
+        what = f"of {target} " if topology else f"named {target!r} " if target else ""
+        raise SedampError(
+            f"no running topology {what}under {runs} (give the topology file, its run directory, or --workdir)"
+        )
     return max(candidates, key=lambda i: i.get("started", 0))
 
 

@@ -70,7 +70,7 @@ from sedamp.control import commands, policy
 from sedamp.control.ports import ControlLinks, Ports
 from sedamp.control.recorder import Period, Recorder
 from sedamp.control.roster import Child, Roster, RunState, hold_leases, watch_deadlines, watch_silence
-from sedamp.control.rundir import KEEP_RUNS, make_run_dir, prune_runs
+from sedamp.control.rundir import KEEP_RUNS, make_run_dir, prune_runs, workdir_of
 from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
 from sedamp.errors import JournalError, LaunchError, StorageError, WireError
@@ -79,7 +79,7 @@ from sedamp.observe.failures import FailureDigest, budget_message, over_budget
 from sedamp.observe.words import plural
 from sedamp.runtime import journal, lifeline, sockets, wire
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE, DeadLetterTail
-from sedamp.spec import Topology, fusion
+from sedamp.spec import Topology, fusion, paths
 
 __all__ = ["run_topology"]
 
@@ -100,7 +100,8 @@ def run_topology(topology: Topology, options: RunOptions | None = None) -> Summa
         if options.executor is not None:
             options.executor.close()
         raise
-    return dataclasses.replace(controller.run(), fusion=tuple(f.as_dict() for f in fused))
+    summary = controller.run()
+    return dataclasses.replace(summary, fusion=tuple(f.as_dict() for f in fused), outputs=paths.outputs(topology))
 
 
 class _Controller:
@@ -112,8 +113,9 @@ class _Controller:
         self.drain_timeout_s = (
             options.drain_timeout_s if options.drain_timeout_s is not None else topology.controller.drain_timeout_s
         )
-        self.run_dir = make_run_dir(options.workdir, topology.name)
-        prune_runs(options.workdir, topology.name, KEEP_RUNS)  # this run has no run.json yet: kept
+        workdir = workdir_of(topology.base_dir, options.workdir)
+        self.run_dir = make_run_dir(workdir, topology.name)
+        prune_runs(workdir, topology.name, KEEP_RUNS)  # this run has no run.json yet: kept
         self.dead_path = self.run_dir / DEAD_LETTERS_FILE
         self.import_paths = (str(topology.base_dir), os.getcwd())
         self.journal = Path()
@@ -168,7 +170,7 @@ class _Controller:
             self.metrics_file = MetricsFile(self.opt.metrics_path)
         self.ports.open_commands()
         self.ports.write_run_file(ended=False)
-        self.journal = journal.journal_dir(self.opt.workdir, self.top.name)
+        self.journal = journal.journal_dir(workdir_of(self.top.base_dir, self.opt.workdir), self.top.name)
         try:
             self.journal_lock = journal.start(self.journal, self.opt.resume, journal.fingerprint(self.top))
         except JournalError as exc:

@@ -27,7 +27,7 @@ from sedamp.control.wiring import Wiring
 from sedamp.errors import StorageError
 from sedamp.runtime import security, sockets
 from sedamp.runtime.tracing import TRACE_DIR
-from sedamp.spec import Topology
+from sedamp.spec import Topology, paths
 
 if TYPE_CHECKING:
     from sedamp.control.summary import RunOptions
@@ -131,7 +131,8 @@ class Ports:
             # queues bind a port the OS picks and report it when they register
             if net.curve:
                 try:
-                    self.curve = security.Keys.load(net.keys) if net.keys else security.Keys.generate()
+                    keys = paths.resolve(self.top, net.keys) if net.keys else None
+                    self.curve = security.Keys.load(keys) if keys else security.Keys.generate()
                 except (OSError, ValueError) as exc:
                     error = f"controller.keys: {exc}"
             self.socks.curve = self.curve
@@ -171,6 +172,7 @@ class Ports:
             trace_dir=str(self.run_dir / TRACE_DIR) if opt.trace_sample else "",
             trace_sample=opt.trace_sample,
             run_dir=str(self.run_dir),
+            stage_dir=str(self.top.base_dir.absolute()),
         )
 
     def write_run_file(self, ended: bool) -> None:
@@ -178,7 +180,7 @@ class Ports:
             self.run_dir,
             name=self.top.name,
             command=f"ipc://{self.sock_dir}/cmd",
-            topology=self.top.path,
+            topology=self.top.path.resolve() if self.top.path is not None else None,
             started=time.time() - (time.monotonic() - self.started_monotonic),
             period_s=self.top.controller.period_s,
             ended=ended,

@@ -23,9 +23,18 @@ from sedamp.errors import StorageError
 
 # ipc:// paths must fit in a sockaddr_un (108 bytes on Linux, less elsewhere).
 _MAX_IPC_PATH = 90
+# The workdir of a run given none: this folder beside the topology file.
+WORKDIR_NAME = ".sedamp"
 # Ended run directories kept per topology (the newest): enough to compare the last
 # runs' dead letters and metrics, few enough that a cron job's workdir stays small.
 KEEP_RUNS = 20
+
+
+def workdir_of(base_dir: Path, workdir: Path | None) -> Path:
+    """Where a topology's runs and journals go, absolute: `workdir` as given (relative to
+    the current directory), else WORKDIR_NAME in `base_dir`, the topology file's folder,
+    so that a topology keeps its runs beside it whatever directory it is run from."""
+    return Path(workdir if workdir is not None else Path(base_dir) / WORKDIR_NAME).absolute()
 
 
 def make_run_dir(workdir: Path, name: str) -> Path:

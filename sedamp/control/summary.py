@@ -16,7 +16,7 @@ from sedamp.observe.failures import FailureKind
 
 @dataclass(frozen=True)
 class RunOptions:
-    workdir: Path = Path(".sedamp")
+    workdir: Path | None = None  # run directories and journals; None: .sedamp beside the topology file
     cores: int | None = None  # overrides the topology's controller.cores
     drain_timeout_s: float | None = None  # overrides controller.drain_timeout_s
     executor: Executor | None = None
@@ -61,6 +61,7 @@ class Summary:
     # the first failure of each kind per stage, with how many were like it (observe.failures)
     failures: tuple[FailureKind, ...] = ()
     other_failures: Mapping[str, int] = field(default_factory=dict)  # per stage, past the kinds kept
+    outputs: tuple[tuple[str, Path], ...] = ()  # what the sinks write: (stage, absolute path) (spec.paths)
 
     @property
     def events_per_s(self) -> float:
@@ -109,4 +110,5 @@ class Summary:
             "fusion": list(self.fusion),
             "failures": [k.as_dict() for k in self.failures],
             "other_failures": dict(self.other_failures),
+            "outputs": [{"stage": stage, "path": str(path)} for stage, path in self.outputs],
         }

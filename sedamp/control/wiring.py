@@ -39,6 +39,7 @@ class Wiring:
     trace_dir: str = ""  # where the processes write trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced
     run_dir: str = ""  # the run directory (stage code may keep files for the run there)
+    stage_dir: str = ""  # the topology's folder, where stage code runs (relative paths resolve there)
 
 
 def partitions(top: Topology, name: str) -> int:
@@ -102,6 +103,7 @@ def source_config(top: Topology, spec: StageSpec, w: Wiring, slot_path: str = ""
         trace_sample=w.trace_sample,
         slot_path=slot_path,
         run_dir=w.run_dir,
+        stage_dir=w.stage_dir,
     )
 
 
@@ -148,4 +150,5 @@ def worker_config(top: Topology, spec: StageSpec, index: int, token: int, slot_p
         trace_dir=w.trace_dir,
         trace_sample=w.trace_sample,
         run_dir=w.run_dir,
+        stage_dir=w.stage_dir,
     )

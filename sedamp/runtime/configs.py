@@ -87,6 +87,7 @@ class WorkerConfig:
     trace_dir: str = ""  # where this process writes its trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
     run_dir: str = ""  # the run directory, told to stage code (runtime.stage.enter_run)
+    stage_dir: str = ""  # the topology's folder: the current directory of stage code
 
 
 def worker_identity(stage: str, index: int, token: int) -> str:
@@ -112,6 +113,7 @@ class SourceConfig:
     trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
     slot_path: str = ""  # its slot: the time it is blocked and waiting, as it accrues ("": none)
     run_dir: str = ""  # the run directory, told to stage code (runtime.stage.enter_run)
+    stage_dir: str = ""  # the topology's folder: the current directory of stage code
 
 
 def source_identity(stage: str, pid: int) -> str:

@@ -44,7 +44,7 @@ def run_source(cfg: SourceConfig) -> None:
     """Entry function of a source process."""
     lifeline.become_child(cfg.parent_pid)
     add_import_paths(cfg.import_paths)
-    enter_run(cfg.run_dir)
+    enter_run(cfg.run_dir, cfg.stage_dir)
     source = _Source(cfg)
     try:
         source.run()

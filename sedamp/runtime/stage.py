@@ -29,6 +29,7 @@ import importlib.abc
 import importlib.machinery
 import inspect
 import itertools
+import logging
 import os
 import sys
 import traceback
@@ -51,6 +52,8 @@ __all__ = [
     "outputs_of",
     "run_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 # Set in every worker and source process of a run to the run directory (absolute):
 # where stage code keeps files that matter for one run only (stages.files:WriteFiles
@@ -176,11 +179,19 @@ def add_import_paths(paths: Sequence[Path | str]) -> None:
         sys.meta_path.append(_USER_MODULES)
 
 
-def enter_run(run_dir: str) -> None:
-    """Tell the stage code of this process (and what it starts) which run it is part of:
-    called by a worker or source process before it loads user code."""
+def enter_run(run_dir: str, stage_dir: str = "") -> None:
+    """Tell the stage code of this process (and what it starts) which run it is part of,
+    and make `stage_dir`, the topology file's folder, its current directory: every
+    relative path a topology gives its stages resolves against that folder. Called by a
+    worker or source process before it loads user code."""
     if run_dir:
         os.environ[RUN_DIR_VAR] = run_dir
+    if stage_dir:
+        try:
+            os.chdir(stage_dir)
+        except OSError as exc:  # e.g. a cluster node without the topology's folder
+            log.warning("cannot enter the topology's folder %s (%s): relative paths resolve against %s",
+                        stage_dir, exc.strerror or exc, os.getcwd())  # fmt: skip
 
 
 def run_dir() -> Path | None:

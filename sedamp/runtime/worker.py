@@ -113,7 +113,7 @@ def run_worker(cfg: WorkerConfig) -> None:
     """Entry function of a worker process."""
     lifeline.become_child(cfg.parent_pid)
     add_import_paths(cfg.import_paths)
-    enter_run(cfg.run_dir)
+    enter_run(cfg.run_dir, cfg.stage_dir)
     worker = _Worker(cfg)
     try:
         worker.run()

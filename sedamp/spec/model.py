@@ -157,7 +157,9 @@ class Topology:
     stages: Mapping[str, StageSpec]  # in file order
     controller: ControllerSpec = ControllerSpec()
     path: Path | None = None  # the YAML file, if loaded from one
-    base_dir: Path = Path(".")  # directory added to sys.path for user modules
+    # the topology file's folder: user modules import from it, stage code runs in it (so
+    # relative paths in params resolve against it), and runs are kept in its .sedamp/
+    base_dir: Path = Path(".")
 
     def upstream(self, name: str) -> list[str]:
         """Names of the stages with an edge to `name`, in file order."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.util import REPO, TESTSTAGES, TOPOLOGIES, run_sedamp, sedamp_cmd, start_run
+from tests.integration.util import REPO, TESTSTAGES, TOPOLOGIES, run_sedamp, sedamp_cmd, summary_of
 
 BAD = sorted((REPO / "tests" / "data" / "bad").glob("*.yaml"))
 
@@ -137,10 +138,10 @@ def test_the_scale_example_names_a_stage_that_can_be_scaled() -> None:
     from sedamp.api import load
 
     r = run_sedamp("scale", "--help", env=WIDE)
-    m = re.search(r"Example: sedamp scale (\w+)=(\d+) ([\w-]+)", r.stdout)
+    m = re.search(r"Example: sedamp scale (\w+)=(\d+) (\S+)", r.stdout)
     assert m, r.stdout
-    stage, n, name = m.group(1), int(m.group(2)), m.group(3)
-    top = load(TOPOLOGIES / f"{name}.yaml", check_handlers=False)
+    stage, n, path = m.group(1), int(m.group(2)), m.group(3)
+    top = load(REPO / path, check_handlers=False)
     workers = top.stages[stage].workers
     assert workers.min != workers.max and workers.min <= n  # a pool the controller sizes
 
@@ -267,14 +268,14 @@ stages:
 controller: {{period_s: 0.2}}
 """
     )
-    work = tmp_path / "w"
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = start_run(topo, work, "--drain-timeout", "1")
+    # no --workdir: the run goes beside the topology, and status finds it by the file
+    proc = subprocess.Popen(sedamp_cmd("run", str(topo), "-q", "--drain-timeout", "1"), cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
 
         def answered() -> str | None:
             r = subprocess.run(
-                sedamp_cmd("status", "--workdir", str(work)), env=env, capture_output=True, text=True, timeout=30
+                sedamp_cmd("status", str(topo)), env=env, cwd=REPO, capture_output=True, text=True, timeout=30
             )
             row = [line for line in r.stdout.splitlines() if "a_handler_with_a_rather_long_name" in line]
             done = row[0].split("│")[6].strip().replace(",", "") if row and row[0].count("│") > 6 else ""
@@ -315,3 +316,39 @@ def test_plural() -> None:
     assert [plural(n, "event") for n in (0, 1, 2, 1234)] == ["0 events", "1 event", "2 events", "1,234 events"]
     assert plural(1, "run directory", "run directories") == "1 run directory"
     assert plural(3, "run directory", "run directories") == "3 run directories"
+
+
+def test_a_topology_reads_writes_and_keeps_its_runs_beside_it_from_any_directory(tmp_path: Path) -> None:
+    """Inputs resolved against the topology's folder but outputs and the run directory
+    against the current one: `sedamp run /elsewhere/wordcount.yaml` from D wrote D/out
+    and D/.sedamp. Every relative path of a topology now resolves against its folder;
+    a --workdir given on the command line against the current directory."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    shutil.copytree(TOPOLOGIES / "data" / "texts", project / "data" / "texts")
+    shutil.copy(TOPOLOGIES / "wordcount.yaml", project / "wordcount.yaml")
+    elsewhere.mkdir()
+    defaults = {"OUT": ""}  # the topology's own default output, whatever the environment holds
+
+    r = run_sedamp("run", str(project / "wordcount.yaml"), cwd=elsewhere, env={**defaults, **WIDE})
+    assert r.returncode == 0, r.stderr
+    counts = project / "out" / "wordcount" / "counts.tsv"
+    assert counts.is_file() and counts.read_text().count("\t") > 10
+    assert list(elsewhere.iterdir()) == []  # nothing here: no out/, no .sedamp/
+    (run_dir,) = (project / ".sedamp" / "runs").iterdir()
+    # the summary ends saying where the output and the run directory are (absolute: not under here)
+    assert r.stdout.splitlines()[-2:] == [f"output: {counts}", f"run directory: {run_dir}"]
+
+    # from the project's parent the same paths are shown relative to it
+    r = run_sedamp("run", "project/wordcount.yaml", cwd=tmp_path, env={**defaults, **WIDE})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-2] == "output: project/out/wordcount/counts.tsv"
+    assert r.stdout.splitlines()[-1].startswith("run directory: project/.sedamp/runs/wordcount-")
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".sedamp").exists()
+
+    # --workdir is a path of the shell: relative to the current directory; --json says it all
+    r = run_sedamp("run", str(project / "wordcount.yaml"), "--workdir", "w", "--json", cwd=elsewhere, env=defaults)
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r)
+    assert Path(s["run_dir"]).parent == elsewhere / "w" / "runs"
+    assert s["outputs"] == [{"stage": "write", "path": str(counts)}]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["w"]

@@ -30,7 +30,7 @@ def without_worker_counts(name: str, directory: Path) -> Path:
     text = (TOPOLOGIES / name).read_text()
     if name != "wordcount.yaml":  # its keyed stage needs a fixed count
         text = re.sub(r"(?m)^\s+workers: .*\n", "", text)
-    text = text.replace("${TOPOLOGY_DIR}", str(TOPOLOGIES))
+    text = text.replace("${TOPOLOGY_DIR}", str(TOPOLOGIES)).replace('"data/', f'"{TOPOLOGIES}/data/')
     path = directory / name
     path.write_text(text)
     return path

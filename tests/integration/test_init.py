@@ -46,6 +46,20 @@ def test_the_project_runs_from_another_directory_with_variables(tmp_path: Path) 
     assert not (project / "tally.txt").exists()
 
 
+def test_the_project_writes_beside_itself_from_any_directory(tmp_path: Path) -> None:
+    """The starter wrote beside the topology through ${TOPOLOGY_DIR} while the run
+    directory went to the current one; now both follow the topology's folder."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    assert run_sedamp("init", "tally", "--dir", str(project)).returncode == 0
+    elsewhere.mkdir()
+    r = run_sedamp("run", str(project / "tally.yaml"), cwd=elsewhere, env=DEFAULTS)
+    assert r.returncode == 0, r.stderr
+    assert (project / "tally.txt").read_text() == SQUARES
+    assert (project / ".sedamp" / "runs").is_dir()
+    assert list(elsewhere.iterdir()) == []
+    assert f"output: {project / 'tally.txt'}" in r.stdout
+
+
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     assert run_sedamp("init", "shout", "--dir", str(tmp_path)).returncode == 0
     (tmp_path / "shout.yaml").write_text("mine\n")

@@ -293,7 +293,8 @@ def _stage_params(topology: str) -> dict[str, dict[str, Any]]:
     return {name: dict(s.get("params") or {}) for name, s in spec["stages"].items()}
 
 
-def test_jsonl_etl_topology_refs_and_sample_data(tmp_path: Path) -> None:
+def test_jsonl_etl_topology_refs_and_sample_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(TOPOLOGIES)  # where a run runs its stage code: relative paths resolve here
     spec = yaml.safe_load((TOPOLOGIES / "jsonl-etl.yaml").read_text())
     params = _stage_params("jsonl-etl.yaml")
     for name, stage in spec["stages"].items():

@@ -184,7 +184,8 @@ def _stage_params(topology: str, env: dict[str, str]) -> dict[str, dict[str, Any
     return {name: dict(s.get("params") or {}) for name, s in spec["stages"].items()}
 
 
-def test_wordcount_topology_on_its_sample_texts(tmp_path: Path) -> None:
+def test_wordcount_topology_on_its_sample_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(TOPOLOGIES)  # where a run runs its stage code: relative paths resolve here
     spec = yaml.safe_load((TOPOLOGIES / "wordcount.yaml").read_text())
     out = tmp_path / "counts.tsv"
     params = _stage_params("wordcount.yaml", {"OUT": str(out)})

@@ -26,7 +26,7 @@ from sedamp.executor import EXECUTORS, open_executor
 from sedamp.executor.base import Executor
 from sedamp.executor.local import LocalExecutor
 from sedamp.observe.failures import FailureLines, repeat_lines
-from sedamp.observe.progress import copies_events
+from sedamp.observe.progress import Listening, answered_line, copies_events
 from sedamp.observe.words import plural
 from sedamp.runtime import journal
 from sedamp.spec import Topology, paths
@@ -177,8 +177,7 @@ def run(
     top, executor = _open(topology, set_ or [], executor_name, address, started)
     workdir = _checked_workdir(workdir, top, executor)
     metrics = _metrics_path(top, executor, resume, report, metrics)
-    show_progress = progress if progress is not None else not quiet
-    watchers = _watchers(top, executor, (metrics_port, metrics_host), show_progress, progress_interval, verbose)
+    watchers = _watchers(top, executor, (metrics_port, metrics_host), (progress, quiet), progress_interval, verbose)
     try:
         summary = api.run(
             top,
@@ -302,14 +301,19 @@ def _watchers(
     top: Topology,
     executor: Executor,
     exporter_at: tuple[int | None, str],
-    show_progress: bool,
+    shown: tuple[bool | None, bool],
     progress_interval: float,
     verbose: int,
 ) -> _Watchers:
-    """The Prometheus endpoint (on `exporter_at`, port and host) and the progress display,
-    or without one the lines that tell each new kind of failure (errors: printed even
-    with -q)."""
+    """The Prometheus endpoint (on `exporter_at`, port and host), the line saying where a
+    stage listens (unless quiet), and the progress display, or without one the lines
+    that tell each new kind of failure (errors: printed even with -q). `shown` is
+    (--progress/--no-progress or None, --quiet)."""
     watchers = _Watchers()
+    progress, quiet = shown
+    show_progress = progress if progress is not None else not quiet
+    if not quiet:
+        watchers.ticks.append(_tell_listening(Listening()))  # before the display draws: above its bar
     metrics_port, metrics_host = exporter_at
     if metrics_port is not None:
         from sedamp.observe.prometheus import Exporter
@@ -334,6 +338,14 @@ def _watchers(
     watchers.ticks.append(display)
     watchers.closers.insert(0, display.close)
     return watchers
+
+
+def _tell_listening(listening: Listening) -> Callable[[dict[str, Any]], None]:
+    def tell(record: dict[str, Any]) -> None:
+        for line in listening(record):
+            typer.echo(line, err=True)
+
+    return tell
 
 
 def _write_report(metrics: Path, report: Path, quiet: bool) -> None:
@@ -417,6 +429,10 @@ def print_summary(s: Summary) -> None:
     if runs:
         table.caption = "ran fused, in one pool: " + ", ".join("+".join(r) for r in runs)
     console.print(table)
+    for st in s.stages:
+        served = answered_line(st.name, st.stats)
+        if served is not None:
+            typer.echo(served)
     for line in where_lines(s):
         typer.echo(line)
     if s.interrupted:

@@ -121,6 +121,7 @@ class StageRecord:
             "recycled": c.recycled,
             "restarts": c.restarts,
             **({"total": c.count("total", None)} if c.kind == "source" else {}),
+            **({"stats": c.count("stats")} if isinstance(c.count("stats", None), dict) else {}),
             "arrivals_per_s": self.arrivals_per_s,
             "completions_per_s": self.completions_per_s,
             "latency_ms": self.latency_ms,
@@ -512,4 +513,5 @@ def _stage_summary(name: str, st: Stage, c: StageCounts, pool: Stage) -> StageSu
         poisoned=int(c.poisoned),
         timeouts=int(c.timeouts),
         recycled=int(c.recycled),
+        stats=c.count("stats") if isinstance(c.count("stats", None), dict) else None,
     )

@@ -100,7 +100,7 @@ class Stage:
     queue: Child | None = None
     source: Child | None = None
     workers: dict[int, Child] = field(default_factory=dict)
-    retired: dict[str, float] = field(default_factory=dict)  # counters of exited workers
+    retired: dict[str, Any] = field(default_factory=dict)  # counters of exited workers (a source: its stats too)
     closed: bool = False
     ended: bool = False
     complete: bool = False
@@ -297,7 +297,7 @@ class Roster:
                 f"source {child.stage!r} (pid {child.proc.pid}) {how} before it finished"
             )
         st.complete = True
-        st.retired = {k: v for k, v in child.stats.items() if isinstance(v, int | float)}
+        st.retired = {k: v for k, v in child.stats.items() if isinstance(v, int | float) or k == "stats"}
         self._retire_shed(child)
         log.info("source %s finished (%s events)", child.stage, child.stats.get("in"))
 

@@ -44,6 +44,7 @@ class StageSummary:
     poisoned: int = 0  # events that killed POISON_DEATHS workers (dead-lettered unless skip)
     timeouts: int = 0  # workers killed because a handler call passed timeout_s
     recycled: int = 0  # workers replaced after max_events or max_rss_mb
+    stats: dict[str, Any] | None = None  # what a source says of itself (its stats(): listening, answered)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from sedamp.observe.words import plural
+
 # Rates are measured over this much of the recent past.
 RATE_WINDOW_S = 5.0
 
@@ -181,3 +183,33 @@ def stage_line(v: View) -> str:
         else:
             out.append(f"{s.name} q {s.queue}/{s.capacity} w{s.workers}")
     return " | ".join(out)
+
+
+class Listening:
+    """Where the stages of a run listen (a source's ``stats()["listening"]``, e.g. the HTTP
+    front end's URL), from its metrics records: each address told once, when it first
+    appears: ``sedamp: listening on http://127.0.0.1:8080 (stage http)``."""
+
+    def __init__(self) -> None:
+        self.told: set[tuple[str, str]] = set()
+
+    def __call__(self, record: dict[str, Any]) -> list[str]:
+        lines = []
+        for name, st in (record.get("stages") or {}).items():
+            url = ((st.get("stats") if isinstance(st, dict) else None) or {}).get("listening")
+            if isinstance(url, str) and url and (name, url) not in self.told:
+                self.told.add((name, url))
+                lines.append(f"sedamp: listening on {url} (stage {name})")
+        return lines
+
+
+def answered_line(stage: str, stats: dict[str, Any] | None) -> str | None:
+    """What a serving stage answered (its ``stats()["answered"]``: counts by status), for
+    the summary: ``http: answered 1,234 requests (200: 1,200, 503: 30, 504: 4)``."""
+    answered = (stats or {}).get("answered")
+    if not isinstance(answered, dict):
+        return None
+    counts = sorted((str(k), _i(v)) for k, v in answered.items())
+    total = sum(n for _, n in counts)
+    detail = f" ({', '.join(f'{k}: {n:,}' for k, n in counts)})" if counts else ""
+    return f"{stage}: answered {plural(total, 'request')}{detail}"

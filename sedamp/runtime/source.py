@@ -115,7 +115,7 @@ class _Source:
             now = time.monotonic()
             if now >= next_stats:
                 self._count_waits()
-                self.counters["shed"] = self._shed()
+                self._note_stats()
                 self.ctl.send_multipart(wire.simple(wire.STATS, self.counters))
                 next_stats = now + self.cfg.period_s
                 lifeline.exit_if_orphaned(self.cfg.parent_pid)
@@ -206,6 +206,13 @@ class _Source:
         self.counters["blocked_s"] = self.waits.blocked_s
         self.counters["waiting_s"] = self.waits.waiting_s
 
+    def _note_stats(self) -> None:
+        """Refresh what the counters carry besides counts: shed events, the source's own stats."""
+        self.counters["shed"] = self._shed()
+        stats = self.runner.stats()
+        if stats is not None:
+            self.counters["stats"] = stats
+
     def _end(self) -> None:
         """Tear the source down, detach, report DONE (or FATAL) and wait for the
         controller's word before closing."""
@@ -220,7 +227,7 @@ class _Source:
         if self.tracer is not None:
             self.tracer.flush()
         self.counters["stopped"] = self.stop_requested
-        self.counters["shed"] = self._shed()
+        self._note_stats()
         self._count_waits()
         error = self.error
         if error is not None:

@@ -16,7 +16,9 @@ handler, a class
 source
     a function ``f(**params)`` returning an iterable of events (if it has ``len()``, that is
     the total shown as progress), or a class with ``setup(**params)``, ``__iter__`` and an
-    optional ``total()``.
+    optional ``total()``. A source class may also have ``stats()``: a small dict of plain
+    values about itself (``listening``: the URL it serves; ``answered``: its answers by
+    status), sent to the controller with its counters every period.
 sink
     a function ``f(event, **params)`` or a class with ``setup``, ``handle`` (or
     ``handle_batch``) and ``teardown()``, which runs once at the end so it can flush.
@@ -366,12 +368,14 @@ class SourceRunner:
         self.params = dict(params)
         self._obj: Any = None
         self._iterable: Iterable[Any] | None = None
+        self._stats: Callable[[], Any] | None = None
 
     def setup(self) -> None:
         target = load_ref(self.ref)
         if inspect.isclass(target):
             self._obj = _instantiate(target, self.params)
             self._iterable = self._obj
+            self._stats = getattr(self._obj, "stats", None)
         else:
             self._iterable = target(**self.params)
 
@@ -388,6 +392,25 @@ class SourceRunner:
     def __iter__(self) -> Iterator[Any]:
         assert self._iterable is not None, "setup() was not called"
         return iter(self._iterable)
+
+    def stats(self) -> dict[str, Any] | None:
+        """What the source says of itself (its ``stats()``), or None: it has no such
+        method, or it raised or gave something else than a dict of MessagePack values
+        (logged, and not asked again)."""
+        if self._stats is None:
+            return None
+        import msgpack  # (here: `import sedamp` loads this module, and most commands never pack)
+
+        try:
+            value = self._stats()
+            if not isinstance(value, dict):
+                raise TypeError(f"it returned a {type(value).__name__}, not a dict")
+            msgpack.packb(value)  # it travels to the controller
+        except Exception:
+            log.exception("source %s: stats() failed; it is not asked again", self.ref)
+            self._stats = None
+            return None
+        return value
 
     def teardown(self) -> None:
         if self._obj is not None and hasattr(self._obj, "teardown"):

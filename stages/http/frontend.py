@@ -144,7 +144,10 @@ class HttpFrontend:
     """Source: an HTTP/1.1 server whose requests are the events (see the module doc).
 
     Params
-        port, host: where to listen (host 127.0.0.1 unless given).
+        port, host: where to listen (host 127.0.0.1 unless given). Port 0 takes a free
+            port (its Respond sinks say port 0 too); ``sedamp run`` prints where it
+            listens (``listening on http://127.0.0.1:PORT``) and, in its summary, how
+            many requests were answered with each status (``stats()``).
         routes: a list of ``{path, route, method: GET|POST|...|"*", prefix: bool}``; the
             first match wins.
         limits: per route, ``{max_inflight, rate, burst, target_p90_ms, classes}``
@@ -184,6 +187,7 @@ class HttpFrontend:
     ) -> None:
         self.port = int(port)
         self.host = host
+        self.url = f"http://{host}:{port}"  # the port bound, once listening (port 0: the system's pick)
         self.routes = [dict(r) for r in (routes or [{"path": "/", "route": "default", "prefix": True}])]
         for r in self.routes:
             if "path" not in r or "route" not in r:
@@ -228,6 +232,12 @@ class HttpFrontend:
     def total(self) -> None:
         return None
 
+    def stats(self) -> dict[str, Any]:
+        """Where it listens (the port the system gave, for port 0) and its answers so far
+        by status, for `sedamp run` to show (``listening on URL``, and in the summary)."""
+        answered = self.counts.copy()  # one C call: safe against the server thread's updates
+        return {"listening": self.url, "answered": {str(k): v for k, v in sorted(answered.items())}}
+
     def __iter__(self) -> Iterator[Any]:
         # After a request, wait only `idle_ms` for another before saying IDLE (so that
         # what was read is sent at once); when nothing is coming, wait longer between
@@ -266,6 +276,8 @@ class HttpFrontend:
             limit=MAX_HEADER_BYTES,
             reuse_address=True,
         )
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{port}"
         self._zctx = zmq.asyncio.Context()
         self._pull = self._zctx.socket(zmq.PULL)
         self._reply = reply_endpoint(self.port)

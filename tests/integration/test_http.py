@@ -436,3 +436,38 @@ def test_the_http_service_example(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
+
+
+def test_the_run_says_where_it_listens_and_what_it_served(tmp_path: Path) -> None:
+    """Nothing said where the service listened (with port 0, nothing could tell), nor,
+    at the end, what it had served."""
+    import json
+    import re
+
+    work, err_path, metrics = tmp_path / "w", tmp_path / "stderr.txt", tmp_path / "m.jsonl"
+    with open(err_path, "w") as err:  # the run keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            sedamp_cmd("run", str(topology(tmp_path, 0)), "--workdir", str(work), "--metrics", str(metrics)),
+            cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    try:
+        line = wait_until(
+            lambda: re.search(r"sedamp: listening on (http://127\.0\.0\.1:(\d+)) \(stage http\)\n", err_path.read_text())
+            or proc.poll() is not None,
+            30,
+            "the line saying where the front end listens",
+        )
+        assert proc.poll() is None, err_path.read_text()
+        url, port = line.group(1), int(line.group(2))
+        assert port != 0
+        wait_until(lambda: all(stage_count(work, s, "ready") >= 1 for s in ("echo", "boom", "respond")), 60, "the pools")
+        assert [ask(port, get(path))[0] for path in ("/get", "/get", "/nope", "/boom")] == [200, 200, 404, 500]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=30)
+    stderr = err_path.read_text()
+    assert proc.returncode == 130, stderr
+    assert stderr.count("listening on") == 1
+    assert "http: answered 4 requests (200: 2, 404: 1, 500: 1)" in stdout.splitlines()
+    final = json.loads(metrics.read_text().splitlines()[-1])
+    assert final["stages"]["http"]["stats"] == {"listening": url, "answered": {"200": 2, "404": 1, "500": 1}}

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from sedamp.cli.progress import LogProgress, TerminalProgress
-from sedamp.observe.progress import Tracker, count, duration, headline, stage_line
+from sedamp.observe.progress import Listening, Tracker, answered_line, count, duration, headline, stage_line
 
 
 def stage(kind: str, i: int = 0, o: int = 0, **kw: Any) -> dict[str, Any]:
@@ -139,3 +139,23 @@ def test_a_run_shorter_than_the_rate_window_ends_with_its_average_rate_and_no_et
     assert v.rate == 200.0  # 100 events in 0.5 s, the whole run
     assert v.eta_s == 0.0
     assert headline(v) == "100/100 done (100%), 200.0/s, ETA 0s, 0 failed"
+
+
+def test_where_a_stage_listens_is_told_once() -> None:
+    listening = Listening()
+    serving = {"stages": {"http": {"kind": "source", "stats": {"listening": "http://127.0.0.1:8080"}}, "b": {}}}
+    assert listening({"stages": {"http": {"kind": "source"}}}) == []  # not up yet
+    assert listening(serving) == ["sedamp: listening on http://127.0.0.1:8080 (stage http)"]
+    assert listening(serving) == []
+    assert listening({"stages": {"http": {"stats": {"listening": "http://127.0.0.1:9090"}}}}) == [
+        "sedamp: listening on http://127.0.0.1:9090 (stage http)"
+    ]
+
+
+def test_what_a_stage_answered() -> None:
+    assert answered_line("http", {"answered": {"503": 30, "200": 1200, "504": 4}}) == (
+        "http: answered 1,234 requests (200: 1,200, 503: 30, 504: 4)"
+    )
+    assert answered_line("http", {"answered": {"200": 1}}) == "http: answered 1 request (200: 1)"
+    assert answered_line("http", {"answered": {}}) == "http: answered 0 requests"
+    assert answered_line("src", None) is None and answered_line("src", {"other": 1}) is None

@@ -409,7 +409,8 @@ def print_summary(s: Summary) -> None:
     from rich.table import Table
 
     console = stdout_console()
-    table = Table(title=f"{s.name}: {plural(s.events, 'event')} in {s.wall_s:.2f} s ({s.events_per_s:,.0f} events/s)")
+    rate = plural(round(s.events_per_s), "event")  # "1 event/s", "1,234 events/s"
+    table = Table(title=f"{s.name}: {plural(s.events, 'event')} in {s.wall_s:.2f} s ({rate}/s)")
     table.add_column("stage")
     table.add_column("kind")
     table.add_column("in", justify="right")

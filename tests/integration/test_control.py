@@ -113,7 +113,8 @@ controller:
         )
         os.close(slave)
         reader, chunks = _reader(master)
-        wait_until(lambda: b"".join(chunks).count(b"mid") >= 2, 30, "top on a terminal to redraw")
+        # two frames (its title twice): one frame names mid twice already (its row, the bottleneck line)
+        wait_until(lambda: b"".join(chunks).count(b"live (pid") >= 2, 30, "top on a terminal to redraw")
         top.terminate()
         shown, _ = top.communicate(timeout=10)
         assert "mid" in shown and "live" in shown

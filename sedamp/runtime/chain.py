@@ -41,6 +41,7 @@ class Routes(Protocol):
 
     keyed: bool
     limit: int
+    max_bytes: int
 
     def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None: ...
 
@@ -252,7 +253,7 @@ class Chain:
                 continue
             self._route_one(eid, ev, res)
         if fast_ids:
-            packed = wire.pack_all(fast_out, router.limit)
+            packed = wire.pack_all(fast_out, router.limit, router.max_bytes)
             if packed is not None:
                 router.route_packed(fast_ids, packed)
                 self.tail.n_out += len(packed)

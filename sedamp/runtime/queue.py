@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from sedamp.errors import StorageError, WireError
-from sedamp.runtime import lifeline, sockets, wire
+from sedamp.runtime import flow, lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s
@@ -34,13 +34,18 @@ from sedamp.runtime.tracing import Tracer, tracer_of
 log = logging.getLogger(__name__)
 
 
+def _core_of(cfg: QueueConfig) -> QueueCore:
+    term = lease_term_s(cfg.period_s)
+    return QueueCore(cfg.capacity, cfg.partitions, lease_term_s=term, producers=cfg.producers, max_bytes=cfg.max_bytes)
+
+
 def run_queue(cfg: QueueConfig) -> None:
     """Entry function of a queue process."""
     lifeline.become_child(cfg.parent_pid)
     socks = sockets.Sockets(cfg.curve)
     data = socks.router(cfg.endpoint)
     ctl = socks.dealer(queue_identity(cfg.stage), cfg.control_endpoint)
-    core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=lease_term_s(cfg.period_s), producers=cfg.producers)
+    core = _core_of(cfg)
     outbox = Outbox(data, core)
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
     tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "queue", cfg.stage)
@@ -75,7 +80,7 @@ def run_queue(cfg: QueueConfig) -> None:
                 reported_end = True
                 next_stats = now  # tell the controller at once
             if now >= next_stats or stopping:
-                ctl.send_multipart(wire.simple(wire.DONE if stopping else wire.STATS, core.stats()))
+                ctl.send_multipart(wire.simple(wire.DONE if stopping else wire.STATS, flow.stats(core)))
                 next_stats = now + cfg.period_s
             if now >= next_parent_check:
                 if not lifeline.parent_alive(cfg.parent_pid):

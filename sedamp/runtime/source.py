@@ -27,7 +27,7 @@ from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import SourceConfig, source_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.journal import read_skip
-from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
+from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, outlets_for, take_replies, wait_taken
 from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths
 from sedamp.runtime.tracing import tracer_of
 
@@ -66,10 +66,7 @@ class _Source:
         self.ctl.send_multipart(wire.simple(wire.REGISTER, wire.SOURCE, cfg.stage, 0, self.pid, ""))
         it, total = self._start()
         want = 4 * cfg.batch
-        self.outlets = [
-            Outlet(self.socks, o.stage, o.endpoint, self.identity, o.key, o.partitions, want, o.on_full, o.when)
-            for o in cfg.outputs
-        ]
+        self.outlets = outlets_for(self.socks, cfg.outputs, self.identity, want)
         self.router = Router(self.outlets, cfg.max_event_bytes)
         self.dead = DeadLetters(cfg.dead_letters)
         self.poller = zmq.Poller()
@@ -146,7 +143,7 @@ class _Source:
 
     def _route(self, ids: list[Any], evs: list[Any]) -> None:
         router = self.router
-        packed = wire.pack_all(evs, router.limit) if not router.keyed else None
+        packed = wire.pack_all(evs, router.limit, router.max_bytes) if not router.keyed else None
         if packed is not None:
             router.route_packed(ids, packed)
             self.counters["out"] += len(ids)

@@ -62,7 +62,7 @@ from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.guard import MemoryGuard
 from sedamp.runtime.journal import Journal, is_resumable
-from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
+from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, outlets_for, take_replies, wait_taken
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import IN_USER_CODE, Slot
 from sedamp.runtime.stage import Failure, add_import_paths
@@ -183,10 +183,7 @@ class _Worker:
         self.up = self.socks.dealer(self.identity, cfg.input_endpoint)
         self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
         want = 2 * MAX_BATCH_EVENTS
-        self.outlets = [
-            Outlet(self.socks, o.stage, o.endpoint, self.identity, o.key, o.partitions, want, o.on_full, o.when)
-            for o in cfg.outputs
-        ]
+        self.outlets = outlets_for(self.socks, cfg.outputs, self.identity, want)
         self.router = Router(self.outlets, cfg.max_event_bytes)
         self.chain.router = self.router
         self.poller = zmq.Poller()
@@ -316,9 +313,9 @@ class _Worker:
     # ---------------------------------------------------------------- work
 
     def _handle(self, msg: wire.Message) -> None:
-        lease, ids, counts, t_srcs = msg.fields
+        lease, ids, counts, t_srcs, nbufs = msg.fields
         try:
-            events = wire.unpack_events(msg.bodies, len(ids))
+            events = wire.unpack_events(msg.bodies, len(ids), nbufs, msg.bufs)
         except WireError as exc:
             self.chain.dead_input(ids, f"stage {self.cfg.stage!r} received an undecodable event: {exc}")
             self._ack(lease)

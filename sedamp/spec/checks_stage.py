@@ -22,6 +22,7 @@ from sedamp.spec.keys import EDGE_KEYS, ON_ERROR_KEYS, QUEUE_KEYS, STAGE_KEYS, W
 from sedamp.spec.model import (
     DEFAULT_CAPACITY_EVENTS,
     DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_BYTES,
     FUSE_CHOICES,
     KINDS,
     MAX_BATCH,
@@ -347,7 +348,10 @@ def _queue(p: Problems, path: tuple[Any, ...], raw: Any) -> QueueSpec:
     on_full: Any = "block"
     if raw.get("on_full") is not None:
         on_full = p.choice((*path, "on_full"), raw["on_full"], ON_FULL_CHOICES) or "block"
-    return QueueSpec(capacity=capacity, on_full=on_full)
+    max_bytes = DEFAULT_MAX_BYTES
+    if raw.get("max_bytes") is not None:
+        max_bytes = p.size((*path, "max_bytes"), raw["max_bytes"]) or max_bytes
+    return QueueSpec(capacity=capacity, on_full=on_full, max_bytes=max_bytes)
 
 
 def _edges(p: Problems, path: tuple[Any, ...], raw: Any) -> tuple[list[EdgeAt], bool]:

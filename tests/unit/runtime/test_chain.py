@@ -73,6 +73,7 @@ class FakeRouter:
     def __init__(self, keyed: bool = False) -> None:
         self.keyed = keyed
         self.limit = wire.MAX_EVENT_BYTES
+        self.max_bytes = 0
         self.routed: list[tuple[Any, Any]] = []
 
     def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None:

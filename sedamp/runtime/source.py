@@ -26,10 +26,15 @@ from sedamp.errors import StorageError, WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import SourceConfig, source_identity
 from sedamp.runtime.deadletter import DeadLetters
+from sedamp.runtime.flow import DEFAULT_MAX_BYTES
 from sedamp.runtime.journal import read_skip
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, outlets_for, take_replies, wait_taken
+from sedamp.runtime.payload import nbufs_of, size_of
 from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths
 from sedamp.runtime.tracing import tracer_of
+
+# A source reads at most this share of the smallest downstream bound in bytes at once.
+READ_BYTES_SHARE = 8
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,10 @@ class _Source:
         self.outlets: list[Outlet] = []
         self.stop_requested = False
         self.exhausted = False
+        # events per read: one at first, then as many as fit in READ_BYTES_SHARE of the
+        # smallest downstream bound in bytes (at most cfg.batch), so that a source of
+        # 48 MB arrays does not read 512 of them before it sends one
+        self.read_n = 1
         self.error: Failure | None = None
         self.tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "source", cfg.stage)
 
@@ -110,7 +119,7 @@ class _Source:
 
     def _read(self, it: Iterator[Any]) -> None:
         """Read up to a batch of events (fewer at IDLE), name them and hand them over."""
-        batch = self.cfg.batch
+        batch = self.read_n
         evs: list[Any] = []
         t_read = time.time()
         t_read_ns = time.monotonic_ns() if self.tracer is not None else 0
@@ -141,13 +150,22 @@ class _Source:
         if n < batch and not idle:
             self.exhausted = True
 
+    def _size_reads(self, packed: list[bytes]) -> None:
+        """Size the next read from the bytes of the events just packed."""
+        nbytes = sum(map(size_of, packed)) if nbufs_of(packed) else sum(map(len, packed))
+        budget = (self.router.max_bytes or DEFAULT_MAX_BYTES) // READ_BYTES_SHARE
+        self.read_n = max(1, min(self.cfg.batch, budget * len(packed) // max(1, nbytes)))
+
     def _route(self, ids: list[Any], evs: list[Any]) -> None:
         router = self.router
         packed = wire.pack_all(evs, router.limit, router.max_bytes) if not router.keyed else None
         if packed is not None:
             router.route_packed(ids, packed)
             self.counters["out"] += len(ids)
+            if packed:
+                self._size_reads(packed)
             return
+        self.read_n = self.cfg.batch if router.keyed else max(1, self.read_n // 2)
         for eid, ev in zip(ids, evs, strict=True):
             try:
                 # after a failed bulk pack, sizes are looked at before packing again

@@ -281,11 +281,13 @@ def pack_all(events: Sequence[Any], limit: int = MAX_EVENT_BYTES, max_bytes: int
     keep = packed.append
     col = _collector
     col.bufs = []
+    large = min(limit, OOB_BYTES - 1)
     try:
         for e in events:
             p = _packb(e)
-            if len(p) >= OOB_BYTES or col.bufs:
-                p = _with_buffers(e, p)
+            if len(p) > large or col.bufs:
+                if len(p) >= OOB_BYTES or col.bufs:
+                    p = _with_buffers(e, p)
                 if len(p) > limit or (max_bytes and type(p) is Packed and p.nbytes > max_bytes):
                     return None
             keep(p)

@@ -220,3 +220,9 @@ def test_a_lone_event_larger_than_the_window_overdraws_instead_of_waiting_foreve
     out = q.handle(b"w", wire.parse(wire.ack(msg.fields[0])))
     q.check_invariant()
     assert _credit(out, b"p")[1] > 0  # the overdraft is paid back; bytes flow again
+
+
+def test_a_small_limit_still_refuses_events_below_the_buffer_threshold() -> None:
+    # a stage's max_event_bytes may be far below OOB_BYTES: packing in bulk must keep it
+    assert wire.pack_all([{"blob": b"\0" * 5000}], limit=4096) is None
+    assert wire.pack_all([{"blob": b"\0" * 4000}], limit=4096) is not None

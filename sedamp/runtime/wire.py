@@ -257,13 +257,13 @@ def pack_event(event: Any, limit: int = MAX_EVENT_BYTES, estimate: bool = False,
 def _with_buffers(event: Any, packed: bytes) -> bytes:
     """The packed form of a large event (or one holding arrays): its byte strings of
     OOB_BYTES or more moved out to buffers, as a `Packed` when it has any buffer."""
+    if len(packed) > PACKER_KEEP_BYTES:
+        _shrink_packer()  # it packed this event's bytes once: free the buffer that grew so
     if len(packed) >= OOB_BYTES:
         marked, found = payload.mark_big(event)
         if found:
             _collector.bufs = []
             packed = _packb(marked)
-    if len(packed) > PACKER_KEEP_BYTES:
-        _shrink_packer()
     bufs, _collector.bufs = _collector.bufs, []
     if not bufs:
         return packed
@@ -438,8 +438,9 @@ def _split_buffers(kind: int, fields: tuple[Any, ...], frames: tuple[Any, ...]) 
     `nbufs`, says how many buffers each event has; the bodies come first)."""
     nbufs, ids = fields[-1], fields[2 if kind == PUT else 1]
     n_events = len(ids) if isinstance(ids, list) else -1
-    counts_ok = not nbufs or (len(nbufs) == n_events and all(_is_int(n) and n >= 0 for n in nbufs))
-    if not isinstance(nbufs, list) or not counts_ok:
+    if not isinstance(nbufs, list):
+        raise WireError(f"{KIND_NAMES[kind]} has malformed fields")
+    if nbufs and (len(nbufs) != n_events or not all(_is_int(n) and n >= 0 for n in nbufs)):
         raise WireError(f"{KIND_NAMES[kind]} has malformed fields")
     n_bodies = 1 if kind == PUT else len(frames) - sum(nbufs)
     if n_bodies < 1 or len(frames) != n_bodies + sum(nbufs):

@@ -19,7 +19,8 @@ def _rss_mib() -> float:
 
 
 class Blobs:
-    """Each output carries `mb` MiB of bytes. At teardown, writes to `report/<pid>` the
+    """Each output carries `mb` MiB of text (a string travels inside the packed event,
+    where max_event_bytes bounds it; bytes that large would go beside it). At teardown, writes to `report/<pid>` the
     worker's memory after setup and its peak (MiB), to see what a batch cost."""
 
     def setup(self, mb: int, report: str) -> None:
@@ -28,7 +29,7 @@ class Blobs:
         self.base = _rss_mib()
 
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        return {**event, "blob": b"x" * self.size}
+        return {**event, "blob": "x" * self.size}
 
     def teardown(self) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

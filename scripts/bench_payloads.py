@@ -119,7 +119,8 @@ def run_size(args: argparse.Namespace, mb: int, tmp: Path) -> dict[str, Any]:
                 walls[system].append(wall)
                 peaks[system].append(peak)
                 rate, mib = n * nbytes / wall / 1e6, peak / 2**20
-                print(f"  round {rnd} {mb:3} MB {system:13} {wall:7.2f} s {rate:8.0f} MB/s  peak {mib:6.0f} MiB", flush=True)
+                line = f"  round {rnd} {mb:3} MB {system:13} {wall:7.2f} s {rate:8.0f} MB/s  peak {mib:6.0f} MiB"
+                print(line, flush=True)
     return {"count": count, "nbytes": nbytes, "walls": walls, "peaks": peaks}
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from sedamp.cli._common import fail
 from sedamp.control.client import command, find_run
 from sedamp.errors import EXIT_FAILED, SedampError
+from sedamp.observe.metrics import fraction_of
 
 TargetArg = Annotated[
     str | None, typer.Argument(help="A run directory or a topology name (default: the newest running one).")
@@ -34,47 +35,53 @@ def _status(target: str | None, workdir: Path) -> tuple[dict[str, Any], dict[str
 
 
 def table(info: dict[str, Any], record: dict[str, Any]) -> Table:
-    """A row per stage; the bottleneck (the fullest queue whose workers are busiest) in bold red."""
+    """A row per stage; the bottleneck (the stage its upstream neighbours were blocked
+    on, as the controller judged the period) in bold red, marked, and why in the caption."""
     stages = record["stages"]
-
-    def load(s: dict[str, Any]) -> float:
-        q = s.get("queue") or {}
-        busy = [w["busy"] for w in s.get("worker_detail") or []] or [0.0]
-        return (q.get("length") or 0) / max(1, q.get("capacity") or 1) + sum(busy) / len(busy)
-
-    candidates = [n for n, s in stages.items() if s["kind"] != "source"]
-    bottleneck = max(candidates, key=lambda n: load(stages[n])) if candidates else None
+    held = record.get("bottleneck") or {}
     sysinfo = record["system"]
+    caption = str(info["run_dir"])
+    if held:
+        caption += f"\nbottleneck: {held.get('stage')}: {held.get('reason')}"
     t = Table(
         title=f"{info['name']} (pid {info['pid']}): {record['elapsed_s']:.1f} s, "
         f"cpu {sysinfo['cpu_percent']:.0f}% of {sysinfo['cores']} cores",
-        caption=str(info["run_dir"]),
+        caption=caption,
     )
     columns = ("stage", "workers", "queue", "in/s", "done", "failed", "batch", "svc p90", "wait p90")
-    for col in columns:
+    for col in (*columns, "blocked", "waiting"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     for name, s in stages.items():
-        q = s.get("queue") or {}
-        lat = s.get("latency_ms") or {}
-        svc = (lat.get("service") or {}).get("p90")
-        wait = (lat.get("queue_wait") or {}).get("p90")
-        style = "bold red" if name == bottleneck and load(s) > 1.0 else None
-        label = {"source": f"{name} (source)", "sink": f"{name} (sink)"}.get(s["kind"], name)
-        if s.get("group"):
-            label += f" [{s['group']}]"
-        t.add_row(
-            label,
-            f"{s['workers']}/{s['target']}" if s["kind"] != "source" else "-",
-            f"{q.get('length', 0)}/{q.get('capacity')}" if q else "-",
-            f"{s['arrivals_per_s']:,.0f}",
-            f"{s['events_in']:,}",
-            f"{s['failed']:,}",
-            f"{s['batch_size']:.0f}" if s.get("batch_size") else "-",
-            f"{svc:.2f}ms" if svc is not None else "-",
-            f"{wait:.0f}ms" if wait is not None else "-",
-            style=style,
-        )
+        bottleneck = name == held.get("stage")
+        t.add_row(*_row(name, s, bottleneck), style="bold red" if bottleneck else None)
     return t
+
+
+def _row(name: str, s: dict[str, Any], bottleneck: bool) -> list[str]:
+    """One stage's cells: see `table`."""
+    q = s.get("queue") or {}
+    lat = s.get("latency_ms") or {}
+    svc = (lat.get("service") or {}).get("p90")
+    wait = (lat.get("queue_wait") or {}).get("p90")
+    label = {"source": f"{name} (source)", "sink": f"{name} (sink)"}.get(s["kind"], name)
+    if s.get("group"):
+        label += f" [{s['group']}]"
+    if bottleneck:
+        label += " < bottleneck"
+    processes = len(s.get("worker_detail") or ())
+    shares = [fraction_of(s.get(k), processes) for k in ("blocked_s_per_s", "waiting_s_per_s")]
+    return [
+        label,
+        f"{s['workers']}/{s['target']}" if s["kind"] != "source" else "-",
+        f"{q.get('length', 0)}/{q.get('capacity')}" if q else "-",
+        f"{s['arrivals_per_s']:,.0f}",
+        f"{s['events_in']:,}",
+        f"{s['failed']:,}",
+        f"{s['batch_size']:.0f}" if s.get("batch_size") else "-",
+        f"{svc:.2f}ms" if svc is not None else "-",
+        f"{wait:.0f}ms" if wait is not None else "-",
+        *(f"{x:.0%}" if x is not None else "-" for x in shares),
+    ]
 
 
 def status(

@@ -1,10 +1,12 @@
 """Runs in the controller process: what the run measures, once per period.
 
 Reads:  what every child last reported (through the roster), the latency samples
-        queues and workers send with their STATS, and psutil (CPU and memory of each
-        local worker, the machine's CPU and load).
+        queues and workers send with their STATS, the slots of workers and sources (the
+        batch in hand, the time blocked and waiting as it accrues), and psutil (CPU and
+        memory of each local worker, the machine's CPU and load).
 Writes: nothing; it returns typed records. `StageCounts` is one stage's counters now
-        (the snapshot); `StageRecord` adds this period's rates, latencies and workers.
+        (the snapshot); `StageRecord` adds this period's rates, latencies, workers and
+        time blocked; `Period` adds the stage that held the others back (the bottleneck).
         From these come the metrics line (`Period.as_dict`, docs/controller.md, "Metrics stream"),
         the pool controller's views (`views`) and the run's `Summary` (`summary`).
 """
@@ -57,6 +59,8 @@ class WorkerSample:
     cpu_percent: float | None  # None: not measurable (another host, or gone)
     rss_mb: float | None
     busy: float  # fraction of the period spent handling events
+    blocked: float = 0.0  # fraction of the period its outputs waited for credit downstream
+    waiting: float = 0.0  # fraction of the period it had nothing to handle
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +69,8 @@ class WorkerSample:
             "cpu_percent": self.cpu_percent,
             "rss_mb": self.rss_mb,
             "busy": self.busy,
+            "blocked": self.blocked,
+            "waiting": self.waiting,
         }
 
 
@@ -80,6 +86,15 @@ class StageRecord:
     batch_size: float | None  # what its workers ask for, on average
     events_per_batch: float | None  # what their batches carried this period
     worker_detail: tuple[WorkerSample, ...]  # only on a pool's first stage
+    # seconds per second its processes (a source's one, a pool's workers) spent blocked
+    # and waiting, summed over them; None on a group's stages after the first
+    blocked_s_per_s: float | None = None
+    waiting_s_per_s: float | None = None
+
+    @property
+    def blocked(self) -> float | None:
+        """The share of the period its processes spent blocked (the mean one's)."""
+        return metrics.fraction_of(self.blocked_s_per_s, len(self.worker_detail))
 
     def as_dict(self) -> dict[str, Any]:
         """The stage's entry in the metrics line (keys and their order are documented)."""
@@ -111,6 +126,8 @@ class StageRecord:
             "latency_ms": self.latency_ms,
             "batch_size": self.batch_size,
             "events_per_batch": self.events_per_batch,
+            "blocked_s_per_s": self.blocked_s_per_s,
+            "waiting_s_per_s": self.waiting_s_per_s,
             "worker_detail": [w.as_dict() for w in self.worker_detail],
         }
 
@@ -132,6 +149,7 @@ class Period:
     other_cores: float = 0.0  # CPU other programs used on the machine, in cores
     budget: float = 0.0  # the cores the pools may use: policy.machine_budget less runtime_cores
     runtime_cores: float = 0.0  # the run's CPU outside workers: controller, queues, sources
+    bottleneck: dict[str, str] | None = None  # the stage that held the others back, and why
 
     def as_dict(self) -> dict[str, Any]:
         record = {
@@ -148,6 +166,7 @@ class Period:
                 "runtime_cores": self.runtime_cores,
             },
             "stages": {name: r.as_dict() for name, r in self.stages.items()},
+            "bottleneck": self.bottleneck,
             "decisions": self.decisions,
         }
         if self.fusion:
@@ -186,7 +205,7 @@ class Recorder:
     def forget(self, child: Child) -> None:
         """A worker has exited: drop what was kept to measure it."""
         self.ps.pop(child.pid, None)
-        for stat in ("busy", "batches", "in"):
+        for stat in ("busy", "batches", "in", "blocked", "waiting"):
             self.last_seen.pop(f"{stat}:{child.identity}", None)
 
     # ---------------------------------------------------------------- counts
@@ -244,6 +263,7 @@ class Recorder:
         return Period(
             t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions, fusion,
             round(own, 2), round(others, 2), round(max(policy.MIN_BUDGET, budget - runtime), 2), round(runtime, 2),
+            self._bottleneck(records),
         )  # fmt: skip
 
     def _own_cores(self) -> float:
@@ -272,6 +292,12 @@ class Recorder:
         head = name == pool.spec.name
         workers = sorted(pool.workers.values(), key=lambda w: w.index)
         sizes = [w.stats["batch_size"] for w in workers if "batch_size" in w.stats]
+        detail = self._sample_workers(pool, dt) if head else ()
+        waits: tuple[float | None, float | None] = (None, None)  # a group's member: its head's
+        if c.kind == "source":
+            waits = self._waits_since_last(st.source, dt) if st.source is not None else (0.0, 0.0)
+        elif head:
+            waits = (round(sum(w.blocked for w in detail) + 0.0, 3), round(sum(w.waiting for w in detail) + 0.0, 3))
         return StageRecord(
             counts=c,
             bounds=policy.worker_bounds(st.spec, cores) if c.kind != "source" else (1, 1),
@@ -280,7 +306,9 @@ class Recorder:
             latency_ms={k: metrics.percentiles(bucket.get(k, ())) for k in ("queue_wait", "service", "path")},
             batch_size=round(sum(sizes) / len(sizes), 1) if sizes else None,
             events_per_batch=per_batch,
-            worker_detail=self._sample_workers(pool, dt) if head else (),
+            worker_detail=detail,
+            blocked_s_per_s=waits[0],
+            waiting_s_per_s=waits[1],
         )
 
     def _sample_workers(self, pool: Stage, dt: float) -> tuple[WorkerSample, ...]:
@@ -295,8 +323,8 @@ class Recorder:
                     rss = round(p.memory_info().rss / 2**20, 1)
                 except psutil.Error:
                     pass
-            busy_frac = self._busy_since_last(w) / dt
-            out.append(WorkerSample(w.index, w.pid, cpu, rss, round(min(1.0, max(0.0, busy_frac)), 3)))
+            busy = round(min(1.0, max(0.0, self._busy_since_last(w) / dt)), 3)
+            out.append(WorkerSample(w.index, w.pid, cpu, rss, busy, *self._waits_since_last(w, dt)))
         return tuple(out)
 
     def _ps(self, pid: int) -> psutil.Process | None:
@@ -332,6 +360,38 @@ class Recorder:
         before = self.last_seen.get(key, 0.0)
         self.last_seen[key] = now
         return now - before
+
+    def _waits_since_last(self, child: Child, dt: float) -> tuple[float, float]:
+        """The shares of the last `dt` seconds that `child` (a worker or a source) spent
+        blocked and waiting. From its slot when it has one, which counts a wait in
+        progress up to now: a worker held back for longer than a period reads blocked in
+        every period, not in the one where its wait ends. Without a slot (a worker on
+        another host), from the totals of its last STATS."""
+        live = child.slot.waits() if child.slot is not None else None
+        if live is None:
+            live = (float(child.stats.get("blocked_s", 0.0)), float(child.stats.get("waiting_s", 0.0)))
+        shares = []
+        for stat, total in zip(("blocked", "waiting"), live, strict=True):
+            key = f"{stat}:{child.identity}"
+            before = self.last_seen.get(key, 0.0)
+            self.last_seen[key] = total
+            shares.append(round(min(1.0, max(0.0, (total - before) / dt)), 3))
+        return shares[0], shares[1]
+
+    def _bottleneck(self, records: dict[str, StageRecord]) -> dict[str, str] | None:
+        """The stage that held the others back this period (`metrics.bottleneck`), from
+        the blocked time of the sources and pools and how full their queues were."""
+        blocked: dict[str, float | None] = {}
+        downstream: dict[str, list[str]] = {}
+        fill: dict[str, float] = {}
+        for name, r in records.items():
+            if self.top.is_member(name):
+                continue  # its group's pool is its head's
+            blocked[name] = r.blocked
+            downstream[name] = [self.top.head_of(e.stage) for e in self.top.chain_of(name)[-1].to]
+            q = r.counts.queue or {}
+            fill[name] = (q.get("length") or 0) / q["capacity"] if q.get("capacity") else 0.0
+        return metrics.bottleneck(blocked, downstream, fill)
 
     def _since_last(self, w: Child, stat: str) -> float:
         """How much worker `w`'s cumulative counter `stat` grew since the last record."""

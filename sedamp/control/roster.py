@@ -85,7 +85,7 @@ class Child:
     fatal: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     retiring: bool = False  # told to leave because its pool shrank
-    slot: SlotView | None = None  # a worker's: which event is in its handler, and the deadline
+    slot: SlotView | None = None  # a worker's: the event in its handler, the deadline; and its waits (a source's too)
     killed: str | None = None  # why the controller killed it
     pid: int = 0  # as the process reported it when it registered (a cluster executor learns it late)
     last_heard: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
@@ -165,10 +165,14 @@ class Roster:
             st.target = targets[name]
 
     def start_sources(self) -> None:
+        """One process per source, with a slot for its blocked and waiting time."""
         for name, st in self.stages.items():
             if st.spec.kind == "source":
-                proc = self._exec().start(f"sds:{name}", "source", source_config(self.top, st.spec, self._wiring()))
+                slot, slot_path = self._new_slot()
+                cfg = source_config(self.top, st.spec, self._wiring(), slot_path)
+                proc = self._exec().start(f"sds:{name}", "source", cfg)
                 st.source = self.adopt(proc, wire.SOURCE, name, 0, source_identity(name, proc.pid))
+                st.source.slot = slot
 
     def reconcile(self) -> None:
         """Spawn workers until every unfinished pool matches its target."""
@@ -186,14 +190,18 @@ class Roster:
                 self.links.send(w.identity, wire.simple(wire.RETIRE))
             st.peak_workers = max(st.peak_workers, len([w for w in st.workers.values() if not w.retiring]))
 
+    def _new_slot(self) -> tuple[Slot | None, str]:
+        """A new slot file for a child to be started, and its path (none without a slot_dir)."""
+        slot_dir = self._wiring().slot_dir
+        if slot_dir is None:
+            return None, ""
+        self.slot_seq += 1
+        slot_path = str(slot_dir / f"slot{self.slot_seq}")
+        return Slot(slot_path, create=True), slot_path
+
     def _spawn_worker(self, st: Stage, index: int) -> None:
         w = self._wiring()
-        slot = None
-        slot_path = ""
-        if w.slot_dir is not None:
-            self.slot_seq += 1
-            slot_path = str(w.slot_dir / f"slot{self.slot_seq}")
-            slot = Slot(slot_path, create=True)
+        slot, slot_path = self._new_slot()
         self.spawn_seq += 1
         cfg = worker_config(self.top, st.spec, index, self.spawn_seq, slot_path, w)
         proc = self._exec().start(f"sdw:{st.spec.name}:{index}", "worker", cfg)

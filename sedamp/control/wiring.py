@@ -84,7 +84,7 @@ def queue_config(top: Topology, name: str, w: Wiring) -> QueueConfig:
     )
 
 
-def source_config(top: Topology, spec: StageSpec, w: Wiring) -> SourceConfig:
+def source_config(top: Topology, spec: StageSpec, w: Wiring, slot_path: str = "") -> SourceConfig:
     return SourceConfig(
         stage=spec.name,
         ref=spec.ref,
@@ -101,6 +101,7 @@ def source_config(top: Topology, spec: StageSpec, w: Wiring) -> SourceConfig:
         curve=w.curve,
         trace_dir=w.trace_dir,
         trace_sample=w.trace_sample,
+        slot_path=slot_path,
     )
 
 

@@ -150,6 +150,10 @@ class RemoteSlot:
             return 0.0
         return max(0.0, t - self._since)
 
+    def waits(self, now: float | None = None) -> tuple[float, float] | None:
+        """Not carried by the view: the controller reads the worker's STATS instead."""
+        return None
+
     def overdue(self, now: float | None = None) -> float:
         deadline = self._view[0]
         if deadline <= 0.0:

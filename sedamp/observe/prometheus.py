@@ -42,6 +42,14 @@ Metrics (labels in braces; ``stage`` is the stage name):
     sedamp_stage_completions_per_second{stage}  completions over the last period
     sedamp_stage_batch_size{stage}              the batch size the workers ask for (mean)
     sedamp_stage_events_per_batch{stage}        events a batch carried over the last period
+    sedamp_stage_blocked_seconds_per_second{stage}   seconds per second the stage's processes
+                                                could not send (no credit from a queue
+                                                downstream), summed over them (a source too)
+    sedamp_stage_waiting_seconds_per_second{stage}   the same for waiting for input (a
+                                                source: inside its iterator)
+    sedamp_stage_bottleneck{stage}              1 for the stage that held the others back
+                                                over the last period (its upstream
+                                                neighbours were blocked on it), else 0
     sedamp_stage_latency_seconds{stage,kind,quantile}
         kind: queue_wait (in the queue) | service (in the handler) | path (source to
         sink, at sinks); quantile: 0.5 | 0.9 | 0.99 over the last period; a stage that
@@ -51,6 +59,8 @@ Metrics (labels in braces; ``stage`` is the stage name):
                                                 pool's: sum by (stage) (...)
     sedamp_worker_resident_memory_bytes{stage,worker}   a worker's RSS
     sedamp_worker_busy_ratio{stage,worker}      fraction of the period spent handling events
+    sedamp_worker_blocked_ratio{stage,worker}   fraction of the period blocked (see above)
+    sedamp_worker_waiting_ratio{stage,worker}   fraction of the period waiting for input
     sedamp_system_cpu_percent                   the machine's CPU (% of all cores)
     sedamp_system_load1                         the machine's 1-minute load average
     sedamp_system_cores                         the run's core budget
@@ -124,6 +134,16 @@ STAGE_GAUGES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("completions_per_s",), "sedamp_stage_completions_per_second", "Events completed per second, last period."),
     (("batch_size",), "sedamp_stage_batch_size", "The batch size the stage's workers ask for (mean)."),
     (("events_per_batch",), "sedamp_stage_events_per_batch", "Events a batch carried, last period."),
+    (
+        ("blocked_s_per_s",),
+        "sedamp_stage_blocked_seconds_per_second",
+        "Seconds per second the stage's processes could not send for want of credit downstream, summed over them.",
+    ),
+    (
+        ("waiting_s_per_s",),
+        "sedamp_stage_waiting_seconds_per_second",
+        "Seconds per second the stage's processes waited for input, summed over them.",
+    ),
 )
 
 POOL_KEYS = frozenset({"workers", "target"})  # not served for sources
@@ -237,6 +257,7 @@ class RecordCollector:
         stages = {n: s for n, s in (record.get("stages") or {}).items() if isinstance(s, dict)}
         yield from _stage_families(stages, totals, resizes)
         yield from _pool_families(stages)
+        yield _bottleneck_family(stages, as_dict(record.get("bottleneck")).get("stage"))
         yield from _latency_families(stages)
         yield from _worker_families(stages)
         yield from _run_families(record)
@@ -296,6 +317,19 @@ def _pool_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
     yield hi
 
 
+def _bottleneck_family(stages: dict[str, dict[str, Any]], held_by: Any) -> Any:
+    from prometheus_client.core import GaugeMetricFamily
+
+    gauge = GaugeMetricFamily(
+        "sedamp_stage_bottleneck",
+        "1 for the stage whose upstream neighbours were blocked on it over the last period, else 0.",
+        labels=["stage"],
+    )
+    for name in stages:
+        gauge.add_metric([name], 1.0 if name == held_by else 0.0)
+    return gauge
+
+
 def _latency_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
     """The latency percentiles of each stage, and the events each source will read."""
     from prometheus_client.core import GaugeMetricFamily
@@ -332,6 +366,15 @@ def _worker_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
     busy = GaugeMetricFamily(
         "sedamp_worker_busy_ratio", "Fraction of the last period a worker spent handling events.", labels=labels
     )
+    blocked = GaugeMetricFamily(
+        "sedamp_worker_blocked_ratio",
+        "Fraction of the last period a worker could not send for want of credit downstream.",
+        labels=labels,
+    )
+    waiting = GaugeMetricFamily(
+        "sedamp_worker_waiting_ratio", "Fraction of the last period a worker waited for input.", labels=labels
+    )
+    shares = (("busy", busy), ("blocked", blocked), ("waiting", waiting))
     for name, st in stages.items():
         for w in st.get("worker_detail") or ():
             if not isinstance(w, dict) or not is_number(w.get("index")):
@@ -341,9 +384,10 @@ def _worker_families(stages: dict[str, dict[str, Any]]) -> Iterator[Any]:
                 cpu.add_metric(key, float(w["cpu_percent"]))
             if is_number(w.get("rss_mb")):
                 rss.add_metric(key, float(w["rss_mb"]) * MIB)
-            if is_number(w.get("busy")):
-                busy.add_metric(key, float(w["busy"]))
-    yield from (cpu, rss, busy)
+            for field, family in shares:
+                if is_number(w.get(field)):
+                    family.add_metric(key, float(w[field]))
+    yield from (cpu, rss, busy, blocked, waiting)
 
 
 def _run_families(record: dict[str, Any]) -> Iterator[Any]:

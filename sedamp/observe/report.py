@@ -10,6 +10,9 @@ directory:
   workers.png             workers in each pool (a step plot; a group is one pool)
   throughput.png          events completed per second by each stage (a source: read), and
                           the sinks' total when there are several sinks
+  blocked.png             the share of each period the processes of each source and pool
+                          spent blocked (no credit downstream) and waiting for input, the
+                          bottleneck of each period marked
   latency_path.png        p50/p90/p99 of the time from the source to each sink
   latency_service.png     p50/p90/p99 of the handler's time per event, per stage
   latency_queue_wait.png  p50/p90/p99 of the time events waited in each stage's queue
@@ -17,7 +20,8 @@ directory:
                           the sum over its workers), with the run's core budget
   memory.png              each pool's resident memory (MiB, the sum over its workers)
   index.html              the plots and a table of per-stage totals, the run's duration
-                          and throughput, and the controller's pool decisions
+                          and throughput, the stage named bottleneck most often, and the
+                          controller's pool decisions
   summary.md              the same table and decisions in Markdown, linking the plots
 
 Every plot has time since the run started on x and one line (one colour, the same in
@@ -50,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from sedamp.errors import ReportError
-from sedamp.observe.metrics import as_dict, dig, is_number
+from sedamp.observe.metrics import as_dict, dig, fraction_of, is_number
 
 __all__ = [
     "PLOTS",
@@ -71,6 +75,7 @@ PLOTS: tuple[tuple[str, str], ...] = (
     ("queue_length.png", "Queue length per stage"),
     ("workers.png", "Workers per pool"),
     ("throughput.png", "Throughput"),
+    ("blocked.png", "Blocked and waiting"),
     ("latency_path.png", "Latency from the source to each sink"),
     ("latency_service.png", "Service time per event"),
     ("latency_queue_wait.png", "Queue wait"),
@@ -125,6 +130,8 @@ class RunTotals:
     events_per_s: float | None
     stages: tuple[StageTotals, ...]
     decisions: tuple[dict[str, Any], ...]  # each {"elapsed_s", "stage", "from", "to", "reason"}
+    # the stage named bottleneck in the most records, and in how many (None: never one)
+    bottleneck: tuple[str, int] | None = None
 
 
 def plotting_problem() -> str | None:
@@ -221,6 +228,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> RunTotals:
             if isinstance(d, dict):
                 decisions.append({"elapsed_s": float(r["elapsed_s"]), **d})
     started = _num(records[0].get("t"))
+    named = [str(b) for r in records if (b := dig(r, "bottleneck", "stage")) is not None]
+    most = max(dict.fromkeys(named), key=named.count) if named else None
     return RunTotals(
         records=len(records),
         started_at=None if math.isnan(started) else started,
@@ -230,6 +239,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> RunTotals:
         events_per_s=events_read / duration if duration > 0 else None,
         stages=tuple(stages),
         decisions=tuple(decisions),
+        bottleneck=(most, named.count(most)) if most is not None else None,
     )
 
 
@@ -260,6 +270,7 @@ def _write(metrics_path: Path, out_dir: Path) -> Path:
         "queue_length.png": _plot_queues,
         "workers.png": _plot_workers,
         "throughput.png": _plot_throughput,
+        "blocked.png": _plot_blocked,
         "latency_path.png": lambda v: _plot_latency(v, "path"),
         "latency_service.png": lambda v: _plot_latency(v, "service"),
         "latency_queue_wait.png": lambda v: _plot_latency(v, "queue_wait"),
@@ -336,6 +347,7 @@ class _View:
     groups: dict[str, str | None]
     per_stage: dict[str, list[dict[str, Any] | None]]
     system: list[dict[str, Any]]
+    bottlenecks: list[str | None]  # per time, the stage named bottleneck
 
     @classmethod
     def of(cls, records: Sequence[dict[str, Any]]) -> _View:
@@ -359,10 +371,22 @@ class _View:
             groups=groups,
             per_stage=per_stage,
             system=system,
+            bottlenecks=[_str(dig(r, "bottleneck", "stage")) for r in records],
         )
 
     def series(self, name: str, *keys: str) -> list[float]:
         return [_num(dig(s, *keys)) for s in self.per_stage[name]]
+
+    def share(self, name: str, key: str) -> list[float]:
+        """Per time, a stage's seconds per second `key` as the share of the mean one of
+        its processes (`metrics.fraction_of`), in %; NaN where unknown."""
+        out = []
+        for s in self.per_stage[name]:
+            value = s.get(key) if s is not None else None
+            detail = s.get("worker_detail") if s is not None else None
+            share = fraction_of(value, len(detail) if isinstance(detail, list) else 0) if _is_number(value) else None
+            out.append(math.nan if share is None else 100 * share)
+        return out
 
     def worker_sum(self, name: str, field: str) -> list[float]:
         """Per time, the sum of `field` over the stage's workers; NaN where unknown."""
@@ -569,6 +593,32 @@ _LATENCY_TITLES = {
 }
 
 
+def _plot_blocked(v: _View) -> Any:
+    fig, (top, bottom) = _axes("Blocked and waiting", "blocked\n(% of the time)", nrows=2, height_in=6.4)
+    colors = _colors(v.names)
+    drawn = 0
+    for n in v.names:  # the sources and each pool's first stage: their processes' time
+        blocked, waiting = v.share(n, "blocked_s_per_s"), v.share(n, "waiting_s_per_s")
+        if not _has_values(blocked) and not _has_values(waiting):
+            continue
+        group = v.groups.get(n)
+        label = f"{n} (source)" if v.kinds.get(n) == "source" else f"group {group}" if group else n
+        top.plot(v.t, blocked, color=colors[n], linewidth=1.6, label=label)
+        bottom.plot(v.t, waiting, color=colors[n], linewidth=1.6)
+        held = [104.0 if b == n else math.nan for b in v.bottlenecks]  # along the top
+        top.plot(v.t, held, color=colors[n], linestyle="none", marker="v", markersize=6)
+        drawn += 1
+    bottom.set_ylabel("waiting for input\n(% of the time)")
+    top.set_ylim(-2, 108)
+    bottom.set_ylim(-2, 105)
+    if not drawn:
+        _no_data(top, "no stage reported its blocked time")
+    else:
+        _note(top, "per period, the mean process of each stage; ▼ along the top: the bottleneck of the period")
+    _legend(top)
+    return fig
+
+
 def _plot_latency(v: _View, which: str) -> Any:
     from matplotlib.lines import Line2D
 
@@ -685,11 +735,15 @@ def _headline(totals: RunTotals, metrics_path: Path) -> list[str]:
     )
     rate = f"{totals.events_per_s:,.1f} events/s" if totals.events_per_s is not None else "– events/s"
     state = "finished" if totals.finished else "did not finish (no final record: the run was stopped)"
-    return [
+    lines = [
         f"metrics: {metrics_path} ({totals.records} records)",
         f"started {started}; {totals.duration_s:,.2f} s; the run {state}",
         f"sources read {totals.events_read:,} events: {rate}",
     ]
+    if totals.bottleneck is not None:
+        stage, n = totals.bottleneck
+        lines.append(f"bottleneck: {stage}, in {n} of {totals.records} records (the stages feeding it were blocked)")
+    return lines
 
 
 def _decision_rows(totals: RunTotals) -> list[list[str]]:
@@ -724,7 +778,9 @@ def _html(totals: RunTotals, metrics_path: Path, metrics_link: str | None) -> st
         f"<title>sedamp run report: {e(metrics_path.name)}</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>sedamp run report</h1>",
-        f'<p class="muted">metrics: {source} ({totals.records} records)<br>{e(lines[1])}<br>{e(lines[2])}</p>',
+        f'<p class="muted">metrics: {source} ({totals.records} records)<br>'
+        + "<br>".join(e(line) for line in lines[1:])
+        + "</p>",
         "<h2>Stages</h2>",
         "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>",
     ]

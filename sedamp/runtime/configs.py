@@ -111,6 +111,7 @@ class SourceConfig:
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
     trace_dir: str = ""  # where this process writes its trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
+    slot_path: str = ""  # its slot: the time it is blocked and waiting, as it accrues ("": none)
 
 
 def source_identity(stage: str, pid: int) -> str:

@@ -1,6 +1,6 @@
 """What a worker is doing right now, in shared memory the controller can read.
 
-Each worker has a slot: three numbers in a small file in the run's private socket
+Each worker has a slot: a few numbers in a small file in the run's private socket
 directory, mapped by both the worker and the controller.
 
 - ``lease``: the lease whose batch it is handling (-1 between batches, IN_USER_CODE
@@ -10,7 +10,11 @@ directory, mapped by both the worker and the controller.
   (system-wide monotonic clock; 0.0 when none);
 - ``since``: when the batch in hand was taken (the same clock; 0.0 between batches), so
   that the controller counts a batch longer than its period as busy time while it runs,
-  not only once it is done.
+  not only once it is done;
+- per kind of wait (BLOCKED: no credit downstream for what it has to send; WAITING:
+  nothing to handle), the seconds spent in the waits that ended and the start of the
+  one in progress (0.0: none), so that a wait counts as it accrues, in every period it
+  spans (`Waits` keeps them; a source has a slot for these alone).
 
 A handler stuck in a loop, in C code holding the GIL, or in a blocking call cannot
 answer a message, but it cannot stop the controller from reading memory. The controller
@@ -37,6 +41,15 @@ IN_USER_CODE = -2
 _LAYOUT = struct.Struct("dqqd")  # deadline, lease, position, since
 _DEADLINE = struct.Struct("d")  # at offset 0
 _POSITION = struct.Struct("q")  # at offset 16
+# Kinds of wait. BLOCKED: what it has to send waits for credit from a downstream queue.
+# WAITING: it has nothing to handle (a source: it is inside its iterator, which cannot
+# tell reading from waiting for its input).
+BLOCKED = 0
+WAITING = 1
+_WAITS = struct.Struct("dddd")  # per kind: seconds in waits that ended, start of the one in progress
+_WAITS_AT = _LAYOUT.size
+_SECONDS = struct.Struct("d")
+_SIZE = _WAITS_AT + _WAITS.size
 
 
 class Slot:
@@ -51,9 +64,10 @@ class Slot:
                 if create:
                     # written, not ftruncate'd: a sparse file on a full tmpfs maps fine,
                     # then the first store into it kills the process with SIGBUS
-                    if os.pwrite(fd, _LAYOUT.pack(0.0, -1, -1, 0.0), 0) < _LAYOUT.size:
+                    blank = _LAYOUT.pack(0.0, -1, -1, 0.0) + _WAITS.pack(0.0, 0.0, 0.0, 0.0)
+                    if os.pwrite(fd, blank, 0) < _SIZE:
                         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                self._mm = mmap.mmap(fd, _LAYOUT.size)
+                self._mm = mmap.mmap(fd, _SIZE)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -90,6 +104,17 @@ class Slot:
     def end(self) -> None:
         _LAYOUT.pack_into(self._mm, 0, 0.0, -1, -1, 0.0)
 
+    def wait_begin(self, kind: int, t: float) -> None:
+        """A wait of `kind` (BLOCKED, WAITING) began at `t` (monotonic clock)."""
+        _SECONDS.pack_into(self._mm, _WAITS_AT + 16 * kind + 8, t)
+
+    def wait_end(self, kind: int, total_s: float) -> None:
+        """The wait in progress ended; `total_s`: all the waits of `kind` so far. The
+        start is cleared first: a reader in between sees the wait missing (counted in
+        its next period), never counted twice."""
+        _SECONDS.pack_into(self._mm, _WAITS_AT + 16 * kind + 8, 0.0)
+        _SECONDS.pack_into(self._mm, _WAITS_AT + 16 * kind, total_s)
+
     # ------------------------------------------------------------ controller side
 
     def read(self) -> tuple[float, int, int]:
@@ -100,6 +125,16 @@ class Slot:
         """How long the worker has been on the batch in hand (0.0 between batches)."""
         since = _LAYOUT.unpack_from(self._mm, 0)[3]
         return max(0.0, (time.monotonic() if now is None else now) - since) if since > 0.0 else 0.0
+
+    def waits(self, now: float | None = None) -> tuple[float, float]:
+        """Seconds spent blocked and waiting so far, the wait in progress up to `now`."""
+        t = time.monotonic() if now is None else now
+        blocked, blocked_at, waiting, waiting_at = _WAITS.unpack_from(self._mm, _WAITS_AT)
+        if blocked_at > 0.0:
+            blocked += max(0.0, t - blocked_at)
+        if waiting_at > 0.0:
+            waiting += max(0.0, t - waiting_at)
+        return blocked, waiting
 
     def overdue(self, now: float | None = None) -> float:
         """Seconds past the deadline (0.0 when none is set or it has not passed)."""
@@ -118,3 +153,42 @@ class Slot:
         """Close it and remove its file (the controller, once the worker is gone)."""
         self.close()
         Path(self.path).unlink(missing_ok=True)
+
+
+class Waits:
+    """A process's seconds blocked and waiting (BLOCKED, WAITING), for its STATS, and
+    published in its slot as they accrue (when it has one). Around a wait that happens
+    anyway: one clock read as it begins, one as it ends; nothing for a wait not counted."""
+
+    def __init__(self, slot: Slot | None) -> None:
+        self.slot = slot
+        self.total_s = [0.0, 0.0]  # by kind
+        self.kind: int | None = None  # of the wait in progress (None: none, or not counted)
+        self.since = 0.0  # when it began (monotonic clock)
+
+    @property
+    def blocked_s(self) -> float:
+        return self.total_s[BLOCKED]
+
+    @property
+    def waiting_s(self) -> float:
+        return self.total_s[WAITING]
+
+    def begin(self, kind: int | None) -> None:
+        """A wait of `kind` begins now (None: a wait not counted)."""
+        self.kind = kind
+        if kind is not None:
+            self.since = time.monotonic()
+            if self.slot is not None:
+                self.slot.wait_begin(kind, self.since)
+
+    def end(self, now: float | None = None) -> None:
+        """The wait in progress ends now (or at `now`)."""
+        kind = self.kind
+        if kind is None:
+            return
+        self.kind = None
+        t = time.monotonic() if now is None else now
+        total = self.total_s[kind] = self.total_s[kind] + max(0.0, t - self.since)
+        if self.slot is not None:
+            self.slot.wait_end(kind, total)

@@ -9,6 +9,10 @@ Every event gets its id here: its position in the source (0, 1, 2, ...). The sou
 reads ahead only as far as the downstream credit allows, so a full pipeline stops the
 source: backpressure reaches the input. It reports DONE only once every downstream
 queue has taken every event it sent.
+
+It counts the time it is held back so (blocked: no credit downstream) and the time
+inside its iterator (waiting: for a source that is waiting for its input, which it
+cannot tell from reading it), in its slot as they accrue and in its STATS.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sedamp.runtime.flow import DEFAULT_MAX_BYTES
 from sedamp.runtime.journal import read_skip
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, outlets_for, take_replies, wait_taken
 from sedamp.runtime.payload import nbufs_of, size_of
+from sedamp.runtime.slot import BLOCKED, WAITING, Slot, Waits
 from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths
 from sedamp.runtime.tracing import tracer_of
 
@@ -69,6 +74,7 @@ class _Source:
         self.read_n = 1
         self.error: Failure | None = None
         self.tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "source", cfg.stage)
+        self.waits = Waits(Slot(cfg.slot_path) if cfg.slot_path else None)
 
     def run(self) -> None:
         cfg = self.cfg
@@ -112,6 +118,7 @@ class _Source:
                 self._poll(0)
             now = time.monotonic()
             if now >= next_stats:
+                self._count_waits()
                 self.counters["shed"] = self._shed()
                 self.ctl.send_multipart(wire.simple(wire.STATS, self.counters))
                 next_stats = now + self.cfg.period_s
@@ -124,6 +131,7 @@ class _Source:
         t_read = time.time()
         t_read_ns = time.monotonic_ns() if self.tracer is not None else 0
         idle = False
+        self.waits.begin(WAITING)
         try:
             for ev in itertools.islice(it, batch):
                 if ev is IDLE:  # nothing more for now: send what was read
@@ -133,6 +141,7 @@ class _Source:
         except Exception as exc:  # the user's iterator failed: keep what it gave
             self.error = Failure.from_exception(exc)
             self.exhausted = True
+        self.waits.end()
         n = len(evs)
         first = self.counters["in"]
         ids = list(range(first, first + n))
@@ -183,7 +192,11 @@ class _Source:
                 )
 
     def _poll(self, timeout_ms: int) -> None:
+        """Wait up to `timeout_ms` for the queues' replies and the controller's word, and
+        apply them; a wait while events wait for credit counts as blocked."""
+        self.waits.begin(BLOCKED if timeout_ms > 0 and any(o.blocked for o in self.outlets) else None)
         ready = dict(self.poller.poll(timeout_ms))
+        self.waits.end()
         replies = take_replies(self.outlets, ready, self.dead, f"source {self.cfg.stage}")
         if replies.fatal:
             message = f"source {self.cfg.stage!r}: {replies.fatal}; stopping rather than lose them"
@@ -202,6 +215,10 @@ class _Source:
     def _shed(self) -> dict[str, list[int]]:
         return {o.stage: [o.dropped, o.rejected_count] for o in self.outlets}
 
+    def _count_waits(self) -> None:
+        self.counters["blocked_s"] = self.waits.blocked_s
+        self.counters["waiting_s"] = self.waits.waiting_s
+
     def _end(self) -> None:
         """Tear the source down, detach, report DONE (or FATAL) and wait for the
         controller's word before closing."""
@@ -217,6 +234,7 @@ class _Source:
             self.tracer.flush()
         self.counters["stopped"] = self.stop_requested
         self.counters["shed"] = self._shed()
+        self._count_waits()
         error = self.error
         if error is not None:
             message = f"source {cfg.stage!r} raised after {self.counters['in']} events: {error.type}: {error.message}"

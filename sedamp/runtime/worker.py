@@ -11,7 +11,9 @@ The loop: keep up to `prefetch` requests for work outstanding, handle one batch,
 the outputs to the outlets, and acknowledge the batch's lease only when every
 downstream queue has taken its outputs (so a crash in between loses nothing). While a
 downstream queue has no room for this worker's outputs, it neither handles nor asks
-for more work: that is how backpressure travels upstream. When the queue says END, the
+for more work: that is how backpressure travels upstream. The time it spends so
+(blocked) and waiting for work (waiting) is counted around those waits and published
+in its slot as it accrues (`sedamp.runtime.slot.Waits`). When the queue says END, the
 handler's `finish()` outputs are sent, `teardown()` runs, and the worker reports DONE
 and waits for the controller's word before exiting.
 
@@ -64,7 +66,7 @@ from sedamp.runtime.guard import MemoryGuard
 from sedamp.runtime.journal import Journal, is_resumable
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, outlets_for, take_replies, wait_taken
 from sedamp.runtime.pace import Pace
-from sedamp.runtime.slot import IN_USER_CODE, Slot
+from sedamp.runtime.slot import BLOCKED, IN_USER_CODE, WAITING, Slot, Waits
 from sedamp.runtime.stage import Failure, add_import_paths
 from sedamp.runtime.tracing import tracer_of
 
@@ -129,6 +131,7 @@ class _Worker:
         self.slot = Slot(cfg.slot_path) if cfg.slot_path else None
         if self.slot is not None:
             self.slot.timeout_s = cfg.timeout_s
+        self.waits = Waits(self.slot)  # time blocked by the next queues, and waiting for input
         links = links_of(cfg.stage, cfg.kind, cfg.ref, cfg.params, cfg.on_error, cfg.chain_rest)
         seen = IdSet() if cfg.dedupe else None
         self.chain = Chain(links, self.dead, self._stop_run, self.slot, seen)
@@ -225,7 +228,9 @@ class _Worker:
                 lifeline.exit_if_orphaned(cfg.parent_pid)
 
     def _poll(self, timeout_ms: int) -> None:
+        self.waits.begin(wait_of(self, timeout_ms))
         ready = dict(self.poller.poll(timeout_ms))
+        self.waits.end()
         if not ready:
             return
         if self.up in ready:
@@ -428,6 +433,8 @@ def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
             link.stage: [link.n_in, link.n_out, link.n_failed, link.n_retried, link.n_skipped] for link in links
         },
         "busy_s": w.pace.busy_s,
+        "blocked_s": w.waits.blocked_s,
+        "waiting_s": w.waits.waiting_s,
         "batches": w.pace.batches,
         "batch_size": w.pace.batch_n,
         "protocol_errors": w.protocol_errors,
@@ -439,6 +446,16 @@ def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
         # emits at the end of input: its state would be lost if it were retired
         "stateful": w.chain.stateful,
     }
+
+
+def wait_of(w: _Worker, timeout_ms: int) -> int | None:
+    """What a poll of `timeout_ms` waits for: credit downstream (BLOCKED), work while the
+    input lasts (WAITING), or nothing counted (no wait; the last outputs' confirmation)."""
+    if not timeout_ms:
+        return None
+    if any(o.blocked for o in w.outlets):
+        return BLOCKED
+    return None if w.ended or w.retiring else WAITING
 
 
 def check_hygiene(w: _Worker) -> None:

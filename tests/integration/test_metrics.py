@@ -39,7 +39,7 @@ def test_metrics_stream(tmp_path: Path) -> None:
     }
     assert "'b' sets workers" in lines[0]["fusion"][0]["reason"]
     for r in lines:
-        assert set(r) - {"fusion"} == {"t", "elapsed_s", "final", "system", "stages", "decisions"}
+        assert set(r) - {"fusion"} == {"t", "elapsed_s", "final", "system", "stages", "bottleneck", "decisions"}
         assert r is lines[0] or "fusion" not in r
         assert r["system"]["cores"] >= 1
         assert set(r["stages"]) == {"seeds", "a", "b", "c", "collect"}
@@ -57,6 +57,8 @@ def test_metrics_stream(tmp_path: Path) -> None:
                 "latency_ms",
                 "batch_size",
                 "events_per_batch",
+                "blocked_s_per_s",
+                "waiting_s_per_s",
                 "worker_detail",
             ):
                 assert key in st

@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
 from sedamp.executor.local import LocalExecutor
 from sedamp.runtime import sockets, wire
 from sedamp.runtime.configs import OutputConfig, WorkerConfig
 from sedamp.runtime.deadletter import read_dead_letters
-from tests.conftest import socket_context
+from sedamp.runtime.slot import Slot
+from tests.conftest import socket_context, wait_until
 
 
 def recv(sock: zmq.Socket[Any], kind: int, timeout_s: float = 10) -> tuple[bytes, wire.Message]:
@@ -131,3 +133,34 @@ def test_a_dedupe_sink_handles_a_redelivered_event_once(tmp_path: Path) -> None:
         stats = done.fields[0]
         assert stats["duplicates"] == 3 and stats["out"] == 6
         assert [json.loads(line)["n"] for line in out.read_text().splitlines()] == [1, 2, 3, 4, "4.0", "4.1"]
+
+
+def test_a_worker_counts_the_time_it_is_blocked_and_waiting(tmp_path: Path) -> None:
+    """With nothing to handle it is waiting; with outputs the next queue has no room for,
+    blocked, shown in its slot while the wait lasts and in its STATS; once the outputs
+    are taken it waits for input again and its blocked time stops growing."""
+    slot = Slot(tmp_path / "slot", create=True)  # the controller's side
+    ref = "tests.integration.teststages:pause"
+    with LiveWorker(tmp_path, "handler", ref, {"delay_s": 0.0}, batch=2, slot_path=slot.path) as w:
+        up, down, ctl = w.up, w.down, w.ctl
+        assert down is not None
+        recv(ctl, wire.REGISTER)
+        wid, _ = recv(up, wire.HELLO)
+        recv(up, wire.GET)
+        wait_until(lambda: slot.waits()[1] > 0.3, 10, "the worker's time waiting for input to show")
+        assert slot.waits()[0] == 0.0
+        body, _ = wire.pack_events([{"n": 0}, {"n": 1}])
+        up.send_multipart([wid, *wire.batch(0, [0, 1], [2], [body])])
+        pid_, _ = recv(down, wire.HELLO)  # and no credit: its outputs wait
+        waiting = wait_until(lambda: (s := slot.waits())[0] > 0.3 and s[1], 10, "blocked time to accrue")
+        wait_until(lambda: slot.waits()[0] > 0.6, 10, "blocked time to keep accruing within one wait")
+        assert slot.waits()[1] == waiting  # blocked, not waiting
+        stats = wait_until(lambda: (m := recv(ctl, wire.STATS)[1].fields[0])["blocked_s"] > 0.3 and m, 10, "STATS")
+        assert stats["waiting_s"] == pytest.approx(waiting, abs=0.01)
+        down.send_multipart([pid_, *wire.credit(10, -1)])
+        _, put = recv(down, wire.PUT)
+        down.send_multipart([pid_, *wire.credit(0, put.fields[0])])
+        recv(up, wire.ACK)
+        blocked = wait_until(lambda: (s := slot.waits())[1] > waiting + 0.3 and s[0], 10, "waiting again")
+        assert slot.waits()[0] == blocked  # no longer blocked: the total stays put
+    slot.close()

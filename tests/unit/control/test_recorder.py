@@ -3,8 +3,14 @@ views and the summary, from given counters and samples."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import pytest
+
 from sedamp.control.recorder import Recorder
 from sedamp.control.roster import Roster
+from sedamp.runtime.slot import BLOCKED, Slot
 from tests.unit.control.fakes import roster
 
 # The keys of a stage in the metrics line, in order (docs/controller.md, "Metrics stream").
@@ -33,6 +39,8 @@ STAGE_KEYS = [
     "latency_ms",
     "batch_size",
     "events_per_batch",
+    "blocked_s_per_s",
+    "waiting_s_per_s",
     "worker_detail",
 ]
 
@@ -63,7 +71,7 @@ def running() -> tuple[Roster, Recorder]:
 def test_a_period_carries_the_documented_keys() -> None:
     r, rec = running()
     line = rec.period(cores=2, decisions=[{"stage": "work", "from": 1, "to": 2, "reason": "x"}]).as_dict()
-    assert list(line) == ["t", "elapsed_s", "final", "system", "stages", "decisions"]
+    assert list(line) == ["t", "elapsed_s", "final", "system", "stages", "bottleneck", "decisions"]
     assert line["system"]["cores"] == 2
     assert set(line["system"]) == {"cores", "cpu_percent", "load1", "own_cores", "other_cores", "budget", "runtime_cores"}
     assert line["decisions"] == [{"stage": "work", "from": 1, "to": 2, "reason": "x"}]
@@ -78,7 +86,7 @@ def test_a_period_carries_the_documented_keys() -> None:
     assert work["batch_size"] == 12.0  # the mean of what the workers ask for
     assert work["events_per_batch"] == round(31 / 6, 2)
     assert [w["index"] for w in work["worker_detail"]] == [0, 1]
-    assert list(work["worker_detail"][0]) == ["index", "pid", "cpu_percent", "rss_mb", "busy"]
+    assert list(work["worker_detail"][0]) == ["index", "pid", "cpu_percent", "rss_mb", "busy", "blocked", "waiting"]
     assert work["worker_detail"][0]["cpu_percent"] is None  # not on this machine: no psutil
 
 
@@ -126,3 +134,64 @@ def test_the_summary_counts_every_dead_letter_on_disk(tmp_path) -> None:  # type
     s = rec.summary(r.top.base_dir, dead, 2.0, False, "the disk is full")
     assert s.failed == 7 and s.exit_code == 3
     assert rec.summary(r.top.base_dir, tmp_path / "none", 2.0, False, None).failed == 2  # as reported
+
+
+def _a_second_later(rec: Recorder) -> None:
+    """The next record is taken one second after the last (a period of 1 s)."""
+    rec.last_record_t = time.monotonic() - 1.0
+
+
+def test_blocked_and_waiting_time_from_the_stats_name_the_bottleneck() -> None:
+    """Workers without a slot (on another host): their STATS totals, per period. Both
+    /work workers held back 80% of the period by /out: out is the bottleneck."""
+    r, rec = running()
+    work, out = r.stages["work"], r.stages["out"]
+    rec.period(cores=2, decisions=[])
+    for w in work.workers.values():
+        r.on_stats(w, {**w.stats, "blocked_s": 0.8, "waiting_s": 0.1})
+    for w in out.workers.values():
+        r.on_stats(w, {**w.stats, "blocked_s": 0.0, "waiting_s": 0.3})
+    _a_second_later(rec)
+    line = rec.period(cores=2, decisions=[]).as_dict()
+    stages = line["stages"]
+    assert [(d["blocked"], d["waiting"]) for d in stages["work"]["worker_detail"]] == [(0.8, 0.1), (0.8, 0.1)]
+    assert stages["work"]["blocked_s_per_s"] == pytest.approx(1.6, abs=0.02)  # summed over the pool
+    assert stages["work"]["waiting_s_per_s"] == pytest.approx(0.2, abs=0.01)
+    assert (stages["out"]["blocked_s_per_s"], stages["out"]["waiting_s_per_s"]) == (0.0, pytest.approx(0.3, abs=0.01))
+    assert stages["src"]["blocked_s_per_s"] == 0.0  # its slot (none here) and STATS said nothing
+    assert line["bottleneck"] == {
+        "stage": "out",
+        "reason": "work was blocked 80% of the period: the queue of out had no room for its outputs",
+    }
+    _a_second_later(rec)
+    again = rec.period(cores=2, decisions=[]).as_dict()  # no new report: nothing more blocked
+    assert again["stages"]["work"]["blocked_s_per_s"] == 0.0 and again["bottleneck"] is None
+
+
+def test_a_wait_longer_than_a_period_counts_in_every_period_it_spans(tmp_path: Path) -> None:
+    """The slot shows a wait as it accrues: a source held back for 2.5 s reads blocked
+    in each period of it, not 0 until its wait ends and then everything at once."""
+    r, _, _ = roster(slot_dir=tmp_path)
+    r.start_sources()
+    r.reconcile()
+    rec = Recorder(r.top, r)
+    src = r.stages["src"].source
+    assert src is not None and isinstance(src.slot, Slot)
+    mine = Slot(src.slot.path)  # the source's side of its slot
+    rec.period(cores=2, decisions=[])
+    start = time.monotonic() - 0.5
+    mine.wait_begin(BLOCKED, start)  # blocked since half a period ago
+    _a_second_later(rec)
+    first = rec.period(cores=2, decisions=[]).as_dict()
+    assert first["stages"]["src"]["blocked_s_per_s"] == pytest.approx(0.5, abs=0.05)
+    assert first["bottleneck"] is not None and first["bottleneck"]["stage"] == "work"
+    mine.wait_begin(BLOCKED, start - 1.0)  # a second passes, still blocked
+    _a_second_later(rec)
+    second = rec.period(cores=2, decisions=[]).as_dict()
+    assert second["stages"]["src"]["blocked_s_per_s"] == pytest.approx(1.0, abs=0.05)
+    mine.wait_end(BLOCKED, 2.5)  # it ended after 2.5 s in all: the last second's share
+    _a_second_later(rec)
+    third = rec.period(cores=2, decisions=[]).as_dict()
+    assert third["stages"]["src"]["blocked_s_per_s"] == pytest.approx(1.0, abs=0.05)
+    _a_second_later(rec)
+    assert rec.period(cores=2, decisions=[]).as_dict()["stages"]["src"]["blocked_s_per_s"] == 0.0

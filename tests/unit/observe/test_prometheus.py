@@ -116,6 +116,26 @@ def test_metrics_mirror_the_record(exporter: Exporter) -> None:
     assert sample(s, "sedamp_stage_info", stage="src", stage_kind="source", group="") == 1.0
 
 
+def test_blocked_time_and_the_bottleneck(exporter: Exporter) -> None:
+    rec = copy.deepcopy(synthetic_record(3))  # src held back by work
+    for w in rec["stages"]["work"]["worker_detail"]:
+        w.update(blocked=0.0, waiting=0.25)
+    exporter.update(rec)
+    types, s = scrape(exporter.url)
+    assert types["sedamp_stage_blocked_seconds_per_second"] == "gauge"
+    assert sample(s, "sedamp_stage_blocked_seconds_per_second", stage="src") == 0.9  # a source too
+    assert sample(s, "sedamp_stage_waiting_seconds_per_second", stage="save") == 0.8
+    assert sample(s, "sedamp_stage_blocked_seconds_per_second", stage="audit") is None  # not in its record
+    assert sample(s, "sedamp_worker_waiting_ratio", stage="work", worker="1") == 0.25
+    assert sample(s, "sedamp_worker_blocked_ratio", stage="work", worker="0") == 0.0
+    assert sample(s, "sedamp_worker_blocked_ratio", stage="save", worker="0") is None  # not reported
+    bottleneck = {name: sample(s, "sedamp_stage_bottleneck", stage=name) for name in rec["stages"]}
+    assert bottleneck == {"src": 0.0, "work": 1.0, "save": 0.0, "audit": 0.0}
+    exporter.update(synthetic_record(0))  # a period without one
+    _, s = scrape(exporter.url)
+    assert sample(s, "sedamp_stage_bottleneck", stage="work") == 0.0
+
+
 def test_counters_never_go_down(exporter: Exporter) -> None:
     exporter.update(synthetic_record(5))
     lower = copy.deepcopy(synthetic_record(6))

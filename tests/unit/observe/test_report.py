@@ -126,6 +126,11 @@ def synthetic_record(i: int) -> dict[str, Any]:
         stages["audit"] = _stage(
             "sink", events_in=5 * (i - 2), events_out=5 * (i - 2), completions_per_s=10.0 + 3 * (i % 2)
         )
+    # src is held back by work from period 2 on (work named bottleneck); save waits for input
+    stages["src"].update(blocked_s_per_s=0.2 if i < 2 else 0.9, waiting_s_per_s=0.05)
+    stages["work"].update(blocked_s_per_s=0.0, waiting_s_per_s=0.1 * workers if i < 2 else 0.0)
+    stages["save"].update(blocked_s_per_s=0.0, waiting_s_per_s=0.8)
+    held = {"stage": "work", "reason": "src was blocked 90% of the period: ..."} if i >= 2 else None
     decisions = [{"stage": "work", "from": 1, "to": 2, "reason": "queue 40/64 and workers 100% busy: grow to 2"}]
     return {
         "t": 1_700_000_000.0 + PERIOD_S * (i + 1),
@@ -133,6 +138,7 @@ def synthetic_record(i: int) -> dict[str, Any]:
         "final": final,
         "system": {"cores": 2, "cpu_percent": 60.0 + 3 * i if i != 4 else None, "load1": 1.5},
         "stages": stages,
+        "bottleneck": held,
         "decisions": decisions if i == 2 else [],
     }
 
@@ -275,7 +281,7 @@ def test_every_plot_is_a_png_with_content(made: Path) -> None:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", file
         with Image.open(path) as img:
             assert img.format == "PNG"
-            assert img.size == ((990, 704) if file == "cpu.png" else (990, 506)), file
+            assert img.size == ((990, 704) if file in ("cpu.png", "blocked.png") else (990, 506)), file
         colours = colours_of(path)
         assert len(colours) > 50, f"{file}: {len(colours)} colours: nearly flat"
     assert not list(made.glob(".*.tmp")), "temporary files left behind"
@@ -294,6 +300,8 @@ def test_each_stage_has_its_colour_and_stages_without_samples_are_left_out(made:
     for file in ("workers.png", "cpu.png", "memory.png"):
         pools = colours_of(made / file)
         assert {ORANGE, GREEN} <= pools and BLUE not in pools, file  # pools: no source
+    blocked = colours_of(made / "blocked.png")
+    assert {BLUE, ORANGE, GREEN} <= blocked and RED not in blocked  # audit measured no wait
 
 
 def test_index_references_every_plot_and_has_the_totals(made: Path) -> None:
@@ -304,6 +312,7 @@ def test_index_references_every_plot_and_has_the_totals(made: Path) -> None:
     assert "<th>peak workers</th>" in page and "<th>dropped</th>" not in page
     assert "5.00 s; the run finished" in page
     assert "sources read 100 events: 20.0 events/s" in page
+    assert "bottleneck: work, in 8 of 10 records" in page
     assert '<a href="metrics.jsonl">' in page
     assert '<td>1.50</td><td class="text">work</td><td>1 → 2</td>' in page  # the pool decision
 

@@ -87,7 +87,7 @@ def test_a_slot_the_disk_refuses_is_a_storage_error_not_a_sigbus(tmp_path: Path)
     with pytest.raises(StorageError, match=rf"^cannot write a worker's slot {path}: No space left on device"):
         Slot(path, create=True)
     slot = Slot(tmp_path / "slot2", create=True)
-    assert os.path.getsize(tmp_path / "slot2") == 32 and slot.read() == (0.0, -1, -1)
+    assert os.path.getsize(tmp_path / "slot2") == 64 and slot.read() == (0.0, -1, -1) and slot.waits() == (0.0, 0.0)
     slot.close()
 
 

@@ -30,7 +30,7 @@ from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.journal import Journal
 from sedamp.runtime.slot import Slot
-from sedamp.runtime.stage import Failure, HandlerRunner
+from sedamp.runtime.stage import Failure, HandlerRunner, Rest, Spill
 
 Results = list[list[Any] | Failure]
 NO_RETRY = (0, 0.0, "dead_letter")
@@ -43,7 +43,7 @@ class Routes(Protocol):
     limit: int
     max_bytes: int
 
-    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None: ...
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False, first: int = 0) -> None: ...
 
     def route_packed(self, ids: list[Any], packed: list[bytes]) -> None: ...
 
@@ -105,6 +105,8 @@ class Chain:
         self.router: Routes | None = None  # set by the owner once its outlets exist
         self.tick: Callable[[], None] | None = None  # set by an owner that watches its memory
         self.journal: Journal | None = None  # set by the owner for a resumable sink
+        # set by an owner that sends a generator's outputs as they come (stage.SPILL_EVENTS)
+        self.on_spill: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------- life
 
@@ -175,7 +177,8 @@ class Chain:
             ids, events, pos = self._unseen(ids, events, pos)
             if not events:
                 return
-        results = self._call(tail, events, pos)
+        spill = self._spiller(ids) if tail.kind != "sink" and self.on_spill is not None else None
+        results = self._call(tail, events, pos, spill)
         tail.n_in += len(events)
         if tail.kind != "sink":
             self._route(ids, events, results)
@@ -266,7 +269,7 @@ class Chain:
         assert self.router is not None, "a handler chain needs a router"
         tail = self.tail
         try:
-            self.router.route(eid, outputs, estimate)
+            self.router.route(eid, outputs, estimate, first=outputs.first if type(outputs) is Rest else 0)
         except WireError as exc:
             message = f"stage {tail.stage!r} returned an event that cannot be sent: {exc}"
             self._dead(tail, eid, "WireError", message, None, ev)
@@ -291,10 +294,24 @@ class Chain:
             return (lambda _i, n: slot.at(-1, n)) if slot.timeout_s else None, None
         return (lambda i, n: slot.at(pos[i] if i >= 0 else -1, n)), None
 
-    def _call(self, link: Link, events: list[Any], pos: list[int] | None) -> Results:
+    def _spiller(self, ids: list[Any]) -> Spill:
+        """How the tail sends a generator's outputs while it runs: routed (named after
+        the ones sent before) and handed to the owner (`on_spill`), which sends them and
+        waits for room downstream. An output that cannot be routed fails the event
+        there (those sent before it stay sent)."""
+
+        def spill(i: int, outputs: list[Any], first: int) -> None:
+            assert self.router is not None and self.on_spill is not None, "spilling needs a router and an owner"
+            self.router.route(ids[i], outputs, first=first)
+            self.tail.n_out += len(outputs)
+            self.on_spill()
+
+        return spill
+
+    def _call(self, link: Link, events: list[Any], pos: list[int] | None, spill: Spill | None = None) -> Results:
         """Handle a batch; events that failed are tried again one by one, up to the
         stage's `retry` times, `backoff_s` apart (doubling each time)."""
-        results = link.runner.handle_batch(events, *self._hooks(pos), self.tick)
+        results = link.runner.handle_batch(events, *self._hooks(pos), self.tick, spill)
         if self.slot is not None and self.slot.timeout_s:
             self.slot.pause()  # the deadline covers user code only, not routing or journaling
         if not link.retry:

@@ -240,15 +240,17 @@ class Router:
                 slot[0].extend(ids)
                 slot[1].extend(packed)
 
-    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None:
-        """`estimate`: look at each output's size before packing it (`wire.pack_event`)."""
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False, first: int = 0) -> None:
+        """`estimate`: look at each output's size before packing it (`wire.pack_event`);
+        `first`: how many outputs of this parent were routed before (a generator's,
+        sent as it ran): these are named after them."""
         if not outputs:
             return
         packed = [wire.pack_event(o, self.limit, estimate, self.max_bytes) for o in outputs]
-        if len(outputs) == 1:
+        if len(outputs) == 1 and not first:
             ids: list[Any] = [parent_id]
         else:
-            ids = [f"{parent_id}.{i}" for i in range(len(outputs))]
+            ids = [f"{parent_id}.{first + i}" for i in range(len(outputs))]
         placements: list[list[int | None]] = []  # per outlet, the partition of each output (None: not here)
         matched = [False] * len(outputs)
         for o in self.outlets:
@@ -338,6 +340,14 @@ def take_replies(outlets: list[Outlet], ready: Container[Any], dead: DeadLetters
         if o.fatal:
             return Replies(released, errors, o.fatal)
     return Replies(released, errors)
+
+
+def wait_room(outlets: list[Outlet], poll: Callable[[int], None], parent_pid: int) -> None:
+    """Call the owner's `poll(timeout_ms)` until no outlet holds events waiting for
+    credit (what was sent may still be unconfirmed); exit if the parent dies."""
+    while any(o.blocked for o in outlets):
+        poll(int(lifeline.PARENT_CHECK_PERIOD_S * 1000))
+        lifeline.exit_if_orphaned(parent_pid)
 
 
 def wait_taken(outlets: list[Outlet], poll: Callable[[int], None], parent_pid: int) -> None:

@@ -101,9 +101,30 @@ MAX_OUTPUTS_PER_EVENT = 1_000_000
 OUTPUTS_PER_TICK = 16
 
 
-def outputs_of(result: Any, tick: Callable[[], None] | None = None) -> list[Any]:
+class Rest(list[Any]):
+    """The last outputs of a generator whose earlier outputs were sent as it ran
+    (`spill`): `first` is how many went before them, so that they are named after them."""
+
+    first: int = 0
+
+
+# A generator's outputs are sent while it runs (`spill`) once this many are held, or
+# about SPILL_BYTES of them: a handler that splits a file into records or a video into
+# frames is consumed as its outputs are sent, under the queues' bounds, instead of
+# being held whole in the worker.
+SPILL_EVENTS = 256
+SPILL_BYTES = 8 * 1024 * 1024
+
+Spill = Callable[[int, list[Any], int], None]  # (event index, outputs, how many went before)
+
+
+def outputs_of(
+    result: Any, tick: Callable[[], None] | None = None, spill: Spill | None = None, index: int = 0
+) -> list[Any]:
     """Normalise a handler's return value to the list of events it emits. `tick`, if
-    given, is called every OUTPUTS_PER_TICK outputs of a generator."""
+    given, is called every OUTPUTS_PER_TICK outputs of a generator; `spill`, if given,
+    takes a generator's outputs as they come (see SPILL_EVENTS): the list returned is
+    then a `Rest`."""
     if result is None:
         return []
     if type(result) in _PLAIN:  # the common case, decided without an ABC check
@@ -111,6 +132,8 @@ def outputs_of(result: Any, tick: Callable[[], None] | None = None) -> list[Any]
     if isinstance(result, Many):
         return result.events
     if isinstance(result, Iterator):  # generators and other iterators: fan-out
+        if spill is not None:
+            return _stream(result, tick, spill, index)
         if tick is None:
             out = list(itertools.islice(result, MAX_OUTPUTS_PER_EVENT + 1))
         else:
@@ -134,6 +157,45 @@ def _drain(it: Iterator[Any], tick: Callable[[], None]) -> list[Any]:
         if len(part) < OUTPUTS_PER_TICK:
             break
     return out
+
+
+def _stream(it: Iterator[Any], tick: Callable[[], None] | None, spill: Spill, index: int) -> list[Any]:
+    """Read a generator OUTPUTS_PER_TICK outputs at a time, handing them to `spill` once
+    SPILL_EVENTS or about SPILL_BYTES are held; returns the rest, as a `Rest`."""
+    out: list[Any] = []
+    sent = 0
+    while True:
+        part = list(itertools.islice(it, OUTPUTS_PER_TICK))
+        out += part
+        if tick is not None:
+            tick()
+        if sent + len(out) > MAX_OUTPUTS_PER_EVENT:
+            raise ValueError(
+                f"the handler emitted more than {MAX_OUTPUTS_PER_EVENT:,} events for one event; "
+                "split the work over several input events"
+            )
+        if len(part) < OUTPUTS_PER_TICK:
+            break
+        if len(out) >= SPILL_EVENTS or (part and _bytes_of(part[-1]) * len(out) >= SPILL_BYTES):
+            spill(index, out, sent)
+            sent += len(out)
+            out = []
+    rest = Rest(out)
+    rest.first = sent
+    return rest
+
+
+def _bytes_of(event: Any) -> int:
+    """A cheap estimate of an event's size: its strings, byte strings and arrays, a
+    little way into containers (as `wire.size_floor`, arrays counted too)."""
+    nbytes = getattr(event, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(event, str | bytes | bytearray):
+        return len(event)
+    if isinstance(event, dict):
+        return sum(_bytes_of(v) for v in itertools.islice(event.values(), 64) if not isinstance(v, dict | list))
+    return 0
 
 
 class _UserModules(importlib.abc.MetaPathFinder):
@@ -255,13 +317,15 @@ class HandlerRunner:
         at: Callable[[int, int], None] | None = None,
         mark: Any = None,
         tick: Callable[[], None] | None = None,
+        spill: Spill | None = None,
     ) -> list[list[Any] | Failure]:
         """Before each call into user code, `at(i, n)` (if given) is called with the
         index of its first event and how many it handles, and ``mark[0] = i`` is set
         (if `mark`, a writable one-item view, is given): that is how the worker's slot
         knows which event is in the handler, and the timeout its deadline. `tick` (if
         given) is called after each event and every few outputs of a generator: the
-        worker's memory guard."""
+        worker's memory guard. `spill` (if given) sends a generator's outputs as they
+        come (`outputs_of`)."""
         obj = self._obj
         if obj is not None and hasattr(obj, "handle_batch"):
             if at is not None:
@@ -272,7 +336,7 @@ class HandlerRunner:
                 results = list(obj.handle_batch(list(events)))
                 if len(results) != len(events):
                     raise ValueError(f"handle_batch returned {len(results)} results for {len(events)} events")
-                return [outputs_of(r, tick) for r in results]
+                return [outputs_of(r, tick, spill, i) for i, r in enumerate(results)]
             except Exception as exc:
                 fail = Failure.from_exception(exc)
                 return [fail] * len(events)
@@ -285,7 +349,7 @@ class HandlerRunner:
                 if mark is not None:
                     mark[0] = i
                 try:
-                    out.append(outputs_of(handle(ev), tick))
+                    out.append(outputs_of(handle(ev), tick, spill, i))
                 except Exception as exc:
                     out.append(Failure.from_exception(exc))
                 if tick is not None:
@@ -300,7 +364,7 @@ class HandlerRunner:
                 if mark is not None:
                     mark[0] = i
                 try:
-                    out.append(outputs_of(func(ev, **params), tick))
+                    out.append(outputs_of(func(ev, **params), tick, spill, i))
                 except Exception as exc:
                     out.append(Failure.from_exception(exc))
                 if tick is not None:

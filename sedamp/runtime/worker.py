@@ -64,7 +64,15 @@ from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.guard import MemoryGuard
 from sedamp.runtime.journal import Journal, is_resumable
-from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, outlets_for, take_replies, wait_taken
+from sedamp.runtime.outlet import (
+    Outlet,
+    Router,
+    dead_letter_rejected,
+    outlets_for,
+    take_replies,
+    wait_room,
+    wait_taken,
+)
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import BLOCKED, IN_USER_CODE, WAITING, Slot, Waits
 from sedamp.runtime.stage import Failure, add_import_paths
@@ -143,6 +151,7 @@ class _Worker:
         self.retiring = False
         self.unacked: dict[int, int] = {}  # lease -> outlets still holding its outputs
         self.handled: deque[int] = deque(maxlen=64)  # the latest leases it started handling
+        self.in_hand: int | None = None  # the lease being handled
         self.protocol_errors = 0
         self.recycle: str | None = None  # why this worker leaves early (max_events, max_rss_mb)
         self.rss_mb = rss_reader() if cfg.max_rss_mb else None  # this process's memory, MiB
@@ -189,6 +198,7 @@ class _Worker:
         self.outlets = outlets_for(self.socks, cfg.outputs, self.identity, want)
         self.router = Router(self.outlets, cfg.max_event_bytes)
         self.chain.router = self.router
+        self.chain.on_spill = self._spill
         self.poller = zmq.Poller()
         self.poller.register(self.up, zmq.POLLIN)
         self.poller.register(self.ctl, zmq.POLLIN)
@@ -287,27 +297,11 @@ class _Worker:
         self.up.send_multipart(wire.renew(self.cfg.index, held, max(0, self.gets_out)))
 
     def _expired(self, leases: list[int]) -> None:
-        """The queue took these leases back and leases their events again: drop the
-        batches not started; a stage with state cannot let handled ones count twice."""
-        late = set(leases)
-        dropped = [m for m in self.inbox if m.fields[0] in late]
-        for m in dropped:
-            self.inbox.remove(m)
-        handled = [lease for lease in self.handled if lease in late]
-        for lease in handled:
-            self.handled.remove(lease)  # once: a RENEW naming it may bring EXPIRED again
-        log.warning("worker %s: the queue took back leases %s (not renewed in time)", self.identity, sorted(late))
-        if handled and self.chain.stateful:
-            message = (
-                f"stage {self.cfg.stage!r} keeps state (finish()) and had handled lease {handled[0]} when its "
-                "queue took it back (the worker did not renew it for a lease term): its events would be counted "
-                "twice, so the run stops"
-            )
-            self._stop_run(message, Failure("LeaseExpired", message, ""))
+        expired(self, leases)
 
     def _released(self, lease: Any) -> None:
-        if lease is None:
-            return
+        if lease is None or lease == self.in_hand:
+            return  # the lease being handled is acknowledged by _commit, once it is done
         left = self.unacked[lease] - 1
         if left:
             self.unacked[lease] = left
@@ -330,7 +324,9 @@ class _Worker:
         self.handled.append(lease)
         if self.slot is not None:
             self.slot.begin(lease)
+        self.in_hand = lease
         self.chain.run(0, ids, events)
+        self.in_hand = None
         if self.slot is not None:
             self.slot.end()
         elapsed = time.perf_counter() - t0
@@ -340,6 +336,15 @@ class _Worker:
         now_s = time.time() if sink else None
         t_src = self.pace.record(elapsed, len(events), t_srcs, counts, now_s)
         self._commit(lease, t_src)
+
+    def _spill(self) -> None:
+        """A generator's outputs so far were routed: send them under the lease in hand,
+        and wait until the queues have taken them (serving their replies)."""
+        _, released = self.router.commit(self.in_hand, 0.0)
+        dead_letter_rejected(self.outlets, self.dead)
+        for t in released:
+            self._released(t)
+        wait_room(self.outlets, self._poll, self.cfg.parent_pid)
 
     def _commit(self, lease: Any, t_src: float = 0.0) -> None:
         any_out, released = self.router.commit(lease, t_src)
@@ -477,3 +482,23 @@ def check_hygiene(w: _Worker) -> None:
     log.info("worker %s %s: replacing it", w.identity, why)
     w.recycle = why
     w.retiring = True
+
+
+def expired(w: _Worker, leases: list[int]) -> None:
+    """The queue took these leases back and leases their events again: drop the
+    batches not started; a stage with state cannot let handled ones count twice."""
+    late = set(leases)
+    dropped = [m for m in w.inbox if m.fields[0] in late]
+    for m in dropped:
+        w.inbox.remove(m)
+    handled = [lease for lease in w.handled if lease in late]
+    for lease in handled:
+        w.handled.remove(lease)  # once: a RENEW naming it may bring EXPIRED again
+    log.warning("worker %s: the queue took back leases %s (not renewed in time)", w.identity, sorted(late))
+    if handled and w.chain.stateful:
+        message = (
+            f"stage {w.cfg.stage!r} keeps state (finish()) and had handled lease {handled[0]} when its "
+            "queue took it back (the worker did not renew it for a lease term): its events would be counted "
+            "twice, so the run stops"
+        )
+        w._stop_run(message, Failure("LeaseExpired", message, ""))

@@ -32,6 +32,28 @@ def touch(event: dict[str, Any], fail_modulo: int = 0) -> dict[str, Any]:
     return {"n": event["n"], "a": a + 1, "head": a[:16].tobytes(), "was_writeable": bool(a.flags.writeable)}
 
 
+class Frames:
+    """A generator handler: `count` outputs per event, each a new array of `nbytes`
+    (frames of a video, records of a file). At teardown, writes its peak memory (MiB,
+    over its memory after setup) to `report/<pid>`."""
+
+    def setup(self, count: int, nbytes: int, report: str) -> None:
+        import resource
+
+        self.count, self.nbytes, self.report = int(count), int(nbytes), Path(report)
+        self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def handle(self, event: dict[str, Any]):  # type: ignore[no-untyped-def]
+        for i in range(self.count):
+            yield {"n": event["n"], "i": i, "a": np.full(self.nbytes // 8, float(i))}
+
+    def teardown(self) -> None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        (self.report / str(os.getpid())).write_text(json.dumps({"base": self.base, "peak": peak}))
+
+
 def reshape(event: dict[str, Any]) -> dict[str, Any]:
     """The array as 2-D, strided (a transposed view): it must be sent in C order."""
     a = event["a"]
@@ -52,6 +74,7 @@ class Digest:
         self.rows.append(
             {
                 "n": event["n"],
+                "i": event.get("i"),
                 "shape": list(a.shape),
                 "dtype": a.dtype.str,
                 "sum": float(a.sum()),
@@ -64,5 +87,6 @@ class Digest:
 
     def teardown(self) -> None:
         tmp = self.out.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in sorted(self.rows, key=lambda r: r["n"])))
+        rows = sorted(self.rows, key=lambda r: (r["n"], r["i"] or 0))
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, self.out)

@@ -54,6 +54,24 @@ class Frames:
         (self.report / str(os.getpid())).write_text(json.dumps({"base": self.base, "peak": peak}))
 
 
+def once(event: dict[str, Any], die_at: int, fail_at: int, marker_dir: str) -> dict[str, Any]:
+    """Passes `touch`'s output on, but SIGKILLs its worker the first time it sees event
+    `die_at`, and raises the first time it sees `fail_at` (then the retry passes)."""
+    import signal
+
+    for n, act in ((die_at, "die"), (fail_at, "fail")):
+        if event["n"] != n:
+            continue
+        try:
+            os.close(os.open(os.path.join(marker_dir, act), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        if act == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"n={n} fails once")
+    return touch(event)
+
+
 def reshape(event: dict[str, Any]) -> dict[str, Any]:
     """The array as 2-D, strided (a transposed view): it must be sent in C order."""
     a = event["a"]

@@ -170,3 +170,25 @@ stages:
     [m] = [json.loads(p.read_text()) for p in report.iterdir()]
     # held whole, the outputs of one event took 300 MB; sent as they come, a few chunks
     assert m["peak"] - m["base"] < 100, m
+
+
+def test_arrays_survive_a_retry_and_a_killed_worker(tmp_path: Path, workdir: Path) -> None:
+    """The lease of a killed worker comes back with its arrays (the queue holds the
+    frames until the lease is acknowledged); a retried event is handed its arrays again."""
+    out = tmp_path / "digest.jsonl"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    topo = topology(tmp_path, out, count=30, nbytes=400_000, fuse=False)
+    text = topo.read_text().replace(
+        f"    handler: {STAGES}:touch\n    params: {{fail_modulo: 0}}\n",
+        f"    handler: {STAGES}:once\n    params: {{die_at: 7, fail_at: 12, marker_dir: \"{markers}\"}}\n"
+        "    on_error: {retry: 1}\n",
+    )
+    topo.write_text(text)
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in markers.iterdir()) == ["die", "fail"]
+    rows = digest(out)
+    assert sorted({r["n"] for r in rows}) == list(range(30))  # a redelivered event may arrive twice
+    side = int((400_000 // 8) ** 0.5)
+    assert all(r["sum"] == (r["n"] + 1) * side * side for r in rows)

@@ -226,3 +226,43 @@ def test_a_small_limit_still_refuses_events_below_the_buffer_threshold() -> None
     # a stage's max_event_bytes may be far below OOB_BYTES: packing in bulk must keep it
     assert wire.pack_all([{"blob": b"\0" * 5000}], limit=4096) is None
     assert wire.pack_all([{"blob": b"\0" * 4000}], limit=4096) is not None
+
+
+def test_a_48_mb_array_crosses_a_real_socket_without_a_copy_in_python(tmp_path: Any) -> None:
+    """Over real ZeroMQ sockets (ipc://), as an outlet sends and a worker receives: the
+    array is sent from its own memory and read in place from the received frame. The
+    memory Python allocates meanwhile (NumPy's included) stays far below the array's
+    size: no copy of its bytes but the kernel's, and ZeroMQ's one receive buffer."""
+    import tracemalloc
+
+    import zmq
+
+    from sedamp.runtime import sockets
+
+    a = np.arange(6_000_000, dtype=np.float64)  # 48 MB
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    push = ctx.socket(zmq.PUSH)
+    try:
+        pull.bind(f"ipc://{tmp_path}/s")
+        push.connect(f"ipc://{tmp_path}/s")
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        packed = wire.pack_event({"n": 1, "a": a})
+        body, ends = wire.join_packed([packed])
+        push.send_multipart(wire.put(0, 0, [1], ends, body, 0.0, payload.nbufs_of([packed]), packed.bufs), copy=False)
+        assert pull.poll(10_000)
+        [frames] = sockets.drain(pull)
+        msg = wire.parse(frames)
+        [event] = wire.unpack_events(msg.bodies, 1, msg.fields[-1], msg.bufs)
+        peak = tracemalloc.get_traced_memory()[1] - before
+        tracemalloc.stop()
+        got = event["a"]
+        assert np.array_equal(got, a) and not got.flags.writeable
+        assert np.shares_memory(got, np.frombuffer(msg.bufs[0], dtype=np.uint8))  # read in place
+        assert peak < 4_000_000, peak  # the unpacker's own buffer (1 MiB), not 48 MB: no copy
+    finally:
+        push.close(0)
+        pull.close(0)
+        ctx.term()

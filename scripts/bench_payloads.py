@@ -4,6 +4,7 @@ from interpreter start to exit, side by side in interleaved rounds.
     python scripts/bench_payloads.py                              # 1, 12 and 48 MB, 3 rounds
     python scripts/bench_payloads.py --sizes 48 --rounds 5 --json payloads.json
     python scripts/bench_payloads.py --sizes 1 --mb 8 --rounds 1  # a smoke check
+    python scripts/bench_payloads.py --memory 2000                # 2,000 x 48 MB: peak RSS
 
 Workload: a source of float64 arrays of SIZE MB (each equal to its index), three stages
 that each read a strided sample of the array (every 4,096th element) and pass it on,
@@ -22,6 +23,10 @@ Systems
                   the parent between stages (six crossings).
     ray           a Ray task per stage, arrays through Ray's object store, 2 x cores
                   events in flight (if Ray is installed).
+
+With --memory N, sedamp-apart alone moves N arrays of 48 MB with the default bounds
+(queue.max_bytes 256MiB) and the peak RSS of its process tree is compared with 1.5 GiB:
+a run's memory is its bounds and the interpreters, whatever the number of events.
 
 "sedamp ÷ this" is the median over rounds of sedamp's bytes per second divided by the
 system's in the same round. Peak RSS is the largest sum over the process tree.
@@ -155,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", type=lambda t: t.split(","), default=None, help=",".join(SYSTEMS))
     ap.add_argument("--rounds", type=bl.positive, default=3)
     ap.add_argument("--mb", type=bl.positive, default=2000, help="megabytes of arrays per size and run (2000)")
+    ap.add_argument("--memory", type=bl.positive, metavar="N", help="only: N arrays of 48 MB, peak RSS")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
+    if args.memory:
+        return memory(args.memory)
     if args.systems is None:
         args.systems = [s for s in SYSTEMS if s != "ray" or _has_ray()]
     for s in args.systems:
@@ -170,6 +178,23 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{mb}MB"] = report(mb, run_size(args, mb, Path(d)))
     if args.json:
         Path(args.json).write_text(json.dumps(bl.strict_json({"machine": bl.machine_info(), **results}), indent=1))
+    return 0
+
+
+def memory(count: int) -> int:
+    nbytes = 48_000_000
+    print(f"$ python scripts/bench_payloads.py --memory {count}")
+    print(json.dumps(bl.machine_info()))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(SCRIPTS), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "out.json"
+        cmd = command("sedamp-apart", count, nbytes, out, Path(d))
+        wall, peak = timed(cmd, {**env, "OUT": str(out)}, out, expected(count, nbytes))
+    gib = peak / 2**30
+    print(f"{count} x 48 MB through 4 queues of max_bytes 256MiB: {wall:.1f} s, "
+          f"{count * nbytes / wall / 1e6:,.0f} MB/s, peak RSS {gib:.2f} GiB")  # fmt: skip
+    print(f"target: peak < 1.5 GiB: {'met' if gib < 1.5 else 'not met'}")
     return 0
 
 

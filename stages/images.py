@@ -577,18 +577,58 @@ def thumbnail_name(source: str, root: str | os.PathLike[str] | None = None, suff
     """The output name of the thumbnail of `source` (a path or an image's name): its path
     relative to `root` (``/`` separated), or its file name alone without `root`, with the
     last extension replaced by `suffix`. ValueError if `source` is not under `root`."""
-    if root is not None:
-        rel = os.path.relpath(source, root)
-        parts = rel.split(os.sep)
-        if os.path.isabs(rel) or ".." in parts or rel == os.curdir:
-            raise ValueError(f"Thumbnail: {source!r} is not under root {os.fspath(root)!r}")
-        rel = "/".join(parts)
-    else:
-        rel = os.path.basename(source)
+    return _with_suffix(_relative_name(source, root, "Thumbnail"), suffix, source, "Thumbnail")
+
+
+def _relative_name(source: str, root: str | os.PathLike[str] | None, who: str) -> str:
+    """`source`'s path relative to `root` (``/`` separated), or its file name alone."""
+    if root is None:
+        return os.path.basename(source)
+    rel = os.path.relpath(source, root)
+    parts = rel.split(os.sep)
+    if os.path.isabs(rel) or ".." in parts or rel == os.curdir:
+        raise ValueError(f"{who}: {source!r} is not under root {os.fspath(root)!r}")
+    return "/".join(parts)
+
+
+def _with_suffix(rel: str, suffix: str, source: str, who: str) -> str:
+    """`rel` with its last extension replaced by `suffix`."""
     stem = posixpath.splitext(rel)[0]
     if not stem or stem.endswith("/"):
-        raise ValueError(f"Thumbnail: {source!r} does not name a file")
+        raise ValueError(f"{who}: {source!r} does not name a file")
     return stem + suffix
+
+
+def _source_of(event: Any, who: str) -> tuple[Any, str]:
+    """What to decode from an image event, and what to call it: ``{"path": str, ...}``
+    gives the path, ``{"name": str, "data": bytes, ...}`` the bytes."""
+    if isinstance(event, dict) and isinstance(event.get("path"), str):
+        return event["path"], event["path"]
+    if isinstance(event, dict) and isinstance(event.get("name"), str) and isinstance(event.get("data"), bytes):
+        return event["data"], event["name"]
+    shape = sorted(event) if isinstance(event, dict) else type(event).__name__
+    raise ValueError(
+        f"{who}: the event must be {{'path': str, ...}} or {{'name': str, 'data': bytes, ...}}, got {shape}"
+    )
+
+
+def _check_each(cls: type, params: dict[str, Any]) -> dict[str, str]:
+    """What is wrong with `params`, by param name (empty: nothing): each param given
+    alone to ``cls().setup`` (mode with its format, when both are given), so the checks
+    are the very ones of ``setup``, which must open nothing. What ``check_params`` of the
+    image stages returns, for ``sedamp validate``."""
+    problems: dict[str, str] = {}
+    for name in sorted(params, key=lambda n: n == "mode"):  # mode after format
+        one = {name: params[name]}
+        if name == "mode" and "format" in params:
+            if "format" in problems:
+                continue
+            one["format"] = params["format"]
+        try:
+            cls().setup(**one)
+        except ValueError as exc:
+            problems[name] = str(exc)
+    return problems
 
 
 # --------------------------------------------------------------------------- the stage
@@ -633,30 +673,10 @@ class Thumbnail:
         """What is wrong with `params`, by param name (empty: nothing): each param set
         up alone (mode with its format), with the very checks of ``setup``, which opens
         nothing. ``sedamp validate`` calls it."""
-        problems: dict[str, str] = {}
-        for name in sorted(params, key=lambda n: n == "mode"):  # mode after format
-            one = {name: params[name]}
-            if name == "mode" and "format" in params:
-                if "format" in problems:
-                    continue
-                one["format"] = params["format"]
-            try:
-                cls().setup(**one)
-            except ValueError as exc:
-                problems[name] = str(exc)
-        return problems
+        return _check_each(cls, params)
 
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(event, dict) and isinstance(event.get("path"), str):
-            source: Any = event["path"]
-            label: str = event["path"]
-        elif isinstance(event, dict) and isinstance(event.get("name"), str) and isinstance(event.get("data"), bytes):
-            source, label = event["data"], event["name"]
-        else:
-            shape = sorted(event) if isinstance(event, dict) else type(event).__name__
-            raise ValueError(
-                f"Thumbnail: the event must be {{'path': str, ...}} or {{'name': str, 'data': bytes, ...}}, got {shape}"
-            )
+        source, label = _source_of(event, "Thumbnail")
         out_name = thumbnail_name(label, self.root, self.suffix)
         thumb = _thumbnail(
             source,

@@ -1,7 +1,10 @@
-"""Image stages: thumbnails of a folder of images, made with Pillow.
+"""Image stages, made with Pillow: thumbnails of a folder of images, and images as
+arrays of pixels between stages (decode, resize, blur, sharpen, convert, encode).
 
 Needs Pillow: ``pip install 'sedamp[images]'``. Importing this module without Pillow
-raises ImportError saying exactly that.
+raises ImportError saying exactly that. The stages on arrays need NumPy too
+(``pip install 'sedamp[arrays]'``); asking for one without it raises ImportError saying
+so, and ``Thumbnail`` never needs it.
 
 Event shapes
     ``Thumbnail`` (handler) takes ``{"path": str, ...}`` (an image file, as
@@ -11,6 +14,21 @@ Event shapes
     output file name (relative), the encoded thumbnail, its size in pixels and the
     input's ``path`` (or ``name``). Other input fields are not carried over. The output
     is what ``stages.files:WriteFiles`` writes.
+
+    ``Decode`` (handler) takes the same events and returns an *image event*
+    ``{"name": str, "source": str, "image": array, "mode": str, "icc_profile": bytes |
+    None}``: the image, turned upright by its EXIF orientation, as a NumPy array of
+    height x width x channels uint8 in `mode` (``L``: 1 channel, ``LA``: 2, ``RGB``: 3,
+    ``RGBA``: 4); its name (relative to `root`, extension kept) and the input's ``path``
+    (or ``name``). ``Resize``, ``Blur``, ``Sharpen`` and ``Convert`` (handlers) take an
+    image event and return it with a new array, other fields kept (or with the same
+    array, when there is nothing to do). ``Encode`` (handler) turns one into what
+    ``Thumbnail`` returns, for ``WriteFiles``. An array made elsewhere works too: a 2-D
+    array is a grey image, and without ``mode`` the channels tell it. So ``ListFiles ->
+    Decode -> Resize -> Sharpen -> Encode -> WriteFiles`` (topologies/photos.yaml) has
+    arrays between its stages: sedamp carries each array beside the event's MessagePack
+    as a frame of its own, without copying it, and the next stage receives it read-only
+    (none of these stages writes into an array it is given). Each class says its params.
 
 Thumbnail params (``setup``)
     size: the bounding box in pixels: an int ``N`` (N x N: the longer edge of a
@@ -105,18 +123,27 @@ import posixpath
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 try:
     from PIL import Image, ImageOps, UnidentifiedImageError
 except ImportError as exc:  # the optional dependency
     raise ImportError("stages.images needs Pillow: pip install 'sedamp[images]'") from exc
 
+if TYPE_CHECKING:  # imported at run time by __getattr__, when first asked for
+    from stages._image_arrays import Blur, Convert, Decode, Encode, Resize, Sharpen
+
 __all__ = [
     "DEFAULT_ACCEPT",
     "DEFAULT_MAX_PIXELS",
     "FITS",
     "FORMATS",
+    "Blur",
+    "Convert",
+    "Decode",
+    "Encode",
+    "Resize",
+    "Sharpen",
     "Thumb",
     "Thumbnail",
     "encode",
@@ -167,6 +194,18 @@ _RGB = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"})
 
 Size = tuple[int, int]
 Box = tuple[float, float, float, float]
+
+# The stages on arrays, in stages._image_arrays: imported when first asked for, so that
+# this module (and Thumbnail) needs no NumPy.
+_ARRAY_STAGES = frozenset({"Blur", "Convert", "Decode", "Encode", "Resize", "Sharpen"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ARRAY_STAGES:
+        from stages import _image_arrays
+
+        return getattr(_image_arrays, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -157,9 +157,9 @@ def test_a_worker_counts_the_time_it_is_blocked_and_waiting(tmp_path: Path) -> N
         assert slot.waits()[1] == waiting  # blocked, not waiting
         stats = wait_until(lambda: (m := recv(ctl, wire.STATS)[1].fields[0])["blocked_s"] > 0.3 and m, 10, "STATS")
         assert stats["waiting_s"] == pytest.approx(waiting, abs=0.01)
-        down.send_multipart([pid_, *wire.credit(10, -1)])
+        down.send_multipart([pid_, *wire.credit(10, -1, 1 << 30)])
         _, put = recv(down, wire.PUT)
-        down.send_multipart([pid_, *wire.credit(0, put.fields[0])])
+        down.send_multipart([pid_, *wire.credit(0, put.fields[0], 1 << 30)])
         recv(up, wire.ACK)
         blocked = wait_until(lambda: (s := slot.waits())[1] > waiting + 0.3 and s[0], 10, "waiting again")
         assert slot.waits()[0] == blocked  # no longer blocked: the total stays put

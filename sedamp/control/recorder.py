@@ -22,7 +22,7 @@ import psutil
 from sedamp.control import policy
 from sedamp.control.roster import Child, Roster, Stage, member_counts
 from sedamp.control.summary import StageSummary, Summary
-from sedamp.observe import metrics
+from sedamp.observe import metrics, progress
 from sedamp.runtime import wire
 from sedamp.runtime.deadletter import count_dead_letters
 from sedamp.spec import Topology
@@ -45,6 +45,7 @@ class StageCounts:
     recycled: int
     restarts: int
     ready: int = 0  # of its pool's workers, those whose setup() is done (they reported)
+    discarded: int = 0  # events dropped on Ctrl-C: waiting in its queue, or read and unsent (a source)
 
     def count(self, key: str, default: Any = 0) -> Any:
         return self.counts.get(key, default)
@@ -102,6 +103,7 @@ class StageRecord:
             "skipped": c.count("skipped"),
             "duplicates": c.count("duplicates"),
             "poisoned": c.poisoned,
+            "discarded": c.discarded,
             "timeouts": c.timeouts,
             "recycled": c.recycled,
             "restarts": c.restarts,
@@ -172,6 +174,7 @@ class Recorder:
         self.others_seen: float | None = None  # other programs' CPU, smoothed (policy.machine_budget)
         self.machine_cores = max(1, psutil.cpu_count() or 1)
         self.cpu_now: dict[int, float] = {}  # each process's CPU % since the last record
+        self.copies = progress.copies_events(top)  # events are copied to several stages: done is not known
 
     def gather(self, child: Child, stats: dict[str, Any]) -> None:
         """Keep the latency samples a process sent, per stage, until the next record."""
@@ -213,6 +216,7 @@ class Recorder:
                 recycled=pool.recycled if head else 0,
                 restarts=pool.restarts if head else 0,
                 ready=sum(1 for w in pool.workers.values() if w.stats),
+                discarded=_discarded(st, pool, head),
             )
         return out
 
@@ -392,7 +396,7 @@ class Recorder:
         records in the dead-letter file: a worker that died (a full disk, a kill) took
         with it the count of what it dead-lettered since its last report."""
         counts = self.counts()
-        stages = []
+        stages: list[StageSummary] = []
         events = failed = 0
         for name, st in self.roster.stages.items():
             c = counts[name]
@@ -402,6 +406,7 @@ class Recorder:
                 failed += int(c.poisoned)
             if st.spec.kind == "source":
                 events += int(c.count("in"))
+        done, _, counting, _ = progress.count({"stages": {s.name: vars(s) for s in stages}}, self.copies)
         return Summary(
             name=self.top.name,
             run_dir=run_dir,
@@ -412,7 +417,16 @@ class Recorder:
             failed=max(failed, count_dead_letters(dead_letters)),
             interrupted=interrupted,
             error=error,
+            done=done if counting == "done" else None,
+            discarded=sum(s.discarded for s in stages),
         )
+
+
+def _discarded(st: Stage, pool: Stage, head: bool) -> int:
+    """Events a stage dropped on Ctrl-C: its queue's (a pool's first stage), or a source's."""
+    if st.spec.kind == "source":
+        return int((st.source.stats if st.source is not None else st.retired).get("discarded", 0))
+    return int(pool.queue.stats.get("discarded", 0)) if head and pool.queue is not None else 0
 
 
 def _mean_cpu(workers: tuple[WorkerSample, ...]) -> float | None:
@@ -450,6 +464,7 @@ def _stage_summary(name: str, st: Stage, c: StageCounts, pool: Stage) -> StageSu
         skipped=int(c.count("skipped")),
         duplicates=int(c.count("duplicates")),
         poisoned=int(c.poisoned),
+        discarded=int(c.discarded),
         timeouts=int(c.timeouts),
         recycled=int(c.recycled),
     )

@@ -131,6 +131,8 @@ class Roster:
         self.children: dict[str, Child] = {}  # by identity
         self.by_sentinel: dict[int, Child] = {}
         self.retired_shed: dict[str, list[int]] = {}  # target stage -> [dropped, rejected]
+        # the stages Ctrl-C drains rather than halts (see `interrupt`), set by the controller
+        self.drained: set[str] = set()
         self.slot_seq = 0
         self.spawn_seq = 0  # workers started: each one's token (its identity) is unique in the run
 
@@ -385,11 +387,6 @@ class Roster:
                     self.links.send(st.queue.identity, wire.simple(wire.STOP, 0))
                 log.info("stage %s finished", name)
 
-    def stop_sources(self) -> None:
-        for st in self.stages.values():
-            if st.source is not None:
-                self.links.send(st.source.identity, wire.simple(wire.STOP, 0))
-
     def reap_all(self) -> None:
         """Make sure no process of this run is left: wait briefly for the ones that are
         finishing on their own, then kill the rest."""
@@ -450,6 +447,20 @@ def watch_silence(stages: Iterable[Stage], state: RunState, period_s: float, now
             w.proc.kill()
 
 
+def interrupt(roster: Roster) -> None:
+    """Ctrl-C: the sources stop reading. Every queue drops what waits in it and tells
+    its workers to give back the batches they have not started (HALT): what is left to
+    do is what the workers hold, and the run ends in order. A source that asks for it
+    (`drain_on_interrupt`, and so the queues its events reach: `Roster.drained`)
+    delivers instead every event it read, which is handled (STOP)."""
+    for name, st in roster.stages.items():
+        drain = name in roster.drained
+        if st.source is not None:
+            roster.links.send(st.source.identity, wire.simple(wire.STOP, 0) if drain else wire.simple(wire.HALT))
+        elif st.queue is not None and not drain:
+            roster.links.send(st.queue.identity, wire.simple(wire.HALT))
+
+
 def hold_leases(stages: Iterable[Stage], links: Links) -> None:
     """HOLD: tell each queue which of its workers are inside user code now (their slots
     say so), so that it renews their leases: such a worker sends nothing until the call
@@ -468,6 +479,18 @@ def hold_leases(stages: Iterable[Stage], links: Links) -> None:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def reached_from(top: Topology, sources: Iterable[str]) -> set[str]:
+    """`sources` and every stage their events reach."""
+    seen = set(sources)
+    todo = list(seen)
+    while todo:
+        for e in top.stages[todo.pop()].to:
+            if e.stage not in seen:
+                seen.add(e.stage)
+                todo.append(e.stage)
+    return seen
 
 
 def member_counts(child: Child) -> dict[str, dict[str, int]]:

@@ -16,7 +16,9 @@ handler, a class
 source
     a function ``f(**params)`` returning an iterable of events (if it has ``len()``, that is
     the total shown as progress), or a class with ``setup(**params)``, ``__iter__`` and an
-    optional ``total()``.
+    optional ``total()``. On Ctrl-C the events it read that wait in queues are dropped (a
+    re-run does them); a source whose events someone waits for (an HTTP request) sets
+    ``drain_on_interrupt = True``, and every event it read is then handled first.
 sink
     a function ``f(event, **params)`` or a class with ``setup``, ``handle`` (or
     ``handle_batch``) and ``teardown()``, which runs once at the end so it can flush.
@@ -180,6 +182,15 @@ def load_ref(ref: str) -> Any:
         except AttributeError:
             raise AttributeError(f"module {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def drains_on_interrupt(ref: str) -> bool:
+    """Whether the source at `ref` asks that Ctrl-C handle every event it read
+    (``drain_on_interrupt = True``) instead of dropping what waits in queues."""
+    try:
+        return bool(getattr(load_ref(ref), "drain_on_interrupt", False))
+    except Exception:  # not importable here: the source process will say why
+        return False
 
 
 def check_ref(kind: str, ref: str, params: dict[str, Any]) -> str | None:

@@ -1,9 +1,9 @@
 """Runs in a worker process: one of the pool of a handler or sink stage.
 
-Reads:  BATCH/END/EXPIRED from its stage queue (DEALER, routing id
+Reads:  BATCH/END/EXPIRED/HALT from its stage queue (DEALER, routing id
         ``w:<stage>:<index>:<pid>``), CREDIT from each downstream queue, STOP from the
         controller.
-Writes: HELLO/GET/ACK/RENEW/BYE to its stage queue, HELLO/PUT/EOS to each downstream
+Writes: HELLO/GET/ACK/RENEW/BYE/RETURN to its stage queue, HELLO/PUT/EOS to each downstream
         queue, REGISTER/STATS/DONE/FATAL to the controller, failed events to the
         dead-letter file.
 
@@ -33,6 +33,9 @@ notes in its slot (`sedamp.runtime.slot`, shared memory) which event is in the h
 with ``timeout_s``, the call's deadline: the controller kills it if the call overruns,
 and if it dies, only that event is blamed. A sink with ``dedupe: true`` handles each
 event id once.
+
+Ctrl-C: its queue says HALT, and it gives back (RETURN) the batches it holds but has not
+started; the batch in hand is finished.
 
 Leases: every period it tells its queue which leases it holds and how many GETs it
 awaits (RENEW), which keeps its leases and recovers what a reset connection lost. A
@@ -262,6 +265,8 @@ class _Worker:
             self.gets_out = 0
         elif msg.kind == wire.EXPIRED:
             self._expired(msg.fields[0])
+        elif msg.kind == wire.HALT:
+            give_back_unstarted(self)
         elif msg.kind == wire.ERR:
             log.error("worker %s: queue refused a message: %s", self.identity, msg.fields[0])
             self.protocol_errors += 1
@@ -442,6 +447,17 @@ def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
         # emits at the end of input: its state would be lost if it were retired
         "stateful": w.chain.stateful,
     }
+
+
+def give_back_unstarted(w: _Worker) -> None:
+    """HALT from its queue (Ctrl-C): give back the batches not started (their events are
+    dropped, for a re-run or --resume to do); the one in hand is finished. Batches
+    leased after this are the outputs of work in hand upstream: handled as usual."""
+    leases = [m.fields[0] for m in w.inbox]
+    w.inbox.clear()
+    if leases:
+        w.up.send_multipart(wire.returned(leases))
+    log.info("worker %s: interrupted; gave back %d batches not started", w.identity, len(leases))
 
 
 def check_hygiene(w: _Worker) -> None:

@@ -49,6 +49,11 @@ MAX_BARREN_DEATHS = 10
 # bounded by its stage's timeout_s, since user code may legitimately run long.
 SILENT_PERIODS = 20
 SILENT_MIN_S = 3.0
+# When a run stops at once (a second Ctrl-C, the drain deadline, an error), its workers
+# are first interrupted (`Proc.interrupt`: user code unwinds, so a file half written is
+# removed by its writer) and killed if still there after this long. Python code unwinds
+# in milliseconds; longer waits only on a call in C code that does not return.
+INTERRUPT_GRACE_S = 1.0
 
 
 class Links(Protocol):
@@ -391,11 +396,17 @@ class Roster:
         """Make sure no process of this run is left: wait briefly for the ones that are
         finishing on their own, then kill the rest."""
         clean = self.state.error is None and not self.state.hard_stop and self.complete
-        deadline = time.monotonic() + (2.0 if clean else 0.0)
+        now = time.monotonic()
+        deadline = now + 2.0
+        if not clean:
+            deadline = now + INTERRUPT_GRACE_S
+            for child in self.by_sentinel.values():
+                if child.role == wire.WORKER:
+                    child.proc.interrupt()
         for fd, child in list(self.by_sentinel.items()):
             self.links.unwatch(fd)
             left = deadline - time.monotonic()
-            if left > 0:
+            if left > 0 and (clean or child.role == wire.WORKER):
                 child.proc.join(left)
             if child.proc.is_alive():
                 child.proc.kill()

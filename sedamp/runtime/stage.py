@@ -46,6 +46,7 @@ __all__ = [
     "SourceRunner",
     "check_ref",
     "load_ref",
+    "on_interrupt",
     "outputs_of",
 ]
 
@@ -182,6 +183,27 @@ def load_ref(ref: str) -> Any:
         except AttributeError:
             raise AttributeError(f"module {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+_ON_INTERRUPT: list[Callable[[], None]] = []
+
+
+def on_interrupt(cleanup: Callable[[], None]) -> None:
+    """Register `cleanup` (once), called in a worker that is stopped at once (a second
+    Ctrl-C, the drain deadline passed) after its user code has unwound and before it
+    exits: for what a stage keeps open across events, such as the temporary file a sink
+    streams into (``stages.files.AtomicFile`` registers one that removes its own)."""
+    if cleanup not in _ON_INTERRUPT:
+        _ON_INTERRUPT.append(cleanup)
+
+
+def run_interrupt_cleanups() -> None:
+    """Call every `on_interrupt` cleanup; one that raises does not stop the others."""
+    for cleanup in _ON_INTERRUPT:
+        try:
+            cleanup()
+        except Exception:
+            traceback.print_exc()
 
 
 def drains_on_interrupt(ref: str) -> bool:

@@ -35,7 +35,9 @@ and if it dies, only that event is blamed. A sink with ``dedupe: true`` handles 
 event id once.
 
 Ctrl-C: its queue says HALT, and it gives back (RETURN) the batches it holds but has not
-started; the batch in hand is finished.
+started; the batch in hand is finished. A second Ctrl-C (or the drain deadline) brings
+INTERRUPT_SIGNAL, which unwinds user code where it is (`lifeline.Interrupted`), so a
+file half written is cleaned up by its writer, and the worker exits at once.
 
 Leases: every period it tells its queue which leases it holds and how many GETs it
 awaits (RENEW), which keeps its leases and recovers what a reset connection lost. A
@@ -50,6 +52,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -68,7 +71,7 @@ from sedamp.runtime.journal import Journal, is_resumable
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import IN_USER_CODE, Slot
-from sedamp.runtime.stage import Failure, add_import_paths
+from sedamp.runtime.stage import Failure, add_import_paths, run_interrupt_cleanups
 from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
@@ -112,12 +115,18 @@ def exit_over_memory(identity: str, why: str) -> NoReturn:
 def run_worker(cfg: WorkerConfig) -> None:
     """Entry function of a worker process."""
     lifeline.become_child(cfg.parent_pid)
+    signal.signal(lifeline.INTERRUPT_SIGNAL, lifeline.raise_interrupted)
     add_import_paths(cfg.import_paths)
-    worker = _Worker(cfg)
     try:
-        worker.run()
-    except StorageError as exc:  # a failure it cannot record, or a batch it cannot journal
-        lifeline.storage_failed(worker.ctl, worker.data_sockets(), worker.ctx, f"worker {cfg.stage}[{cfg.index}]", exc)
+        worker = _Worker(cfg)
+        try:
+            worker.run()
+        except StorageError as exc:  # a failure it cannot record, or a batch it cannot journal
+            where = f"worker {cfg.stage}[{cfg.index}]"
+            lifeline.storage_failed(worker.ctl, worker.data_sockets(), worker.ctx, where, exc)
+    except lifeline.Interrupted:  # the run stops at once: user code has unwound (its cleanup ran)
+        run_interrupt_cleanups()
+        os._exit(lifeline.EXIT_INTERRUPTED)
 
 
 class _Worker:

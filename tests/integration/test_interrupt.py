@@ -1,18 +1,25 @@
 """Ctrl-C on a batch job, through the real CLI: the work the workers hold is finished,
-what waits in queues is dropped (a re-run or --resume does it), and the run ends at
-once with exit 130 and a summary that accounts for every event read."""
+what waits in queues is dropped (a re-run or --resume does it), the run ends at once
+with exit 130 and a summary that counts only what was done, no temporary file is left
+next to the outputs."""
 
 from __future__ import annotations
 
+import os
+import pty
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 from tests.conftest import wait_until
+from tests.integration.test_control import _reader
 from tests.integration.util import (
+    REPO,
     TESTSTAGES,
     run_sedamp,
+    sedamp_cmd,
+    stage_count,
     stage_of,
     start_run,
     summary_of,
@@ -91,3 +98,59 @@ def test_ctrl_c_finishes_what_workers_hold_and_resume_does_the_rest(tmp_path: Pa
     assert outputs(out) == outputs(src)
     assert all((out / n).read_bytes() == (src / n).read_bytes() for n in outputs(src))
     assert not list(out.rglob("*.tmp"))
+
+
+def redraws_after(raw: bytes, word: bytes) -> int:
+    """How often the bar was redrawn (the cursor sent up) after `word` was written."""
+    at = raw.find(word)
+    return -1 if at < 0 else raw.count(b"\x1b[1A", at)
+
+
+def test_a_double_ctrl_c_on_a_terminal(tmp_path: Path) -> None:
+    """The second Ctrl-C stops at once and leaves no temporary file of the sink that
+    streams its output."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}.txt").write_text("x")
+    out = tmp_path / "out"
+    topo = tmp_path / "lines.yaml"
+    topo.write_text(
+        f"""name: lines
+stages:
+  files: {{source: stages.files:ListFiles, params: {{root: "{src}"}}, to: mid}}
+  mid:
+    handler: {TESTSTAGES}:slow_line
+    params: {{delay_s: 20}}
+    workers: 1
+    to: write
+  write:
+    sink: stages.records:WriteJsonl
+    params: {{path: "{out / "lines.jsonl"}"}}
+"""
+    )
+    work = tmp_path / "w"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        sedamp_cmd("run", str(topo), "--workdir", str(work), "--drain-timeout", "60"),
+        cwd=REPO, stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "160", "TERM": "xterm"},
+    )  # fmt: skip
+    os.close(slave)
+    reader, chunks = _reader(master)
+    try:
+        # the sink's temporary file is open, and a worker is inside its 20 s handler call
+        wait_until(lambda: list(out.glob(".*.tmp")), 60, "the sink to open its temporary file")
+        wait_until(lambda: stage_count(work, "mid", "queue", "leased") > 0, 60, "a worker inside its handler call")
+        proc.send_signal(signal.SIGINT)
+        # the bar is redrawn every period: the word on Ctrl-C must survive a few redraws
+        wait_until(lambda: redraws_after(b"".join(chunks), b"draining") >= 3, 30, "redraws after the first Ctrl-C")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert time.monotonic() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reader.join(10)
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*")), list(out.iterdir())

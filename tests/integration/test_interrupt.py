@@ -1,12 +1,13 @@
 """Ctrl-C on a batch job, through the real CLI: the work the workers hold is finished,
 what waits in queues is dropped (a re-run or --resume does it), the run ends at once
 with exit 130 and a summary that counts only what was done, no temporary file is left
-next to the outputs."""
+next to the outputs, and on a terminal the word on Ctrl-C stays above the bar."""
 
 from __future__ import annotations
 
 import os
 import pty
+import re
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ from tests.integration.util import (
     REPO,
     TESTSTAGES,
     run_sedamp,
+    screen,
     sedamp_cmd,
     stage_count,
     stage_of,
@@ -107,8 +109,9 @@ def redraws_after(raw: bytes, word: bytes) -> int:
 
 
 def test_a_double_ctrl_c_on_a_terminal(tmp_path: Path) -> None:
-    """The second Ctrl-C stops at once and leaves no temporary file of the sink that
-    streams its output."""
+    """The word on the first Ctrl-C stays on screen above the bar; the second stops at
+    once, leaves no temporary file of the sink that streams its output, and the
+    summary does not count the events read as done."""
     src = tmp_path / "in"
     src.mkdir()
     for i in range(40):
@@ -153,4 +156,11 @@ stages:
             proc.kill()
             proc.wait(10)
     reader.join(10)
+    shown = screen(b"".join(chunks))
+    first = [i for i, line in enumerate(shown) if "SIGINT: " in line and "interrupt again to stop at once" in line]
+    second = [i for i, line in enumerate(shown) if "second interrupt: stopping every process now" in line]
+    assert first and second and first[0] < second[0], "\n".join(shown)
+    text = " ".join(line.strip() for line in shown)
+    assert re.search(r"lines: 0 of 40 events done in [\d.]+ s \(interrupted\)", text), "\n".join(shown)
+    assert any("interrupted: 40 of the events read were not done" in line for line in shown)
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*")), list(out.iterdir())

@@ -29,8 +29,10 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import inspect
 import itertools
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -215,15 +217,54 @@ def drains_on_interrupt(ref: str) -> bool:
         return False
 
 
+def import_problem(module_name: str) -> str | None:
+    """When module `module_name` exists but raises while it is imported (it imports a
+    package that is not installed, it has a syntax error...): ``FILE:LINE failed to
+    import: the error``, FILE relative to the current directory when under it. None
+    when it imports, or is not there at all (which `check_ref` says otherwise)."""
+    if not module_name or module_name in sys.modules:
+        return None
+    try:
+        importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or module_name == exc.name or module_name.startswith(f"{exc.name}."):
+            return None  # the module itself, or its package, is missing
+        return _failed_import(module_name, f"No module named {exc.name!r}", exc)
+    except SyntaxError as exc:
+        return _failed_import(module_name, f"SyntaxError: {exc.msg}", exc)
+    except Exception as exc:
+        return _failed_import(module_name, f"{type(exc).__name__}: {exc}", exc)
+    return None
+
+
+def _failed_import(module_name: str, error: str, exc: BaseException) -> str | None:
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.exists(spec.origin):
+        return None
+    origin = os.path.abspath(spec.origin)
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) == origin]
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.abspath(exc.filename) == origin:
+        lines.append(exc.lineno)
+    rel = os.path.relpath(origin)
+    where = origin if rel.startswith("..") else rel
+    return f"{where}{f':{lines[-1]}' if lines and lines[-1] else ''} failed to import: {error}"
+
+
 def check_ref(kind: str, ref: str, params: dict[str, Any]) -> str | None:
     """Import `ref` and check it can serve as a `kind` stage with `params`.
 
     Returns None when it can, else a one-line message saying what is wrong."""
+    broken = import_problem(ref.partition(":")[0])
+    if broken is not None:
+        return broken
     try:
         obj = load_ref(ref)
     except ModuleNotFoundError as exc:
         return f"cannot import module {exc.name!r} for {ref!r}"
-    except Exception as exc:  # import-time errors of user code, bad attribute
+    except Exception as exc:  # a bad attribute, a malformed ref
         return f"cannot load {ref!r}: {type(exc).__name__}: {exc}"
     if not callable(obj):
         return f"{ref!r} is a {type(obj).__name__}, not a function or class"

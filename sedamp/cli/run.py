@@ -143,7 +143,7 @@ def run(
     top, executor = _open(topology, set_ or [], executor_name, address, started)
     metrics = _metrics_path(top, executor, resume, report, metrics)
     show_progress = progress if progress is not None else not quiet
-    watchers = _watchers(top, executor, (metrics_port, metrics_host), show_progress, progress_interval, verbose)
+    watchers = _watchers(top, executor, (metrics_port, metrics_host), show_progress, progress_interval, verbose, quiet)
     try:
         summary = api.run(
             top,
@@ -266,10 +266,11 @@ def _watchers(
     show_progress: bool,
     progress_interval: float,
     verbose: int,
+    quiet: bool = False,
 ) -> _Watchers:
     """The Prometheus endpoint (on `exporter_at`, port and host) and the progress display,
     or without one the lines that tell each new kind of failure (errors: printed even
-    with -q)."""
+    with -q) and each warning (not with -q)."""
     watchers = _Watchers()
     metrics_port, metrics_host = exporter_at
     if metrics_port is not None:
@@ -282,7 +283,7 @@ def _watchers(
         watchers.ticks.append(exporter.update)
         watchers.closers.append(exporter.close)
         typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
-    display: TerminalProgress | LogProgress | FailureLines = FailureLines(verbose > 0)
+    display: TerminalProgress | LogProgress | FailureLines = FailureLines(verbose > 0, warnings=not quiet)
     if show_progress:
         from sedamp.cli.progress import LogProgress, TerminalProgress
 

@@ -134,6 +134,7 @@ class Period:
     other_cores: float = 0.0  # CPU other programs used on the machine, in cores
     budget: float = 0.0  # the cores the pools may use: policy.machine_budget less runtime_cores
     runtime_cores: float = 0.0  # the run's CPU outside workers: controller, queues, sources
+    warnings: list[str] = field(default_factory=list)  # what workers warned of first in this period
 
     def as_dict(self) -> dict[str, Any]:
         record = {
@@ -154,6 +155,8 @@ class Period:
         }
         if self.fusion:
             record["fusion"] = self.fusion
+        if self.warnings:
+            record["warnings"] = self.warnings
         return record
 
 
@@ -174,10 +177,17 @@ class Recorder:
         self.others_seen: float | None = None  # other programs' CPU, smoothed (policy.machine_budget)
         self.machine_cores = max(1, psutil.cpu_count() or 1)
         self.cpu_now: dict[int, float] = {}  # each process's CPU % since the last record
+        self.warned: set[str] = set()  # every warning a worker gave
+        self.new_warnings: list[str] = []  # those not yet in a record
         self.copies = progress.copies_events(top)  # events are copied to several stages: done is not known
 
     def gather(self, child: Child, stats: dict[str, Any]) -> None:
-        """Keep the latency samples a process sent, per stage, until the next record."""
+        """Keep the latency samples a process sent, per stage, until the next record, and
+        the warnings no process of the run gave before (each is shown once)."""
+        for text in stats.get("warnings") or ():
+            if text not in self.warned:
+                self.warned.add(text)
+                self.new_warnings.append(str(text))
         if child.role == wire.QUEUE:
             self.samples.setdefault(child.stage, {}).setdefault("queue_wait", []).extend(stats.get("wait", ()))
         elif child.role == wire.WORKER:
@@ -241,6 +251,7 @@ class Recorder:
             records[name] = self._stage_record(name, st, pool, counts[name], cores, dt, per_batch[pool.spec.name])
         self.last_record_t = now
         fusion, self.fusion = self.fusion, []
+        warnings, self.new_warnings = self.new_warnings, []
         others = max(0.0, cpu / 100 * self.machine_cores - own)
         budget, self.others_seen = policy.machine_budget(cores, self.machine_cores, others, self.others_seen)
         workers = sum(w.cpu_percent or 0.0 for r in records.values() for w in r.worker_detail) / 100
@@ -248,6 +259,7 @@ class Recorder:
         return Period(
             t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions, fusion,
             round(own, 2), round(others, 2), round(max(policy.MIN_BUDGET, budget - runtime), 2), round(runtime, 2),
+            warnings,
         )  # fmt: skip
 
     def _own_cores(self) -> float:

@@ -455,6 +455,7 @@ def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
         "retired": retired,
         # emits at the end of input: its state would be lost if it were retired
         "stateful": w.chain.stateful,
+        "warnings": w.chain.warnings,  # one a stage at most, for the controller to show once
     }
 
 

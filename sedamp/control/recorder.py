@@ -191,10 +191,13 @@ class Recorder:
         if child.role == wire.QUEUE:
             self.samples.setdefault(child.stage, {}).setdefault("queue_wait", []).extend(stats.get("wait", ()))
         elif child.role == wire.WORKER:
-            # a group's samples describe the whole chain; file them under its first stage
-            bucket = self.samples.setdefault(child.stage, {})
-            bucket.setdefault("service", []).extend(stats.get("service", ()))
-            bucket.setdefault("path", []).extend(stats.get("path", ()))
+            # a group's service times describe the whole chain: filed under its first
+            # stage; the path from the source is measured where it ends, at the sink
+            self.samples.setdefault(child.stage, {}).setdefault("service", []).extend(stats.get("service", ()))
+            path = stats.get("path")
+            if path:
+                tail = self.top.chain_of(child.stage)[-1].name
+                self.samples.setdefault(tail, {}).setdefault("path", []).extend(path)
 
     def forget(self, child: Child) -> None:
         """A worker has exited: drop what was kept to measure it."""

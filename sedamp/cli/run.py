@@ -130,7 +130,7 @@ def run(
 
     Exit codes: 0 all events handled; 1 some events failed (see the dead-letter file);
     2 invalid topology; 3 the run failed (a process died, setup raised); 130 interrupted.
-    Ctrl-C stops the sources and drains in-flight work; a second Ctrl-C stops at once.
+    Ctrl-C finishes the work in hand and drops what waits in queues; a second Ctrl-C stops at once.
     """
     setup_logging(verbose)
     if executor_name not in (None, *EXECUTORS):

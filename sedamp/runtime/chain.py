@@ -63,6 +63,7 @@ class Link:
     n_retried: int = 0  # calls made again after a failure
     n_skipped: int = 0  # failed and dropped (on_error: skip)
     crossing: bool = False  # fused by the runtime: its input is what MessagePack would deliver
+    warned: bool = False  # it turned a dict into a list once (`Chain.warnings` says so)
 
 
 def links_of(
@@ -104,6 +105,7 @@ class Chain:
         self.router: Routes | None = None  # set by the owner once its outlets exist
         self.tick: Callable[[], None] | None = None  # set by an owner that watches its memory
         self.journal: Journal | None = None  # set by the owner for a resumable sink
+        self.warnings: list[str] = []  # what the user should know, once per stage (`_look_at`)
 
     # ---------------------------------------------------------------- life
 
@@ -164,6 +166,7 @@ class Chain:
         for i in range(start, len(self.links) - 1):
             link = self.links[i]
             results = self._call(link, events, pos)
+            self._look_at(link, events, results)
             link.n_in += len(events)
             ids, events = self._fan_out(link, ids, events, results, self.links[i + 1].crossing)
             pos = []
@@ -177,6 +180,7 @@ class Chain:
         results = self._call(tail, events, pos)
         tail.n_in += len(events)
         if tail.kind != "sink":
+            self._look_at(tail, events, results)
             self._route(ids, events, results)
             return
         for eid, ev, res in zip(ids, events, results, strict=True):
@@ -186,6 +190,20 @@ class Chain:
                 tail.n_out += 1
         if self.journal is not None:  # before the ACK: what is journaled is written
             self.journal.add(eid for eid, res in zip(ids, results, strict=True) if not isinstance(res, Failure))
+
+    def _look_at(self, link: Link, events: list[Any], results: Results) -> None:
+        """Warn once per stage when a handler turns a dict event into a list (or tuple):
+        the next stage gets it as ONE event, where several were most likely meant.
+        Only the first event of a batch is looked at: nothing is paid per event."""
+        if link.warned or not events or type(events[0]) is not dict:
+            return
+        first = results[0]
+        if type(first) is list and len(first) == 1 and type(first[0]) in (list, tuple):
+            link.warned = True
+            self.warnings.append(
+                f"stage {link.stage!r} returned a {type(first[0]).__name__} for a dict event: the next stage gets "
+                "it as ONE event (a list); to emit several events, yield them or return sedamp.Many([...])"
+            )
 
     def _fan_out(
         self, link: Link, ids: list[Any], events: list[Any], results: Results, crossing: bool = False

@@ -14,6 +14,8 @@ a consumer that reads all of it (a sum), in two ways, interleaved:
              reads it and unlinks it. One copy in user space, fresh pages on both sides.
     shm-pool as shm, but blocks are reused from a pool of 4 (no fresh pages after the
              first), the best case for shared memory.
+    frames-warm  as frames, with glibc told to keep freed large blocks in the heap
+             (mallopt), so each new array and each received frame reuse warm pages.
 
 Reports each way's median MB/s and the median ratio to frames in the same round.
 """
@@ -32,7 +34,19 @@ import zmq
 ENDPOINT = "ipc:///tmp/sedamp-measure-shm"
 
 
+def warm_heap() -> None:
+    """Keep freed large blocks in the heap (glibc): mallopt(M_MMAP_THRESHOLD, 1 GiB) and
+    mallopt(M_TRIM_THRESHOLD, 1 GiB), so the next array reuses warm pages."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+
+
 def consumer(way: str, count: int, nbytes: int, done: mp.Queue) -> None:  # type: ignore[type-arg]
+    if way == "frames-warm":
+        warm_heap()
     ctx = zmq.Context()
     s = ctx.socket(zmq.PULL)
     s.bind(ENDPOINT)
@@ -41,7 +55,7 @@ def consumer(way: str, count: int, nbytes: int, done: mp.Queue) -> None:  # type
     total = 0.0
     pool: dict[str, shared_memory.SharedMemory] = {}
     for _ in range(count):
-        if way == "frames":
+        if way.startswith("frames"):
             frame = s.recv(copy=False)
             a = np.frombuffer(frame.buffer, dtype=np.float64)
             total += float(a.sum())
@@ -69,6 +83,8 @@ def run(way: str, count: int, nbytes: int) -> float:
     done: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     p = mp.Process(target=consumer, args=(way, count, nbytes, done))
     p.start()
+    if way == "frames-warm":
+        warm_heap()
     ctx = zmq.Context()
     s = ctx.socket(zmq.PUSH)
     s.connect(ENDPOINT)
@@ -79,7 +95,7 @@ def run(way: str, count: int, nbytes: int) -> float:
     t0 = time.perf_counter()
     for i in range(count):
         a = np.full(nbytes // 8, float(i))  # the handler's new array
-        if way == "frames":
+        if way.startswith("frames"):
             s.send(a, copy=False)
         elif way == "shm":
             shm = shared_memory.SharedMemory(create=True, size=nbytes)
@@ -117,11 +133,11 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    ways = ["frames", "shm", "shm-pool"]
+    ways = ["frames", "frames-warm", "shm", "shm-pool"]
     for mb in args.mb:
         rates: dict[str, list[float]] = {w: [] for w in ways}
         for rnd in range(args.rounds):
-            for way in ways[rnd % 3 :] + ways[: rnd % 3]:
+            for way in ways[rnd % len(ways) :] + ways[: rnd % len(ways)]:
                 rates[way].append(run(way, args.count, mb * 1_000_000))
         print(f"{mb} MB x {args.count}, {args.rounds} interleaved rounds:")
         for w in ways:

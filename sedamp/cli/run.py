@@ -130,7 +130,7 @@ def run(
 
     Exit codes: 0 all events handled; 1 some events failed (see the dead-letter file);
     2 invalid topology; 3 the run failed (a process died, setup raised); 130 interrupted.
-    Ctrl-C stops the sources and drains in-flight work; a second Ctrl-C stops at once.
+    Ctrl-C finishes the work in hand and drops what waits in queues; a second Ctrl-C stops at once.
     """
     setup_logging(verbose)
     if executor_name not in (None, *EXECUTORS):
@@ -143,7 +143,7 @@ def run(
     top, executor = _open(topology, set_ or [], executor_name, address, started)
     metrics = _metrics_path(top, executor, resume, report, metrics)
     show_progress = progress if progress is not None else not quiet
-    watchers = _watchers(top, executor, (metrics_port, metrics_host), show_progress, progress_interval, verbose)
+    watchers = _watchers(top, executor, (metrics_port, metrics_host), show_progress, progress_interval, verbose, quiet)
     try:
         summary = api.run(
             top,
@@ -266,10 +266,11 @@ def _watchers(
     show_progress: bool,
     progress_interval: float,
     verbose: int,
+    quiet: bool = False,
 ) -> _Watchers:
     """The Prometheus endpoint (on `exporter_at`, port and host) and the progress display,
     or without one the lines that tell each new kind of failure (errors: printed even
-    with -q)."""
+    with -q) and each warning (not with -q)."""
     watchers = _Watchers()
     metrics_port, metrics_host = exporter_at
     if metrics_port is not None:
@@ -282,7 +283,7 @@ def _watchers(
         watchers.ticks.append(exporter.update)
         watchers.closers.append(exporter.close)
         typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
-    display: TerminalProgress | LogProgress | FailureLines = FailureLines(verbose > 0)
+    display: TerminalProgress | LogProgress | FailureLines = FailureLines(verbose > 0, warnings=not quiet)
     if show_progress:
         from sedamp.cli.progress import LogProgress, TerminalProgress
 
@@ -359,7 +360,7 @@ def print_summary(s: Summary) -> None:
     from rich.table import Table
 
     console = Console(stderr=False, highlight=False)
-    table = Table(title=f"{s.name}: {s.events} events in {s.wall_s:.2f} s ({s.events_per_s:,.0f} events/s)")
+    table = Table(title=summary_title(s))
     table.add_column("stage")
     table.add_column("kind")
     table.add_column("in", justify="right")
@@ -380,4 +381,22 @@ def print_summary(s: Summary) -> None:
         table.caption = "ran fused, in one pool: " + ", ".join("+".join(r) for r in runs)
     console.print(table)
     if s.interrupted:
-        console.print("interrupted")
+        console.print(interrupted_line(s))
+
+
+def summary_title(s: Summary) -> str:
+    """``name: 1,000 events in 2.00 s (500 events/s)``; of an interrupted run, the events
+    done out of those read (the others were dropped from the queues, or not counted)."""
+    if not s.interrupted:
+        return f"{s.name}: {s.events:,} events in {s.wall_s:.2f} s ({s.events_per_s:,.0f} events/s)"
+    if s.done is None:
+        return f"{s.name}: {s.events:,} events read in {s.wall_s:.2f} s (interrupted)"
+    return f"{s.name}: {s.done:,} of {s.events:,} events done in {s.wall_s:.2f} s (interrupted)"
+
+
+def interrupted_line(s: Summary) -> str:
+    """What an interrupt left undone, and how to do it."""
+    left = s.events - s.done if s.done is not None else s.discarded
+    if left <= 0:
+        return "interrupted"
+    return f"interrupted: {left:,} of the events read were not done; run again to do them"

@@ -62,6 +62,12 @@ that lease comes back alone, so that the next death names the culprit.
 
 End. After CLOSE (no producer will send again), once the buffer is empty and no lease
 is outstanding, every waiting worker and every later GET is answered with END.
+
+Halt. On Ctrl-C the controller says HALT: what waits in the buffer is dropped (counted
+as ``discarded``: a re-run, or ``--resume``, does it), and every worker is told HALT, to
+which it answers with RETURN of the batches it holds but has not started, dropped too.
+So the work left is what the workers had in hand; what they emit after it is taken and
+leased as usual, so it runs through to the sinks, and the queue ends as any other.
 """
 
 from __future__ import annotations
@@ -280,6 +286,13 @@ class Store:
         self.nbytes -= nbytes
         return chunks, n, nbytes
 
+    def clear(self) -> int:
+        """Drop every event held; returns how many."""
+        n = self.events
+        self.buffers = [deque() for _ in self.buffers]
+        self.events = self.nbytes = 0
+        return n
+
     def check(self) -> None:
         assert self.events == sum(c.n for b in self.buffers for c in b)
         assert self.nbytes == sum(c.nbytes for b in self.buffers for c in b)
@@ -419,6 +432,11 @@ class LeaseBook:
         """The leases `worker` holds, newest first."""
         return sorted(self.by_worker.get(worker, ()), reverse=True)
 
+    def give_back(self, worker: bytes, lease_ids: Iterable[int]) -> list[_Lease]:
+        """Take the leases of `lease_ids` that `worker` holds (the others are not its own
+        to give: expired meanwhile, their events already back)."""
+        return [self.take(i) for i in lease_ids if self.held(i, worker) is not None]
+
     def take(self, lease_id: int) -> _Lease:
         lease = self.by_id.pop(lease_id)
         mine = self.by_worker[lease.worker]
@@ -478,6 +496,7 @@ class QueueCounters:
     expired: int = 0  # events whose lease expired (renewed by nobody for a term)
     late_acks: int = 0  # ACKs of leases that had expired (their events were already back)
     poisoned: int = 0  # events taken out after killing POISON_DEATHS workers
+    discarded: int = 0  # events dropped on HALT (Ctrl-C): waiting here, or leased and not started
     refused_frames: int = 0  # malformed or out-of-protocol messages refused
 
     def report(self) -> dict[str, int]:
@@ -512,6 +531,7 @@ class QueueCore:
         self.leases = LeaseBook(lease_term_s, clock)
         self.closed = False
         self.ended = False
+        self.halted = False  # Ctrl-C: what waited here was dropped
         self.counters = QueueCounters()
         self.clock = clock
         # (seconds waited, events) of each chunk leased since the last stats
@@ -543,13 +563,7 @@ class QueueCore:
         return self.max_bytes - self.store.nbytes - self.leases.nbytes - self.credits.outstanding_bytes
 
     def check_invariant(self) -> None:
-        assert self.free >= 0, (self.buffered, self.leased, self.credits.outstanding, self.capacity)
-        assert self.free_bytes >= 0, (self.store.nbytes, self.leases.nbytes, self.credits.outstanding_bytes)
-        self.store.check()
-        assert self.leased == sum(lease.n for lease in self.leases.by_id.values())
-        assert self.leases.nbytes == sum(lease.nbytes for lease in self.leases.by_id.values())
-        assert self.credits.outstanding == sum(p.outstanding for p in self.credits.producers.values())
-        assert self.credits.outstanding_bytes == sum(p.outstanding_bytes for p in self.credits.producers.values())
+        check_invariant(self)
 
     # ------------------------------------------------------------ messages
 
@@ -575,6 +589,8 @@ class QueueCore:
             return self._renew(rid, *msg.fields)
         if k == wire.BYE:
             return self.worker_gone(rid)
+        if k == wire.RETURN:
+            return give_back(self, rid, msg.fields[0])
         return self.refuse(rid, f"{wire.KIND_NAMES.get(k, k)} is not a data-plane request")
 
     def refuse(self, rid: bytes, reason: str, seq: int = -1) -> Outgoing:
@@ -663,8 +679,11 @@ class QueueCore:
         for lease_id in self.leases.of(rid):
             lease = self.leases.take(lease_id)
             chunks = lease.chunks
-            if died is not None and lease_id == in_hand[0]:
-                chunks = self._blame(chunks, in_hand[1], died)
+            if died is not None and lease_id == in_hand[0]:  # strike the culprit; poison is out
+                chunks, poison = strike(chunks, in_hand[1])
+                if poison is not None:
+                    self.poisoned.append((poison.ids[0], _packed(poison), died))
+                    self.counters.poisoned += 1
             self._requeue(lease.partition, chunks)
         return self._dispatch() + self._grant() + self._check_end()
 
@@ -715,17 +734,16 @@ class QueueCore:
         out: Outgoing = [(rid, wire.expired(sorted(ids))) for rid, ids in told.items()]
         return out + self._dispatch()
 
-    def _blame(self, chunks: list[Chunk], position: int, reason: str) -> list[Chunk]:
-        """The chunks of the lease a worker died handling, the culprit struck (and
-        taken out as poison at POISON_DEATHS strikes)."""
-        out, poison = strike(chunks, position)
-        if poison is not None:
-            self.poisoned.append((poison.ids[0], _packed(poison), reason))
-            self.counters.poisoned += 1
-        return out
-
     def producer_gone(self, rid: bytes) -> Outgoing:
         return self._eos(rid)
+
+    def halt(self) -> Outgoing:
+        """Ctrl-C (see Halt above): drop what waits in the buffer, tell every worker HALT."""
+        if self.halted:
+            return []
+        self.halted = True
+        self.counters.discarded += self.store.clear()
+        return [(rid, wire.simple(wire.HALT)) for rid in self.workers] + self._grant() + self._check_end()
 
     def close(self) -> Outgoing:
         """No producer will send again (the controller saw every upstream finish)."""
@@ -786,8 +804,9 @@ class QueueCore:
         return out
 
 
-def stats(core: QueueCore) -> dict[str, Any]:
-    """Counters, and the queue waits sampled since the last call (then reset)."""
+def queue_stats(core: QueueCore) -> dict[str, Any]:
+    """What a queue reports (STATS, DONE): its counters, and the queue waits sampled
+    since the last call (then reset)."""
     waits, core.waits = metrics.thin(core.waits), []
     return {
         "wait": [[round(w * 1000, 3), n] for w, n in waits],  # [ms, events]
@@ -803,3 +822,24 @@ def stats(core: QueueCore) -> dict[str, Any]:
         "last_poison": core.last_poison,
         "closed": core.closed, "ended": core.ended,
     }
+
+
+def check_invariant(core: QueueCore) -> None:
+    """Assert the bounds in events and bytes, and that every count matches what is held."""
+    assert core.free >= 0, (core.buffered, core.leased, core.credits.outstanding, core.capacity)
+    assert core.free_bytes >= 0, (core.store.nbytes, core.leases.nbytes, core.credits.outstanding_bytes)
+    core.store.check()
+    assert core.leased == sum(lease.n for lease in core.leases.by_id.values())
+    assert core.leases.nbytes == sum(lease.nbytes for lease in core.leases.by_id.values())
+    assert core.credits.outstanding == sum(p.outstanding for p in core.credits.producers.values())
+    assert core.credits.outstanding_bytes == sum(p.outstanding_bytes for p in core.credits.producers.values())
+
+
+def give_back(core: QueueCore, rid: bytes, lease_ids: list[int]) -> Outgoing:
+    """RETURN: leases `rid` holds and will not start: dropped after HALT, else put back."""
+    for lease in core.leases.give_back(rid, lease_ids):
+        if core.halted:
+            core.counters.discarded += lease.n
+        else:
+            core._requeue(lease.partition, lease.chunks)
+    return core._dispatch() + core._grant() + core._check_end()

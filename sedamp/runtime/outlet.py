@@ -154,6 +154,16 @@ class Outlet:
             released.extend(self._release(tag))
         return released
 
+    def discard_backlog(self) -> int:
+        """Drop the events waiting for credit, unsent (Ctrl-C: a source's reads that the
+        queue had no room for yet); how many."""
+        n = 0
+        while self.backlog:
+            _, ids, _packed, tag, _t = self.backlog.popleft()
+            n += len(ids)
+            self._release(tag)
+        return n
+
     def _release(self, tag: Any) -> list[Any]:
         left = self.held[tag] - 1
         if left:

@@ -1,7 +1,9 @@
 """Runs in a source process: one per source stage.
 
-Reads:  the user's source iterable; CREDIT from each downstream queue; STOP from the
-        controller (Ctrl-C: stop reading, deliver what was read, finish).
+Reads:  the user's source iterable; CREDIT from each downstream queue; from the
+        controller STOP (stop reading, deliver what was read, finish: the Ctrl-C of a
+        source whose events must all be answered, `drain_on_interrupt`) or HALT (Ctrl-C:
+        stop reading, drop what the queues had no room for yet, finish).
 Writes: HELLO/PUT/EOS to each downstream queue, REGISTER/STATS/DONE/FATAL to the
         controller, unserializable events to the dead-letter file.
 
@@ -67,6 +69,7 @@ class _Source:
         self.runner = SourceRunner(cfg.ref, cfg.params)
         self.outlets: list[Outlet] = []
         self.stop_requested = False
+        self.halted = False  # HALT: what was read and not sent is dropped
         self.exhausted = False
         # events per read: one at first, then as many as fit in READ_BYTES_SHARE of the
         # smallest downstream bound in bytes (at most cfg.batch), so that a source of
@@ -88,9 +91,13 @@ class _Source:
         self.poller.register(self.ctl, zmq.POLLIN)
         for o in self.outlets:
             self.poller.register(o.sock, zmq.POLLIN)
-        self.counters: dict[str, Any] = {"total": total, "in": 0, "out": 0, "failed": 0, "skipped": 0, "pid": self.pid}
+        self.counters: dict[str, Any] = {
+            "total": total, "in": 0, "out": 0, "failed": 0, "skipped": 0, "discarded": 0, "pid": self.pid,
+        }  # fmt: skip
         self.skip = read_skip(cfg.skip) if cfg.skip else None
         self._loop(it)
+        if self.halted:  # events a re-run or --resume does; what is on its way is delivered
+            self.counters["discarded"] = max((o.discard_backlog() for o in self.outlets), default=0)
         wait_taken(self.outlets, self._poll, cfg.parent_pid)  # deliver what was read
         self._end()
 
@@ -209,8 +216,9 @@ class _Source:
                     msg = wire.parse(frames)
                 except WireError:
                     continue
-                if msg.kind == wire.STOP:
+                if msg.kind in (wire.STOP, wire.HALT):
                     self.stop_requested = True
+                    self.halted = self.halted or msg.kind == wire.HALT
 
     def _shed(self) -> dict[str, list[int]]:
         return {o.stage: [o.dropped, o.rejected_count] for o in self.outlets}

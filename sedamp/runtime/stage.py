@@ -16,7 +16,9 @@ handler, a class
 source
     a function ``f(**params)`` returning an iterable of events (if it has ``len()``, that is
     the total shown as progress), or a class with ``setup(**params)``, ``__iter__`` and an
-    optional ``total()``.
+    optional ``total()``. On Ctrl-C the events it read that wait in queues are dropped (a
+    re-run does them); a source whose events someone waits for (an HTTP request) sets
+    ``drain_on_interrupt = True``, and every event it read is then handled first.
 sink
     a function ``f(event, **params)`` or a class with ``setup``, ``handle`` (or
     ``handle_batch``) and ``teardown()``, which runs once at the end so it can flush.
@@ -27,8 +29,10 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import inspect
 import itertools
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +48,7 @@ __all__ = [
     "SourceRunner",
     "check_ref",
     "load_ref",
+    "on_interrupt",
     "outputs_of",
 ]
 
@@ -244,15 +249,84 @@ def load_ref(ref: str) -> Any:
     return obj
 
 
+_ON_INTERRUPT: list[Callable[[], None]] = []
+
+
+def on_interrupt(cleanup: Callable[[], None]) -> None:
+    """Register `cleanup` (once), called in a worker that is stopped at once (a second
+    Ctrl-C, the drain deadline passed) after its user code has unwound and before it
+    exits: for what a stage keeps open across events, such as the temporary file a sink
+    streams into (``stages.files.AtomicFile`` registers one that removes its own)."""
+    if cleanup not in _ON_INTERRUPT:
+        _ON_INTERRUPT.append(cleanup)
+
+
+def run_interrupt_cleanups() -> None:
+    """Call every `on_interrupt` cleanup; one that raises does not stop the others."""
+    for cleanup in _ON_INTERRUPT:
+        try:
+            cleanup()
+        except Exception:
+            traceback.print_exc()
+
+
+def drains_on_interrupt(ref: str) -> bool:
+    """Whether the source at `ref` asks that Ctrl-C handle every event it read
+    (``drain_on_interrupt = True``) instead of dropping what waits in queues."""
+    try:
+        return bool(getattr(load_ref(ref), "drain_on_interrupt", False))
+    except Exception:  # not importable here: the source process will say why
+        return False
+
+
+def import_problem(module_name: str) -> str | None:
+    """When module `module_name` exists but raises while it is imported (it imports a
+    package that is not installed, it has a syntax error...): ``FILE:LINE failed to
+    import: the error``, FILE relative to the current directory when under it. None
+    when it imports, or is not there at all (which `check_ref` says otherwise)."""
+    if not module_name or module_name in sys.modules:
+        return None
+    try:
+        importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or module_name == exc.name or module_name.startswith(f"{exc.name}."):
+            return None  # the module itself, or its package, is missing
+        return _failed_import(module_name, f"No module named {exc.name!r}", exc)
+    except SyntaxError as exc:
+        return _failed_import(module_name, f"SyntaxError: {exc.msg}", exc)
+    except Exception as exc:
+        return _failed_import(module_name, f"{type(exc).__name__}: {exc}", exc)
+    return None
+
+
+def _failed_import(module_name: str, error: str, exc: BaseException) -> str | None:
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.exists(spec.origin):
+        return None
+    origin = os.path.abspath(spec.origin)
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) == origin]
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.abspath(exc.filename) == origin:
+        lines.append(exc.lineno)
+    rel = os.path.relpath(origin)
+    where = origin if rel.startswith("..") else rel
+    return f"{where}{f':{lines[-1]}' if lines and lines[-1] else ''} failed to import: {error}"
+
+
 def check_ref(kind: str, ref: str, params: dict[str, Any]) -> str | None:
     """Import `ref` and check it can serve as a `kind` stage with `params`.
 
     Returns None when it can, else a one-line message saying what is wrong."""
+    broken = import_problem(ref.partition(":")[0])
+    if broken is not None:
+        return broken
     try:
         obj = load_ref(ref)
     except ModuleNotFoundError as exc:
         return f"cannot import module {exc.name!r} for {ref!r}"
-    except Exception as exc:  # import-time errors of user code, bad attribute
+    except Exception as exc:  # a bad attribute, a malformed ref
         return f"cannot load {ref!r}: {type(exc).__name__}: {exc}"
     if not callable(obj):
         return f"{ref!r} is a {type(obj).__name__}, not a function or class"

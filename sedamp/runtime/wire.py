@@ -23,11 +23,15 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
                         RENEW(index, leases, gets)               every period: the leases it
                                                                  holds, the GETs it awaits
                         BYE()                                    leaving: unacked leases return
+                        RETURN(leases)                           after HALT: batches it had
+                                                                 not started (dropped)
     queue -> worker     BATCH(lease, ids, counts, t_srcs, nbufs) one body per merged chunk
                           + bodies + buffers                     (nbufs: per event, as in PUT)
                         END()                                    input is over for good
                         EXPIRED(leases)                          these leases were taken back
                                                                  (not renewed for a term)
+                        HALT()                                   the run was interrupted:
+                                                                 RETURN what is not started
     queue -> anyone     ERR(message, seq)                        a frame was refused (seq:
                                                                  the refused PUT's, else -1)
 
@@ -51,6 +55,10 @@ Control plane (the controller's ROUTER; every runtime process connects a DEALER)
                                                                  hold, say BYE, exit (pool shrinks)
                             HOLD(routing_ids)                    to a queue: those workers are
                                                                  inside user code: renew their leases
+                            HALT()                               Ctrl-C: to a queue, drop what it
+                                                                 holds and HALT its workers; to a
+                                                                 source, stop reading and drop
+                                                                 what it has not sent
 """
 
 from __future__ import annotations
@@ -91,6 +99,7 @@ GET = 4
 ACK = 5
 BYE = 6
 RENEW = 7
+RETURN = 8
 CREDIT = 10
 BATCH = 11
 END = 12
@@ -106,25 +115,26 @@ STOP = 31
 GONE = 32
 RETIRE = 33
 HOLD = 34
+HALT = 35
 # command plane (`sedamp status`, `sedamp scale`): a map each way
 COMMAND = 40
 REPLY = 41
 
 KIND_NAMES = {
-    HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE", RENEW: "RENEW",
+    HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE", RENEW: "RENEW", RETURN: "RETURN",
     CREDIT: "CREDIT", BATCH: "BATCH", END: "END", ERR: "ERR", EXPIRED: "EXPIRED", REGISTER: "REGISTER",
     STATS: "STATS", DONE: "DONE", FATAL: "FATAL", CLOSE: "CLOSE", STOP: "STOP", GONE: "GONE", RETIRE: "RETIRE",
-    HOLD: "HOLD",
+    HOLD: "HOLD", HALT: "HALT",
     COMMAND: "COMMAND", REPLY: "REPLY",
 }  # fmt: skip
 
 # kind -> (number of header fields after VERSION and KIND, number of body frames:
 # 0 = none, 1 = exactly one, -1 = one or more)
 _SHAPES: dict[int, tuple[int, int]] = {
-    HELLO: (3, 0), PUT: (6, -1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0),
+    HELLO: (3, 0), PUT: (6, -1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0), RETURN: (1, 0),
     CREDIT: (3, 0), BATCH: (5, -1), END: (0, 0), ERR: (2, 0), EXPIRED: (1, 0),
     REGISTER: (5, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
-    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0),
+    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0), HALT: (0, 0),
     COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
 
@@ -206,6 +216,10 @@ def renew(index: int, leases: Sequence[int], gets: int) -> list[bytes]:
 
 def expired(leases: Sequence[int]) -> list[bytes]:
     return [header(EXPIRED, list(leases))]
+
+
+def returned(leases: Sequence[int]) -> list[bytes]:
+    return [header(RETURN, list(leases))]
 
 
 def batch(
@@ -514,7 +528,7 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
         ok = isinstance(f[0], str | bytes) and _is_int(f[1])
     elif kind == RENEW:
         ok = _is_int(f[0]) and _int_list(f[1]) and _is_int(f[2])
-    elif kind == EXPIRED:
+    elif kind in (EXPIRED, RETURN):
         ok = _int_list(f[0])
     elif kind == HOLD:
         ok = isinstance(f[0], list) and all(isinstance(r, str | bytes) for r in f[0])

@@ -1,9 +1,9 @@
 """Runs in a worker process: one of the pool of a handler or sink stage.
 
-Reads:  BATCH/END/EXPIRED from its stage queue (DEALER, routing id
+Reads:  BATCH/END/EXPIRED/HALT from its stage queue (DEALER, routing id
         ``w:<stage>:<index>:<pid>``), CREDIT from each downstream queue, STOP from the
         controller.
-Writes: HELLO/GET/ACK/RENEW/BYE to its stage queue, HELLO/PUT/EOS to each downstream
+Writes: HELLO/GET/ACK/RENEW/BYE/RETURN to its stage queue, HELLO/PUT/EOS to each downstream
         queue, REGISTER/STATS/DONE/FATAL to the controller, failed events to the
         dead-letter file.
 
@@ -36,6 +36,11 @@ with ``timeout_s``, the call's deadline: the controller kills it if the call ove
 and if it dies, only that event is blamed. A sink with ``dedupe: true`` handles each
 event id once.
 
+Ctrl-C: its queue says HALT, and it gives back (RETURN) the batches it holds but has not
+started; the batch in hand is finished. A second Ctrl-C (or the drain deadline) brings
+INTERRUPT_SIGNAL, which unwinds user code where it is (`lifeline.Interrupted`), so a
+file half written is cleaned up by its writer, and the worker exits at once.
+
 Leases: every period it tells its queue which leases it holds and how many GETs it
 awaits (RENEW), which keeps its leases and recovers what a reset connection lost. A
 lease the queue took back (EXPIRED: this worker did not renew it for a term) is
@@ -49,6 +54,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -75,7 +81,7 @@ from sedamp.runtime.outlet import (
 )
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import BLOCKED, IN_USER_CODE, WAITING, Slot, Waits
-from sedamp.runtime.stage import Failure, add_import_paths
+from sedamp.runtime.stage import Failure, add_import_paths, run_interrupt_cleanups
 from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
@@ -119,12 +125,18 @@ def exit_over_memory(identity: str, why: str) -> NoReturn:
 def run_worker(cfg: WorkerConfig) -> None:
     """Entry function of a worker process."""
     lifeline.become_child(cfg.parent_pid)
+    signal.signal(lifeline.INTERRUPT_SIGNAL, lifeline.raise_interrupted)
     add_import_paths(cfg.import_paths)
-    worker = _Worker(cfg)
     try:
-        worker.run()
-    except StorageError as exc:  # a failure it cannot record, or a batch it cannot journal
-        lifeline.storage_failed(worker.ctl, worker.data_sockets(), worker.ctx, f"worker {cfg.stage}[{cfg.index}]", exc)
+        worker = _Worker(cfg)
+        try:
+            worker.run()
+        except StorageError as exc:  # a failure it cannot record, or a batch it cannot journal
+            where = f"worker {cfg.stage}[{cfg.index}]"
+            lifeline.storage_failed(worker.ctl, worker.data_sockets(), worker.ctx, where, exc)
+    except lifeline.Interrupted:  # the run stops at once: user code has unwound (its cleanup ran)
+        run_interrupt_cleanups()
+        os._exit(lifeline.EXIT_INTERRUPTED)
 
 
 class _Worker:
@@ -274,6 +286,8 @@ class _Worker:
             self.gets_out = 0
         elif msg.kind == wire.EXPIRED:
             self._expired(msg.fields[0])
+        elif msg.kind == wire.HALT:
+            give_back_unstarted(self)
         elif msg.kind == wire.ERR:
             log.error("worker %s: queue refused a message: %s", self.identity, msg.fields[0])
             self.protocol_errors += 1
@@ -450,6 +464,7 @@ def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
         "retired": retired,
         # emits at the end of input: its state would be lost if it were retired
         "stateful": w.chain.stateful,
+        "warnings": w.chain.warnings,  # one a stage at most, for the controller to show once
     }
 
 
@@ -461,6 +476,17 @@ def wait_of(w: _Worker, timeout_ms: int) -> int | None:
     if any(o.blocked for o in w.outlets):
         return BLOCKED
     return None if w.ended or w.retiring else WAITING
+
+
+def give_back_unstarted(w: _Worker) -> None:
+    """HALT from its queue (Ctrl-C): give back the batches not started (their events are
+    dropped, for a re-run or --resume to do); the one in hand is finished. Batches
+    leased after this are the outputs of work in hand upstream: handled as usual."""
+    leases = [m.fields[0] for m in w.inbox]
+    w.inbox.clear()
+    if leases:
+        w.up.send_multipart(wire.returned(leases))
+    log.info("worker %s: interrupted; gave back %d batches not started", w.identity, len(leases))
 
 
 def check_hygiene(w: _Worker) -> None:

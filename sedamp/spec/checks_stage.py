@@ -485,6 +485,11 @@ def _ref_hint(ref: str, message: str, base_dir: Path) -> str:
     """A hint for a `check_ref` message: a did-you-mean for a missing attribute, where
     modules are searched for a missing module."""
     module_name, _, attr = ref.partition(":")
+    if " failed to import: No module named " in message:
+        missing = message.rsplit("No module named ", 1)[1].strip("'").split(".")[0]
+        return f"install {missing!r} in the environment sedamp runs in, {sys.prefix}, or fix the import"
+    if " failed to import: " in message:
+        return "fix the error in that file; `python -c 'import " + module_name + "'` shows the traceback"
     if message.startswith("cannot import module"):
         return (
             f"make sure {module_name!r} is importable: put it next to the topology "

@@ -37,11 +37,12 @@ class SimPool:
     down: tuple[str, ...]  # the pools its outputs go to
     capacity: int
     ready: int  # workers set up, taking events
+    goal: int = 0  # the pool's target, as the controller set it
+    ended: bool = False  # its input ended and its queue is empty: its workers have left
     pending: list[tuple[float, int]] = field(default_factory=list)  # (ready at, workers) on their way
     queue: float = 0.0  # events waiting
     done: float = 0.0  # events handled
     noise: float = 1.0  # this period's factor on its costs
-    peak: int = 0  # the most workers it had
     cost_now_s: float = 0.0  # the CPU cost of an event in the last step
     speed: float = 1.0  # the share of a core each of its workers got in the last step
     # this period, in worker-seconds (or events)
@@ -57,7 +58,8 @@ class SimPool:
         return sum(n for _, n in self.pending)
 
     @property
-    def target(self) -> int:
+    def workers(self) -> int:
+        """Its worker processes: set up or starting."""
         return self.ready + self.starting
 
     def cost_s(self, events: int, t: float) -> float:
@@ -74,7 +76,8 @@ class SimPool:
     def resize(self, target: int, ready_at: float) -> None:
         """Move to `target` workers: new ones are ready at `ready_at`; fewer: those still
         starting are stopped first, then set-up ones leave at once."""
-        delta = target - self.target
+        self.goal = target
+        delta = target - self.workers
         if delta > 0:
             self.pending.append((ready_at, delta))
             return
@@ -85,6 +88,12 @@ class SimPool:
             if keep > 0:
                 self.pending.append((at, keep))
         self.ready = max(1, self.ready + delta) if delta else self.ready
+
+    def end(self) -> None:
+        """Its input has ended and it has handled all of it: its workers exit."""
+        self.ended = True
+        self.ready = 0
+        self.pending = []
 
     def reset_period(self) -> None:
         self.busy_s = self.cpu_s = self.blocked_s = self.waiting_s = self.period_done = self.period_in = 0.0

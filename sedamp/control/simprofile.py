@@ -16,9 +16,11 @@ A profile file (YAML or JSON) holds the same, keyed as the flags:
     events: 3000
     rate: unlimited
     start: 50ms
+    launch: 0.4s
     noise: 0.1
     seed: 1
     runtime_cores: 0.3
+    other_cores: 0.5
     stages:
       a: {cost: 1ms}
       b: {cost: "4ms,0.5ms@50%", setup: 2s}
@@ -88,6 +90,12 @@ class RateStep:
 
 
 @dataclass(frozen=True)
+class LoadStep:
+    cores: float  # CPU other programs use, in cores
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything a simulated run takes besides the topology and the cores.
 
@@ -96,8 +104,11 @@ class Profile:
     `start_s`: a new worker's process start; `noise`: the standard deviation of the
     factor each stage's costs are multiplied by, drawn anew every period (seeded by
     `seed`); `runtime_cores`: the CPU the runtime's queues, sources and controller use,
-    taken from the machine and the budget as a real run does; `batch_events`: the batch
-    the workers ask for (None: as the runtime adapts it, about 50 ms of work)."""
+    and `other_cores`: the CPU other programs use, both taken from the machine and from
+    the budget as a real run measures them; `batch_events`: the batch the workers ask
+    for (None: as the runtime adapts it, about 50 ms of work); `launch_s`: how long the
+    run takes to start its first workers (a real run's processes, imports and
+    registrations: its first period is mostly that)."""
 
     stages: Mapping[str, StageCost] = field(default_factory=dict)
     events: int | None = None
@@ -107,9 +118,22 @@ class Profile:
     seed: int = 0
     runtime_cores: float = 0.0
     batch_events: float | None = None
+    other_cores: float | tuple[LoadStep, ...] = 0.0
+    launch_s: float = 0.0
 
     def of(self, stage: str) -> StageCost:
         return self.stages.get(stage, StageCost())
+
+    def others_at(self, t: float) -> float:
+        """The CPU other programs use at `t` (steps: the last one holds after it)."""
+        if not isinstance(self.other_cores, tuple):
+            return self.other_cores
+        start = 0.0
+        for step in self.other_cores:
+            start += step.seconds
+            if t < start:
+                return step.cores
+        return self.other_cores[-1].cores if self.other_cores else 0.0
 
 
 def parse_time(text: str, where: str) -> float:
@@ -179,6 +203,30 @@ def parse_rate(text: str | Sequence[Sequence[float]], where: str) -> tuple[RateS
     return tuple(steps)
 
 
+def parse_load(text: str | float | Sequence[Sequence[float]], where: str) -> float | tuple[LoadStep, ...]:
+    """'0.5' -> 0.5 cores all along; '1.5:2s,0.3:1s' -> steps (the last holds after
+    it); a list of [cores, seconds] pairs (a profile file) -> steps."""
+    try:
+        if isinstance(text, int | float) and not isinstance(text, bool):
+            value = float(text)
+            if value < 0:
+                raise ValueError(text)
+            return value
+        if isinstance(text, list | tuple):
+            return tuple(LoadStep(float(c), float(s)) for c, s in text)
+        if ":" not in str(text):
+            return parse_load(float(str(text)), where)
+        steps = []
+        for part in str(text).split(","):
+            cores, _, seconds = part.partition(":")
+            steps.append(LoadStep(float(cores), parse_time(seconds, where)))
+        if any(s.cores < 0 for s in steps):
+            raise ValueError(text)
+        return tuple(steps)
+    except (TypeError, ValueError):
+        raise SimulationError(f"{where}: {text!r} is not a load: write 0.5 (cores) or steps 1.5:2s,0.3:1s") from None
+
+
 def parse_assignments(items: Sequence[str], flag: str) -> dict[str, str]:
     """['b=4ms,0.5ms@50%', ...] -> {'b': '4ms,0.5ms@50%'}; a stage named twice: an error."""
     out: dict[str, str] = {}
@@ -207,7 +255,9 @@ def load_profile(path: Path) -> Profile:
     return _profile_of(data, str(path))
 
 
-_FILE_KEYS = ("stages", "events", "rate", "start", "noise", "seed", "runtime_cores", "batch_events")
+_FILE_KEYS = (
+    "stages", "events", "rate", "start", "launch", "noise", "seed", "runtime_cores", "other_cores", "batch_events",
+)  # fmt: skip
 
 
 def _profile_of(data: Mapping[str, Any], where: str) -> Profile:
@@ -229,9 +279,11 @@ def _profile_of(data: Mapping[str, Any], where: str) -> Profile:
         events=_number(data, "events", where, int, 1) if "events" in data else None,
         rate=parse_rate(data["rate"], f"{where}: rate") if "rate" in data else None,
         start_s=parse_time(data["start"], f"{where}: start") if "start" in data else DEFAULT_START_S,
+        launch_s=parse_time(data["launch"], f"{where}: launch") if "launch" in data else 0.0,
         noise=_number(data, "noise", where, float, 0) if "noise" in data else 0.0,
         seed=_number(data, "seed", where, int, 0) if "seed" in data else 0,
         runtime_cores=_number(data, "runtime_cores", where, float, 0) if "runtime_cores" in data else 0.0,
+        other_cores=parse_load(data["other_cores"], f"{where}: other_cores") if "other_cores" in data else 0.0,
         batch_events=_number(data, "batch_events", where, float, 1) if "batch_events" in data else None,
     )
 

@@ -25,7 +25,7 @@ _NO_LATENCY: dict[str, dict[str, float] | None] = {"queue_wait": None, "service"
 
 def period_record(sim: Simulation, budget: float, final: bool) -> dict[str, Any]:
     """The record of the period that ends now (its counters not yet reset)."""
-    from sedamp.control.simulate import batch_events
+    from sedamp.control.simulate import STEP_S, batch_events
 
     dt = sim.period_s
     records: dict[str, StageRecord] = {}
@@ -36,14 +36,15 @@ def period_record(sim: Simulation, budget: float, final: bool) -> dict[str, Any]
         for i, member in enumerate(p.members):
             records[member] = _pool_record(sim, p, member, i == 0, dt, batch_events(sim, p))
     records = {n: records[n] for n in sim.top.stages if n in records}  # in file order, as a real run
+    others = sim.profile.others_at(sim.t - STEP_S)
     used = sum(p.cpu_s for p in sim.pools) / dt + sim.profile.runtime_cores
     blocked = {n: r.blocked for n, r in records.items() if not sim.top.is_member(n)}
     down = {s.name: list(s.down) for s in sim.sources} | {p.name: list(p.down) for p in sim.pools}
     fill = {p.name: p.queue / p.capacity for p in pools.values()}
     period = Period(
         t=round(sim.t, 3), elapsed_s=round(sim.t, 3), final=final, cores=sim.cores,
-        cpu_percent=round(min(100.0, 100 * used / sim.cores), 1), load1=0.0, stages=records, decisions=[],
-        own_cores=round(used, 2), other_cores=0.0, budget=round(budget, 2),
+        cpu_percent=round(min(100.0, 100 * (used + others) / sim.cores), 1), load1=0.0, stages=records, decisions=[],
+        own_cores=round(used, 2), other_cores=others, budget=round(budget, 2),
         runtime_cores=sim.profile.runtime_cores, bottleneck=metrics.bottleneck(blocked, down, fill),
     )  # fmt: skip
     return period.as_dict()
@@ -69,7 +70,7 @@ def _pool_record(sim: Simulation, p: SimPool, member: str, head: bool, dt: float
     spec = sim.top.stages[member]
     done = round(p.done)
     counts = StageCounts(
-        kind=spec.kind, group=spec.group, workers=p.target, target=p.target,
+        kind=spec.kind, group=spec.group, workers=p.workers, target=p.goal,
         queue={"length": int(p.queue), "capacity": p.capacity, "leased": 0, "credit": None, "expired": 0},
         counts={"in": done, "out": done if spec.kind != "sink" else 0, "failed": 0},
         dropped=0, rejected=0, poisoned=0, timeouts=0, recycled=0, restarts=0, ready=p.ready,
@@ -93,7 +94,7 @@ def _workers(p: SimPool, dt: float) -> tuple[WorkerSample, ...]:
     starting neither work nor wait."""
     out = []
     per = p.ready * dt
-    for i in range(p.target):
+    for i in range(p.workers):
         if i < p.ready and per > 0:
             busy, blocked, waiting = (round(min(1.0, x / per), 3) for x in (p.busy_s, p.blocked_s, p.waiting_s))
             out.append(WorkerSample(i, 0, round(100 * min(1.0, p.cpu_s / per), 1), None, busy, blocked, waiting))

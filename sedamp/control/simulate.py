@@ -45,6 +45,9 @@ __all__ = ["STEP_S", "SimResult", "Simulation", "simulate"]
 STEP_S = 0.005
 # A simulated run still going after this long is taken to never end.
 MAX_SIMULATED_S = 3600.0
+# However busy the machine, the pools get this much CPU: the scheduler gives every
+# runnable process a share, and a real run crawls rather than stops.
+MIN_POOL_CORES = 0.1
 # The noise factor on a stage's costs never goes below this (costs stay positive).
 MIN_NOISE_FACTOR = 0.1
 
@@ -60,15 +63,15 @@ class SimResult:
     limit_s: float  # the CPU the events cost, over the cores: no split can end sooner
     records: tuple[dict[str, Any], ...]  # the metrics stream, the last one final
     decisions: tuple[dict[str, Any], ...]  # every decision, with "elapsed_s"
+    pools: tuple[str, ...] = ()  # the stages with a pool of their own (a group's first)
 
     @property
     def peaks(self) -> dict[str, int]:
         """The most workers each pool had."""
         out: dict[str, int] = {}
         for r in self.records:
-            for name, s in r["stages"].items():
-                if s["kind"] != "source" and s["worker_detail"]:
-                    out[name] = max(out.get(name, 0), s["workers"])
+            for name in self.pools:
+                out[name] = max(out.get(name, 0), r["stages"][name]["workers"])
         return out
 
 
@@ -112,6 +115,9 @@ class Simulation:
         self.rng = random.Random(profile.seed)
         self.state = policy.PolicyState()
         self.pools = self._pools(split)
+        self.feeds = {  # each pool's producers: sources and pools
+            p.name: {self.top.head_of(u) for u in self.top.upstream(p.name)} for p in self.pools
+        }
         self.sources = [
             SimSource(s.name, tuple(self.top.head_of(e.stage) for e in s.to), self.events, profile.rate)
             for s in self.top.sources()
@@ -140,7 +146,7 @@ class Simulation:
                 name, tuple(s.name for s in chain), costs, tuple(self.top.head_of(e.stage) for e in chain[-1].to),
                 spec.queue.capacity, 0,
             )  # fmt: skip
-            pool.resize(first[name], max(c.setup_s for c in costs))
+            pool.resize(first[name], self.profile.launch_s + max(c.setup_s for c in costs))
             pool.join_ready(0.0)
             pools.append(pool)
         return pools
@@ -151,13 +157,13 @@ class Simulation:
         """Step until every event has left the pipeline; a record every period."""
         self._draw_noise()
         next_period = self.period_s
-        machine = max(0.0, self.cores - self.profile.runtime_cores)
         while not self._finished():
+            machine = max(MIN_POOL_CORES, self.cores - self.profile.runtime_cores - self.profile.others_at(self.t))
             step(self.pools, self.sources, machine, self.events, self.t, STEP_S)
             self.t += STEP_S
             for p in self.pools:
                 p.join_ready(self.t)
-                p.peak = max(p.peak, p.target)
+            self._end_streams()
             if self.t >= next_period:
                 next_period += self.period_s
                 self._period(on_record)
@@ -168,12 +174,21 @@ class Simulation:
         self._emit(self._record(final=True), on_record)
         return SimResult(
             self.top.name, self.cores, self.events, round(self.t, 3), round(self.cpu_total_s / self.cores, 3),
-            tuple(self.records), tuple(self.decisions),
+            tuple(self.records), tuple(self.decisions), tuple(p.name for p in self.pools),
         )  # fmt: skip
 
     def _finished(self) -> bool:
-        sent = all(s.sent >= s.events - 1e-6 for s in self.sources)
-        return sent and all(p.queue < 1e-6 for p in self.pools)
+        return all(p.ended for p in self.pools)
+
+    def _end_streams(self) -> None:
+        """A pool whose every producer has finished and whose queue is empty ends (its
+        workers leave, as a real run's do at the end of their stream)."""
+        done = {s.name for s in self.sources if s.sent >= s.events - 1e-6}
+        done |= {p.name for p in self.pools if p.ended}
+        for p in self.pools:  # in topological order: an end passes down the chain in one step
+            if not p.ended and p.queue < 1e-6 and all(u in done for u in self.feeds[p.name]):
+                p.end()
+                done.add(p.name)
 
     def _period(self, on_record: Callable[[dict[str, Any]], None] | None) -> None:
         """The period's record, then (adaptive) the controller's decisions, as a real
@@ -204,7 +219,8 @@ class Simulation:
     def _record(self, final: bool) -> dict[str, Any]:
         if final:
             self.cpu_total_s += sum(p.cpu_s for p in self.pools)
-        budget, self.others_seen = policy.machine_budget(self.cores, self.cores, 0.0, self.others_seen)
+        others = self.profile.others_at(self.t - STEP_S)
+        budget, self.others_seen = policy.machine_budget(self.cores, self.cores, others, self.others_seen)
         budget = max(policy.MIN_BUDGET, budget - self.profile.runtime_cores)
         return period_record(self, budget, final)
 
@@ -213,13 +229,15 @@ class Simulation:
         views = []
         pools = {p.name: p for p in self.pools}
         for p in self.pools:
+            if p.ended:
+                continue  # as a real run's recorder leaves out a stage whose queue has ended
             spec = self.top.stages[p.name]
             lo, hi = policy.worker_bounds(spec, self.cores)
             per_worker = p.ready * self.period_s
             views.append(
                 policy.StageView(
                     name=p.name,
-                    target=p.target,
+                    target=p.goal,
                     lo=lo,
                     hi=hi,
                     queue_length=int(p.queue),

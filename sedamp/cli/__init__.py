@@ -83,6 +83,12 @@ def _report() -> Callable[..., Any]:
     return report
 
 
+def _simulate() -> Callable[..., Any]:
+    from sedamp.cli.simulate import simulate
+
+    return simulate
+
+
 def _trace() -> Callable[..., Any]:
     from sedamp.cli.trace import trace
 
@@ -101,6 +107,7 @@ COMMANDS: dict[str, Callable[[], Callable[..., Any]]] = {
     "schema": _schema,
     "init": _init,
     "report": _report,
+    "simulate": _simulate,
     "trace": _trace,
     "clean": _clean,
 }

@@ -634,6 +634,31 @@ def _plot_workers(v: _View) -> Any:
     return fig
 
 
+def plot_pools(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """One PNG of `records` (a metrics stream, e.g. `sedamp simulate --plot`): each
+    pool's workers over time above its queue length. Needs matplotlib."""
+    from matplotlib.ticker import MaxNLocator
+
+    v = _View.of(records)
+    fig, (top, bottom) = _axes(title, "workers", nrows=2, height_in=6.4)
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
+    colors = v.pool_colors()
+    for label, members in v.pools():
+        head = v.pool_head(members)
+        workers = v.series(head, "workers")
+        if _has_values(workers):
+            top.step(v.t, workers, where="post", color=colors[label], linewidth=1.8, label=label)
+        queue = v.series(head, "queue", "length")
+        if _has_values(queue):
+            bottom.plot(v.t, queue, color=colors[label], linewidth=1.6)
+    top.set_ylim(bottom=0)
+    bottom.set_ylim(bottom=0)
+    bottom.set_ylabel("events waiting in the queue")
+    _note(top, "worker processes per pool (a step: the controller resized it)")
+    _legend(top)
+    _save(fig, path)
+
+
 def throughput_panels(v: _View) -> list[tuple[str, list[tuple[str, list[float]]]]]:
     """The panels of the throughput plot: one per stage that reported a rate, each on
     its own scale (a source reading thousands a second would flatten a stage doing ten

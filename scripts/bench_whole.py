@@ -22,6 +22,9 @@ Systems (each `python scripts/_whole_peers.py SYSTEM ...` or `sedamp run`)
                 it is slow; compared by rate).
     mpire       mpire.WorkerPool(cores), the stages fused, imap_unordered, same chunks as pool.
     sedamp      `python -m sedamp run TOPOLOGY -q`, the runtime choosing pools and fusion.
+    sedamp-trace1, sedamp-trace100   the same with --trace at 1% and 100% sampling (only
+                when named: `--systems sedamp,sedamp-trace1,sedamp-trace100` gives
+                what event traces cost).
 
 Each round runs every system once, in an order rotated each round; a warm-up round with
 few events first fills the bytecode caches. A system's figure is its median over rounds;
@@ -47,6 +50,8 @@ import _benchlib as bl  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMS = ("serial", "pool", "pool-chain", "pypeln", "mpire", "sedamp")
+# sedamp with its event traces on (not run unless named): what tracing costs
+TRACED = {"sedamp-trace1": "0.01", "sedamp-trace100": "1"}
 ITERATIONS = {"heavy": [9600, 38400, 4800], "tiny": []}
 TARGETS = {"heavy": ("pool", 1.0, None), "tiny": ("pool", 1.0, 500_000.0)}  # peer, ratio, events/s
 
@@ -64,6 +69,9 @@ def command(system: str, workload: str, n: int, out: Path, chunk: int, topo: Pat
     py = sys.executable
     if system == "sedamp":
         return [py, "-m", "sedamp", "run", str(topo), "--workdir", str(work), "-q"]
+    if system in TRACED:
+        trace = ["--trace", str(work / f"{system}.json"), "--trace-sample", TRACED[system]]
+        return [py, "-m", "sedamp", "run", str(topo), "--workdir", str(work), "-q", *trace]
     return [py, str(REPO / "scripts" / "_whole_peers.py"), system, workload, str(n), str(out), str(chunk)]
 
 
@@ -138,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     for s in args.systems:
-        if s not in SYSTEMS:
-            ap.error(f"unknown system {s!r}: choose among {','.join(SYSTEMS)}")
+        if s not in SYSTEMS and s not in TRACED:
+            ap.error(f"unknown system {s!r}: choose among {','.join([*SYSTEMS, *TRACED])}")
     print("$ python scripts/bench_whole.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps(bl.machine_info()))
     results = {}

@@ -1,7 +1,8 @@
 """sedamp: a staged event-driven runtime for CPU-bound Python pipelines.
 
 The public surface: `run`, `load` and `Pipeline` (the Python API: run a topology file,
-load and validate one, build one in code), `Many` and `IDLE` (for stage code), and the
+load and validate one, build one in code), `simulate` (the controller's policy on a
+model of a topology, `sedamp.control.simulate`), `Many` and `IDLE` (for stage code), and the
 exception tree (`SedampError` and its subclasses)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sedamp.runtime.stage import IDLE, Many
 
 if TYPE_CHECKING:
     from sedamp.api import Pipeline, load, run
+    from sedamp.control.simulate import simulate
 
 __version__ = "0.1.0"
 
@@ -27,6 +29,7 @@ __all__ = [
     "__version__",
     "load",
     "run",
+    "simulate",
 ]
 
 
@@ -37,4 +40,8 @@ def __getattr__(name: str) -> Any:
         from sedamp import api
 
         return getattr(api, name)
+    if name == "simulate":
+        from sedamp.control.simulate import simulate
+
+        return simulate
     raise AttributeError(f"module 'sedamp' has no attribute {name!r}")

@@ -14,6 +14,8 @@ SedampError                 base of everything sedamp raises on purpose
 |                           system... The message names the file and the errno (the run's
 |                           error: exit code 3; any process that meets it stops the run)
 +-- ReportError             a metrics file cannot be read or plotted (CLI exit code 2)
++-- SimulationError         `sedamp simulate`'s costs, profile file or flags are invalid (CLI
+|                           exit code 2)
 +-- ExporterError           (also a ValueError) the Prometheus endpoint cannot be set up: a bad
                             host or port, no prometheus-client (CLI exit code 2)
 
@@ -42,6 +44,7 @@ __all__ = [
     "Problem",
     "ReportError",
     "SedampError",
+    "SimulationError",
     "StorageError",
     "TopologyError",
     "WireError",
@@ -94,6 +97,11 @@ class TopologyError(SedampError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SimulationError(SedampError):
+    """A simulation's costs, profile file or flags are invalid (`sedamp simulate`; CLI
+    exit code 2). The message names the flag or the file and key, and the form expected."""
 
 
 class JournalError(SedampError):

@@ -46,12 +46,13 @@ import os
 import posixpath
 import string
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO, Any
 
-from sedamp.runtime.stage import run_dir
+from sedamp.runtime.stage import on_interrupt, run_dir
 
 __all__ = [
     "AtomicFile",
@@ -140,12 +141,26 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
+# Every AtomicFile neither committed nor discarded: a worker stopped at once (a second
+# Ctrl-C) discards them, so no temporary file is left next to the outputs.
+_OPEN: weakref.WeakSet[AtomicFile] = weakref.WeakSet()
+
+
+def _discard_open() -> None:
+    for f in list(_OPEN):
+        f.discard()
+
+
+on_interrupt(_discard_open)
+
+
 class AtomicFile:
     """A file written by streaming into a temporary file next to `path`, which replaces
     `path` on ``commit()``; ``discard()`` removes the temporary file instead.
 
     `mode` is ``"w"`` (text, with `encoding` and `newline` as for ``open``) or ``"wb"``.
-    Creates missing parent directories. Both ``commit`` and ``discard`` are idempotent."""
+    Creates missing parent directories. Both ``commit`` and ``discard`` are idempotent.
+    A worker stopped at once (a second Ctrl-C) discards the ones still open."""
 
     def __init__(
         self,
@@ -170,6 +185,7 @@ class AtomicFile:
             _unlink_quietly(self.temp_path)
             raise
         self.done = False
+        _OPEN.add(self)
 
     def write(self, data: Any) -> None:
         self.file.write(data)
@@ -179,6 +195,7 @@ class AtomicFile:
         if self.done:
             return
         self.done = True
+        _OPEN.discard(self)
         try:
             self.file.flush()
             if fsync:
@@ -198,6 +215,7 @@ class AtomicFile:
         if self.done:
             return
         self.done = True
+        _OPEN.discard(self)
         self.file.close()
         _unlink_quietly(self.temp_path)
 

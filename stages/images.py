@@ -1,7 +1,10 @@
-"""Image stages: thumbnails of a folder of images, made with Pillow.
+"""Image stages, made with Pillow: thumbnails of a folder of images, and images as
+arrays of pixels between stages (decode, resize, blur, sharpen, convert, encode).
 
 Needs Pillow: ``pip install 'sedamp[images]'``. Importing this module without Pillow
-raises ImportError saying exactly that.
+raises ImportError saying exactly that. The stages on arrays need NumPy too
+(``pip install 'sedamp[arrays]'``); asking for one without it raises ImportError saying
+so, and ``Thumbnail`` never needs it.
 
 Event shapes
     ``Thumbnail`` (handler) takes ``{"path": str, ...}`` (an image file, as
@@ -11,6 +14,21 @@ Event shapes
     output file name (relative), the encoded thumbnail, its size in pixels and the
     input's ``path`` (or ``name``). Other input fields are not carried over. The output
     is what ``stages.files:WriteFiles`` writes.
+
+    ``Decode`` (handler) takes the same events and returns an *image event*
+    ``{"name": str, "source": str, "image": array, "mode": str, "icc_profile": bytes |
+    None}``: the image, turned upright by its EXIF orientation, as a NumPy array of
+    height x width x channels uint8 in `mode` (``L``: 1 channel, ``LA``: 2, ``RGB``: 3,
+    ``RGBA``: 4); its name (relative to `root`, extension kept) and the input's ``path``
+    (or ``name``). ``Resize``, ``Blur``, ``Sharpen`` and ``Convert`` (handlers) take an
+    image event and return it with a new array, other fields kept (or with the same
+    array, when there is nothing to do). ``Encode`` (handler) turns one into what
+    ``Thumbnail`` returns, for ``WriteFiles``. An array made elsewhere works too: a 2-D
+    array is a grey image, and without ``mode`` the channels tell it. So ``ListFiles ->
+    Decode -> Resize -> Sharpen -> Encode -> WriteFiles`` (topologies/photos.yaml) has
+    arrays between its stages: sedamp carries each array beside the event's MessagePack
+    as a frame of its own, without copying it, and the next stage receives it read-only
+    (none of these stages writes into an array it is given). Each class says its params.
 
 Thumbnail params (``setup``)
     size: the bounding box in pixels: an int ``N`` (N x N: the longer edge of a
@@ -110,18 +128,27 @@ import posixpath
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 try:
     from PIL import Image, ImageOps, UnidentifiedImageError
 except ImportError as exc:  # the optional dependency
     raise ImportError("stages.images needs Pillow: pip install 'sedamp[images]'") from exc
 
+if TYPE_CHECKING:  # imported at run time by __getattr__, when first asked for
+    from stages._image_arrays import Blur, Convert, Decode, Encode, Resize, Sharpen
+
 __all__ = [
     "DEFAULT_ACCEPT",
     "DEFAULT_MAX_PIXELS",
     "FITS",
     "FORMATS",
+    "Blur",
+    "Convert",
+    "Decode",
+    "Encode",
+    "Resize",
+    "Sharpen",
     "Thumb",
     "Thumbnail",
     "encode",
@@ -172,6 +199,18 @@ _RGB = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"})
 
 Size = tuple[int, int]
 Box = tuple[float, float, float, float]
+
+# The stages on arrays, in stages._image_arrays: imported when first asked for, so that
+# this module (and Thumbnail) needs no NumPy.
+_ARRAY_STAGES = frozenset({"Blur", "Convert", "Decode", "Encode", "Resize", "Sharpen"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ARRAY_STAGES:
+        from stages import _image_arrays
+
+        return getattr(_image_arrays, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -591,18 +630,59 @@ def thumbnail_name(
     relative to `root` (``/`` separated), or its file name alone without `root`, with the
     last extension replaced by `suffix` (with `keep_ext`, `suffix` added after it).
     ValueError if `source` is not under `root`."""
-    if root is not None:
-        rel = os.path.relpath(source, root)
-        parts = rel.split(os.sep)
-        if os.path.isabs(rel) or ".." in parts or rel == os.curdir:
-            raise ValueError(f"Thumbnail: {source!r} is not under root {os.fspath(root)!r}")
-        rel = "/".join(parts)
-    else:
-        rel = os.path.basename(source)
+    return _with_suffix(_relative_name(source, root, "Thumbnail"), suffix, source, "Thumbnail", keep_ext)
+
+
+def _relative_name(source: str, root: str | os.PathLike[str] | None, who: str) -> str:
+    """`source`'s path relative to `root` (``/`` separated), or its file name alone."""
+    if root is None:
+        return os.path.basename(source)
+    rel = os.path.relpath(source, root)
+    parts = rel.split(os.sep)
+    if os.path.isabs(rel) or ".." in parts or rel == os.curdir:
+        raise ValueError(f"{who}: {source!r} is not under root {os.fspath(root)!r}")
+    return "/".join(parts)
+
+
+def _with_suffix(rel: str, suffix: str, source: str, who: str, keep_ext: bool = False) -> str:
+    """`rel` with its last extension replaced by `suffix` (with `keep_ext`: kept, and
+    `suffix` added after it)."""
     stem = rel if keep_ext else posixpath.splitext(rel)[0]
     if not stem or stem.endswith("/"):
-        raise ValueError(f"Thumbnail: {source!r} does not name a file")
+        raise ValueError(f"{who}: {source!r} does not name a file")
     return stem + suffix
+
+
+def _source_of(event: Any, who: str) -> tuple[Any, str]:
+    """What to decode from an image event, and what to call it: ``{"path": str, ...}``
+    gives the path, ``{"name": str, "data": bytes, ...}`` the bytes."""
+    if isinstance(event, dict) and isinstance(event.get("path"), str):
+        return event["path"], event["path"]
+    if isinstance(event, dict) and isinstance(event.get("name"), str) and isinstance(event.get("data"), bytes):
+        return event["data"], event["name"]
+    shape = sorted(event) if isinstance(event, dict) else type(event).__name__
+    raise ValueError(
+        f"{who}: the event must be {{'path': str, ...}} or {{'name': str, 'data': bytes, ...}}, got {shape}"
+    )
+
+
+def _check_each(cls: type, params: dict[str, Any]) -> dict[str, str]:
+    """What is wrong with `params`, by param name (empty: nothing): each param given
+    alone to ``cls().setup`` (mode with its format, when both are given), so the checks
+    are the very ones of ``setup``, which must open nothing. What ``check_params`` of the
+    image stages returns, for ``sedamp validate``."""
+    problems: dict[str, str] = {}
+    for name in sorted(params, key=lambda n: n == "mode"):  # mode after format
+        one = {name: params[name]}
+        if name == "mode" and "format" in params:
+            if "format" in problems:
+                continue
+            one["format"] = params["format"]
+        try:
+            cls().setup(**one)
+        except ValueError as exc:
+            problems[name] = str(exc)
+    return problems
 
 
 # --------------------------------------------------------------------------- the stage
@@ -647,30 +727,10 @@ class Thumbnail:
         """What is wrong with `params`, by param name (empty: nothing): each param set
         up alone (mode with its format), with the very checks of ``setup``, which opens
         nothing. ``sedamp validate`` calls it."""
-        problems: dict[str, str] = {}
-        for name in sorted(params, key=lambda n: n == "mode"):  # mode after format
-            one = {name: params[name]}
-            if name == "mode" and "format" in params:
-                if "format" in problems:
-                    continue
-                one["format"] = params["format"]
-            try:
-                cls().setup(**one)
-            except ValueError as exc:
-                problems[name] = str(exc)
-        return problems
+        return _check_each(cls, params)
 
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(event, dict) and isinstance(event.get("path"), str):
-            source: Any = event["path"]
-            label: str = event["path"]
-        elif isinstance(event, dict) and isinstance(event.get("name"), str) and isinstance(event.get("data"), bytes):
-            source, label = event["data"], event["name"]
-        else:
-            shape = sorted(event) if isinstance(event, dict) else type(event).__name__
-            raise ValueError(
-                f"Thumbnail: the event must be {{'path': str, ...}} or {{'name': str, 'data': bytes, ...}}, got {shape}"
-            )
+        source, label = _source_of(event, "Thumbnail")
         out_name = thumbnail_name(label, self.root, self.suffix, self.keep_ext)
         thumb = _thumbnail(
             source,

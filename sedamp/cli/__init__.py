@@ -95,6 +95,12 @@ def _report() -> Callable[..., Any]:
     return report
 
 
+def _simulate() -> Callable[..., Any]:
+    from sedamp.cli.simulate import simulate
+
+    return simulate
+
+
 def _trace() -> Callable[..., Any]:
     from sedamp.cli.trace import trace
 
@@ -113,6 +119,7 @@ COMMANDS: dict[str, Callable[[], Callable[..., Any]]] = {
     "schema": _schema,
     "init": _init,
     "report": _report,
+    "simulate": _simulate,
     "trace": _trace,
     "clean": _clean,
 }

@@ -165,8 +165,8 @@ def run(
 
     Exit codes: 0 all events handled; 1 some events failed (see the
     dead-letter file); 2 invalid topology or arguments; 3 the run failed
-    (a process died, setup raised); 130 interrupted: Ctrl-C drains the
-    work in flight, a second Ctrl-C stops at once."""
+    (a process died, setup raised); 130 interrupted: Ctrl-C finishes the
+    work in hand and drops what waits in queues; a second stops at once."""
     setup_logging(verbose)
     if executor_name not in (None, *EXECUTORS):
         raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
@@ -306,9 +306,10 @@ def _watchers(
     verbose: int,
 ) -> _Watchers:
     """The Prometheus endpoint (on `exporter_at`, port and host), the line saying where a
-    stage listens (unless quiet), and the progress display, or without one the lines
-    that tell each new kind of failure (errors: printed even with -q). `shown` is
-    (--progress/--no-progress or None, --quiet)."""
+    stage listens, and the progress display, or without one the lines that tell each
+    new kind of failure (errors: printed even with -q) and each warning. `shown` is
+    (--progress/--no-progress or None, --quiet): with --quiet, no listening line and no
+    warnings."""
     watchers = _Watchers()
     progress, quiet = shown
     show_progress = progress if progress is not None else not quiet
@@ -325,7 +326,7 @@ def _watchers(
         watchers.ticks.append(exporter.update)
         watchers.closers.append(exporter.close)
         typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
-    display: TerminalProgress | LogProgress | FailureLines = FailureLines(verbose > 0)
+    display: TerminalProgress | LogProgress | FailureLines = FailureLines(verbose > 0, warnings=not quiet)
     if show_progress:
         from sedamp.cli.progress import LogProgress, TerminalProgress
 
@@ -409,8 +410,7 @@ def print_summary(s: Summary) -> None:
     from rich.table import Table
 
     console = stdout_console()
-    rate = plural(round(s.events_per_s), "event")  # "1 event/s", "1,234 events/s"
-    table = Table(title=f"{s.name}: {plural(s.events, 'event')} in {s.wall_s:.2f} s ({rate}/s)")
+    table = Table(title=summary_title(s))
     table.add_column("stage")
     table.add_column("kind")
     table.add_column("in", justify="right")
@@ -437,7 +437,7 @@ def print_summary(s: Summary) -> None:
     for line in where_lines(s):
         typer.echo(line)
     if s.interrupted:
-        console.print("interrupted")
+        console.print(interrupted_line(s))
 
 
 def where_lines(s: Summary) -> list[str]:
@@ -450,3 +450,22 @@ def where_lines(s: Summary) -> list[str]:
         lines.append(f"output{'s' if len(shown) > 1 else ''}: {', '.join(shown)}")
     lines.append(f"run directory: {paths.shown(s.run_dir)}")
     return lines
+
+
+def summary_title(s: Summary) -> str:
+    """``name: 1,000 events in 2.00 s (500 events/s)``; of an interrupted run, the events
+    done out of those read (the others were dropped from the queues, or not counted)."""
+    if not s.interrupted:
+        rate = plural(round(s.events_per_s), "event")  # "1 event/s", "1,234 events/s"
+        return f"{s.name}: {plural(s.events, 'event')} in {s.wall_s:.2f} s ({rate}/s)"
+    if s.done is None:
+        return f"{s.name}: {plural(s.events, 'event')} read in {s.wall_s:.2f} s (interrupted)"
+    return f"{s.name}: {s.done:,} of {plural(s.events, 'event')} done in {s.wall_s:.2f} s (interrupted)"
+
+
+def interrupted_line(s: Summary) -> str:
+    """What an interrupt left undone, and how to do it."""
+    left = s.events - s.done if s.done is not None else s.discarded
+    if left <= 0:
+        return "interrupted"
+    return f"interrupted: {left:,} of the events read were not done; run again to do them"

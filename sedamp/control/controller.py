@@ -16,8 +16,8 @@ sends what to whom (ROUTER/DEALER over ipc, or tcp with CURVE):
     queues   --REGISTER/STATS/DONE/FATAL-->  | control ROUTER --> _on_control          |
     workers  --REGISTER/STATS/DONE/FATAL-->  |   STATS, DONE: Recorder.gather (latency |
                                              |     samples), Roster.on_stats/on_done   |
-    sources  <--STOP (DONE acked; Ctrl-C)--  |   FATAL: Roster.on_fatal (its traceback)|
-    queues   <--CLOSE, STOP, GONE----------  | ControlLinks: held until REGISTER       |
+    sources  <--STOP, HALT (Ctrl-C)--------  |   FATAL: Roster.on_fatal (its traceback)|
+    queues   <--CLOSE, STOP, GONE, HALT----  | ControlLinks: held until REGISTER       |
     workers  <--STOP (DONE acked), RETIRE--  |                                         |
                                              | sentinels --> Roster.on_exit            |
     executor <--start(role, config)--------  |   (a death is seen at once)             |
@@ -44,10 +44,13 @@ with a queue is finished when its queue has ENDed (closed, empty, no lease out) 
 every worker reported DONE and exited. When every stage feeding a queue is finished,
 the controller sends it CLOSE. A finished stage's queue is told STOP.
 
-Ctrl-C or SIGTERM: the sources are told STOP (they deliver what they read and finish),
-so the run drains within `drain_timeout_s`; past the deadline, or on a second Ctrl-C,
-every process is killed. In every case no process of the run is left: children also
-die with the controller (PR_SET_PDEATHSIG) and check their parent.
+Ctrl-C or SIGTERM: the sources and the queues are told HALT (`roster.interrupt`): the
+sources stop reading, each queue drops what waits in it (a re-run or --resume does it)
+and its workers give back the batches they have not started, so what is left is what
+the workers hold, and the run ends in order within `drain_timeout_s`. Past the
+deadline, or on a second Ctrl-C, the workers are interrupted (user code unwinds, its
+cleanup runs) and every process is killed. In every case no process of the run is
+left: children also die with the controller (PR_SET_PDEATHSIG) and check their parent.
 """
 
 from __future__ import annotations
@@ -69,7 +72,16 @@ import zmq
 from sedamp.control import commands, policy
 from sedamp.control.ports import ControlLinks, Ports
 from sedamp.control.recorder import Period, Recorder
-from sedamp.control.roster import Child, Roster, RunState, hold_leases, watch_deadlines, watch_silence
+from sedamp.control.roster import (
+    Child,
+    Roster,
+    RunState,
+    hold_leases,
+    interrupt,
+    reached_from,
+    watch_deadlines,
+    watch_silence,
+)
 from sedamp.control.rundir import KEEP_RUNS, make_run_dir, prune_runs, workdir_of
 from sedamp.control.summary import RunOptions, Summary
 from sedamp.control.wiring import Wiring
@@ -78,6 +90,7 @@ from sedamp.executor.local import LocalExecutor
 from sedamp.observe.failures import FailureDigest, budget_message, over_budget
 from sedamp.observe.words import plural
 from sedamp.runtime import journal, lifeline, sockets, wire
+from sedamp.runtime import stage as stage_mod
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE, DeadLetterTail
 from sedamp.spec import Topology, fusion, paths
 
@@ -113,8 +126,7 @@ class _Controller:
         self.drain_timeout_s = (
             options.drain_timeout_s if options.drain_timeout_s is not None else topology.controller.drain_timeout_s
         )
-        workdir = workdir_of(topology.base_dir, options.workdir)
-        self.run_dir = make_run_dir(workdir, topology.name)
+        self.run_dir = make_run_dir(workdir := workdir_of(topology.base_dir, options.workdir), topology.name)
         prune_runs(workdir, topology.name, KEEP_RUNS)  # this run has no run.json yet: kept
         self.dead_path = self.run_dir / DEAD_LETTERS_FILE
         self.import_paths = (str(topology.base_dir), os.getcwd())
@@ -124,6 +136,9 @@ class _Controller:
         self.failures = FailureWatch(topology, self.dead_path, self.state)
         self.links = ControlLinks()
         self.roster = Roster(topology, self.state, self.links, options.executor)  # executor started in run()
+        stage_mod.add_import_paths(self.import_paths)
+        draining = [s.name for s in topology.sources() if stage_mod.drains_on_interrupt(s.ref)]
+        self.roster.drained = reached_from(topology, draining)
         self.recorder = Recorder(topology, self.roster, fused)
         self.t0 = self.recorder.t0
         self.metrics_file: MetricsFile | None = None
@@ -239,7 +254,7 @@ class _Controller:
         self.roster.reconcile()
         self.roster.start_sources()
         if self.state.draining:  # interrupted while starting: the sources stop at once
-            self.roster.stop_sources()
+            interrupt(self.roster)
         log.info("run %s started: %d cores, targets %s, run dir %s", self.top.name, self.cores, targets, self.run_dir)
 
     def _await_queue_endpoints(self, timeout_s: float = 15.0) -> bool:
@@ -494,7 +509,8 @@ class MetricsFile:
 
 
 def _install_signals(state: RunState, roster: Roster, drain_timeout_s: float) -> Callable[[], None]:
-    """SIGINT/SIGTERM: the first one drains (the sources are told STOP), a second one
+    """SIGINT/SIGTERM: the first one drains (`roster.interrupt`: the sources stop, the
+    queues drop what waits in them, the workers finish what they hold), a second one
     stops every process now. Returns what puts the old handlers back."""
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -506,12 +522,14 @@ def _install_signals(state: RunState, roster: Roster, drain_timeout_s: float) ->
             return
         state.draining = True
         state.drain_deadline = time.monotonic() + drain_timeout_s
-        log.warning(
-            "%s: stopping the sources and draining in-flight work (up to %.0f s); interrupt again to stop at once",
-            signal.Signals(signum).name,
-            drain_timeout_s,
+        what = (
+            "stopping the sources and draining in-flight work (up to %.0f s)"
+            if set(roster.stages) <= roster.drained
+            else "draining (up to %.0f s): the workers finish the batches they hold; what waits in queues is "
+            "dropped, for a re-run to do"
         )
-        roster.stop_sources()
+        log.warning("%s: " + what + "; interrupt again to stop at once", signal.Signals(signum).name, drain_timeout_s)
+        interrupt(roster)
 
     for s in old:
         signal.signal(s, on_signal)

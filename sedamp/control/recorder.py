@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import psutil
 from sedamp.control import policy
 from sedamp.control.roster import Child, Roster, Stage, member_counts
 from sedamp.control.summary import StageSummary, Summary
-from sedamp.observe import metrics
+from sedamp.observe import metrics, progress
 from sedamp.runtime import wire
 from sedamp.runtime.deadletter import count_dead_letters
 from sedamp.spec import Topology
@@ -47,6 +48,7 @@ class StageCounts:
     recycled: int
     restarts: int
     ready: int = 0  # of its pool's workers, those whose setup() is done (they reported)
+    discarded: int = 0  # events dropped on Ctrl-C: waiting in its queue, or read and unsent (a source)
 
     def count(self, key: str, default: Any = 0) -> Any:
         return self.counts.get(key, default)
@@ -117,6 +119,7 @@ class StageRecord:
             "skipped": c.count("skipped"),
             "duplicates": c.count("duplicates"),
             "poisoned": c.poisoned,
+            "discarded": c.discarded,
             "timeouts": c.timeouts,
             "recycled": c.recycled,
             "restarts": c.restarts,
@@ -151,6 +154,7 @@ class Period:
     budget: float = 0.0  # the cores the pools may use: policy.machine_budget less runtime_cores
     runtime_cores: float = 0.0  # the run's CPU outside workers: controller, queues, sources
     bottleneck: dict[str, str] | None = None  # the stage that held the others back, and why
+    warnings: list[str] = field(default_factory=list)  # what workers warned of first in this period
 
     def as_dict(self) -> dict[str, Any]:
         record = {
@@ -172,7 +176,28 @@ class Period:
         }
         if self.fusion:
             record["fusion"] = self.fusion
+        if self.warnings:
+            record["warnings"] = self.warnings
         return record
+
+
+class Warnings:
+    """What workers warned of (a handler turning dict events into lists, ...): each
+    text once in a run, in the first record after it came."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.new: list[str] = []
+
+    def note(self, texts: Iterable[Any]) -> None:
+        for text in texts:
+            if text not in self.seen:
+                self.seen.add(text)
+                self.new.append(str(text))
+
+    def take(self) -> list[str]:
+        new, self.new = self.new, []
+        return new
 
 
 class Recorder:
@@ -192,16 +217,23 @@ class Recorder:
         self.others_seen: float | None = None  # other programs' CPU, smoothed (policy.machine_budget)
         self.machine_cores = max(1, psutil.cpu_count() or 1)
         self.cpu_now: dict[int, float] = {}  # each process's CPU % since the last record
+        self.warnings = Warnings()
+        self.copies = progress.copies_events(top)  # events are copied to several stages: done is not known
 
     def gather(self, child: Child, stats: dict[str, Any]) -> None:
-        """Keep the latency samples a process sent, per stage, until the next record."""
+        """Keep the latency samples a process sent, per stage, until the next record, and
+        the warnings no process of the run gave before (each is shown once)."""
+        self.warnings.note(stats.get("warnings") or ())
         if child.role == wire.QUEUE:
             self.samples.setdefault(child.stage, {}).setdefault("queue_wait", []).extend(stats.get("wait", ()))
         elif child.role == wire.WORKER:
-            # a group's samples describe the whole chain; file them under its first stage
-            bucket = self.samples.setdefault(child.stage, {})
-            bucket.setdefault("service", []).extend(stats.get("service", ()))
-            bucket.setdefault("path", []).extend(stats.get("path", ()))
+            # a group's service times describe the whole chain: filed under its first
+            # stage; the path from the source is measured where it ends, at the sink
+            self.samples.setdefault(child.stage, {}).setdefault("service", []).extend(stats.get("service", ()))
+            path = stats.get("path")
+            if path:
+                tail = self.top.chain_of(child.stage)[-1].name
+                self.samples.setdefault(tail, {}).setdefault("path", []).extend(path)
 
     def forget(self, child: Child) -> None:
         """A worker has exited: drop what was kept to measure it."""
@@ -233,6 +265,7 @@ class Recorder:
                 recycled=pool.recycled if head else 0,
                 restarts=pool.restarts if head else 0,
                 ready=sum(1 for w in pool.workers.values() if w.stats),
+                discarded=_discarded(st, pool, head),
             )
         return out
 
@@ -257,6 +290,7 @@ class Recorder:
             records[name] = self._stage_record(name, st, pool, counts[name], cores, dt, per_batch[pool.spec.name])
         self.last_record_t = now
         fusion, self.fusion = self.fusion, []
+        warnings = self.warnings.take()
         others = max(0.0, cpu / 100 * self.machine_cores - own)
         budget, self.others_seen = policy.machine_budget(cores, self.machine_cores, others, self.others_seen)
         workers = sum(w.cpu_percent or 0.0 for r in records.values() for w in r.worker_detail) / 100
@@ -264,7 +298,8 @@ class Recorder:
         return Period(
             t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions, fusion,
             round(own, 2), round(others, 2), round(max(policy.MIN_BUDGET, budget - runtime), 2), round(runtime, 2),
-            self._bottleneck(records),
+            bottleneck_of(self.top, records),
+            warnings,
         )  # fmt: skip
 
     def _own_cores(self) -> float:
@@ -379,21 +414,6 @@ class Recorder:
             shares.append(round(min(1.0, max(0.0, (total - before) / dt)), 3))
         return shares[0], shares[1]
 
-    def _bottleneck(self, records: dict[str, StageRecord]) -> dict[str, str] | None:
-        """The stage that held the others back this period (`metrics.bottleneck`), from
-        the blocked time of the sources and pools and how full their queues were."""
-        blocked: dict[str, float | None] = {}
-        downstream: dict[str, list[str]] = {}
-        fill: dict[str, float] = {}
-        for name, r in records.items():
-            if self.top.is_member(name):
-                continue  # its group's pool is its head's
-            blocked[name] = r.blocked
-            downstream[name] = [self.top.head_of(e.stage) for e in self.top.chain_of(name)[-1].to]
-            q = r.counts.queue or {}
-            fill[name] = (q.get("length") or 0) / q["capacity"] if q.get("capacity") else 0.0
-        return metrics.bottleneck(blocked, downstream, fill)
-
     def _since_last(self, w: Child, stat: str) -> float:
         """How much worker `w`'s cumulative counter `stat` grew since the last record."""
         key = f"{stat}:{w.identity}"
@@ -453,7 +473,7 @@ class Recorder:
         records in the dead-letter file: a worker that died (a full disk, a kill) took
         with it the count of what it dead-lettered since its last report."""
         counts = self.counts()
-        stages = []
+        stages: list[StageSummary] = []
         events = failed = 0
         for name, st in self.roster.stages.items():
             c = counts[name]
@@ -463,6 +483,7 @@ class Recorder:
                 failed += int(c.poisoned)
             if st.spec.kind == "source":
                 events += int(c.count("in"))
+        done, _, counting, _ = progress.count({"stages": {s.name: vars(s) for s in stages}}, self.copies)
         return Summary(
             name=self.top.name,
             run_dir=run_dir,
@@ -473,7 +494,16 @@ class Recorder:
             failed=max(failed, count_dead_letters(dead_letters)),
             interrupted=interrupted,
             error=error,
+            done=done if counting == "done" else None,
+            discarded=sum(s.discarded for s in stages),
         )
+
+
+def _discarded(st: Stage, pool: Stage, head: bool) -> int:
+    """Events a stage dropped on Ctrl-C: its queue's (a pool's first stage), or a source's."""
+    if st.spec.kind == "source":
+        return int((st.source.stats if st.source is not None else st.retired).get("discarded", 0))
+    return int(pool.queue.stats.get("discarded", 0)) if head and pool.queue is not None else 0
 
 
 def _mean_cpu(workers: tuple[WorkerSample, ...]) -> float | None:
@@ -511,7 +541,24 @@ def _stage_summary(name: str, st: Stage, c: StageCounts, pool: Stage) -> StageSu
         skipped=int(c.count("skipped")),
         duplicates=int(c.count("duplicates")),
         poisoned=int(c.poisoned),
+        discarded=int(c.discarded),
         timeouts=int(c.timeouts),
         recycled=int(c.recycled),
         stats=c.count("stats") if isinstance(c.count("stats", None), dict) else None,
     )
+
+
+def bottleneck_of(top: Topology, records: dict[str, StageRecord]) -> dict[str, str] | None:
+    """The stage that held the others back this period (`metrics.bottleneck`), from
+    the blocked time of the sources and pools and how full their queues were."""
+    blocked: dict[str, float | None] = {}
+    downstream: dict[str, list[str]] = {}
+    fill: dict[str, float] = {}
+    for name, r in records.items():
+        if top.is_member(name):
+            continue  # its group's pool is its head's
+        blocked[name] = r.blocked
+        downstream[name] = [top.head_of(e.stage) for e in top.chain_of(name)[-1].to]
+        q = r.counts.queue or {}
+        fill[name] = (q.get("length") or 0) / q["capacity"] if q.get("capacity") else 0.0
+    return metrics.bottleneck(blocked, downstream, fill)

@@ -49,6 +49,11 @@ MAX_BARREN_DEATHS = 10
 # bounded by its stage's timeout_s, since user code may legitimately run long.
 SILENT_PERIODS = 20
 SILENT_MIN_S = 3.0
+# When a run stops at once (a second Ctrl-C, the drain deadline, an error), its workers
+# are first interrupted (`Proc.interrupt`: user code unwinds, so a file half written is
+# removed by its writer) and killed if still there after this long. Python code unwinds
+# in milliseconds; longer waits only on a call in C code that does not return.
+INTERRUPT_GRACE_S = 1.0
 
 
 class Links(Protocol):
@@ -131,6 +136,8 @@ class Roster:
         self.children: dict[str, Child] = {}  # by identity
         self.by_sentinel: dict[int, Child] = {}
         self.retired_shed: dict[str, list[int]] = {}  # target stage -> [dropped, rejected]
+        # the stages Ctrl-C drains rather than halts (see `interrupt`), set by the controller
+        self.drained: set[str] = set()
         self.slot_seq = 0
         self.spawn_seq = 0  # workers started: each one's token (its identity) is unique in the run
 
@@ -393,20 +400,21 @@ class Roster:
                     self.links.send(st.queue.identity, wire.simple(wire.STOP, 0))
                 log.info("stage %s finished", name)
 
-    def stop_sources(self) -> None:
-        for st in self.stages.values():
-            if st.source is not None:
-                self.links.send(st.source.identity, wire.simple(wire.STOP, 0))
-
     def reap_all(self) -> None:
         """Make sure no process of this run is left: wait briefly for the ones that are
         finishing on their own, then kill the rest."""
         clean = self.state.error is None and not self.state.hard_stop and self.complete
-        deadline = time.monotonic() + (2.0 if clean else 0.0)
+        now = time.monotonic()
+        deadline = now + 2.0
+        if not clean:
+            deadline = now + INTERRUPT_GRACE_S
+            for child in self.by_sentinel.values():
+                if child.role == wire.WORKER:
+                    child.proc.interrupt()
         for fd, child in list(self.by_sentinel.items()):
             self.links.unwatch(fd)
             left = deadline - time.monotonic()
-            if left > 0:
+            if left > 0 and (clean or child.role == wire.WORKER):
                 child.proc.join(left)
             if child.proc.is_alive():
                 child.proc.kill()
@@ -458,6 +466,20 @@ def watch_silence(stages: Iterable[Stage], state: RunState, period_s: float, now
             w.proc.kill()
 
 
+def interrupt(roster: Roster) -> None:
+    """Ctrl-C: the sources stop reading. Every queue drops what waits in it and tells
+    its workers to give back the batches they have not started (HALT): what is left to
+    do is what the workers hold, and the run ends in order. A source that asks for it
+    (`drain_on_interrupt`, and so the queues its events reach: `Roster.drained`)
+    delivers instead every event it read, which is handled (STOP)."""
+    for name, st in roster.stages.items():
+        drain = name in roster.drained
+        if st.source is not None:
+            roster.links.send(st.source.identity, wire.simple(wire.STOP, 0) if drain else wire.simple(wire.HALT))
+        elif st.queue is not None and not drain:
+            roster.links.send(st.queue.identity, wire.simple(wire.HALT))
+
+
 def hold_leases(stages: Iterable[Stage], links: Links) -> None:
     """HOLD: tell each queue which of its workers are inside user code now (their slots
     say so), so that it renews their leases: such a worker sends nothing until the call
@@ -476,6 +498,18 @@ def hold_leases(stages: Iterable[Stage], links: Links) -> None:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def reached_from(top: Topology, sources: Iterable[str]) -> set[str]:
+    """`sources` and every stage their events reach."""
+    seen = set(sources)
+    todo = list(seen)
+    while todo:
+        for e in top.stages[todo.pop()].to:
+            if e.stage not in seen:
+                seen.add(e.stage)
+                todo.append(e.stage)
+    return seen
 
 
 def member_counts(child: Child) -> dict[str, dict[str, int]]:

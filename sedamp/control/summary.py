@@ -42,6 +42,7 @@ class StageSummary:
     skipped: int = 0  # events that failed and were dropped (on_error: skip)
     duplicates: int = 0  # redelivered events a dedupe sink did not handle again
     poisoned: int = 0  # events that killed POISON_DEATHS workers (dead-lettered unless skip)
+    discarded: int = 0  # events dropped on Ctrl-C: waiting in its queue, or read and not sent (a source)
     timeouts: int = 0  # workers killed because a handler call passed timeout_s
     recycled: int = 0  # workers replaced after max_events or max_rss_mb
     stats: dict[str, Any] | None = None  # what a source says of itself (its stats(): listening, answered)
@@ -63,10 +64,16 @@ class Summary:
     failures: tuple[FailureKind, ...] = ()
     other_failures: Mapping[str, int] = field(default_factory=dict)  # per stage, past the kinds kept
     outputs: tuple[tuple[str, Path], ...] = ()  # what the sinks write: (stage, absolute path) (spec.paths)
+    # events that left the pipeline: written by a sink, filtered, failed, skipped, shed
+    # (None when events are fanned out or copied, and so no longer map to source events)
+    done: int | None = None
+    discarded: int = 0  # events read but dropped on Ctrl-C (waiting in a queue): a re-run does them
 
     @property
     def events_per_s(self) -> float:
-        return self.events / self.wall_s if self.wall_s > 0 else 0.0
+        """Events read per second; of an interrupted run, events done per second."""
+        n = self.done if self.interrupted and self.done is not None else self.events
+        return n / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -102,6 +109,8 @@ class Summary:
             "dead_letters": str(self.dead_letters),
             "wall_s": round(self.wall_s, 4),
             "events": self.events,
+            "done": self.done,
+            "discarded": self.discarded,
             "events_per_s": round(self.events_per_s, 1),
             "failed": self.failed,
             "interrupted": self.interrupted,

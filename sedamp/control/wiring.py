@@ -59,6 +59,7 @@ def outputs(top: Topology, spec: StageSpec, w: Wiring) -> tuple[OutputConfig, ..
             partitions(top, e.stage),
             top.stages[e.stage].queue.on_full,
             [list(p) for p in e.when] if e.when else None,
+            top.stages[e.stage].queue.max_bytes,
         )
         for e in spec.to
     )
@@ -77,6 +78,7 @@ def queue_config(top: Topology, name: str, w: Wiring) -> QueueConfig:
         dead_letters=w.dead_letters,
         on_poison=spec.on_error.then,
         producers=w.producers.get(name, 1),
+        max_bytes=spec.queue.max_bytes,
         curve=w.curve,
         advertise=w.advertise,
         trace_dir=w.trace_dir,

@@ -28,6 +28,7 @@ from typing import Any
 
 from sedamp.errors import LaunchError
 from sedamp.executor.base import Proc
+from sedamp.runtime import lifeline
 
 # The environment variable that marks every process of a local run (the launcher sets
 # nothing: it and its children inherit it from the controller's Popen).
@@ -91,6 +92,9 @@ class LocalProc:
 
     def terminate(self) -> None:
         self._signal(signal.SIGTERM)
+
+    def interrupt(self) -> None:
+        self._signal(lifeline.INTERRUPT_SIGNAL)
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)

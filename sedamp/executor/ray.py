@@ -253,6 +253,9 @@ class RayProc:
     def terminate(self) -> None:
         self.kill()
 
+    def interrupt(self) -> None:
+        """Nothing: an actor is not signalled from here; `kill` ends it."""
+
     def kill(self) -> None:
         """Kill the actor; its worker dies with it (PR_SET_PDEATHSIG)."""
         if self._ended.is_set():

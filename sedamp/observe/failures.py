@@ -176,10 +176,11 @@ def failure_line(kind: Mapping[str, Any]) -> str:
     return f"stage {kind.get('stage')!r} failed on event {kind.get('event_id')!r}: {_described(kind)}"
 
 
-def failure_lines(record: Mapping[str, Any], verbose: bool = False) -> list[str]:
+def failure_lines(record: Mapping[str, Any], verbose: bool = False, warnings: bool = True) -> list[str]:
     """The lines that tell the new kinds of failure of a metrics record as they come;
-    with `verbose`, each followed by its traceback."""
-    lines = []
+    with `verbose`, each followed by its traceback; and the warnings the record carries
+    (``"warnings"``: each is in one record of a run only), unless `warnings` is False."""
+    lines = [f"sedamp: warning: {text}" for text in record.get("warnings", ())] if warnings else []
     for kind in record.get("failures", ()):
         lines.append(f"sedamp: {failure_line(kind)}")
         if verbose and kind.get("traceback"):
@@ -189,15 +190,17 @@ def failure_lines(record: Mapping[str, Any], verbose: bool = False) -> list[str]
 
 class FailureLines:
     """Prints `failure_lines` of every record it is fed (`sedamp run` without a
-    progress display: -q, --no-progress; the displays print them themselves)."""
+    progress display: -q, --no-progress; the displays print them themselves); the
+    warnings only with `warnings` (not under -q, which prints nothing but errors)."""
 
-    def __init__(self, verbose: bool = False, stream: TextIO | None = None) -> None:
+    def __init__(self, verbose: bool = False, stream: TextIO | None = None, warnings: bool = True) -> None:
         self.verbose = verbose
         self.stream = stream
+        self.warnings = warnings
 
     def __call__(self, record: Mapping[str, Any]) -> None:
         stream = self.stream or sys.stderr
-        for line in failure_lines(record, self.verbose):
+        for line in failure_lines(record, self.verbose, self.warnings):
             print(line, file=stream)
         stream.flush()
 

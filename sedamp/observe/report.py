@@ -8,17 +8,20 @@ directory:
   queue_length.png        events waiting in each stage's queue (a group has one, at its
                           entry); its capacity dashed when the queue filled past a quarter
   workers.png             workers in each pool (a step plot; a group is one pool)
-  throughput.png          events completed per second by each stage (a source: read), and
-                          the sinks' total when there are several sinks
+  throughput.png          events completed per second by each stage (a source: read), one
+                          panel per stage on its own scale (a fast source would flatten a
+                          slow stage), and the sinks' total when there are several sinks
   blocked.png             the share of each period the processes of each source and pool
                           spent blocked (no credit downstream) and waiting for input, the
                           bottleneck of each period marked
-  latency_path.png        p50/p90/p99 of the time from the source to each sink
+  latency_path.png        p50/p90/p99 of the time from the source to each sink (named by
+                          the sink)
   latency_service.png     p50/p90/p99 of the handler's time per event, per stage
   latency_queue_wait.png  p50/p90/p99 of the time events waited in each stage's queue
   cpu.png                 the machine's CPU (% of all cores) and each pool's CPU (cores:
                           the sum over its workers), with the run's core budget
-  memory.png              each pool's resident memory (MiB, the sum over its workers)
+  memory.png              each pool's resident memory (MiB, the sum over its workers; none
+                          where the pool has no worker, as at the end of the run)
   index.html              the plots and a table of per-stage totals, the run's duration
                           and throughput, the stage named bottleneck most often, and the
                           controller's pool decisions
@@ -26,7 +29,9 @@ directory:
 
 Every plot has time since the run started on x and one line (one colour, the same in
 every plot) per stage; the pool plots (queue, workers, CPU, memory) have one line per
-pool, a group's in the colour of its first stage. Percentiles are per period: a stage
+pool, a group's in the colour of its first stage. A line that lies on an earlier one for
+much of the run (`overlaps`) is drawn dashed and narrower over it, so neither hides the
+other; in the latency plots each stage also has its own marker. Percentiles are per period: a stage
 that measured nothing in a period leaves a gap, and a stage that never measured anything
 is left out. A pool's CPU and memory are the sums over the workers that reported them.
 
@@ -95,6 +100,17 @@ LOG_SCALE_RATIO = 30.0
 MAX_DECISIONS_LISTED = 100
 PERCENTILES = ("p50", "p90", "p99")
 FIGSIZE_IN = (9.0, 4.6)
+# The height of each panel of the throughput plot (one per stage), and of its title and
+# axis labels: two stages make a plot of the usual height.
+PANEL_IN = 1.6
+PANEL_MARGIN_IN = 1.2
+# Lines closer than this share of a plot's height at OVERLAP_SHARE of their times or
+# more are drawn on top of each other (`overlaps`): the later is dashed and narrower.
+OVERLAP_TOLERANCE = 0.015
+OVERLAP_SHARE = 0.2
+DASHES = ((6.0, 3.0), (2.0, 2.0), (6.0, 2.0, 1.5, 2.0), (1.0, 3.0))
+# Marker shapes of the stages in the latency plots, where line styles mark percentiles.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DPI = 110
 
 
@@ -389,8 +405,10 @@ class _View:
             out.append(math.nan if share is None else 100 * share)
         return out
 
-    def worker_sum(self, name: str, field: str) -> list[float]:
-        """Per time, the sum of `field` over the stage's workers; NaN where unknown."""
+    def worker_sum(self, name: str, field: str, no_worker: float = 0.0) -> list[float]:
+        """Per time, the sum of `field` over the stage's workers; NaN where unknown, and
+        `no_worker` where the pool had none (before its workers start, after they exit):
+        zero CPU is true then, while a memory of zero would only look like a drop."""
         out = []
         for s in self.per_stage[name]:
             detail = s.get("worker_detail") if s is not None else None
@@ -398,9 +416,19 @@ class _View:
                 out.append(math.nan)
                 continue
             values = [float(w[field]) for w in detail if isinstance(w, dict) and _is_number(w.get(field))]
-            # no worker at this moment is a true zero; workers that all failed to report are unknown
-            out.append(sum(values) if values or not detail else math.nan)
+            # workers that all failed to report are unknown
+            out.append(sum(values) if values else no_worker if not detail else math.nan)
         return out
+
+    def path_label(self, name: str) -> str:
+        """The name a stage's source-to-sink latency goes by: the sink's. A group's
+        samples were filed under its first stage by runs before they were filed under
+        the sink; its sink is then named, with the group."""
+        group = self.groups.get(name)
+        if self.kinds.get(name) == "sink" or group is None:
+            return name
+        sinks = [n for n in self.names if self.groups.get(n) == group and self.kinds.get(n) == "sink"]
+        return f"{sinks[-1]} (group {group})" if sinks else name
 
     def pools(self) -> list[tuple[str, list[str]]]:
         """(label, member stages) of each worker pool: every handler and sink, a group once."""
@@ -498,24 +526,69 @@ def _peak(ys: Sequence[float]) -> float:
     return max((y for y in ys if not math.isnan(y)), default=math.nan)
 
 
+Lines = Sequence[tuple[str, Sequence[float]]]  # (label, one value per record)
+
+
+def overlaps(lines: Lines) -> dict[str, tuple[str, bool]]:
+    """The lines drawn on top of an earlier one: within OVERLAP_TOLERANCE of the plot's
+    height of it at OVERLAP_SHARE or more of the times both have a value (the earlier
+    one it is closest to most often). Each with that line, and whether the two are
+    equal all along (to 1e-9). Drawn plainly, such a line would hide the earlier."""
+    values = [y for _, ys in lines for y in ys if not math.isnan(y)]
+    tol = max(OVERLAP_TOLERANCE * (max([0.0, *values]) - min([0.0, *values])), 1e-9)
+    out: dict[str, tuple[str, bool]] = {}
+    for i, (label, ys) in enumerate(lines):
+        best: tuple[float, str, bool] | None = None
+        for other, earlier in lines[:i]:
+            both = [(a, b) for a, b in zip(ys, earlier, strict=True) if not (math.isnan(a) or math.isnan(b))]
+            share = sum(1 for a, b in both if abs(a - b) <= tol) / len(both) if both else 0.0
+            if share >= OVERLAP_SHARE and (best is None or share > best[0]):
+                exact = all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) for a, b in both)
+                best = (share, other, exact)
+        if best is not None:
+            out[label] = (best[1], best[2])
+    return out
+
+
+def _draw_lines(ax: Any, t: Sequence[float], lines: Lines, colors: dict[str, Any]) -> None:
+    """Draw each (label, ys) in its colour. A line on top of an earlier one (`overlaps`)
+    is dashed, each in its own pattern, and narrower than the lines under it, which are
+    drawn wider: every colour shows. One equal to another all along says so."""
+    over = overlaps(lines)
+    under = {other for other, _ in over.values()}
+    k = 0
+    for label, ys in lines:
+        if label not in over:
+            ax.plot(t, ys, color=colors[label], linewidth=3.0 if label in under else 1.6, label=label)
+            continue
+        other, exact = over[label]
+        dashes = DASHES[k % len(DASHES)]
+        width = max(1.0, 2.0 - 0.3 * k)
+        k += 1
+        name = f"{label} (= {other})" if exact else label
+        ax.plot(t, ys, color=colors[label], linewidth=width, linestyle=(0, dashes), label=name)
+
+
 def _plot_queues(v: _View) -> Any:
     fig, (ax,) = _axes("Queue length per stage", "events waiting in the queue")
     colors = v.pool_colors()
     caps: dict[str, float] = {}
     filled: list[str] = []  # pools whose capacity is drawn
     heads: dict[str, str] = {}
+    lines = []
     for label, members in v.pools():  # a group has one queue, at its entry, which every member reports
         n = heads[label] = v.pool_head(members)
         ys = v.series(n, "queue", "length")
         if not _has_values(ys):
             continue
-        ax.plot(v.t, ys, color=colors[label], linewidth=1.6, label=label)
+        lines.append((label, ys))
         cap = _peak(v.series(n, "queue", "capacity"))
         if math.isnan(cap):
             continue
         caps[label] = cap
         if cap > 0 and _peak(ys) >= CAPACITY_SHOWN_FROM * cap:
             filled.append(label)
+    _draw_lines(ax, v.t, lines, colors)
     if filled and len({caps[label] for label in filled}) == 1:
         ax.axhline(caps[filled[0]], color="0.45", linestyle="--", linewidth=1.0, label="capacity")
     else:
@@ -562,28 +635,66 @@ def _plot_workers(v: _View) -> Any:
     return fig
 
 
-def _plot_throughput(v: _View) -> Any:
-    fig, (ax,) = _axes("Throughput", "events completed per second")
-    colors = _colors(v.names)
-    drawn = 0
+def plot_pools(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """One PNG of `records` (a metrics stream, e.g. `sedamp simulate --plot`): each
+    pool's workers over time above its queue length. Needs matplotlib."""
+    from matplotlib.ticker import MaxNLocator
+
+    v = _View.of(records)
+    fig, (top, bottom) = _axes(title, "workers", nrows=2, height_in=6.4)
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
+    colors = v.pool_colors()
+    for label, members in v.pools():
+        head = v.pool_head(members)
+        workers = v.series(head, "workers")
+        if _has_values(workers):
+            top.step(v.t, workers, where="post", color=colors[label], linewidth=1.8, label=label)
+        queue = v.series(head, "queue", "length")
+        if _has_values(queue):
+            bottom.plot(v.t, queue, color=colors[label], linewidth=1.6)
+    top.set_ylim(bottom=0)
+    bottom.set_ylim(bottom=0)
+    bottom.set_ylabel("events waiting in the queue")
+    _note(top, "worker processes per pool (a step: the controller resized it)")
+    _legend(top)
+    _save(fig, path)
+
+
+def throughput_panels(v: _View) -> list[tuple[str, list[tuple[str, list[float]]]]]:
+    """The panels of the throughput plot: one per stage that reported a rate, each on
+    its own scale (a source reading thousands a second would flatten a stage doing ten
+    to a line along zero), and one with the sinks' total when there are several; each
+    panel is (title, [(line label, rates)])."""
+    panels: list[tuple[str, list[tuple[str, list[float]]]]] = []
     for n in v.names:
         ys = v.series(n, "completions_per_s")
-        if not _has_values(ys):
-            continue
-        label = f"{n} (read)" if v.kinds.get(n) == "source" else n
-        ax.plot(v.t, ys, color=colors[n], linewidth=1.6, label=label)
-        drawn += 1
+        if _has_values(ys):
+            panels.append((f"{n} (read)" if v.kinds.get(n) == "source" else n, [(n, ys)]))
     sinks = v.sinks()
     if len(sinks) > 1:
         per_sink = [v.series(n, "completions_per_s") for n in sinks]
         total = [math.fsum(y for y in ys if not math.isnan(y)) for ys in zip(*per_sink, strict=True)]
-        ax.plot(v.t, total, color="black", linewidth=2.4, label="all sinks")
-    if not drawn:
-        _no_data(ax, "no stage reported its rate")
-    else:
+        panels.append(("all sinks", [("all sinks", total)]))
+    return panels
+
+
+def _plot_throughput(v: _View) -> Any:
+    panels = throughput_panels(v)
+    height = max(FIGSIZE_IN[1], PANEL_MARGIN_IN + PANEL_IN * len(panels))
+    fig, axes = _axes("Throughput", "", nrows=max(1, len(panels)), height_in=height)
+    fig.supylabel("events completed per second", fontsize=10)
+    colors = {**_colors(v.names), "all sinks": "black"}
+    for ax, (title, lines) in zip(axes, panels, strict=False):
+        for label, ys in lines:
+            ax.plot(v.t, ys, color=colors[label], linewidth=2.4 if label == "all sinks" else 1.6)
         ax.set_ylim(bottom=0)
-        _note(ax, "per period; a source's line is the rate it read events")
-    _legend(ax)
+        ax.set_title(title, loc="right", fontsize=9.5, color=colors[lines[0][0]], fontweight="bold")
+        if ax is not axes[-1]:
+            ax.tick_params(labelbottom=False)  # the time axis is shared: labelled once, below
+    if not panels:
+        _no_data(axes[0], "no stage reported its rate")
+    else:
+        _note(axes[0], "per period, one panel per stage on its own scale; a source's is the rate it read")
     return fig
 
 
@@ -627,16 +738,18 @@ def _plot_latency(v: _View, which: str) -> Any:
     fig, (ax,) = _axes(title, "milliseconds")
     colors = _colors(v.names)
     styles: dict[str, Any] = {"p50": "-", "p90": "--", "p99": ":"}
-    handles = []
+    handles: list[Any] = []
     values: list[float] = []
     for n in v.names:
         lines = {p: v.series(n, "latency_ms", which, p) for p in PERCENTILES}
         if not any(_has_values(ys) for ys in lines.values()):
             continue  # this stage never measured it (a source; a non-sink for "path")
+        marker = MARKERS[len(handles) % len(MARKERS)]  # stages that overlap stay apart
         for p, ys in lines.items():
-            ax.plot(v.t, ys, color=colors[n], linestyle=styles[p], linewidth=1.5, marker="o", markersize=2.2)
+            ax.plot(v.t, ys, color=colors[n], linestyle=styles[p], linewidth=1.5, marker=marker, markersize=3.2)
             values += [y for y in ys if not math.isnan(y)]
-        handles.append(Line2D([], [], color=colors[n], linewidth=2, label=n))
+        label = v.path_label(n) if which == "path" else n
+        handles.append(Line2D([], [], color=colors[n], linewidth=2, marker=marker, label=label))
     if not handles:
         _no_data(ax, empty)
         _legend(ax)
@@ -661,13 +774,13 @@ def _plot_cpu(v: _View) -> Any:
     _legend(top)
     pools = v.pools()
     colors = v.pool_colors()
-    drawn = 0
+    lines = []
     for label, members in pools:
         ys = [c / 100 for c in v.worker_sum(v.pool_head(members), "cpu_percent")]
-        if not _has_values(ys):
-            continue
-        bottom.plot(v.t, ys, color=colors[label], linewidth=1.6, label=label)
-        drawn += 1
+        if _has_values(ys):
+            lines.append((label, ys))
+    _draw_lines(bottom, v.t, lines, colors)
+    drawn = len(lines)
     budget = [_num(s.get("cores")) for s in v.system]
     if _has_values(budget):
         bottom.step(v.t, budget, where="post", color="0.5", linestyle="--", linewidth=1.0, label="core budget")
@@ -683,17 +796,16 @@ def _plot_memory(v: _View) -> Any:
     fig, (ax,) = _axes("Memory", "resident memory (MiB, sum over the pool's workers)")
     pools = v.pools()
     colors = v.pool_colors()
-    drawn = 0
+    lines = []
     for label, members in pools:
-        ys = v.worker_sum(v.pool_head(members), "rss_mb")
-        if not _has_values(ys):
-            continue
-        ax.plot(v.t, ys, color=colors[label], linewidth=1.6, label=label)
-        drawn += 1
-    if not drawn:
+        ys = v.worker_sum(v.pool_head(members), "rss_mb", no_worker=math.nan)
+        if _has_values(ys):
+            lines.append((label, ys))
+    _draw_lines(ax, v.t, lines, colors)
+    if not lines:
         _no_data(ax, "no worker reported its memory")
     else:
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.1 * max(_peak(ys) for _, ys in lines) or 1.0)  # room above the top line
     _legend(ax)
     return fig
 

@@ -30,7 +30,7 @@ from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.journal import Journal
 from sedamp.runtime.slot import Slot
-from sedamp.runtime.stage import Failure, HandlerRunner
+from sedamp.runtime.stage import Failure, HandlerRunner, Rest, Spill
 
 Results = list[list[Any] | Failure]
 NO_RETRY = (0, 0.0, "dead_letter")
@@ -41,8 +41,9 @@ class Routes(Protocol):
 
     keyed: bool
     limit: int
+    max_bytes: int
 
-    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None: ...
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False, first: int = 0) -> None: ...
 
     def route_packed(self, ids: list[Any], packed: list[bytes]) -> None: ...
 
@@ -63,6 +64,7 @@ class Link:
     n_retried: int = 0  # calls made again after a failure
     n_skipped: int = 0  # failed and dropped (on_error: skip)
     crossing: bool = False  # fused by the runtime: its input is what MessagePack would deliver
+    warned: bool = False  # it turned a dict into a list once (`Chain.warnings` says so)
 
 
 def links_of(
@@ -104,6 +106,9 @@ class Chain:
         self.router: Routes | None = None  # set by the owner once its outlets exist
         self.tick: Callable[[], None] | None = None  # set by an owner that watches its memory
         self.journal: Journal | None = None  # set by the owner for a resumable sink
+        # set by an owner that sends a generator's outputs as they come (stage.SPILL_EVENTS)
+        self.on_spill: Callable[[], None] | None = None
+        self.warnings: list[str] = []  # what the user should know, once per stage (`_look_at`)
 
     # ---------------------------------------------------------------- life
 
@@ -164,6 +169,7 @@ class Chain:
         for i in range(start, len(self.links) - 1):
             link = self.links[i]
             results = self._call(link, events, pos)
+            self._look_at(link, events, results)
             link.n_in += len(events)
             ids, events = self._fan_out(link, ids, events, results, self.links[i + 1].crossing)
             pos = []
@@ -174,9 +180,11 @@ class Chain:
             ids, events, pos = self._unseen(ids, events, pos)
             if not events:
                 return
-        results = self._call(tail, events, pos)
+        spill = spiller(self, ids) if tail.kind != "sink" and self.on_spill is not None else None
+        results = self._call(tail, events, pos, spill)
         tail.n_in += len(events)
         if tail.kind != "sink":
+            self._look_at(tail, events, results)
             self._route(ids, events, results)
             return
         for eid, ev, res in zip(ids, events, results, strict=True):
@@ -186,6 +194,20 @@ class Chain:
                 tail.n_out += 1
         if self.journal is not None:  # before the ACK: what is journaled is written
             self.journal.add(eid for eid, res in zip(ids, results, strict=True) if not isinstance(res, Failure))
+
+    def _look_at(self, link: Link, events: list[Any], results: Results) -> None:
+        """Warn once per stage when a handler turns a dict event into a list (or tuple):
+        the next stage gets it as ONE event, where several were most likely meant.
+        Only the first event of a batch is looked at: nothing is paid per event."""
+        if link.warned or not events or type(events[0]) is not dict:
+            return
+        first = results[0]
+        if type(first) is list and len(first) == 1 and type(first[0]) in (list, tuple):
+            link.warned = True
+            self.warnings.append(
+                f"stage {link.stage!r} returned a {type(first[0]).__name__} for a dict event: the next stage gets "
+                "it as ONE event (a list); to emit several events, yield them or return sedamp.Many([...])"
+            )
 
     def _fan_out(
         self, link: Link, ids: list[Any], events: list[Any], results: Results, crossing: bool = False
@@ -252,7 +274,7 @@ class Chain:
                 continue
             self._route_one(eid, ev, res)
         if fast_ids:
-            packed = wire.pack_all(fast_out, router.limit)
+            packed = wire.pack_all(fast_out, router.limit, router.max_bytes)
             if packed is not None:
                 router.route_packed(fast_ids, packed)
                 self.tail.n_out += len(packed)
@@ -265,7 +287,7 @@ class Chain:
         assert self.router is not None, "a handler chain needs a router"
         tail = self.tail
         try:
-            self.router.route(eid, outputs, estimate)
+            self.router.route(eid, outputs, estimate, first=outputs.first if type(outputs) is Rest else 0)
         except WireError as exc:
             message = f"stage {tail.stage!r} returned an event that cannot be sent: {exc}"
             self._dead(tail, eid, "WireError", message, None, ev)
@@ -290,10 +312,10 @@ class Chain:
             return (lambda _i, n: slot.at(-1, n)) if slot.timeout_s else None, None
         return (lambda i, n: slot.at(pos[i] if i >= 0 else -1, n)), None
 
-    def _call(self, link: Link, events: list[Any], pos: list[int] | None) -> Results:
+    def _call(self, link: Link, events: list[Any], pos: list[int] | None, spill: Spill | None = None) -> Results:
         """Handle a batch; events that failed are tried again one by one, up to the
         stage's `retry` times, `backoff_s` apart (doubling each time)."""
-        results = link.runner.handle_batch(events, *self._hooks(pos), self.tick)
+        results = link.runner.handle_batch(events, *self._hooks(pos), self.tick, spill)
         if self.slot is not None and self.slot.timeout_s:
             self.slot.pause()  # the deadline covers user code only, not routing or journaling
         if not link.retry:
@@ -360,3 +382,18 @@ class Chain:
     def _dead(self, link: Link, eid: Any, etype: str, message: str, tb: str | None, event: Any) -> None:
         link.n_failed += 1
         self.dead.write(stage=link.stage, event_id=eid, error_type=etype, message=message, traceback=tb, event=event)
+
+
+def spiller(chain: Chain, ids: list[Any]) -> Spill:
+    """How the tail sends a generator's outputs while it runs: routed (named after
+    the ones sent before) and handed to the owner (`on_spill`), which sends them and
+    waits for room downstream. An output that cannot be routed fails the event
+    there (those sent before it stay sent)."""
+
+    def spill(i: int, outputs: list[Any], first: int) -> None:
+        assert chain.router is not None and chain.on_spill is not None, "spilling needs a router and an owner"
+        chain.router.route(ids[i], outputs, first=first)
+        chain.tail.n_out += len(outputs)
+        chain.on_spill()
+
+    return spill

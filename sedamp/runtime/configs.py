@@ -27,6 +27,7 @@ class OutputConfig:
     partitions: int
     on_full: str = "block"
     when: list[list[Any]] | None = None  # [[field, value], ...]: only matching events go here
+    max_bytes: int = 256 * 1024 * 1024  # its queue's bound in bytes: a larger event cannot go
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class QueueConfig:
     dead_letters: str = ""  # where poison events go
     on_poison: str = "dead_letter"  # the stage's on_error.then: dead_letter | skip | fail
     producers: int = 1  # how many processes may produce into it at once (their credit is shared)
+    max_bytes: int = 256 * 1024 * 1024  # the bound in bytes (sedamp.runtime.flow)
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
     advertise: str | None = None  # the host peers reach this queue at (tcp)
     trace_dir: str = ""  # where this process writes its trace records ("": not traced)

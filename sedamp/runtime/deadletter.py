@@ -1,7 +1,9 @@
 """The dead-letter file: one JSON line per event that could not be handled.
 
 Each line holds: time, stage, event id, worker pid, exception type, message, traceback,
-and the event itself (bytes as ``{"$bytes": "<base64>"}``). Every record is written with
+and the event itself (bytes as ``{"$bytes": "<base64>"}``, a NumPy array as
+``{"$ndarray": {"dtype": ..., "shape": [...], "data": "<base64>"}}``, C order; `event_of`
+turns a record's event back into the value it was). Every record is written with
 one ``write`` to a file opened with ``O_APPEND``, so the worker processes of a run can
 share the file without interleaving lines.
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sedamp.errors import StorageError, WireError
-from sedamp.runtime import wire
+from sedamp.runtime import payload, wire
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,36 @@ DEAD_LETTERS_FILE = "dead-letters.jsonl"
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if payload.carries(value):
+        return _array_json(value)
     return repr(value)
+
+
+def _array_json(a: Any) -> Any:
+    if not hasattr(a, "shape"):  # a NumPy scalar
+        return a.item()
+    dtype = a.dtype.str if a.dtype.names is None else a.dtype.descr
+    data = base64.b64encode(a.tobytes()).decode("ascii")
+    return {"$ndarray": {"dtype": dtype, "shape": list(a.shape), "data": data}}
+
+
+def event_of(record: dict[str, Any]) -> Any:
+    """The event of a dead-letter record as it was: ``$bytes`` and ``$ndarray`` forms
+    turned back into bytes and NumPy arrays (writable copies)."""
+    return _restore(record.get("event"))
+
+
+def _restore(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1 and isinstance(value.get("$bytes"), str):
+        return base64.b64decode(value["$bytes"])
+    if len(value) == 1 and isinstance(value.get("$ndarray"), dict):
+        a = value["$ndarray"]
+        return payload.array_of([a.get("dtype"), a.get("shape"), 0], base64.b64decode(a.get("data", ""))).copy()
+    return {k: _restore(v) for k, v in value.items()}
 
 
 class DeadLetters:
@@ -81,7 +112,7 @@ class DeadLetters:
         """Write an event still in its wire form: decoded, or as raw bytes if it does
         not decode."""
         try:
-            event: Any = wire.unpack_events([packed], 1)[0]
+            event: Any = wire.unpack_event(packed)
         except WireError:
             event = packed
         self.write(stage=stage, event_id=event_id, error_type=error_type, message=message, traceback=None, event=event)

@@ -19,6 +19,16 @@ connect (the queue is told), not those connected so far: producers say HELLO one
 and the first ones, granted a window sized for fewer, kept it idle while the last one to
 arrive got nothing, for good (seen with seven routes answering through one sink).
 
+Bytes. The same bound holds in bytes, buffers beside events included
+(`sedamp.runtime.payload`): ``bytes buffered + leased + outstanding <= max_bytes``.
+Credit is granted in bytes too, each producer's window capped at
+``max_bytes // (2 * producers)``. A PUT must fit the bytes its producer holds, except a
+PUT of one event, which needs only some: so an event larger than a window is never
+stuck, and a queue holds at most `max_bytes` plus one event per producer (the overdraft
+is paid back before that producer gets bytes again). A lease takes at most
+``max_bytes // LEASE_BYTES_SHARE`` bytes (at least one event), so large events spread
+over the workers.
+
 Work. Workers ask (GET) for up to N events; the oldest waiting worker is served first,
 and no more than its share of the buffer when several wait.
 A batch may be merged from several chunks or split from one, at event boundaries,
@@ -52,6 +62,12 @@ that lease comes back alone, so that the next death names the culprit.
 
 End. After CLOSE (no producer will send again), once the buffer is empty and no lease
 is outstanding, every waiting worker and every later GET is answered with END.
+
+Halt. On Ctrl-C the controller says HALT: what waits in the buffer is dropped (counted
+as ``discarded``: a re-run, or ``--resume``, does it), and every worker is told HALT, to
+which it answers with RETURN of the batches it holds but has not started, dropped too.
+So the work left is what the workers had in hand; what they emit after it is taken and
+leased as usual, so it runs through to the sinks, and the queue ends as any other.
 """
 
 from __future__ import annotations
@@ -64,7 +80,7 @@ from typing import Any
 
 from sedamp.observe import metrics
 from sedamp.observe.words import plural
-from sedamp.runtime import wire
+from sedamp.runtime import payload, wire
 
 Outgoing = list[tuple[bytes, list[Any]]]
 
@@ -83,6 +99,23 @@ LEASE_TERM_PERIODS = 10
 LEASE_MIN_S = 2.0
 
 
+# The bytes a queue holds by default (`queue.max_bytes`), and the most of them one
+# lease takes: 1/LEASE_BYTES_SHARE, so that large events spread over the workers.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+LEASE_BYTES_SHARE = 8
+
+
+def _packed(chunk: Chunk) -> bytes:
+    """A one-event chunk as a packed event (`sedamp.runtime.payload.Packed` if it has
+    buffers), for the dead letters."""
+    body = bytes(chunk.body)
+    if not chunk.bufs:
+        return body
+    packed = payload.Packed(body)
+    packed.bufs = list(chunk.bufs)
+    return packed
+
+
 def lease_term_s(period_s: float) -> float:
     """The term of a lease in a run whose processes report every `period_s`."""
     return max(LEASE_MIN_S, LEASE_TERM_PERIODS * period_s)
@@ -97,27 +130,58 @@ class Chunk:
     t_enq: float = 0.0  # when the queue accepted it (the queue's clock)
     strikes: int = 0  # deaths of workers that had it in the handler
     alone: bool = False  # lease it alone (a suspect)
+    nbufs: list[int] = field(default_factory=list)  # buffers of each event ([]: none has any)
+    bufs: list[Any] = field(default_factory=list)  # those buffers, in order (frames, sent as they came)
+    nbytes: int = -1  # body and buffers (computed when -1)
+
+    def __post_init__(self) -> None:
+        if self.nbytes < 0:
+            self.nbytes = len(self.body) + _buf_bytes(self.bufs)
 
     @property
     def n(self) -> int:
         return len(self.ids)
 
+    def bytes_of(self, k: int) -> int:
+        """The size of its first k events, buffers included."""
+        cut = self.ends[k - 1]
+        return cut + _buf_bytes(self.bufs[: sum(self.nbufs[:k])]) if self.nbufs else cut
+
     def split(self, k: int) -> tuple[Chunk, Chunk]:
         """The first k events and the rest, at an event boundary."""
         cut = self.ends[k - 1]
-        t_src, t_enq, strikes, alone = self.t_src, self.t_enq, self.strikes, self.alone
-        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut], t_src, t_enq, strikes, alone)
-        tail = Chunk(self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:], t_src, t_enq, strikes, alone)
+        nb = sum(self.nbufs[:k])
+        head_bytes = self.bytes_of(k)
+        same = (self.t_src, self.t_enq, self.strikes, self.alone)
+        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut], *same, self.nbufs[:k], self.bufs[:nb], head_bytes)
+        tail = Chunk(
+            self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:], *same,
+            self.nbufs[k:], self.bufs[nb:], self.nbytes - head_bytes,
+        )  # fmt: skip
         return head, tail
 
     def singles(self) -> list[Chunk]:
         """One chunk per event."""
         out = []
         start = 0
-        for eid, end in zip(self.ids, self.ends, strict=True):
-            out.append(Chunk([eid], [end - start], self.body[start:end], self.t_src, self.t_enq, self.strikes, True))
-            start = end
+        first = 0
+        for i, (eid, end) in enumerate(zip(self.ids, self.ends, strict=True)):
+            nb = self.nbufs[i] if self.nbufs else 0
+            bufs = self.bufs[first : first + nb]
+            body = self.body[start:end]
+            nbufs = [nb] if nb else []
+            out.append(Chunk([eid], [end - start], body, self.t_src, self.t_enq, self.strikes, True, nbufs, bufs))
+            start, first = end, first + nb
         return out
+
+    def struck(self) -> Chunk:
+        """This one-event chunk with one more strike, to be leased alone."""
+        same = (self.ids, self.ends, self.body, self.t_src, self.t_enq)
+        return Chunk(*same, self.strikes + 1, True, self.nbufs, self.bufs, self.nbytes)
+
+
+def _buf_bytes(bufs: list[Any]) -> int:
+    return sum(memoryview(b).nbytes for b in bufs) if bufs else 0
 
 
 def strike(chunks: list[Chunk], position: int) -> tuple[list[Chunk], Chunk | None]:
@@ -143,43 +207,103 @@ def strike(chunks: list[Chunk], position: int) -> tuple[list[Chunk], Chunk | Non
         culprit, tail = rest.split(1) if rest.n > 1 else (rest, None)
         if head is not None:
             out.append(head)
-        strikes = culprit.strikes + 1
-        if strikes >= POISON_DEATHS:
+        if culprit.strikes + 1 >= POISON_DEATHS:
             poison = culprit
         else:
-            out.append(Chunk(culprit.ids, culprit.ends, culprit.body, culprit.t_src, culprit.t_enq, strikes, True))
+            out.append(culprit.struck())
         if tail is not None:
             out.append(tail)
         offset += c.n
     return out, poison
 
 
-def take_chunks(buf: deque[Chunk], max_events: int) -> tuple[list[Chunk], int]:
-    """Take up to `max_events` events from the head of `buf` (splitting its first chunk
-    at an event boundary if need be), and their count; a suspect event comes alone."""
+def take_chunks(buf: deque[Chunk], max_events: int, max_bytes: int = 1 << 62) -> tuple[list[Chunk], int, int]:
+    """Take up to `max_events` events and `max_bytes` bytes (at least one event) from
+    the head of `buf`, splitting its first chunk at an event boundary if need be; return
+    them, their count and their bytes. A suspect event comes alone."""
     chunks: list[Chunk] = []
     n = 0
+    nbytes = 0
     while buf and n < max_events:
         c = buf[0]
         if c.alone and chunks:
             break  # a suspect event is leased alone
-        room = max_events - n
-        if c.n <= room:
+        k = min(c.n, max_events - n)
+        if nbytes + (c.nbytes if k == c.n else c.bytes_of(k)) > max_bytes:
+            k = _fit_bytes(c, k, max_bytes - nbytes)
+            if k == 0 and chunks:
+                break
+            k = max(k, 1)
+        if k == c.n:
             buf.popleft()
         else:
-            c, rest = c.split(room)
+            c, rest = c.split(k)
             buf[0] = rest
         chunks.append(c)
         n += c.n
-        if c.alone:
+        nbytes += c.nbytes
+        if c.alone or nbytes >= max_bytes:
             break
-    return chunks, n
+    return chunks, n, nbytes
+
+
+def _fit_bytes(c: Chunk, k: int, room: int) -> int:
+    """How many of the first `k` events of `c` fit in `room` bytes (maybe 0)."""
+    lo, hi = 0, k  # bytes_of grows with k: the largest k with bytes_of(k) <= room
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if c.bytes_of(mid) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class Store:
+    """The events a queue holds and has not leased: one buffer of chunks per partition,
+    counted in events and in bytes."""
+
+    def __init__(self, partitions: int) -> None:
+        self.buffers: list[deque[Chunk]] = [deque() for _ in range(partitions)]
+        self.events = 0
+        self.nbytes = 0
+
+    def append(self, partition: int, chunk: Chunk) -> None:
+        self.buffers[partition].append(chunk)
+        self.events += chunk.n
+        self.nbytes += chunk.nbytes
+
+    def requeue(self, partition: int, chunks: list[Chunk]) -> int:
+        """Put chunks back at the head of their buffer, in order; returns their events."""
+        self.buffers[partition].extendleft(reversed(chunks))
+        n = sum(c.n for c in chunks)
+        self.events += n
+        self.nbytes += sum(c.nbytes for c in chunks)
+        return n
+
+    def take(self, partition: int, max_events: int, max_bytes: int) -> tuple[list[Chunk], int, int]:
+        chunks, n, nbytes = take_chunks(self.buffers[partition], max_events, max_bytes)
+        self.events -= n
+        self.nbytes -= nbytes
+        return chunks, n, nbytes
+
+    def clear(self) -> int:
+        """Drop every event held; returns how many."""
+        n = self.events
+        self.buffers = [deque() for _ in self.buffers]
+        self.events = self.nbytes = 0
+        return n
+
+    def check(self) -> None:
+        assert self.events == sum(c.n for b in self.buffers for c in b)
+        assert self.nbytes == sum(c.nbytes for b in self.buffers for c in b)
 
 
 @dataclass(slots=True)
 class _Producer:
     want: int
     outstanding: int = 0  # credit granted and not yet used
+    outstanding_bytes: int = 0  # bytes of it (negative: a lone event overdrew it)
     last_seq: int = -1  # of the latest PUT taken
     seen_seq: int = -1  # of the latest PUT that arrived (taken or refused)
 
@@ -197,17 +321,25 @@ class _Lease:
     chunks: list[Chunk]
     partition: int
     n: int
+    nbytes: int
     expires: float  # the queue's clock; inf when leases do not expire
 
 
 class CreditBook:
-    """The credit granted to producers and not yet used (see Credit above)."""
+    """The credit granted to producers and not yet used (see Credit above), in events
+    and in bytes. A producer may send a lone event larger than the bytes it holds, as
+    long as it holds some: its credit goes negative, and it gets no more until the
+    queue has room for what it overdrew. So an event larger than a window cannot
+    deadlock, and the bytes a queue holds stay within `max_bytes` plus one event per
+    producer."""
 
-    def __init__(self, capacity: int, expected: int = 1) -> None:
+    def __init__(self, capacity: int, expected: int = 1, max_bytes: int = 1 << 62) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.expected = max(1, expected)  # how many producers may connect
         self.producers: dict[bytes, _Producer] = {}
         self.outstanding = 0
+        self.outstanding_bytes = 0
 
     def hello(self, rid: bytes, want: int) -> None:
         if rid not in self.producers:
@@ -215,9 +347,17 @@ class CreditBook:
         else:
             self.producers[rid].want = max(1, want)
 
-    def spend(self, prod: _Producer, n: int, seq: int) -> None:
+    def allows(self, prod: _Producer, n: int, nbytes: int) -> bool:
+        """May `prod` send `n` events of `nbytes`?"""
+        if n > prod.outstanding:
+            return False
+        return nbytes <= prod.outstanding_bytes or (n == 1 and prod.outstanding_bytes > 0)
+
+    def spend(self, prod: _Producer, n: int, seq: int, nbytes: int = 0) -> None:
         prod.outstanding -= n
         self.outstanding -= n
+        prod.outstanding_bytes -= nbytes
+        self.outstanding_bytes -= nbytes
         prod.last_seq = seq
 
     def drop(self, rid: bytes) -> None:
@@ -225,27 +365,37 @@ class CreditBook:
         prod = self.producers.pop(rid, None)
         if prod is not None:
             self.outstanding -= prod.outstanding
+            self.outstanding_bytes -= prod.outstanding_bytes
 
-    def grant(self, free: int) -> Outgoing:
-        """Grant up to `free` events of credit, least-served producer first."""
-        if free <= 0 or not self.producers:
+    def grant(self, free: int, free_bytes: int) -> Outgoing:
+        """Grant up to `free` events and `free_bytes` bytes of credit, least-served
+        producer first."""
+        if (free <= 0 and free_bytes <= 0) or not self.producers:
             return []
         out: Outgoing = []
-        cap = max(1, self.capacity // (2 * max(len(self.producers), self.expected)))
+        share = 2 * max(len(self.producers), self.expected)
+        cap = max(1, self.capacity // share)
+        cap_bytes = max(1, self.max_bytes // share)
         for rid, p in sorted(self.producers.items(), key=lambda kv: kv[1].outstanding):
-            if free <= 0:
-                break
             window = min(p.want, cap)
             deficit = window - p.outstanding
-            if deficit <= 0:
+            deficit_b = cap_bytes - p.outstanding_bytes
+            # still holds plenty of both: wait to grant a worthwhile chunk
+            if (deficit <= 0 or (p.outstanding > 0 and deficit < max(1, window // 4))) and (
+                deficit_b <= 0 or (p.outstanding_bytes > 0 and deficit_b < cap_bytes // 4)
+            ):
                 continue
-            if p.outstanding > 0 and deficit < max(1, window // 4):
-                continue  # still holds plenty; wait to grant a worthwhile chunk
-            g = min(deficit, free)
+            g = max(0, min(deficit, free))
+            gb = max(0, min(deficit_b, free_bytes))
+            if not g and not gb:
+                continue
             p.outstanding += g
             self.outstanding += g
+            p.outstanding_bytes += gb
+            self.outstanding_bytes += gb
             free -= g
-            out.append((rid, wire.credit(g, p.last_seq)))
+            free_bytes -= gb
+            out.append((rid, wire.credit(g, p.last_seq, gb)))
         return out
 
 
@@ -262,14 +412,16 @@ class LeaseBook:
         self.by_worker: dict[bytes, set[int]] = {}
         self.next_id = 0
         self.events = 0  # events leased
+        self.nbytes = 0  # their bytes
         self.expired = _Recent(1000)
 
-    def issue(self, worker: bytes, chunks: list[Chunk], partition: int, n: int, now: float) -> int:
+    def issue(self, worker: bytes, chunks: list[Chunk], partition: int, n: int, nbytes: int, now: float) -> int:
         lease_id = self.next_id
         self.next_id += 1
-        self.by_id[lease_id] = _Lease(worker, chunks, partition, n, now + self.term)
+        self.by_id[lease_id] = _Lease(worker, chunks, partition, n, nbytes, now + self.term)
         self.by_worker.setdefault(worker, set()).add(lease_id)
         self.events += n
+        self.nbytes += nbytes
         return lease_id
 
     def held(self, lease_id: int, worker: bytes) -> _Lease | None:
@@ -281,6 +433,11 @@ class LeaseBook:
         """The leases `worker` holds, newest first."""
         return sorted(self.by_worker.get(worker, ()), reverse=True)
 
+    def give_back(self, worker: bytes, lease_ids: Iterable[int]) -> list[_Lease]:
+        """Take the leases of `lease_ids` that `worker` holds (the others are not its own
+        to give: expired meanwhile, their events already back)."""
+        return [self.take(i) for i in lease_ids if self.held(i, worker) is not None]
+
     def take(self, lease_id: int) -> _Lease:
         lease = self.by_id.pop(lease_id)
         mine = self.by_worker[lease.worker]
@@ -288,6 +445,7 @@ class LeaseBook:
         if not mine:
             del self.by_worker[lease.worker]
         self.events -= lease.n
+        self.nbytes -= lease.nbytes
         return lease
 
     def renew(self, worker: bytes, named: Iterable[int] | None = None) -> tuple[list[int], int]:
@@ -339,6 +497,7 @@ class QueueCounters:
     expired: int = 0  # events whose lease expired (renewed by nobody for a term)
     late_acks: int = 0  # ACKs of leases that had expired (their events were already back)
     poisoned: int = 0  # events taken out after killing POISON_DEATHS workers
+    discarded: int = 0  # events dropped on HALT (Ctrl-C): waiting here, or leased and not started
     refused_frames: int = 0  # malformed or out-of-protocol messages refused
 
     def report(self) -> dict[str, int]:
@@ -347,7 +506,8 @@ class QueueCounters:
 
 
 class QueueCore:
-    """`lease_term_s`: a lease's life unrenewed (None: for ever); `producers`: CreditBook."""
+    """`lease_term_s`: a lease's life unrenewed (None: for ever); `producers`: CreditBook;
+    `max_bytes`: the bound in bytes (see Bytes above)."""
 
     def __init__(
         self,
@@ -356,21 +516,23 @@ class QueueCore:
         clock: Callable[[], float] = time.monotonic,
         lease_term_s: float | None = None,
         producers: int = 1,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions}")
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.partitions = partitions
-        self.buffers: list[deque[Chunk]] = [deque() for _ in range(partitions)]
-        self.buffered = 0
-        self.credits = CreditBook(capacity, producers)
+        self.store = Store(partitions)
+        self.credits = CreditBook(capacity, producers, max_bytes)
         self.workers: dict[bytes, _Worker] = {}
         self.waiting: deque[bytes] = deque()  # workers with a pending GET, oldest first
         self.leases = LeaseBook(lease_term_s, clock)
         self.closed = False
         self.ended = False
+        self.halted = False  # Ctrl-C: what waited here was dropped
         self.counters = QueueCounters()
         self.clock = clock
         # (seconds waited, events) of each chunk leased since the last stats
@@ -386,6 +548,10 @@ class QueueCore:
     # ------------------------------------------------------------ properties
 
     @property
+    def buffered(self) -> int:
+        return self.store.events
+
+    @property
     def leased(self) -> int:
         return self.leases.events
 
@@ -393,11 +559,12 @@ class QueueCore:
     def free(self) -> int:
         return self.capacity - self.buffered - self.leased - self.credits.outstanding
 
+    @property
+    def free_bytes(self) -> int:
+        return self.max_bytes - self.store.nbytes - self.leases.nbytes - self.credits.outstanding_bytes
+
     def check_invariant(self) -> None:
-        assert self.free >= 0, (self.buffered, self.leased, self.credits.outstanding, self.capacity)
-        assert self.buffered == sum(c.n for b in self.buffers for c in b)
-        assert self.leased == sum(lease.n for lease in self.leases.by_id.values())
-        assert self.credits.outstanding == sum(p.outstanding for p in self.credits.producers.values())
+        check_invariant(self)
 
     # ------------------------------------------------------------ messages
 
@@ -407,8 +574,10 @@ class QueueCore:
         if rid in self.gone:
             return self.refuse(rid, "this peer was declared dead")
         if k == wire.PUT:
-            seq, partition, ids, ends, t_src = msg.fields
-            return self._put(rid, seq, partition, ids, ends, msg.bodies[0], t_src)
+            seq, partition, ids, ends, t_src, nbufs = msg.fields
+            body = memoryview(msg.bodies[0])
+            chunk = Chunk(ids, ends, body, float(t_src), self.clock(), nbufs=nbufs, bufs=list(msg.bufs))
+            return self._put(rid, seq, partition, chunk)
         if k == wire.GET:
             return self._get(rid, msg.fields[0])
         if k == wire.ACK:
@@ -421,6 +590,8 @@ class QueueCore:
             return self._renew(rid, *msg.fields)
         if k == wire.BYE:
             return self.worker_gone(rid)
+        if k == wire.RETURN:
+            return give_back(self, rid, msg.fields[0])
         return self.refuse(rid, f"{wire.KIND_NAMES.get(k, k)} is not a data-plane request")
 
     def refuse(self, rid: bytes, reason: str, seq: int = -1) -> Outgoing:
@@ -436,7 +607,7 @@ class QueueCore:
             if not any(r == rid for r, _ in out):
                 # always answer: a producer that shed under on_full must know the queue
                 # has spoken (and is full), not wait for credit that may never come
-                out.append((rid, wire.credit(0, -1)))
+                out.append((rid, wire.credit(0, -1, 0)))
             return out
         if not 0 <= index < self.partitions and self.partitions > 1:
             return self.refuse(rid, f"worker index {index} outside 0..{self.partitions - 1}")
@@ -444,30 +615,28 @@ class QueueCore:
             self.workers[rid] = _Worker(index=index if self.partitions > 1 else 0)
         return []
 
-    def _put(
-        self, rid: bytes, seq: int, partition: int, ids: list[Any], ends: list[int], body: bytes, t_src: float = 0.0
-    ) -> Outgoing:
+    def _put(self, rid: bytes, seq: int, partition: int, chunk: Chunk) -> Outgoing:
         prod = self.credits.producers.get(rid)
         if prod is None:
             return self.refuse(rid, "PUT before HELLO", seq)
         lost, prod.seen_seq = prod.seen_seq + 1, max(seq, prod.seen_seq)
         if seq > lost:  # a reset connection lost the PUTs before it: say so rather than lose them
             return self.refuse(rid, f"PUT {lost} never arrived (lost in transit)", lost)
-        n = len(ids)
-        if n > prod.outstanding:
-            return self.refuse(rid, f"PUT of {plural(n, 'event')} with only {prod.outstanding} credit", seq)
+        n = chunk.n
+        if not self.credits.allows(prod, n, chunk.nbytes):
+            held = f"{plural(prod.outstanding, 'event')} and {prod.outstanding_bytes} bytes of credit"
+            return self.refuse(rid, f"PUT of {plural(n, 'event')} of {chunk.nbytes} bytes with only {held}", seq)
         if not 0 <= partition < self.partitions:
             return self.refuse(rid, f"partition {partition} outside 0..{self.partitions - 1}", seq)
         if self.closed:
             return self.refuse(rid, "PUT after CLOSE", seq)
-        self.credits.spend(prod, n, seq)
-        self.buffers[partition].append(Chunk(ids, ends, memoryview(body), float(t_src), self.clock()))
-        self.buffered += n
+        self.credits.spend(prod, n, seq, chunk.nbytes)
+        self.store.append(partition, chunk)
         self.counters.arrived += n
         out = self._dispatch()
         granted = self._grant()
         if not any(r == rid for r, _ in granted):
-            granted.append((rid, wire.credit(0, seq)))
+            granted.append((rid, wire.credit(0, seq, 0)))
         return out + granted
 
     def _eos(self, rid: bytes) -> Outgoing:
@@ -511,17 +680,17 @@ class QueueCore:
         for lease_id in self.leases.of(rid):
             lease = self.leases.take(lease_id)
             chunks = lease.chunks
-            if died is not None and lease_id == in_hand[0]:
-                chunks = self._blame(chunks, in_hand[1], died)
+            if died is not None and lease_id == in_hand[0]:  # strike the culprit; poison is out
+                chunks, poison = strike(chunks, in_hand[1])
+                if poison is not None:
+                    self.poisoned.append((poison.ids[0], _packed(poison), died))
+                    self.counters.poisoned += 1
             self._requeue(lease.partition, chunks)
         return self._dispatch() + self._grant() + self._check_end()
 
     def _requeue(self, partition: int, chunks: list[Chunk]) -> None:
         """Put the chunks of a lease back at the head of their buffer, in order."""
-        n = sum(c.n for c in chunks)
-        self.buffered += n
-        self.counters.redelivered += n
-        self.buffers[partition].extendleft(reversed(chunks))
+        self.counters.redelivered += self.store.requeue(partition, chunks)
 
     # ------------------------------------------------------------ lease terms
 
@@ -566,17 +735,16 @@ class QueueCore:
         out: Outgoing = [(rid, wire.expired(sorted(ids))) for rid, ids in told.items()]
         return out + self._dispatch()
 
-    def _blame(self, chunks: list[Chunk], position: int, reason: str) -> list[Chunk]:
-        """The chunks of the lease a worker died handling, the culprit struck (and
-        taken out as poison at POISON_DEATHS strikes)."""
-        out, poison = strike(chunks, position)
-        if poison is not None:
-            self.poisoned.append((poison.ids[0], bytes(poison.body), reason))
-            self.counters.poisoned += 1
-        return out
-
     def producer_gone(self, rid: bytes) -> Outgoing:
         return self._eos(rid)
+
+    def halt(self) -> Outgoing:
+        """Ctrl-C (see Halt above): drop what waits in the buffer, tell every worker HALT."""
+        if self.halted:
+            return []
+        self.halted = True
+        self.counters.discarded += self.store.clear()
+        return [(rid, wire.simple(wire.HALT)) for rid in self.workers] + self._grant() + self._check_end()
 
     def close(self) -> Outgoing:
         """No producer will send again (the controller saw every upstream finish)."""
@@ -590,33 +758,39 @@ class QueueCore:
         if not self.buffered or not self.waiting:
             return out
         still: deque[bytes] = deque()
-        share = -(-self.buffered // len(self.waiting)) if self.partitions == 1 else self.buffered
+        ways = len(self.waiting) if self.partitions == 1 else 1
+        share = -(-self.buffered // ways)
+        share_bytes = min(self.max_bytes // LEASE_BYTES_SHARE, -(-self.store.nbytes // ways))
+        buffers = self.store.buffers
         while self.waiting:
             rid = self.waiting.popleft()
             w = self.workers[rid]
-            buf = self.buffers[w.index]
-            while w.gets and buf:
-                out.append((rid, self._lease(rid, w.index, buf, min(share, w.gets.popleft()))))
+            while w.gets and buffers[w.index]:
+                out.append((rid, self._lease(rid, w.index, min(share, w.gets.popleft()), share_bytes)))
             if w.gets:
                 still.append(rid)
         self.waiting = still
         return out
 
-    def _lease(self, rid: bytes, partition: int, buf: deque[Chunk], max_events: int) -> list[Any]:
-        chunks, n = take_chunks(buf, max_events)
+    def _lease(self, rid: bytes, partition: int, max_events: int, max_bytes: int) -> list[Any]:
+        chunks, n, nbytes = self.store.take(partition, max_events, max(1, max_bytes))
         now = self.clock()
-        lease_id = self.leases.issue(rid, chunks, partition, n, now)
-        self.buffered -= n
+        lease_id = self.leases.issue(rid, chunks, partition, n, nbytes, now)
         self.counters.leased += n
         ids: list[Any] = []
         for c in chunks:
             ids.extend(c.ids)
             self.waits.append((now - c.t_enq, c.n))
         bodies: list[Any] = [c.body for c in chunks]  # memoryviews: sent without a copy
-        return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, [c.t_src for c in chunks])
+        t_srcs = [c.t_src for c in chunks]
+        if not any(c.nbufs for c in chunks):
+            return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, t_srcs)
+        nbufs = [k for c in chunks for k in (c.nbufs or [0] * c.n)]
+        bufs = [b for c in chunks for b in c.bufs]
+        return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, t_srcs, nbufs, bufs)
 
     def _grant(self) -> Outgoing:
-        return self.credits.grant(self.free)
+        return self.credits.grant(self.free, self.free_bytes)
 
     def _check_end(self) -> Outgoing:
         if self.ended or not self.closed or self.buffered or self.leased:
@@ -630,19 +804,43 @@ class QueueCore:
         self.waiting.clear()
         return out
 
-    def stats(self) -> dict[str, Any]:
-        """Counters, and the queue waits sampled since the last call (then reset)."""
-        waits, self.waits = metrics.thin(self.waits), []
-        return {
-            "wait": [[round(w * 1000, 3), n] for w, n in waits],  # [ms, events]
-            "length": self.buffered,
-            "capacity": self.capacity,
-            "leased": self.leased,
-            "credit": self.credits.outstanding,
-            "producers": len(self.credits.producers),
-            "workers": len(self.workers),
-            "waiting": len(self.waiting),
-            **self.counters.report(),
-            "last_poison": self.last_poison,
-            "closed": self.closed, "ended": self.ended,
-        }
+
+def queue_stats(core: QueueCore) -> dict[str, Any]:
+    """What a queue reports (STATS, DONE): its counters, and the queue waits sampled
+    since the last call (then reset)."""
+    waits, core.waits = metrics.thin(core.waits), []
+    return {
+        "wait": [[round(w * 1000, 3), n] for w, n in waits],  # [ms, events]
+        "length": core.buffered,
+        "bytes": core.store.nbytes + core.leases.nbytes,
+        "capacity": core.capacity,
+        "leased": core.leased,
+        "credit": core.credits.outstanding,
+        "producers": len(core.credits.producers),
+        "workers": len(core.workers),
+        "waiting": len(core.waiting),
+        **core.counters.report(),
+        "last_poison": core.last_poison,
+        "closed": core.closed, "ended": core.ended,
+    }
+
+
+def check_invariant(core: QueueCore) -> None:
+    """Assert the bounds in events and bytes, and that every count matches what is held."""
+    assert core.free >= 0, (core.buffered, core.leased, core.credits.outstanding, core.capacity)
+    assert core.free_bytes >= 0, (core.store.nbytes, core.leases.nbytes, core.credits.outstanding_bytes)
+    core.store.check()
+    assert core.leased == sum(lease.n for lease in core.leases.by_id.values())
+    assert core.leases.nbytes == sum(lease.nbytes for lease in core.leases.by_id.values())
+    assert core.credits.outstanding == sum(p.outstanding for p in core.credits.producers.values())
+    assert core.credits.outstanding_bytes == sum(p.outstanding_bytes for p in core.credits.producers.values())
+
+
+def give_back(core: QueueCore, rid: bytes, lease_ids: list[int]) -> Outgoing:
+    """RETURN: leases `rid` holds and will not start: dropped after HALT, else put back."""
+    for lease in core.leases.give_back(rid, lease_ids):
+        if core.halted:
+            core.counters.discarded += lease.n
+        else:
+            core._requeue(lease.partition, lease.chunks)
+    return core._dispatch() + core._grant() + core._check_end()

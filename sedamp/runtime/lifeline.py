@@ -39,6 +39,28 @@ EXIT_MEMORY = 4
 DONE_ACK_TIMEOUT_S = 5.0
 
 
+# The signal by which the controller stops a worker at once (a second Ctrl-C, the drain
+# deadline passed) before it kills what is left: Python code in the worker sees
+# `Interrupted` raised wherever it is, so the cleanup of user code runs (a `finally`, a
+# temporary file removed) instead of dying mid-write with SIGKILL. Not SIGINT or
+# SIGTERM: those reach the whole process group from a terminal or a service manager,
+# and a worker must live through them to drain as the controller directs.
+INTERRUPT_SIGNAL = signal.SIGUSR1
+# The exit code of a worker stopped that way (128 + SIGINT, as `sedamp run` exits).
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(BaseException):
+    """Raised in a worker by INTERRUPT_SIGNAL. A BaseException, so that a handler's
+    ``except Exception`` does not take it for a failure of the event."""
+
+
+def raise_interrupted(signum: int, frame: object) -> None:
+    """The handler of INTERRUPT_SIGNAL in a worker: raise `Interrupted`, once."""
+    signal.signal(INTERRUPT_SIGNAL, signal.SIG_IGN)
+    raise Interrupted
+
+
 def ignore_signal(signum: int, frame: object) -> None:
     """A signal handler that does nothing (see `become_child`)."""
 

@@ -15,17 +15,18 @@ ours was refused (the owner must then stop).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import zlib
 from collections import deque
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sedamp.errors import WireError
 from sedamp.runtime import lifeline, sockets, wire
+from sedamp.runtime.configs import OutputConfig
 from sedamp.runtime.deadletter import DeadLetters
+from sedamp.runtime.payload import all_bufs, nbufs_of, size_of
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,16 @@ log = logging.getLogger(__name__)
 MAX_PUT_EVENTS = 512
 
 
-def _fit(packed: list[bytes], k: int) -> int:
-    """How many of the first `k` packed events fit in MAX_PUT_BYTES (at least one)."""
+def _fit(packed: list[bytes], k: int, room: int) -> tuple[int, int]:
+    """How many of the first `k` packed events fit in `room` bytes, buffers included
+    (at least one), and their bytes."""
     size = 0
     for i in range(k):
-        size += len(packed[i])
-        if size > wire.MAX_PUT_BYTES and i > 0:
-            return i
-    return k
+        s = size_of(packed[i])
+        if size + s > room and i > 0:
+            return i, size
+        size += s
+    return k, size
 
 
 def partition_of(key_value: Any, partitions: int) -> int:
@@ -62,14 +65,17 @@ class Outlet:
         want: int,
         on_full: str = "block",
         when: list[list[Any]] | None = None,
+        max_bytes: int = 0,
     ) -> None:
         self.stage = stage
+        self.max_bytes = max_bytes  # its queue's bound in bytes (0: unknown)
         self.when: tuple[tuple[str, Any], ...] | None = tuple((k, v) for k, v in when) if when else None
         self.on_full = on_full
         self.key = key
         self.partitions = partitions
         self.sock = socks.dealer(identity, endpoint)
         self.credit = 0
+        self.credit_bytes = 0  # may go negative: a lone event may overdraw (sedamp.runtime.flow)
         self.seq = 0
         self.backlog: deque[tuple[int, list[Any], list[bytes], Any, float]] = deque()
         self.sent: deque[tuple[int, Any]] = deque()  # (seq, tag) not yet taken
@@ -103,11 +109,16 @@ class Outlet:
         """Send as much of the backlog as the credit allows. With ``on_full: drop`` or
         ``reject``, a backlog the queue has no room for is shed instead of waiting.
         Returns the tags whose events have all been taken or shed."""
-        while self.backlog and self.credit > 0:
+        while self.backlog and self.credit > 0 and self.credit_bytes > 0:
             partition, ids, packed, tag, t_src = self.backlog[0]
             k = min(len(ids), self.credit, MAX_PUT_EVENTS)
-            if sum(map(len, itertools.islice(packed, k))) > wire.MAX_PUT_BYTES:
-                k = _fit(packed, k)  # rare: walk the events only when the PUT is too big
+            room = min(wire.MAX_PUT_BYTES, self.credit_bytes)
+            head = packed if k == len(packed) else packed[:k]
+            nbytes = sum(map(len, head))
+            nbufs = nbufs_of(head)
+            if nbufs or nbytes > room:
+                k, nbytes = _fit(head, k, room)  # rare: walk the events when buffers or too many bytes
+                nbufs = nbufs[:k]
             if k < len(ids):
                 self.backlog[0] = (partition, ids[k:], packed[k:], tag, t_src)
                 self.held[tag] += 1
@@ -115,10 +126,12 @@ class Outlet:
             else:
                 self.backlog.popleft()
             body, ends = wire.join_packed(packed)
-            self.sock.send_multipart(wire.put(self.seq, partition, ids, ends, body, t_src), copy=False)
+            bufs = all_bufs(packed) if nbufs else []
+            self.sock.send_multipart(wire.put(self.seq, partition, ids, ends, body, t_src, nbufs, bufs), copy=False)
             self.sent.append((self.seq, tag))
             self.seq += 1
             self.credit -= k
+            self.credit_bytes -= nbytes
             self.events_sent += k
         if self.backlog and self.on_full != "block" and self._full():
             return self._shed()
@@ -127,7 +140,7 @@ class Outlet:
     def _full(self) -> bool:
         """The queue is full for this producer: it has answered every PUT and still
         granted no credit (credit merely in flight is not fullness)."""
-        return self.answered and not self.sent and self.credit == 0
+        return self.answered and not self.sent and (self.credit == 0 or self.credit_bytes <= 0)
 
     def _shed(self) -> list[Any]:
         released = []
@@ -140,6 +153,16 @@ class Outlet:
                 self.rejected_count += len(ids)
             released.extend(self._release(tag))
         return released
+
+    def discard_backlog(self) -> int:
+        """Drop the events waiting for credit, unsent (Ctrl-C: a source's reads that the
+        queue had no room for yet); how many."""
+        n = 0
+        while self.backlog:
+            _, ids, _packed, tag, _t = self.backlog.popleft()
+            n += len(ids)
+            self._release(tag)
+        return n
 
     def _release(self, tag: Any) -> list[Any]:
         left = self.held[tag] - 1
@@ -169,9 +192,10 @@ class Outlet:
         if msg.kind != wire.CREDIT:
             self.errors.append(f"unexpected {wire.KIND_NAMES[msg.kind]} from queue {self.stage}")
             return []
-        grant, took = msg.fields
+        grant, took, grant_bytes = msg.fields
         self.answered = True
         self.credit += grant
+        self.credit_bytes += grant_bytes
         done: list[Any] = []
         while self.sent and self.sent[0][0] <= took:
             _, tag = self.sent.popleft()
@@ -187,6 +211,14 @@ class Outlet:
         self.sock.close(linger=500)
 
 
+def outlets_for(socks: sockets.Sockets, outputs: Iterable[OutputConfig], identity: str, want: int) -> list[Outlet]:
+    """One outlet per downstream edge of a process."""
+    return [
+        Outlet(socks, o.stage, o.endpoint, identity, o.key, o.partitions, want, o.on_full, o.when, o.max_bytes)
+        for o in outputs
+    ]
+
+
 class Router:
     """Packs a handler's outputs and spreads them over the outlets of a process.
 
@@ -200,6 +232,8 @@ class Router:
     def __init__(self, outlets: list[Outlet], max_event_bytes: int = wire.MAX_EVENT_BYTES) -> None:
         self.outlets = outlets
         self.limit = max_event_bytes
+        # the smallest bound in bytes of the queues it feeds: a larger event cannot go
+        self.max_bytes = min((o.max_bytes for o in outlets if o.max_bytes), default=0)
         self._pending: list[dict[int, tuple[list[Any], list[bytes]]]] = [{} for _ in outlets]
         # True when some edge routes by key or by `when`: outputs must then be looked at
         # one by one
@@ -216,15 +250,17 @@ class Router:
                 slot[0].extend(ids)
                 slot[1].extend(packed)
 
-    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None:
-        """`estimate`: look at each output's size before packing it (`wire.pack_event`)."""
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False, first: int = 0) -> None:
+        """`estimate`: look at each output's size before packing it (`wire.pack_event`);
+        `first`: how many outputs of this parent were routed before (a generator's,
+        sent as it ran): these are named after them."""
         if not outputs:
             return
-        packed = [wire.pack_event(o, self.limit, estimate) for o in outputs]
-        if len(outputs) == 1:
+        packed = [wire.pack_event(o, self.limit, estimate, self.max_bytes) for o in outputs]
+        if len(outputs) == 1 and not first:
             ids: list[Any] = [parent_id]
         else:
-            ids = [f"{parent_id}.{i}" for i in range(len(outputs))]
+            ids = [f"{parent_id}.{first + i}" for i in range(len(outputs))]
         placements: list[list[int | None]] = []  # per outlet, the partition of each output (None: not here)
         matched = [False] * len(outputs)
         for o in self.outlets:
@@ -314,6 +350,14 @@ def take_replies(outlets: list[Outlet], ready: Container[Any], dead: DeadLetters
         if o.fatal:
             return Replies(released, errors, o.fatal)
     return Replies(released, errors)
+
+
+def wait_room(outlets: list[Outlet], poll: Callable[[int], None], parent_pid: int) -> None:
+    """Call the owner's `poll(timeout_ms)` until no outlet holds events waiting for
+    credit (what was sent may still be unconfirmed); exit if the parent dies."""
+    while any(o.blocked for o in outlets):
+        poll(int(lifeline.PARENT_CHECK_PERIOD_S * 1000))
+        lifeline.exit_if_orphaned(parent_pid)
 
 
 def wait_taken(outlets: list[Outlet], poll: Callable[[int], None], parent_pid: int) -> None:

@@ -1,8 +1,9 @@
 """Runs in a stage-queue process, one per stage that has an input.
 
-Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/RENEW/BYE
-        from workers) and its control DEALER to the controller (CLOSE, STOP, GONE, HOLD).
-Writes: CREDIT to producers, BATCH/END/EXPIRED to workers, ERR to a peer whose frame
+Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/RENEW/BYE/
+        RETURN from workers) and its control DEALER to the controller (CLOSE, STOP, GONE,
+        HOLD, HALT).
+Writes: CREDIT to producers, BATCH/END/EXPIRED/HALT to workers, ERR to a peer whose frame
         was refused; REGISTER, STATS every period and DONE to the controller.
 
 All decisions are made by `sedamp.runtime.flow.QueueCore`; this module only moves frames
@@ -28,10 +29,15 @@ from sedamp.errors import StorageError, WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
-from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s
+from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s, queue_stats
 from sedamp.runtime.tracing import Tracer, tracer_of
 
 log = logging.getLogger(__name__)
+
+
+def _core_of(cfg: QueueConfig) -> QueueCore:
+    term = lease_term_s(cfg.period_s)
+    return QueueCore(cfg.capacity, cfg.partitions, lease_term_s=term, producers=cfg.producers, max_bytes=cfg.max_bytes)
 
 
 def run_queue(cfg: QueueConfig) -> None:
@@ -40,7 +46,7 @@ def run_queue(cfg: QueueConfig) -> None:
     socks = sockets.Sockets(cfg.curve)
     data = socks.router(cfg.endpoint)
     ctl = socks.dealer(queue_identity(cfg.stage), cfg.control_endpoint)
-    core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=lease_term_s(cfg.period_s), producers=cfg.producers)
+    core = _core_of(cfg)
     outbox = Outbox(data, core)
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
     tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "queue", cfg.stage)
@@ -75,7 +81,7 @@ def run_queue(cfg: QueueConfig) -> None:
                 reported_end = True
                 next_stats = now  # tell the controller at once
             if now >= next_stats or stopping:
-                ctl.send_multipart(wire.simple(wire.DONE if stopping else wire.STATS, core.stats()))
+                ctl.send_multipart(wire.simple(wire.DONE if stopping else wire.STATS, queue_stats(core)))
                 next_stats = now + cfg.period_s
             if now >= next_parent_check:
                 if not lifeline.parent_alive(cfg.parent_pid):
@@ -109,6 +115,8 @@ def _on_control(
         rid = rid.encode() if isinstance(rid, str) else rid
         outbox.send(core.worker_gone(rid, reason, (lease, position)) + core.producer_gone(rid))
         _poisoned(cfg, core, dead)
+    elif msg.kind == wire.HALT:
+        outbox.send(core.halt())
     elif msg.kind == wire.HOLD:
         core.hold([r.encode() if isinstance(r, str) else r for r in msg.fields[0]])
     return msg.kind == wire.STOP

@@ -100,12 +100,22 @@ def bound_endpoint(s: zmq.Socket[Any], advertise: str | None = None) -> str:
     return ep
 
 
-def drain(sock: zmq.Socket[Any], limit: int = 1000) -> list[list[bytes]]:
-    """Receive up to `limit` messages that are already waiting, without blocking."""
-    out: list[list[bytes]] = []
+def drain(sock: zmq.Socket[Any], limit: int = 1000) -> list[list[Any]]:
+    """Receive up to `limit` messages that are already waiting, without blocking.
+
+    A message's first frame (a routing id, or a header) comes as bytes; the frames after
+    it (headers behind a routing id, event bodies, the buffers beside events) as
+    `zmq.Frame`, which hold the received bytes without copying them: a large array is
+    then read in place (`sedamp.runtime.payload`), and a queue passes bodies and
+    buffers on as they came."""
+    out: list[list[Any]] = []
+    more = zmq.RCVMORE
     try:
         while len(out) < limit:
-            out.append(sock.recv_multipart(zmq.NOBLOCK, copy=True))
+            parts: list[Any] = [sock.recv(zmq.NOBLOCK)]
+            while sock.getsockopt(more):
+                parts.append(sock.recv(copy=False))
+            out.append(parts)
     except zmq.Again:
         pass
     return out

@@ -1,7 +1,9 @@
 """Runs in a source process: one per source stage.
 
-Reads:  the user's source iterable; CREDIT from each downstream queue; STOP from the
-        controller (Ctrl-C: stop reading, deliver what was read, finish).
+Reads:  the user's source iterable; CREDIT from each downstream queue; from the
+        controller STOP (stop reading, deliver what was read, finish: the Ctrl-C of a
+        source whose events must all be answered, `drain_on_interrupt`) or HALT (Ctrl-C:
+        stop reading, drop what the queues had no room for yet, finish).
 Writes: HELLO/PUT/EOS to each downstream queue, REGISTER/STATS/DONE/FATAL to the
         controller, unserializable events to the dead-letter file.
 
@@ -31,11 +33,16 @@ from sedamp.observe.words import plural
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import SourceConfig, source_identity
 from sedamp.runtime.deadletter import DeadLetters
+from sedamp.runtime.flow import DEFAULT_MAX_BYTES
 from sedamp.runtime.journal import read_skip
-from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
+from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, outlets_for, take_replies, wait_taken
+from sedamp.runtime.payload import nbufs_of, size_of
 from sedamp.runtime.slot import BLOCKED, WAITING, Slot, Waits
 from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths, enter_run
 from sedamp.runtime.tracing import tracer_of
+
+# A source reads at most this share of the smallest downstream bound in bytes at once.
+READ_BYTES_SHARE = 8
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,12 @@ class _Source:
         self.runner = SourceRunner(cfg.ref, cfg.params)
         self.outlets: list[Outlet] = []
         self.stop_requested = False
+        self.halted = False  # HALT: what was read and not sent is dropped
         self.exhausted = False
+        # events per read: one at first, then as many as fit in READ_BYTES_SHARE of the
+        # smallest downstream bound in bytes (at most cfg.batch), so that a source of
+        # 48 MB arrays does not read 512 of them before it sends one
+        self.read_n = 1
         self.error: Failure | None = None
         self.tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "source", cfg.stage)
         self.waits = Waits(Slot(cfg.slot_path) if cfg.slot_path else None)
@@ -74,19 +86,20 @@ class _Source:
         self.ctl.send_multipart(wire.simple(wire.REGISTER, wire.SOURCE, cfg.stage, 0, self.pid, ""))
         it, total = self._start()
         want = 4 * cfg.batch
-        self.outlets = [
-            Outlet(self.socks, o.stage, o.endpoint, self.identity, o.key, o.partitions, want, o.on_full, o.when)
-            for o in cfg.outputs
-        ]
+        self.outlets = outlets_for(self.socks, cfg.outputs, self.identity, want)
         self.router = Router(self.outlets, cfg.max_event_bytes)
         self.dead = DeadLetters(cfg.dead_letters)
         self.poller = zmq.Poller()
         self.poller.register(self.ctl, zmq.POLLIN)
         for o in self.outlets:
             self.poller.register(o.sock, zmq.POLLIN)
-        self.counters: dict[str, Any] = {"total": total, "in": 0, "out": 0, "failed": 0, "skipped": 0, "pid": self.pid}
+        self.counters: dict[str, Any] = {
+            "total": total, "in": 0, "out": 0, "failed": 0, "skipped": 0, "discarded": 0, "pid": self.pid,
+        }  # fmt: skip
         self.skip = read_skip(cfg.skip) if cfg.skip else None
         self._loop(it)
+        if self.halted:  # events a re-run or --resume does; what is on its way is delivered
+            self.counters["discarded"] = max((o.discard_backlog() for o in self.outlets), default=0)
         wait_taken(self.outlets, self._poll, cfg.parent_pid)  # deliver what was read
         self._end()
 
@@ -122,7 +135,7 @@ class _Source:
 
     def _read(self, it: Iterator[Any]) -> None:
         """Read up to a batch of events (fewer at IDLE), name them and hand them over."""
-        batch = self.cfg.batch
+        batch = self.read_n
         evs: list[Any] = []
         t_read = time.time()
         t_read_ns = time.monotonic_ns() if self.tracer is not None else 0
@@ -155,13 +168,22 @@ class _Source:
         if n < batch and not idle:
             self.exhausted = True
 
+    def _size_reads(self, packed: list[bytes]) -> None:
+        """Size the next read from the bytes of the events just packed."""
+        nbytes = sum(map(size_of, packed)) if nbufs_of(packed) else sum(map(len, packed))
+        budget = (self.router.max_bytes or DEFAULT_MAX_BYTES) // READ_BYTES_SHARE
+        self.read_n = max(1, min(self.cfg.batch, budget * len(packed) // max(1, nbytes)))
+
     def _route(self, ids: list[Any], evs: list[Any]) -> None:
         router = self.router
-        packed = wire.pack_all(evs, router.limit) if not router.keyed else None
+        packed = wire.pack_all(evs, router.limit, router.max_bytes) if not router.keyed else None
         if packed is not None:
             router.route_packed(ids, packed)
             self.counters["out"] += len(ids)
+            if packed:
+                self._size_reads(packed)
             return
+        self.read_n = self.cfg.batch if router.keyed else max(1, self.read_n // 2)
         for eid, ev in zip(ids, evs, strict=True):
             try:
                 # after a failed bulk pack, sizes are looked at before packing again
@@ -196,8 +218,9 @@ class _Source:
                     msg = wire.parse(frames)
                 except WireError:
                     continue
-                if msg.kind == wire.STOP:
+                if msg.kind in (wire.STOP, wire.HALT):
                     self.stop_requested = True
+                    self.halted = self.halted or msg.kind == wire.HALT
 
     def _shed(self) -> dict[str, list[int]]:
         return {o.stage: [o.dropped, o.rejected_count] for o in self.outlets}

@@ -16,9 +16,12 @@ handler, a class
 source
     a function ``f(**params)`` returning an iterable of events (if it has ``len()``, that is
     the total shown as progress), or a class with ``setup(**params)``, ``__iter__`` and an
-    optional ``total()``. A source class may also have ``stats()``: a small dict of plain
-    values about itself (``listening``: the URL it serves; ``answered``: its answers by
-    status), sent to the controller with its counters every period.
+    optional ``total()``. On Ctrl-C the events it read that wait in queues are dropped (a
+    re-run does them); a source whose events someone waits for (an HTTP request) sets
+    ``drain_on_interrupt = True``, and every event it read is then handled first. A
+    source class may also have ``stats()``: a small dict of plain values about itself
+    (``listening``: the URL it serves; ``answered``: its answers by status), sent to the
+    controller with its counters every period.
 sink
     a function ``f(event, **params)`` or a class with ``setup``, ``handle`` (or
     ``handle_batch``) and ``teardown()``, which runs once at the end so it can flush.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import inspect
 import itertools
 import logging
@@ -51,6 +55,7 @@ __all__ = [
     "check_ref",
     "enter_run",
     "load_ref",
+    "on_interrupt",
     "outputs_of",
     "run_dir",
 ]
@@ -116,9 +121,30 @@ MAX_OUTPUTS_PER_EVENT = 1_000_000
 OUTPUTS_PER_TICK = 16
 
 
-def outputs_of(result: Any, tick: Callable[[], None] | None = None) -> list[Any]:
+class Rest(list[Any]):
+    """The last outputs of a generator whose earlier outputs were sent as it ran
+    (`spill`): `first` is how many went before them, so that they are named after them."""
+
+    first: int = 0
+
+
+# A generator's outputs are sent while it runs (`spill`) once this many are held, or
+# about SPILL_BYTES of them: a handler that splits a file into records or a video into
+# frames is consumed as its outputs are sent, under the queues' bounds, instead of
+# being held whole in the worker.
+SPILL_EVENTS = 256
+SPILL_BYTES = 8 * 1024 * 1024
+
+Spill = Callable[[int, list[Any], int], None]  # (event index, outputs, how many went before)
+
+
+def outputs_of(
+    result: Any, tick: Callable[[], None] | None = None, spill: Spill | None = None, index: int = 0
+) -> list[Any]:
     """Normalise a handler's return value to the list of events it emits. `tick`, if
-    given, is called every OUTPUTS_PER_TICK outputs of a generator."""
+    given, is called every OUTPUTS_PER_TICK outputs of a generator; `spill`, if given,
+    takes a generator's outputs as they come (see SPILL_EVENTS): the list returned is
+    then a `Rest`."""
     if result is None:
         return []
     if type(result) in _PLAIN:  # the common case, decided without an ABC check
@@ -126,6 +152,8 @@ def outputs_of(result: Any, tick: Callable[[], None] | None = None) -> list[Any]
     if isinstance(result, Many):
         return result.events
     if isinstance(result, Iterator):  # generators and other iterators: fan-out
+        if spill is not None:
+            return _stream(result, tick, spill, index)
         if tick is None:
             out = list(itertools.islice(result, MAX_OUTPUTS_PER_EVENT + 1))
         else:
@@ -149,6 +177,45 @@ def _drain(it: Iterator[Any], tick: Callable[[], None]) -> list[Any]:
         if len(part) < OUTPUTS_PER_TICK:
             break
     return out
+
+
+def _stream(it: Iterator[Any], tick: Callable[[], None] | None, spill: Spill, index: int) -> list[Any]:
+    """Read a generator OUTPUTS_PER_TICK outputs at a time, handing them to `spill` once
+    SPILL_EVENTS or about SPILL_BYTES are held; returns the rest, as a `Rest`."""
+    out: list[Any] = []
+    sent = 0
+    while True:
+        part = list(itertools.islice(it, OUTPUTS_PER_TICK))
+        out += part
+        if tick is not None:
+            tick()
+        if sent + len(out) > MAX_OUTPUTS_PER_EVENT:
+            raise ValueError(
+                f"the handler emitted more than {MAX_OUTPUTS_PER_EVENT:,} events for one event; "
+                "split the work over several input events"
+            )
+        if len(part) < OUTPUTS_PER_TICK:
+            break
+        if len(out) >= SPILL_EVENTS or (part and _bytes_of(part[-1]) * len(out) >= SPILL_BYTES):
+            spill(index, out, sent)
+            sent += len(out)
+            out = []
+    rest = Rest(out)
+    rest.first = sent
+    return rest
+
+
+def _bytes_of(event: Any) -> int:
+    """A cheap estimate of an event's size: its strings, byte strings and arrays, a
+    little way into containers (as `wire.size_floor`, arrays counted too)."""
+    nbytes = getattr(event, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(event, str | bytes | bytearray):
+        return len(event)
+    if isinstance(event, dict):
+        return sum(_bytes_of(v) for v in itertools.islice(event.values(), 64) if not isinstance(v, dict | list))
+    return 0
 
 
 class _UserModules(importlib.abc.MetaPathFinder):
@@ -218,15 +285,84 @@ def load_ref(ref: str) -> Any:
     return obj
 
 
+_ON_INTERRUPT: list[Callable[[], None]] = []
+
+
+def on_interrupt(cleanup: Callable[[], None]) -> None:
+    """Register `cleanup` (once), called in a worker that is stopped at once (a second
+    Ctrl-C, the drain deadline passed) after its user code has unwound and before it
+    exits: for what a stage keeps open across events, such as the temporary file a sink
+    streams into (``stages.files.AtomicFile`` registers one that removes its own)."""
+    if cleanup not in _ON_INTERRUPT:
+        _ON_INTERRUPT.append(cleanup)
+
+
+def run_interrupt_cleanups() -> None:
+    """Call every `on_interrupt` cleanup; one that raises does not stop the others."""
+    for cleanup in _ON_INTERRUPT:
+        try:
+            cleanup()
+        except Exception:
+            traceback.print_exc()
+
+
+def drains_on_interrupt(ref: str) -> bool:
+    """Whether the source at `ref` asks that Ctrl-C handle every event it read
+    (``drain_on_interrupt = True``) instead of dropping what waits in queues."""
+    try:
+        return bool(getattr(load_ref(ref), "drain_on_interrupt", False))
+    except Exception:  # not importable here: the source process will say why
+        return False
+
+
+def import_problem(module_name: str) -> str | None:
+    """When module `module_name` exists but raises while it is imported (it imports a
+    package that is not installed, it has a syntax error...): ``FILE:LINE failed to
+    import: the error``, FILE relative to the current directory when under it. None
+    when it imports, or is not there at all (which `check_ref` says otherwise)."""
+    if not module_name or module_name in sys.modules:
+        return None
+    try:
+        importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or module_name == exc.name or module_name.startswith(f"{exc.name}."):
+            return None  # the module itself, or its package, is missing
+        return _failed_import(module_name, f"No module named {exc.name!r}", exc)
+    except SyntaxError as exc:
+        return _failed_import(module_name, f"SyntaxError: {exc.msg}", exc)
+    except Exception as exc:
+        return _failed_import(module_name, f"{type(exc).__name__}: {exc}", exc)
+    return None
+
+
+def _failed_import(module_name: str, error: str, exc: BaseException) -> str | None:
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.exists(spec.origin):
+        return None
+    origin = os.path.abspath(spec.origin)
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) == origin]
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.abspath(exc.filename) == origin:
+        lines.append(exc.lineno)
+    rel = os.path.relpath(origin)
+    where = origin if rel.startswith("..") else rel
+    return f"{where}{f':{lines[-1]}' if lines and lines[-1] else ''} failed to import: {error}"
+
+
 def check_ref(kind: str, ref: str, params: dict[str, Any]) -> str | None:
     """Import `ref` and check it can serve as a `kind` stage with `params`.
 
     Returns None when it can, else a one-line message saying what is wrong."""
+    broken = import_problem(ref.partition(":")[0])
+    if broken is not None:
+        return broken
     try:
         obj = load_ref(ref)
     except ModuleNotFoundError as exc:
         return f"cannot import module {exc.name!r} for {ref!r}"
-    except Exception as exc:  # import-time errors of user code, bad attribute
+    except Exception as exc:  # a bad attribute, a malformed ref
         return f"cannot load {ref!r}: {type(exc).__name__}: {exc}"
     if not callable(obj):
         return f"{ref!r} is a {type(obj).__name__}, not a function or class"
@@ -256,6 +392,10 @@ def _check_params(ref: str, func: Callable[..., Any], params: dict[str, Any], le
     except TypeError as exc:
         return f"{ref!r} does not accept these params: {exc}"
     return None
+
+
+def _mismatch(results: int, events: int) -> ValueError:
+    return ValueError(f"handle_batch returned {plural(results, 'result')} for {plural(events, 'event')}")
 
 
 def _instantiate(cls: type, params: dict[str, Any]) -> Any:
@@ -291,13 +431,15 @@ class HandlerRunner:
         at: Callable[[int, int], None] | None = None,
         mark: Any = None,
         tick: Callable[[], None] | None = None,
+        spill: Spill | None = None,
     ) -> list[list[Any] | Failure]:
         """Before each call into user code, `at(i, n)` (if given) is called with the
         index of its first event and how many it handles, and ``mark[0] = i`` is set
         (if `mark`, a writable one-item view, is given): that is how the worker's slot
         knows which event is in the handler, and the timeout its deadline. `tick` (if
         given) is called after each event and every few outputs of a generator: the
-        worker's memory guard."""
+        worker's memory guard. `spill` (if given) sends a generator's outputs as they
+        come (`outputs_of`)."""
         obj = self._obj
         if obj is not None and hasattr(obj, "handle_batch"):
             if at is not None:
@@ -307,10 +449,8 @@ class HandlerRunner:
             try:
                 results = list(obj.handle_batch(list(events)))
                 if len(results) != len(events):
-                    raise ValueError(
-                        f"handle_batch returned {plural(len(results), 'result')} for {plural(len(events), 'event')}"
-                    )
-                return [outputs_of(r, tick) for r in results]
+                    raise _mismatch(len(results), len(events))
+                return [outputs_of(r, tick, spill, i) for i, r in enumerate(results)]
             except Exception as exc:
                 fail = Failure.from_exception(exc)
                 return [fail] * len(events)
@@ -323,7 +463,7 @@ class HandlerRunner:
                 if mark is not None:
                     mark[0] = i
                 try:
-                    out.append(outputs_of(handle(ev), tick))
+                    out.append(outputs_of(handle(ev), tick, spill, i))
                 except Exception as exc:
                     out.append(Failure.from_exception(exc))
                 if tick is not None:
@@ -338,7 +478,7 @@ class HandlerRunner:
                 if mark is not None:
                     mark[0] = i
                 try:
-                    out.append(outputs_of(func(ev, **params), tick))
+                    out.append(outputs_of(func(ev, **params), tick, spill, i))
                 except Exception as exc:
                     out.append(Failure.from_exception(exc))
                 if tick is not None:

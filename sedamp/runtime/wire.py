@@ -10,10 +10,12 @@ event.
 Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs)::
 
     producer -> queue   HELLO(role=PRODUCER, index=-1, want)     register, ask for credit
-                        PUT(seq, partition, ids, ends, t_src)    at most `credit` events;
-                          + body                                 t_src: source time (s)
+                        PUT(seq, partition, ids, ends, t_src,    at most `credit` events and
+                            nbufs)                               bytes; t_src: source time (s)
+                          + body + buffers                       nbufs: buffers per event ([]:
+                                                                 none; see sedamp.runtime.payload)
                         EOS()                                    detach, give credit back
-    queue -> producer   CREDIT(grant, took_seq)                  reply to every PUT and
+    queue -> producer   CREDIT(grant, took_seq, grant_bytes)     reply to every PUT and
                                                                  unsolicited as room frees
     worker -> queue     HELLO(role=WORKER, index, 0)             index = key partition
                         GET(max_events)                          ask for one batch
@@ -21,11 +23,15 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
                         RENEW(index, leases, gets)               every period: the leases it
                                                                  holds, the GETs it awaits
                         BYE()                                    leaving: unacked leases return
-    queue -> worker     BATCH(lease, ids, counts, t_srcs)        one body per merged chunk
-                          + bodies
+                        RETURN(leases)                           after HALT: batches it had
+                                                                 not started (dropped)
+    queue -> worker     BATCH(lease, ids, counts, t_srcs, nbufs) one body per merged chunk
+                          + bodies + buffers                     (nbufs: per event, as in PUT)
                         END()                                    input is over for good
                         EXPIRED(leases)                          these leases were taken back
                                                                  (not renewed for a term)
+                        HALT()                                   the run was interrupted:
+                                                                 RETURN what is not started
     queue -> anyone     ERR(message, seq)                        a frame was refused (seq:
                                                                  the refused PUT's, else -1)
 
@@ -49,6 +55,10 @@ Control plane (the controller's ROUTER; every runtime process connects a DEALER)
                                                                  hold, say BYE, exit (pool shrinks)
                             HOLD(routing_ids)                    to a queue: those workers are
                                                                  inside user code: renew their leases
+                            HALT()                               Ctrl-C: to a queue, drop what it
+                                                                 holds and HALT its workers; to a
+                                                                 source, stop reading and drop
+                                                                 what it has not sent
 """
 
 from __future__ import annotations
@@ -59,8 +69,10 @@ from typing import Any, NamedTuple
 import msgpack
 
 from sedamp.errors import WireError
+from sedamp.runtime import payload
+from sedamp.runtime.payload import OOB_BYTES, Packed
 
-VERSION = 3
+VERSION = 4
 
 # Largest frame a queue or worker accepts; anything larger is refused with ERR rather
 # than allowed to exhaust memory. Producers keep under it: no event may pack to more
@@ -69,6 +81,9 @@ VERSION = 3
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 MAX_PUT_BYTES = 32 * 1024 * 1024
+# Buffers travelling beside events (`sedamp.runtime.payload`) are bounded by the byte
+# bounds of queues (`queue.max_bytes`), and each frame of one by this.
+MAX_BUFFER_BYTES = 1024 * 1024 * 1024
 
 # roles in HELLO and REGISTER
 PRODUCER = 0
@@ -84,6 +99,7 @@ GET = 4
 ACK = 5
 BYE = 6
 RENEW = 7
+RETURN = 8
 CREDIT = 10
 BATCH = 11
 END = 12
@@ -99,25 +115,26 @@ STOP = 31
 GONE = 32
 RETIRE = 33
 HOLD = 34
+HALT = 35
 # command plane (`sedamp status`, `sedamp scale`): a map each way
 COMMAND = 40
 REPLY = 41
 
 KIND_NAMES = {
-    HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE", RENEW: "RENEW",
+    HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE", RENEW: "RENEW", RETURN: "RETURN",
     CREDIT: "CREDIT", BATCH: "BATCH", END: "END", ERR: "ERR", EXPIRED: "EXPIRED", REGISTER: "REGISTER",
     STATS: "STATS", DONE: "DONE", FATAL: "FATAL", CLOSE: "CLOSE", STOP: "STOP", GONE: "GONE", RETIRE: "RETIRE",
-    HOLD: "HOLD",
+    HOLD: "HOLD", HALT: "HALT",
     COMMAND: "COMMAND", REPLY: "REPLY",
 }  # fmt: skip
 
 # kind -> (number of header fields after VERSION and KIND, number of body frames:
 # 0 = none, 1 = exactly one, -1 = one or more)
 _SHAPES: dict[int, tuple[int, int]] = {
-    HELLO: (3, 0), PUT: (5, 1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0),
-    CREDIT: (2, 0), BATCH: (4, -1), END: (0, 0), ERR: (2, 0), EXPIRED: (1, 0),
+    HELLO: (3, 0), PUT: (6, -1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0), RETURN: (1, 0),
+    CREDIT: (3, 0), BATCH: (5, -1), END: (0, 0), ERR: (2, 0), EXPIRED: (1, 0),
     REGISTER: (5, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
-    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0),
+    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0), HALT: (0, 0),
     COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
 
@@ -128,8 +145,12 @@ _SHAPES: dict[int, tuple[int, int]] = {
 PACKER_KEEP_BYTES = 4 * 1024 * 1024
 
 
+# Collects the large buffers of the event being packed (`sedamp.runtime.payload`).
+_collector = payload.Collector()
+
+
 def _new_packer() -> Callable[[Any], bytes]:
-    pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+    pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True, default=_collector).pack
     return pack
 
 
@@ -142,11 +163,13 @@ def _shrink_packer() -> None:
 
 
 class Message(NamedTuple):
-    """A parsed message: its kind, header fields (already type-checked) and body frames."""
+    """A parsed message: its kind, header fields (already type-checked), body frames and
+    the buffer frames that travel beside its events."""
 
     kind: int
     fields: tuple[Any, ...]
     bodies: tuple[bytes, ...] = ()
+    bufs: tuple[Any, ...] = ()
 
 
 # ---------------------------------------------------------------- building
@@ -161,14 +184,22 @@ def hello(role: int, index: int, want: int) -> list[bytes]:
 
 
 def put(
-    seq: int, partition: int, ids: Sequence[Any], ends: Sequence[int], body: bytes, t_src: float = 0.0
-) -> list[bytes]:
-    """`t_src`: when the oldest of these events was read by its source (unix seconds)."""
-    return [header(PUT, seq, partition, list(ids), list(ends), t_src), body]
+    seq: int,
+    partition: int,
+    ids: Sequence[Any],
+    ends: Sequence[int],
+    body: bytes,
+    t_src: float = 0.0,
+    nbufs: Sequence[int] = (),
+    bufs: Sequence[Any] = (),
+) -> list[Any]:
+    """`t_src`: when the oldest of these events was read by its source (unix seconds);
+    `nbufs`: how many of `bufs` each event has (empty when none has any)."""
+    return [header(PUT, seq, partition, list(ids), list(ends), t_src, list(nbufs)), body, *bufs]
 
 
-def credit(grant: int, took_seq: int) -> list[bytes]:
-    return [header(CREDIT, grant, took_seq)]
+def credit(grant: int, took_seq: int, grant_bytes: int) -> list[bytes]:
+    return [header(CREDIT, grant, took_seq, grant_bytes)]
 
 
 def get(max_events: int) -> list[bytes]:
@@ -187,12 +218,23 @@ def expired(leases: Sequence[int]) -> list[bytes]:
     return [header(EXPIRED, list(leases))]
 
 
+def returned(leases: Sequence[int]) -> list[bytes]:
+    return [header(RETURN, list(leases))]
+
+
 def batch(
-    lease: int, ids: Sequence[Any], counts: Sequence[int], bodies: Sequence[bytes], t_srcs: Sequence[float] = ()
-) -> list[bytes]:
-    """`t_srcs`: the source time of each body's oldest event (0.0 where unknown)."""
+    lease: int,
+    ids: Sequence[Any],
+    counts: Sequence[int],
+    bodies: Sequence[bytes],
+    t_srcs: Sequence[float] = (),
+    nbufs: Sequence[int] = (),
+    bufs: Sequence[Any] = (),
+) -> list[Any]:
+    """`t_srcs`: the source time of each body's oldest event (0.0 where unknown);
+    `nbufs`, `bufs`: as in `put`, for all the events of the bodies in order."""
     t = list(t_srcs) or [0.0] * len(counts)
-    return [header(BATCH, lease, list(ids), list(counts), t), *bodies]
+    return [header(BATCH, lease, list(ids), list(counts), t, list(nbufs)), *bodies, *bufs]
 
 
 def simple(kind: int, *fields: Any) -> list[bytes]:
@@ -200,67 +242,100 @@ def simple(kind: int, *fields: Any) -> list[bytes]:
     return [header(kind, *fields)]
 
 
-def pack_event(event: Any, limit: int = MAX_EVENT_BYTES, estimate: bool = False) -> bytes:
-    """Pack one event. Raises WireError naming the Python type MessagePack cannot carry,
-    or the size of an event over `limit` bytes. With `estimate`, an event whose strings
-    alone exceed the limit (`size_floor`) is refused before it is packed, so a huge
-    value is not copied only to be refused: callers ask for it when a bulk pack has just
-    failed (the estimate costs about as much as packing a small event)."""
+def pack_event(event: Any, limit: int = MAX_EVENT_BYTES, estimate: bool = False, max_bytes: int = 0) -> bytes:
+    """Pack one event: bytes, or a `Packed` whose large buffers travel beside it
+    (`sedamp.runtime.payload`). Raises WireError naming the Python type MessagePack
+    cannot carry, or the size of an event whose packed bytes are over `limit` or whose
+    whole size (buffers included) is over `max_bytes` (0: no bound). With `estimate`, an
+    event whose strings alone exceed the limit (`size_floor`) is refused before it is
+    packed, so a huge value is not copied only to be refused: callers ask for it when a
+    bulk pack has just failed (the estimate costs about as much as packing a small event)."""
     if estimate:
         floor = size_floor(event)
         if floor > limit:
             raise WireError(f"an event of at least {floor:,} bytes exceeds the limit of {limit:,} bytes")
+    _collector.bufs = []
     try:
         packed: bytes = _packb(event)
+        if len(packed) >= OOB_BYTES or _collector.bufs:
+            packed = _with_buffers(event, packed)
     except (TypeError, ValueError, OverflowError) as exc:
         raise WireError(f"cannot serialize {_describe(event)}: {exc}") from None
-    if len(packed) > PACKER_KEEP_BYTES:
-        _shrink_packer()
     if len(packed) > limit:
         raise WireError(f"an event of {len(packed):,} bytes exceeds the limit of {limit:,} bytes")
+    if max_bytes and type(packed) is Packed and packed.nbytes > max_bytes:
+        raise WireError(f"an event of {packed.nbytes:,} bytes exceeds its queue's max_bytes of {max_bytes:,}")
     return packed
 
 
-def pack_all(events: Sequence[Any], limit: int = MAX_EVENT_BYTES) -> list[bytes] | None:
-    """Pack every event, or return None as soon as one cannot be packed or packs to more
-    than `limit` bytes: the events after it are not packed, and no oversized copy is
-    kept (the caller then packs one by one with `pack_event` to tell which)."""
+def _with_buffers(event: Any, packed: bytes) -> bytes:
+    """The packed form of a large event (or one holding arrays): its byte strings of
+    OOB_BYTES or more moved out to buffers, as a `Packed` when it has any buffer."""
+    if len(packed) > PACKER_KEEP_BYTES:
+        _shrink_packer()  # it packed this event's bytes once: free the buffer that grew so
+    if len(packed) >= OOB_BYTES:
+        marked, found = payload.mark_big(event)
+        if found:
+            _collector.bufs = []
+            packed = _packb(marked)
+    bufs, _collector.bufs = _collector.bufs, []
+    if not bufs:
+        return packed
+    out = Packed(packed)
+    out.bufs = bufs
+    return out
+
+
+def pack_all(events: Sequence[Any], limit: int = MAX_EVENT_BYTES, max_bytes: int = 0) -> list[bytes] | None:
+    """Pack every event, or return None as soon as one cannot be packed or is over
+    `limit` bytes packed (or `max_bytes` whole, see `pack_event`): the events after it
+    are not packed, and no oversized copy is kept (the caller then packs one by one
+    with `pack_event` to tell which)."""
     packed: list[bytes] = []
     keep = packed.append
-    large = min(limit, PACKER_KEEP_BYTES)
+    col = _collector
+    col.bufs = []
+    large = min(limit, OOB_BYTES - 1)
     try:
         for e in events:
             p = _packb(e)
-            if len(p) > large:
-                if len(p) > PACKER_KEEP_BYTES:
-                    _shrink_packer()
-                if len(p) > limit:
+            if len(p) > large or col.bufs:
+                if len(p) >= OOB_BYTES or col.bufs:
+                    p = _with_buffers(e, p)
+                if len(p) > limit or (max_bytes and type(p) is Packed and p.nbytes > max_bytes):
                     return None
             keep(p)
     except (TypeError, ValueError, OverflowError):
+        col.bufs = []
         return None
     return packed
 
 
 def roundtrip(events: list[Any]) -> list[Any] | None:
-    """The events as a receiver decodes them (a tuple becomes a list, ...), at C speed:
-    what a fused stage boundary hands on (`sedamp.spec.fusion`). None if any event
-    cannot be packed or is over MAX_EVENT_BYTES (`pack_event` then tells which)."""
+    """The events as a receiver decodes them (a tuple becomes a list, an array becomes
+    read-only, ...), at C speed: what a fused stage boundary hands on
+    (`sedamp.spec.fusion`). An array crosses as a read-only view of the same memory,
+    as it would cross a real boundary without a copy. None if any event cannot be
+    packed or is over MAX_EVENT_BYTES (`pack_event` then tells which)."""
+    _collector.bufs = []
     try:
         packed = _packb(events)
     except (TypeError, ValueError, OverflowError):
+        _collector.bufs = []
         return None
+    bufs, _collector.bufs = _collector.bufs, []
     if len(packed) > PACKER_KEEP_BYTES:
         _shrink_packer()
         if len(packed) > MAX_EVENT_BYTES and pack_all(events) is None:
             return None
-    decoded: list[Any] = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    hook = payload.ext_hook(bufs, [0, len(bufs)])
+    decoded: list[Any] = msgpack.unpackb(packed, raw=False, strict_map_key=False, ext_hook=hook)
     return decoded
 
 
 def unpack_event(packed: bytes) -> Any:
-    """One event packed by `pack_event`, decoded."""
-    return msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    """One event packed by `pack_event`, decoded (its buffers with it)."""
+    return unpack_events([packed], 1, payload.nbufs_of([packed]), payload.bufs_of(packed))[0]
 
 
 # How far `size_floor` looks into containers: the values of a dict, list or tuple of
@@ -327,11 +402,11 @@ def _find_unpackable(value: Any) -> Any:
             if found is not None:
                 return found
         return None
-    if value is None or isinstance(value, bool | int | float | str | bytes | bytearray):
+    if value is None or isinstance(value, bool | int | float | str | bytes | bytearray | memoryview):
         if isinstance(value, int) and not -(2**63) <= value < 2**64:
             return value
         return None
-    return value
+    return None if payload.carries(value) else value
 
 
 # ---------------------------------------------------------------- parsing
@@ -344,7 +419,7 @@ def parse(frames: Sequence[bytes]) -> Message:
     if not frames:
         raise WireError("empty message")
     for f in frames:
-        if len(f) > MAX_FRAME_BYTES:
+        if len(f) > MAX_FRAME_BYTES and (len(f) > MAX_BUFFER_BYTES or f is frames[0]):
             raise WireError(f"frame of {len(f)} bytes exceeds the limit of {MAX_FRAME_BYTES}")
     try:
         head = msgpack.unpackb(frames[0], raw=False, strict_map_key=False, use_list=True)
@@ -363,10 +438,31 @@ def parse(frames: Sequence[bytes]) -> Message:
     if len(fields) != n_fields:
         raise WireError(f"{KIND_NAMES[kind]} has {len(fields)} fields, expected {n_fields}")
     bodies = tuple(frames[1:])
-    if (n_bodies >= 0 and len(bodies) != n_bodies) or (n_bodies < 0 and not bodies):
+    bufs: tuple[Any, ...] = ()
+    if kind == PUT or kind == BATCH:
+        bodies, bufs = _split_buffers(kind, fields, bodies)
+    elif (n_bodies >= 0 and len(bodies) != n_bodies) or (n_bodies < 0 and not bodies):
         raise WireError(f"{KIND_NAMES[kind]} has {len(bodies)} body frames")
     _check_fields(kind, fields, bodies)
-    return Message(kind, fields, bodies)
+    return Message(kind, fields, bodies, bufs)
+
+
+def _split_buffers(kind: int, fields: tuple[Any, ...], frames: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
+    """The body frames and the buffer frames of a PUT or BATCH (its last field,
+    `nbufs`, says how many buffers each event has; the bodies come first)."""
+    nbufs, ids = fields[-1], fields[2 if kind == PUT else 1]
+    n_events = len(ids) if isinstance(ids, list) else -1
+    if not isinstance(nbufs, list):
+        raise WireError(f"{KIND_NAMES[kind]} has malformed fields")
+    if nbufs and (len(nbufs) != n_events or not all(_is_int(n) and n >= 0 for n in nbufs)):
+        raise WireError(f"{KIND_NAMES[kind]} has malformed fields")
+    n_bodies = 1 if kind == PUT else len(frames) - sum(nbufs)
+    if n_bodies < 1 or len(frames) != n_bodies + sum(nbufs):
+        raise WireError(f"{KIND_NAMES[kind]} has {len(frames)} body frames for {sum(nbufs)} buffers")
+    for f in frames[:n_bodies]:
+        if len(f) > MAX_FRAME_BYTES:
+            raise WireError(f"frame of {len(f)} bytes exceeds the limit of {MAX_FRAME_BYTES}")
+    return frames[:n_bodies], frames[n_bodies:]
 
 
 def _is_int(x: Any) -> bool:
@@ -398,7 +494,7 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
     if kind == HELLO:
         ok = _is_int(f[0]) and f[0] in (PRODUCER, WORKER) and _is_int(f[1]) and _is_int(f[2])
     elif kind == PUT:
-        seq, part, ids, ends, t_src = f
+        seq, part, ids, ends, t_src, _nbufs = f
         ok = (
             _is_number(t_src)
             and _is_int(seq)
@@ -414,9 +510,9 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
     elif kind in (GET, ACK):
         ok = _is_int(f[0]) and f[0] >= (1 if kind == GET else 0)
     elif kind == CREDIT:
-        ok = _is_int(f[0]) and f[0] >= 0 and _is_int(f[1])
+        ok = _is_int(f[0]) and f[0] >= 0 and _is_int(f[1]) and _is_int(f[2]) and f[2] >= 0
     elif kind == BATCH:
-        lease, ids, counts, t_srcs = f
+        lease, ids, counts, t_srcs, _nbufs = f
         ok = (
             _is_int(lease)
             and isinstance(ids, list)
@@ -432,7 +528,7 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
         ok = isinstance(f[0], str | bytes) and _is_int(f[1])
     elif kind == RENEW:
         ok = _is_int(f[0]) and _int_list(f[1]) and _is_int(f[2])
-    elif kind == EXPIRED:
+    elif kind in (EXPIRED, RETURN):
         ok = _int_list(f[0])
     elif kind == HOLD:
         ok = isinstance(f[0], list) and all(isinstance(r, str | bytes) for r in f[0])
@@ -448,15 +544,25 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
         raise WireError(f"{KIND_NAMES[kind]} has malformed fields")
 
 
-def unpack_events(bodies: Iterable[bytes], expected: int) -> list[Any]:
-    """Decode the events of one or more bodies; raises WireError unless exactly
-    `expected` well-formed events are found."""
+def unpack_events(
+    bodies: Iterable[bytes], expected: int, nbufs: Sequence[int] = (), bufs: Sequence[Any] = ()
+) -> list[Any]:
+    """Decode the events of one or more bodies, each event's buffers (`nbufs` of them,
+    in order, from `bufs`) with it; raises WireError unless exactly `expected`
+    well-formed events are found, each using only its own buffers."""
     events: list[Any] = []
+    base = [0, 0]
+    hook = payload.ext_hook(bufs, base)
     for body in bodies:
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME_BYTES)
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME_BYTES, ext_hook=hook)
         unpacker.feed(body)
         try:
-            events.extend(unpacker)
+            if not nbufs:
+                events.extend(unpacker)
+            else:
+                _unpack_with_buffers(unpacker, events, nbufs, base)
+        except payload.PayloadError as exc:
+            raise WireError(f"event {len(events)}: {exc}") from None
         except Exception as exc:
             raise WireError(f"body is not a sequence of MessagePack events: {type(exc).__name__}") from None
         if unpacker.tell() != len(body):
@@ -464,3 +570,17 @@ def unpack_events(bodies: Iterable[bytes], expected: int) -> list[Any]:
     if len(events) != expected:
         raise WireError(f"body holds {len(events)} events, header says {expected}")
     return events
+
+
+def _unpack_with_buffers(unpacker: Any, events: list[Any], nbufs: Sequence[int], base: list[int]) -> None:
+    """Decode the events of one body, telling the ext hook (through `base`) where the
+    buffers of each event start and how many it has."""
+    while True:
+        k = len(events)
+        base[1] = nbufs[k] if k < len(nbufs) else 0
+        try:
+            event = unpacker.unpack()
+        except msgpack.OutOfData:
+            return
+        events.append(event)
+        base[0] += base[1]

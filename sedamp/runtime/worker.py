@@ -1,9 +1,9 @@
 """Runs in a worker process: one of the pool of a handler or sink stage.
 
-Reads:  BATCH/END/EXPIRED from its stage queue (DEALER, routing id
+Reads:  BATCH/END/EXPIRED/HALT from its stage queue (DEALER, routing id
         ``w:<stage>:<index>:<pid>``), CREDIT from each downstream queue, STOP from the
         controller.
-Writes: HELLO/GET/ACK/RENEW/BYE to its stage queue, HELLO/PUT/EOS to each downstream
+Writes: HELLO/GET/ACK/RENEW/BYE/RETURN to its stage queue, HELLO/PUT/EOS to each downstream
         queue, REGISTER/STATS/DONE/FATAL to the controller, failed events to the
         dead-letter file.
 
@@ -36,6 +36,11 @@ with ``timeout_s``, the call's deadline: the controller kills it if the call ove
 and if it dies, only that event is blamed. A sink with ``dedupe: true`` handles each
 event id once.
 
+Ctrl-C: its queue says HALT, and it gives back (RETURN) the batches it holds but has not
+started; the batch in hand is finished. A second Ctrl-C (or the drain deadline) brings
+INTERRUPT_SIGNAL, which unwinds user code where it is (`lifeline.Interrupted`), so a
+file half written is cleaned up by its writer, and the worker exits at once.
+
 Leases: every period it tells its queue which leases it holds and how many GETs it
 awaits (RENEW), which keeps its leases and recovers what a reset connection lost. A
 lease the queue took back (EXPIRED: this worker did not renew it for a term) is
@@ -49,6 +54,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -65,10 +71,18 @@ from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.guard import MemoryGuard
 from sedamp.runtime.journal import Journal, is_resumable
-from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, take_replies, wait_taken
+from sedamp.runtime.outlet import (
+    Outlet,
+    Router,
+    dead_letter_rejected,
+    outlets_for,
+    take_replies,
+    wait_room,
+    wait_taken,
+)
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import BLOCKED, IN_USER_CODE, WAITING, Slot, Waits
-from sedamp.runtime.stage import Failure, add_import_paths, enter_run
+from sedamp.runtime.stage import Failure, add_import_paths, enter_run, run_interrupt_cleanups
 from sedamp.runtime.tracing import tracer_of
 
 log = logging.getLogger(__name__)
@@ -112,13 +126,19 @@ def exit_over_memory(identity: str, why: str) -> NoReturn:
 def run_worker(cfg: WorkerConfig) -> None:
     """Entry function of a worker process."""
     lifeline.become_child(cfg.parent_pid)
+    signal.signal(lifeline.INTERRUPT_SIGNAL, lifeline.raise_interrupted)
     add_import_paths(cfg.import_paths)
     enter_run(cfg.run_dir, cfg.stage_dir)
-    worker = _Worker(cfg)
     try:
-        worker.run()
-    except StorageError as exc:  # a failure it cannot record, or a batch it cannot journal
-        lifeline.storage_failed(worker.ctl, worker.data_sockets(), worker.ctx, f"worker {cfg.stage}[{cfg.index}]", exc)
+        worker = _Worker(cfg)
+        try:
+            worker.run()
+        except StorageError as exc:  # a failure it cannot record, or a batch it cannot journal
+            where = f"worker {cfg.stage}[{cfg.index}]"
+            lifeline.storage_failed(worker.ctl, worker.data_sockets(), worker.ctx, where, exc)
+    except lifeline.Interrupted:  # the run stops at once: user code has unwound (its cleanup ran)
+        run_interrupt_cleanups()
+        os._exit(lifeline.EXIT_INTERRUPTED)
 
 
 class _Worker:
@@ -145,6 +165,7 @@ class _Worker:
         self.retiring = False
         self.unacked: dict[int, int] = {}  # lease -> outlets still holding its outputs
         self.handled: deque[int] = deque(maxlen=64)  # the latest leases it started handling
+        self.in_hand: int | None = None  # the lease being handled
         self.protocol_errors = 0
         self.recycle: str | None = None  # why this worker leaves early (max_events, max_rss_mb)
         self.rss_mb = rss_reader() if cfg.max_rss_mb else None  # this process's memory, MiB
@@ -188,12 +209,10 @@ class _Worker:
         self.up = self.socks.dealer(self.identity, cfg.input_endpoint)
         self.up.send_multipart(wire.hello(wire.WORKER, cfg.index, 0))
         want = 2 * MAX_BATCH_EVENTS
-        self.outlets = [
-            Outlet(self.socks, o.stage, o.endpoint, self.identity, o.key, o.partitions, want, o.on_full, o.when)
-            for o in cfg.outputs
-        ]
+        self.outlets = outlets_for(self.socks, cfg.outputs, self.identity, want)
         self.router = Router(self.outlets, cfg.max_event_bytes)
         self.chain.router = self.router
+        self.chain.on_spill = self._spill
         self.poller = zmq.Poller()
         self.poller.register(self.up, zmq.POLLIN)
         self.poller.register(self.ctl, zmq.POLLIN)
@@ -269,6 +288,8 @@ class _Worker:
             self.gets_out = 0
         elif msg.kind == wire.EXPIRED:
             self._expired(msg.fields[0])
+        elif msg.kind == wire.HALT:
+            give_back_unstarted(self)
         elif msg.kind == wire.ERR:
             log.error("worker %s: queue refused a message: %s", self.identity, msg.fields[0])
             self.protocol_errors += 1
@@ -292,27 +313,11 @@ class _Worker:
         self.up.send_multipart(wire.renew(self.cfg.index, held, max(0, self.gets_out)))
 
     def _expired(self, leases: list[int]) -> None:
-        """The queue took these leases back and leases their events again: drop the
-        batches not started; a stage with state cannot let handled ones count twice."""
-        late = set(leases)
-        dropped = [m for m in self.inbox if m.fields[0] in late]
-        for m in dropped:
-            self.inbox.remove(m)
-        handled = [lease for lease in self.handled if lease in late]
-        for lease in handled:
-            self.handled.remove(lease)  # once: a RENEW naming it may bring EXPIRED again
-        log.warning("worker %s: the queue took back leases %s (not renewed in time)", self.identity, sorted(late))
-        if handled and self.chain.stateful:
-            message = (
-                f"stage {self.cfg.stage!r} keeps state (finish()) and had handled lease {handled[0]} when its "
-                "queue took it back (the worker did not renew it for a lease term): its events would be counted "
-                "twice, so the run stops"
-            )
-            self._stop_run(message, Failure("LeaseExpired", message, ""))
+        expired(self, leases)
 
     def _released(self, lease: Any) -> None:
-        if lease is None:
-            return
+        if lease is None or lease == self.in_hand:
+            return  # the lease being handled is acknowledged by _commit, once it is done
         left = self.unacked[lease] - 1
         if left:
             self.unacked[lease] = left
@@ -323,9 +328,9 @@ class _Worker:
     # ---------------------------------------------------------------- work
 
     def _handle(self, msg: wire.Message) -> None:
-        lease, ids, counts, t_srcs = msg.fields
+        lease, ids, counts, t_srcs, nbufs = msg.fields
         try:
-            events = wire.unpack_events(msg.bodies, len(ids))
+            events = wire.unpack_events(msg.bodies, len(ids), nbufs, msg.bufs)
         except WireError as exc:
             self.chain.dead_input(ids, f"stage {self.cfg.stage!r} received an undecodable event: {exc}")
             self._ack(lease)
@@ -335,7 +340,9 @@ class _Worker:
         self.handled.append(lease)
         if self.slot is not None:
             self.slot.begin(lease)
+        self.in_hand = lease
         self.chain.run(0, ids, events)
+        self.in_hand = None
         if self.slot is not None:
             self.slot.end()
         elapsed = time.perf_counter() - t0
@@ -345,6 +352,15 @@ class _Worker:
         now_s = time.time() if sink else None
         t_src = self.pace.record(elapsed, len(events), t_srcs, counts, now_s)
         self._commit(lease, t_src)
+
+    def _spill(self) -> None:
+        """A generator's outputs so far were routed: send them under the lease in hand,
+        and wait until the queues have taken them (serving their replies)."""
+        _, released = self.router.commit(self.in_hand, 0.0)
+        dead_letter_rejected(self.outlets, self.dead)
+        for t in released:
+            self._released(t)
+        wait_room(self.outlets, self._poll, self.cfg.parent_pid)
 
     def _commit(self, lease: Any, t_src: float = 0.0) -> None:
         any_out, released = self.router.commit(lease, t_src)
@@ -450,6 +466,7 @@ def _stats(w: _Worker, retired: bool) -> dict[str, Any]:
         "retired": retired,
         # emits at the end of input: its state would be lost if it were retired
         "stateful": w.chain.stateful,
+        "warnings": w.chain.warnings,  # one a stage at most, for the controller to show once
     }
 
 
@@ -461,6 +478,17 @@ def wait_of(w: _Worker, timeout_ms: int) -> int | None:
     if any(o.blocked for o in w.outlets):
         return BLOCKED
     return None if w.ended or w.retiring else WAITING
+
+
+def give_back_unstarted(w: _Worker) -> None:
+    """HALT from its queue (Ctrl-C): give back the batches not started (their events are
+    dropped, for a re-run or --resume to do); the one in hand is finished. Batches
+    leased after this are the outputs of work in hand upstream: handled as usual."""
+    leases = [m.fields[0] for m in w.inbox]
+    w.inbox.clear()
+    if leases:
+        w.up.send_multipart(wire.returned(leases))
+    log.info("worker %s: interrupted; gave back %d batches not started", w.identity, len(leases))
 
 
 def check_hygiene(w: _Worker) -> None:
@@ -482,3 +510,23 @@ def check_hygiene(w: _Worker) -> None:
     log.info("worker %s %s: replacing it", w.identity, why)
     w.recycle = why
     w.retiring = True
+
+
+def expired(w: _Worker, leases: list[int]) -> None:
+    """The queue took these leases back and leases their events again: drop the
+    batches not started; a stage with state cannot let handled ones count twice."""
+    late = set(leases)
+    dropped = [m for m in w.inbox if m.fields[0] in late]
+    for m in dropped:
+        w.inbox.remove(m)
+    handled = [lease for lease in w.handled if lease in late]
+    for lease in handled:
+        w.handled.remove(lease)  # once: a RENEW naming it may bring EXPIRED again
+    log.warning("worker %s: the queue took back leases %s (not renewed in time)", w.identity, sorted(late))
+    if handled and w.chain.stateful:
+        message = (
+            f"stage {w.cfg.stage!r} keeps state (finish()) and had handled lease {handled[0]} when its "
+            "queue took it back (the worker did not renew it for a lease term): its events would be counted "
+            "twice, so the run stops"
+        )
+        w._stop_run(message, Failure("LeaseExpired", message, ""))

@@ -22,6 +22,7 @@ from sedamp.spec.keys import EDGE_KEYS, ON_ERROR_KEYS, QUEUE_KEYS, STAGE_KEYS, W
 from sedamp.spec.model import (
     DEFAULT_CAPACITY_EVENTS,
     DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_BYTES,
     FUSE_CHOICES,
     KINDS,
     MAX_BATCH,
@@ -347,7 +348,10 @@ def _queue(p: Problems, path: tuple[Any, ...], raw: Any) -> QueueSpec:
     on_full: Any = "block"
     if raw.get("on_full") is not None:
         on_full = p.choice((*path, "on_full"), raw["on_full"], ON_FULL_CHOICES) or "block"
-    return QueueSpec(capacity=capacity, on_full=on_full)
+    max_bytes = DEFAULT_MAX_BYTES
+    if raw.get("max_bytes") is not None:
+        max_bytes = p.size((*path, "max_bytes"), raw["max_bytes"]) or max_bytes
+    return QueueSpec(capacity=capacity, on_full=on_full, max_bytes=max_bytes)
 
 
 def _edges(p: Problems, path: tuple[Any, ...], raw: Any) -> tuple[list[EdgeAt], bool]:
@@ -481,6 +485,11 @@ def _ref_hint(ref: str, message: str, base_dir: Path) -> str:
     """A hint for a `check_ref` message: a did-you-mean for a missing attribute, where
     modules are searched for a missing module."""
     module_name, _, attr = ref.partition(":")
+    if " failed to import: No module named " in message:
+        missing = message.rsplit("No module named ", 1)[1].strip("'").split(".")[0]
+        return f"install {missing!r} in the environment sedamp runs in, {sys.prefix}, or fix the import"
+    if " failed to import: " in message:
+        return "fix the error in that file; `python -c 'import " + module_name + "'` shows the traceback"
     if message.startswith("cannot import module"):
         return (
             f"make sure {module_name!r} is importable: put it next to the topology "

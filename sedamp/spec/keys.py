@@ -24,7 +24,7 @@ STAGE_KEYS = (
 ON_ERROR_KEYS = ("retry", "backoff_s", "then", "budget")
 # set on a group's first stage only: they act on the worker process the group shares
 POOL_KEYS = ("workers", "queue", "batch", "timeout_s", "max_events", "max_rss_mb")
-QUEUE_KEYS = ("capacity", "on_full")
+QUEUE_KEYS = ("capacity", "on_full", "max_bytes")
 WORKERS_KEYS = ("min", "max")
 CONTROLLER_KEYS = (
     "cores",

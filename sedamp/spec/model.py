@@ -4,6 +4,7 @@ choices each field allows. Pure: the contract the runtime, the controller and th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ ON_ERROR_THEN: tuple[OnErrorThen, ...] = ("dead_letter", "skip", "fail")
 # being handed over (at 1024, three near-free stages ran 15-20% slower), small enough
 # that a slow stage holds little memory: 2048 events of a few KiB are a few MiB.
 DEFAULT_CAPACITY_EVENTS = 2048
+# Default bound of a stage queue in bytes (events and the buffers beside them): with
+# large events (arrays, images) the bound in bytes is the one that holds, so a job's
+# memory is bounded by its topology whatever the size of its events.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # The share of its events a stage may dead-letter before the run stops (on_error.budget).
 # High enough that a stage failing on a bad input now and then, or even on most inputs,
 # goes on; low enough that a handler failing on every event (a typo, a missing field)
@@ -85,6 +90,7 @@ class WorkersSpec:
 class QueueSpec:
     capacity: int = DEFAULT_CAPACITY_EVENTS
     on_full: OnFull = "block"
+    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -222,3 +228,22 @@ def count_paths(edges: Mapping[str, Sequence[str]], sources: Sequence[str]) -> d
             if indegree[t] == 0:
                 ready.append(t)
     return counts
+
+
+# A size written in a topology: a number of bytes and a unit (KB = 1000, KiB = 1024, ...).
+SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B)?\s*$"
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_SIZE_UNITS.update({"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40})
+
+
+def parse_size(value: object) -> int | None:
+    """Bytes from an integer or a string such as ``256MiB``, ``1.5GB`` or ``4096``;
+    None if it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not re.match(SIZE_PATTERN, value):
+        return None
+    text = value.strip()
+    number = text.rstrip("KMGTiB ")
+    unit = text[len(number) :].strip()
+    return int(float(number) * _SIZE_UNITS[unit])

@@ -17,7 +17,7 @@ from typing import Any
 
 from sedamp.errors import Problem
 from sedamp.spec import yamlmap
-from sedamp.spec.model import WorkersSpec
+from sedamp.spec.model import WorkersSpec, parse_size
 
 __all__ = ["OVERRIDE_FILE", "Problems", "bounds_text", "describe", "did_you_mean", "field_name"]
 
@@ -103,6 +103,17 @@ class Problems:
             self.add(path, f"must be <= {maximum}, got {value}", hint)
             return None
         return value
+
+    def size(self, path: tuple[Any, ...], value: Any) -> int | None:
+        """A size in bytes: an integer, or a string such as 256MiB, 1GiB, 500MB, 64KiB."""
+        hint = "a size in bytes, e.g. 268435456, 256MiB, 1GiB or 500MB"
+        n = parse_size(value)
+        if n is None:
+            self.add(path, f"must be a size, got {describe(value)}", hint)
+        elif n < 1:
+            self.add(path, f"must be >= 1 byte, got {value!r}", hint)
+            return None
+        return n
 
     def positive_float(self, path: tuple[Any, ...], value: Any, hint: str) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -37,6 +37,7 @@ from sedamp.spec.model import (
     ON_ERROR_THEN,
     ON_FULL_CHOICES,
     POLICY_CHOICES,
+    SIZE_PATTERN,
 )
 
 __all__ = ["DIALECT", "topology_schema"]
@@ -143,6 +144,12 @@ _STAGE_PROPERTIES: dict[str, Any] = {
                     f"The queue bound in events: held + leased to workers + credit granted to producers "
                     f"(default {DEFAULT_CAPACITY_EVENTS}).",
                     _or_var(_int(1)),
+                ),
+                "max_bytes": _optional(
+                    "The queue bound in bytes, counted as capacity is (events with the arrays and byte strings "
+                    "beside them): an integer, or a size such as 256MiB, 1GiB, 500MB (default 256MiB). One "
+                    "event larger than it is dead-lettered.",
+                    _or_var({"oneOf": [_int(1), {"type": "string", "pattern": SIZE_PATTERN}]}),
                 ),
                 "on_full": _optional(
                     "What a producer does when the queue has no room: block (the default: backpressure, up "

@@ -165,7 +165,12 @@ class HttpFrontend:
         refusal_pace_ms, close_after_refusals: after its k-th refusal in a row, a
             connection's next request is read refusal_pace_ms x k later (at most 1 s);
             after close_after_refusals in a row it is closed (defaults 50 and 20).
+
+    On Ctrl-C every request it took is answered before the run ends (`drain_on_interrupt`).
     """
+
+    # its events are requests a client waits for: an interrupt answers every one of them
+    drain_on_interrupt = True
 
     def setup(
         self,

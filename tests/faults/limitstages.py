@@ -19,7 +19,8 @@ def _rss_mib() -> float:
 
 
 class Blobs:
-    """Each output carries `mb` MiB of bytes. At teardown, writes to `report/<pid>` the
+    """Each output carries `mb` MiB of text (a string travels inside the packed event,
+    where max_event_bytes bounds it; bytes that large would go beside it). At teardown, writes to `report/<pid>` the
     worker's memory after setup and its peak (MiB), to see what a batch cost."""
 
     def setup(self, mb: int, report: str) -> None:
@@ -28,7 +29,7 @@ class Blobs:
         self.base = _rss_mib()
 
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        return {**event, "blob": b"x" * self.size}
+        return {**event, "blob": "x" * self.size}
 
     def teardown(self) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -36,12 +37,15 @@ class Blobs:
 
 
 def runaway(event: dict[str, Any], at: int, cap_mb: int) -> Iterator[dict[str, Any]]:
-    """At event `at`, yield ever more MiB-sized outputs, each kept by the runtime until
-    the event is done. Capped at `cap_mb`, then it raises, so that a runtime that does
-    not stop it still ends the test cheaply; every other event passes through."""
+    """At event `at`, hold ever more memory inside the generator (a MiB more per output
+    it yields: a leak of its own, which sending outputs as they come cannot free).
+    Capped at `cap_mb`, then it raises, so that a runtime that does not stop it still
+    ends the test cheaply; every other event passes through."""
     if event["n"] != at:
         yield event
         return
+    hoard = []
     for i in range(cap_mb):
-        yield {"n": at, "i": i, "pad": b"x" * MIB}
-    raise RuntimeError(f"emitted {cap_mb} MiB for one event and nothing stopped it")
+        hoard.append(b"x" * MIB)
+        yield {"n": at, "i": i, "held": len(hoard)}
+    raise RuntimeError(f"held {cap_mb} MiB for one event and nothing stopped it")

@@ -95,7 +95,7 @@ def test_a_reply_to_a_producer_whose_connection_is_down_waits_for_it(tmp_path: P
         w.send_multipart(wire.ack(batch.fields[0]))  # room: credit for "p", which is away
         back = q.dealer("p")  # the producer reconnects under the same routing id
         credit = recv(back)
-        assert credit.kind == wire.CREDIT and credit.fields == (1, 1)
+        assert credit.kind == wire.CREDIT and credit.fields[:2] == (1, 1)
         body, ends = wire.pack_events(["z"])
         back.send_multipart(wire.put(2, 0, [2], ends, body))
         reply = recv(back)

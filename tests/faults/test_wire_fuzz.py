@@ -51,7 +51,7 @@ _garbage_frames = st.one_of(
     st.sampled_from([b"\xc6\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff"]).map(lambda b: [b]),
     # a PUT whose body does not match its header
     st.tuples(st.integers(1, 5), st.binary(max_size=16)).map(
-        lambda t: [wire.header(wire.PUT, 0, 0, list(range(t[0])), list(range(1, t[0] + 1)), 0.0), t[1]]
+        lambda t: [wire.header(wire.PUT, 0, 0, list(range(t[0])), list(range(1, t[0] + 1)), 0.0, []), t[1]]
     ),
 )
 
@@ -108,7 +108,7 @@ def test_garbage_at_a_live_queue(tmp_path: Path) -> None:
         )
         assert q.stats["arrived"] == q.stats["acked"] == sent["seq"]
         # an oversized frame is refused like the rest
-        prod.send_multipart([wire.header(wire.PUT, sent["seq"], 0, [0], [1], 0.0), b"\x00" * (wire.MAX_PUT_BYTES + 1)])
+        prod.send_multipart([wire.header(wire.PUT, sent["seq"], 0, [0], [1], 0.0, []), b"\x00" * (wire.MAX_PUT_BYTES + 1)])
         assert recv(prod).kind == wire.ERR
         assert q.proc.is_alive()
     finally:
@@ -129,9 +129,9 @@ def test_garbage_at_a_live_worker(tmp_path: Path) -> None:
         body, _ = wire.pack_events([{"n": -1}])
         up.send_multipart([wid, *wire.batch(0, [-1], [1], [body])])
         pid_, _ = recv_from(down, wire.HELLO)
-        down.send_multipart([pid_, *wire.credit(1000, -1)])
+        down.send_multipart([pid_, *wire.credit(1000, -1, 1 << 30)])
         _, first = recv_from(down, wire.PUT)
-        down.send_multipart([pid_, *wire.credit(0, first.fields[0])])  # taken: the worker may ACK
+        down.send_multipart([pid_, *wire.credit(0, first.fields[0], 1 << 30)])  # taken: the worker may ACK
         recv_from(up, wire.ACK)
 
         @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
@@ -147,7 +147,7 @@ def test_garbage_at_a_live_worker(tmp_path: Path) -> None:
             up.send_multipart([wid, *wire.batch(lease, [lease], [1], [body])])
             _, put = recv_from(down, wire.PUT)
             assert put.fields[2] == [lease] and wire.unpack_events(put.bodies, 1) == [[n, n]]
-            down.send_multipart([pid_, *wire.credit(1, put.fields[0])])
+            down.send_multipart([pid_, *wire.credit(1, put.fields[0], 1 << 30)])
             _, ack = recv_from(up, wire.ACK)
             assert ack.fields[0] == lease
 

@@ -56,12 +56,13 @@ def test_a_slow_sink_holding_back_a_fast_middle_stage_is_named_bottleneck(tmp_pa
             return json.loads(r.stdout) if r.returncode == 0 else None
 
         def held_back() -> dict | None:
+            # a period on a loaded machine may fall short: wait for one that shows it
             record = status()
-            return record if record and (record["bottleneck"] or {}).get("stage") == "sink" else None
+            named = record and (record["bottleneck"] or {}).get("stage") == "sink"
+            return record if named and _share(record["stages"]["mid"]) > 0.5 else None
 
-        record = wait_until(held_back, 30, "status to name the sink as the bottleneck")
+        record = wait_until(held_back, 30, "status to name the sink as the bottleneck, mid blocked most of the time")
         assert "mid was blocked" in record["bottleneck"]["reason"]
-        assert _share(record["stages"]["mid"]) > 0.5
         mid_detail = record["stages"]["mid"]["worker_detail"]
         assert [set(w) >= {"busy", "blocked", "waiting"} for w in mid_detail] == [True]
 

@@ -27,6 +27,7 @@ def test_every_example_is_covered() -> None:
         "staircase.yaml",
         "http-service.yaml",  # tests/integration/test_http.py::test_the_http_service_example
         "thumbnails.yaml",  # tests/integration/test_thumbnails.py::test_thumbnails_example
+        "photos.yaml",  # tests/integration/test_photos.py
     }
     present = {p.name for p in TOPOLOGIES.glob("*.yaml")}
     assert present <= tested, f"untested example topologies: {sorted(present - tested)}"

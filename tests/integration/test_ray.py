@@ -225,3 +225,21 @@ def test_a_lost_node_loses_nothing(cluster: Any, no_run_left: None, tmp_path: Pa
         summary, _ = finished(proc, out, count)
     assert written_at_loss < count, "the job ended before the node was lost: nothing was tested"
     assert sum(stage_of(summary, s)["restarts"] for s in ("mid", "sink")) >= 1
+
+
+def test_arrays_cross_stages_on_ray_as_they_do_locally(cluster: Any, no_run_left: None, tmp_path: Path) -> None:
+    """Over TCP there are no shared blocks; arrays still travel as frames beside their
+    events, and arrive equal (and read-only) on the cluster's workers."""
+    pytest.importorskip("numpy")
+    from tests.integration.test_payloads import digest, topology
+
+    rows = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / f"digest-{executor}.jsonl"
+        topo = topology(tmp_path, out, count=12, nbytes=1_000_000, fuse=False)
+        args = ("run", str(topo), "--workdir", str(tmp_path / executor), "--json")
+        proc = ray_run(*args, cluster=cluster) if executor == "ray" else run_sedamp(*args)
+        assert proc.returncode == 0, proc.stderr
+        rows[executor] = digest(out)
+    assert [r["n"] for r in rows["ray"]] == list(range(12))
+    assert rows["ray"] == rows["local"]

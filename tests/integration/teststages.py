@@ -293,3 +293,15 @@ def pair_or_handle(event: dict[str, Any], modulo: int) -> dict[str, Any]:
 
 def type_of_pair(event: dict[str, Any]) -> dict[str, Any]:
     return {"n": event["n"], "pair": event["pair"], "type": type(event["pair"]).__name__}
+
+
+def slow_copy(event: dict[str, Any], root: str, delay_s: float) -> dict[str, Any]:
+    """A thumbnail-like handler: a file listed by ListFiles, read and `delay_s` of work,
+    becomes a file of the same name for WriteFiles."""
+    time.sleep(delay_s)
+    return {"name": os.path.relpath(event["path"], root), "data": Path(event["path"]).read_bytes()}
+
+
+def slow_line(event: dict[str, Any], delay_s: float) -> dict[str, Any]:
+    time.sleep(delay_s)
+    return {"path": event["path"]}

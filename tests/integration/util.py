@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,31 @@ def start_run_logged(topo: Path, workdir: Path, stderr_path: Path, *extra: str) 
             stderr=err,
             text=True,
         )
+
+
+def screen(raw: bytes) -> list[str]:
+    """What a terminal shows after `raw`: the cursor moves and erasures a progress bar
+    uses (CR, LF, CSI n A, CSI 2K), colours ignored; lines are not wrapped (the bar is
+    drawn within COLUMNS, and the log lines above it may wrap without harm)."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]", raw.decode(errors="replace")):
+        if token == "\r":
+            col = 0
+        elif token == "\n":
+            row += 1
+            col = 0
+        elif token.startswith("\x1b["):
+            if token.endswith("A"):
+                row = max(0, row - int(token[2:-1] or 1))
+            elif token == "\x1b[2K":
+                rows[row] = []
+            continue
+        else:
+            line = rows[row]
+            line.extend(" " * (col - len(line) + 1))
+            line[col] = token
+            col += 1
+        while len(rows) <= row:
+            rows.append([])
+    return ["".join(r).rstrip() for r in rows]

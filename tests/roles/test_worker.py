@@ -84,20 +84,20 @@ def test_worker_protocol_garbage_and_failures(tmp_path: Path) -> None:
         assert get.fields[0] == 4  # the fixed batch size
         # garbage from "its queue": refused, the worker lives on
         up.send_multipart([wid, b"\xc1garbage"])
-        up.send_multipart([wid, wire.header(wire.BATCH, 0, [1, 2], [2], [0.0]), b"\xc1\xc1"])  # undecodable events
+        up.send_multipart([wid, wire.header(wire.BATCH, 0, [1, 2], [2], [0.0], []), b"\xc1\xc1"])  # undecodable events
         _, ack0 = recv(up, wire.ACK)
         assert ack0.fields[0] == 0
         # a good batch: 0 fails (multiple of 3), 1 and 2 go on
         body, _ = wire.pack_events([{"n": 0}, {"n": 1}, {"n": 2}])
         up.send_multipart([wid, *wire.batch(1, [10, 11, 12], [3], [body])])
         pid_, phello = recv(down, wire.HELLO)
-        down.send_multipart([pid_, *wire.credit(10, -1)])
+        down.send_multipart([pid_, *wire.credit(10, -1, 1 << 30)])
         _, put = recv(down, wire.PUT)
         assert put.fields[2] == [11, 12]
         assert wire.unpack_events(put.bodies, 2) == [{"n": 1}, {"n": 2}]
         # no ACK before the downstream queue has taken the outputs
         assert not up.poll(300) or wire.parse(up.recv_multipart()[1:]).kind != wire.ACK
-        down.send_multipart([pid_, *wire.credit(0, put.fields[0])])
+        down.send_multipart([pid_, *wire.credit(0, put.fields[0], 1 << 30)])
         _, ack1 = recv(up, wire.ACK)
         assert ack1.fields[0] == 1
         assert proc.is_alive()
@@ -157,9 +157,9 @@ def test_a_worker_counts_the_time_it_is_blocked_and_waiting(tmp_path: Path) -> N
         assert slot.waits()[1] == waiting  # blocked, not waiting
         stats = wait_until(lambda: (m := recv(ctl, wire.STATS)[1].fields[0])["blocked_s"] > 0.3 and m, 10, "STATS")
         assert stats["waiting_s"] == pytest.approx(waiting, abs=0.01)
-        down.send_multipart([pid_, *wire.credit(10, -1)])
+        down.send_multipart([pid_, *wire.credit(10, -1, 1 << 30)])
         _, put = recv(down, wire.PUT)
-        down.send_multipart([pid_, *wire.credit(0, put.fields[0])])
+        down.send_multipart([pid_, *wire.credit(0, put.fields[0], 1 << 30)])
         recv(up, wire.ACK)
         blocked = wait_until(lambda: (s := slot.waits())[1] > waiting + 0.3 and s[0], 10, "waiting again")
         assert slot.waits()[0] == blocked  # no longer blocked: the total stays put

@@ -32,7 +32,15 @@ def test_no_pickle_eval_or_dynamic_import_outside_load_ref() -> None:
     assert found == []
 
 
-def test_msgpack_is_unpacked_without_extension_hooks() -> None:
-    """Decoding must not turn wire data into objects: no ext_hook or object_hook."""
-    text = (RUNTIME / "runtime" / "wire.py").read_text()
-    assert "ext_hook" not in text and "object_hook" not in text and "object_pairs_hook" not in text
+def test_msgpack_is_unpacked_only_with_the_buffer_hook() -> None:
+    """Decoding turns wire data into no object but plain data: no object_hook anywhere,
+    and the one ext_hook is `payload.ext_hook`, which makes only bytes and NumPy arrays
+    of dtypes without objects (its refusals are tested in test_payload.py)."""
+    for path in sorted(RUNTIME.rglob("*.py")):
+        text = path.read_text()
+        assert "object_hook" not in text and "object_pairs_hook" not in text, path
+        for line in text.splitlines():
+            if "ext_hook=" in line:
+                assert "ext_hook=hook" in line and path.name == "wire.py", (path, line)
+    wire_text = (RUNTIME / "runtime" / "wire.py").read_text()
+    assert wire_text.count("hook = payload.ext_hook(") == 2

@@ -62,6 +62,9 @@ class FakeProc:
     def terminate(self) -> None:
         self.exit(-15)
 
+    def interrupt(self) -> None:
+        pass
+
     def kill(self) -> None:
         self.killed = True
         self.exit(-9)

@@ -31,6 +31,7 @@ STAGE_KEYS = [
     "skipped",
     "duplicates",
     "poisoned",
+    "discarded",
     "timeouts",
     "recycled",
     "restarts",
@@ -77,7 +78,7 @@ def test_a_period_carries_the_documented_keys() -> None:
     assert line["decisions"] == [{"stage": "work", "from": 1, "to": 2, "reason": "x"}]
     work = line["stages"]["work"]
     assert list(work) == STAGE_KEYS
-    assert list(line["stages"]["src"]) == [*STAGE_KEYS[:19], "total", *STAGE_KEYS[19:]]
+    assert list(line["stages"]["src"]) == [*STAGE_KEYS[:20], "total", *STAGE_KEYS[20:]]
     assert line["stages"]["src"]["total"] == 100 and line["stages"]["src"]["bounds"] == [1, 1]
     assert work["queue"] == {"length": 6, "capacity": 64, "leased": 2, "credit": 8, "expired": 3}
     assert (work["events_in"], work["events_out"], work["failed"], work["poisoned"]) == (31, 31, 1, 1)

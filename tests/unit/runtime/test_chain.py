@@ -60,7 +60,14 @@ def user_module() -> Iterator[types.ModuleType]:
     def describe(event: Any) -> str:
         return repr(event)
 
-    for f in (split, double, keyed, fail_on_3, flaky, Count, as_tuple, describe):
+    def many(event: int) -> Any:
+        """600 outputs; event 2 fails after 550."""
+        for i in range(600):
+            if event == 2 and i == 550:
+                raise ValueError("failed at 550")
+            yield event * 1000 + i
+
+    for f in (split, double, keyed, fail_on_3, flaky, Count, as_tuple, describe, many):
         setattr(m, f.__name__, f)
     sys.modules["chainstages"] = m
     yield m
@@ -73,12 +80,16 @@ class FakeRouter:
     def __init__(self, keyed: bool = False) -> None:
         self.keyed = keyed
         self.limit = wire.MAX_EVENT_BYTES
+        self.max_bytes = 0
         self.routed: list[tuple[Any, Any]] = []
 
-    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False) -> None:
+    def route(self, parent_id: Any, outputs: list[Any], estimate: bool = False, first: int = 0) -> None:
         if self.keyed and not all(isinstance(o, dict) and "k" in o for o in outputs):
             raise KeyError("an output has no field 'k' to route it to stage 'next' by")
-        ids = [parent_id] if len(outputs) == 1 else [f"{parent_id}.{i}" for i in range(len(outputs))]
+        if len(outputs) == 1 and not first:
+            ids = [parent_id]
+        else:
+            ids = [f"{parent_id}.{first + i}" for i in range(len(outputs))]
         self.routed.extend(zip(ids, outputs, strict=True))
 
     def route_packed(self, ids: list[Any], packed: list[bytes]) -> None:
@@ -206,3 +217,24 @@ def test_setup_reports_the_first_stage_that_raised(tmp_path: Path) -> None:
     chain = Chain(links, DeadLetters(tmp_path / "dead.jsonl"), stop)
     failed = chain.setup()
     assert failed is not None and failed[0].stage == "b" and failed[1].type == "ModuleNotFoundError"
+
+
+def test_a_generator_at_the_tail_is_sent_as_it_runs_and_named_in_order(tmp_path: Path) -> None:
+    chain, router, _ = chain_of(tmp_path, ("a", "handler", "chainstages:many", NO))
+    spills: list[int] = []
+    chain.on_spill = lambda: spills.append(len(router.routed))
+    chain.run(0, [7, 8], [1, 2])
+    # event 7: two chunks of 256 sent while the generator ran, the last 88 after it
+    assert spills == [256, 512, 768, 1024]
+    sevens = [(eid, ev) for eid, ev in router.routed if eid.startswith("7.")]
+    assert sevens == [(f"7.{i}", 1000 + i) for i in range(600)]
+    # event 8 failed after 550 outputs: the 512 sent before stay sent; the event is dead-lettered
+    assert [eid for eid, _ in router.routed if eid.startswith("8.")] == [f"8.{i}" for i in range(512)]
+    [letter] = read_dead_letters(tmp_path / "dead.jsonl")
+    assert letter["event_id"] == 8 and letter["message"] == "failed at 550"
+
+
+def test_without_an_owner_a_generator_is_held_whole(tmp_path: Path) -> None:
+    chain, router, _ = chain_of(tmp_path, ("a", "handler", "chainstages:many", NO))
+    chain.run(0, [7], [1])
+    assert [eid for eid, _ in router.routed] == [f"7.{i}" for i in range(600)]

@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sedamp.runtime import wire
-from sedamp.runtime.flow import LEASE_MIN_S, LEASE_TERM_PERIODS, POISON_DEATHS, Chunk, QueueCore, lease_term_s, strike
+from sedamp.runtime.flow import (
+    LEASE_MIN_S,
+    LEASE_TERM_PERIODS,
+    POISON_DEATHS,
+    Chunk,
+    QueueCore,
+    lease_term_s,
+    queue_stats,
+    strike,
+)
 
 P, P2, W, W2 = b"p1", b"p2", b"w1", b"w2"
 
@@ -314,7 +323,7 @@ def test_an_event_that_kills_two_workers_is_poison_and_bystanders_are_not() -> N
     assert q.counters.poisoned == 1
     [(eid, packed, reason)] = q.poisoned
     assert eid == "bad" and wire.unpack_events([packed], 1) == ["bad"] and reason == "was killed by SIGSEGV"
-    assert q.stats()["poisoned"] == 1
+    assert queue_stats(q)["poisoned"] == 1
     # "ok" died with W2? no: W2 still holds it; a worker dying outside any handler blames nobody
     q.worker_gone(W2, "was killed by SIGKILL", (-1, -1))
     assert q.counters.poisoned == 1 and q.buffered == 2  # "ok" and "ok2" are back

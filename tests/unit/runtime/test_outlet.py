@@ -15,6 +15,7 @@ from tests.conftest import socket_context
 class FakeOutlet:
     def __init__(self, key: str | None = None, partitions: int = 1, stage: str = "next", when: Any = None) -> None:
         self.key, self.partitions, self.stage, self.when = key, partitions, stage, when
+        self.max_bytes = 0
         self.items: list[tuple[int, list[Any], list[bytes], Any]] = []
         self.held: dict[Any, int] = {}
 

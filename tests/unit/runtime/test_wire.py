@@ -39,7 +39,7 @@ def test_every_kind_round_trips() -> None:
         wire.hello(wire.WORKER, 2, 0),
         wire.get(16),
         wire.ack(5),
-        wire.credit(64, 9),
+        wire.credit(64, 9, 1 << 20),
         wire.simple(wire.EOS),
         wire.simple(wire.BYE),
         wire.simple(wire.END),
@@ -98,7 +98,7 @@ def test_specific_refusals() -> None:
     with pytest.raises(WireError, match="malformed"):
         wire.parse(wire.get(0))
     with pytest.raises(WireError, match="body frames"):
-        wire.parse([wire.header(wire.PUT, 0, 0, [1], [1], 0.0)])
+        wire.parse([wire.header(wire.PUT, 0, 0, [1], [1], 0.0, [])])
     with pytest.raises(WireError, match="exceeds"):
         wire.parse([b"\x00" * (wire.MAX_FRAME_BYTES + 1)])
     with pytest.raises(WireError, match="not MessagePack"):
@@ -134,7 +134,7 @@ def test_int_keys_and_bytes_survive() -> None:
 
 
 def test_oversized_events_are_refused_at_packing() -> None:
-    big = b"x" * (wire.MAX_EVENT_BYTES + 1)
+    big = "x" * (wire.MAX_EVENT_BYTES + 1)  # a string travels inside the packed event
     with pytest.raises(WireError, match="exceeds the limit"):
         wire.pack_event(big)
     assert wire.pack_all([b"ok", big]) is None
@@ -154,7 +154,7 @@ def _peak_bytes(f: Any) -> int:
 
 def test_a_batch_is_not_packed_whole_before_its_sizes_are_checked() -> None:
     mib = 2**20
-    batch = [{"n": i, "blob": b"x" * (8 * mib)} for i in range(6)]  # each over the limit
+    batch = [{"n": i, "blob": "x" * (8 * mib)} for i in range(6)]  # each over the limit (strings stay inline)
     peak = _peak_bytes(lambda: wire.pack_all(batch, limit=mib))
     # packing the first takes its copy and, at most, a new packer buffer of twice its
     # size (3 x 8 MiB); packing all six before looking at their sizes took 6 x 8 MiB

@@ -1,0 +1,194 @@
+"""Large payloads through real runs: arrays cross stages, fused or not, failed or not,
+and a run's memory stays within its queues' byte bounds."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from sedamp.runtime.deadletter import event_of, read_dead_letters
+from tests.integration.util import run_sedamp, start_run, summary_of
+
+np = pytest.importorskip("numpy")
+
+STAGES = "tests.integration.arraystages"
+
+
+def topology(tmp: Path, out: Path, *, count: int, nbytes: int, fuse: bool, fail_modulo: int = 0, extra: str = "") -> Path:
+    group = "    group: g\n" if fuse else ""
+    text = f"""
+name: arrays
+stages:
+  src:
+    source: {STAGES}:Arrays
+    params: {{count: {count}, nbytes: {nbytes}}}
+    to: touch
+  touch:
+    handler: {STAGES}:touch
+    params: {{fail_modulo: {fail_modulo}}}
+{group}{"" if fuse else "    workers: 2" + chr(10)}    to: shape
+  shape:
+    handler: {STAGES}:reshape
+{group}    to: sink
+  sink:
+    sink: {STAGES}:Digest
+    params: {{out: "{out}"}}
+controller: {{period_s: 0.2}}
+{extra}"""
+    path = tmp / f"arrays-{'fused' if fuse else 'apart'}.yaml"
+    path.write_text(text)
+    return path
+
+
+def digest(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_arrays_cross_stages_and_arrive_the_same_fused_or_not(tmp_path: Path, workdir: Path) -> None:
+    rows = {}
+    for fuse in (False, True):
+        out = tmp_path / f"digest-{fuse}.jsonl"
+        proc = run_sedamp("run", str(topology(tmp_path, out, count=24, nbytes=2_000_000, fuse=fuse)),
+                          "--workdir", str(workdir), "--json", timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        rows[fuse] = digest(out)
+    apart = rows[False]
+    assert [r["n"] for r in apart] == list(range(24))
+    side = int((2_000_000 // 8) ** 0.5)
+    for r in apart:
+        n = r["n"]
+        # touch made a new array (n + 1); reshape sent a strided view, which arrived in C order
+        assert r["shape"] == [side, side] and r["dtype"] == "<f8" and r["sum"] == (n + 1) * side * side
+        assert r["corner"] == n + 1 and r["head"] == 128
+        assert r["writeable"] is False and r["was_writeable"] is False  # received arrays are read-only
+    assert rows[True] == apart  # fused, an array crosses as it would between processes
+
+
+def test_an_array_that_fails_is_dead_lettered_in_a_form_read_back_whole(tmp_path: Path, workdir: Path) -> None:
+    out = tmp_path / "digest.jsonl"
+    topo = topology(tmp_path, out, count=12, nbytes=200_000, fuse=False, fail_modulo=5)
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", timeout=120)
+    assert proc.returncode == 1, proc.stderr  # some events failed
+    [run_dir] = (workdir / "runs").iterdir()
+    records = read_dead_letters(run_dir / "dead-letters.jsonl")
+    assert sorted(r["event"]["n"] for r in records) == [0, 5, 10]
+    for r in records:
+        event = event_of(r)
+        a = event["a"]
+        assert isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == (25_000,)
+        assert (a == event["n"]).all()
+    assert [r["n"] for r in digest(out)] == [n for n in range(12) if n % 5]
+    assert summary_of(proc)["stages"]
+
+
+def _tree_rss(root: psutil.Process) -> int:
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def test_memory_stays_within_the_byte_bounds_whatever_the_number_of_large_events(tmp_path: Path, workdir: Path) -> None:
+    """48 MB events through queues bounded at 96 MiB: the run's memory is the bounds, the
+    events in hand and the interpreters, not the number of events (the benchmark script
+    runs 2,000 of them; 40 here, 1.9 GB in all, keep the suite short)."""
+    out = tmp_path / "digest.jsonl"
+    extra = ""
+    topo = topology(tmp_path, out, count=40, nbytes=48_000_000, fuse=False, extra=extra)
+    text = topo.read_text().replace("    to: shape\n", "    queue: {max_bytes: 96MiB}\n    to: shape\n", 1)
+    text = text.replace("    handler: tests.integration.arraystages:reshape\n",
+                        "    handler: tests.integration.arraystages:reshape\n    queue: {max_bytes: 96MiB}\n")  # fmt: skip
+    text = text.replace("    sink: tests.integration.arraystages:Digest\n",
+                        "    sink: tests.integration.arraystages:Digest\n    queue: {max_bytes: 96MiB}\n")  # fmt: skip
+    topo.write_text(text)
+    proc = start_run(topo, workdir)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(root))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        _, err = proc.communicate(timeout=240)
+    finally:
+        done.set()
+        watcher.join(timeout=5)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, err
+    assert [r["n"] for r in digest(out)] == list(range(40))
+    gib = 1024**3
+    assert peak < 1.5 * gib, f"peak RSS of the run's processes {peak / gib:.2f} GiB"
+
+
+def test_a_generator_is_consumed_as_its_outputs_are_sent(tmp_path: Path, workdir: Path) -> None:
+    """300 outputs of 1 MB for one event (300 MB) into a queue bounded at 16 MiB: the
+    worker sends them as the generator makes them, so it never holds them all."""
+    out = tmp_path / "digest.jsonl"
+    report = tmp_path / "report"
+    report.mkdir()
+    topo = tmp_path / "frames.yaml"
+    topo.write_text(f"""
+name: frames
+stages:
+  src:
+    source: {STAGES}:Arrays
+    params: {{count: 2, nbytes: 8}}
+    to: split
+  split:
+    handler: {STAGES}:Frames
+    params: {{count: 300, nbytes: 1000000, report: "{report}"}}
+    workers: 1
+    fuse: never
+    to: sink
+  sink:
+    sink: {STAGES}:Digest
+    params: {{out: "{out}"}}
+    queue: {{max_bytes: 16MiB}}
+""")
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    rows = digest(out)
+    assert [(r["n"], r["i"]) for r in rows] == [(n, i) for n in range(2) for i in range(300)]
+    assert all(r["sum"] == r["i"] * 125_000 for r in rows)
+    [m] = [json.loads(p.read_text()) for p in report.iterdir()]
+    # held whole, the outputs of one event took 300 MB; sent as they come, a few chunks
+    assert m["peak"] - m["base"] < 100, m
+
+
+def test_arrays_survive_a_retry_and_a_killed_worker(tmp_path: Path, workdir: Path) -> None:
+    """The lease of a killed worker comes back with its arrays (the queue holds the
+    frames until the lease is acknowledged); a retried event is handed its arrays again."""
+    out = tmp_path / "digest.jsonl"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    topo = topology(tmp_path, out, count=30, nbytes=400_000, fuse=False)
+    text = topo.read_text().replace(
+        f"    handler: {STAGES}:touch\n    params: {{fail_modulo: 0}}\n",
+        f"    handler: {STAGES}:once\n    params: {{die_at: 7, fail_at: 12, marker_dir: \"{markers}\"}}\n"
+        "    on_error: {retry: 1}\n",
+    )
+    topo.write_text(text)
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in markers.iterdir()) == ["die", "fail"]
+    rows = digest(out)
+    assert sorted({r["n"] for r in rows}) == list(range(30))  # a redelivered event may arrive twice
+    side = int((400_000 // 8) ** 0.5)
+    assert all(r["sum"] == (r["n"] + 1) * side * side for r in rows)

@@ -140,6 +140,17 @@ class Respond:
         self.ctx.term()
 
 
+def _admissions(routes: list[dict[str, Any]], limits: dict[str, dict[str, Any]]) -> dict[str, Admission]:
+    """Each route's admission, from its limits (target_p90_ms given in ms)."""
+    out: dict[str, Admission] = {}
+    for name in {r["route"] for r in routes}:
+        spec = dict(limits.get(name, {}))
+        if "target_p90_ms" in spec:
+            spec["target_p90_s"] = float(spec.pop("target_p90_ms")) / 1000
+        out[name] = Admission(RouteLimits(**spec), time.monotonic)
+    return out
+
+
 class HttpFrontend:
     """Source: an HTTP/1.1 server whose requests are the events (see the module doc).
 
@@ -213,12 +224,7 @@ class HttpFrontend:
         self.inline: dict[str, list[Any]] = {
             r["route"]: [r["inline"], load_ref(r["inline"]), None] for r in self.routes if r.get("inline")
         }
-        self.admission: dict[str, Admission] = {}
-        for name in {r["route"] for r in self.routes}:
-            spec = dict((limits or {}).get(name, {}))
-            if "target_p90_ms" in spec:
-                spec["target_p90_s"] = float(spec.pop("target_p90_ms")) / 1000
-            self.admission[name] = Admission(RouteLimits(**spec), time.monotonic)
+        self.admission = _admissions(self.routes, limits or {})
         self.counts: dict[int, int] = {}
         self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._ids = itertools.count()

@@ -15,11 +15,15 @@ def test_a_module_that_fails_to_import_says_so_and_why(tmp_path: Path) -> None:
     (tmp_path / "mystages" / "foo.py").write_text(
         '"""Handlers."""\nimport json\nimport no_such_package_xyz\n\n\ndef f(event):\n    return event\n'
     )
+    # the other stages beside it too: the run's directory is the topology's, not the repository
+    (tmp_path / "mystages" / "ok.py").write_text(
+        '"""Stages that import."""\n\n\ndef numbers(count):\n    return range(count)\n\n\ndef keep(event):\n    pass\n'
+    )
     topo = tmp_path / "t.yaml"
     topo.write_text(
-        f"name: t\nstages:\n  src: {{source: {TESTSTAGES}:Numbers, params: {{count: 3}}, to: mid}}\n"
+        "name: t\nstages:\n  src: {source: mystages.ok:numbers, params: {count: 3}, to: mid}\n"
         "  mid: {handler: mystages.foo:f, to: out}\n"
-        f"  out: {{sink: {TESTSTAGES}:Append, params: {{out: {tmp_path / 'o.jsonl'}}}}}\n"
+        "  out: {sink: mystages.ok:keep}\n"
     )
     for command in (["validate"], ["run", "--workdir", str(tmp_path / "w")]):
         r = run_sedamp(*command, str(topo), cwd=tmp_path)

@@ -136,7 +136,7 @@ class Chunk:
 
     def __post_init__(self) -> None:
         if self.nbytes < 0:
-            self.nbytes = len(self.body) + _buf_bytes(self.bufs)
+            self.nbytes = len(self.body) + payload.bufs_nbytes(self.bufs)
 
     @property
     def n(self) -> int:
@@ -145,7 +145,7 @@ class Chunk:
     def bytes_of(self, k: int) -> int:
         """The size of its first k events, buffers included."""
         cut = self.ends[k - 1]
-        return cut + _buf_bytes(self.bufs[: sum(self.nbufs[:k])]) if self.nbufs else cut
+        return cut + payload.bufs_nbytes(self.bufs[: sum(self.nbufs[:k])]) if self.nbufs else cut
 
     def split(self, k: int) -> tuple[Chunk, Chunk]:
         """The first k events and the rest, at an event boundary."""
@@ -178,10 +178,6 @@ class Chunk:
         """This one-event chunk with one more strike, to be leased alone."""
         same = (self.ids, self.ends, self.body, self.t_src, self.t_enq)
         return Chunk(*same, self.strikes + 1, True, self.nbufs, self.bufs, self.nbytes)
-
-
-def _buf_bytes(bufs: list[Any]) -> int:
-    return sum(memoryview(b).nbytes for b in bufs) if bufs else 0
 
 
 def strike(chunks: list[Chunk], position: int) -> tuple[list[Chunk], Chunk | None]:

@@ -47,7 +47,7 @@ class Packed(bytes):
     @property
     def nbytes(self) -> int:
         """The event's size on the wire: packed bytes and buffers."""
-        return len(self) + sum(_nbytes(b) for b in self.bufs)
+        return len(self) + bufs_nbytes(self.bufs)
 
 
 def size_of(packed: bytes) -> int:
@@ -59,9 +59,9 @@ def bufs_of(packed: bytes) -> list[Any]:
     return packed.bufs if type(packed) is Packed else []
 
 
-def _nbytes(buf: Any) -> int:
-    n = getattr(buf, "nbytes", None)
-    return int(n) if n is not None else len(buf)
+def bufs_nbytes(bufs: list[Any]) -> int:
+    """The bytes of buffers (memoryviews, bytes, received frames)."""
+    return sum(memoryview(b).nbytes for b in bufs) if bufs else 0
 
 
 class _Big:

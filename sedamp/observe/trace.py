@@ -20,14 +20,18 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sedamp.observe.words import plural
+import msgpack
 
-FORMAT_VERSION = 1
+from sedamp.observe.words import plural
+from sedamp.runtime.tracing import RECORDS_SUFFIX
+
+FORMAT_VERSION = 2  # 1: the hops one event at a time, [event id, stage, hop, us]
 
 # A queue's waits are drawn on at most this many lanes (beyond, they share the last).
 MAX_LANES = 64
@@ -53,8 +57,8 @@ class ProcRecords:
     pid: int
     host: str
     offset_ns: int  # wall clock minus monotonic clock, measured by the process
-    hops: list[list[Any]] = field(default_factory=list)  # [hop, stage, eid, t_ns, batch]
-    calls: list[list[Any]] = field(default_factory=list)  # [stage, batch, t0_ns, t1_ns, n, sampled]
+    hops: list[Sequence[Any]] = field(default_factory=list)  # [hop, stage, [event ids], t_ns, batch]
+    calls: list[Sequence[Any]] = field(default_factory=list)  # [stage, batch, t0_ns, t1_ns, n, sampled]
 
     @property
     def label(self) -> str:
@@ -63,36 +67,34 @@ class ProcRecords:
         return f"{'src' if self.role == 'source' else 'q'}:{self.stage}"
 
 
-def parse_records(lines: Iterable[str]) -> ProcRecords | None:
-    """One process's file; None when it has no header. A cut last line is skipped."""
-    it = iter(lines)
+def parse_records(data: bytes) -> ProcRecords | None:
+    """One process's file; None when it has no header. A cut last flush is skipped."""
+    unpacker = msgpack.Unpacker(use_list=False, raw=False, strict_map_key=False, max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
     try:
-        head = json.loads(next(it))
-    except (StopIteration, ValueError):
+        head = next(unpacker)
+        proc = ProcRecords(
+            head["role"], head["stage"], head["index"], head["pid"], head["host"], head["wall_minus_monotonic_ns"]
+        )
+    except (StopIteration, ValueError, TypeError, KeyError, msgpack.UnpackException):
         return None
-    proc = ProcRecords(
-        head["role"], head["stage"], head["index"], head["pid"], head["host"], head["wall_minus_monotonic_ns"]
-    )
-    for line in it:
-        try:
-            records = json.loads(line)  # one flush: an array of records
-        except ValueError:
-            continue
-        for rec in records:
-            if rec and rec[0] == "hops":
-                _, hop, stage, ids, t_ns, batch = rec
-                proc.hops.extend([hop, stage, eid, t_ns, batch] for eid in ids)
-            elif rec and rec[0] == "call":
-                proc.calls.append(rec[1:])
+    try:
+        for records in unpacker:  # one flush: an array of records
+            for rec in records:
+                if rec and rec[0] == "hops":
+                    proc.hops.append(rec[1:])
+                elif rec and rec[0] == "call":
+                    proc.calls.append(rec[1:])
+    except (ValueError, TypeError, msgpack.UnpackException):  # a damaged file: what came before it stands
+        pass
     return proc
 
 
 def read_dir(trace_dir: Path) -> list[ProcRecords]:
     """Every process's records under a run's traces/ directory."""
     procs = []
-    for path in sorted(trace_dir.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            proc = parse_records(f)
+    for path in sorted(trace_dir.glob(f"*{RECORDS_SUFFIX}")):
+        proc = parse_records(path.read_bytes())
         if proc is not None:
             procs.append(proc)
     return procs
@@ -136,60 +138,70 @@ def lane_tid(pid: int, lane: int) -> int:
     return ((lane + 1) << 22) | pid
 
 
+# The document is written as text, one encoded trace event per item: for the tens of
+# thousands of slices and flow steps of a large trace, formatting each from a template
+# costs a fraction of building a dict for it and encoding that.
+_SLICE = '{"ph":"X","name":%s,"cat":"%s","pid":%d,"tid":%d,"ts":%r,"dur":%r,"args":%s}'
+_FLOW = '{"ph":"%s","id":%d,"name":"event","cat":"event","pid":%d,"tid":%d,"ts":%r,"bp":"e","args":{"event":%s}}'
+_META = '{"ph":"M","pid":%d,"tid":%d,"name":"%s","args":%s}'
+
+
+def _js(value: Any) -> str:
+    """`value` as JSON text (an int without a call into the encoder)."""
+    return str(value) if type(value) is int else json.dumps(value)
+
+
+def _ids(ids: list[Any]) -> str:
+    """Event ids as a JSON array of strings."""
+    return json.dumps([str(e) for e in ids]) if ids else "[]"
+
+
 class _Builder:
-    """Builds the Chrome trace-event document from every process's records."""
+    """Builds the Chrome trace-event document, as JSON text, from every process's records."""
 
     def __init__(self, procs: list[ProcRecords], stages: list[str], name: str) -> None:
         self.procs = procs
         self.stages = stages
         self.name = name
         self.shift, self.clock = clock_shifts(procs)
-        times = [h[3] + self.shift[p.pid] for p in procs for h in p.hops]
-        times += [c[2] + self.shift[p.pid] for p in procs for c in p.calls]
-        self.t0 = min(times) if times else 0
-        self.events: list[dict[str, Any]] = []
+        starts = [min(map(itemgetter(3), p.hops)) + self.shift[p.pid] for p in procs if p.hops]
+        starts += [min(map(itemgetter(2), p.calls)) + self.shift[p.pid] for p in procs if p.calls]
+        self.t0 = min(starts) if starts else 0
+        self.events: list[str] = []
         # event id -> [(t_ns, stage, hop, pid, tid)], on the one clock
         self.hops: dict[str, list[tuple[int, str, str, int, int]]] = defaultdict(list)
+        # [hop, stage, [event ids], us]: the hops as recorded, a batch's sampled events at once
+        self.batches: list[list[Any]] = []
 
-    def us(self, t_ns: int) -> float:
-        return round((t_ns - self.t0) / 1000, 3)
-
-    def build(self) -> dict[str, Any]:
+    def build(self) -> str:
         for p in self.procs:
             self._process(p)
         self._waits()
         self._flows()
-        hops = [[eid, stage, hop, self.us(t)] for eid, hs in self.hops.items() for t, stage, hop, _, _ in sorted(hs)]
-        meta = {"version": FORMAT_VERSION, "name": self.name, "stages": self.stages, "clock": self.clock, "hops": hops}
-        return {"traceEvents": self.events, "displayTimeUnit": "ms", "sedamp": meta}
+        self.batches.sort(key=itemgetter(3))
+        meta = {"version": FORMAT_VERSION, "name": self.name, "stages": self.stages, "clock": self.clock}
+        meta["hops"] = self.batches
+        return f'{{"traceEvents":[{",".join(self.events)}],"displayTimeUnit":"ms","sedamp":{json.dumps(meta)}}}'
 
-    def _meta(self, pid: int, tid: int, what: str, name: str) -> None:
-        self.events.append({"ph": "M", "pid": pid, "tid": tid, "name": what, "args": {"name": name}})
+    def _meta(self, pid: int, tid: int, what: str, args: dict[str, Any]) -> None:
+        self.events.append(_META % (pid, tid, what, json.dumps(args)))
 
     def _process(self, p: ProcRecords) -> None:
-        shift = self.shift[p.pid]
-        self._meta(p.pid, p.pid, "process_name", p.label)
-        self._meta(p.pid, p.pid, "thread_name", p.label)
+        pid, shift, t0, out = p.pid, self.shift[p.pid], self.t0, self.events
+        self._meta(pid, pid, "process_name", {"name": p.label})
+        self._meta(pid, pid, "thread_name", {"name": p.label})
         order = self.stages.index(p.stage) if p.stage in self.stages else len(self.stages)
-        sort = {"sort_index": 3 * order + {"source": 0, "queue": 1}.get(p.role, 2)}
-        self.events.append({"ph": "M", "pid": p.pid, "tid": p.pid, "name": "process_sort_index", "args": sort})
-        name = "read" if p.role == "source" else p.stage
-        for stage, batch, t0, t1, n, sampled in p.calls:
-            args = {"stage": stage, "batch": batch, "events": n, "sampled": [str(e) for e in sampled]}
-            self.events.append(
-                {
-                    "ph": "X",
-                    "name": name,
-                    "cat": p.role,
-                    "pid": p.pid,
-                    "tid": p.pid,
-                    "ts": self.us(t0 + shift),
-                    "dur": round((t1 - t0) / 1000, 3),
-                    "args": args,
-                }
-            )
-        for hop, stage, eid, t, _batch in p.hops:
-            self.hops[str(eid)].append((t + shift, stage, hop, p.pid, p.pid))
+        self._meta(pid, pid, "process_sort_index", {"sort_index": 3 * order + {"source": 0, "queue": 1}.get(p.role, 2)})
+        name = json.dumps("read" if p.role == "source" else p.stage)
+        for stage, batch, c0, c1, n, sampled in p.calls:
+            args = f'{{"stage":{json.dumps(stage)},"batch":{_js(batch)},"events":{n},"sampled":{_ids(sampled)}}}'
+            out.append(_SLICE % (name, p.role, pid, pid, (c0 + shift - t0) / 1000, (c1 - c0) / 1000, args))
+        hops, batches = self.hops, self.batches
+        for hop, stage, ids, t, _batch in p.hops:
+            at = (t + shift, stage, hop, pid, pid)
+            batches.append([hop, stage, ids, (t + shift - t0) / 1000])
+            for eid in map(str, ids):
+                hops[eid].append(at)
 
     def _waits(self) -> None:
         """A slice per wait in a queue (queued -> leased) of the sampled events that
@@ -206,39 +218,28 @@ class _Builder:
             for (t0, t1, stage), lane in zip(waits, lanes, strict=True):
                 tid = lane_tid(pid, lane)
                 eids = groups[(t0, t1, stage)]
-                self.events.append(
-                    {
-                        "ph": "X",
-                        "name": f"wait {stage}",
-                        "cat": "queue",
-                        "pid": pid,
-                        "tid": tid,
-                        "ts": self.us(t0),
-                        "dur": round((t1 - t0) / 1000, 3),
-                        "args": {"events": eids},
-                    }
-                )
+                name = json.dumps(f"wait {stage}")
+                args = f'{{"events":{_ids(eids)}}}'
+                self.events.append(_SLICE % (name, "queue", pid, tid, (t0 - self.t0) / 1000, (t1 - t0) / 1000, args))
                 for eid in eids:
                     hs = self.hops[eid]
                     hs[hs.index((t0, stage, "queued", pid, pid))] = (t0, stage, "queued", pid, tid)
             for lane in sorted(set(lanes)):
-                self._meta(pid, lane_tid(pid, lane), "thread_name", f"waiting {lane + 1}")
+                self._meta(pid, lane_tid(pid, lane), "thread_name", {"name": f"waiting {lane + 1}"})
 
     def _flows(self) -> None:
         """Arrows following each sampled event from slice to slice: from the read, through
         each queue wait, to each handler call."""
-        for flow_id, eid in enumerate(sorted(self.hops, key=_id_order), start=1):
-            anchors = sorted(
-                (t, pid, tid) for t, _, hop, pid, tid in path_of(eid, self.hops) if _anchored(hop, pid, tid)
-            )
+        t0, out, hops = self.t0, self.events, self.hops
+        for flow_id, eid in enumerate(sorted(hops, key=_id_order), start=1):
+            path = hops[eid] if "." not in eid else path_of(eid, hops)
+            anchors = sorted((t, pid, tid) for t, _, hop, pid, tid in path if _anchored(hop, pid, tid))
             if len(anchors) < 2:
                 continue
+            eq, last = json.dumps(eid), len(anchors) - 1
             for k, (t, pid, tid) in enumerate(anchors):
-                ph = "s" if k == 0 else "f" if k == len(anchors) - 1 else "t"
-                self.events.append(
-                    {"ph": ph, "id": flow_id, "name": "event", "cat": "event", "pid": pid, "tid": tid,
-                     "ts": self.us(t), "bp": "e", "args": {"event": eid}}
-                )  # fmt: skip
+                ph = "s" if k == 0 else "f" if k == last else "t"
+                out.append(_FLOW % (ph, flow_id, pid, tid, (t - t0) / 1000, eq))
 
 
 def _anchored(hop: str, pid: int, tid: int) -> bool:
@@ -262,18 +263,25 @@ def path_of(eid: str, hops: dict[str, list[Any]]) -> list[Any]:
     return sorted(path)
 
 
+def chrome_trace_text(procs: list[ProcRecords], stages: list[str], name: str) -> tuple[str, int]:
+    """The Chrome trace-event document of a run's records, as JSON text, and how many
+    events it follows."""
+    builder = _Builder(procs, stages, name)
+    return builder.build(), len(builder.hops)
+
+
 def chrome_trace(procs: list[ProcRecords], stages: list[str], name: str) -> dict[str, Any]:
     """The Chrome trace-event document of a run's records."""
-    return _Builder(procs, stages, name).build()
+    doc: dict[str, Any] = json.loads(chrome_trace_text(procs, stages, name)[0])
+    return doc
 
 
 def write_trace(trace_dir: Path, out: Path, stages: list[str], name: str) -> int:
     """Merge a run's records into `out`; how many events were sampled."""
-    doc = chrome_trace(read_dir(trace_dir), stages, name)
-    text = json.dumps(doc, separators=(",", ":"))  # json.dump would encode in Python, 10x slower
+    text, events = chrome_trace_text(read_dir(trace_dir), stages, name)
     with open(out, "w", encoding="utf-8") as f:
         f.write(text)
-    return len({h[0] for h in doc["sedamp"]["hops"]})
+    return events
 
 
 # ---------------------------------------------------------------- summary
@@ -354,16 +362,28 @@ def _slow_event(eid: str, path: list[tuple[float, str, str]]) -> SlowEvent:
     return SlowEvent(eid, round(total, 3), segments)
 
 
+def hops_by_event(meta: dict[str, Any]) -> dict[str, list[tuple[float, str, str]]]:
+    """Each sampled event's hops, (us, stage, hop), from a document's ``sedamp`` section."""
+    own: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+    if meta["version"] == 1:
+        for eid, stage, hop, ts in meta["hops"]:
+            own[str(eid)].append((float(ts), stage, hop))
+        return own
+    for hop, stage, ids, ts in meta["hops"]:
+        at = (float(ts), stage, hop)
+        for eid in ids:
+            own[str(eid)].append(at)
+    return own
+
+
 def summarize(doc: dict[str, Any], slowest: int = 3) -> TraceSummary:
     """Per stage, the median and p90 of each part of the sampled events' time, and the
     critical path of the `slowest` events. Raises ValueError for a document that is not
     a sedamp trace."""
     meta = doc.get("sedamp") if isinstance(doc, dict) else None
-    if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
-        raise ValueError("not a trace written by `sedamp run --trace` (no 'sedamp' section of version 1)")
-    own: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
-    for eid, stage, hop, ts in meta["hops"]:
-        own[str(eid)].append((float(ts), stage, hop))
+    if not isinstance(meta, dict) or meta.get("version") not in (1, FORMAT_VERSION):
+        raise ValueError("not a trace written by `sedamp run --trace` (no 'sedamp' section this sedamp reads)")
+    own = hops_by_event(meta)
     parts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     counted: dict[str, set[str]] = defaultdict(set)
     parents = {e.rsplit(".", k)[0] for e in own for k in range(1, e.count(".") + 1)}

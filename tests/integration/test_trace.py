@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sedamp.errors import EXIT_INVALID
-from sedamp.observe.trace import path_of
+from sedamp.observe.trace import hops_by_event, path_of
 from tests.integration.util import TOPOLOGIES, chain_yaml, run_sedamp
 from tests.trace_format import check_chrome_trace
 
@@ -19,10 +19,7 @@ ORDER = ("read", "sent", "queued", "leased", "start", "end", "sink", "put")
 
 
 def _hops_by_event(doc: dict[str, Any]) -> dict[str, list[tuple[float, str, str]]]:
-    own: dict[str, list[tuple[float, str, str]]] = {}
-    for eid, stage, hop, ts in doc["sedamp"]["hops"]:
-        own.setdefault(eid, []).append((ts, stage, hop))
-    return own
+    return hops_by_event(doc["sedamp"])
 
 
 def _check_paths(doc: dict[str, Any], stages: list[str]) -> None:
@@ -115,7 +112,7 @@ def test_trace_refuses_a_file_that_is_not_a_trace(tmp_path: Path) -> None:
     proc = run_sedamp("trace", str(bad))
     assert proc.returncode == EXIT_INVALID
     assert proc.stderr.splitlines() == [
-        f"error: {bad}: not a trace written by `sedamp run --trace` (no 'sedamp' section of version 1)"
+        f"error: {bad}: not a trace written by `sedamp run --trace` (no 'sedamp' section this sedamp reads)"
     ]
     proc = run_sedamp("trace", str(tmp_path / "missing.json"))
     assert proc.returncode == EXIT_INVALID and "Traceback" not in proc.stderr

@@ -25,19 +25,19 @@ def _records(host_b: str = "h", offset_b: int = 0) -> list[ProcRecords]:
     5.0 and 5.1; b takes 0, 5.0 and 5.1 in one batch. Times in ms."""
     src = ProcRecords("source", "src", 0, 10, "h", 0)
     src.calls = [["src", 0, 1 * MS, 2 * MS, 2, [0, 5]]]
-    src.hops = [[hop, "src", e, t * MS, None] for e in (0, 5) for hop, t in (("read", 1), ("sent", 2))]
+    src.hops = [[hop, "src", [0, 5], t * MS, None] for hop, t in (("read", 1), ("sent", 2))]
     qa = ProcRecords("queue", "a", 0, 20, "h", 0)
-    qa.hops = [["queued", "a", e, 3 * MS, None] for e in (0, 5)]
+    qa.hops = [["queued", "a", [0, 5], 3 * MS, None]]
     wa = ProcRecords("worker", "a", 0, 30, "h", 0)
     wa.calls = [["a", 1, 6 * MS, 9 * MS, 2, [0, 5]]]
     steps_a = (("leased", 5), ("start", 6), ("end", 9), ("put", 9.5), ("acked", 12))
-    wa.hops = [[hop, "a", e, int(t * MS), 1] for e in (0, 5) for hop, t in steps_a]
+    wa.hops = [[hop, "a", [0, 5], int(t * MS), 1] for hop, t in steps_a]
     qb = ProcRecords("queue", "b", 0, 40, host_b, offset_b)
-    qb.hops = [["queued", "b", e, 10 * MS, None] for e in (0, "5.0", "5.1")]
+    qb.hops = [["queued", "b", [0, "5.0", "5.1"], 10 * MS, None]]
     wb = ProcRecords("worker", "b", 1, 50, host_b, offset_b)
     wb.calls = [["b", 7, 12 * MS, 20 * MS, 3, [0, "5.0", "5.1"]]]
     steps_b = (("leased", 11), ("start", 12), ("end", 20), ("sink", 20), ("acked", 20.1))
-    wb.hops = [[hop, "b", e, int(t * MS), 7] for e in (0, "5.0", "5.1") for hop, t in steps_b]
+    wb.hops = [[hop, "b", [0, "5.0", "5.1"], int(t * MS), 7] for hop, t in steps_b]
     return [src, qa, wa, qb, wb]
 
 
@@ -80,8 +80,8 @@ def test_flows_follow_each_event_from_stage_to_stage() -> None:
 
 def test_overlapping_waits_go_on_separate_lanes() -> None:
     procs = _records()
-    procs[1].hops.append(["queued", "a", 9, int(3.5 * MS), None])
-    procs[2].hops.append(["leased", "a", 9, int(7 * MS), 2])
+    procs[1].hops.append(["queued", "a", [9], int(3.5 * MS), None])
+    procs[2].hops.append(["leased", "a", [9], int(7 * MS), 2])
     doc = chrome_trace(procs, ["src", "a", "b"], "demo")
     check_chrome_trace(doc)
     lanes = {e["tid"] for e in doc["traceEvents"] if e["ph"] == "X" and e["pid"] == 20}
@@ -166,3 +166,13 @@ def test_the_format_check_catches_what_viewers_reject() -> None:
     loose = {"ph": "s", "name": "e", "cat": "c", "pid": 2, "tid": 2, "ts": 0, "id": 1}
     with pytest.raises(AssertionError, match="binds to no slice"):
         check_chrome_trace({"traceEvents": [loose]})
+
+
+def test_a_file_of_the_first_format_is_summarised_alike() -> None:
+    doc = _doc()
+    assert doc["sedamp"]["version"] == 2
+    old = {**doc, "sedamp": {**doc["sedamp"], "version": 1}}
+    old["sedamp"]["hops"] = [[e, stage, hop, ts] for hop, stage, ids, ts in doc["sedamp"]["hops"] for e in ids]
+    assert summarize(old) == summarize(doc)
+    times = [ts for _, _, _, ts in doc["sedamp"]["hops"]]
+    assert times == sorted(times) and times[0] == 0.0

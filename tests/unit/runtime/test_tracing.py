@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from sedamp.observe.trace import parse_records
@@ -38,6 +38,17 @@ def test_picking_from_a_batch_agrees_with_the_decision_per_id(tmp_path: Path) ->
         ["40.0", "40.1", 41, "a.0.end.0", "777.3.1"],  # fan-out children and end-of-input ids
         [],
     ]
+    # lists whose ends look like a run of positions but which are not that run
+    run = list(range(5000, 5100))
+    sampled = [i for i in run if is_sampled(i, 20)]
+    unsampled = next(i for i in run[1:-1] if not is_sampled(i, 20))
+    far = next(i for i in range(90_000, 91_000) if is_sampled(i, 20))
+    batches += [
+        [run[0], *reversed(run[1:-1]), run[-1]],  # the run, its middle reversed
+        [x if x != sampled[1] else far for x in run],  # a sampled position swapped for another
+        [x if x != unsampled else far for x in run],  # an unsampled one swapped for a sampled one
+        [x if x != unsampled else f"{far}.0" for x in run],  # a string among the ints
+    ]
     for ids in batches:
         assert set(tracer.pick(ids)) == {e for e in ids if is_sampled(e, 20)}, ids
 
@@ -66,15 +77,16 @@ def test_a_worker_records_its_hops_and_calls(tmp_path: Path) -> None:
     tracer.handled("a", 8, 4, 0, sink=False)  # a batch with nothing sampled: its call only
     tracer.flush()
     [path] = (tmp_path / "traces").iterdir()
-    assert path.name == f"worker-a-2-{tracer.pid}.jsonl"
-    proc = parse_records(path.read_text().splitlines())
+    assert path.name == f"worker-a-2-{tracer.pid}.trace"
+    proc = parse_records(path.read_bytes())
     assert proc is not None and (proc.role, proc.stage, proc.index, proc.label) == ("worker", "a", 2, "sdw:a:2")
     by_event: dict[object, list[str]] = {}
-    for hop, stage, eid, _t, batch in proc.hops:
+    for hop, stage, ids, _t, batch in proc.hops:
         assert stage == "a" and batch == 7
-        by_event.setdefault(eid, []).append(hop)
+        for eid in ids:
+            by_event.setdefault(eid, []).append(hop)
     assert by_event == {e: ["leased", "start", "end", "put", "acked"] for e in (0, 1)}
-    assert [(c[1], c[4], c[5]) for c in proc.calls] == [(7, 3, [0, 1]), (8, 4, [])]
+    assert [(c[1], c[4], list(c[5])) for c in proc.calls] == [(7, 3, [0, 1]), (8, 4, [])]
     assert tracer.leases == {}
 
 
@@ -82,10 +94,14 @@ def test_a_cut_last_line_is_skipped(tmp_path: Path) -> None:
     tracer = Tracer(str(tmp_path), 1.0, "source", "s")
     tracer.read("s", [0, 1], 5)
     tracer.flush()
-    text = tracer.path.read_text() + '["hop", "re'
-    proc = parse_records(text.splitlines())
-    assert proc is not None and len(proc.hops) == 4 and proc.label == "src:s"
-    assert json.loads(text.splitlines()[0])["role"] == "source"
+    data = tracer.path.read_bytes()
+    cut = data + msgpack.packb([["hops", "read", "s", [2, 3], 9, None]])[:-3]
+    proc = parse_records(cut)
+    assert proc is not None and [h[:3] for h in proc.hops] == [("read", "s", (0, 1)), ("sent", "s", (0, 1))]
+    assert proc.label == "src:s"
+    assert parse_records(data[:5]) is None  # not even the header
+    damaged = parse_records(data + b"\xc1" + data)  # a byte MessagePack never uses
+    assert damaged is not None and len(damaged.hops) == 2
 
 
 def test_a_source_samples_what_every_other_process_samples(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from sedamp.control.simprofile import Profile, with_flags  # noqa: E402
 from sedamp.control.simulate import simulate as run_model  # noqa: E402
+from sedamp.observe.report import plot_pools  # noqa: E402
 
 TOPOLOGY = REPO / "topologies" / "shift.yaml"
 FIRST = (1.0e-3, 4.0e-3, 0.5e-3)  # a, b, c: CPU seconds per event, first half
@@ -52,7 +53,8 @@ BATCH_EVENTS = 8.0
 
 
 def simulate(
-    split: list[int], cores: int, events: int, adaptive: bool, spawn_s: float, trace: bool = False
+    split: list[int], cores: int, events: int, adaptive: bool, spawn_s: float, trace: bool = False,
+    plot: Path | None = None,
 ) -> dict[str, Any]:
     """The shift workload on `cores` from the split a / b / c = `split`, with the
     controller (`adaptive`) or without; `spawn_s`: a new worker's start."""
@@ -61,7 +63,27 @@ def simulate(
     if trace:
         for d in result.decisions:
             print(f"    t={d['elapsed_s']:6.2f} {d['stage']}: {d['from']} -> {d['to']}: {d['reason']}")
-    return {"wall_s": result.wall_s, "limit_s": result.limit_s, "decisions": len(result.decisions)}
+    if plot is not None:
+        plot_pools(list(result.records), plot, f"shift: simulated on {cores} cores")
+    return {
+        "wall_s": result.wall_s,
+        "limit_s": result.limit_s,
+        "decisions": len(result.decisions),
+        "rebalanced_periods": rebalanced(list(result.records), cores, events),
+    }
+
+
+def rebalanced(records: list[dict[str, Any]], cores: int, events: int) -> tuple[int | None, int | None]:
+    """Periods from the start until b holds 85% of its balanced share (the cores x
+    4 / 5.5 that balance the first half), and from the shift reaching c (c's events in
+    past half) until c holds 85% of its share; None: never."""
+    share = cores * 4.0 / 5.5
+    start = next((k for k, r in enumerate(records) if r["stages"]["b"]["target"] >= 0.85 * share), None)
+    shift = next((k for k, r in enumerate(records) if r["stages"]["c"]["events_in"] >= events / 2), None)
+    if shift is None:
+        return (None if start is None else start + 1, None)
+    after = next((k for k in range(shift, len(records)) if records[k]["stages"]["c"]["target"] >= 0.85 * share), None)
+    return (None if start is None else start + 1, None if after is None else after - shift + 1)
 
 
 def static_split(cores: int) -> list[int]:
@@ -83,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=0, help="default: 1,500 per core (the benchmark's 3000 at 2)")
     ap.add_argument("--spawn-s", type=float, default=0.05, help="a new worker's start-up (0.05 s)")
     ap.add_argument("--trace", action="store_true", help="print every decision of the adaptive runs")
+    ap.add_argument("--plot-dir", type=Path, help="draw each adaptive run into DIR/shift-<N>cores.png")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     print("$ python scripts/sim_controller.py " + " ".join(argv if argv is not None else sys.argv[1:]))
@@ -90,14 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     for cores in args.cores:
         events = args.events or 1500 * cores
         even = [max(1, cores // 3)] * 3
-        adaptive = simulate(even, cores, events, True, args.spawn_s, args.trace)
+        plot = args.plot_dir / f"shift-{cores}cores.png" if args.plot_dir else None
+        adaptive = simulate(even, cores, events, True, args.spawn_s, args.trace, plot)
         static = simulate(static_split(cores), cores, events, False, args.spawn_s)
         ratio = static["wall_s"] / adaptive["wall_s"]
         rows.append({"cores": cores, "events": events, "adaptive": adaptive, "static": static, "ratio": ratio})
         print(
             f"{cores:3d} cores, {events:,} events: adaptive {adaptive['wall_s']:.2f} s "
             f"({adaptive['limit_s'] / adaptive['wall_s']:.0%} of the limit, {adaptive['decisions']} decisions), "
-            f"static {static_split(cores)} {static['wall_s']:.2f} s: adaptive {ratio:.2f}x the static split"
+            f"static {static_split(cores)} {static['wall_s']:.2f} s: adaptive {ratio:.2f}x the static split; "
+            "balanced in {} period(s) from the start and {} after the shift".format(*adaptive["rebalanced_periods"])
         )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

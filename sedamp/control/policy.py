@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from sedamp.observe.words import plural
@@ -115,7 +115,7 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 #           are about to be held back, so their cores will be free (bounded by
 #           OVERSUBSCRIBE x the budget in processes).
 #   shrink  the workers have been under SHRINK_BUSY busy for IDLE_TIMEOUT_S: the pool
-#           gives a worker back, down to its min.
+#           gives back the workers its load does not need, down to its min.
 #
 # Safeguards: a stage just changed is left alone for COOLDOWN_PERIODS (hysteresis, so
 # noise cannot make a pool oscillate); a growth that did not raise the stage's
@@ -162,12 +162,27 @@ class StageView:
     downstream_fill: float = 0.0  # the fullest queue this stage sends to, as a fraction of its capacity
     starting: int = 0  # workers started but not yet set up (setup() still running): capacity on its way
     cpu: float | None = None  # mean CPU fraction of its workers (psutil); None where not measured
+    visits: float | None = None  # events it handles per event the sources read (`visits_of`); None: not known
 
     @property
     def cores_used(self) -> float:
         """The cores its workers keep busy: their CPU where measured (a worker waiting on a
         disk or a socket inside its handler holds no core), else their busy time."""
         return self.target * (self.cpu if self.cpu is not None else self.busy)
+
+    @property
+    def need(self) -> float | None:
+        """The cores it needs per event/s the sources read: its CPU (else busy) seconds
+        per event it handles times the events it handles per event read. Unlike the
+        cores it uses, this holds while queues fill or drain (the first periods of a
+        run, a change of phase), when stages run at different rates. 0.0 for a stage
+        with nothing to do; None when not known (nothing completed, or no visits)."""
+        if self.completions_per_s <= 0:
+            return 0.0 if self.arrivals_per_s <= 0 and self.queue_length == 0 else None
+        if self.visits is None:
+            return None
+        share = self.cpu if self.cpu is not None else self.busy
+        return self.target * share / self.completions_per_s * self.visits
 
     @property
     def on_cpu(self) -> bool:
@@ -270,23 +285,26 @@ def _undo_unpaid_growth(views: list[StageView], r: _Round) -> list[Decision]:
 
 
 def _shrink_idle(views: list[StageView], now_s: float, r: _Round) -> list[Decision]:
-    """A stage idle for IDLE_TIMEOUT_S gives a worker back, down to its min."""
+    """A stage idle for IDLE_TIMEOUT_S gives back, in one step, the workers its load
+    does not need (what keeps the rest GROW_BUSY busy), down to its min: one worker
+    per timeout took a pool of 64 at a trickle of work two minutes to let go."""
     decisions = []
     for v in views:
         since = r.state.idle_since.get(v.name)
+        target = r.targets[v.name]
         if (
             v.resizable
             and since is not None
             and now_s - since >= IDLE_TIMEOUT_S
-            and r.targets[v.name] > v.lo
+            and target > v.lo
             and not r.cooling(v.name)
         ):
+            keep = max(v.lo, min(target - 1, math.ceil(target * v.busy / GROW_BUSY)))
             decisions.append(
                 r.change(
                     v,
-                    r.targets[v.name] - 1,
-                    f"idle for {now_s - since:.1f} s (workers {v.busy:.0%} busy, queue empty): shrink to "
-                    f"{r.targets[v.name] - 1}",
+                    keep,
+                    f"idle for {now_s - since:.1f} s (workers {v.busy:.0%} busy, queue empty): shrink to {keep}",
                 )
             )
             r.state.idle_since[v.name] = now_s
@@ -298,11 +316,16 @@ def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Dec
     fewest events per second bounds the pipeline (a stage upstream of it looks busy
     only until backpressure reaches it). One growth per period."""
     for v in sorted(views, key=lambda x: (x.completions_per_s, -x.queue_length)):
-        if not _wants_to_grow(v, r):
+        if not _wants_to_grow(v, r, views, budget):
             continue
         used = sum(r.targets[x.name] / max(1, x.target) * x.cores_used for x in views)
         if used + GROW_HEADROOM_CORES <= budget:
-            step = max(1, min(share_of_budget(v, views, budget) - r.targets[v.name], int(budget - used)))
+            free = int(budget - used)
+            if share_of_budget(v, views, budget) - r.targets[v.name] > free:
+                decisions = _rebalance(v, views, budget, r, free)  # the rest of its share from others
+                if decisions:
+                    return decisions
+            step = max(1, min(share_of_budget(v, views, budget) - r.targets[v.name], free))
             return [_grow(v, r, f" ({used:.1f} of {budget} cores busy)", step)]
         decisions = _grow_past_budget(v, views, budget, r)
         if decisions:
@@ -310,19 +333,35 @@ def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Dec
     return []
 
 
-def _wants_to_grow(v: StageView, r: _Round) -> bool:
+def _wants_to_grow(v: StageView, r: _Round, views: list[StageView], budget: int) -> bool:
     """Resizable, below its max, not cooling or barred, its outputs not waiting, and
-    its queue backed up with busy workers."""
-    if not v.resizable or r.cooling(v.name) or r.targets[v.name] >= v.hi or v.starting:
+    its queue backed up with busy workers. A stage that has just grown, whose new
+    workers are ready, may grow on while its need says its share is larger still
+    (the period that saw a change of phase measured a mix of the old work and the
+    new): hysteresis holds back a change of direction, not the rest of a growth."""
+    if not v.resizable or r.targets[v.name] >= v.hi or v.starting:
         return False
-    if v.name in r.state.grown:  # its last growth is still being judged
-        return False
+    if r.cooling(v.name) or v.name in r.state.grown:  # changed lately; its growth still judged
+        if not _grows_on(v, r, views, budget):
+            return False
     if r.state.barred_until.get(v.name, 0) > r.state.period:
         return False
     if v.downstream_fill >= DOWNSTREAM_FULL_FRACTION:
         return False  # its outputs already wait: more workers here would only wait too
     threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
     return not (v.queue_length < threshold or v.busy < GROW_BUSY)
+
+
+def _grows_on(v: StageView, r: _Round, views: list[StageView], budget: int) -> bool:
+    """`v` grew lately and its share is larger still, and the growth paid or the work
+    per event changed since (the growth was sized on a period that mixed the old work
+    with the new): it may grow on without waiting out the cooldown."""
+    grown = r.state.grown.get(v.name)
+    if grown is None or share_of_budget(v, views, budget) <= r.targets[v.name]:
+        return False
+    _, before, old, cost = grown
+    paid = v.completions_per_s >= before * THRASH_GAIN
+    return paid or _work_changed(cost, _cost(v), r.targets[v.name] / max(1, old))
 
 
 def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Round) -> list[Decision]:
@@ -337,19 +376,22 @@ def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Rou
     growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
     full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity or growing
     processes = sum(r.targets[x.name] for x in views if x.busy >= SHRINK_BUSY)  # idle pools hold no core
+    # In one step to its share: the producers it holds back free their cores as it grows.
+    step = max(1, min(share_of_budget(v, views, budget) - r.targets[v.name], OVERSUBSCRIBE * budget - processes))
     if full and processes + 1 <= OVERSUBSCRIBE * budget:
+        new = min(v.hi, r.targets[v.name] + step)
         why = f"filling ({v.arrivals_per_s:.0f}/s in, {v.completions_per_s:.0f}/s out)" if growing else "nearly full"
         reason = (
             f"queue {v.queue_length}/{v.capacity} {why} and workers {v.busy:.0%} busy: grow to "
-            f"{r.targets[v.name] + 1} (its producers will be held back; {processes + 1} busy processes "
+            f"{new} (its producers will be held back; {processes + new - r.targets[v.name]} busy processes "
             f"for {budget} cores)"
         )
         r.state.grown[v.name] = (r.state.period, v.completions_per_s, r.targets[v.name], _cost(v))
-        return [r.change(v, r.targets[v.name] + 1, reason)]
+        return [r.change(v, new, reason)]
     return []
 
 
-def _rebalance(v: StageView, views: list[StageView], budget: int, r: _Round) -> list[Decision]:
+def _rebalance(v: StageView, views: list[StageView], budget: int, r: _Round, free: int = 0) -> list[Decision]:
     """The budget is spent and `v` is the bottleneck: stages holding more workers than
     their share of the budget and than their load needs (at GROW_BUSY) give the
     difference back, and `v` takes it, up to its own share, in one period. (Giving one
@@ -372,8 +414,9 @@ def _rebalance(v: StageView, views: list[StageView], budget: int, r: _Round) -> 
             )
     if not freed:
         return []
-    step = max(1, min(freed, share_of_budget(v, views, budget) - r.targets[v.name]))
-    return [*decisions, _grow(v, r, f" (taking {freed} from stages that need fewer)", step)]
+    step = max(1, min(freed + free, share_of_budget(v, views, budget) - r.targets[v.name]))
+    spare = f"{free} unused and " if free else ""
+    return [*decisions, _grow(v, r, f" (taking {spare}{freed} from stages that need fewer)", step)]
 
 
 def _cost(v: StageView) -> float:
@@ -407,14 +450,53 @@ def machine_budget(cap: int, machine: int, other_cores: float, seen: float | Non
 
 
 def share_of_budget(v: StageView, views: list[StageView], budget: int) -> int:
-    """`v`'s share of the budget when the pipeline is balanced: budget x the cores it
-    uses over the cores all stages use (each running at the bottleneck's rate, those
-    are in proportion to the work per event), within its bounds."""
-    load = {x.name: x.cores_used for x in views}
+    """`v`'s share of the budget when the pipeline is balanced: budget x its need over
+    all stages' need (`StageView.need`: in a balanced pipeline every stage runs at the
+    sources' pace, so the cores each uses are in proportion to it), within its bounds.
+    Where a need is not known, the cores each uses now stand in for it (the same in a
+    steady state)."""
+    needs = [x.need for x in views]
+    if any(n is None for n in needs) or not any(needs):
+        load = {x.name: x.cores_used for x in views}
+    else:
+        load = {x.name: float(n or 0.0) for x, n in zip(views, needs, strict=True)}
     total = sum(load.values())
     if total <= 0:
         return v.target
     return max(v.lo, min(v.hi, round(budget * load[v.name] / total)))
+
+
+def visits_of(
+    feeds: Mapping[str, Collection[str]],
+    arrivals: Mapping[str, float],
+    completions: Mapping[str, float],
+    sources: Collection[str],
+) -> dict[str, float]:
+    """Events each pool handles per event its sources read, from one period's rates.
+
+    `feeds` maps each pool to the pools and sources that send to it; `completions`
+    holds each pool's events handled per second and each source's events read. A source
+    event passes a producer u at completions[u] / visits[u] per second; a pool
+    receiving arrivals[p] per second handles arrivals[p] over the fastest of those per
+    source event (the fastest, not the sum: a copy sent down two branches that join
+    arrives twice). Measured from rates in one period, the ratio holds while queues
+    fill, unlike cumulative counts, which lag by whatever the queues hold. A pool whose
+    producers completed nothing this period is left out (not known)."""
+    visits = {s: 1.0 for s in sources}
+    pending = dict(feeds)
+    while pending:
+        ready = [n for n, ups in pending.items() if all(u in sources or u not in pending for u in ups)]
+        if not ready:
+            break  # a cycle: not a topology the runtime runs
+        for name in ready:
+            ups = pending.pop(name)
+            through = [completions.get(u, 0.0) / visits[u] for u in ups if visits.get(u)]
+            through = [t for t in through if t > 0]
+            if ups and all(u in sources for u in ups):
+                visits[name] = 1.0
+            elif through:
+                visits[name] = arrivals.get(name, 0.0) / max(through)
+    return {k: v for k, v in visits.items() if k not in sources}
 
 
 def _grow(v: StageView, r: _Round, why: str, step: int = 1) -> Decision:

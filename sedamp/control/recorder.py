@@ -427,6 +427,7 @@ class Recorder:
     def views(self, period: Period, cores: int, pinned: set[str]) -> list[policy.StageView]:
         """The pool controller's view of every pool it may resize, from a period's record."""
         views = []
+        visits = _visits(self.top, period)
         for name, st in self.roster.stages.items():
             if st.spec.kind == "source" or self.top.is_member(name) or st.ended or name in pinned:
                 continue
@@ -447,22 +448,13 @@ class Recorder:
                     completions_per_s=float(r.completions_per_s),
                     resizable=lo != hi and not st.stateful and self.top.route_key(name) is None,
                     arrivals_per_s=float(r.arrivals_per_s),
-                    downstream_fill=self._downstream_fill(name, period),
+                    downstream_fill=_downstream_fill(self.top, name, period),
                     starting=sum(1 for w in st.workers.values() if not w.stats and not w.retiring),
                     cpu=_mean_cpu(r.worker_detail),
+                    visits=visits.get(name),
                 )
             )
         return views
-
-    def _downstream_fill(self, name: str, period: Period) -> float:
-        """How full the fullest queue is that `name`'s group sends to (0..1)."""
-        tail = self.top.chain_of(name)[-1]
-        fill = 0.0
-        for e in tail.to:
-            q = period.stages[self.top.head_of(e.stage)].counts.queue or {}
-            if q.get("capacity"):
-                fill = max(fill, (q.get("length") or 0) / q["capacity"])
-        return fill
 
     # ---------------------------------------------------------------- the summary
 
@@ -562,3 +554,28 @@ def bottleneck_of(top: Topology, records: dict[str, StageRecord]) -> dict[str, s
         q = r.counts.queue or {}
         fill[name] = (q.get("length") or 0) / q["capacity"] if q.get("capacity") else 0.0
     return metrics.bottleneck(blocked, downstream, fill)
+
+
+def _visits(top: Topology, period: Period) -> dict[str, float]:
+    """Events each pool handles per event the sources read, this period (`policy.visits_of`)."""
+    sources = [s.name for s in top.sources()]
+    feeds = {
+        name: {top.head_of(u) for u in top.upstream(name)}
+        for name, spec in top.stages.items()
+        if spec.kind != "source" and not top.is_member(name) and name in period.stages
+    }
+    rate = {n: r.completions_per_s for n, r in period.stages.items() if n not in sources}
+    rate.update({n: period.stages[n].arrivals_per_s for n in sources if n in period.stages})
+    arrivals = {n: r.arrivals_per_s for n, r in period.stages.items()}
+    return policy.visits_of(feeds, arrivals, rate, sources)
+
+
+def _downstream_fill(top: Topology, name: str, period: Period) -> float:
+    """How full the fullest queue is that `name`'s group sends to (0..1)."""
+    tail = top.chain_of(name)[-1]
+    fill = 0.0
+    for e in tail.to:
+        q = period.stages[top.head_of(e.stage)].counts.queue or {}
+        if q.get("capacity"):
+            fill = max(fill, (q.get("length") or 0) / q["capacity"])
+    return fill

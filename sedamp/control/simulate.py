@@ -228,6 +228,13 @@ class Simulation:
         """What the recorder would hand the policy this period (`Recorder.views`)."""
         views = []
         pools = {p.name: p for p in self.pools}
+        visits = policy.visits_of(
+            self.feeds,
+            {p.name: p.period_in / self.period_s for p in self.pools},
+            {**{p.name: p.period_done / self.period_s for p in self.pools},
+             **{s.name: s.period_sent / self.period_s for s in self.sources}},
+            [s.name for s in self.sources],
+        )  # fmt: skip
         for p in self.pools:
             if p.ended:
                 continue  # as a real run's recorder leaves out a stage whose queue has ended
@@ -250,6 +257,7 @@ class Simulation:
                     downstream_fill=max((pools[d].queue / pools[d].capacity for d in p.down), default=0.0),
                     starting=p.starting,
                     cpu=min(1.0, p.cpu_s / per_worker) if per_worker else 0.0,
+                    visits=visits.get(p.name),
                 )
             )
         return views

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 from typing import Any
 
 from sedamp.control import policy
@@ -249,3 +251,79 @@ def test_a_growth_whose_workers_run_on_cpu_is_not_taken_for_thrashing() -> None:
     for t in (1, 2, 3, 4):
         d = decide([StageView("c", 32, 1, 64, 900, 1000, 8, 1.0, 4000, cpu=0.97)], 32, t, st)
         assert all(x.new >= 32 for x in d), d
+
+
+def test_visits_per_event_read() -> None:
+    from sedamp.control.policy import visits_of
+
+    # src -> a -> b (a emits 3 per event) -> c, a filter that keeps a tenth
+    feeds = {"c": {"b"}, "b": {"a"}, "a": {"src"}, "d": {"c"}}  # not in topological order
+    arrivals = {"a": 900.0, "b": 2400.0, "c": 3000.0, "d": 300.0}
+    completions = {"src": 1000.0, "a": 800.0, "b": 3000.0, "c": 3000.0}
+    assert visits_of(feeds, arrivals, completions, ["src"]) == pytest.approx({"a": 1, "b": 3, "c": 3, "d": 0.3})
+    # a copy down two branches that join arrives twice; a split by route arrives once
+    feeds = {"l": {"src"}, "r": {"src"}, "j": {"l", "r"}}
+    both = visits_of(feeds, {"j": 2000.0}, {"src": 1000.0, "l": 1000.0, "r": 1000.0}, ["src"])
+    assert both["j"] == pytest.approx(2.0)
+    feeds = {"x": {"src"}, "l": {"x"}, "r": {"x"}, "j": {"l", "r"}}
+    split = visits_of(
+        feeds, {"l": 250.0, "r": 750.0, "j": 1000.0}, {"src": 1000.0, "x": 1000.0, "l": 250.0, "r": 750.0}, ["src"]
+    )
+    assert split == pytest.approx({"x": 1.0, "l": 0.25, "r": 0.75, "j": 1.0})
+    # a producer that completed nothing this period: not known
+    assert "b" not in visits_of({"a": {"src"}, "b": {"a"}}, {"b": 10.0}, {"src": 5.0, "a": 0.0}, ["src"])
+
+
+def _shift_view(name: str, target: int, *, q: int, busy: float, done: float, arrivals: float) -> StageView:
+    return StageView(
+        name, target, 1, 16, q, 2048, 8, busy, done, True, arrivals, 0.0, 0, cpu=busy, visits=1.0
+    )
+
+
+def test_the_first_period_is_sized_by_the_work_per_event_not_the_cores_used() -> None:
+    """1 / 4 / 0.5 ms stages on 16 cores, started 5 / 5 / 5. In the first period a runs
+    at its own rate (5,000/s), filling b's queue, so the cores a uses (5) overstate its
+    need fourfold; b's share by the work per event is 16 x 4 / 5.5 = 11.6, taken in
+    one period (from the unused cores and from c), not 7 now and the rest 1.5 s later."""
+    views = [
+        _shift_view("a", 5, q=0, busy=1.0, done=5000, arrivals=5000),
+        _shift_view("b", 5, q=1862, busy=1.0, done=1250, arrivals=5000),
+        _shift_view("c", 5, q=0, busy=0.125, done=1250, arrivals=1250),
+    ]
+    d = decide(views, budget=16, now_s=0.5, state=PolicyState())
+    assert [(x.stage, x.new) for x in d] == [("c", 1), ("b", 12)], d
+
+
+def test_a_growth_sized_on_a_change_of_phase_grows_on() -> None:
+    """c's events turn from 0.5 ms to 4 ms: the period that saw it mixed both, so c grew
+    to 3 only. The next period shows 4 ms an event: c grows on to its share at once
+    instead of waiting out the cooldown; a growth into nothing new still waits."""
+    st = PolicyState()
+    first = [
+        _shift_view("b", 13, q=0, busy=0.9, done=2600, arrivals=2600),
+        _shift_view("c", 2, q=1299, busy=0.83, done=2635, arrivals=5201),
+    ]
+    assert [(x.stage, x.old, x.new) for x in decide(first, 16, 4.5, st)] == [("c", 2, 3)]
+    changed = [
+        _shift_view("b", 13, q=0, busy=0.09, done=720, arrivals=720),
+        _shift_view("c", 3, q=2044, busy=0.96, done=720, arrivals=720),
+    ]
+    d = decide(changed, 16, 5.0, st)
+    # its share: 16 x 4 ms / (4 ms + b's 13 x 0.09 / 720 = 1.6 ms) = 11.4
+    assert [(x.stage, x.old, x.new) for x in d] == [("c", 3, 11)], d
+    st = PolicyState()
+    decide(first, 16, 4.5, st)
+    same = [first[0], _shift_view("c", 3, q=1299, busy=0.83, done=2700, arrivals=5201)]
+    assert decide(same, 16, 5.0, st) == []
+
+
+def test_an_idle_pool_gives_back_what_its_load_does_not_need_in_one_step() -> None:
+    """64 workers 8% busy after the arrival rate fell: 64 x 0.08 / 0.75 = 6.8, so 7 stay,
+    all the others leave after one idle timeout (one a timeout took two minutes)."""
+    st = PolicyState()
+    assert decide([view("a", 64, busy=0.08, hi=64)], budget=64, now_s=0.0, state=st) == []
+    d = decide([view("a", 64, busy=0.08, hi=64)], budget=64, now_s=IDLE_TIMEOUT_S, state=st)
+    assert [(x.old, x.new) for x in d] == [(64, 7)], d
+    st = PolicyState()  # an idle pool of 2 at its min of 1 gives back one
+    decide([view("a", 2, busy=0.0)], budget=4, now_s=0.0, state=st)
+    assert [(x.old, x.new) for x in decide([view("a", 2, busy=0.0)], 4, IDLE_TIMEOUT_S, st)] == [(2, 1)]

@@ -410,7 +410,7 @@ class _Controller:
         reconcile step spawns or retires workers to match)."""
         views = self.recorder.views(period, self.cores, self.pinned)
         budget = max(1, round(period.budget)) if period.budget else self.cores  # the machine's share for us
-        decisions = policy.decide(views, budget, time.monotonic(), self.policy_state)
+        decisions = policy.decide(views, budget, time.monotonic(), self.policy_state, self.recorder.others_seen or 0.0)
         for d in decisions:
             st = self.roster.stages[d.stage]
             lo, hi = policy.worker_bounds(st.spec, self.cores)

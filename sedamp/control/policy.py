@@ -138,6 +138,10 @@ FULL_QUEUE_FRACTION = 0.75
 DOWNSTREAM_FULL_FRACTION = 0.5
 GROWING_FACTOR = 1.2  # a queue filling 20% faster than it drains holds its producers back soon
 OVERSUBSCRIBE = 2
+# Other programs using this many cores (smoothed) make the machine shared: the pools do
+# not grow past the budget, and yield cores when their CPU is over it by the slack.
+SHARED_MACHINE_CORES = 0.5
+YIELD_SLACK_CORES = 0.25
 # Workers whose CPU time is at least this fraction of their busy time are not waiting for
 # cores: a growth that leaves them so did not thrash, whatever its rate says (the work
 # per event may have changed meanwhile).
@@ -213,17 +217,21 @@ class PolicyState:
     barred_until: dict[str, int] = field(default_factory=dict)
 
 
-def decide(views: list[StageView], budget: int, now_s: float, state: PolicyState) -> list[Decision]:
+def decide(
+    views: list[StageView], budget: int, now_s: float, state: PolicyState, others: float = 0.0
+) -> list[Decision]:
     """One period of the pool controller: the target changes to make, with reasons.
+    `others`: the cores other programs on the machine use (smoothed).
 
     The steps run in this order, each on the targets the previous ones left: the idle
-    clocks, the thrashing guard, the shrinking of idle stages, the growth of the
-    bottleneck."""
+    clocks, the thrashing guard, the shrinking of idle stages, yielding cores to other
+    programs, the growth of the bottleneck."""
     state.period += 1
-    r = _Round(state, {v.name: v.target for v in views})
+    r = _Round(state, {v.name: v.target for v in views}, shared=others >= SHARED_MACHINE_CORES)
     _update_idle_clocks(views, now_s, state)
     decisions = _undo_unpaid_growth(views, r)
     decisions += _shrink_idle(views, now_s, r)
+    decisions += _yield_cores(views, budget, r)
     decisions += _grow_bottleneck(views, budget, r)
     return decisions
 
@@ -234,6 +242,7 @@ class _Round:
 
     state: PolicyState
     targets: dict[str, int]
+    shared: bool = False  # other programs use cores of the machine
 
     def cooling(self, name: str) -> bool:
         """Changed less than COOLDOWN_PERIODS ago: left alone (hysteresis)."""
@@ -311,6 +320,26 @@ def _shrink_idle(views: list[StageView], now_s: float, r: _Round) -> list[Decisi
     return decisions
 
 
+def _yield_cores(views: list[StageView], budget: int, r: _Round) -> list[Decision]:
+    """Another program took cores of the machine and the pools' CPU is over the budget
+    left to them: each stage holding more than its share of that budget shrinks to it
+    at once, so that the run and the other program do not both run slower on too few
+    cores. (The budget is what the machine has less what the others use, smoothed.)"""
+    used = sum(v.target * v.cpu for v in views if v.cpu is not None)
+    if not r.shared or used <= budget + YIELD_SLACK_CORES:
+        return []
+    decisions = []
+    for v in views:
+        keep = max(v.lo, share_of_budget(v, views, budget))
+        if v.resizable and not r.cooling(v.name) and keep < r.targets[v.name]:
+            reason = (
+                f"the pools use {used:.1f} cores and other programs the rest of the machine "
+                f"(a budget of {plural(budget, 'core')} left): shrink to {keep}"
+            )
+            decisions.append(r.change(v, keep, reason))
+    return decisions
+
+
 def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Decision]:
     """Grow the bottleneck: of the backed-up, busy stages, the one that completes the
     fewest events per second bounds the pipeline (a stage upstream of it looks busy
@@ -369,7 +398,7 @@ def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Rou
     grow anyway if the queue is about to hold its producers back (their cores will be
     free), else nothing."""
     decisions = _rebalance(v, views, budget, r)
-    if decisions:
+    if decisions or r.shared:  # with other programs on the machine, no growth past the budget
         return decisions
     # A nearly full queue holds its producers back (backpressure), so the cores they
     # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
@@ -435,8 +464,13 @@ def _work_changed(before: float, after: float, grew_by: float) -> bool:
 
 
 # The core budget follows the machine: the cores other programs use are taken out of it
-# (smoothed, so a burst does not shrink every pool), down to this floor.
-OTHERS_SMOOTHING = 0.7  # weight of the old estimate
+# (smoothed, so a burst does not shrink every pool), down to this floor. A rise is
+# followed faster than a fall: a program that starts beside the run reads low while
+# they contend (it gets a share of the cores it wants, 2/3 of one on 2 cores), so at
+# 0.7 a whole core took five periods to count; and a program that ends gives its cores
+# back for good, so taking them back can wait.
+OTHERS_SMOOTHING = 0.7  # weight of the old estimate when the others use less
+OTHERS_RISING = 0.5  # ... and when they use more
 MIN_BUDGET = 1.0
 
 
@@ -445,7 +479,8 @@ def machine_budget(cap: int, machine: int, other_cores: float, seen: float | Non
     cores less what other programs use (smoothed), within `cap` (the configured or usable
     cores, a hard cap), at least MIN_BUDGET. So sedamp yields cores to another job that
     starts on the machine and takes them back when it ends."""
-    smoothed = other_cores if seen is None else OTHERS_SMOOTHING * seen + (1 - OTHERS_SMOOTHING) * other_cores
+    old = OTHERS_RISING if seen is not None and other_cores > seen else OTHERS_SMOOTHING
+    smoothed = other_cores if seen is None else old * seen + (1 - old) * other_cores
     return max(MIN_BUDGET, min(float(cap), machine - smoothed)), smoothed
 
 

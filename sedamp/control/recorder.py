@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from sedamp.control import policy
+from sedamp.control.cpumeter import CpuMeter
 from sedamp.control.roster import Child, Roster, Stage, member_counts
 from sedamp.control.summary import StageSummary, Summary
 from sedamp.observe import metrics, progress
@@ -217,6 +218,7 @@ class Recorder:
         self.others_seen: float | None = None  # other programs' CPU, smoothed (policy.machine_budget)
         self.machine_cores = max(1, psutil.cpu_count() or 1)
         self.cpu_now: dict[int, float] = {}  # each process's CPU % since the last record
+        self.cpu_meter = CpuMeter(running=[os.getpid()])
         self.warnings = Warnings()
         self.copies = progress.copies_events(top)  # events are copied to several stages: done is not known
 
@@ -279,7 +281,7 @@ class Recorder:
         counts = self.counts()
         t = round(time.time(), 3)
         cpu = psutil.cpu_percent(None)
-        own = self._own_cores()  # samples every process once: the workers' figures below read it
+        own = self._own_cores(dt)  # samples every process once: the workers' figures below read it
         load1 = round(os.getloadavg()[0], 2)
         per_batch: dict[str, float | None] = {}  # events per batch, per pool (a group's members share it)
         records = {}
@@ -302,18 +304,11 @@ class Recorder:
             warnings,
         )  # fmt: skip
 
-    def _own_cores(self) -> float:
+    def _own_cores(self, dt: float) -> float:
         """The CPU the run's processes on this machine used since the last record, in
         cores: the controller and every local queue, source and worker (psutil)."""
         pids = [os.getpid()] + [c.pid for c in self.roster.children.values() if c.pid and c.proc.local]
-        self.cpu_now = {}
-        for pid in pids:
-            p = self._ps(pid)
-            if p is not None:
-                try:
-                    self.cpu_now[pid] = p.cpu_percent(None)
-                except psutil.Error:
-                    pass
+        self.cpu_now = self.cpu_meter.sample(pids, dt)
         return sum(self.cpu_now.values()) / 100
 
     def _stage_record(
@@ -364,12 +359,11 @@ class Recorder:
         return tuple(out)
 
     def _ps(self, pid: int) -> psutil.Process | None:
-        """One psutil.Process per pid, kept, so that cpu_percent measures since the last call."""
+        """One psutil.Process per pid, kept (its memory is read every period)."""
         p = self.ps.get(pid)
         if p is None:
             try:
                 p = self.ps[pid] = psutil.Process(pid)
-                p.cpu_percent(None)
             except psutil.Error:
                 return None
         return p

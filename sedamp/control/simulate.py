@@ -202,7 +202,7 @@ class Simulation:
         for s in self.sources:
             s.reset_period()
         if self.adaptive:
-            for d in policy.decide(views, budget, self.t, self.state):
+            for d in policy.decide(views, budget, self.t, self.state, self.others_seen or 0.0):
                 pool = next(p for p in self.pools if p.name == d.stage)
                 lo, hi = policy.worker_bounds(self.top.stages[d.stage], self.cores)
                 pool.resize(max(lo, min(hi, d.new)), self.t + self.profile.start_s + _setup_s(pool))

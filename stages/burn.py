@@ -101,6 +101,18 @@ def burn(event: dict[str, Any], iterations: int, field: str, seed_field: str = "
     return {**event, field: spin(int(iterations), seed)}
 
 
+class SlowStart:
+    """Handler: `burn`, by a stage whose workers take `setup_s` seconds to set up (as one
+    that loads a model or a large table would): the controller's slow set-up case."""
+
+    def setup(self, iterations: int, field: str, setup_s: float = 2.0) -> None:
+        self.iterations, self.field = int(iterations), field
+        time.sleep(float(setup_s))
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
+        return burn(event, self.iterations, self.field)
+
+
 def burn_shift(
     event: dict[str, Any], first: int, second: int, at: int, field: str, seed_field: str = "seed"
 ) -> dict[str, Any]:

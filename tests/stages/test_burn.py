@@ -229,3 +229,13 @@ def test_burn_topology_is_checkable_and_verifiable(tmp_path: Path) -> None:
     sink.teardown()
     assert json.loads(out.read_text()) == expected_checksum(3, iterations)
     assert expected_checksum(2000, iterations)["count"] == 2000
+
+
+def test_slow_start_burns_after_a_setup_that_takes_its_time() -> None:
+    from stages.burn import SlowStart
+
+    stage = SlowStart()
+    t0 = time.monotonic()
+    stage.setup(iterations=100, field="m", setup_s=0.2)
+    assert time.monotonic() - t0 >= 0.2
+    assert stage.handle({"seed": 7}) == burn({"seed": 7}, 100, "m")

@@ -146,6 +146,9 @@ YIELD_SLACK_CORES = 0.25
 # cores: a growth that leaves them so did not thrash, whatever its rate says (the work
 # per event may have changed meanwhile).
 CONTENTION_RATIO = 0.8
+# Events that cost this much more than before, on workers that are not contending for
+# cores, are other work (a change of phase).
+WORK_CHANGED = 1.5
 
 
 @dataclass(frozen=True)
@@ -390,6 +393,8 @@ def _grows_on(v: StageView, r: _Round, views: list[StageView], budget: int) -> b
         return False
     _, before, old, cost = grown
     paid = v.completions_per_s >= before * THRASH_GAIN
+    if v.on_cpu:  # its workers run, not wait for cores: a dearer event is dearer work
+        return paid or (cost > 0 and _cost(v) > WORK_CHANGED * cost)
     return paid or _work_changed(cost, _cost(v), r.targets[v.name] / max(1, old))
 
 
@@ -405,6 +410,8 @@ def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Rou
     growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
     full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity or growing
     processes = sum(r.targets[x.name] for x in views if x.busy >= SHRINK_BUSY)  # idle pools hold no core
+    if _has_its_share(v, views, budget, r.targets[v.name]):
+        return []  # a full queue here is the sources running ahead of it
     # In one step to its share: the producers it holds back free their cores as it grows.
     step = max(1, min(share_of_budget(v, views, budget) - r.targets[v.name], OVERSUBSCRIBE * budget - processes))
     if full and processes + 1 <= OVERSUBSCRIBE * budget:
@@ -485,20 +492,34 @@ def machine_budget(cap: int, machine: int, other_cores: float, seen: float | Non
 
 
 def share_of_budget(v: StageView, views: list[StageView], budget: int) -> int:
-    """`v`'s share of the budget when the pipeline is balanced: budget x its need over
-    all stages' need (`StageView.need`: in a balanced pipeline every stage runs at the
-    sources' pace, so the cores each uses are in proportion to it), within its bounds.
-    Where a need is not known, the cores each uses now stand in for it (the same in a
-    steady state)."""
+    """`v`'s share of the budget when the pipeline is balanced (`cores_share`), rounded,
+    within its bounds."""
+    share = cores_share(v, views, budget)
+    return v.target if share is None else max(v.lo, min(v.hi, round(share)))
+
+
+def _has_its_share(v: StageView, views: list[StageView], budget: int, target: int) -> bool:
+    """`v` holds at least its share of the budget by need, counting only the stages whose
+    need is known (those not yet known would only make its share smaller)."""
+    known = [x.need for x in views if x.need is not None]
+    if v.need is None or not sum(known):
+        return False
+    return budget * v.need / sum(known) <= target
+
+
+def cores_share(v: StageView, views: list[StageView], budget: int) -> float | None:
+    """`v`'s share of the budget when the pipeline is balanced, in cores: budget x its
+    need over all stages' need (`StageView.need`: in a balanced pipeline every stage
+    runs at the sources' pace, so the cores each uses are in proportion to it). Where a
+    need is not known, the cores each uses now stand in for it (the same in a steady
+    state). None when nothing is measured."""
     needs = [x.need for x in views]
     if any(n is None for n in needs) or not any(needs):
         load = {x.name: x.cores_used for x in views}
     else:
         load = {x.name: float(n or 0.0) for x, n in zip(views, needs, strict=True)}
     total = sum(load.values())
-    if total <= 0:
-        return v.target
-    return max(v.lo, min(v.hi, round(budget * load[v.name] / total)))
+    return None if total <= 0 else budget * load[v.name] / total
 
 
 def visits_of(

@@ -337,7 +337,27 @@ def test_pools_yield_cores_when_another_program_takes_some() -> None:
     assert [(x.old, x.new) for x in d] == [(2, 1)] and "other programs" in d[0].reason, d
     one = [StageView("w", 1, 1, 2, 2000, 2048, 8, 1.0, 120.0, True, 250.0, 0.0, 0, cpu=0.98, visits=1.0)]
     assert decide(one, budget=1, now_s=0.0, state=PolicyState(), others=0.9) == []  # no growth past it
-    d = decide(one, budget=1, now_s=0.0, state=PolicyState(), others=0.1)  # it ended: past the budget again
+    d = decide(one, budget=2, now_s=0.0, state=PolicyState(), others=0.4)  # it ended: the budget is back
     assert [(x.old, x.new) for x in d] == [(1, 2)], d
     # the run's own use within the budget, or a machine of its own: nothing to yield
     assert decide(busy, budget=2, now_s=0.0, state=PolicyState(), others=0.9) == []
+
+
+def test_a_stage_that_has_its_share_does_not_grow_past_the_budget() -> None:
+    """shift on 2 cores: a (1 ms) has a full queue only because the source runs ahead of
+    it; its share by need is 2 x 1 / 5.5 = 0.36 core, so it stays at 1 worker instead
+    of adding a fourth busy process on two cores (a real run did: 1.61 s, a 1 -> 2);
+    nor does b, whose 2 workers cover its share of 1.45 cores."""
+    views = [
+        _shift_view("a", 1, q=1910, busy=1.0, done=1000, arrivals=1000),
+        _shift_view("b", 2, q=600, busy=1.0, done=500, arrivals=1000),
+        _shift_view("c", 1, q=0, busy=0.12, done=500, arrivals=500),
+    ]
+    st = PolicyState()
+    st.changed_at["b"] = -10
+    assert decide(views, budget=2, now_s=1.6, state=st) == []
+    # in the first period c has completed nothing yet: its need is not known, but it can
+    # only make a's share smaller, so a still does not grow
+    first = [*views[:2], _shift_view("c", 1, q=40, busy=0.12, done=0, arrivals=80)]
+    assert first[2].need is None
+    assert decide(first, budget=2, now_s=1.1, state=PolicyState()) == []

@@ -108,3 +108,24 @@ class Digest:
         rows = sorted(self.rows, key=lambda r: (r["n"], r["i"] or 0))
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, self.out)
+
+
+class SaveArrays:
+    """Sink: each event's array to ``<out>/<n>.npy``, whole once handle() returns (a
+    temporary file moved into place), slowly (`delay_s` an event): resumable."""
+
+    resumable = True
+
+    def setup(self, out: str, delay_s: float = 0.0) -> None:
+        self.out, self.delay_s = Path(out), float(delay_s)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def handle(self, event: dict[str, Any]) -> None:
+        import time
+
+        time.sleep(self.delay_s)
+        path = self.out / f"{event['n']:04d}.npy"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, event["a"])
+        os.replace(tmp, path)

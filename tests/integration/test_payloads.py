@@ -13,14 +13,16 @@ import psutil
 import pytest
 
 from sedamp.runtime.deadletter import event_of, read_dead_letters
-from tests.integration.util import run_sedamp, start_run, summary_of
+from tests.integration.util import run_sedamp, stage_of, start_run, summary_of
 
 np = pytest.importorskip("numpy")
 
 STAGES = "tests.integration.arraystages"
 
 
-def topology(tmp: Path, out: Path, *, count: int, nbytes: int, fuse: bool, fail_modulo: int = 0, extra: str = "") -> Path:
+def topology(
+    tmp: Path, out: Path, *, count: int, nbytes: int, fuse: bool, fail_modulo: int = 0, extra: str = ""
+) -> Path:
     group = "    group: g\n" if fuse else ""
     text = f"""
 name: arrays
@@ -181,7 +183,7 @@ def test_arrays_survive_a_retry_and_a_killed_worker(tmp_path: Path, workdir: Pat
     topo = topology(tmp_path, out, count=30, nbytes=400_000, fuse=False)
     text = topo.read_text().replace(
         f"    handler: {STAGES}:touch\n    params: {{fail_modulo: 0}}\n",
-        f"    handler: {STAGES}:once\n    params: {{die_at: 7, fail_at: 12, marker_dir: \"{markers}\"}}\n"
+        f'    handler: {STAGES}:once\n    params: {{die_at: 7, fail_at: 12, marker_dir: "{markers}"}}\n'
         "    on_error: {retry: 1}\n",
     )
     topo.write_text(text)
@@ -192,3 +194,40 @@ def test_arrays_survive_a_retry_and_a_killed_worker(tmp_path: Path, workdir: Pat
     assert sorted({r["n"] for r in rows}) == list(range(30))  # a redelivered event may arrive twice
     side = int((400_000 // 8) ** 0.5)
     assert all(r["sum"] == (r["n"] + 1) * side * side for r in rows)
+
+
+def test_a_resumed_run_does_only_the_arrays_no_sink_wrote(tmp_path: Path, workdir: Path) -> None:
+    """kill -9 of `sedamp run` mid-job, then --resume: the arrays already saved are
+    skipped, the others cross the stages again whole."""
+    from tests.conftest import wait_until
+
+    out = tmp_path / "saved"
+    count, nbytes = 60, 400_000
+    topo = topology(tmp_path, out, count=count, nbytes=nbytes, fuse=False)
+    topo.write_text(
+        topo.read_text().replace(f"{STAGES}:Digest\n    params: {{out: \"{out}\"}}",
+                                 f"{STAGES}:SaveArrays\n    params: {{out: \"{out}\", delay_s: 0.05}}")
+    )  # fmt: skip
+    assert "SaveArrays" in topo.read_text()
+    proc = start_run(topo, workdir)
+    try:
+        wait_until(lambda: out.exists() and len(list(out.glob("*.npy"))) >= 15, 60, "15 arrays saved")
+    finally:
+        proc.kill()  # every process of the run goes with it
+        proc.communicate(timeout=10)
+    saved = len(list(out.glob("*.npy")))
+    assert 15 <= saved < count, "the job was not interrupted mid-way: the test proves nothing"
+
+    again = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", "--resume", timeout=120)
+    assert again.returncode == 0, again.stderr
+    summary = summary_of(again)
+    skipped = stage_of(summary, "src")["skipped"]
+    assert 0 < skipped <= saved
+    assert stage_of(summary, "touch")["events_in"] == count - skipped
+    side = int((nbytes // 8) ** 0.5)  # touch adds one, reshape keeps a square
+    files = sorted(out.glob("*.npy"))
+    assert [f.stem for f in files] == [f"{n:04d}" for n in range(count)]
+    for f in files:
+        a = np.load(f)
+        assert a.shape == (side, side) and a.dtype == np.float64 and float(a.sum()) == (int(f.stem) + 1) * side**2
+    assert not list(out.glob("*.tmp"))

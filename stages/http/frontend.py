@@ -177,7 +177,9 @@ class HttpFrontend:
             connection's next request is read refusal_pace_ms x k later (at most 1 s);
             after close_after_refusals in a row it is closed (defaults 50 and 20).
 
-    On Ctrl-C every request it took is answered before the run ends (`drain_on_interrupt`).
+    On Ctrl-C every request it took is answered before the run ends (`drain_on_interrupt`):
+    those the run had read by their handlers, those still waiting here (the queue
+    downstream was full) with 503 and Retry-After at once.
     """
 
     # its events are requests a client waits for: an interrupt answers every one of them
@@ -230,6 +232,7 @@ class HttpFrontend:
         self._ids = itertools.count()
         self._pending: dict[int, tuple[asyncio.Future[Any], str, float]] = {}
         self.connections = 0
+        self.answering = 0  # requests read whose answer is not written yet
         self.closing = False
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -420,6 +423,24 @@ class HttpFrontend:
 
     # ------------------------------------------------------------ the end
 
+    def _refuse_unread(self) -> None:
+        """Answer 503 to the requests taken but never read by the run (they waited here
+        while the queue downstream was full when it stopped): they would wait out
+        timeout_s for an answer that cannot come, and hold the run's drain with them.
+        Runs in the server thread, after `closing` is set (nothing is added any more)."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            entry = self._pending.pop(event["id"], None)
+            if entry is None:
+                continue
+            fut, route, t0 = entry
+            self.admission[route].done(time.monotonic() - t0, admitted_at=t0)
+            if not fut.done():
+                fut.set_result((503, {"retry-after": "1"}, b"shutting down\n"))
+
     def teardown(self) -> None:
         """Stop taking requests, answer what is in flight (the pipeline is draining) for
         up to timeout_s, then close."""
@@ -429,9 +450,10 @@ class HttpFrontend:
         async def stop() -> None:
             self.closing = True
             self._server.close()
+            self._refuse_unread()
             deadline = time.monotonic() + self.timeout_s
-            while self._pending and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            while (self._pending or self.answering) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)  # every answer set, then written
             self._receiver.cancel()
             self._reporter.cancel()
             self._pull.close(0)

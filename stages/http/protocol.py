@@ -4,6 +4,7 @@ keep-alive, ``Expect: 100-continue``, HEAD, the absolute form of the target, and
 pacing of clients that ignore Retry-After.
 
 What it needs of the front end ``fe``: ``connections``, ``max_connections``,
+``answering`` (counted here: requests read whose answer is not written yet),
 ``closing``, ``header_timeout_s``, ``keepalive_s``, ``max_body``, ``pace_s``,
 ``close_after``, ``counts`` (answers by status) and ``async dispatch(method, target,
 headers, body, client) -> (status, headers, body)``.
@@ -114,11 +115,15 @@ async def one(
     except TimeoutError:
         await write(fe, writer, 408, {}, b"body not received in time\n", close=True)
         return False, False
-    status, rheaders, rbody = await fe.dispatch(method, target, headers, body, client)
-    refused = status == 503
-    if refused and refusals + 1 >= fe.close_after:
-        keep = False  # a client that keeps ignoring Retry-After
-    await write(fe, writer, status, rheaders, rbody, close=not keep or fe.closing, head=method == "HEAD")
+    fe.answering += 1  # from here to the answer written: the front end's stop waits for it
+    try:
+        status, rheaders, rbody = await fe.dispatch(method, target, headers, body, client)
+        refused = status == 503
+        if refused and refusals + 1 >= fe.close_after:
+            keep = False  # a client that keeps ignoring Retry-After
+        await write(fe, writer, status, rheaders, rbody, close=not keep or fe.closing, head=method == "HEAD")
+    finally:
+        fe.answering -= 1
     return keep, refused
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -322,6 +323,63 @@ def test_ctrl_c_answers_what_is_in_flight(tmp_path: Path) -> None:
     finally:
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
+
+
+def test_ctrl_c_answers_requests_the_front_end_took_but_never_sent(tmp_path: Path) -> None:
+    """A full queue holds the front end back, so requests it admitted wait in it, never
+    read by the run. On Ctrl-C they are refused at once (503, Retry-After) while what the
+    stage holds is finished: no request waits out timeout_s for a 504, and the run does
+    not miss its drain deadline waiting for them (it did, under wrk at 512 connections)."""
+    port = free_port()
+    topo = tmp_path / "full.yaml"
+    topo.write_text(
+        f"""name: full
+stages:
+  http:
+    source: stages.http:HttpFrontend
+    params:
+      port: {port}
+      routes: [{{path: /sleep, route: sleep, method: GET}}]
+      limits: {{sleep: {{max_inflight: 16}}}}
+      timeout_s: 8
+    to: sleep
+  sleep:
+    handler: stages.http:Call
+    params: {{func: "{T}:http_sleep"}}
+    workers: 1
+    batch: 1
+    queue: {{capacity: 2}}
+    to: respond
+  respond: {{sink: stages.http:Respond, params: {{port: {port}}}}}
+"""
+    )
+    proc = start_run(topo, tmp_path / "w")
+    try:
+        wait_until(lambda: _listening(port), 30, "the front end")
+        wait_until(lambda: stage_count(tmp_path / "w", "sleep", "ready") >= 1, 60, "the pool")
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            first = [pool.submit(ask, port, get("/sleep?s=1"), 30) for _ in range(3)]
+            queue = lambda key: stage_count(tmp_path / "w", "sleep", "queue", key)  # noqa: E731
+            wait_until(lambda: queue("leased") >= 2 and queue("credit") == 0, 30, "the worker holding two, no credit")
+            time.sleep(0.2)  # the third is held in the front end: what comes next waits in it, unread
+            second = [pool.submit(ask, port, get("/sleep?s=1"), 30) for _ in range(4)]
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            statuses = [f.result()[0] if f.exception() is None else repr(f.exception()) for f in first + second]
+            answered_in = time.monotonic() - t0
+        _, stderr = proc.communicate(timeout=30)
+        ended_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 130, stderr
+    assert "did not drain" not in stderr, stderr
+    assert 504 not in statuses and statuses.count(200) >= 1 and statuses.count(503) >= 1, (statuses, stderr)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[:3] == [200, 200, 200], statuses  # what the run had read is finished
+    assert answered_in < 6 and ended_in < 7, (answered_in, ended_in)
 
 
 def _listening(port: int, host: str = "127.0.0.1") -> bool:

@@ -423,24 +423,6 @@ class HttpFrontend:
 
     # ------------------------------------------------------------ the end
 
-    def _refuse_unread(self) -> None:
-        """Answer 503 to the requests taken but never read by the run (they waited here
-        while the queue downstream was full when it stopped): they would wait out
-        timeout_s for an answer that cannot come, and hold the run's drain with them.
-        Runs in the server thread, after `closing` is set (nothing is added any more)."""
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                return
-            entry = self._pending.pop(event["id"], None)
-            if entry is None:
-                continue
-            fut, route, t0 = entry
-            self.admission[route].done(time.monotonic() - t0, admitted_at=t0)
-            if not fut.done():
-                fut.set_result((503, {"retry-after": "1"}, b"shutting down\n"))
-
     def teardown(self) -> None:
         """Stop taking requests, answer what is in flight (the pipeline is draining) for
         up to timeout_s, then close."""
@@ -450,7 +432,7 @@ class HttpFrontend:
         async def stop() -> None:
             self.closing = True
             self._server.close()
-            self._refuse_unread()
+            _refuse_unread(self)
             deadline = time.monotonic() + self.timeout_s
             while (self._pending or self.answering) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)  # every answer set, then written
@@ -464,3 +446,22 @@ class HttpFrontend:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         log.info("http: answered %s", dict(sorted(self.counts.items())))
+
+
+def _refuse_unread(fe: HttpFrontend) -> None:
+    """Answer 503 to the requests taken but never read by the run (they waited here
+    while the queue downstream was full when it stopped): they would wait out
+    timeout_s for an answer that cannot come, and hold the run's drain with them.
+    Runs in the server thread, after `closing` is set (nothing is added any more)."""
+    while True:
+        try:
+            event = fe._events.get_nowait()
+        except queue.Empty:
+            return
+        entry = fe._pending.pop(event["id"], None)
+        if entry is None:
+            continue
+        fut, route, t0 = entry
+        fe.admission[route].done(time.monotonic() - t0, admitted_at=t0)
+        if not fut.done():
+            fut.set_result((503, {"retry-after": "1"}, b"shutting down\n"))

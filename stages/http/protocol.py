@@ -117,13 +117,22 @@ async def one(
         return False, False
     fe.answering += 1  # from here to the answer written: the front end's stop waits for it
     try:
-        status, rheaders, rbody = await fe.dispatch(method, target, headers, body, client)
-        refused = status == 503
-        if refused and refusals + 1 >= fe.close_after:
-            keep = False  # a client that keeps ignoring Retry-After
-        await write(fe, writer, status, rheaders, rbody, close=not keep or fe.closing, head=method == "HEAD")
+        return await answer(fe, writer, (method, target, headers, body, client), keep, refusals)
     finally:
         fe.answering -= 1
+
+
+async def answer(
+    fe: Any, writer: asyncio.StreamWriter, request: tuple[str, str, dict[str, str], bytes, str], keep: bool,
+    refusals: int,
+) -> tuple[bool, bool]:
+    """Dispatch a request and write its answer: whether to keep the connection, and
+    whether admission refused it."""
+    status, rheaders, rbody = await fe.dispatch(*request)
+    refused = status == 503
+    if refused and refusals + 1 >= fe.close_after:
+        keep = False  # a client that keeps ignoring Retry-After
+    await write(fe, writer, status, rheaders, rbody, close=not keep or fe.closing, head=request[0] == "HEAD")
     return keep, refused
 
 

@@ -15,6 +15,9 @@ Internet Servers", USITS 2003), applied per route (each route feeds its own firs
   decrease divides the rate actually admitted in the window, not a limit far above it
   that binds nothing: with an overload held back by the in-flight bound, the controller
   cut a non-binding rate ten times in a few seconds and landed at half the capacity.
+  The admitted rate is counted from the first admission of the window, or after an
+  idle spell: counted across the spell, a route idle while another was busy read ~2/s
+  at the start of an overload, and was cut to ~15/s.
   (2) Response times of requests admitted before the last change are left out, and the
   smoothing starts afresh: they show the old rate, not the new one, and kept cutting
   after the latency had already fallen. (3) The increase accelerates: each consecutive
@@ -98,6 +101,7 @@ class ResponseTimeController:
     step: float = 0.0  # the next increase (starts at `increase`, doubles while well under)
     admissions: int = 0  # admitted since admissions_t0 (see `admitted`)
     admissions_t0: float | None = None
+    last_admitted: float = -math.inf
     # (t, p90, rate) of the last HISTORY_WINDOWS windows
     history: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_WINDOWS))
 
@@ -105,10 +109,14 @@ class ResponseTimeController:
         self.step = self.step or self.increase
 
     def admitted(self, now: float) -> None:
-        """Count an admission: a decrease then starts from the rate actually admitted."""
-        if self.admissions_t0 is None:
+        """Count an admission: a decrease then starts from the rate actually admitted.
+        After an idle spell (no admission for two windows) the count starts afresh, as
+        the samples do: admissions from before it, over the spell, are not a rate."""
+        if self.admissions_t0 is None or now - self.last_admitted > 2 * self.window_s:
             self.admissions_t0 = now
+            self.admissions = 0
         self.admissions += 1
+        self.last_admitted = now
 
     def observe(self, now: float, latency_s: float, admitted_at: float | None = None) -> None:
         """A response time. One of a request admitted before the rate last changed says

@@ -220,6 +220,30 @@ def test_an_idle_spell_neither_lowers_the_measured_rate_nor_leaves_stale_samples
     assert 70.0 <= c.rate <= 100.0 / 1.2 + 1, c.history
 
 
+def test_admissions_before_an_idle_spell_do_not_count_in_the_rate_after_it() -> None:
+    """Requests admitted after the last window closed, then silence (a service idle while
+    another route is busy), then an overload: the cut divides the overload's ~100/s, not
+    all admissions since before the silence over the silence (it fell to ~2/s and /work
+    at 512 connections ran at a tenth of its capacity for seconds)."""
+    c = ResponseTimeController(target_s=0.1, rate=500.0)
+    t = 0.0
+    for _ in range(100):
+        t += 0.01
+        c.admitted(t)
+        c.observe(t, 0.05, admitted_at=t)
+    for _ in range(30):  # admitted and answered, but too few to close the next window
+        t += 0.01
+        c.admitted(t)
+        c.observe(t, 0.05, admitted_at=t)
+    t += 10.0
+    for _ in range(100):
+        t += 0.01
+        c.admitted(t)
+        c.observe(t, 0.5, admitted_at=t - 0.5)
+    assert len(c.history) == 2
+    assert 70.0 <= c.rate <= 100.0 / 1.2 + 1, c.history
+
+
 def test_the_controller_history_is_bounded_in_a_long_run() -> None:
     c = ResponseTimeController(target_s=0.1, rate=100.0, window_n=1)  # a window per response
     t = 0.0

@@ -48,6 +48,7 @@ def test_picking_from_a_batch_agrees_with_the_decision_per_id(tmp_path: Path) ->
         [x if x != sampled[1] else far for x in run],  # a sampled position swapped for another
         [x if x != unsampled else far for x in run],  # an unsampled one swapped for a sampled one
         [x if x != unsampled else f"{far}.0" for x in run],  # a string among the ints
+        [1000, 0, 2003, 1003],  # a fan-in batch whose ends, length and sum look like a run
     ]
     for ids in batches:
         assert set(tracer.pick(ids)) == {e for e in ids if is_sampled(e, 20)}, ids

@@ -7,7 +7,10 @@ CPU read as other programs' and the core budget fell to its floor for seconds; a
 worker started mid-run read idle in its first period. Here a process first seen is
 charged all the CPU it has used: the run's processes start during the run (a forked
 process starts with no CPU time of its own). Processes that were running before (the
-controller itself) are named when the meter is made, and charged from then on.
+controller itself) are named when the meter is made, and charged from then on. A
+process that ends between two samples takes its last CPU with it: `gone_percent`
+counts it at its last rate (an upper bound), so that it is not read as another
+program's load (which makes the pools yield cores).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ class CpuMeter:
     def __init__(self, running: Iterable[int] = ()) -> None:
         self.procs: dict[int, psutil.Process] = {}
         self.totals: dict[int, float] = {}  # pid -> user + system seconds at the last sample
+        self.rates: dict[int, float] = {}  # pid -> its CPU % in the last sample
+        # the CPU % (at their last rates) of the processes that were there at the last
+        # sample and are gone now: what they used before they ended cannot be read
+        self.gone_percent = 0.0
         for pid in running:
             try:
                 t = self.procs.setdefault(pid, psutil.Process(pid)).cpu_times()
@@ -46,7 +53,8 @@ class CpuMeter:
                 continue
             totals[pid] = total
             out[pid] = max(0.0, total - before) / max(dt, 1e-6) * 100
-        self.totals = totals
+        self.gone_percent = sum(rate for pid, rate in self.rates.items() if pid not in out)
+        self.totals, self.rates = totals, out
         for pid in set(self.procs) - set(totals):
             del self.procs[pid]
         return out

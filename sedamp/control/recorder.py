@@ -309,7 +309,7 @@ class Recorder:
         cores: the controller and every local queue, source and worker (psutil)."""
         pids = [os.getpid()] + [c.pid for c in self.roster.children.values() if c.pid and c.proc.local]
         self.cpu_now = self.cpu_meter.sample(pids, dt)
-        return sum(self.cpu_now.values()) / 100
+        return (sum(self.cpu_now.values()) + self.cpu_meter.gone_percent) / 100
 
     def _stage_record(
         self, name: str, st: Stage, pool: Stage, c: StageCounts, cores: int, dt: float, per_batch: float | None

@@ -17,7 +17,7 @@ BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s
 def _burner(seconds: float) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-c", BURN.format(s=seconds)])
     deadline = time.monotonic() + 30
-    while sum(psutil.Process(proc.pid).cpu_times()[:2]) < seconds * 0.9:  # user + system
+    while sum(psutil.Process(proc.pid).cpu_times()[:2]) < seconds:  # user + system: its loop is done
         assert time.monotonic() < deadline, "the child did not burn its CPU in 30 s"
         time.sleep(0.05)
     return proc
@@ -45,7 +45,27 @@ def test_a_process_running_before_the_meter_is_not_charged_its_past() -> None:
     proc = _burner(0.3)
     try:
         meter = CpuMeter(running=[proc.pid])  # made after the child burned its CPU
-        assert meter.sample([proc.pid], 0.5)[proc.pid] == 0.0
+        time.sleep(0.5)
+        assert meter.sample([proc.pid], 0.5)[proc.pid] < 5.0  # asleep: what it burned before is not charged
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_a_process_that_ends_is_counted_at_its_last_rate() -> None:
+    """Its CPU since the last sample cannot be read once it is gone; counted at its last
+    rate, it is not taken for another program's load."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        meter = CpuMeter()
+        meter.sample([proc.pid], 0.3)
+        time.sleep(0.3)
+        busy = meter.sample([proc.pid], 0.3)[proc.pid]
+        assert busy > 30.0, busy  # it spins (a loaded machine gives it less than a core)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert meter.sample([proc.pid], 0.3) == {} and meter.gone_percent == busy
+    meter.sample([], 0.3)
+    assert meter.gone_percent == 0.0  # once only
+

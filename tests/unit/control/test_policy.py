@@ -361,3 +361,34 @@ def test_a_stage_that_has_its_share_does_not_grow_past_the_budget() -> None:
     first = [*views[:2], _shift_view("c", 1, q=40, busy=0.12, done=0, arrivals=80)]
     assert first[2].need is None
     assert decide(first, budget=2, now_s=1.1, state=PolicyState()) == []
+
+
+def test_a_pool_that_waits_on_io_neither_yields_nor_is_held_at_a_core_per_worker() -> None:
+    """16 workers busy all the time but on CPU 5% of it (0.8 of a core): on a shared
+    machine over budget the CPU-bound stage yields and the I/O-bound one keeps its
+    workers (it went 16 -> 1); and a full I/O-bound queue still grows past the budget."""
+    cpu = StageView("cpu", 6, 1, 16, 0, 1000, 8, 0.95, 100.0, cpu=0.9, visits=1.0)
+    io = StageView("io", 16, 1, 32, 300, 1000, 8, 1.0, 100.0, cpu=0.05, visits=1.0)
+    d = decide([cpu, io], 4, 100.0, PolicyState(period=10), others=1.0)
+    assert [x.stage for x in d] == ["cpu"], d
+    cpu = StageView("cpu", 6, 1, 32, 900, 1000, 8, 0.95, 400.0, cpu=0.95, visits=1.0)
+    io = StageView("io", 4, 1, 32, 900, 1000, 8, 1.0, 40.0, True, 400.0, cpu=0.05, visits=1.0)
+    assert [(x.stage, x.old, x.new) for x in decide([cpu, io], 6, 100.0, PolicyState(period=10))] == [("io", 4, 5)]
+
+
+def test_on_a_shared_machine_growth_and_yielding_do_not_undo_each_other() -> None:
+    """b's share of a budget of 2 is 1.45 cores: it grows to 2 (its share rounded up)
+    and, at 2, the yield leaves it there (it cut it back to 1 every 1.5 s)."""
+    views = [  # 1 / 4 / 0.5 ms an event at 500/s; the pools use 2.75 cores of a budget of 2
+        StageView("a", 1, 1, 4, 0, 2048, 8, 0.5, 500.0, True, 500.0, cpu=0.5, visits=1.0),
+        StageView("b", 2, 1, 4, 2000, 2048, 8, 1.0, 500.0, True, 500.0, cpu=1.0, visits=1.0),
+        StageView("c", 1, 1, 4, 0, 2048, 8, 0.25, 500.0, True, 500.0, cpu=0.25, visits=1.0),
+    ]
+    assert decide(views, 2, 100.0, PolicyState(period=10), others=1.5) == []
+
+
+def test_needs_are_not_compared_across_sources() -> None:
+    from sedamp.control.policy import visits_of
+
+    # s1 at 100/s feeds a, s2 at 10/s feeds b: an event of s1 is not one of s2
+    assert visits_of({"a": {"s1"}, "b": {"s2"}}, {"a": 100.0, "b": 10.0}, {"s1": 100.0, "s2": 10.0}, ["s1", "s2"]) == {}

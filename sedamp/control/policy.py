@@ -142,9 +142,8 @@ OVERSUBSCRIBE = 2
 # not grow past the budget, and yield cores when their CPU is over it by the slack.
 SHARED_MACHINE_CORES = 0.5
 YIELD_SLACK_CORES = 0.25
-# Only pools whose workers are on CPU at least this share of their busy time yield: on a
-# shared machine CPU-bound workers get a share of a core each (2/3 with one neighbour on
-# 2 cores), while workers that wait on I/O inside their handler hold next to none.
+# Workers on CPU less than this share of their busy time wait on I/O (`waits_on_io`):
+# such a pool does not yield cores, and its share is counted in the cores it holds.
 YIELD_CPU_RATIO = 0.5
 # Workers whose CPU time is at least this fraction of their busy time are not waiting for
 # cores: a growth that leaves them so did not thrash, whatever its rate says (the work
@@ -194,6 +193,13 @@ class StageView:
             return None
         share = self.cpu if self.cpu is not None else self.busy
         return self.target * share / self.completions_per_s * self.visits
+
+    @property
+    def waits_on_io(self) -> bool:
+        """Its workers are on CPU less than YIELD_CPU_RATIO of their busy time: they wait
+        on a disk or a socket inside their handler (contention for cores alone leaves a
+        CPU-bound worker more than that: 2/3 of a core with one neighbour on 2 cores)."""
+        return self.cpu is not None and self.busy > 0 and self.cpu < YIELD_CPU_RATIO * self.busy
 
     @property
     def on_cpu(self) -> bool:
@@ -337,8 +343,8 @@ def _yield_cores(views: list[StageView], budget: int, r: _Round) -> list[Decisio
         return []
     decisions = []
     for v in views:
-        if v.cpu is None or v.cpu < YIELD_CPU_RATIO * v.busy:
-            continue  # its workers mostly wait (on a disk, a socket): fewer would not free cores
+        if v.cpu is None or v.waits_on_io:
+            continue  # unmeasured, or its workers mostly wait: fewer would not free cores
         share = cores_share(v, views, budget)
         # its share rounded up: growth stops at the first pool over its share, so a
         # yield to below it would be undone by the next growth
@@ -516,9 +522,8 @@ def _has_its_share(v: StageView, views: list[StageView], budget: int, target: in
     known = [x.need for x in views if x.need is not None]
     if v.need is None or not sum(known):
         return False
-    per_worker = min(1.0, v.cpu / v.busy) if v.cpu is not None and v.busy > 0 else 1.0
-    if per_worker >= YIELD_CPU_RATIO:
-        per_worker = 1.0  # a CPU-bound worker is a core, whatever share of one it gets while contended
+    # a CPU-bound worker is a core, whatever share of one it gets while cores are contended
+    per_worker = v.cpu / v.busy if v.waits_on_io and v.cpu is not None else 1.0
     return budget * v.need / sum(known) <= target * per_worker
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sedamp.errors import Problem, SedampError, TopologyError, WireError
-from sedamp.runtime.stage import IDLE, Many
-
 if TYPE_CHECKING:
     from sedamp.api import Pipeline, load, run
     from sedamp.control.simulate import simulate
+    from sedamp.errors import Problem, SedampError, TopologyError, WireError
+    from sedamp.runtime.stage import IDLE, Many
 
 __version__ = "0.1.0"
 
@@ -34,8 +33,18 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # the API pulls in the controller (and ZeroMQ); a worker importing `sedamp` for `Many`
-    # should not pay for that.
+    # Every name is loaded when first asked for: `import sedamp.cli` must not pay for
+    # the exception tree (dataclasses, inspect) or the stage module before the command
+    # line has started the launcher of a run, and a worker importing `sedamp` for `Many`
+    # should not pay for the API, which pulls in the controller (and ZeroMQ).
+    if name in ("IDLE", "Many"):
+        from sedamp.runtime import stage
+
+        return getattr(stage, name)
+    if name in ("Problem", "SedampError", "TopologyError", "WireError"):
+        from sedamp import errors
+
+        return getattr(errors, name)
     if name in ("run", "load", "Pipeline"):
         from sedamp import api
 

@@ -3,28 +3,19 @@ parse, call the library, print. Failures exit non-zero with one clear line on st
 
 Only the module of the command being run is imported: `sedamp run` does not pay for
 the plotting, schema, key or live-table modules of the other commands. `sedamp --help`
-(or no command, or an unknown one) loads them all, to list them."""
+(or no command, or an unknown one) loads them all, to list them.
+
+This module imports nothing heavy (no typer, no sedamp.errors): `sedamp run` starts
+the launcher of its processes first, so that it boots while the command line, the
+topology and the controller are imported (`sedamp.cli.app` builds the typer app)."""
 
 from __future__ import annotations
 
 import signal
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from sedamp.errors import EXIT_INTERRUPTED
-
-HELP = """Run staged event-driven pipelines of Python stages as process pools
-joined by bounded queues.
-
-Example: sedamp run topologies/wordcount.yaml
-
-Exit codes: 0 success; 1 some events failed (run), or the work could not
-be done; 2 invalid topology or arguments; 3 the run failed; 130 interrupted.
-Each command's --help lists its own.
-"""
 # The word that asks for the version alone: nothing but the group is built for it.
 VERSION_FLAG = "--version"
 
@@ -125,40 +116,6 @@ COMMANDS: dict[str, Callable[[], Callable[..., Any]]] = {
 }
 
 
-def make_app(only: str | None = None) -> typer.Typer:
-    """The typer app with every command, or with just `only` (the one being run)."""
-    app = typer.Typer(
-        name="sedamp",
-        help=HELP,
-        no_args_is_help=True,
-        add_completion=True,
-        pretty_exceptions_enable=False,
-    )
-    # a group callback keeps `sedamp COMMAND` a group of commands even when one is loaded
-    app.callback(help=HELP)(_group)
-    for name, load in COMMANDS.items():
-        if only is None or name == only:
-            app.command(name)(load())
-    return app
-
-
-def _show_version(value: bool) -> None:
-    if value:
-        from sedamp import __version__
-
-        typer.echo(f"sedamp {__version__}")
-        raise typer.Exit()
-
-
-def _group(
-    version: Annotated[
-        bool,
-        typer.Option(VERSION_FLAG, callback=_show_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
-) -> None:
-    """The group's own options (the help is HELP)."""
-
-
 def command_of(argv: list[str]) -> str | None:
     """The command `argv` runs, if it names one before any option (else None: all load;
     "" for ``--version``, which needs none)."""
@@ -178,6 +135,8 @@ def main() -> None:
     command = command_of(sys.argv[1:])
     launcher = _start_launcher() if command == "run" else None
     try:
+        from sedamp.cli.app import make_app
+
         app = make_app(command)
         app(prog_name="sedamp", obj=launcher)  # also under python -m sedamp (completion scripts name the program)
     except KeyboardInterrupt:
@@ -197,5 +156,7 @@ def _start_launcher() -> Any:
 
 
 def _interrupted(signum: int, _frame: object) -> None:
-    typer.echo(f"sedamp: {signal.Signals(signum).name}: stopped before the run started", err=True)
+    from sedamp.errors import EXIT_INTERRUPTED
+
+    print(f"sedamp: {signal.Signals(signum).name}: stopped before the run started", file=sys.stderr)
     raise SystemExit(EXIT_INTERRUPTED)

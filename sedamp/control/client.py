@@ -9,39 +9,17 @@ live run at all, in the workdir given (default ``.sedamp`` in the current direct
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import psutil
 import zmq
 
-from sedamp.control.rundir import WORKDIR_NAME, workdir_of
+from sedamp.control.rundir import WORKDIR_NAME, read_run, run_is_live, workdir_of
 from sedamp.errors import SedampError, WireError
 from sedamp.runtime import wire
 
 # How long a command waits for the controller's reply.
 COMMAND_TIMEOUT_S = 5.0
-
-
-def run_is_live(info: dict[str, Any]) -> bool:
-    """Whether the run of this run.json is still going (its controller alive, not ended)."""
-    if info.get("ended"):
-        return False
-    try:
-        return psutil.pid_exists(int(info["pid"]))
-    except (KeyError, ValueError, TypeError):
-        return False
-
-
-def read_run(run_dir: Path) -> dict[str, Any] | None:
-    """The run.json of `run_dir` with its path, or None if there is none to read."""
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
-    info["run_dir"] = str(run_dir)
-    return info if isinstance(info, dict) else None
 
 
 def is_topology_file(target: str) -> bool:

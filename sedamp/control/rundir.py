@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sedamp.errors import StorageError
 
@@ -102,12 +103,46 @@ def write_run_file(
         raise StorageError.of("the run file", run_dir / "run.json", exc) from exc
 
 
+def run_is_live(info: dict[str, Any]) -> bool:
+    """Whether the run of this run.json is still going (its controller alive, not ended)."""
+    if info.get("ended"):
+        return False
+    try:
+        return _pid_exists(int(info["pid"]))
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether a process `pid` exists (signal 0 checks without sending anything; one of
+    another user's that cannot be signalled exists too)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_run(run_dir: Path) -> dict[str, Any] | None:
+    """The run.json of `run_dir` with its path, or None if there is none to read."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):  # not a run file (a torn or foreign one): not a run
+        return None
+    info["run_dir"] = str(run_dir)
+    return info
+
+
 def prune_runs(workdir: Path, name: str | None, keep: int) -> list[Path]:
     """Remove the ended run directories of topology `name` (of every topology: None)
     but the newest `keep` of each; a run that is still going is never touched (its
     controller is alive and run.json does not say it ended). Returns what was removed."""
-    from sedamp.control.client import read_run, run_is_live
-
     by_topology: dict[str, list[tuple[float, Path]]] = {}
     runs = Path(workdir) / "runs"
     for d in runs.iterdir() if runs.is_dir() else []:

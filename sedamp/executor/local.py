@@ -22,13 +22,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sedamp.errors import LaunchError
-from sedamp.executor.base import Proc
-from sedamp.runtime import lifeline
+if TYPE_CHECKING:
+    from sedamp.executor.base import Proc
 
 # The environment variable that marks every process of a local run (the launcher sets
 # nothing: it and its children inherit it from the controller's Popen).
@@ -94,7 +91,9 @@ class LocalProc:
         self._signal(signal.SIGTERM)
 
     def interrupt(self) -> None:
-        self._signal(lifeline.INTERRUPT_SIGNAL)
+        from sedamp.runtime.lifeline import INTERRUPT_SIGNAL
+
+        self._signal(INTERRUPT_SIGNAL)
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
@@ -139,7 +138,7 @@ class LocalExecutor:
         self._rep_r, rep_w = os.pipe()
         # every process of the run, and whatever user code starts, inherits the token:
         # `close` finds them by it, and by the launcher's own process group
-        self._token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self._token = f"{os.getpid()}-{os.urandom(16).hex()}"
         self._zygote = subprocess.Popen(
             [sys.executable, "-P", "-m", "sedamp.runtime.launcher", str(req_r), str(rep_w), str(os.getpid())],
             pass_fds=(req_r, rep_w),
@@ -161,6 +160,10 @@ class LocalExecutor:
     def start(self, name: str, role: str, config: Any) -> Proc:
         if self._zygote is None:
             self._launch()
+        from dataclasses import asdict
+
+        from sedamp.errors import LaunchError
+
         line = json.dumps({"name": name, "role": role, "config": asdict(config)}) + "\n"
         try:
             os.write(self._req_w, line.encode())
@@ -210,6 +213,8 @@ class LocalExecutor:
                 self._exits[msg["exit"]] = msg["code"]
                 self._live.discard(msg["exit"])
             elif "error" in msg:
+                from sedamp.errors import LaunchError
+
                 raise LaunchError(msg["error"])
 
     def check_stopped(self) -> None:
@@ -287,14 +292,35 @@ def _kill_leftovers(pgid: int, token: str) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    import psutil  # only here: the launcher and the command line do not need it
-
-    me = os.getpid()
-    for p in psutil.process_iter(["pid"]):
-        if p.pid == me:
-            continue
+    entry = f"{RUN_TOKEN_VAR}={token}".encode()
+    for pid in _carriers(entry):
         try:
-            if p.environ().get(RUN_TOKEN_VAR) == token:
-                p.kill()
-        except (psutil.Error, OSError):
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone already
             continue
+        try:  # the pid may have been reused since it was read: check the process the fd holds
+            if _environ_has(pid, entry):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _carriers(entry: bytes) -> list[int]:
+    """The processes (but this one) whose environment holds `entry` (NAME=VALUE): read
+    from /proc directly, ~1 ms where psutil took ~10 ms of every run's end."""
+    me = os.getpid()
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # pragma: no cover - Linux only, as the launcher
+        return []
+    return [int(n) for n in names if n.isdigit() and int(n) != me and _environ_has(int(n), entry)]
+
+
+def _environ_has(pid: int, entry: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return entry in f.read().split(b"\0")
+    except OSError:  # gone, or another user's
+        return False

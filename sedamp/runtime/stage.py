@@ -30,7 +30,6 @@ sink
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import inspect
@@ -218,12 +217,14 @@ def _bytes_of(event: Any) -> int:
     return 0
 
 
-class _UserModules(importlib.abc.MetaPathFinder):
+class _UserModules:
     """Finds top-level user modules in the directories a run names, consulted after
     every other finder: after sys.path and after the finders of installed packages
     (an editable install's comes after sys.path, so appending to sys.path would still
     let the current directory shadow it). A user package's submodules are found
-    through the package itself."""
+    through the package itself. A meta path finder needs only `find_spec`: not
+    subclassing importlib.abc keeps importlib.resources (and tempfile, shutil, ...)
+    out of every process's start."""
 
     def __init__(self) -> None:
         self.paths: list[str] = []

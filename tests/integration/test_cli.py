@@ -202,14 +202,29 @@ def test_sedamp_run_loads_only_its_own_command() -> None:
     (the summary table and the progress bar import it when they draw)."""
     code = (
         "import sys\n"
-        "from sedamp.cli import command_of, make_app\n"
+        "from sedamp.cli import command_of\n"
+        "from sedamp.cli.app import make_app\n"
         "assert command_of(['run', 'x.yaml', '-q']) == 'run' and command_of(['--help']) is None\n"
         "app = make_app('run')\n"
         "print(sorted(m for m in sys.modules if m.startswith(('sedamp.cli.', 'rich'))))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr) == (0, "")
-    assert r.stdout == "['sedamp.cli._common', 'sedamp.cli.run']\n"
+    assert r.stdout == "['sedamp.cli._common', 'sedamp.cli.app', 'sedamp.cli.run']\n"
+
+
+def test_sedamp_run_starts_its_launcher_before_the_heavy_imports() -> None:
+    """`sedamp run` starts the launcher of its processes first thing, so that it boots
+    while the command line imports typer, the topology and the controller: the modules
+    the command line needs for that import none of them (nor ZeroMQ or psutil)."""
+    code = (
+        "import sys\n"
+        "import sedamp.cli, sedamp.executor.local\n"
+        "heavy = ('typer', 'zmq', 'psutil', 'yaml', 'dataclasses', 'sedamp.errors', 'sedamp.runtime.stage')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "[]\n", "")
 
 
 def test_clean_removes_ended_runs_and_keeps_the_newest(tmp_path: Path) -> None:

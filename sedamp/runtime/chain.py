@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from sedamp.errors import WireError
+from sedamp.runtime import results as results_
 from sedamp.runtime import wire
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.dedupe import IdSet
 from sedamp.runtime.journal import Journal
+from sedamp.runtime.results import Results
 from sedamp.runtime.slot import Slot
-from sedamp.runtime.stage import Failure, HandlerRunner, Rest, Spill
+from sedamp.runtime.stage import Failure, HandlerRunner, Rest, Singles, Spill
 
-Results = list[list[Any] | Failure]
 NO_RETRY = (0, 0.0, "dead_letter")
 
 
@@ -187,25 +188,24 @@ class Chain:
             self._look_at(tail, events, results)
             self._route(ids, events, results)
             return
-        for eid, ev, res in zip(ids, events, results, strict=True):
-            if isinstance(res, Failure):
-                self._failed(tail, eid, res, ev)
-            else:
-                tail.n_out += 1
+        failed = 0
+        if type(results) is not Singles:  # Singles: none failed
+            for eid, ev, res in zip(ids, events, results, strict=True):
+                if isinstance(res, Failure):
+                    self._failed(tail, eid, res, ev)
+                    failed += 1
+        tail.n_out += len(results) - failed
         if self.journal is not None:  # before the ACK: what is journaled is written
             self.journal.add(eid for eid, res in zip(ids, results, strict=True) if not isinstance(res, Failure))
 
     def _look_at(self, link: Link, events: list[Any], results: Results) -> None:
         """Warn once per stage when a handler turns a dict event into a list (or tuple):
-        the next stage gets it as ONE event, where several were most likely meant.
-        Only the first event of a batch is looked at: nothing is paid per event."""
-        if link.warned or not events or type(events[0]) is not dict:
-            return
-        first = results[0]
-        if type(first) is list and len(first) == 1 and type(first[0]) in (list, tuple):
+        the next stage gets it as ONE event, where several were most likely meant."""
+        kind = None if link.warned else results_.list_for_dict(events, results)
+        if kind is not None:
             link.warned = True
             self.warnings.append(
-                f"stage {link.stage!r} returned a {type(first[0]).__name__} for a dict event: the next stage gets "
+                f"stage {link.stage!r} returned a {kind} for a dict event: the next stage gets "
                 "it as ONE event (a list); to emit several events, yield them or return sedamp.Many([...])"
             )
 
@@ -213,48 +213,23 @@ class Chain:
         self, link: Link, ids: list[Any], events: list[Any], results: Results, crossing: bool = False
     ) -> tuple[list[Any], list[Any]]:
         """The ids and events the next link gets from `link`'s results (`crossing`: as
-        MessagePack would deliver them)."""
-        next_ids: list[Any] = []
-        next_events: list[Any] = []
-        for eid, ev, res in zip(ids, events, results, strict=True):
-            if isinstance(res, Failure):
-                self._failed(link, eid, res, ev)
-                continue
-            if len(res) == 1:
-                next_ids.append(eid)
-            else:
-                next_ids.extend(f"{eid}.{i}" for i in range(len(res)))
-            next_events.extend(res)
-            link.n_out += len(res)
-        if crossing and next_events:
-            crossed = wire.roundtrip(next_events)
-            if crossed is None:
-                return self._cross_each(link, ids, events, results)
-            next_events = crossed
-        return next_ids, next_events
-
-    def _cross_each(
-        self, link: Link, ids: list[Any], events: list[Any], results: Results
-    ) -> tuple[list[Any], list[Any]]:
-        """A fused boundary some output cannot cross: as a router would, dead-letter the
-        event that made it (its failures were dealt with by `_fan_out`)."""
-        next_ids: list[Any] = []
-        next_events: list[Any] = []
-        for eid, ev, res in zip(ids, events, results, strict=True):
-            if isinstance(res, Failure):
-                continue
-            try:
-                crossed = [wire.unpack_event(wire.pack_event(out)) for out in res]
-            except WireError as exc:
-                link.n_out -= len(res)
-                message = f"stage {link.stage!r} returned an event that cannot be sent: {exc}"
-                self._dead(link, eid, "WireError", message, None, ev)
-                continue
-            if len(res) == 1:
-                next_ids.append(eid)
-            else:
-                next_ids.extend(f"{eid}.{i}" for i in range(len(res)))
-            next_events.extend(crossed)
+        MessagePack would deliver them; an event whose outputs cannot cross is
+        dead-lettered, as a router would)."""
+        next_ids, next_events, failed = results_.fan_out(ids, results)
+        for i in failed:
+            self._failed(link, ids[i], results[i], events[i])  # type: ignore[arg-type]
+        link.n_out += len(next_events)
+        if not crossing or not next_events:
+            return next_ids, next_events
+        crossed = wire.roundtrip(next_events)
+        if crossed is not None:
+            return next_ids, crossed
+        next_ids, next_events, bad = results_.cross_each(ids, results)
+        per = results_.per_event(results)
+        for i, exc in bad:
+            link.n_out -= len(per[i])  # type: ignore[arg-type]
+            message = f"stage {link.stage!r} returned an event that cannot be sent: {exc}"
+            self._dead(link, ids[i], "WireError", message, None, events[i])
         return next_ids, next_events
 
     def _route(self, ids: list[Any], events: list[Any], results: Results) -> None:
@@ -262,17 +237,10 @@ class Chain:
         edges (the common case) is packed in bulk; anything else goes one by one."""
         router = self.router
         assert router is not None, "a handler chain needs a router"
-        fast_ids: list[Any] = []
-        fast_out: list[Any] = []
-        for eid, ev, res in zip(ids, events, results, strict=True):
-            if type(res) is list and len(res) == 1 and not router.keyed:
-                fast_ids.append(eid)
-                fast_out.append(res[0])
-                continue
-            if isinstance(res, Failure):
-                self._failed(self.tail, eid, res, ev)
-                continue
-            self._route_one(eid, ev, res)
+        if type(results) is Singles and not router.keyed:  # one plain output per event: in bulk as they are
+            fast_ids, fast_out = ids, list(results)
+        else:
+            fast_ids, fast_out = self._route_each(ids, events, results)
         if fast_ids:
             packed = wire.pack_all(fast_out, router.limit, router.max_bytes)
             if packed is not None:
@@ -282,6 +250,23 @@ class Chain:
                 by_id = dict(zip(ids, events, strict=True))
                 for eid, out in zip(fast_ids, fast_out, strict=True):
                     self._route_one(eid, by_id[eid], [out], estimate=True)
+
+    def _route_each(self, ids: list[Any], events: list[Any], results: Results) -> tuple[list[Any], list[Any]]:
+        """Route the events `_route` cannot pack in bulk; return those it can."""
+        results = results_.per_event(results)
+        fast_ids: list[Any] = []
+        fast_out: list[Any] = []
+        add_id, add_out, keyed = fast_ids.append, fast_out.append, self.router is not None and self.router.keyed
+        for eid, ev, res in zip(ids, events, results, strict=True):
+            if type(res) is list and len(res) == 1 and not keyed:
+                add_id(eid)
+                add_out(res[0])
+                continue
+            if isinstance(res, Failure):
+                self._failed(self.tail, eid, res, ev)
+                continue
+            self._route_one(eid, ev, res)
+        return fast_ids, fast_out
 
     def _route_one(self, eid: Any, ev: Any, outputs: list[Any], estimate: bool = False) -> None:
         assert self.router is not None, "a handler chain needs a router"
@@ -315,10 +300,11 @@ class Chain:
     def _call(self, link: Link, events: list[Any], pos: list[int] | None, spill: Spill | None = None) -> Results:
         """Handle a batch; events that failed are tried again one by one, up to the
         stage's `retry` times, `backoff_s` apart (doubling each time)."""
-        results = link.runner.handle_batch(events, *self._hooks(pos), self.tick, spill)
+        singles = "sink" if link.kind == "sink" else True
+        results = link.runner.handle_batch(events, *self._hooks(pos), self.tick, spill, singles=singles)
         if self.slot is not None and self.slot.timeout_s:
             self.slot.pause()  # the deadline covers user code only, not routing or journaling
-        if not link.retry:
+        if not link.retry or type(results) is Singles:  # Singles: nothing failed
             return results
         for i, res in enumerate(results):
             delay = link.backoff_s

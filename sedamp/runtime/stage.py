@@ -29,6 +29,7 @@ sink
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.machinery
 import importlib.util
@@ -111,6 +112,7 @@ class Failure:
 
 
 _PLAIN = frozenset({dict, list, str, int, float, bytes, bool, tuple})
+_PLAIN_OR_NONE = _PLAIN | {type(None)}
 # Most events one handler call may emit: a generator is stopped past it and the event
 # fails, instead of holding every output in memory (10 million small outputs took 5 GB).
 MAX_OUTPUTS_PER_EVENT = 1_000_000
@@ -407,6 +409,87 @@ def _instantiate(cls: type, params: dict[str, Any]) -> Any:
     return cls(**params)
 
 
+def _one_arg(obj: Any, func: Callable[..., Any] | None, params: dict[str, Any]) -> Callable[[Any], Any] | None:
+    """The handler as a call of one event: a class's bound `handle`, or the function
+    with its params bound once (not a ``**params`` dict built per event)."""
+    if obj is not None:
+        return getattr(obj, "handle", None)
+    if func is None:
+        return None
+    return functools.partial(func, **params) if params else func
+
+
+class Singles(list[Any]):
+    """What ``handle_batch(..., singles=True)`` returns when the handler returned one
+    plain value for every event, the common case of a cheap stage: the values
+    themselves, not a list per event (no event failed, was dropped or fanned out), so
+    the chain hands them on without a loop of its own."""
+
+    __slots__ = ()
+
+
+def _call_each(
+    call: Callable[[Any], Any], events: Sequence[Any], mark: Any, spill: Spill | None, singles: bool | str
+) -> list[Any]:
+    """`HandlerRunner.handle_batch` when nothing is called between events (no
+    deadline, no memory guard): the loop every cheap stage spends its time in. A
+    plain return value becomes its one-event list without a call of `outputs_of`;
+    with `singles`, the values are kept as they are while every event gives one
+    (with ``singles="sink"``, None counts as one too: a sink's outputs are not used)."""
+    plain = _PLAIN
+    start = 0
+    out: list[Any] = []
+    if singles:
+        add = out.append
+        kept = _PLAIN_OR_NONE if singles == "sink" else _PLAIN
+        for i, ev in enumerate(events):
+            if mark is not None:
+                mark[0] = i
+            try:
+                r = call(ev)
+                if type(r) not in kept:  # none, several, or a generator: the general form from here
+                    first: Any = outputs_of(r, None, spill, i)
+                    break
+            except Exception as exc:
+                first = Failure.from_exception(exc)
+                break
+            add(r)
+        else:
+            return Singles(out)
+        out = [[v] for v in out]
+        out.append(first)
+        start = len(out)
+    append = out.append
+    for i in range(start, len(events)):
+        if mark is not None:
+            mark[0] = i
+        try:
+            r = call(events[i])
+            append([r] if type(r) in plain else outputs_of(r, None, spill, i))
+        except Exception as exc:
+            append(Failure.from_exception(exc))
+    return out
+
+
+def _call_batch(
+    obj: Any, events: Sequence[Any], at: Any, mark: Any, tick: Callable[[], None] | None, spill: Spill | None
+) -> list[Any]:
+    """`HandlerRunner.handle_batch` for a class with its own ``handle_batch``: one call
+    for all the events, so no single event is blamed for a crash or a raise."""
+    if at is not None:
+        at(-1, len(events))
+    if mark is not None:
+        mark[0] = -1
+    try:
+        results = list(obj.handle_batch(list(events)))
+        if len(results) != len(events):
+            raise _mismatch(len(results), len(events))
+        return [outputs_of(r, tick, spill, i) for i, r in enumerate(results)]
+    except Exception as exc:
+        fail = Failure.from_exception(exc)
+        return [fail] * len(events)
+
+
 class HandlerRunner:
     """Runs a handler or sink in a worker process: set up once, then batches of events.
 
@@ -418,6 +501,7 @@ class HandlerRunner:
         self.params = dict(params)
         self._obj: Any = None
         self._func: Callable[..., Any] | None = None
+        self._call: Callable[[Any], Any] | None = None  # the handler of one event, params bound
 
     def setup(self) -> None:
         target = load_ref(self.ref)
@@ -425,6 +509,7 @@ class HandlerRunner:
             self._obj = _instantiate(target, self.params)
         else:
             self._func = target
+        self._call = _one_arg(self._obj, self._func, self.params)
 
     def handle_batch(
         self,
@@ -433,6 +518,7 @@ class HandlerRunner:
         mark: Any = None,
         tick: Callable[[], None] | None = None,
         spill: Spill | None = None,
+        singles: bool | str = False,
     ) -> list[list[Any] | Failure]:
         """Before each call into user code, `at(i, n)` (if given) is called with the
         index of its first event and how many it handles, and ``mark[0] = i`` is set
@@ -440,21 +526,12 @@ class HandlerRunner:
         knows which event is in the handler, and the timeout its deadline. `tick` (if
         given) is called after each event and every few outputs of a generator: the
         worker's memory guard. `spill` (if given) sends a generator's outputs as they
-        come (`outputs_of`)."""
+        come (`outputs_of`). With `singles`, the result may be a `Singles`."""
         obj = self._obj
         if obj is not None and hasattr(obj, "handle_batch"):
-            if at is not None:
-                at(-1, len(events))  # one call for all: no single event to blame
-            if mark is not None:
-                mark[0] = -1
-            try:
-                results = list(obj.handle_batch(list(events)))
-                if len(results) != len(events):
-                    raise _mismatch(len(results), len(events))
-                return [outputs_of(r, tick, spill, i) for i, r in enumerate(results)]
-            except Exception as exc:
-                fail = Failure.from_exception(exc)
-                return [fail] * len(events)
+            return _call_batch(obj, events, at, mark, tick, spill)
+        if at is None and tick is None and self._call is not None:
+            return _call_each(self._call, events, mark, spill, singles)
         out: list[list[Any] | Failure] = []
         if obj is not None:
             handle = obj.handle

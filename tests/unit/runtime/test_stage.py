@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import sedamp
-from sedamp.runtime.stage import Failure, HandlerRunner, SourceRunner, check_ref, load_ref, outputs_of
+from sedamp.runtime.stage import Failure, HandlerRunner, Singles, SourceRunner, check_ref, load_ref, outputs_of
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +98,39 @@ def test_function_handler_with_params_and_failures() -> None:
     assert res[0] == [1] and res[2] == [5]
     assert isinstance(res[1], Failure) and res[1].type == "KeyError" and "three" in res[1].message
     assert "boom" in res[1].traceback
+
+
+def test_singles_are_the_values_while_every_event_gives_one_plain_value() -> None:
+    """A cheap stage's batch comes back as its values (`Singles`), the chain's fast path;
+    the first event that fails, is dropped or fans out turns the batch into one result
+    per event from there, without calling the handler on any event twice."""
+    calls: list[int] = []
+
+    def spy(event: int) -> Any:
+        calls.append(event)
+        if event == 3:
+            raise KeyError("three")
+        return None if event == 4 else iter([event, event]) if event == 5 else event * 10
+
+    mark = [99]
+    r = HandlerRunner("userstages:double", {"factor": 3})
+    r.setup()
+    got = r.handle_batch([1, 2], mark=mark, singles=True)
+    assert type(got) is Singles and got == [3, 6] and mark == [1]
+    assert r.handle_batch([1, 2]) == [[3], [6]]  # not asked for: one list per event
+    r._call = spy
+    got = r.handle_batch([4, 1, 4], singles="sink")  # a sink's None is not a dropped event
+    assert type(got) is Singles and got == [None, 10, None]
+    assert type(r.handle_batch([4, 1], singles=True)) is list
+    for events in ([1, 3, 2], [4, 1], [1, 2, 5, 1]):
+        calls.clear()
+        got = r.handle_batch(events, mark=mark, singles=True)
+        assert type(got) is list and calls == events and mark == [len(events) - 1]
+        for ev, res in zip(events, got, strict=True):
+            if ev == 3:
+                assert isinstance(res, Failure) and res.type == "KeyError"
+            else:
+                assert res == ([] if ev == 4 else [ev, ev] if ev == 5 else [ev * 10])
 
 
 def test_generator_handler_fans_out_or_drops() -> None:

@@ -129,7 +129,9 @@ def test_a_missing_input_folder_is_one_line(tmp_path: Path, workdir: Path) -> No
     )  # fmt: skip
     assert proc.returncode == 3
     assert proc.stdout == ""
-    [line] = _lines(proc.stderr)
+    lines = _lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    [line] = lines
     assert line.startswith(
         "error: source 'files' (stages.files:ListFiles) could not start: ValueError: ListFiles: root "
         "'/nonexistent' does not exist (at stages/files.py:"
@@ -145,7 +147,9 @@ def test_a_port_in_use_is_one_line(tmp_path: Path, workdir: Path) -> None:
                           env={"PORT": str(port)})  # fmt: skip
     assert proc.returncode == 3
     assert proc.stdout == ""
-    [line] = _lines(proc.stderr)
+    lines = _lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    [line] = lines
     assert line.startswith(f"error: source 'http' (stages.http:HttpFrontend) could not start: RuntimeError: "
                            f"HttpFrontend cannot listen on 127.0.0.1:{port}: ")  # fmt: skip
     assert "address already in use (at stages/http/frontend.py:" in line

@@ -63,6 +63,7 @@ Control plane (the controller's ROUTER; every runtime process connects a DEALER)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -80,6 +81,10 @@ VERSION = 4
 # PUT is cut at MAX_PUT_BYTES of events.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_EVENT_BYTES = 16 * 1024 * 1024
+# `pack_all` packs a batch whose first event packs to at most this many bytes in one
+# pass at C speed, and looks at the sizes afterwards; a batch of larger events is
+# packed one event at a time, so that a large one is never packed twice.
+SMALL_EVENT_BYTES = 4096
 MAX_PUT_BYTES = 32 * 1024 * 1024
 # Buffers travelling beside events (`sedamp.runtime.payload`) are bounded by the byte
 # bounds of queues (`queue.max_bytes`), and each frame of one by this.
@@ -291,18 +296,42 @@ def pack_all(events: Sequence[Any], limit: int = MAX_EVENT_BYTES, max_bytes: int
     `limit` bytes packed (or `max_bytes` whole, see `pack_event`): the events after it
     are not packed, and no oversized copy is kept (the caller then packs one by one
     with `pack_event` to tell which)."""
-    packed: list[bytes] = []
-    keep = packed.append
+    if not events:
+        return []
     col = _collector
     col.bufs = []
     large = min(limit, OOB_BYTES - 1)
     try:
-        for e in events:
-            p = _packb(e)
+        head: bytes = _packb(events[0])
+        if len(head) > SMALL_EVENT_BYTES or col.bufs:
+            return _pack_each(events, head, limit, max_bytes)
+        # small events, the common case: packed at C speed, then looked at once; a large
+        # one or one with buffers sends the whole batch through `_pack_each` again
+        packed = [head, *map(_packb, events[1:])]
+    except (TypeError, ValueError, OverflowError):
+        col.bufs = []
+        return None
+    if not col.bufs and max(map(len, packed)) <= large:
+        return packed
+    col.bufs = []
+    return _pack_each(events, None, limit, max_bytes)
+
+
+def _pack_each(events: Sequence[Any], first: bytes | None, limit: int, max_bytes: int) -> list[bytes] | None:
+    """`pack_all` one event at a time, each looked at as it is packed; `first`: the
+    first event already packed (the collector holding its buffers), or None."""
+    col = _collector
+    large = min(limit, OOB_BYTES - 1)
+    packed: list[bytes] = []
+    keep = packed.append
+    try:
+        for i, e in enumerate(events):
+            p = first if i == 0 and first is not None else _packb(e)
             if len(p) > large or col.bufs:
                 if len(p) >= OOB_BYTES or col.bufs:
                     p = _with_buffers(e, p)
                 if len(p) > limit or (max_bytes and type(p) is Packed and p.nbytes > max_bytes):
+                    col.bufs = []
                     return None
             keep(p)
     except (TypeError, ValueError, OverflowError):
@@ -374,12 +403,7 @@ def pack_events(events: Iterable[Any]) -> tuple[bytes, list[int]]:
 
 def join_packed(parts: Sequence[bytes]) -> tuple[bytes, list[int]]:
     """Join already packed events into one body with its end offsets."""
-    ends: list[int] = []
-    total = 0
-    for p in parts:
-        total += len(p)
-        ends.append(total)
-    return b"".join(parts), ends
+    return b"".join(parts), list(itertools.accumulate(map(len, parts)))
 
 
 def _describe(value: Any) -> str:

@@ -175,3 +175,18 @@ def test_an_estimated_event_over_the_limit_is_refused_before_it_is_packed() -> N
 @given(events)
 def test_size_floor_is_a_lower_bound_of_the_packed_size(ev: Any) -> None:
     assert wire.size_floor(ev) <= len(msgpack.packb(ev, use_bin_type=True))
+
+
+def test_a_batch_packs_as_its_events_one_by_one_whatever_comes_after_a_small_first() -> None:
+    """pack_all packs a batch of small events at C speed and looks at the sizes after;
+    a large event later in the batch (its bytes go out of band) or one over the limit
+    must come out as packing each event alone gives, or refuse the batch."""
+    big = b"z" * (wire.OOB_BYTES + 1)
+    for batch in ([{"n": 1}, {"n": 2}], [{"n": 1}, big, {"n": 3}], [big, {"n": 2}], [{"n": 0}] * 3 + [{"b": big}]):
+        got = wire.pack_all(batch)
+        one_by_one = [wire.pack_event(e) for e in batch]
+        assert got == one_by_one
+        assert [getattr(p, "bufs", None) for p in got or []] == [getattr(p, "bufs", None) for p in one_by_one]
+    assert wire.pack_all([{"n": 1}, {"s": "x" * 2000}], limit=1000) is None
+    assert wire.pack_all([{"n": 1}, object()]) is None and wire.pack_all([object()]) is None
+    assert wire.pack_all([]) == []

@@ -15,40 +15,21 @@ program's load (which makes the pools yield cores).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import psutil
+import psutil
 
 
 class CpuMeter:
-    """The CPU of a changing set of processes, period by period, and of the machine.
+    """The CPU of a changing set of processes, period by period."""
 
-    With ``background=True`` psutil is imported, and the first readings taken, in a
-    thread: importing psutil costs 10-20 ms of a run's start, which the controller can
-    spend instead while it waits for the run's processes to start. Every reading waits
-    for that thread first."""
-
-    def __init__(self, running: Iterable[int] = (), background: bool = False) -> None:
+    def __init__(self, running: Iterable[int] = ()) -> None:
         self.procs: dict[int, psutil.Process] = {}
         self.totals: dict[int, float] = {}  # pid -> user + system seconds at the last sample
         self.rates: dict[int, float] = {}  # pid -> its CPU % in the last sample
         # the CPU % (at their last rates) of the processes that were there at the last
         # sample and are gone now: what they used before they ended cannot be read
         self.gone_percent = 0.0
-        self._begun: threading.Thread | None = None
-        if background:
-            self._begun = threading.Thread(target=self._begin, args=(list(running),), name="cpumeter", daemon=True)
-            self._begun.start()
-        else:
-            self._begin(running)
-
-    def _begin(self, running: Iterable[int]) -> None:
-        import psutil
-
-        psutil.cpu_percent(None)  # the machine's first reading: the next is from here
         for pid in running:
             try:
                 t = self.procs.setdefault(pid, psutil.Process(pid)).cpu_times()
@@ -56,25 +37,9 @@ class CpuMeter:
             except psutil.Error:
                 self.procs.pop(pid, None)
 
-    def ready(self) -> None:
-        """Wait for the first readings (see `background`)."""
-        if self._begun is not None:
-            self._begun.join()
-            self._begun = None
-
-    def machine_percent(self) -> float:
-        """The machine's CPU since the last call, in percent of all its cores."""
-        self.ready()
-        import psutil
-
-        return float(psutil.cpu_percent(None))
-
     def sample(self, pids: Iterable[int], dt: float) -> dict[int, float]:
         """Each process's CPU since the last sample, in percent of one core over `dt`
         seconds. A process that cannot be read (gone, not ours) is left out."""
-        self.ready()
-        import psutil
-
         out: dict[int, float] = {}
         totals: dict[int, float] = {}
         for pid in pids:

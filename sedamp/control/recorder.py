@@ -18,7 +18,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import psutil
 
 from sedamp.control import policy
 from sedamp.control.cpumeter import CpuMeter
@@ -26,9 +28,6 @@ from sedamp.control.roster import Child, Roster, Stage, member_counts
 from sedamp.control.summary import StageSummary, Summary
 from sedamp.observe import metrics, progress
 from sedamp.runtime import wire
-
-if TYPE_CHECKING:
-    import psutil
 from sedamp.runtime.deadletter import count_dead_letters
 from sedamp.spec import Topology
 
@@ -217,9 +216,9 @@ class Recorder:
         self.t0 = time.monotonic()
         self.last_record_t = self.t0
         self.others_seen: float | None = None  # other programs' CPU, smoothed (policy.machine_budget)
-        self.machine_cores = max(1, os.cpu_count() or 1)
+        self.machine_cores = max(1, psutil.cpu_count() or 1)
         self.cpu_now: dict[int, float] = {}  # each process's CPU % since the last record
-        self.cpu_meter = CpuMeter(running=[os.getpid()], background=True)
+        self.cpu_meter = CpuMeter(running=[os.getpid()])
         self.warnings = Warnings()
         self.copies = progress.copies_events(top)  # events are copied to several stages: done is not known
 
@@ -281,7 +280,7 @@ class Recorder:
         dt = max(1e-6, now - self.last_record_t)
         counts = self.counts()
         t = round(time.time(), 3)
-        cpu = self.cpu_meter.machine_percent()
+        cpu = psutil.cpu_percent(None)
         own = self._own_cores(dt)  # samples every process once: the workers' figures below read it
         load1 = round(os.getloadavg()[0], 2)
         per_batch: dict[str, float | None] = {}  # events per batch, per pool (a group's members share it)
@@ -345,8 +344,6 @@ class Recorder:
 
     def _sample_workers(self, pool: Stage, dt: float) -> tuple[WorkerSample, ...]:
         """CPU and memory (psutil, local workers only) and busy fraction of each worker."""
-        import psutil  # imported by the CPU meter by now
-
         out = []
         for w in sorted(pool.workers.values(), key=lambda c: c.index):
             p = self._ps(w.pid) if w.proc.local and w.pid else None
@@ -363,8 +360,6 @@ class Recorder:
 
     def _ps(self, pid: int) -> psutil.Process | None:
         """One psutil.Process per pid, kept (its memory is read every period)."""
-        import psutil
-
         p = self.ps.get(pid)
         if p is None:
             try:

@@ -69,18 +69,3 @@ def test_a_process_that_ends_is_counted_at_its_last_rate() -> None:
     meter.sample([], 0.3)
     assert meter.gone_percent == 0.0  # once only
 
-
-
-def test_a_meter_begun_in_the_background_reads_what_a_meter_begun_at_once_reads() -> None:
-    """The controller's meter imports psutil and takes its first readings in a thread
-    (the run's start does not wait for psutil); a reading waits for them, so a process
-    running before it is still charged only from then on."""
-    proc = _burner(0.3)
-    try:
-        meter = CpuMeter(running=[proc.pid], background=True)
-        time.sleep(0.5)
-        assert meter.sample([proc.pid], 0.5)[proc.pid] < 5.0  # its past is not charged
-        assert 0.0 <= meter.machine_percent() <= 100.0
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)

@@ -160,13 +160,24 @@ class Chain:
 
     # ---------------------------------------------------------------- work
 
-    def run(self, start: int, ids: list[Any], events: list[Any]) -> None:
+    def run(self, start: int, ids: list[Any], events: list[Any], one_by_one: bool = False) -> None:
         """Handle events from link `start` through the tail, then route the tail's
         outputs (a sink's are only counted). Inside a group, events pass from stage
         to stage as Python objects (no serialization until they leave the process),
-        except into a stage the runtime fused, which gets what MessagePack would deliver."""
+        except into a stage the runtime fused, which gets what MessagePack would deliver.
+
+        With `one_by_one` (the owner's choice for slow events), a chain that ends in a
+        sink takes each event through every stage before the next: the sink has the
+        first event's outputs (a request/response route: its answer) as soon as they
+        are made, not after the whole batch has been through the first stage."""
+        if one_by_one and start == 0 and len(events) > 1 and len(self.links) > 1 and self.tail.kind == "sink":
+            for k in range(len(events)):
+                self._run(0, ids[k : k + 1], events[k : k + 1], [k])
+            return
         # where each event sits in the lease: None = in lease order, [] = not known
-        pos: list[int] | None = None if start == 0 else []
+        self._run(start, ids, events, None if start == 0 else [])
+
+    def _run(self, start: int, ids: list[Any], events: list[Any], pos: list[int] | None) -> None:
         for i in range(start, len(self.links) - 1):
             link = self.links[i]
             results = self._call(link, events, pos)

@@ -341,7 +341,7 @@ class _Worker:
         if self.slot is not None:
             self.slot.begin(lease)
         self.in_hand = lease
-        self.chain.run(0, ids, events)
+        self.chain.run(0, ids, events, self.pace.slow_events)
         self.in_hand = None
         if self.slot is not None:
             self.slot.end()

@@ -60,6 +60,16 @@ def user_module() -> Iterator[types.ModuleType]:
     def describe(event: Any) -> str:
         return repr(event)
 
+    order: list[str] = []
+
+    def noted(event: int) -> int:
+        order.append(f"a{event}")
+        return event
+
+    class Noting:
+        def handle(self, event: int) -> None:
+            order.append(f"sink{event}")
+
     def many(event: int) -> Any:
         """600 outputs; event 2 fails after 550."""
         for i in range(600):
@@ -67,8 +77,9 @@ def user_module() -> Iterator[types.ModuleType]:
                 raise ValueError("failed at 550")
             yield event * 1000 + i
 
-    for f in (split, double, keyed, fail_on_3, flaky, Count, as_tuple, describe, many):
+    for f in (split, double, keyed, fail_on_3, flaky, Count, as_tuple, describe, many, noted, Noting):
         setattr(m, f.__name__, f)
+    m.order = order  # type: ignore[attr-defined]
     sys.modules["chainstages"] = m
     yield m
     del sys.modules["chainstages"]
@@ -238,3 +249,22 @@ def test_without_an_owner_a_generator_is_held_whole(tmp_path: Path) -> None:
     chain, router, _ = chain_of(tmp_path, ("a", "handler", "chainstages:many", NO))
     chain.run(0, [7], [1])
     assert [eid for eid, _ in router.routed] == [f"7.{i}" for i in range(600)]
+
+
+def test_slow_events_go_one_by_one_through_a_chain_that_ends_in_a_sink(
+    tmp_path: Path, user_module: types.ModuleType
+) -> None:
+    """A request/response route (Call, then Respond, in one group) answered a batch's
+    first request only after the last one had been handled: with `one_by_one` (the
+    worker's choice for slow events) each event reaches the sink before the next is
+    handled, and the slot still names each event by its place in the lease."""
+    chain, _, _ = chain_of(tmp_path, ("a", "handler", "chainstages:noted", NO), ("s", "sink", "chainstages:Noting", NO))
+    chain.run(0, [10, 11, 12], [0, 1, 2])
+    assert user_module.order == ["a0", "a1", "a2", "sink0", "sink1", "sink2"]
+    user_module.order.clear()
+    marks: list[tuple[int, int]] = []
+    chain.slot = types.SimpleNamespace(timeout_s=0, position=[-1], at=lambda i, n: marks.append((i, n)), pause=None)
+    chain.run(0, [10, 11, 12], [0, 1, 2], one_by_one=True)
+    assert user_module.order == ["a0", "sink0", "a1", "sink1", "a2", "sink2"]
+    assert [i for i, _ in marks if i >= 0][:3] == [0, 1, 2]  # lease positions, not 0, 0, 0
+    assert [counts(link) for link in chain.links] == [[6, 6, 0, 0, 0], [6, 6, 0, 0, 0]]

@@ -309,7 +309,8 @@ def _kill_leftovers(pgid: int, token: str) -> None:
 
 def _carriers(entry: bytes) -> list[int]:
     """The processes (but this one) whose environment holds `entry` (NAME=VALUE): read
-    from /proc directly, ~1 ms where psutil took ~10 ms of every run's end."""
+    from /proc directly: ~0.5 ms of every run's end, where psutil took 2-4.5 ms (78
+    processes on the machine)."""
     me = os.getpid()
     try:
         names = os.listdir("/proc")

@@ -267,7 +267,8 @@ class Chain:
         results = results_.per_event(results)
         fast_ids: list[Any] = []
         fast_out: list[Any] = []
-        add_id, add_out, keyed = fast_ids.append, fast_out.append, self.router is not None and self.router.keyed
+        add_id, add_out = fast_ids.append, fast_out.append
+        keyed = self.router is not None and self.router.keyed
         for eid, ev, res in zip(ids, events, results, strict=True):
             if type(res) is list and len(res) == 1 and not keyed:
                 add_id(eid)

@@ -530,37 +530,22 @@ class HandlerRunner:
         obj = self._obj
         if obj is not None and hasattr(obj, "handle_batch"):
             return _call_batch(obj, events, at, mark, tick, spill)
-        if at is None and tick is None and self._call is not None:
+        if at is None and tick is None and self._call is not None:  # nothing to call between events
             return _call_each(self._call, events, mark, spill, singles)
+        call = self._call
+        assert call is not None, "setup() was not called"
         out: list[list[Any] | Failure] = []
-        if obj is not None:
-            handle = obj.handle
-            for i, ev in enumerate(events):
-                if at is not None:
-                    at(i, 1)
-                if mark is not None:
-                    mark[0] = i
-                try:
-                    out.append(outputs_of(handle(ev), tick, spill, i))
-                except Exception as exc:
-                    out.append(Failure.from_exception(exc))
-                if tick is not None:
-                    tick()
-        else:
-            func = self._func
-            assert func is not None, "setup() was not called"
-            params = self.params
-            for i, ev in enumerate(events):
-                if at is not None:
-                    at(i, 1)
-                if mark is not None:
-                    mark[0] = i
-                try:
-                    out.append(outputs_of(func(ev, **params), tick, spill, i))
-                except Exception as exc:
-                    out.append(Failure.from_exception(exc))
-                if tick is not None:
-                    tick()
+        for i, ev in enumerate(events):
+            if at is not None:
+                at(i, 1)
+            if mark is not None:
+                mark[0] = i
+            try:
+                out.append(outputs_of(call(ev), tick, spill, i))
+            except Exception as exc:
+                out.append(Failure.from_exception(exc))
+            if tick is not None:
+                tick()
         return out
 
     @property

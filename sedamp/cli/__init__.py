@@ -11,10 +11,11 @@ topology and the controller are imported (`sedamp.cli.app` builds the typer app)
 
 from __future__ import annotations
 
+import atexit
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 # The word that asks for the version alone: nothing but the group is built for it.
 VERSION_FLAG = "--version"
@@ -135,15 +136,54 @@ def main() -> None:
     command = command_of(sys.argv[1:])
     launcher = _start_launcher() if command == "run" else None
     try:
-        from sedamp.cli.app import make_app
-
-        app = make_app(command)
-        app(prog_name="sedamp", obj=launcher)  # also under python -m sedamp (completion scripts name the program)
-    except KeyboardInterrupt:
-        _interrupted(signal.SIGINT, None)
+        code = _command(command, launcher)
     finally:
         if launcher is not None:
             launcher.close()  # a run closes it itself; this covers a usage error before the run
+    leave(code)
+
+
+def _command(command: str | None, launcher: Any) -> int:
+    """Run the command; its exit status."""
+    try:
+        try:
+            from sedamp.cli.app import make_app
+
+            app = make_app(command)
+            app(prog_name="sedamp", obj=launcher)  # also under python -m sedamp (completion scripts name the program)
+        except KeyboardInterrupt:
+            _interrupted(signal.SIGINT, None)
+    except SystemExit as done:  # how every command ends, typer's usage errors included
+        return exit_code(done.code)
+    return 0
+
+
+def exit_code(code: object) -> int:
+    """The process exit status `sys.exit(code)` gives: None is 0, an int itself, and
+    anything else (a message, which Python prints) 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def leave(code: int) -> NoReturn:
+    """End the command now: run the exit handlers (logging's and any that code in
+    this process registered), flush the standard streams, and exit without tearing
+    down the interpreter's modules. The command's work is done by then (every file
+    closed, every child gone); the teardown of typer, PyYAML, pyzmq and the runtime
+    took ~17 ms, a tenth of a one-event job."""
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`sedamp run ... | head`), a closed stream
+            code = code or 1
+    os._exit(code)
 
 
 def _start_launcher() -> Any:

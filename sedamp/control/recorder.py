@@ -229,6 +229,8 @@ class Recorder:
         if child.role == wire.QUEUE:
             self.samples.setdefault(child.stage, {}).setdefault("queue_wait", []).extend(stats.get("wait", ()))
         elif child.role == wire.WORKER:
+            if not child.stats:  # its first STATS: its setup is done, it is ready from now
+                self.last_seen[f"ready:{child.identity}"] = time.monotonic()
             # a group's service times describe the whole chain: filed under its first
             # stage; the path from the source is measured where it ends, at the sink
             self.samples.setdefault(child.stage, {}).setdefault("service", []).extend(stats.get("service", ()))
@@ -240,7 +242,7 @@ class Recorder:
     def forget(self, child: Child) -> None:
         """A worker has exited: drop what was kept to measure it."""
         self.ps.pop(child.pid, None)
-        for stat in ("busy", "batches", "in", "blocked", "waiting"):
+        for stat in ("busy", "batches", "in", "blocked", "waiting", "ready"):
             self.last_seen.pop(f"{stat}:{child.identity}", None)
 
     # ---------------------------------------------------------------- counts
@@ -354,7 +356,7 @@ class Recorder:
                     rss = round(p.memory_info().rss / 2**20, 1)
                 except psutil.Error:
                     pass
-            busy = round(min(1.0, max(0.0, self._busy_since_last(w) / dt)), 3)
+            busy = round(min(1.0, max(0.0, self._busy_since_last(w) / self._ready_for(w, dt))), 3)
             out.append(WorkerSample(w.index, w.pid, cpu, rss, busy, *self._waits_since_last(w, dt)))
         return tuple(out)
 
@@ -380,16 +382,29 @@ class Recorder:
         return round(events / batches, 2) if batches else None
 
     def _busy_since_last(self, w: Child) -> float:
-        """Worker `w`'s busy seconds since the last record: what it reported (batches
-        done) plus, from its slot, the time into the batch in hand, so that a batch
-        longer than a period counts as busy while it runs instead of arriving all at
-        once when it is done (which made a slow stage read idle in most periods)."""
+        """Worker `w`'s busy seconds since the last record: the batches done, from its
+        slot (else what its last STATS said), plus the time into the batch in hand, so
+        that a batch longer than a period counts as busy while it runs instead of
+        arriving all at once when it is done (which made a slow stage read idle in most
+        periods). STATS come once a period: read from them alone, a pool's first
+        period read nearly idle and the pool grew a period late."""
         key = f"busy:{w.identity}"
         in_hand = w.slot.in_batch_s() if w.slot is not None else 0.0
-        now = float(w.stats.get("busy_s", 0.0)) + in_hand
+        done = w.slot.busy_s() if w.slot is not None else None
+        now = (float(w.stats.get("busy_s", 0.0)) if done is None else done) + in_hand
         before = self.last_seen.get(key, 0.0)
         self.last_seen[key] = now
         return now - before
+
+    def _ready_for(self, w: Child, dt: float) -> float:
+        """The part of the last `dt` seconds worker `w` has been ready (its setup done):
+        one that became ready during them could only be busy for that part. At least a
+        fifth of `dt`, so that a batch or two on a worker just ready do not read as a
+        period's work."""
+        ready = self.last_seen.get(f"ready:{w.identity}")
+        if ready is None:
+            return dt
+        return max(dt / 5, min(dt, time.monotonic() - ready))
 
     def _waits_since_last(self, child: Child, dt: float) -> tuple[float, float]:
         """The shares of the last `dt` seconds that `child` (a worker or a source) spent

@@ -26,6 +26,11 @@ class SlotView(Protocol):
         """How long the worker has been on the batch in hand (0.0 between batches)."""
         ...
 
+    def busy_s(self) -> float | None:
+        """Seconds it has spent on the batches done so far (None: not known here; its
+        STATS say)."""
+        ...
+
     def waits(self, now: float | None = None) -> tuple[float, float] | None:
         """Seconds it has spent blocked and waiting so far, the wait in progress
         included (None: not known here; its STATS say)."""

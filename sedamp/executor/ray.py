@@ -150,6 +150,10 @@ class RemoteSlot:
             return 0.0
         return max(0.0, t - self._since)
 
+    def busy_s(self) -> float | None:
+        """Not carried by the view: the controller reads the worker's STATS instead."""
+        return None
+
     def waits(self, now: float | None = None) -> tuple[float, float] | None:
         """Not carried by the view: the controller reads the worker's STATS instead."""
         return None

@@ -11,6 +11,9 @@ directory, mapped by both the worker and the controller.
 - ``since``: when the batch in hand was taken (the same clock; 0.0 between batches), so
   that the controller counts a batch longer than its period as busy time while it runs,
   not only once it is done;
+- ``busy``: the seconds spent on the batches done so far, written as each one ends, so
+  that the controller reads a worker's busy time as it accrues rather than once a
+  period in its STATS (which left a pool's first period reading idle);
 - per kind of wait (BLOCKED: no credit downstream for what it has to send; WAITING:
   nothing to handle), the seconds spent in the waits that ended and the start of the
   one in progress (0.0: none), so that a wait counts as it accrues, in every period it
@@ -49,7 +52,8 @@ WAITING = 1
 _WAITS = struct.Struct("dddd")  # per kind: seconds in waits that ended, start of the one in progress
 _WAITS_AT = _LAYOUT.size
 _SECONDS = struct.Struct("d")
-_SIZE = _WAITS_AT + _WAITS.size
+_BUSY_AT = _WAITS_AT + _WAITS.size
+_SIZE = _BUSY_AT + _SECONDS.size
 
 
 class Slot:
@@ -64,7 +68,7 @@ class Slot:
                 if create:
                     # written, not ftruncate'd: a sparse file on a full tmpfs maps fine,
                     # then the first store into it kills the process with SIGBUS
-                    blank = _LAYOUT.pack(0.0, -1, -1, 0.0) + _WAITS.pack(0.0, 0.0, 0.0, 0.0)
+                    blank = _LAYOUT.pack(0.0, -1, -1, 0.0) + _WAITS.pack(0.0, 0.0, 0.0, 0.0) + _SECONDS.pack(0.0)
                     if os.pwrite(fd, blank, 0) < _SIZE:
                         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 self._mm = mmap.mmap(fd, _SIZE)
@@ -101,8 +105,13 @@ class Slot:
         """Not in a handler call (e.g. sleeping before a retry): no deadline."""
         _DEADLINE.pack_into(self._mm, 0, 0.0)
 
-    def end(self) -> None:
+    def end(self, busy_s: float | None = None) -> None:
+        """Between batches; `busy_s`: all the time spent on batches so far, this one's
+        included. The batch's start is cleared first: a reader in between misses the
+        batch (counted in its next period), never counts it twice."""
         _LAYOUT.pack_into(self._mm, 0, 0.0, -1, -1, 0.0)
+        if busy_s is not None:
+            _SECONDS.pack_into(self._mm, _BUSY_AT, busy_s)
 
     def wait_begin(self, kind: int, t: float) -> None:
         """A wait of `kind` (BLOCKED, WAITING) began at `t` (monotonic clock)."""
@@ -125,6 +134,10 @@ class Slot:
         """How long the worker has been on the batch in hand (0.0 between batches)."""
         since = _LAYOUT.unpack_from(self._mm, 0)[3]
         return max(0.0, (time.monotonic() if now is None else now) - since) if since > 0.0 else 0.0
+
+    def busy_s(self) -> float:
+        """Seconds spent on the batches done so far (the one in hand: `in_batch_s`)."""
+        return float(_SECONDS.unpack_from(self._mm, _BUSY_AT)[0])
 
     def waits(self, now: float | None = None) -> tuple[float, float]:
         """Seconds spent blocked and waiting so far, the wait in progress up to `now`."""

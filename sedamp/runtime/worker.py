@@ -343,9 +343,9 @@ class _Worker:
         self.in_hand = lease
         self.chain.run(0, ids, events, self.pace.slow_events)
         self.in_hand = None
-        if self.slot is not None:
-            self.slot.end()
         elapsed = time.perf_counter() - t0
+        if self.slot is not None:
+            self.slot.end(self.pace.busy_s + elapsed)
         sink = self.chain.tail.kind == "sink"
         if self.tracer is not None:
             self.tracer.handled(self.cfg.stage, lease, len(ids), t0_ns, sink, bool(self.outlets))

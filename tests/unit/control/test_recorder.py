@@ -196,3 +196,31 @@ def test_a_wait_longer_than_a_period_counts_in_every_period_it_spans(tmp_path: P
     assert third["stages"]["src"]["blocked_s_per_s"] == pytest.approx(1.0, abs=0.05)
     _a_second_later(rec)
     assert rec.period(cores=2, decisions=[]).as_dict()["stages"]["src"]["blocked_s_per_s"] == 0.0
+
+
+def test_a_worker_reads_busy_for_the_time_it_has_been_ready_from_its_slot(tmp_path: Path) -> None:
+    """A pool's first period read nearly idle, so the bottleneck grew a period late (in
+    the heavy benchmark one core sat idle for it): busy time came only in STATS, a
+    period apart, and was divided by the whole period though the worker had been
+    ready for part of it. Its slot now carries the time of the batches done as each
+    ends, read over the time since its first STATS (its setup done)."""
+    r, _, _ = roster(slot_dir=tmp_path)
+    r.start_sources()
+    r.stages["work"].target = 1
+    r.reconcile()
+    rec = Recorder(r.top, r)
+    (w,) = r.stages["work"].workers.values()
+    assert isinstance(w.slot, Slot)
+    first = {"in": 0, "out": 0, "failed": 0, "busy_s": 0.0, "batches": 0, "batch_size": 8}
+    rec.gather(w, first)  # its first STATS: ready from now
+    r.on_stats(w, first)
+    time.sleep(0.3)
+    mine = Slot(w.slot.path)  # the worker's side: batches took 0.28 s of those 0.3
+    mine.begin(1)
+    mine.end(busy_s=0.28)
+    mine.begin(2)  # and it is on the next batch
+    assert mine.busy_s() == 0.28
+    _a_second_later(rec)
+    (detail,) = rec.period(cores=2, decisions=[]).as_dict()["stages"]["work"]["worker_detail"]
+    assert 0.6 <= detail["busy"] <= 1.0  # 0.0 before: its STATS said 0 and the period was 1 s
+    mine.close()

@@ -87,7 +87,8 @@ def test_a_slot_the_disk_refuses_is_a_storage_error_not_a_sigbus(tmp_path: Path)
     with pytest.raises(StorageError, match=rf"^cannot write a worker's slot {path}: No space left on device"):
         Slot(path, create=True)
     slot = Slot(tmp_path / "slot2", create=True)
-    assert os.path.getsize(tmp_path / "slot2") == 64 and slot.read() == (0.0, -1, -1) and slot.waits() == (0.0, 0.0)
+    assert os.path.getsize(tmp_path / "slot2") == 72 and slot.read() == (0.0, -1, -1) and slot.waits() == (0.0, 0.0)
+    assert slot.busy_s() == 0.0
     slot.close()
 
 

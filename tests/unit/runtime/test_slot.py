@@ -43,3 +43,19 @@ def test_a_wait_not_counted_and_a_process_without_a_slot() -> None:
     waits.begin(BLOCKED)
     waits.end(waits.since - 1.0)  # a clock that went nowhere adds nothing
     assert (waits.blocked_s, waits.waiting_s) == pytest.approx((0.0, 0.2))
+
+
+def test_the_busy_time_is_written_as_a_batch_ends_and_kept_across_batches(tmp_path: Path) -> None:
+    slot = Slot(tmp_path / "s", create=True)
+    reader = Slot(tmp_path / "s")
+    assert reader.busy_s() == 0.0
+    slot.begin(1)
+    slot.end(busy_s=0.5)
+    slot.begin(2)
+    assert reader.busy_s() == 0.5 and reader.in_batch_s() >= 0.0
+    slot.end()  # no figure (setup, teardown): the last one stays
+    assert reader.busy_s() == 0.5
+    slot.end(busy_s=0.75)
+    assert reader.busy_s() == 0.75
+    slot.close()
+    reader.close()

@@ -98,6 +98,12 @@ __all__ = ["run_topology"]
 
 log = logging.getLogger(__name__)
 
+# The first record (and the first decision) comes after this share of a period: a
+# pool's workers are ready within ~0.1 s of the start and their busy time is read as
+# it accrues (their slots), so a period's wait only left a bottleneck at its initial
+# size; in the heavy benchmark one core sat idle for it.
+FIRST_PERIOD = 0.5
+
 
 def run_topology(topology: Topology, options: RunOptions | None = None) -> Summary:
     """Run a topology to completion in this process (the controller) and summarise it.
@@ -289,7 +295,7 @@ class _Controller:
     def _loop(self) -> None:
         state, ctl, cmd = self.state, self.links.ctl, self.ports.cmd
         assert ctl is not None and cmd is not None, "_open binds the sockets"
-        next_tick = time.monotonic() + self.period_s
+        next_tick = time.monotonic() + FIRST_PERIOD * self.period_s
         while True:
             if state.hard_stop:
                 return
@@ -312,12 +318,12 @@ class _Controller:
                     self._on_command(frames)
             for fd in [fd for fd in ready if isinstance(fd, int) and fd in self.roster.by_sentinel]:
                 self._on_exit(fd)
-            self.roster.advance()
-            self.roster.reconcile()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + self.period_s
                 self._tick()
+            self.roster.advance()
+            self.roster.reconcile()  # after the tick: what it decided starts now, not after the next poll
 
     def _on_control(self, frames: list[bytes]) -> None:
         """A message from a queue, worker or source."""

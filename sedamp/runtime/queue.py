@@ -56,7 +56,10 @@ def run_queue(cfg: QueueConfig) -> None:
     poller = zmq.Poller()
     poller.register(data, zmq.POLLIN)
     poller.register(ctl, zmq.POLLIN)
-    next_stats = next_expiry = time.monotonic() + cfg.period_s
+    next_expiry = time.monotonic() + cfg.period_s
+    # the first STATS soon after the start: the controller's first decision (half a
+    # period in) needs the queue's length, which STATS a period apart gave it too late
+    next_stats = time.monotonic() + cfg.period_s / 10
     next_parent_check = time.monotonic() + lifeline.PARENT_CHECK_PERIOD_S
     stopping = False
     reported_end = False

@@ -82,3 +82,38 @@ def test_json_keeps_stdout_for_the_summary(tmp_path: Path) -> None:
     assert sorted(line for line in proc.stderr.splitlines() if line.startswith("chatty saw")) == [
         f"chatty saw {n}" for n in range(5)
     ]
+
+
+def test_the_first_record_already_grows_the_bottleneck(tmp_path: Path) -> None:
+    """The first record comes half a period in, and reads the queue's length (its first
+    STATS come early) and the workers' busy time (their slots): the bottleneck grows
+    there, not a period later as it did while both came a period apart."""
+    out, metrics = tmp_path / "out.jsonl", tmp_path / "m.jsonl"
+    p = tmp_path / "t.yaml"
+    p.write_text(
+        f"""
+name: first
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: 1000}}
+    to: slow
+  slow:
+    handler: stages.burn:burn
+    params: {{iterations: 19200, field: x, seed_field: n}}
+    workers: {{min: 1, max: 2}}
+    to: sink
+  sink:
+    sink: {T}:Record
+    params: {{out: "{out}"}}
+controller:
+  cores: 2
+  period_s: 1.0
+"""
+    )
+    proc = run_sedamp("run", str(p), "--metrics", str(metrics), "--workdir", str(tmp_path / "w"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(e["n"] for e in read_records(out)) == list(range(1000))
+    first = json.loads(metrics.read_text().splitlines()[0])
+    assert first["elapsed_s"] < 0.9, first["elapsed_s"]
+    assert [(d["stage"], d["from"], d["to"]) for d in first["decisions"]] == [("slow", 1, 2)], first

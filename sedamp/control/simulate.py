@@ -144,7 +144,7 @@ class Simulation:
             costs = tuple(self.profile.of(s.name) for s in chain)
             pool = SimPool(
                 name, tuple(s.name for s in chain), costs, tuple(self.top.head_of(e.stage) for e in chain[-1].to),
-                spec.queue.capacity, 0,
+                spec.queue.bound(policy.producers_of(self.top, name, self.cores)), 0,
             )  # fmt: skip
             pool.resize(first[name], self.profile.launch_s + max(c.setup_s for c in costs))
             pool.join_ready(0.0)

@@ -71,7 +71,7 @@ def queue_config(top: Topology, name: str, w: Wiring) -> QueueConfig:
         stage=name,
         endpoint=w.endpoints[name],
         control_endpoint=w.control_endpoint,
-        capacity=spec.queue.capacity,
+        capacity=spec.queue.bound(w.producers.get(name, 1)),
         partitions=partitions(top, name),
         period_s=w.period_s,
         parent_pid=w.parent_pid,

@@ -334,10 +334,10 @@ def _workers(p: Problems, path: tuple[Any, ...], raw: Any, kind: StageKind | Non
 
 def _queue(p: Problems, path: tuple[Any, ...], raw: Any) -> QueueSpec:
     if raw is None:
-        return QueueSpec()
+        return QueueSpec(per_producer=True)
     if not isinstance(raw, dict):
         p.add(path, f"must be a mapping, got {describe(raw)}", "e.g. queue: {capacity: 256, on_full: block}")
-        return QueueSpec()
+        return QueueSpec(per_producer=True)
     p.unknown_keys(path, raw, QUEUE_KEYS, "queue")
     capacity = DEFAULT_CAPACITY_EVENTS
     if raw.get("capacity") is not None:
@@ -351,7 +351,7 @@ def _queue(p: Problems, path: tuple[Any, ...], raw: Any) -> QueueSpec:
     max_bytes = DEFAULT_MAX_BYTES
     if raw.get("max_bytes") is not None:
         max_bytes = p.size((*path, "max_bytes"), raw["max_bytes"]) or max_bytes
-    return QueueSpec(capacity=capacity, on_full=on_full, max_bytes=max_bytes)
+    return QueueSpec(capacity=capacity, on_full=on_full, max_bytes=max_bytes, per_producer=raw.get("capacity") is None)
 
 
 def _edges(p: Problems, path: tuple[Any, ...], raw: Any) -> tuple[list[EdgeAt], bool]:

@@ -51,10 +51,14 @@ ON_FULL_CHOICES: tuple[OnFull, ...] = ("block", "reject", "drop")
 POLICY_CHOICES: tuple[PolicyName, ...] = ("adaptive", "static")
 ON_ERROR_THEN: tuple[OnErrorThen, ...] = ("dead_letter", "skip", "fail")
 
-# Default bound of a stage queue, in events. Large enough to hold four of the largest
-# batches (MAX_BATCH_EVENTS), so a cheap stage's queue is never down to the one batch
-# being handed over (at 1024, three near-free stages ran 15-20% slower), small enough
-# that a slow stage holds little memory: 2048 events of a few KiB are a few MiB.
+# Default bound of a stage queue, in events, per process that may produce into it
+# (`QueueSpec.bound`). Large enough to hold four of the largest batches
+# (MAX_BATCH_EVENTS) per producer: a queue lets each producer hold credit for at most
+# capacity / (2 x producers) events, so each can have two batches on their way while
+# the other is handled (at 1024 in all, three near-free stages ran 15-20% slower; at
+# 2048 for the two workers a pool of near-free stages may have, its single worker
+# waited for credit after every batch, and tiny ran 10% slower). Small enough that a
+# slow stage holds little memory: 2048 events of a few KiB are a few MiB per producer.
 DEFAULT_CAPACITY_EVENTS = 2048
 # Default bound of a stage queue in bytes (events and the buffers beside them): with
 # large events (arrays, images) the bound in bytes is the one that holds, so a job's
@@ -91,6 +95,13 @@ class QueueSpec:
     capacity: int = DEFAULT_CAPACITY_EVENTS
     on_full: OnFull = "block"
     max_bytes: int = DEFAULT_MAX_BYTES
+    # the topology left capacity out: it is then per producer (`bound`)
+    per_producer: bool = False
+
+    def bound(self, producers: int) -> int:
+        """The queue's bound in events when up to `producers` processes may produce into
+        it: `capacity` as given, or by default `capacity` for each of them."""
+        return self.capacity * max(1, producers) if self.per_producer else self.capacity
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,7 @@ _STAGE_PROPERTIES: dict[str, Any] = {
             "properties": {
                 "capacity": _optional(
                     f"The queue bound in events: held + leased to workers + credit granted to producers "
-                    f"(default {DEFAULT_CAPACITY_EVENTS}).",
+                    f"(default {DEFAULT_CAPACITY_EVENTS} per process that may produce into it).",
                     _or_var(_int(1)),
                 ),
                 "max_bytes": _optional(

@@ -79,7 +79,8 @@ def test_thumbnails_parses_into_the_expected_specs() -> None:
     assert decode.to == (Edge("resize"), Edge("stats", key="user"))
 
     assert resize.workers == WorkersSpec(1, None)  # handler default: up to the core budget
-    assert resize.queue == QueueSpec()
+    assert resize.queue == QueueSpec(per_producer=True)  # capacity left out: 2048 per producer
+    assert (resize.queue.bound(1), resize.queue.bound(3), decode.queue.bound(3)) == (2048, 6144, 256)
     assert resize.params == {"size": 128}  # ${SIZE:-128} in a plain scalar -> int
     assert resize.batch is None
 

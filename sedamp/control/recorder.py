@@ -297,8 +297,7 @@ class Recorder:
         warnings = self.warnings.take()
         others = max(0.0, cpu / 100 * self.machine_cores - own)
         budget, self.others_seen = policy.machine_budget(cores, self.machine_cores, others, self.others_seen)
-        workers = sum(w.cpu_percent or 0.0 for r in records.values() for w in r.worker_detail) / 100
-        runtime = max(0.0, own - workers)  # queues, sources and the controller count against the budget
+        runtime = runtime_cores(self.cpu_now, self.roster)  # counted against the budget
         return Period(
             t, round(now - self.t0, 3), final, cores, cpu, load1, records, decisions, fusion,
             round(own, 2), round(others, 2), round(max(policy.MIN_BUDGET, budget - runtime), 2), round(runtime, 2),
@@ -498,6 +497,18 @@ class Recorder:
             done=done if counting == "done" else None,
             discarded=sum(s.discarded for s in stages),
         )
+
+
+def runtime_cores(cpu_now: dict[int, float], roster: Roster) -> float:
+    """The CPU the run's processes other than workers (the controller, its queues and
+    sources on this machine) used in the last period, in cores, from each one's CPU
+    (`cpu_now`, pid -> %). Taken as the run's CPU less its workers', it also held the
+    last rate of workers that had just exited (`CpuMeter.gone_percent`): 2 cores in the
+    period a pool of two ended, and the budget fell by as much."""
+    pids = [os.getpid()] + [
+        c.pid for c in roster.children.values() if c.pid and c.proc.local and c.role != wire.WORKER
+    ]
+    return sum(cpu_now.get(pid, 0.0) for pid in pids) / 100
 
 
 def _discarded(st: Stage, pool: Stage, head: bool) -> int:

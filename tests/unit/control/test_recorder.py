@@ -224,3 +224,26 @@ def test_a_worker_reads_busy_for_the_time_it_has_been_ready_from_its_slot(tmp_pa
     (detail,) = rec.period(cores=2, decisions=[]).as_dict()["stages"]["work"]["worker_detail"]
     assert 0.6 <= detail["busy"] <= 1.0  # 0.0 before: its STATS said 0 and the period was 1 s
     mine.close()
+
+
+def test_the_runtime_cpu_leaves_out_workers_that_just_exited() -> None:
+    """`runtime_cores` was the run's CPU less its live workers': the last rate of a
+    worker that exited during the period (`CpuMeter.gone_percent`) stayed in the run's,
+    so a pool of two ending read as 2 cores of runtime (seen in a shift run: 1.7 and
+    2.0) and the budget fell by as much. It is now the CPU of the controller, queues
+    and sources themselves."""
+    import os
+
+    from sedamp.control.recorder import runtime_cores
+
+    r, _ = running()
+    for c in r.children.values():
+        c.proc.local = True
+        c.pid = c.proc.pid
+    queue = r.stages["work"].queue
+    src = r.stages["src"].source
+    assert queue is not None and src is not None
+    worker = next(iter(r.stages["work"].workers.values()))
+    gone = 1  # a worker that exited since the last sample: in the run's CPU, not in the roster
+    cpu_now = {os.getpid(): 5.0, queue.pid: 20.0, src.pid: 10.0, worker.pid: 100.0, gone: 100.0}
+    assert runtime_cores(cpu_now, r) == pytest.approx(0.35)

@@ -15,8 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import zmq
+
 from sedamp.control import policy
 from sedamp.control.roster import Roster
+from sedamp.errors import WireError
+from sedamp.runtime import wire
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +81,22 @@ def answer(cmd: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
     if verb is None:
         return {"ok": False, "error": f"unknown command {op!r}"}
     return verb(cmd, ctx)
+
+
+def serve(sock: zmq.Socket[Any], frames: list[bytes], ctx: CommandContext) -> None:
+    """Answer one command that came on the command socket `sock` (ROUTER: `frames`
+    start with the client's id); a malformed one is answered with its error."""
+    if len(frames) < 2:
+        return
+    rid = frames[0]
+    try:
+        msg = wire.parse(frames[1:])
+        if msg.kind != wire.COMMAND:
+            raise WireError("expected COMMAND")
+        reply = answer(msg.fields[0], ctx)
+    except WireError as exc:
+        reply = {"ok": False, "error": f"bad command: {exc}"}
+    try:
+        sock.send_multipart([rid, *wire.simple(wire.REPLY, reply)], zmq.NOBLOCK)
+    except zmq.ZMQError as exc:
+        log.debug("command client went away: %s", exc)

@@ -59,6 +59,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -76,6 +77,7 @@ from sedamp.control.roster import (
     Child,
     Roster,
     RunState,
+    ask_for_reports,
     hold_leases,
     interrupt,
     reached_from,
@@ -97,12 +99,6 @@ from sedamp.spec import Topology, fusion, paths
 __all__ = ["run_topology"]
 
 log = logging.getLogger(__name__)
-
-# The first record (and the first decision) comes after this share of a period: a
-# pool's workers are ready within ~0.1 s of the start and their busy time is read as
-# it accrues (their slots), so a period's wait only left a bottleneck at its initial
-# size; in the heavy benchmark one core sat idle for it.
-FIRST_PERIOD = 0.5
 
 
 def run_topology(topology: Topology, options: RunOptions | None = None) -> Summary:
@@ -295,20 +291,22 @@ class _Controller:
     def _loop(self) -> None:
         state, ctl, cmd = self.state, self.links.ctl, self.ports.cmd
         assert ctl is not None and cmd is not None, "_open binds the sockets"
-        next_tick = time.monotonic() + FIRST_PERIOD * self.period_s
+        next_tick = time.monotonic() + policy.FIRST_PERIOD * self.period_s
+        ask_at = next_tick - REPORT_AHEAD * self.period_s
         while True:
-            if state.hard_stop:
+            if state.hard_stop or (self.roster.complete and not self.roster.by_sentinel):
                 return
             if state.error is not None:
                 log.info("stopping the run: %s", state.error)  # the summary's error says it
-                return
-            if self.roster.complete and not self.roster.by_sentinel:
                 return
             now = time.monotonic()
             if state.drain_deadline is not None and now >= state.drain_deadline:
                 log.error("drain deadline of %.1f s passed: stopping every process", self.drain_timeout_s)
                 return
-            timeout = min(next_tick - now, 0.1 if state.draining else self.period_s)
+            if now >= ask_at:  # the record is due: its counts are read now, not up to a period ago
+                ask_for_reports(self.roster.stages.values(), self.links)
+                ask_at = math.inf
+            timeout = min(min(next_tick, ask_at) - now, 0.1 if state.draining else self.period_s)
             ready = dict(self.links.poller.poll(max(0, int(timeout * 1000))))
             if ctl in ready:
                 for frames in sockets.drain(ctl):
@@ -320,7 +318,7 @@ class _Controller:
                 self._on_exit(fd)
             now = time.monotonic()
             if now >= next_tick:
-                next_tick = now + self.period_s
+                next_tick, ask_at = now + self.period_s, now + (1 - REPORT_AHEAD) * self.period_s
                 self._tick()
             self.roster.advance()
             self.roster.reconcile()  # after the tick: what it decided starts now, not after the next poll
@@ -368,22 +366,9 @@ class _Controller:
 
     def _on_command(self, frames: list[bytes]) -> None:
         """A command from `sedamp status`, `scale` or `top`, answered at once."""
-        if len(frames) < 2:
-            return
-        rid = frames[0]
-        try:
-            msg = wire.parse(frames[1:])
-            if msg.kind != wire.COMMAND:
-                raise WireError("expected COMMAND")
-            ctx = commands.CommandContext(self.roster, self.cores, self.last_record, self.pinned, self.decisions)
-            reply = commands.answer(msg.fields[0], ctx)
-        except WireError as exc:
-            reply = {"ok": False, "error": f"bad command: {exc}"}
         assert self.ports.cmd is not None
-        try:
-            self.ports.cmd.send_multipart([rid, *wire.simple(wire.REPLY, reply)], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            log.debug("command client went away: %s", exc)
+        ctx = commands.CommandContext(self.roster, self.cores, self.last_record, self.pinned, self.decisions)
+        commands.serve(self.ports.cmd, frames, ctx)
 
     # ---------------------------------------------------------------- every period
 
@@ -439,6 +424,12 @@ def _outcome_error(state: RunState, complete: bool, drain_timeout_s: float) -> s
 # How long the controller waits for the FATAL of a child that exited with
 # EXIT_CHILD_FAILED, which sends it just before exiting: long enough for the message to
 # cross the control socket on a loaded machine; paid only when the message is lost.
+# How long before a record is due, as a share of the period, the queues and workers
+# are asked for their STATS (REPORT): their own come a period apart, each at times of
+# its own, so a record read counts up to a period old (a queue's length from before its
+# stage was backed up). A worker answers between batches, which take about 50 ms
+# (`sedamp.runtime.pace`): at 30 ms ahead, one in three answers missed the record.
+REPORT_AHEAD = 0.2
 LAST_WORDS_S = 1.0
 
 

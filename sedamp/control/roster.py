@@ -497,6 +497,15 @@ def hold_leases(stages: Iterable[Stage], links: Links) -> None:
             links.send(q.identity, wire.simple(wire.HOLD, busy))
 
 
+def ask_for_reports(stages: Iterable[Stage], links: Links) -> None:
+    """REPORT: ask every queue and worker for its STATS now, for the record about to be
+    made (a worker answers between batches; its slot tells its busy time meanwhile)."""
+    for st in stages:
+        for child in (st.queue, *st.workers.values()):
+            if child is not None and not child.stopped and not child.done:
+                links.send(child.identity, wire.simple(wire.REPORT))
+
+
 # ---------------------------------------------------------------- helpers
 
 

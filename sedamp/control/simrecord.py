@@ -27,7 +27,7 @@ def period_record(sim: Simulation, budget: float, final: bool) -> dict[str, Any]
     """The record of the period that ends now (its counters not yet reset)."""
     from sedamp.control.simulate import STEP_S, batch_events
 
-    dt = sim.period_s
+    dt = sim.dt
     records: dict[str, StageRecord] = {}
     pools = {p.name: p for p in sim.pools}
     for s in sim.sources:

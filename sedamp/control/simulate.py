@@ -5,7 +5,8 @@ simulated time (`sedamp simulate`, `sedamp.simulate`). Pure: no process, socket 
         |
         v
     Simulation.run: every STEP_S, simmodel.step moves the pools, queues and sources on;
-        every controller.period_s it builds the period's record (the metrics line of a
+        every controller.period_s (the first after policy.FIRST_PERIOD of one, as a real
+        run's) it builds the period's record (the metrics line of a
         real run, `recorder.Period.as_dict`: the same keys) and the views
         the recorder would build from it, and calls what the real controller calls:
         `policy.decide` (growth to the DS2 share, rebalancing, the thrashing guard,
@@ -112,6 +113,7 @@ class Simulation:
         self.events = events_of(profile, topology)
         self.adaptive = self.top.controller.policy == "adaptive" if adaptive is None else adaptive
         self.period_s = self.top.controller.period_s
+        self.dt = self.period_s  # the length of the period being recorded (the first is shorter)
         self.rng = random.Random(profile.seed)
         self.state = policy.PolicyState()
         self.pools = self._pools(split)
@@ -156,7 +158,8 @@ class Simulation:
     def run(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> SimResult:
         """Step until every event has left the pipeline; a record every period."""
         self._draw_noise()
-        next_period = self.period_s
+        self.dt = policy.FIRST_PERIOD * self.period_s  # the first period is short, as a real run's
+        next_period, last = self.dt, 0.0
         while not self._finished():
             machine = max(MIN_POOL_CORES, self.cores - self.profile.runtime_cores - self.profile.others_at(self.t))
             step(self.pools, self.sources, machine, self.events, self.t, STEP_S)
@@ -166,11 +169,13 @@ class Simulation:
             self._end_streams()
             if self.t >= next_period:
                 next_period += self.period_s
+                self.dt, last = self.t - last, self.t
                 self._period(on_record)
             if self.t > MAX_SIMULATED_S:
                 raise SimulationError(
                     f"the simulated run has not ended after {MAX_SIMULATED_S:.0f} s: is a stage's cost far too high?"
                 )
+        self.dt = max(STEP_S, self.t - last)
         self._emit(self._record(final=True), on_record)
         return SimResult(
             self.top.name, self.cores, self.events, round(self.t, 3), round(self.cpu_total_s / self.cores, 3),
@@ -230,9 +235,9 @@ class Simulation:
         pools = {p.name: p for p in self.pools}
         visits = policy.visits_of(
             self.feeds,
-            {p.name: p.period_in / self.period_s for p in self.pools},
-            {**{p.name: p.period_done / self.period_s for p in self.pools},
-             **{s.name: s.period_sent / self.period_s for s in self.sources}},
+            {p.name: p.period_in / self.dt for p in self.pools},
+            {**{p.name: p.period_done / self.dt for p in self.pools},
+             **{s.name: s.period_sent / self.dt for s in self.sources}},
             [s.name for s in self.sources],
         )  # fmt: skip
         for p in self.pools:
@@ -240,7 +245,7 @@ class Simulation:
                 continue  # as a real run's recorder leaves out a stage whose queue has ended
             spec = self.top.stages[p.name]
             lo, hi = policy.worker_bounds(spec, self.cores)
-            per_worker = p.ready * self.period_s
+            per_worker = p.ready * self.dt
             views.append(
                 policy.StageView(
                     name=p.name,
@@ -251,9 +256,9 @@ class Simulation:
                     capacity=p.capacity,
                     batch_size=batch_events(self, p),
                     busy=min(1.0, p.busy_s / per_worker) if per_worker else 0.0,
-                    completions_per_s=p.period_done / self.period_s,
+                    completions_per_s=p.period_done / self.dt,
                     resizable=lo != hi and self.top.route_key(p.name) is None,
-                    arrivals_per_s=p.period_in / self.period_s,
+                    arrivals_per_s=p.period_in / self.dt,
                     downstream_fill=max((pools[d].queue / pools[d].capacity for d in p.down), default=0.0),
                     starting=p.starting,
                     cpu=min(1.0, p.cpu_s / per_worker) if per_worker else 0.0,

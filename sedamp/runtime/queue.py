@@ -56,10 +56,7 @@ def run_queue(cfg: QueueConfig) -> None:
     poller = zmq.Poller()
     poller.register(data, zmq.POLLIN)
     poller.register(ctl, zmq.POLLIN)
-    next_expiry = time.monotonic() + cfg.period_s
-    # the first STATS soon after the start: the controller's first decision (half a
-    # period in) needs the queue's length, which STATS a period apart gave it too late
-    next_stats = time.monotonic() + cfg.period_s / 10
+    next_stats = next_expiry = time.monotonic() + cfg.period_s
     next_parent_check = time.monotonic() + lifeline.PARENT_CHECK_PERIOD_S
     stopping = False
     reported_end = False
@@ -73,7 +70,9 @@ def run_queue(cfg: QueueConfig) -> None:
             if ctl in ready:
                 try:
                     for frames in sockets.drain(ctl):
-                        stopping = _on_control(cfg, core, outbox, dead, frames) or stopping
+                        said = _on_control(cfg, core, outbox, dead, frames)
+                        stopping = stopping or said == wire.STOP
+                        next_stats = 0.0 if said == wire.REPORT else next_stats  # STATS now
                 except StorageError as exc:  # a poison event it cannot dead-letter
                     lifeline.storage_failed(ctl, [data], socks.ctx, f"the queue of stage {cfg.stage!r}", exc)
             now = time.monotonic()
@@ -104,13 +103,13 @@ def run_queue(cfg: QueueConfig) -> None:
 
 def _on_control(
     cfg: QueueConfig, core: QueueCore, outbox: Outbox, dead: DeadLetters | None, frames: list[bytes]
-) -> bool:
-    """Apply one message from the controller; whether it says STOP."""
+) -> int:
+    """Apply one message from the controller; its kind (0 if it could not be read)."""
     try:
         msg = wire.parse(frames)
     except WireError as exc:
         log.warning("queue %s: refused control frame: %s", cfg.stage, exc)
-        return False
+        return 0
     if msg.kind == wire.CLOSE:
         outbox.send(core.close())
     elif msg.kind == wire.GONE:
@@ -122,7 +121,7 @@ def _on_control(
         outbox.send(core.halt())
     elif msg.kind == wire.HOLD:
         core.hold([r.encode() if isinstance(r, str) else r for r in msg.fields[0]])
-    return msg.kind == wire.STOP
+    return msg.kind
 
 
 def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> None:

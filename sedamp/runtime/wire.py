@@ -121,6 +121,7 @@ GONE = 32
 RETIRE = 33
 HOLD = 34
 HALT = 35
+REPORT = 36  # send STATS now: the controller's record is due
 # command plane (`sedamp status`, `sedamp scale`): a map each way
 COMMAND = 40
 REPLY = 41
@@ -129,7 +130,7 @@ KIND_NAMES = {
     HELLO: "HELLO", PUT: "PUT", EOS: "EOS", GET: "GET", ACK: "ACK", BYE: "BYE", RENEW: "RENEW", RETURN: "RETURN",
     CREDIT: "CREDIT", BATCH: "BATCH", END: "END", ERR: "ERR", EXPIRED: "EXPIRED", REGISTER: "REGISTER",
     STATS: "STATS", DONE: "DONE", FATAL: "FATAL", CLOSE: "CLOSE", STOP: "STOP", GONE: "GONE", RETIRE: "RETIRE",
-    HOLD: "HOLD", HALT: "HALT",
+    HOLD: "HOLD", HALT: "HALT", REPORT: "REPORT",
     COMMAND: "COMMAND", REPLY: "REPLY",
 }  # fmt: skip
 
@@ -139,7 +140,7 @@ _SHAPES: dict[int, tuple[int, int]] = {
     HELLO: (3, 0), PUT: (6, -1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0), RETURN: (1, 0),
     CREDIT: (3, 0), BATCH: (5, -1), END: (0, 0), ERR: (2, 0), EXPIRED: (1, 0),
     REGISTER: (5, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
-    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0), HALT: (0, 0),
+    CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0), HALT: (0, 0), REPORT: (0, 0),
     COMMAND: (1, 0), REPLY: (1, 0),
 }  # fmt: skip
 

@@ -305,6 +305,8 @@ class _Worker:
             os._exit(0)
         if msg.kind == wire.RETIRE:
             self.retiring = True  # the pool shrinks: finish what is held, then leave
+        elif msg.kind == wire.REPORT:
+            self._send_stats(wire.STATS)  # the controller's record is due
 
     def _renew(self) -> None:
         """RENEW: the leases held (batches waiting, outputs not yet taken downstream)

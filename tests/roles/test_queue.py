@@ -21,12 +21,12 @@ from tests.conftest import socket_context, wait_until
 class Harness:
     """A queue process with this test as its controller."""
 
-    def __init__(self, tmp: Path, capacity: int = 16) -> None:
+    def __init__(self, tmp: Path, capacity: int = 16, period_s: float = 0.05) -> None:
         self.ctx: zmq.Context[Any] = socket_context()
         self.ctl_ep = f"ipc://{tmp}/ctl"
         self.data_ep = f"ipc://{tmp}/q"
         self.ctl = sockets.Sockets(ctx=self.ctx).router(self.ctl_ep)
-        cfg = QueueConfig("s", self.data_ep, self.ctl_ep, capacity, 1, 0.05, os.getpid())
+        cfg = QueueConfig("s", self.data_ep, self.ctl_ep, capacity, 1, period_s, os.getpid())
         self.executor = LocalExecutor()
         self.proc: Proc = self.executor.start("test-queue", "queue", cfg)
         self.stats: dict[str, Any] = {}
@@ -112,6 +112,20 @@ def test_stop_ends_the_process(q: Harness) -> None:
     q.recv_ctl(wire.DONE)
     q.proc.join(10)
     assert q.proc.exitcode == 0
+
+
+def test_report_is_answered_with_stats_at_once(tmp_path: Path) -> None:
+    """REPORT (the controller's record is due) gets STATS at once, not at the queue's
+    next period: STATS a period apart gave records counts up to a period old."""
+    h = Harness(tmp_path, period_s=60.0)
+    try:
+        h.ctl.send_multipart([h.rid, *wire.simple(wire.REPORT)])
+        asked = time.monotonic()
+        h.recv_ctl(wire.STATS, timeout_s=20)
+        assert time.monotonic() - asked < 10  # its own next STATS was a minute away
+        assert h.proc.is_alive()
+    finally:
+        h.close()
 
 
 def test_close_then_end(q: Harness) -> None:

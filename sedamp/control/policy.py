@@ -144,8 +144,10 @@ DOWNSTREAM_FULL_FRACTION = 0.5
 GROWING_FACTOR = 1.2  # a queue filling 20% faster than it drains holds its producers back soon
 OVERSUBSCRIBE = 2
 # Other programs using this many cores (smoothed) make the machine shared: the pools do
-# not grow past the budget, and yield cores when their CPU is over it by the slack.
-SHARED_MACHINE_CORES = 0.5
+# not grow past the budget, and yield cores when what they want is over it by the slack.
+# A program that wants a whole core reads 0.6-0.7 of one while it contends with the
+# pools on 2 cores; smoothed, it passed 0.5 only in the third record after it started.
+SHARED_MACHINE_CORES = 0.4
 YIELD_SLACK_CORES = 0.25
 # Workers on CPU less than this share of their busy time wait on I/O (`waits_on_io`):
 # such a pool does not yield cores, and its share is counted in the cores it holds.
@@ -343,7 +345,10 @@ def _yield_cores(views: list[StageView], budget: int, r: _Round) -> list[Decisio
     left to them: each stage holding more than its share of that budget shrinks to it
     at once, so that the run and the other program do not both run slower on too few
     cores. (The budget is what the machine has less what the others use, smoothed.)"""
-    used = sum(v.target * v.cpu for v in views if v.cpu is not None)
+    # what the pools want, not what they get: while the cores are contended a busy
+    # CPU-bound worker reads 2/3 of a core on 2 cores, and two of them read under the
+    # slack (a neighbour's start was yielded to a period or two late)
+    used = sum(v.target * (v.cpu if v.waits_on_io else max(v.cpu, v.busy)) for v in views if v.cpu is not None)
     if not r.shared or used <= budget + YIELD_SLACK_CORES:
         return []
     decisions = []

@@ -343,6 +343,19 @@ def test_pools_yield_cores_when_another_program_takes_some() -> None:
     assert decide(busy, budget=2, now_s=0.0, state=PolicyState(), others=0.9) == []
 
 
+def test_pools_yield_by_the_cores_they_want_not_the_share_they_get() -> None:
+    """The neighbour benchmark: two busy workers got 0.6 of a core each while a program
+    that wanted a whole one got 0.6 of one too. Counted by their CPU the pools used 1.2
+    cores, within a budget of 1 and its slack, and kept both workers; and a neighbour
+    reading 0.47 of a core (smoothed) did not yet make the machine shared. Busy
+    CPU-bound workers want a core each: the pool yields."""
+    busy = [StageView("w", 2, 1, 2, 2000, 2048, 8, 0.96, 160.0, True, 250.0, 0.0, 0, cpu=0.6, visits=1.0)]
+    d = decide(busy, budget=1, now_s=0.0, state=PolicyState(), others=0.47)
+    assert [(x.old, x.new) for x in d] == [(2, 1)] and "other programs" in d[0].reason, d
+    # a program using a third of a core does not make the machine shared
+    assert decide(busy, budget=1, now_s=0.0, state=PolicyState(), others=0.3) == []
+
+
 def test_a_stage_that_has_its_share_does_not_grow_past_the_budget() -> None:
     """shift on 2 cores: a (1 ms) has a full queue only because the source runs ahead of
     it; its share by need is 2 x 1 / 5.5 = 0.36 core, so it stays at 1 worker instead

@@ -12,6 +12,7 @@ topology and the controller are imported (`sedamp.cli.app` builds the typer app)
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -175,8 +176,6 @@ def leave(code: int) -> NoReturn:
     down the interpreter's modules. The command's work is done by then (every file
     closed, every child gone); the teardown of typer, PyYAML, pyzmq and the runtime
     took ~17 ms, a tenth of a one-event job."""
-    import os
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

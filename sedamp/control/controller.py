@@ -306,7 +306,7 @@ class _Controller:
             if now >= ask_at:  # the record is due: its counts are read now, not up to a period ago
                 ask_for_reports(self.roster.stages.values(), self.links)
                 ask_at = math.inf
-            timeout = min(min(next_tick, ask_at) - now, 0.1 if state.draining else self.period_s)
+            timeout = min(next_tick - now, ask_at - now, 0.1 if state.draining else self.period_s)
             ready = dict(self.links.poller.poll(max(0, int(timeout * 1000))))
             if ctl in ready:
                 for frames in sockets.drain(ctl):

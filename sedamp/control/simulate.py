@@ -5,9 +5,9 @@ simulated time (`sedamp simulate`, `sedamp.simulate`). Pure: no process, socket 
         |
         v
     Simulation.run: every STEP_S, simmodel.step moves the pools, queues and sources on;
-        every controller.period_s (the first after policy.FIRST_PERIOD of one, as a real
-        run's) it builds the period's record (the metrics line of a
-        real run, `recorder.Period.as_dict`: the same keys) and the views
+        every controller.period_s (the first after policy.FIRST_PERIOD of one, as in a
+        real run) it builds the period's record (the metrics line of a real run,
+        `recorder.Period.as_dict`: the same keys) and the views
         the recorder would build from it, and calls what the real controller calls:
         `policy.decide` (growth to the DS2 share, rebalancing, the thrashing guard,
         shrinking) with the budget `policy.machine_budget` gives; the decisions set

@@ -244,6 +244,15 @@ def test_the_command_line_leaves_without_tearing_down_but_runs_exit_handlers() -
     assert (r.returncode, r.stdout, r.stderr) == (3, "buffered handler ran\n", "bad\nerr")
 
 
+def test_the_command_line_under_a_profiler_ends_the_usual_way(tmp_path: Path) -> None:
+    """A profiler writes its results once the command returns: os._exit left
+    `python -m cProfile -o FILE -m sedamp ...` without its file."""
+    out = tmp_path / "prof.out"
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "sedamp", "--version"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout.startswith("sedamp "), out.exists()) == (0, True, True), r.stderr
+
+
 def test_clean_removes_ended_runs_and_keeps_the_newest(tmp_path: Path) -> None:
     """Run directories used to pile up for ever; every run now keeps the newest
     KEEP_RUNS ended runs of its topology, and `sedamp clean` removes the rest."""

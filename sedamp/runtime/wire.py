@@ -73,7 +73,7 @@ from sedamp.errors import WireError
 from sedamp.runtime import payload
 from sedamp.runtime.payload import OOB_BYTES, Packed
 
-VERSION = 4
+VERSION = 5  # 5: REPORT (the controller asks for STATS before a record)
 
 # Largest frame a queue or worker accepts; anything larger is refused with ERR rather
 # than allowed to exhaust memory. Producers keep under it: no event may pack to more

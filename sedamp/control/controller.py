@@ -5,8 +5,9 @@ Reads:  its control ROUTER (REGISTER/STATS/DONE/FATAL from every queue, worker a
         its command ROUTER, and SIGINT/SIGTERM.
 Writes: CLOSE to a queue once every stage feeding it has finished, STOP to a finished
         process (the acknowledgement of its DONE) or to a source on Ctrl-C, GONE to a
-        queue whose worker died, RETIRE to a worker its pool no longer needs; processes
-        through the executor; run.json, the metrics lines, the summary.
+        queue whose worker died, RETIRE to a worker its pool no longer needs, REPORT to
+        every queue and worker just before a record (each answers with STATS at once);
+        processes through the executor; run.json, the metrics lines, the summary.
 
 It is the supervisor: it starts the queues, the workers and the sources; it restarts a
 worker that dies; it ends the run in order. No payload ever passes through it. Who
@@ -17,13 +18,15 @@ sends what to whom (ROUTER/DEALER over ipc, or tcp with CURVE):
     workers  --REGISTER/STATS/DONE/FATAL-->  |   STATS, DONE: Recorder.gather (latency |
                                              |     samples), Roster.on_stats/on_done   |
     sources  <--STOP, HALT (Ctrl-C)--------  |   FATAL: Roster.on_fatal (its traceback)|
-    queues   <--CLOSE, STOP, GONE, HALT----  | ControlLinks: held until REGISTER       |
-    workers  <--STOP (DONE acked), RETIRE--  |                                         |
+    queues   <--CLOSE, STOP, GONE, HALT,---  | ControlLinks: held until REGISTER       |
+                REPORT                       |                                         |
+    workers  <--STOP (DONE acked), RETIRE,-  |                                         |
+                REPORT                       |                                         |
                                              | sentinels --> Roster.on_exit            |
     executor <--start(role, config)--------  |   (a death is seen at once)             |
     processes <--kill (deadline, silence)--  | period tick --> Recorder.period -> the  |
                                              |   metrics line, on_tick, policy.decide  |
-    sedamp status/scale/top --COMMAND--->    | command ROUTER --> commands.answer      |
+    sedamp status/scale/top --COMMAND--->    | command ROUTER --> commands.serve       |
                             <--REPLY-----    |                                         |
     SIGINT/SIGTERM ------------------------> | drain, or stop at once (a second one)   |
                                              +-----------------------------------------+

@@ -2,9 +2,10 @@
 
 Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/RENEW/BYE/
         RETURN from workers) and its control DEALER to the controller (CLOSE, STOP, GONE,
-        HOLD, HALT).
+        HOLD, HALT, REPORT).
 Writes: CREDIT to producers, BATCH/END/EXPIRED/HALT to workers, ERR to a peer whose frame
-        was refused; REGISTER, STATS every period and DONE to the controller.
+        was refused; REGISTER, STATS every period and on REPORT, and DONE to the
+        controller.
 
 All decisions are made by `sedamp.runtime.flow.QueueCore`; this module only moves frames
 between the sockets and that state machine, and asks it every half period to take back

@@ -1,11 +1,11 @@
 """Runs in a worker process: one of the pool of a handler or sink stage.
 
 Reads:  BATCH/END/EXPIRED/HALT from its stage queue (DEALER, routing id
-        ``w:<stage>:<index>:<pid>``), CREDIT from each downstream queue, STOP from the
-        controller.
+        ``w:<stage>:<index>:<pid>``), CREDIT from each downstream queue, STOP, RETIRE
+        and REPORT from the controller.
 Writes: HELLO/GET/ACK/RENEW/BYE/RETURN to its stage queue, HELLO/PUT/EOS to each downstream
-        queue, REGISTER/STATS/DONE/FATAL to the controller, failed events to the
-        dead-letter file.
+        queue, REGISTER/STATS/DONE/FATAL to the controller (STATS every period and on
+        REPORT), failed events to the dead-letter file.
 
 The loop: keep up to `prefetch` requests for work outstanding, handle one batch, give
 the outputs to the outlets, and acknowledge the batch's lease only when every

@@ -53,9 +53,10 @@ def capacity_problems(topology: Topology, cores: int) -> list[str]:
         if spec.kind == "source" or topology.is_member(name):
             continue
         producers = producers_of(topology, name, cores)
-        if spec.queue.bound(producers) < 2 * producers:
+        bound = spec.queue.bound(producers)
+        if bound < 2 * producers:
             out.append(
-                f"the queue of stage {name!r} holds {plural(spec.queue.bound(producers), 'event')} "
+                f"the queue of stage {name!r} holds {plural(bound, 'event')} "
                 f"but up to {producers} processes "
                 f"produce into it: give it queue: {{capacity: {2 * producers}}} or more (2 per producer), "
                 "or fewer upstream workers"

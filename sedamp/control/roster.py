@@ -498,12 +498,15 @@ def hold_leases(stages: Iterable[Stage], links: Links) -> None:
 
 
 def ask_for_reports(stages: Iterable[Stage], links: Links) -> None:
-    """REPORT: ask every queue and worker for its STATS now, for the record about to be
-    made (a worker answers between batches; its slot tells its busy time meanwhile)."""
-    for st in stages:
-        for child in (st.queue, *st.workers.values()):
-            if child is not None and not child.stopped and not child.done:
-                links.send(child.identity, wire.simple(wire.REPORT))
+    """REPORT: ask every queue and every ready worker for its STATS now, for the record
+    about to be made (a worker answers between batches; its slot tells its busy time
+    meanwhile). A worker still in its setup() is not asked: it would find one REPORT
+    per period waiting when done, and its first STATS says it is ready anyway."""
+    pools = list(stages)
+    queues = [st.queue for st in pools if st.queue is not None]
+    for child in queues + [w for st in pools for w in st.workers.values() if w.stats]:
+        if not child.stopped and not child.done:
+            links.send(child.identity, wire.simple(wire.REPORT))
 
 
 # ---------------------------------------------------------------- helpers

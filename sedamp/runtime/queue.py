@@ -73,7 +73,8 @@ def run_queue(cfg: QueueConfig) -> None:
                     for frames in sockets.drain(ctl):
                         said = _on_control(cfg, core, outbox, dead, frames)
                         stopping = stopping or said == wire.STOP
-                        next_stats = 0.0 if said == wire.REPORT else next_stats  # STATS now
+                        if said == wire.REPORT:
+                            next_stats = 0.0  # STATS now, below
                 except StorageError as exc:  # a poison event it cannot dead-letter
                     lifeline.storage_failed(ctl, [data], socks.ctx, f"the queue of stage {cfg.stage!r}", exc)
             now = time.monotonic()

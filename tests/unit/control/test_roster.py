@@ -317,3 +317,20 @@ def test_hold_names_to_each_queue_the_workers_inside_user_code(tmp_path: Path) -
     hold_leases(r.stages.values(), links)
     assert [(who, f) for who, kind, f in links.sent if kind == "HOLD"] == [("q:work", [[a.identity]])]
     seen.close()
+
+
+def test_reports_are_asked_of_every_queue_and_of_the_ready_workers() -> None:
+    """Before a record the controller asks for STATS (REPORT). A worker still in its
+    setup() is left out: it would find one REPORT per period waiting when done."""
+    from sedamp.control.roster import ask_for_reports
+
+    r, _, links = roster()
+    r.stages["work"].target = 2
+    r.reconcile()
+    first, second = r.stages["work"].workers.values()
+    r.on_stats(first, {"in": 0, "busy_s": 0.0})  # its setup is done; the other's is not
+    links.sent.clear()
+    ask_for_reports(r.stages.values(), links)
+    asked = sorted(identity for identity, kind, _ in links.sent if kind == "REPORT")
+    queues = sorted(st.queue.identity for st in r.stages.values() if st.queue is not None)
+    assert asked == sorted([*queues, first.identity]) and second.identity not in asked

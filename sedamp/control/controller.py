@@ -81,6 +81,7 @@ from sedamp.control.roster import (
     Roster,
     RunState,
     ask_for_reports,
+    excuse_pause,
     hold_leases,
     interrupt,
     reached_from,
@@ -97,6 +98,7 @@ from sedamp.observe.words import plural
 from sedamp.runtime import journal, lifeline, sockets, wire
 from sedamp.runtime import stage as stage_mod
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE, DeadLetterTail
+from sedamp.runtime.pauses import Pauses
 from sedamp.spec import Topology, fusion, paths
 
 __all__ = ["run_topology"]
@@ -151,6 +153,7 @@ class _Controller:
         self.pinned: set[str] = set()  # stages whose size `sedamp scale` set
         self.decisions: list[dict[str, Any]] = []  # for the next record
         self.last_record: dict[str, Any] | None = None
+        self.pauses = Pauses(time.monotonic())
 
     # ---------------------------------------------------------------- run
 
@@ -238,19 +241,8 @@ class _Controller:
             self.state.error = "; ".join(problems)
             return
         targets = policy.initial_targets(self.top, self.cores)
-        executor = self.roster.executor
-        assert executor is not None, "_open starts the executor"
-        slots = executor.worker_slots()
-        floor = sum(
-            policy.worker_bounds(st.spec, self.cores)[0]
-            for n, st in self.roster.stages.items()
-            if st.spec.kind != "source" and not self.top.is_member(n)
-        )
-        if slots is not None and floor > slots:
-            self.state.error = (
-                f"the topology needs at least {plural(floor, 'worker')} at once (one CPU each) but the cluster has "
-                f"{plural(slots, 'CPU')}: add nodes (or CPUs), or lower the stages' workers"
-            )
+        self.state.error = _cluster_too_small(self.top, self.roster, self.cores)
+        if self.state.error is not None:
             return
         self.roster.wiring = self._wiring()
         self.roster.start_queues(targets)
@@ -311,6 +303,8 @@ class _Controller:
                 ask_at = math.inf
             timeout = min(next_tick - now, ask_at - now, 0.1 if state.draining else self.period_s)
             ready = dict(self.links.poller.poll(max(0, int(timeout * 1000))))
+            if paused := self.pauses.observe(time.monotonic(), timeout):
+                excuse_pause(self.roster, state, paused)
             if ctl in ready:
                 for frames in sockets.drain(ctl):
                     self._on_control(frames)
@@ -376,7 +370,7 @@ class _Controller:
     # ---------------------------------------------------------------- every period
 
     def _tick(self) -> None:
-        watch_deadlines(self.roster.stages.values(), time.monotonic())
+        watch_deadlines(self.roster.stages.values(), time.monotonic(), self.pauses.since)
         watch_silence(self.roster.stages.values(), self.state, self.period_s, time.monotonic())
         hold_leases(self.roster.stages.values(), self.links)
         period = self._record()
@@ -412,6 +406,22 @@ class _Controller:
             log.info("stage %s: %d -> %d workers: %s", d.stage, d.old, st.target, d.reason)
         return decisions
 
+
+def _cluster_too_small(top: Topology, roster: Roster, cores: int) -> str | None:
+    """Why the executor's cluster cannot hold the topology's least workers, or None."""
+    assert roster.executor is not None, "_open starts the executor"
+    slots = roster.executor.worker_slots()
+    floor = sum(
+        policy.worker_bounds(st.spec, cores)[0]
+        for n, st in roster.stages.items()
+        if st.spec.kind != "source" and not top.is_member(n)
+    )
+    if slots is None or floor <= slots:
+        return None
+    return (
+        f"the topology needs at least {plural(floor, 'worker')} at once (one CPU each) but the cluster has "
+        f"{plural(slots, 'CPU')}: add nodes (or CPUs), or lower the stages' workers"
+    )
 
 
 def _outcome_error(state: RunState, complete: bool, drain_timeout_s: float) -> str | None:

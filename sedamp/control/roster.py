@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -428,13 +428,17 @@ class Roster:
 # ---------------------------------------------------------------- watchdogs
 
 
-def watch_deadlines(stages: Iterable[Stage], now: float) -> None:
-    """Kill every worker whose handler call ran past its stage's timeout_s."""
+def watch_deadlines(stages: Iterable[Stage], now: float, paused_since: Callable[[float], float]) -> None:
+    """Kill every worker whose handler call ran past its stage's timeout_s, not
+    counting the time the controller was paused (`paused_since(t)`: the seconds it was
+    since t), in which the worker was paused too or could not be watched."""
     for st in stages:
         for w in list(st.workers.values()):
             if w.slot is None or w.killed is not None or st.spec.timeout_s is None:
                 continue
             late = w.slot.overdue(now)
+            if late > 0:
+                late -= paused_since(w.slot.read()[0] - st.spec.timeout_s)
             if late > 0:
                 limit = st.spec.timeout_s
                 w.killed = f"was killed: a handler call ran past timeout_s ({limit:g} s, overdue by {late:.1f} s)"
@@ -464,6 +468,16 @@ def watch_silence(stages: Iterable[Stage], state: RunState, period_s: float, now
             w.killed = f"was killed: silent for {now - w.last_heard:.1f} s outside any handler call"
             log.error("worker %s[%d] (pid %d) %s", w.stage, w.index, w.pid, w.killed)
             w.proc.kill()
+
+
+def excuse_pause(roster: Roster, state: RunState, seconds: float) -> None:
+    """The controller was not running for `seconds` (`sedamp.runtime.pauses`): it heard
+    nobody meanwhile, so heartbeats and the drain deadline move on by as much."""
+    log.warning("controller: not running for %.1f s (the job or machine paused): deadlines move on", seconds)
+    for child in roster.children.values():
+        child.last_heard += seconds
+    if state.drain_deadline is not None:
+        state.drain_deadline += seconds
 
 
 def interrupt(roster: Roster) -> None:

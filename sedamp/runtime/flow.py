@@ -455,6 +455,12 @@ class LeaseBook:
             self.by_id[lease_id].expires = expires
         return sorted(named - mine), len(mine - named)
 
+    def pause(self, seconds: float) -> None:
+        """The queue was not running for `seconds` (`sedamp.runtime.pauses`): no worker
+        could renew a lease with it meanwhile, so every term moves on by as much."""
+        for lease in self.by_id.values():
+            lease.expires += seconds
+
     def due(self) -> list[int]:
         """The leases past their term, newest first; each is remembered as expired."""
         now = self.clock()
@@ -817,7 +823,8 @@ def queue_stats(core: QueueCore) -> dict[str, Any]:
         "waiting": len(core.waiting),
         **core.counters.report(),
         "last_poison": core.last_poison,
-        "closed": core.closed, "ended": core.ended,
+        "closed": core.closed,
+        "ended": core.ended,
     }
 
 

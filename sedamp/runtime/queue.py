@@ -31,6 +31,7 @@ from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s, queue_stats
+from sedamp.runtime.pauses import Pauses
 from sedamp.runtime.tracing import Tracer, tracer_of
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,14 @@ def run_queue(cfg: QueueConfig) -> None:
     poller.register(data, zmq.POLLIN)
     poller.register(ctl, zmq.POLLIN)
     next_stats = next_expiry = time.monotonic() + cfg.period_s
+    pauses = Pauses(time.monotonic())
     next_parent_check = time.monotonic() + lifeline.PARENT_CHECK_PERIOD_S
     stopping = False
     reported_end = False
     try:
         while not stopping:
             ready = dict(poller.poll(int(cfg.period_s * 1000 / 2)))
+            _excuse_pause(cfg, core, pauses)
             outbox.retry()
             if data in ready:
                 for frames in sockets.drain(data):
@@ -88,9 +91,7 @@ def run_queue(cfg: QueueConfig) -> None:
                 ctl.send_multipart(wire.simple(wire.DONE if stopping else wire.STATS, queue_stats(core)))
                 next_stats = now + cfg.period_s
             if now >= next_parent_check:
-                if not lifeline.parent_alive(cfg.parent_pid):
-                    log.error("queue %s: controller is gone, exiting", cfg.stage)
-                    os._exit(1)
+                _exit_if_orphaned(cfg)
                 next_parent_check = now + lifeline.PARENT_CHECK_PERIOD_S
     finally:
         ctl.setsockopt(zmq.LINGER, 1000)  # let the final DONE out; counters are advisory
@@ -101,6 +102,21 @@ def run_queue(cfg: QueueConfig) -> None:
             dead.close()
         if tracer is not None:
             tracer.flush()
+
+
+def _excuse_pause(cfg: QueueConfig, core: QueueCore, pauses: Pauses) -> None:
+    """Move the leases' terms on by the time this queue was not running (after its poll
+    timeout, half a period): no worker could renew a lease with it meanwhile."""
+    paused = pauses.observe(time.monotonic(), cfg.period_s / 2)
+    if paused:
+        core.leases.pause(paused)
+        log.warning("queue %s: not running for %.1f s: its leases' terms move on by as much", cfg.stage, paused)
+
+
+def _exit_if_orphaned(cfg: QueueConfig) -> None:
+    if not lifeline.parent_alive(cfg.parent_pid):
+        log.error("queue %s: controller is gone, exiting", cfg.stage)
+        os._exit(1)
 
 
 def _on_control(

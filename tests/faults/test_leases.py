@@ -6,6 +6,7 @@ went."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sedamp.control.client import find_run
@@ -180,6 +182,39 @@ def test_the_leases_of_a_stopped_worker_expire_and_every_event_is_done_once(tmp_
     assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == list(range(count))
     assert stage_of(json.loads(stdout), "mid")["restarts"] == 0
     assert "the queue took back leases" in stderr
+
+
+def test_a_job_paused_whole_goes_on_as_if_it_had_not_been(tmp_path: Path) -> None:
+    """Every process of a run stopped at once, past the lease term and the silence
+    bound, then resumed: Ctrl-Z then `fg`, a suspended laptop, a stalled virtual
+    machine. Before, the first to wake judged the others by a clock that went on: the
+    queue took back the leases nobody could renew (their events were handled twice) and
+    the controller found every process silent and failed the run."""
+    count = 400
+    topo = trickle(tmp_path, count, "{period_s: 0.1}")
+    (tmp_path / "t.yaml").write_text(topo.read_text().replace(", dedupe: true", ""))  # a twice-handled event shows
+    proc = start_run(topo, tmp_path / "w")
+    tree: list[psutil.Process] = []
+    try:
+        wait_until(lambda: stage_count(tmp_path / "w", "mid") > 40, 30, "events to flow")
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for p in tree:
+            p.suspend()
+        time.sleep(4.0)  # the term is 2 s (at least), the silence bound 3 s (at least)
+        for p in tree:
+            p.resume()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.resume()
+        stop(proc)
+    assert proc.returncode == 0, stderr
+    assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == list(range(count))
+    mid = stage_of(json.loads(stdout), "mid")
+    assert mid["restarts"] == 0, mid
+    assert "the queue took back leases" not in stderr and "silent" not in stderr, stderr
+    assert "controller: not running for" in stderr, stderr
 
 
 def _can_reset_connections() -> bool:

@@ -6,15 +6,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from sedamp.control.roster import (
     MAX_BARREN_DEATHS,
     SILENT_MIN_S,
     Child,
+    excuse_pause,
     hold_leases,
     watch_deadlines,
     watch_silence,
 )
 from sedamp.executor.ray import RemoteSlot
+from sedamp.runtime.pauses import Pauses
 from sedamp.runtime.slot import Slot
 from tests.unit.control.fakes import FakeProc, roster, topology
 
@@ -178,9 +182,9 @@ stages:
     seen.begin(7)
     seen.at(3)
     now = time.monotonic()
-    watch_deadlines(r.stages.values(), now + 0.5)
+    watch_deadlines(r.stages.values(), now + 0.5, lambda _t: 0.0)
     assert w.killed is None
-    watch_deadlines(r.stages.values(), now + 5.0)
+    watch_deadlines(r.stages.values(), now + 5.0, lambda _t: 0.0)
     assert w.proc.killed  # type: ignore[attr-defined]
     assert w.killed is not None and w.killed.startswith("was killed: a handler call ran past timeout_s (1 s, overdue")
     assert st.timeouts == 1 and w.in_hand == (7, 3)
@@ -282,6 +286,37 @@ def test_a_stale_view_does_not_keep_a_silent_worker_alive() -> None:
     assert view.read()[1:] == (-1, -1)
 
 
+def test_a_pause_of_the_controller_is_not_held_against_a_handler_or_a_heartbeat(tmp_path: Path) -> None:
+    """The whole job stopped for 30 s (Ctrl-Z) during a handler call and between
+    heartbeats: neither the call's timeout_s nor the silence bound is passed for it."""
+    top_text = """
+stages:
+  src: {source: "m:src", to: work}
+  work: {sink: "m:work", timeout_s: 1}
+"""
+    r, _, _ = roster(topology(top_text), slot_dir=tmp_path)
+    state = r.state
+    r.reconcile()
+    st = r.stages["work"]
+    w = st.workers[0]
+    assert w.slot is not None
+    seen = Slot(w.slot.path)
+    seen.timeout_s = 1.0
+    seen.begin(7)
+    seen.at(3)
+    started = time.monotonic()
+    pauses = Pauses(started)
+    now = started + 30.5
+    assert pauses.observe(now, 0.5) == pytest.approx(30.0)
+    excuse_pause(r, state, 30.0)
+    watch_deadlines(r.stages.values(), now, pauses.since)
+    watch_silence(r.stages.values(), state, 0.5, now)
+    assert w.killed is None and state.error is None
+    watch_deadlines(r.stages.values(), now + 1.0, pauses.since)  # past its second, not counting the pause
+    assert w.killed is not None and "ran past timeout_s" in w.killed
+    seen.close()
+
+
 def test_a_worker_elsewhere_past_its_deadline_is_killed_and_its_event_blamed() -> None:
     top_text = """
 stages:
@@ -295,9 +330,9 @@ stages:
     assert isinstance(w.slot, RemoteSlot)
     w.slot.update((0.5, 7, 3, 0.0))  # its call has half a second left, on its host's clock
     now = time.monotonic()
-    watch_deadlines(r.stages.values(), now)
+    watch_deadlines(r.stages.values(), now, lambda _t: 0.0)
     assert w.killed is None
-    watch_deadlines(r.stages.values(), now + 2.0)
+    watch_deadlines(r.stages.values(), now + 2.0, lambda _t: 0.0)
     assert w.proc.killed  # type: ignore[attr-defined]
     assert w.killed is not None and "ran past timeout_s (1 s" in w.killed
     assert st.timeouts == 1 and w.in_hand == (7, 3)

@@ -485,6 +485,22 @@ def test_renew_keeps_the_leases_a_worker_names_and_hold_keeps_all_of_its_leases(
     q.check_invariant()
 
 
+def test_the_time_the_queue_was_paused_does_not_count_against_a_lease() -> None:
+    """The whole job stopped (Ctrl-Z) longer than a term: no worker could renew meanwhile."""
+    q, clock = leasing()
+    put(q, P, 0, [1, 2])
+    (b,) = get(q, W, 2)
+    clock.t += TERM + 5
+    q.leases.pause(TERM + 5 - 0.5)  # all but the last half second
+    assert q.expire() == [] and q.leased == 2
+    clock.t += TERM - 0.5 - 0.1
+    assert q.expire() == []
+    clock.t += 0.2  # a term since the lease was issued, not counting the pause
+    assert [wire.parse(frames).kind for _, frames in q.expire()] == [wire.EXPIRED]
+    assert q.counters.expired == 2 and q.leased == 0
+    q.check_invariant()
+
+
 def test_a_late_ack_of_an_expired_lease_changes_no_count() -> None:
     """The bound and `acked` count each event once: the copy leased again is acked."""
     q, clock = leasing(capacity=8)

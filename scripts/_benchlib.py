@@ -456,17 +456,24 @@ def fmt_rate(x: float) -> str:
 
 
 def timed_process(
-    cmd: Sequence[str], env: Mapping[str, str], cwd: Path, out: Path | None, expected: Any, timeout: float
+    cmd: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    out: Path | None,
+    expected: Any,
+    timeout: float,
+    label: str | None = None,
 ) -> float:
     """Run `cmd` to its exit and return its wall time, interpreter start to exit (what a
     user pays). It must exit 0 and, with `out`, write `expected` there as JSON (the file is
-    removed first); anything else ends the benchmark with a message (SystemExit)."""
+    removed first); anything else ends the benchmark with a message (SystemExit) that
+    starts with `label` (default: the command)."""
     if out is not None:
         out.unlink(missing_ok=True)
     t0 = time.perf_counter()
     r = subprocess.run(list(cmd), cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
-    what = " ".join(cmd[1:5])
+    what = label or " ".join(cmd[1:5])
     if r.returncode != 0:
         raise SystemExit(f"{what} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
     if out is not None and (got := json.loads(out.read_text())) != expected:

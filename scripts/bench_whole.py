@@ -39,9 +39,11 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,10 @@ def topology(workload: str, directory: Path) -> Path:
     path = directory / f"{workload}.yaml"
     path.write_text(text)
     return path
+
+
+def wall_clock() -> str:
+    return time.strftime("%H:%M:%S")
 
 
 def command(system: str, workload: str, n: int, out: Path, chunk: int, topo: Path, work: Path) -> list[str]:
@@ -97,7 +103,8 @@ def run_workload(args: argparse.Namespace, workload: str, tmp: Path) -> dict[str
             env = {**base_env, "COUNT": str(n), "OUT": str(out)}
             expected = expected_checksum(n, ITERATIONS[workload]) if ITERATIONS[workload] else expected_checksum(n)
             cmd = command(system, workload, n, out, chunk, topo, tmp / "w")
-            wall = bl.timed_process(cmd, env, REPO, out, expected, timeout=900)
+            label = f"round {rnd} {workload} {system} ({wall_clock()}, {cmd[1]} {cmd[2]} ...)"
+            wall = bl.timed_process(cmd, env, REPO, out, expected, timeout=900, label=label)
             if rnd > 0:
                 walls[system].append(wall)
                 print(f"  round {rnd} {workload:5} {system:10} {wall:8.3f} s  {n / wall:12,.0f} events/s", flush=True)
@@ -151,9 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     print("$ python scripts/bench_whole.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps(bl.machine_info()))
     results = {}
-    with tempfile.TemporaryDirectory() as d:
+    d = tempfile.mkdtemp(prefix="bench-whole-")
+    try:
         for workload in args.workload:
             results[workload] = report(workload, run_workload(args, workload, Path(d)))
+    except SystemExit as failed:  # keep the runs' directories: they say what happened
+        raise SystemExit(f"{failed}\nthe runs' files are kept in {d}") from None
+    shutil.rmtree(d, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(bl.strict_json({"machine": bl.machine_info(), **results}), indent=1))
     return 0

@@ -6,8 +6,9 @@ The document (docs/traces.md) has one track per process (``src:STAGE``, ``q:STAG
 ``sdw:STAGE:INDEX``): a complete ("X") slice per handler call on a worker's track, per
 read on a source's, and one per sampled event waiting in a queue (on lanes of the
 queue's track, so that waits never overlap on one lane); flow arrows ("s", "t", "f")
-follow each sampled event from slice to slice. The raw hop times ride along under the
-document's ``sedamp`` key, which viewers ignore and the summary reads.
+follow each sampled event from slice to slice, one arrow per path that events took
+together. The raw hop times ride along under the document's ``sedamp`` key, which
+viewers ignore and the summary reads.
 
 Times: ``time.monotonic_ns()`` is one clock for every process of a host. When the
 records come from several hosts each host's records are moved to the wall clock by
@@ -17,6 +18,7 @@ hosts' clocks agree (NTP: typically within a millisecond); the document says whi
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 from collections import defaultdict
@@ -31,7 +33,11 @@ import msgpack
 from sedamp.observe.words import plural
 from sedamp.runtime.tracing import RECORDS_SUFFIX
 
-FORMAT_VERSION = 2  # 1: the hops one event at a time, [event id, stage, hop, us]
+# The ``sedamp`` section's form. 3: ``cohorts`` (the sets of sampled event ids that made
+# a hop together) and ``hops``, [hop, stage, cohort, ns from the document's zero];
+# 2: [hop, stage, [event ids], us]; 1: one event at a time, [event id, stage, hop, us].
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 
 # A queue's waits are drawn on at most this many lanes (beyond, they share the last).
 MAX_LANES = 64
@@ -80,11 +86,8 @@ def parse_records(data: bytes) -> ProcRecords | None:
         return None
     try:
         for records in unpacker:  # one flush: an array of records
-            for rec in records:
-                if rec and rec[0] == "hops":
-                    proc.hops.append(rec[1:])
-                elif rec and rec[0] == "call":
-                    proc.calls.append(rec[1:])
+            proc.hops += [rec[1:] for rec in records if rec and rec[0] == "hops"]
+            proc.calls += [rec[1:] for rec in records if rec and rec[0] == "call"]
     except (ValueError, TypeError, msgpack.UnpackException):  # a damaged file: what came before it stands
         pass
     return proc
@@ -142,7 +145,7 @@ def lane_tid(pid: int, lane: int) -> int:
 # thousands of slices and flow steps of a large trace, formatting each from a template
 # costs a fraction of building a dict for it and encoding that.
 _SLICE = '{"ph":"X","name":%s,"cat":"%s","pid":%d,"tid":%d,"ts":%r,"dur":%r,"args":%s}'
-_FLOW = '{"ph":"%s","id":%d,"name":"event","cat":"event","pid":%d,"tid":%d,"ts":%r,"bp":"e","args":{"event":%s}}'
+_FLOW = '{"ph":"%s","id":%d,"name":"event","cat":"event","pid":%d,"tid":%d,"ts":%r,"bp":"e","args":{"events":%s}}'
 _META = '{"ph":"M","pid":%d,"tid":%d,"name":"%s","args":%s}'
 
 
@@ -151,13 +154,23 @@ def _js(value: Any) -> str:
     return str(value) if type(value) is int else json.dumps(value)
 
 
-def _ids(ids: list[Any]) -> str:
+def _ids(ids: Sequence[Any]) -> str:
     """Event ids as a JSON array of strings."""
-    return json.dumps([str(e) for e in ids]) if ids else "[]"
+    if not ids:
+        return "[]"
+    if all(type(e) is int for e in ids):  # source positions: nothing to escape
+        return '["' + '","'.join(map(str, ids)) + '"]'
+    return json.dumps([str(e) for e in ids])
 
 
 class _Builder:
-    """Builds the Chrome trace-event document, as JSON text, from every process's records."""
+    """Builds the Chrome trace-event document, as JSON text, from every process's records.
+
+    The sampled events of a batch make their hops together, and most travel the whole
+    way together: the work here is done once per path that events took (the hop records
+    they share), not once per event, and each path gets one flow arrow that names the
+    events that took it (arrows of events on one path would be drawn on top of each
+    other anyway)."""
 
     def __init__(self, procs: list[ProcRecords], stages: list[str], name: str) -> None:
         self.procs = procs
@@ -168,18 +181,31 @@ class _Builder:
         starts += [min(map(itemgetter(2), p.calls)) + self.shift[p.pid] for p in procs if p.calls]
         self.t0 = min(starts) if starts else 0
         self.events: list[str] = []
-        # event id -> [(t_ns, stage, hop, pid, tid)], on the one clock
-        self.hops: dict[str, list[tuple[int, str, str, int, int]]] = defaultdict(list)
-        # [hop, stage, [event ids], us]: the hops as recorded, a batch's sampled events at once
+        # every hop record, (t_ns on the one clock, stage, hop, pid); each set of event
+        # ids that made hops together (a batch's sampled events make every hop of it
+        # together: a cohort), numbered, with the indices of its records; and per event
+        # id the indices of the records it is in
+        self.at: list[tuple[int, str, str, int]] = []
+        self.cohorts: dict[tuple[Any, ...], int] = {}
+        self.cohort_records: list[list[int]] = []
+        self.own: dict[Any, list[int]] = defaultdict(list)
+        # [hop, stage, cohort, ns]: the hops as recorded, a batch's sampled events at once
         self.batches: list[list[Any]] = []
 
     def build(self) -> str:
         for p in self.procs:
             self._process(p)
-        self._waits()
-        self._flows()
+        own = self.own
+        for ids, records in zip(self.cohorts, self.cohort_records, strict=True):
+            for eid in ids:
+                own[eid] += records
+        together: dict[tuple[int, ...], list[Any]] = defaultdict(list)  # own records -> the events
+        for eid, records in own.items():
+            together[tuple(records)].append(eid)
+        self._flows(self._paths(together), self._waits(together))
         self.batches.sort(key=itemgetter(3))
         meta = {"version": FORMAT_VERSION, "name": self.name, "stages": self.stages, "clock": self.clock}
+        meta["cohorts"] = list(self.cohorts)
         meta["hops"] = self.batches
         return f'{{"traceEvents":[{",".join(self.events)}],"displayTimeUnit":"ms","sedamp":{json.dumps(meta)}}}'
 
@@ -193,61 +219,109 @@ class _Builder:
         order = self.stages.index(p.stage) if p.stage in self.stages else len(self.stages)
         self._meta(pid, pid, "process_sort_index", {"sort_index": 3 * order + {"source": 0, "queue": 1}.get(p.role, 2)})
         name = json.dumps("read" if p.role == "source" else p.stage)
+        quoted: dict[str, str] = {}
         for stage, batch, c0, c1, n, sampled in p.calls:
-            args = f'{{"stage":{json.dumps(stage)},"batch":{_js(batch)},"events":{n},"sampled":{_ids(sampled)}}}'
+            if stage not in quoted:
+                quoted[stage] = json.dumps(stage)
+            args = f'{{"stage":{quoted[stage]},"batch":{_js(batch)},"events":{n},"sampled":{_ids(sampled)}}}'
             out.append(_SLICE % (name, p.role, pid, pid, (c0 + shift - t0) / 1000, (c1 - c0) / 1000, args))
-        hops, batches = self.hops, self.batches
+        at, cohorts, records, batches = self.at, self.cohorts, self.cohort_records, self.batches
         for hop, stage, ids, t, _batch in p.hops:
-            at = (t + shift, stage, hop, pid, pid)
-            batches.append([hop, stage, ids, (t + shift - t0) / 1000])
-            for eid in map(str, ids):
-                hops[eid].append(at)
+            c = cohorts.setdefault(tuple(ids), len(records))
+            if c == len(records):
+                records.append([])
+            records[c].append(len(at))
+            at.append((t + shift, stage, hop, pid))
+            batches.append([hop, stage, c, t + shift - t0])
 
-    def _waits(self) -> None:
+    def _paths(self, together: dict[tuple[int, ...], list[Any]]) -> dict[tuple[int, ...], list[Any]]:
+        """The events by the path they took: the records of their own hops and, for a
+        fan-out child ``"<id>.<i>"``, of its parents' as well."""
+        own = self.own
+        paths: dict[tuple[int, ...], list[Any]] = defaultdict(list)
+        for records, eids in together.items():
+            for eid in eids:
+                if type(eid) is not str or "." not in eid:
+                    paths[records].append(eid)
+                    continue
+                path, parent = set(records), eid
+                while "." in parent:
+                    parent = parent.rsplit(".", 1)[0]
+                    path.update(own.get(parent) or own.get(int(parent) if parent.isdigit() else parent) or ())
+                paths[tuple(sorted(path))].append(eid)
+        return paths
+
+    def _waits(self, together: dict[tuple[int, ...], list[Any]]) -> dict[int, int]:
         """A slice per wait in a queue (queued -> leased) of the sampled events that
-        arrived and left together, on lanes so that slices never overlap on one."""
-        by_queue: dict[int, dict[tuple[int, int, str], list[str]]] = defaultdict(lambda: defaultdict(list))
-        for eid, hs in self.hops.items():
-            leased = {stage: t for t, stage, hop, _, _ in hs if hop == "leased"}
-            for t, stage, hop, pid, _ in hs:
+        arrived and left together, on lanes so that slices never overlap on one; the
+        lane (thread id) of each "queued" record that ended in a wait."""
+        at = self.at
+        by_queue: dict[int, dict[tuple[int, int, str], list[Any]]] = defaultdict(lambda: defaultdict(list))
+        waited: list[tuple[int, tuple[int, int, str]]] = []  # (queued record, its wait)
+        for records, eids in together.items():
+            leased: dict[str, int] = {}
+            for i in records:
+                t, stage, hop, _ = at[i]
+                if hop == "leased" and (stage not in leased or t > leased[stage]):
+                    leased[stage] = t
+            for i in records:
+                t, stage, hop, pid = at[i]
                 if hop == "queued" and stage in leased and leased[stage] >= t:
-                    by_queue[pid][(t, leased[stage], stage)].append(eid)
+                    wait = (t, leased[stage], stage)
+                    by_queue[pid][wait].extend(eids)
+                    waited.append((i, wait))
+        tids: dict[tuple[int, int, int, str], int] = {}
+        names = {stage: json.dumps(f"wait {stage}") for stage in {w[2] for g in by_queue.values() for w in g}}
         for pid, groups in by_queue.items():
             waits = sorted(groups)
             lanes = _lanes(waits)
-            for (t0, t1, stage), lane in zip(waits, lanes, strict=True):
-                tid = lane_tid(pid, lane)
-                eids = groups[(t0, t1, stage)]
-                name = json.dumps(f"wait {stage}")
-                args = f'{{"events":{_ids(eids)}}}'
-                self.events.append(_SLICE % (name, "queue", pid, tid, (t0 - self.t0) / 1000, (t1 - t0) / 1000, args))
-                for eid in eids:
-                    hs = self.hops[eid]
-                    hs[hs.index((t0, stage, "queued", pid, pid))] = (t0, stage, "queued", pid, tid)
+            for wait, lane in zip(waits, lanes, strict=True):
+                (t0, t1, stage), tid = wait, lane_tid(pid, lane)
+                tids[(pid, *wait)] = tid
+                args = f'{{"events":{_ids(_in_order(groups[wait]))}}}'
+                at_us, dur_us = (t0 - self.t0) / 1000, (t1 - t0) / 1000
+                self.events.append(_SLICE % (names[stage], "queue", pid, tid, at_us, dur_us, args))
             for lane in sorted(set(lanes)):
                 self._meta(pid, lane_tid(pid, lane), "thread_name", {"name": f"waiting {lane + 1}"})
+        return {i: tids[(at[i][3], *wait)] for i, wait in waited}
 
-    def _flows(self) -> None:
-        """Arrows following each sampled event from slice to slice: from the read, through
-        each queue wait, to each handler call."""
-        t0, out, hops = self.t0, self.events, self.hops
-        for flow_id, eid in enumerate(sorted(hops, key=_id_order), start=1):
-            path = hops[eid] if "." not in eid else path_of(eid, hops)
-            anchors = sorted((t, pid, tid) for t, _, hop, pid, tid in path if _anchored(hop, pid, tid))
+    def _flows(self, paths: dict[tuple[int, ...], list[Any]], lane_of: dict[int, int]) -> None:
+        """An arrow per path from slice to slice: from the read, through each queue
+        wait, to each handler call, naming the events that took it."""
+        at, t0, out = self.at, self.t0, self.events
+        named = sorted(((_in_order(eids), path) for path, eids in paths.items()), key=_first_id)
+        for flow_id, (eids, path) in enumerate(named, start=1):
+            anchors = []
+            for i in path:
+                t, _, hop, pid = at[i]
+                if hop == "read" or hop == "start":
+                    anchors.append((t, pid, pid))
+                elif i in lane_of:
+                    anchors.append((t, pid, lane_of[i]))
             if len(anchors) < 2:
                 continue
-            eq, last = json.dumps(eid), len(anchors) - 1
+            anchors.sort()
+            args, last = _ids(eids), len(anchors) - 1
             for k, (t, pid, tid) in enumerate(anchors):
                 ph = "s" if k == 0 else "f" if k == last else "t"
-                out.append(_FLOW % (ph, flow_id, pid, tid, (t - t0) / 1000, eq))
+                out.append(_FLOW % (ph, flow_id, pid, tid, (t - t0) / 1000, args))
 
 
-def _anchored(hop: str, pid: int, tid: int) -> bool:
-    """Whether a hop starts a slice a flow arrow can bind to."""
-    return hop in ("read", "start") or (hop == "queued" and tid != pid)
+def _in_order(eids: list[Any]) -> list[Any]:
+    """Event ids in the order of their source positions (children after their parent)."""
+    if all(type(e) is int for e in eids):
+        return sorted(eids)
+    return sorted(eids, key=_id_order)
 
 
-def _id_order(eid: str) -> tuple[int, str]:
+def _first_id(named: tuple[list[Any], Any]) -> tuple[int, str]:
+    return _id_order(named[0][0])
+
+
+def _id_order(eid: Any) -> tuple[int, str]:
+    if type(eid) is int:
+        return (eid, "")
+    eid = str(eid)
     head = eid.split(".", 1)[0]
     return (int(head) if head.isdigit() else -1, eid)
 
@@ -267,7 +341,7 @@ def chrome_trace_text(procs: list[ProcRecords], stages: list[str], name: str) ->
     """The Chrome trace-event document of a run's records, as JSON text, and how many
     events it follows."""
     builder = _Builder(procs, stages, name)
-    return builder.build(), len(builder.hops)
+    return builder.build(), len(builder.own)
 
 
 def chrome_trace(procs: list[ProcRecords], stages: list[str], name: str) -> dict[str, Any]:
@@ -278,7 +352,13 @@ def chrome_trace(procs: list[ProcRecords], stages: list[str], name: str) -> dict
 
 def write_trace(trace_dir: Path, out: Path, stages: list[str], name: str) -> int:
     """Merge a run's records into `out`; how many events were sampled."""
-    text, events = chrome_trace_text(read_dir(trace_dir), stages, name)
+    collecting = gc.isenabled()
+    gc.disable()  # tens of thousands of tuples, none in a cycle: the collector's passes cost a tenth
+    try:
+        text, events = chrome_trace_text(read_dir(trace_dir), stages, name)
+    finally:
+        if collecting:
+            gc.enable()
     with open(out, "w", encoding="utf-8") as f:
         f.write(text)
     return events
@@ -369,6 +449,13 @@ def hops_by_event(meta: dict[str, Any]) -> dict[str, list[tuple[float, str, str]
         for eid, stage, hop, ts in meta["hops"]:
             own[str(eid)].append((float(ts), stage, hop))
         return own
+    if meta["version"] == 3:
+        cohorts = [[str(e) for e in ids] for ids in meta["cohorts"]]
+        for hop, stage, c, ns in meta["hops"]:
+            at = (ns / 1000, stage, hop)
+            for eid in cohorts[c]:
+                own[eid].append(at)
+        return own
     for hop, stage, ids, ts in meta["hops"]:
         at = (float(ts), stage, hop)
         for eid in ids:
@@ -381,7 +468,7 @@ def summarize(doc: dict[str, Any], slowest: int = 3) -> TraceSummary:
     critical path of the `slowest` events. Raises ValueError for a document that is not
     a sedamp trace."""
     meta = doc.get("sedamp") if isinstance(doc, dict) else None
-    if not isinstance(meta, dict) or meta.get("version") not in (1, FORMAT_VERSION):
+    if not isinstance(meta, dict) or meta.get("version") not in READS_VERSIONS:
         raise ValueError("not a trace written by `sedamp run --trace` (no 'sedamp' section this sedamp reads)")
     own = hops_by_event(meta)
     parts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -66,16 +66,40 @@ def test_a_slice_per_call_and_per_queue_wait() -> None:
 
 
 def test_flows_follow_each_event_from_stage_to_stage() -> None:
-    flows: dict[str, list[tuple[str, int, float]]] = {}
+    flows: dict[int, list[tuple[str, int, float]]] = {}
+    events: dict[int, list[str]] = {}
     for e in _doc()["traceEvents"]:
         if e["ph"] in ("s", "t", "f"):
-            flows.setdefault(e["args"]["event"], []).append((e["ph"], e["pid"], e["ts"]))
-    # 5 itself ends at a; its children carry its path on through b
-    assert set(flows) == {"0", "5", "5.0", "5.1"}
-    assert [p for _, p, _ in flows["0"]] == [10, 20, 30, 40, 50] == [p for _, p, _ in flows["5.1"]]
-    assert [ph for ph, _, _ in flows["0"]] == ["s", "t", "t", "t", "f"]
-    assert [p for _, p, _ in flows["5"]] == [10, 20, 30]
+            flows.setdefault(e["id"], []).append((e["ph"], e["pid"], e["ts"]))
+            assert events.setdefault(e["id"], e["args"]["events"]) == e["args"]["events"]
+    flow_of = {eid: fid for fid, eids in events.items() for eid in eids}
+    assert sorted(flow_of) == ["0", "5", "5.0", "5.1"]  # each traced event on one flow
+    assert sum(len(eids) for eids in events.values()) == 4
+    # 5 itself ends at a; its children carry its path on through b, the path 0 took:
+    # events that took one path share its arrow
+    assert flow_of["0"] == flow_of["5.0"] == flow_of["5.1"] != flow_of["5"]
+    assert events[flow_of["0"]] == ["0", "5.0", "5.1"]
+    assert [p for _, p, _ in flows[flow_of["0"]]] == [10, 20, 30, 40, 50]
+    assert [ph for ph, _, _ in flows[flow_of["0"]]] == ["s", "t", "t", "t", "f"]
+    assert [p for _, p, _ in flows[flow_of["5"]]] == [10, 20, 30]
     assert all(b[2] >= a[2] for f in flows.values() for a, b in zip(f, f[1:], strict=False))
+
+
+def test_events_that_part_ways_get_arrows_of_their_own() -> None:
+    procs = _records()
+    # 0 and 5 were read and queued together, but a leased them in two batches
+    procs[2].hops = [[hop, "a", [0], int(t * MS), 1] for hop, t in (("leased", 5), ("start", 6), ("end", 9))]
+    procs[2].hops += [[hop, "a", [5], int(t * MS), 2] for hop, t in (("leased", 6), ("start", 9), ("end", 10))]
+    procs[2].calls = [["a", 1, 6 * MS, 9 * MS, 1, [0]], ["a", 2, 9 * MS, 10 * MS, 1, [5]]]
+    procs[3].hops = procs[4].hops = procs[4].calls = []
+    doc = chrome_trace(procs, ["src", "a", "b"], "demo")
+    check_chrome_trace(doc)
+    flows: dict[str, list[float]] = {}
+    for e in doc["traceEvents"]:
+        if e["ph"] in ("s", "t", "f"):
+            flows.setdefault(",".join(e["args"]["events"]), []).append(e["ts"])
+    # each from the shared read and wait to its own call
+    assert flows == {"0": [0.0, 2000.0, 5000.0], "5": [0.0, 2000.0, 8000.0]}
 
 
 def test_overlapping_waits_go_on_separate_lanes() -> None:
@@ -168,11 +192,16 @@ def test_the_format_check_catches_what_viewers_reject() -> None:
         check_chrome_trace({"traceEvents": [loose]})
 
 
-def test_a_file_of_the_first_format_is_summarised_alike() -> None:
+def test_files_of_the_earlier_forms_are_summarised_alike() -> None:
     doc = _doc()
-    assert doc["sedamp"]["version"] == 2
-    old = {**doc, "sedamp": {**doc["sedamp"], "version": 1}}
-    old["sedamp"]["hops"] = [[e, stage, hop, ts] for hop, stage, ids, ts in doc["sedamp"]["hops"] for e in ids]
-    assert summarize(old) == summarize(doc)
-    times = [ts for _, _, _, ts in doc["sedamp"]["hops"]]
-    assert times == sorted(times) and times[0] == 0.0
+    meta = doc["sedamp"]
+    assert meta["version"] == 3
+    cohorts = meta["cohorts"]
+    assert sorted(map(sorted, map(lambda c: map(str, c), cohorts))) == [["0", "5"], ["0", "5.0", "5.1"]]
+    v2 = [[hop, stage, cohorts[c], ns / 1000] for hop, stage, c, ns in meta["hops"]]
+    second = {**doc, "sedamp": {**meta, "version": 2, "hops": v2}}
+    first = {**doc, "sedamp": {**meta, "version": 1}}
+    first["sedamp"]["hops"] = [[e, stage, hop, ts] for hop, stage, ids, ts in v2 for e in ids]
+    assert summarize(first) == summarize(second) == summarize(doc)
+    times = [ns for _, _, _, ns in meta["hops"]]
+    assert times == sorted(times) and times[0] == 0

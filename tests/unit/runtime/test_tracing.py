@@ -6,6 +6,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sedamp.observe.trace import parse_records
 from sedamp.runtime.tracing import Tracer, is_sampled, period_of, root_of, tracer_of
@@ -49,9 +51,21 @@ def test_picking_from_a_batch_agrees_with_the_decision_per_id(tmp_path: Path) ->
         [x if x != unsampled else far for x in run],  # an unsampled one swapped for a sampled one
         [x if x != unsampled else f"{far}.0" for x in run],  # a string among the ints
         [1000, 0, 2003, 1003],  # a fan-in batch whose ends, length and sum look like a run
+        [run[0], run[0], *run[3:-1], run[-1], run[-1]],  # ascending, a copy twice, positions missing
+        [x for x in run if x % 3],  # ascending with gaps
     ]
     for ids in batches:
         assert set(tracer.pick(ids)) == {e for e in ids if is_sampled(e, 20)}, ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 3000), max_size=80), st.booleans(), st.sampled_from([1, 2, 7, 20, 100]))
+def test_picking_from_any_list_of_positions_agrees_with_the_decision_per_id(
+    tmp_path_factory: pytest.TempPathFactory, ids: list[int], ascending: bool, period: int
+) -> None:
+    tracer = Tracer(str(tmp_path_factory.mktemp("t")), 1 / period, "queue", "q")
+    batch = sorted(ids) if ascending else ids
+    assert set(tracer.pick(batch)) == {e for e in batch if is_sampled(e, period)}
 
 
 def test_fan_out_children_follow_their_root() -> None:

@@ -173,9 +173,10 @@ class HttpFrontend:
             function in the front end's own process (no hop: for cheap routes) while its
             mean time per request stays under inline_max_ms (default 1); past it, the route
             goes back to its stages (so it must keep them), and the log says so once.
-        refusal_pace_ms, close_after_refusals: after its k-th refusal in a row, a
-            connection's next request is read refusal_pace_ms x k later (at most 1 s);
-            after close_after_refusals in a row it is closed (defaults 50 and 20).
+        refusal_pace_ms, close_after_refusals: the k-th refusal in a row on a connection
+            is written refusal_pace_ms x k after its request was read (at most 1 s),
+            and nothing more is read from it meanwhile; after close_after_refusals in
+            a row it is closed (defaults 500 and 20).
 
     On Ctrl-C every request it took is answered before the run ends (`drain_on_interrupt`):
     those the run had read by their handlers, those still waiting here (the queue
@@ -199,7 +200,7 @@ class HttpFrontend:
         keepalive_s: float = 5.0,
         max_connections: int = 1024,
         idle_ms: float = 2.0,
-        refusal_pace_ms: float = 50.0,
+        refusal_pace_ms: float = 500.0,
         close_after_refusals: int = 20,
         inline_max_ms: float = 1.0,
     ) -> None:

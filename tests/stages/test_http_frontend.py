@@ -47,3 +47,36 @@ def test_a_504_is_a_latency_sample_for_the_p90_controller() -> None:
         assert controller is not None and controller.samples == [pytest.approx(0.2)]
     finally:
         fe.teardown()
+
+
+def test_a_refusal_waits_before_it_is_written_not_the_request_after_it() -> None:
+    """A client that waits for each answer sends its next request only once the refusal
+    arrives: the pause of a refused connection is in the 503, so the next request is
+    read at once and, if admitted, answered without it. Before, the 503 went out at once
+    and the next request sat unread for the pause, which its 200 then carried."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fe = frontend.HttpFrontend()
+    route = {"path": "/r", "route": "r", "method": "GET", "inline": "stages.http_demo:hello"}
+    fe.setup(port=port, routes=[route], limits={"r": {"rate": 4, "burst": 1}}, refusal_pace_ms=400)
+    request = b"GET /r HTTP/1.1\r\nhost: x\r\n\r\n"
+
+    def ask(c: socket.socket) -> tuple[bytes, float]:
+        t0 = time.monotonic()
+        c.sendall(request)
+        head = c.recv(4096)
+        return head[:12], time.monotonic() - t0
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            assert ask(c)[0] == b"HTTP/1.1 200"  # the bucket's one token
+            status, took = ask(c)  # none left (one every 0.25 s): refused
+            assert status == b"HTTP/1.1 503" and took >= 0.35, took
+            status, took = ask(c)  # a token came meanwhile: admitted, read at once
+            assert status == b"HTTP/1.1 200" and took < 0.2, took
+    finally:
+        fe.teardown()

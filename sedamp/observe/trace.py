@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import json
-import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,7 +110,9 @@ def clock_shifts(procs: list[ProcRecords]) -> tuple[dict[int, int], str]:
         hosts[p.host].append(p.offset_ns)
     if len(hosts) <= 1:
         return {p.pid: 0 for p in procs}, "monotonic clock of one host (exact)"
-    offset = {h: int(statistics.median(v)) for h, v in hosts.items()}
+    from statistics import median  # several hosts only: not on every traced run's path
+
+    offset = {h: int(median(v)) for h, v in hosts.items()}
     note = (
         f"wall clock of {len(hosts)} hosts (each host's monotonic clock moved by its measured offset): "
         "between hosts as exact as their clocks agree"
@@ -219,12 +220,17 @@ class _Builder:
         order = self.stages.index(p.stage) if p.stage in self.stages else len(self.stages)
         self._meta(pid, pid, "process_sort_index", {"sort_index": 3 * order + {"source": 0, "queue": 1}.get(p.role, 2)})
         name = json.dumps("read" if p.role == "source" else p.stage)
-        quoted: dict[str, str] = {}
+        # A slice per call, thousands of them: what is the same for all is written once.
+        head = f'{{"ph":"X","name":{name},"cat":"{p.role}","pid":{pid},"tid":{pid},"ts":'
+        tails: dict[str, str] = {}
         for stage, batch, c0, c1, n, sampled in p.calls:
-            if stage not in quoted:
-                quoted[stage] = json.dumps(stage)
-            args = f'{{"stage":{quoted[stage]},"batch":{_js(batch)},"events":{n},"sampled":{_ids(sampled)}}}'
-            out.append(_SLICE % (name, p.role, pid, pid, (c0 + shift - t0) / 1000, (c1 - c0) / 1000, args))
+            if stage not in tails:
+                tails[stage] = f',"args":{{"stage":{json.dumps(stage)},"batch":'
+            out.append(
+                f'{head}{(c0 + shift - t0) / 1000!r},"dur":{(c1 - c0) / 1000!r}{tails[stage]}'
+                f'{batch if type(batch) is int else json.dumps(batch)},"events":{n},'
+                f'"sampled":{_ids(sampled) if sampled else "[]"}}}}}'
+            )
         at, cohorts, records, batches = self.at, self.cohorts, self.cohort_records, self.batches
         for hop, stage, ids, t, _batch in p.hops:
             c = cohorts.setdefault(tuple(ids), len(records))
@@ -405,7 +411,9 @@ def percentiles(values: list[float]) -> tuple[float, float] | None:
         return None
     ordered = sorted(values)
     p90 = ordered[max(0, -(-len(ordered) * 9 // 10) - 1)]
-    return (statistics.median(ordered), p90)
+    n = len(ordered)
+    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    return (median, p90)
 
 
 def _stage_parts(path: list[tuple[float, str, str]], stage: str) -> dict[str, float]:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sedamp.observe.trace import parse_records
-from sedamp.runtime.tracing import Tracer, is_sampled, period_of, root_of, tracer_of
+from sedamp.runtime.tracing import RUN, Tracer, is_sampled, period_of, root_of, tracer_of
 
 
 def test_period_of_sample() -> None:
@@ -25,10 +25,22 @@ def test_period_of_sample() -> None:
 def test_sampling_takes_about_the_share_asked_and_is_deterministic() -> None:
     ids = range(200_000)
     picked = [i for i in ids if is_sampled(i, 100)]
-    assert len(picked) == 2_000  # one in each block of 100 positions
+    assert abs(len(picked) - 2_000) <= RUN  # a run of RUN in each block of 100 x RUN positions
     assert picked == [i for i in ids if is_sampled(i, 100)]
-    # not simply every 100th position: the input's own periods do not line up with it
-    assert {i % 100 for i in picked} != {picked[0] % 100}
+    block = 100 * RUN
+    runs: dict[int, list[int]] = {}
+    for i in picked:
+        runs.setdefault(i // block, []).append(i)
+    for found in runs.values():  # in a row, RUN of them (the last block may be cut)
+        assert found == list(range(found[0], found[0] + len(found)))
+        assert len(found) == RUN or found[-1] == 199_999
+    # not at one offset in every block: the input's own periods do not line up with it
+    assert len({found[0] % block for found in runs.values()}) > len(runs) // 2
+
+
+def _sampled_from(start: int, period: int) -> int:
+    """The first sampled position from `start` on."""
+    return next(i for i in range(start, start + period * RUN * 2) if is_sampled(i, period))
 
 
 def test_picking_from_a_batch_agrees_with_the_decision_per_id(tmp_path: Path) -> None:
@@ -41,7 +53,8 @@ def test_picking_from_a_batch_agrees_with_the_decision_per_id(tmp_path: Path) ->
         [],
     ]
     # lists whose ends look like a run of positions but which are not that run
-    run = list(range(5000, 5100))
+    first = _sampled_from(5000, 20)
+    run = list(range(first - 40, first + 60))
     sampled = [i for i in run if is_sampled(i, 20)]
     unsampled = next(i for i in run[1:-1] if not is_sampled(i, 20))
     far = next(i for i in range(90_000, 91_000) if is_sampled(i, 20))
@@ -121,8 +134,10 @@ def test_a_cut_last_line_is_skipped(tmp_path: Path) -> None:
 
 def test_a_source_samples_what_every_other_process_samples(tmp_path: Path) -> None:
     tracer = Tracer(str(tmp_path), 0.02, "source", "s")
-    tracer.read("s", list(range(5000, 5512)), 0)
-    tracer.read("s", [i for i in range(6000, 6512) if i % 3], 0)  # resuming: some skipped
-    expected = [i for i in [*range(5000, 5512), *range(6000, 6512)] if i % 3 or i < 6000]
+    one = _sampled_from(5000, 50) - 100
+    two = _sampled_from(one + 512, 50) - 100
+    tracer.read("s", list(range(one, one + 512)), 0)
+    tracer.read("s", [i for i in range(two, two + 512) if i % 3], 0)  # resuming: some skipped
+    expected = [i for i in [*range(one, one + 512), *range(two, two + 512)] if i % 3 or i < two]
     read = [e for r in tracer.records if r[0] == "hops" and r[1] == "read" for e in r[3]]
     assert read == [i for i in expected if is_sampled(i, 50)] and read

@@ -257,25 +257,14 @@ class _Builder:
                 paths[tuple(sorted(path))].append(eid)
         return paths
 
-    def _waits(self, together: dict[tuple[int, ...], list[Any]]) -> dict[int, int]:
+    def _waits(self, together: dict[tuple[int, ...], list[Any]]) -> dict[tuple[int, int, int, str], int]:
         """A slice per wait in a queue (queued -> leased) of the sampled events that
         arrived and left together, on lanes so that slices never overlap on one; the
-        lane (thread id) of each "queued" record that ended in a wait."""
-        at = self.at
+        lane (thread id) of each wait, by (queue pid, queued, leased, stage)."""
         by_queue: dict[int, dict[tuple[int, int, str], list[Any]]] = defaultdict(lambda: defaultdict(list))
-        waited: list[tuple[int, tuple[int, int, str]]] = []  # (queued record, its wait)
         for records, eids in together.items():
-            leased: dict[str, int] = {}
-            for i in records:
-                t, stage, hop, _ = at[i]
-                if hop == "leased" and (stage not in leased or t > leased[stage]):
-                    leased[stage] = t
-            for i in records:
-                t, stage, hop, pid = at[i]
-                if hop == "queued" and stage in leased and leased[stage] >= t:
-                    wait = (t, leased[stage], stage)
-                    by_queue[pid][wait].extend(eids)
-                    waited.append((i, wait))
+            for pid, wait in self._waits_of(records):
+                by_queue[pid][wait].extend(eids)
         tids: dict[tuple[int, int, int, str], int] = {}
         names = {stage: json.dumps(f"wait {stage}") for stage in {w[2] for g in by_queue.values() for w in g}}
         for pid, groups in by_queue.items():
@@ -289,21 +278,35 @@ class _Builder:
                 self.events.append(_SLICE % (names[stage], "queue", pid, tid, at_us, dur_us, args))
             for lane in sorted(set(lanes)):
                 self._meta(pid, lane_tid(pid, lane), "thread_name", {"name": f"waiting {lane + 1}"})
-        return {i: tids[(at[i][3], *wait)] for i, wait in waited}
+        return tids
 
-    def _flows(self, paths: dict[tuple[int, ...], list[Any]], lane_of: dict[int, int]) -> None:
+    def _waits_of(self, records: tuple[int, ...]) -> list[tuple[int, tuple[int, int, str]]]:
+        """The queue waits of events whose hops are `records`: per "queued" record, (the
+        queue's pid, (queued, leased, stage)), leased being their last lease there. The
+        events of one PUT leased in different batches have different waits."""
+        at = self.at
+        leased: dict[str, int] = {}
+        for i in records:
+            t, stage, hop, _ = at[i]
+            if hop == "leased" and (stage not in leased or t > leased[stage]):
+                leased[stage] = t
+        found = []
+        for i in records:
+            t, stage, hop, pid = at[i]
+            if hop == "queued" and stage in leased and leased[stage] >= t:
+                found.append((pid, (t, leased[stage], stage)))
+        return found
+
+    def _flows(self, paths: dict[tuple[int, ...], list[Any]], lanes: dict[tuple[int, int, int, str], int]) -> None:
         """An arrow per path from slice to slice: from the read, through each queue
         wait, to each handler call, naming the events that took it."""
         at, t0, out = self.at, self.t0, self.events
         named = sorted(((_in_order(eids), path) for path, eids in paths.items()), key=_first_id)
         for flow_id, (eids, path) in enumerate(named, start=1):
-            anchors = []
-            for i in path:
-                t, _, hop, pid = at[i]
-                if hop == "read" or hop == "start":
-                    anchors.append((t, pid, pid))
-                elif i in lane_of:
-                    anchors.append((t, pid, lane_of[i]))
+            anchors = [(at[i][0], at[i][3], at[i][3]) for i in path if at[i][2] in ("read", "start")]
+            for pid, wait in self._waits_of(path):
+                if (pid, *wait) in lanes:
+                    anchors.append((wait[0], pid, lanes[(pid, *wait)]))
             if len(anchors) < 2:
                 continue
             anchors.sort()

@@ -205,3 +205,23 @@ def test_files_of_the_earlier_forms_are_summarised_alike() -> None:
     assert summarize(first) == summarize(second) == summarize(doc)
     times = [ns for _, _, _, ns in meta["hops"]]
     assert times == sorted(times) and times[0] == 0
+
+
+def test_events_of_one_put_leased_apart_each_step_into_their_own_wait() -> None:
+    """1 and 2 arrive in one PUT and are leased in two batches: two waits, on two lanes,
+    and each event's arrow steps into its own (it once stepped into the last one built)."""
+    src = ProcRecords("source", "src", 0, 10, "h", 0)
+    src.calls = [["src", 0, 1 * MS, 2 * MS, 2, [1, 2]]]
+    src.hops = [[hop, "src", [1, 2], t * MS, None] for hop, t in (("read", 1), ("sent", 2))]
+    qa = ProcRecords("queue", "a", 0, 20, "h", 0)
+    qa.hops = [["queued", "a", [1, 2], 3 * MS, None]]
+    wa = ProcRecords("worker", "a", 0, 30, "h", 0)
+    wa.calls = [["a", 1, 6 * MS, 7 * MS, 1, [1]], ["a", 2, 9 * MS, 10 * MS, 1, [2]]]
+    wa.hops = [[hop, "a", [1], t * MS, 1] for hop, t in (("leased", 5), ("start", 6), ("end", 7))]
+    wa.hops += [[hop, "a", [2], t * MS, 2] for hop, t in (("leased", 8), ("start", 9), ("end", 10))]
+    doc = chrome_trace([src, qa, wa], ["src", "a"], "demo")
+    check_chrome_trace(doc)
+    waits = {e["args"]["events"][0]: e["tid"] for e in doc["traceEvents"] if e["ph"] == "X" and e["pid"] == 20}
+    assert waits == {"1": lane_tid(20, 0), "2": lane_tid(20, 1)}
+    steps = {e["args"]["events"][0]: e["tid"] for e in doc["traceEvents"] if e["ph"] == "t" and e["pid"] == 20}
+    assert steps == waits

@@ -136,7 +136,7 @@ async def answer(
     refused = status == 503
     if refused and refusals + 1 >= fe.close_after:
         keep = False  # a client that keeps ignoring Retry-After
-    if refused and not fe.closing:
+    if refused and keep and not fe.closing:  # a connection that ends here is not held for it
         await asyncio.sleep(min(MAX_PACE_S, fe.pace_s * (refusals + 1)))
     await write(fe, writer, status, rheaders, rbody, close=not keep or fe.closing, head=request[0] == "HEAD")
     return keep, refused

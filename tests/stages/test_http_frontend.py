@@ -80,3 +80,29 @@ def test_a_refusal_waits_before_it_is_written_not_the_request_after_it() -> None
             assert status == b"HTTP/1.1 200" and took < 0.2, took
     finally:
         fe.teardown()
+
+
+def test_a_refusal_that_closes_its_connection_is_not_held() -> None:
+    """A client that closes after each request (Connection: close, HTTP/1.0) is not slowed
+    by holding its connection: the pause is for connections that go on."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fe = frontend.HttpFrontend()
+    route = {"path": "/r", "route": "r", "method": "GET", "inline": "stages.http_demo:hello"}
+    fe.setup(port=port, routes=[route], limits={"r": {"rate": 0.001, "burst": 1}}, refusal_pace_ms=400)
+    try:
+        for close in (False, True):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                t0 = time.monotonic()
+                c.sendall(b"GET /r HTTP/1.1\r\nhost: x\r\n" + (b"connection: close\r\n" if close else b"") + b"\r\n")
+                head = c.recv(4096)
+                took = time.monotonic() - t0
+            if head.startswith(b"HTTP/1.1 200"):
+                continue  # the bucket's one token
+            assert head.startswith(b"HTTP/1.1 503") and took < 0.2, (head[:40], took)
+    finally:
+        fe.teardown()

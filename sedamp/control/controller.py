@@ -288,12 +288,14 @@ class _Controller:
         assert ctl is not None and cmd is not None, "_open binds the sockets"
         next_tick = time.monotonic() + policy.FIRST_PERIOD * self.period_s
         ask_at = next_tick - REPORT_AHEAD * self.period_s
+        self.pauses = Pauses(time.monotonic())  # from here on the loop comes round often
         while True:
             if state.hard_stop or (self.roster.complete and not self.roster.by_sentinel):
                 return
             if state.error is not None:
                 log.info("stopping the run: %s", state.error)  # the summary's error says it
                 return
+            self._excuse_pause(0.0)
             now = time.monotonic()
             if state.drain_deadline is not None and now >= state.drain_deadline:
                 log.error("drain deadline of %.1f s passed: stopping every process", self.drain_timeout_s)
@@ -303,8 +305,6 @@ class _Controller:
                 ask_at = math.inf
             timeout = min(next_tick - now, ask_at - now, 0.1 if state.draining else self.period_s)
             ready = dict(self.links.poller.poll(max(0, int(timeout * 1000))))
-            if paused := self.pauses.observe(time.monotonic(), timeout):
-                excuse_pause(self.roster, state, paused)
             if ctl in ready:
                 for frames in sockets.drain(ctl):
                     self._on_control(frames)
@@ -313,12 +313,19 @@ class _Controller:
                     self._on_command(frames)
             for fd in [fd for fd in ready if isinstance(fd, int) and fd in self.roster.by_sentinel]:
                 self._on_exit(fd)
+            self._excuse_pause(timeout)  # before the watchdogs of the tick
             now = time.monotonic()
             if now >= next_tick:
                 next_tick, ask_at = now + self.period_s, now + (1 - REPORT_AHEAD) * self.period_s
                 self._tick()
             self.roster.advance()
             self.roster.reconcile()  # after the tick: what it decided starts now, not after the next poll
+
+    def _excuse_pause(self, allowed_s: float) -> None:
+        """Deadlines move on by the time this loop was not running beyond `allowed_s`
+        since it last looked (`sedamp.runtime.pauses`)."""
+        if paused := self.pauses.observe(time.monotonic(), allowed_s):
+            excuse_pause(self.roster, self.state, paused)
 
     def _on_control(self, frames: list[bytes]) -> None:
         """A message from a queue, worker or source."""
@@ -522,7 +529,7 @@ def _install_signals(state: RunState, roster: Roster, drain_timeout_s: float) ->
     """SIGINT/SIGTERM: the first one drains (`roster.interrupt`: the sources stop, the
     queues drop what waits in them, the workers finish what they hold), a second one
     stops every process now. Returns what puts the old handlers back."""
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    old: dict[int, Any] = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def on_signal(signum: int, _frame: Any) -> None:
         state.interrupted = True
@@ -543,9 +550,32 @@ def _install_signals(state: RunState, roster: Roster, drain_timeout_s: float) ->
 
     for s in old:
         signal.signal(s, on_signal)
+    old.update(_job_control(roster))
 
     def restore() -> None:
         for s, h in old.items():
             signal.signal(s, h)
 
     return restore
+
+
+def _job_control(roster: Roster) -> dict[int, Any]:
+    """Ctrl-Z (SIGTSTP) stops every process of the run with the command line, and `fg`
+    or `bg` (SIGCONT) goes on with them all: the run's processes are in a process group
+    of their own, which the terminal does not signal. The time they were stopped is not
+    held against them (`sedamp.runtime.pauses`). Returns the handlers it replaced."""
+    group = getattr(roster.executor, "signal_all", None)
+    if group is None or not hasattr(signal, "SIGTSTP"):
+        return {}
+
+    def on_stop(_signum: int, _frame: Any) -> None:
+        group(signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)  # what SIGTSTP would have done
+
+    def on_continue(_signum: int, _frame: Any) -> None:
+        group(signal.SIGCONT)
+
+    old: dict[int, Any] = {s: signal.getsignal(s) for s in (signal.SIGTSTP, signal.SIGCONT)}
+    signal.signal(signal.SIGTSTP, on_stop)
+    signal.signal(signal.SIGCONT, on_continue)
+    return old

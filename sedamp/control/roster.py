@@ -437,8 +437,12 @@ def watch_deadlines(stages: Iterable[Stage], now: float, paused_since: Callable[
             if w.slot is None or w.killed is not None or st.spec.timeout_s is None:
                 continue
             late = w.slot.overdue(now)
-            if late > 0:
-                late -= paused_since(w.slot.read()[0] - st.spec.timeout_s)
+            if late > 0:  # the call began by its deadline less timeout_s (a batch call: x n) ...
+                began = w.slot.read()[0] - st.spec.timeout_s
+                in_batch = w.slot.in_batch_s(now)
+                if in_batch > 0.0:  # ... and no sooner than its batch
+                    began = min(began, now - in_batch)
+                late -= paused_since(began)
             if late > 0:
                 limit = st.spec.timeout_s
                 w.killed = f"was killed: a handler call ran past timeout_s ({limit:g} s, overdue by {late:.1f} s)"

@@ -15,6 +15,7 @@ that it is not stopped, and kills a stopped one, which is then a launcher that d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -192,6 +193,14 @@ class LocalExecutor:
 
     def worker_slots(self) -> int | None:
         return None  # processes share the cores; the controller sizes pools to them
+
+    def signal_all(self, sig: int) -> None:
+        """Send `sig` to every process of the run: the launcher's process group, which
+        is not the terminal's (so Ctrl-C and Ctrl-Z reach the command line alone)."""
+        z = self._zygote
+        if z is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(z.pid, sig)
 
     def _read_reports(self, timeout: float) -> None:
         if self._rep_r < 0:

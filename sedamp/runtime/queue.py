@@ -66,7 +66,6 @@ def run_queue(cfg: QueueConfig) -> None:
     try:
         while not stopping:
             ready = dict(poller.poll(int(cfg.period_s * 1000 / 2)))
-            _excuse_pause(cfg, core, pauses)
             outbox.retry()
             if data in ready:
                 for frames in sockets.drain(data):
@@ -80,6 +79,7 @@ def run_queue(cfg: QueueConfig) -> None:
                             next_stats = 0.0  # STATS now, below
                 except StorageError as exc:  # a poison event it cannot dead-letter
                     lifeline.storage_failed(ctl, [data], socks.ctx, f"the queue of stage {cfg.stage!r}", exc)
+            _excuse_pause(cfg, core, pauses)  # here: a pause in the poll or in the work above
             now = time.monotonic()
             if now >= next_expiry:
                 outbox.send(core.expire())
@@ -105,8 +105,9 @@ def run_queue(cfg: QueueConfig) -> None:
 
 
 def _excuse_pause(cfg: QueueConfig, core: QueueCore, pauses: Pauses) -> None:
-    """Move the leases' terms on by the time this queue was not running (after its poll
-    timeout, half a period): no worker could renew a lease with it meanwhile."""
+    """Move the leases' terms on by the time this queue was not running (beyond its poll
+    timeout, half a period, since it last looked): no worker could renew a lease with it
+    meanwhile. Called once a loop, just before the terms are checked."""
     paused = pauses.observe(time.monotonic(), cfg.period_s / 2)
     if paused:
         core.leases.pause(paused)

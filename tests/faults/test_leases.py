@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -215,6 +216,38 @@ def test_a_job_paused_whole_goes_on_as_if_it_had_not_been(tmp_path: Path) -> Non
     assert mid["restarts"] == 0, mid
     assert "the queue took back leases" not in stderr and "silent" not in stderr, stderr
     assert "controller: not running for" in stderr, stderr
+
+
+def test_ctrl_z_stops_every_process_of_the_run_and_fg_goes_on_with_them(tmp_path: Path) -> None:
+    """SIGTSTP (Ctrl-Z) reaches the command line alone, as the run's processes are in
+    a process group of their own: before, the workers ran on while the controller was
+    stopped. Now every process stops with it, and SIGCONT (`fg`) goes on with them all:
+    the run ends with every event once."""
+    count = 400
+    topo = trickle(tmp_path, count, "{period_s: 0.1}")
+    (tmp_path / "t.yaml").write_text(topo.read_text().replace(", dedupe: true", ""))
+    proc = start_run(topo, tmp_path / "w")
+    try:
+        wait_until(lambda: stage_count(tmp_path / "w", "mid") > 40, 30, "events to flow")
+        run = psutil.Process(proc.pid)
+        tree = [run, *run.children(recursive=True)]
+        os.kill(proc.pid, signal.SIGTSTP)
+
+        def all_stopped() -> bool:
+            return all(p.status() == psutil.STATUS_STOPPED for p in tree if p.is_running())
+
+        wait_until(all_stopped, 10, "every process of the run to stop")
+        time.sleep(4.0)  # past the lease term and the silence bound
+        assert all_stopped()
+        os.kill(proc.pid, signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        stop(proc)
+    assert proc.returncode == 0, stderr
+    assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == list(range(count))
+    assert "the queue took back leases" not in stderr and "silent" not in stderr, stderr
 
 
 def _can_reset_connections() -> bool:

@@ -317,6 +317,32 @@ stages:
     seen.close()
 
 
+def test_a_pause_early_in_a_batch_call_is_excused_too(tmp_path: Path) -> None:
+    """A handle_batch call of 50 events has 50 x timeout_s: its deadline less one
+    timeout_s is not when it began. A 30 s pause 5 s into it is excused all the same."""
+    top_text = """
+stages:
+  src: {source: "m:src", to: work}
+  work: {sink: "m:work", timeout_s: 1}
+"""
+    r, _, _ = roster(topology(top_text), slot_dir=tmp_path)
+    r.reconcile()
+    w = r.stages["work"].workers[0]
+    assert w.slot is not None
+    seen = Slot(w.slot.path)
+    seen.timeout_s = 1.0
+    seen.begin(7)
+    seen.at(0, n=50)  # the batch's call: 50 s
+    began = time.monotonic()
+    pauses = Pauses(began + 5.0)
+    assert pauses.observe(began + 35.5, 0.5) == pytest.approx(30.0)
+    watch_deadlines(r.stages.values(), began + 60.0, pauses.since)  # 10 s overdue, 30 s of it paused
+    assert w.killed is None
+    watch_deadlines(r.stages.values(), began + 81.0, pauses.since)
+    assert w.killed is not None and "ran past timeout_s" in w.killed
+    seen.close()
+
+
 def test_a_worker_elsewhere_past_its_deadline_is_killed_and_its_event_blamed() -> None:
     top_text = """
 stages:

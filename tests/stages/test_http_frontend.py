@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from sedamp.runtime import wire
@@ -29,24 +35,40 @@ def test_the_origin_and_absolute_forms_are_read(target: str, path: str) -> None:
     assert protocol.parse_head(head)[1] == path
 
 
-def test_a_504_is_a_latency_sample_for_the_p90_controller() -> None:
-    """A request answered 504 took at least timeout_s: the route's p90 controller must
-    see that, or a route whose requests all time out looks fast to it."""
-    import socket
-
+@contextlib.contextmanager
+def serving(**params: Any) -> Iterator[tuple[frontend.HttpFrontend, int]]:
+    """A front end on a free port, set up with `params`, torn down after."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     fe = frontend.HttpFrontend()
-    fe.setup(port=port, routes=[{"path": "/", "route": "r"}], limits={"r": {"target_p90_ms": 50}}, timeout_s=0.2)
+    fe.setup(port=port, **params)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-            c.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")  # nothing handles it: 504 after 0.2 s
-            assert c.recv(100).startswith(b"HTTP/1.1 504")
-        controller = fe.admission["r"].controller
-        assert controller is not None and controller.samples == [pytest.approx(0.2)]
+        yield fe, port
     finally:
         fe.teardown()
+
+
+def ask(c: socket.socket, request: bytes) -> tuple[bytes, float]:
+    """Send `request` and read the start of its answer: (status line, seconds taken)."""
+    t0 = time.monotonic()
+    c.sendall(request)
+    head = c.recv(4096)
+    return head[:12], time.monotonic() - t0
+
+
+def test_a_504_is_a_latency_sample_for_the_p90_controller() -> None:
+    """A request answered 504 took at least timeout_s: the route's p90 controller must
+    see that, or a route whose requests all time out looks fast to it."""
+    params = {"routes": [{"path": "/", "route": "r"}], "limits": {"r": {"target_p90_ms": 50}}, "timeout_s": 0.2}
+    with serving(**params) as (fe, port), socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert ask(c, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")[0] == b"HTTP/1.1 504"  # nothing handles it
+        controller = fe.admission["r"].controller
+        assert controller is not None and controller.samples == [pytest.approx(0.2)]
+
+
+INLINE = {"path": "/r", "route": "r", "method": "GET", "inline": "stages.http_demo:hello"}
+REQUEST = b"GET /r HTTP/1.1\r\nhost: x\r\n\r\n"
 
 
 def test_a_refusal_waits_before_it_is_written_not_the_request_after_it() -> None:
@@ -54,55 +76,22 @@ def test_a_refusal_waits_before_it_is_written_not_the_request_after_it() -> None
     arrives: the pause of a refused connection is in the 503, so the next request is
     read at once and, if admitted, answered without it. Before, the 503 went out at once
     and the next request sat unread for the pause, which its 200 then carried."""
-    import socket
-    import time
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    fe = frontend.HttpFrontend()
-    route = {"path": "/r", "route": "r", "method": "GET", "inline": "stages.http_demo:hello"}
-    fe.setup(port=port, routes=[route], limits={"r": {"rate": 4, "burst": 1}}, refusal_pace_ms=400)
-    request = b"GET /r HTTP/1.1\r\nhost: x\r\n\r\n"
-
-    def ask(c: socket.socket) -> tuple[bytes, float]:
-        t0 = time.monotonic()
-        c.sendall(request)
-        head = c.recv(4096)
-        return head[:12], time.monotonic() - t0
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-            assert ask(c)[0] == b"HTTP/1.1 200"  # the bucket's one token
-            status, took = ask(c)  # none left (one every 0.25 s): refused
-            assert status == b"HTTP/1.1 503" and took >= 0.35, took
-            status, took = ask(c)  # a token came meanwhile: admitted, read at once
-            assert status == b"HTTP/1.1 200" and took < 0.2, took
-    finally:
-        fe.teardown()
+    params = {"routes": [INLINE], "limits": {"r": {"rate": 4, "burst": 1}}, "refusal_pace_ms": 400}
+    with serving(**params) as (_, port), socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert ask(c, REQUEST)[0] == b"HTTP/1.1 200"  # the bucket's one token
+        status, took = ask(c, REQUEST)  # none left (one every 0.25 s): refused
+        assert status == b"HTTP/1.1 503" and took >= 0.35, took
+        status, took = ask(c, REQUEST)  # a token came meanwhile: admitted, read at once
+        assert status == b"HTTP/1.1 200" and took < 0.2, took
 
 
 def test_a_refusal_that_closes_its_connection_is_not_held() -> None:
     """A client that closes after each request (Connection: close, HTTP/1.0) is not slowed
     by holding its connection: the pause is for connections that go on."""
-    import socket
-    import time
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    fe = frontend.HttpFrontend()
-    route = {"path": "/r", "route": "r", "method": "GET", "inline": "stages.http_demo:hello"}
-    fe.setup(port=port, routes=[route], limits={"r": {"rate": 0.001, "burst": 1}}, refusal_pace_ms=400)
-    try:
-        for close in (False, True):
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-                t0 = time.monotonic()
-                c.sendall(b"GET /r HTTP/1.1\r\nhost: x\r\n" + (b"connection: close\r\n" if close else b"") + b"\r\n")
-                head = c.recv(4096)
-                took = time.monotonic() - t0
-            if head.startswith(b"HTTP/1.1 200"):
-                continue  # the bucket's one token
-            assert head.startswith(b"HTTP/1.1 503") and took < 0.2, (head[:40], took)
-    finally:
-        fe.teardown()
+    params = {"routes": [INLINE], "limits": {"r": {"rate": 0.001, "burst": 1}}, "refusal_pace_ms": 400}
+    with serving(**params) as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            assert ask(c, REQUEST)[0] == b"HTTP/1.1 200"  # the bucket's one token
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            status, took = ask(c, REQUEST.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n"))
+            assert status == b"HTTP/1.1 503" and took < 0.2, took

@@ -11,13 +11,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
 import zmq
 
 from sedamp.errors import StorageError, WireError
 from sedamp.runtime import sockets, wire
+from sedamp.runtime.pauses import Pauses
 from sedamp.runtime.stage import Failure
 
 _PR_SET_PDEATHSIG = 1
@@ -109,11 +110,10 @@ def exit_if_orphaned(parent_pid: int) -> None:
         os._exit(1)
 
 
-def wait_for_stop(ctl: zmq.Socket[Any], timeout_s: float) -> bool:
+def wait_for_stop(ctl: zmq.Socket[Any], timeout_s: float, clock: Callable[[], float] = time.monotonic) -> bool:
     """Wait up to `timeout_s` for the controller's STOP on `ctl` (its answer to DONE);
     whether it came. Anything else that arrives meanwhile is dropped."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    for _ in _polls(timeout_s, clock):
         if ctl.poll(100):
             for frames in sockets.drain(ctl):
                 try:
@@ -122,6 +122,26 @@ def wait_for_stop(ctl: zmq.Socket[Any], timeout_s: float) -> bool:
                 except WireError:
                     pass
     return False
+
+
+def await_answer(ctl: zmq.Socket[Any], timeout_s: float, clock: Callable[[], float] = time.monotonic) -> bool:
+    """Wait up to `timeout_s` for anything to arrive on `ctl` (the controller's answer to
+    a source's DONE), leaving it there; whether it came."""
+    return any(ctl.poll(100) for _ in _polls(timeout_s, clock))
+
+
+def _polls(timeout_s: float, clock: Callable[[], float]) -> Iterator[None]:
+    """A round per poll of at most 0.1 s, until `timeout_s` has passed, not counting the
+    time this process was not running (a pause of the whole job, `pauses`): else a
+    pause in the wait would end it before the answer, already on its way, is read."""
+    pauses = Pauses(clock())
+    deadline = pauses.last + timeout_s
+    while True:
+        now = clock()
+        deadline += pauses.observe(now, 0.1)
+        if now >= deadline:
+            return
+        yield
 
 
 def report_fatal(ctl: zmq.Socket[Any], message: str, fail: Failure, pid: int) -> None:

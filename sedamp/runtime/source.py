@@ -259,9 +259,7 @@ class _Source:
             others = [o.sock for o in self.outlets]
             lifeline.fail_now(self.ctl, others, self.ctx, message, error, self.pid, lifeline.EXIT_CHILD_FAILED)
         self.ctl.send_multipart(wire.simple(wire.DONE, self.counters))
-        deadline = time.monotonic() + lifeline.DONE_ACK_TIMEOUT_S
-        while time.monotonic() < deadline and not self.ctl.poll(100):
-            pass
+        lifeline.await_answer(self.ctl, lifeline.DONE_ACK_TIMEOUT_S)
         for o in self.outlets:
             o.close()
         self.ctl.close(linger=0)

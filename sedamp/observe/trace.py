@@ -150,11 +150,6 @@ _FLOW = '{"ph":"%s","id":%d,"name":"event","cat":"event","pid":%d,"tid":%d,"ts":
 _META = '{"ph":"M","pid":%d,"tid":%d,"name":"%s","args":%s}'
 
 
-def _js(value: Any) -> str:
-    """`value` as JSON text (an int without a call into the encoder)."""
-    return str(value) if type(value) is int else json.dumps(value)
-
-
 def _ids(ids: Sequence[Any]) -> str:
     """Event ids as a JSON array of strings."""
     if not ids:

@@ -25,6 +25,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from sedamp.runtime.pauses import Pauses
+
 if TYPE_CHECKING:
     from sedamp.executor.base import Proc
 
@@ -170,9 +172,14 @@ class LocalExecutor:
             os.write(self._req_w, line.encode())
         except BrokenPipeError:
             self._read_reports(0)  # notes how the launcher died
-        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+        # the time this process was not running (the whole job paused: Ctrl-Z) is not
+        # the launcher's: its answer may be in the pipe already
+        pauses = Pauses(time.monotonic())
+        deadline = pauses.last + LAUNCH_TIMEOUT_S
         while not self._started:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            deadline += pauses.observe(now, STOPPED_CHECK_S)
+            left = deadline - now
             if self._lost is not None:
                 raise LaunchError(
                     f"the process launcher (pid {self._lost_pid}) {self._lost}, and every process of the run with it"

@@ -205,7 +205,7 @@ class LocalExecutor:
         """Send `sig` to every process of the run: the launcher's process group, which
         is not the terminal's (so Ctrl-C and Ctrl-Z reach the command line alone)."""
         z = self._zygote
-        if z is not None:
+        if z is not None and z.poll() is None:  # alive: its pid, and group, not reused
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(z.pid, sig)
 

@@ -12,6 +12,7 @@ from sedamp.control.roster import (
     MAX_BARREN_DEATHS,
     SILENT_MIN_S,
     Child,
+    Roster,
     excuse_pause,
     hold_leases,
     watch_deadlines,
@@ -20,7 +21,7 @@ from sedamp.control.roster import (
 from sedamp.executor.ray import RemoteSlot
 from sedamp.runtime.pauses import Pauses
 from sedamp.runtime.slot import Slot
-from tests.unit.control.fakes import FakeProc, roster, topology
+from tests.unit.control.fakes import FakeLinks, FakeProc, roster, topology
 
 
 def started(executor_started: list[FakeProc], role: str) -> list[str]:
@@ -166,21 +167,31 @@ def test_a_recycled_worker_frees_its_index_for_a_fresh_one() -> None:
     assert st.workers[0] is not old and not st.ended
 
 
-def test_a_worker_past_its_deadline_is_killed_and_its_event_blamed(tmp_path: Path) -> None:
-    top_text = """
+TIMED = """
 stages:
   src: {source: "m:src", to: work}
   work: {sink: "m:work", timeout_s: 1}
 """
-    r, _, links = roster(topology(top_text), slot_dir=tmp_path)
+
+
+def in_a_call(tmp_path: Path, n: int = 1) -> tuple[Roster, FakeLinks, Child, Slot]:
+    """A roster whose one worker of a stage with timeout_s 1 is in a handler call on
+    events 3.. (n of them) of batch 7, as its slot says: the roster, its links, the
+    worker, and the worker's side of its slot (the caller closes it)."""
+    r, _, links = roster(topology(TIMED), slot_dir=tmp_path)
     r.reconcile()
-    st = r.stages["work"]
-    w = st.workers[0]
+    w = r.stages["work"].workers[0]
     assert w.slot is not None
-    seen = Slot(w.slot.path)  # the worker's side of its slot
+    seen = Slot(w.slot.path)
     seen.timeout_s = 1.0
     seen.begin(7)
-    seen.at(3)
+    seen.at(3, n=n)
+    return r, links, w, seen
+
+
+def test_a_worker_past_its_deadline_is_killed_and_its_event_blamed(tmp_path: Path) -> None:
+    r, links, w, seen = in_a_call(tmp_path)
+    st = r.stages["work"]
     now = time.monotonic()
     watch_deadlines(r.stages.values(), now + 0.5, lambda _t: 0.0)
     assert w.killed is None
@@ -289,21 +300,8 @@ def test_a_stale_view_does_not_keep_a_silent_worker_alive() -> None:
 def test_a_pause_of_the_controller_is_not_held_against_a_handler_or_a_heartbeat(tmp_path: Path) -> None:
     """The whole job stopped for 30 s (Ctrl-Z) during a handler call and between
     heartbeats: neither the call's timeout_s nor the silence bound is passed for it."""
-    top_text = """
-stages:
-  src: {source: "m:src", to: work}
-  work: {sink: "m:work", timeout_s: 1}
-"""
-    r, _, _ = roster(topology(top_text), slot_dir=tmp_path)
+    r, _, w, seen = in_a_call(tmp_path)
     state = r.state
-    r.reconcile()
-    st = r.stages["work"]
-    w = st.workers[0]
-    assert w.slot is not None
-    seen = Slot(w.slot.path)
-    seen.timeout_s = 1.0
-    seen.begin(7)
-    seen.at(3)
     started = time.monotonic()
     pauses = Pauses(started)
     now = started + 30.5
@@ -320,19 +318,7 @@ stages:
 def test_a_pause_early_in_a_batch_call_is_excused_too(tmp_path: Path) -> None:
     """A handle_batch call of 50 events has 50 x timeout_s: its deadline less one
     timeout_s is not when it began. A 30 s pause 5 s into it is excused all the same."""
-    top_text = """
-stages:
-  src: {source: "m:src", to: work}
-  work: {sink: "m:work", timeout_s: 1}
-"""
-    r, _, _ = roster(topology(top_text), slot_dir=tmp_path)
-    r.reconcile()
-    w = r.stages["work"].workers[0]
-    assert w.slot is not None
-    seen = Slot(w.slot.path)
-    seen.timeout_s = 1.0
-    seen.begin(7)
-    seen.at(0, n=50)  # the batch's call: 50 s
+    r, _, w, seen = in_a_call(tmp_path, n=50)  # the batch's call: 50 s
     began = time.monotonic()
     pauses = Pauses(began + 5.0)
     assert pauses.observe(began + 35.5, 0.5) == pytest.approx(30.0)

@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 
 from sedamp.observe.words import plural
-from sedamp.runtime.tracing import RECORDS_SUFFIX
+from sedamp.runtime.tracing import RECORDS_SUFFIX, call_slices, ids_json
 
 # The ``sedamp`` section's form. 3: ``cohorts`` (the sets of sampled event ids that made
 # a hop together) and ``hops``, [hop, stage, cohort, ns from the document's zero];
@@ -64,6 +64,7 @@ class ProcRecords:
     offset_ns: int  # wall clock minus monotonic clock, measured by the process
     hops: list[Sequence[Any]] = field(default_factory=list)  # [hop, stage, [event ids], t_ns, batch]
     calls: list[Sequence[Any]] = field(default_factory=list)  # [stage, batch, t0_ns, t1_ns, n, sampled]
+    slices: list[str] = field(default_factory=list)  # its calls as the process formatted them
 
     @property
     def label(self) -> str:
@@ -86,7 +87,7 @@ def parse_records(data: bytes) -> ProcRecords | None:
     try:
         for records in unpacker:  # one flush: an array of records
             proc.hops += [rec[1:] for rec in records if rec and rec[0] == "hops"]
-            proc.calls += [rec[1:] for rec in records if rec and rec[0] == "call"]
+            proc.slices += [rec[1] for rec in records if rec and rec[0] == "slices" and rec[1]]
     except (ValueError, TypeError, msgpack.UnpackException):  # a damaged file: what came before it stands
         pass
     return proc
@@ -144,19 +145,24 @@ def lane_tid(pid: int, lane: int) -> int:
 
 # The document is written as text, one encoded trace event per item: for the tens of
 # thousands of slices and flow steps of a large trace, formatting each from a template
-# costs a fraction of building a dict for it and encoding that.
+# costs a fraction of building a dict for it and encoding that. A flow's first step
+# names its events; the steps after it belong to the same arrow (its id).
 _SLICE = '{"ph":"X","name":%s,"cat":"%s","pid":%d,"tid":%d,"ts":%r,"dur":%r,"args":%s}'
-_FLOW = '{"ph":"%s","id":%d,"name":"event","cat":"event","pid":%d,"tid":%d,"ts":%r,"bp":"e","args":{"events":%s}}'
+_FLOW_START = '{"ph":"s","id":%d,"name":"event","cat":"event","pid":%d,"tid":%d,"ts":%r,"bp":"e","args":{"events":%s}}'
+_FLOW_STEP = '{"ph":"%s","id":%d,"name":"event","cat":"event","pid":%d,"tid":%d,"ts":%r,"bp":"e"}'
 _META = '{"ph":"M","pid":%d,"tid":%d,"name":"%s","args":%s}'
 
+Wait = tuple[int, int, str]  # (queued, leased, stage) in a queue
 
-def _ids(ids: Sequence[Any]) -> str:
-    """Event ids as a JSON array of strings."""
-    if not ids:
-        return "[]"
-    if all(type(e) is int for e in ids):  # source positions: nothing to escape
-        return '["' + '","'.join(map(str, ids)) + '"]'
-    return json.dumps([str(e) for e in ids])
+
+def _shifted(text: str, shift_ns: int) -> list[str]:
+    """Slices a process formatted on its own clock, moved by `shift_ns` (records of
+    several hosts: the rare case, so parsed and written again)."""
+    out = []
+    for e in json.loads(f"[{text}]"):
+        e["ts"] += shift_ns / 1000
+        out.append(json.dumps(e, separators=(",", ":")))
+    return out
 
 
 class _Builder:
@@ -166,7 +172,8 @@ class _Builder:
     way together: the work here is done once per path that events took (the hop records
     they share), not once per event, and each path gets one flow arrow that names the
     events that took it (arrows of events on one path would be drawn on top of each
-    other anyway)."""
+    other anyway). The slices' ``ts`` are the (one) clock's, in microseconds; the hops
+    of the ``sedamp`` section count from the first of them (``zero_ns``)."""
 
     def __init__(self, procs: list[ProcRecords], stages: list[str], name: str) -> None:
         self.procs = procs
@@ -174,33 +181,29 @@ class _Builder:
         self.name = name
         self.shift, self.clock = clock_shifts(procs)
         starts = [min(map(itemgetter(3), p.hops)) + self.shift[p.pid] for p in procs if p.hops]
-        starts += [min(map(itemgetter(2), p.calls)) + self.shift[p.pid] for p in procs if p.calls]
         self.t0 = min(starts) if starts else 0
         self.events: list[str] = []
         # every hop record, (t_ns on the one clock, stage, hop, pid); each set of event
         # ids that made hops together (a batch's sampled events make every hop of it
-        # together: a cohort), numbered, with the indices of its records; and per event
-        # id the indices of the records it is in
+        # together: a cohort), numbered, with the indices of its records
         self.at: list[tuple[int, str, str, int]] = []
         self.cohorts: dict[tuple[Any, ...], int] = {}
         self.cohort_records: list[list[int]] = []
-        self.own: dict[Any, list[int]] = defaultdict(list)
         # [hop, stage, cohort, ns]: the hops as recorded, a batch's sampled events at once
         self.batches: list[list[Any]] = []
+        self.count = 0  # sampled events
+        self.children = False  # whether any is a fan-out child "<id>.<i>"
+        self._own: dict[Any, list[int]] | None = None
+        self._waits_at: dict[tuple[int, ...], list[tuple[int, Wait]]] = {}
 
     def build(self) -> str:
         for p in self.procs:
             self._process(p)
-        own = self.own
-        for ids, records in zip(self.cohorts, self.cohort_records, strict=True):
-            for eid in ids:
-                own[eid] += records
-        together: dict[tuple[int, ...], list[Any]] = defaultdict(list)  # own records -> the events
-        for eid, records in own.items():
-            together[tuple(records)].append(eid)
+        together = self._together()
         self._flows(self._paths(together), self._waits(together))
         self.batches.sort(key=itemgetter(3))
         meta = {"version": FORMAT_VERSION, "name": self.name, "stages": self.stages, "clock": self.clock}
+        meta["zero_ns"] = self.t0
         meta["cohorts"] = list(self.cohorts)
         meta["hops"] = self.batches
         return f'{{"traceEvents":[{",".join(self.events)}],"displayTimeUnit":"ms","sedamp":{json.dumps(meta)}}}'
@@ -214,18 +217,13 @@ class _Builder:
         self._meta(pid, pid, "thread_name", {"name": p.label})
         order = self.stages.index(p.stage) if p.stage in self.stages else len(self.stages)
         self._meta(pid, pid, "process_sort_index", {"sort_index": 3 * order + {"source": 0, "queue": 1}.get(p.role, 2)})
-        name = json.dumps("read" if p.role == "source" else p.stage)
-        # A slice per call, thousands of them: what is the same for all is written once.
-        head = f'{{"ph":"X","name":{name},"cat":"{p.role}","pid":{pid},"tid":{pid},"ts":'
-        tails: dict[str, str] = {}
-        for stage, batch, c0, c1, n, sampled in p.calls:
-            if stage not in tails:
-                tails[stage] = f',"args":{{"stage":{json.dumps(stage)},"batch":'
-            out.append(
-                f'{head}{(c0 + shift - t0) / 1000!r},"dur":{(c1 - c0) / 1000!r}{tails[stage]}'
-                f'{batch if type(batch) is int else json.dumps(batch)},"events":{n},'
-                f'"sampled":{_ids(sampled) if sampled else "[]"}}}}}'
-            )
+        for text in p.slices:
+            if shift:
+                out += _shifted(text, shift)
+            else:
+                out.append(text)
+        if p.calls:
+            out.append(call_slices(pid, p.role, p.stage, p.calls, shift))
         at, cohorts, records, batches = self.at, self.cohorts, self.cohort_records, self.batches
         for hop, stage, ids, t, _batch in p.hops:
             c = cohorts.setdefault(tuple(ids), len(records))
@@ -235,10 +233,34 @@ class _Builder:
             at.append((t + shift, stage, hop, pid))
             batches.append([hop, stage, c, t + shift - t0])
 
+    def _own_records(self) -> dict[Any, list[int]]:
+        """Per sampled event, the indices of the hop records it is in."""
+        if self._own is None:
+            self._own = defaultdict(list)
+            for ids, records in zip(self.cohorts, self.cohort_records, strict=True):
+                for eid in ids:
+                    self._own[eid] += records
+        return self._own
+
+    def _together(self) -> dict[tuple[int, ...], list[Any]]:
+        """The sampled events by the hop records they share."""
+        cohorts = list(self.cohorts)
+        ids: set[Any] = set().union(*cohorts)
+        self.count = len(ids)
+        self.children = str in set(map(type, ids)) and any(type(e) is str and "." in e for e in ids)
+        if sum(map(len, cohorts)) == len(ids):  # each event in one cohort: the usual case
+            return {tuple(r): list(c) for c, r in zip(cohorts, self.cohort_records, strict=True)}
+        together: dict[tuple[int, ...], list[Any]] = defaultdict(list)
+        for eid, records in self._own_records().items():
+            together[tuple(records)].append(eid)
+        return together
+
     def _paths(self, together: dict[tuple[int, ...], list[Any]]) -> dict[tuple[int, ...], list[Any]]:
         """The events by the path they took: the records of their own hops and, for a
         fan-out child ``"<id>.<i>"``, of its parents' as well."""
-        own = self.own
+        if not self.children:
+            return together
+        own = self._own_records()
         paths: dict[tuple[int, ...], list[Any]] = defaultdict(list)
         for records, eids in together.items():
             for eid in eids:
@@ -256,7 +278,7 @@ class _Builder:
         """A slice per wait in a queue (queued -> leased) of the sampled events that
         arrived and left together, on lanes so that slices never overlap on one; the
         lane (thread id) of each wait, by (queue pid, queued, leased, stage)."""
-        by_queue: dict[int, dict[tuple[int, int, str], list[Any]]] = defaultdict(lambda: defaultdict(list))
+        by_queue: dict[int, dict[Wait, list[Any]]] = defaultdict(lambda: defaultdict(list))
         for records, eids in together.items():
             for pid, wait in self._waits_of(records):
                 by_queue[pid][wait].extend(eids)
@@ -268,17 +290,19 @@ class _Builder:
             for wait, lane in zip(waits, lanes, strict=True):
                 (t0, t1, stage), tid = wait, lane_tid(pid, lane)
                 tids[(pid, *wait)] = tid
-                args = f'{{"events":{_ids(_in_order(groups[wait]))}}}'
-                at_us, dur_us = (t0 - self.t0) / 1000, (t1 - t0) / 1000
-                self.events.append(_SLICE % (names[stage], "queue", pid, tid, at_us, dur_us, args))
+                args = f'{{"events":{ids_json(_in_order(groups[wait]))}}}'
+                self.events.append(_SLICE % (names[stage], "queue", pid, tid, t0 / 1000, (t1 - t0) / 1000, args))
             for lane in sorted(set(lanes)):
                 self._meta(pid, lane_tid(pid, lane), "thread_name", {"name": f"waiting {lane + 1}"})
         return tids
 
-    def _waits_of(self, records: tuple[int, ...]) -> list[tuple[int, tuple[int, int, str]]]:
+    def _waits_of(self, records: tuple[int, ...]) -> list[tuple[int, Wait]]:
         """The queue waits of events whose hops are `records`: per "queued" record, (the
         queue's pid, (queued, leased, stage)), leased being their last lease there. The
         events of one PUT leased in different batches have different waits."""
+        found = self._waits_at.get(records)
+        if found is not None:
+            return found
         at = self.at
         leased: dict[str, int] = {}
         for i in records:
@@ -290,12 +314,13 @@ class _Builder:
             t, stage, hop, pid = at[i]
             if hop == "queued" and stage in leased and leased[stage] >= t:
                 found.append((pid, (t, leased[stage], stage)))
+        self._waits_at[records] = found
         return found
 
     def _flows(self, paths: dict[tuple[int, ...], list[Any]], lanes: dict[tuple[int, int, int, str], int]) -> None:
         """An arrow per path from slice to slice: from the read, through each queue
         wait, to each handler call, naming the events that took it."""
-        at, t0, out = self.at, self.t0, self.events
+        at, out = self.at, self.events
         named = sorted(((_in_order(eids), path) for path, eids in paths.items()), key=_first_id)
         for flow_id, (eids, path) in enumerate(named, start=1):
             anchors = [(at[i][0], at[i][3], at[i][3]) for i in path if at[i][2] in ("read", "start")]
@@ -305,15 +330,16 @@ class _Builder:
             if len(anchors) < 2:
                 continue
             anchors.sort()
-            args, last = _ids(eids), len(anchors) - 1
-            for k, (t, pid, tid) in enumerate(anchors):
-                ph = "s" if k == 0 else "f" if k == last else "t"
-                out.append(_FLOW % (ph, flow_id, pid, tid, (t - t0) / 1000, args))
+            (t, pid, tid), last = anchors[0], anchors[-1]
+            out.append(_FLOW_START % (flow_id, pid, tid, t / 1000, ids_json(eids)))
+            for t, pid, tid in anchors[1:-1]:
+                out.append(_FLOW_STEP % ("t", flow_id, pid, tid, t / 1000))
+            out.append(_FLOW_STEP % ("f", flow_id, last[1], last[2], last[0] / 1000))
 
 
 def _in_order(eids: list[Any]) -> list[Any]:
     """Event ids in the order of their source positions (children after their parent)."""
-    if all(type(e) is int for e in eids):
+    if set(map(type, eids)) == {int}:
         return sorted(eids)
     return sorted(eids, key=_id_order)
 
@@ -345,7 +371,7 @@ def chrome_trace_text(procs: list[ProcRecords], stages: list[str], name: str) ->
     """The Chrome trace-event document of a run's records, as JSON text, and how many
     events it follows."""
     builder = _Builder(procs, stages, name)
-    return builder.build(), len(builder.own)
+    return builder.build(), builder.count
 
 
 def chrome_trace(procs: list[ProcRecords], stages: list[str], name: str) -> dict[str, Any]:

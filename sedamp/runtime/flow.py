@@ -133,6 +133,7 @@ class Chunk:
     nbufs: list[int] = field(default_factory=list)  # buffers of each event ([]: none has any)
     bufs: list[Any] = field(default_factory=list)  # those buffers, in order (frames, sent as they came)
     nbytes: int = -1  # body and buffers (computed when -1)
+    traced: bool = False  # an event of it may be traced (its PUT said so)
 
     def __post_init__(self) -> None:
         if self.nbytes < 0:
@@ -153,10 +154,13 @@ class Chunk:
         nb = sum(self.nbufs[:k])
         head_bytes = self.bytes_of(k)
         same = (self.t_src, self.t_enq, self.strikes, self.alone)
-        head = Chunk(self.ids[:k], self.ends[:k], self.body[:cut], *same, self.nbufs[:k], self.bufs[:nb], head_bytes)
+        traced = self.traced  # each part may hold the traced event: the worker looks
+        head = Chunk(
+            self.ids[:k], self.ends[:k], self.body[:cut], *same, self.nbufs[:k], self.bufs[:nb], head_bytes, traced
+        )
         tail = Chunk(
             self.ids[k:], [e - cut for e in self.ends[k:]], self.body[cut:], *same,
-            self.nbufs[k:], self.bufs[nb:], self.nbytes - head_bytes,
+            self.nbufs[k:], self.bufs[nb:], self.nbytes - head_bytes, traced,
         )  # fmt: skip
         return head, tail
 
@@ -170,14 +174,15 @@ class Chunk:
             bufs = self.bufs[first : first + nb]
             body = self.body[start:end]
             nbufs = [nb] if nb else []
-            out.append(Chunk([eid], [end - start], body, self.t_src, self.t_enq, self.strikes, True, nbufs, bufs))
+            same = (self.t_src, self.t_enq, self.strikes, True)
+            out.append(Chunk([eid], [end - start], body, *same, nbufs, bufs, traced=self.traced))
             start, first = end, first + nb
         return out
 
     def struck(self) -> Chunk:
         """This one-event chunk with one more strike, to be leased alone."""
         same = (self.ids, self.ends, self.body, self.t_src, self.t_enq)
-        return Chunk(*same, self.strikes + 1, True, self.nbufs, self.bufs, self.nbytes)
+        return Chunk(*same, self.strikes + 1, True, self.nbufs, self.bufs, self.nbytes, self.traced)
 
 
 def strike(chunks: list[Chunk], position: int) -> tuple[list[Chunk], Chunk | None]:
@@ -576,9 +581,10 @@ class QueueCore:
         if rid in self.gone:
             return self.refuse(rid, "this peer was declared dead")
         if k == wire.PUT:
-            seq, partition, ids, ends, t_src, nbufs = msg.fields
+            seq, partition, ids, ends, t_src, traced, nbufs = msg.fields
             body = memoryview(msg.bodies[0])
-            chunk = Chunk(ids, ends, body, float(t_src), self.clock(), nbufs=nbufs, bufs=list(msg.bufs))
+            bufs, when = list(msg.bufs), self.clock()
+            chunk = Chunk(ids, ends, body, float(t_src), when, nbufs=nbufs, bufs=bufs, traced=traced == 1)
             return self._put(rid, seq, partition, chunk)
         if k == wire.GET:
             return self._get(rid, msg.fields[0])
@@ -785,11 +791,12 @@ class QueueCore:
             self.waits.append((now - c.t_enq, c.n))
         bodies: list[Any] = [c.body for c in chunks]  # memoryviews: sent without a copy
         t_srcs = [c.t_src for c in chunks]
+        traced = any(c.traced for c in chunks)
         if not any(c.nbufs for c in chunks):
-            return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, t_srcs)
+            return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, t_srcs, traced=traced)
         nbufs = [k for c in chunks for k in (c.nbufs or [0] * c.n)]
         bufs = [b for c in chunks for b in c.bufs]
-        return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, t_srcs, nbufs, bufs)
+        return wire.batch(lease_id, ids, [c.n for c in chunks], bodies, t_srcs, nbufs, bufs, traced)
 
     def _grant(self) -> Outgoing:
         return self.credits.grant(self.free, self.free_bytes)

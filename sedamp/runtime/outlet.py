@@ -77,7 +77,8 @@ class Outlet:
         self.credit = 0
         self.credit_bytes = 0  # may go negative: a lone event may overdraw (sedamp.runtime.flow)
         self.seq = 0
-        self.backlog: deque[tuple[int, list[Any], list[bytes], Any, float]] = deque()
+        # (partition, ids, packed, tag, t_src, traced): events waiting for credit
+        self.backlog: deque[tuple[int, list[Any], list[bytes], Any, float, bool]] = deque()
         self.sent: deque[tuple[int, Any]] = deque()  # (seq, tag) not yet taken
         self.held: dict[Any, int] = {}  # tag -> backlog items + PUTs not yet taken
         self.events_sent = 0
@@ -99,10 +100,13 @@ class Outlet:
         """Everything given to this outlet has been taken by the queue."""
         return not self.backlog and not self.sent
 
-    def add(self, partition: int, ids: list[Any], packed: list[bytes], tag: Any, t_src: float = 0.0) -> None:
+    def add(
+        self, partition: int, ids: list[Any], packed: list[bytes], tag: Any, t_src: float = 0.0, traced: bool = False
+    ) -> None:
+        """`traced`: one of the events may be traced (the PUTs of them say so)."""
         if not ids:
             return
-        self.backlog.append((partition, ids, packed, tag, t_src))
+        self.backlog.append((partition, ids, packed, tag, t_src, traced))
         self.held[tag] = self.held.get(tag, 0) + 1
 
     def flush(self) -> list[Any]:
@@ -110,7 +114,7 @@ class Outlet:
         ``reject``, a backlog the queue has no room for is shed instead of waiting.
         Returns the tags whose events have all been taken or shed."""
         while self.backlog and self.credit > 0 and self.credit_bytes > 0:
-            partition, ids, packed, tag, t_src = self.backlog[0]
+            partition, ids, packed, tag, t_src, traced = self.backlog[0]
             k = min(len(ids), self.credit, MAX_PUT_EVENTS)
             room = min(wire.MAX_PUT_BYTES, self.credit_bytes)
             head = packed if k == len(packed) else packed[:k]
@@ -120,14 +124,15 @@ class Outlet:
                 k, nbytes = _fit(head, k, room)  # rare: walk the events when buffers or too many bytes
                 nbufs = nbufs[:k]
             if k < len(ids):
-                self.backlog[0] = (partition, ids[k:], packed[k:], tag, t_src)
+                self.backlog[0] = (partition, ids[k:], packed[k:], tag, t_src, traced)
                 self.held[tag] += 1
                 ids, packed = ids[:k], packed[:k]
             else:
                 self.backlog.popleft()
             body, ends = wire.join_packed(packed)
             bufs = all_bufs(packed) if nbufs else []
-            self.sock.send_multipart(wire.put(self.seq, partition, ids, ends, body, t_src, nbufs, bufs), copy=False)
+            put = wire.put(self.seq, partition, ids, ends, body, t_src, nbufs, bufs, traced)
+            self.sock.send_multipart(put, copy=False)
             self.sent.append((self.seq, tag))
             self.seq += 1
             self.credit -= k
@@ -145,7 +150,7 @@ class Outlet:
     def _shed(self) -> list[Any]:
         released = []
         while self.backlog:
-            _, ids, packed, tag, _t = self.backlog.popleft()
+            _, ids, packed, tag, _t, _traced = self.backlog.popleft()
             if self.on_full == "drop":
                 self.dropped += len(ids)
             else:
@@ -159,7 +164,7 @@ class Outlet:
         queue had no room for yet); how many."""
         n = 0
         while self.backlog:
-            _, ids, _packed, tag, _t = self.backlog.popleft()
+            _, ids, _packed, tag, _t, _traced = self.backlog.popleft()
             n += len(ids)
             self._release(tag)
         return n
@@ -290,14 +295,15 @@ class Router:
                 slot[0].append(eid)
                 slot[1].append(p)
 
-    def commit(self, tag: Any, t_src: float = 0.0) -> tuple[bool, list[Any]]:
-        """Hand what `route` gathered to the outlets under `tag`. Returns whether
-        anything was handed over, and the tags released meanwhile (taken or shed)."""
+    def commit(self, tag: Any, t_src: float = 0.0, traced: bool = False) -> tuple[bool, list[Any]]:
+        """Hand what `route` gathered to the outlets under `tag` (`traced`: one of the
+        events may be traced). Returns whether anything was handed over, and the tags
+        released meanwhile (taken or shed)."""
         any_out = False
         released: list[Any] = []
         for o, pending in zip(self.outlets, self._pending, strict=True):
             for part, (ids, packed) in pending.items():
-                o.add(part, ids, packed, tag, t_src)
+                o.add(part, ids, packed, tag, t_src, traced)
                 any_out = True
             pending.clear()
             released.extend(o.flush())

@@ -171,7 +171,7 @@ def _on_data(core: QueueCore, frames: list[bytes], tracer: Tracer | None = None)
         msg = wire.parse(payload)
     except WireError as exc:
         return core.refuse(rid, str(exc))
-    if tracer is not None and msg.kind == wire.PUT:
+    if tracer is not None and msg.kind == wire.PUT and msg.fields[5]:  # it may hold a traced event
         tracer.queued(msg.fields[2])
     return core.handle(rid, msg)
 

@@ -159,11 +159,10 @@ class _Source:
             self.counters["skipped"] += n - len(kept)
             ids = [i for i, _ in kept]
             evs = [ev for _, ev in kept]
-        if self.tracer is not None:
-            self.tracer.read(self.cfg.stage, ids, t_read_ns)
+        traced = self.tracer is not None and self.tracer.read(self.cfg.stage, ids, t_read_ns)
         self._route(ids, evs)
         self.counters["in"] += n
-        self.router.commit(None, t_read)
+        self.router.commit(None, t_read, traced)
         dead_letter_rejected(self.outlets, self.dead)
         if n < batch and not idle:
             self.exhausted = True

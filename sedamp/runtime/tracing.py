@@ -8,14 +8,21 @@ Writes: ``<trace_dir>/<role>-<stage>-<index>-<pid>.trace`` in the run directory:
         tuples and encoded in one call each flush, which costs a fraction of encoding
         each on its own (and MessagePack a third of JSON, to write and to read).
 
-Sampling is decided from the event id alone, so every process agrees on it without a
-byte on the wire: the source positions (int ids) are cut in blocks of `period` (1 /
-sample) x RUN positions, and in each block a run of RUN positions in a row is sampled,
-at an offset a multiplicative hash of the block number picks. A fan-out child
-``"<id>.<i>"`` follows its root. Ids made at the end of input
-(``"<stage>.<index>.end.<k>"``) are not sampled. Finding the sampled ids of a batch of
-ascending ints costs a sort of a sorted list (one C pass) and a lookup per sampled
-position, not a Python call per event: tracing at 1% stays cheap.
+Sampling is decided from the event id alone, so every process agrees on it: the source
+positions (int ids) are cut in blocks of `period` (1 / sample) x RUN positions, and in
+each block a run of RUN positions in a row is sampled, at an offset a multiplicative
+hash of the block number picks. A fan-out child ``"<id>.<i>"`` follows its root. Ids
+made at the end of input (``"<stage>.<index>.end.<k>"``) are not sampled.
+
+Finding the sampled ids of a batch costs a pass over its ids (`pick`: a sort, one C
+pass for ascending ids, then a lookup per sampled position). In a busy process that
+pass cost 6-12 us a batch of 512 (the ids are cold), against 2 us in a loop alone, and
+every queue and worker made it for every batch: most of what tracing cost. So each PUT
+and BATCH carries one flag, set when an event of it may be traced: a source sets it
+when its read holds a sampled position, a worker when the lease its outputs come from
+held a traced event (an output is named after its input), a queue when a PUT of the
+batch's events had it. Only flagged messages are looked through; unflagged ones cost a
+test of the flag.
 
 Why runs: the events of a batch make every hop together, so what a trace costs (a
 record per batch and hop, in every process, then the merge of them all) grows with the
@@ -30,8 +37,15 @@ the processes of one host; the header keeps this process's ``time.time_ns()`` mi
     ["hops", HOP, stage, [event ids], t_ns, batch]   the sampled events of a batch that
                                                   made hop HOP at t_ns; HOP: read sent
                                                   queued leased start end put acked sink
-    ["call", stage, batch, t0_ns, t1_ns, events, [sampled ids]]   a handler call (worker)
-                                                  or a read (source), sampled or not
+    ["slices", TEXT]                              the handler calls (worker) or reads
+                                                  (source) since the last flush, sampled
+                                                  or not, as the document's slices: JSON
+                                                  text, a comma between slices
+
+A process formats its own slices (`call_slices`): thousands of calls per process, each
+formatted beside the run's work in its own process, rather than all of them one after
+the other in the merge at the end of the run, where the user waits for them. Their
+``ts`` is the monotonic clock's, in microseconds: the same in every process of a host.
 
 Nothing here runs unless tracing is on: the processes hold ``tracer = None`` otherwise
 and test it once per batch.
@@ -40,6 +54,7 @@ and test it once per batch.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import socket
 import time
@@ -58,6 +73,10 @@ _MASK = 0xFFFFFFFF
 # Records (about one per batch and hop) a process keeps before appending them to its
 # file: a few hundred KB at most, and one write per this many records.
 FLUSH_RECORDS = 4096
+# Calls a process keeps before it formats them as slices and appends them: a few at a
+# time, so that the formatting is done while the run goes on, not as the process ends
+# (where the last of them holds up the end of the run).
+FLUSH_CALLS = 256
 
 # The run directory's subdirectory the processes write their trace records to, and
 # the suffix of each process's file there.
@@ -107,15 +126,17 @@ def is_sampled(eid: Any, period: int) -> bool:
     return start <= at < start + RUN
 
 
-def sampled_between(lo: int, hi: int, period: int) -> set[int]:
-    """The sampled source positions from `lo` to `hi`, both included."""
+def sampled_between(lo: int, hi: int, period: int) -> list[int]:
+    """The sampled source positions from `lo` to `hi`, both included, ascending."""
     if period == 1:
-        return set(range(lo, hi + 1))
+        return list(range(lo, hi + 1))
     size = period * RUN
-    found: set[int] = set()
+    found: list[int] = []
     for block in range(lo // size, hi // size + 1):
         start = block * size + _offset(block, size)
-        found.update(range(max(lo, start), min(hi, start + RUN - 1) + 1))
+        first, last = max(lo, start), min(hi, start + RUN - 1)
+        if first <= last:
+            found += range(first, last + 1)
     return found
 
 
@@ -137,7 +158,9 @@ class Tracer:
         }
         self.stage = stage
         self.header: bytes | None = msgpack.packb(header)
+        self.role = role
         self.records: list[tuple[Any, ...]] = []
+        self.calls: list[tuple[Any, ...]] = []  # (stage, batch, t0_ns, t1_ns, events, sampled)
         self.leases: dict[Any, list[Any]] = {}  # lease -> its sampled ids (workers)
         atexit.register(self.flush)
 
@@ -148,26 +171,22 @@ class Tracer:
             return [e for e in ids if root_of(e) is not None]
         if not ids:
             return []
-        lo, hi = ids[0], ids[-1]
-        # Ascending positions, the usual batch (a run of them, maybe with gaps): every id
-        # lies between the ends, so the sampled positions there, each looked up, are the
-        # sampled ids. Sorting a sorted list is one pass in C; building the run of
-        # positions to compare with costs twice that. (Checking only the ends, the sum
-        # and the traced positions is cheaper and was tried: a fan-in batch such as
-        # [1000, 0, 2003, 1003] passes it and loses its traced event 0; it is not sorted.)
-        if type(lo) is int and type(hi) is int and lo <= hi and (hi - lo) // p <= len(ids):
-            try:
-                ascending = ids == sorted(ids)
-            except TypeError:  # ints and strings mixed
-                ascending = False
-            if ascending:
-                return [x for x in sorted(sampled_between(lo, hi, p)) if ids[bisect_left(ids, x)] == x]
+        # One sort finds the ends of any list of positions: a pass in C for the usual
+        # batch, ascending already, and a merge of a few ascending runs for a lease of
+        # the PUTs of several producers. Between the ends lie the sampled positions to
+        # look up, none in most batches. (Checking that the list is ascending and taking
+        # its first and last costs a second pass; taking min and max, a Python
+        # comparison per id. Checking only the ends, the sum and the traced positions
+        # was tried too: a fan-in batch such as [1000, 0, 2003, 1003] passes it and
+        # loses its traced event 0.)
         try:
-            lo, hi = min(ids), max(ids)
+            ordered = sorted(ids)
         except TypeError:  # ints and strings mixed
-            lo = hi = None
-        if type(lo) is int and type(hi) is int and (hi - lo) // p <= len(ids):
-            return sorted(sampled_between(lo, hi, p).intersection(ids))
+            ordered = []
+        if ordered and type(ordered[0]) is int and type(ordered[-1]) is int:
+            lo, hi = ordered[0], ordered[-1]
+            if (hi - lo) // p <= len(ids):
+                return [x for x in sampled_between(lo, hi, p) if ordered[bisect_left(ordered, x)] == x]
         return [e for e in ids if is_sampled(e, p)]  # fan-out children, or ids far apart
 
     def hops(self, hop: str, stage: str, ids: list[Any], t_ns: int, batch: Any = None) -> None:
@@ -176,23 +195,28 @@ class Tracer:
             self.flush()
 
     def call(self, stage: str, batch: Any, t0_ns: int, t1_ns: int, n: int, sampled: list[Any]) -> None:
-        self.records.append(("call", stage, batch, t0_ns, t1_ns, n, sampled))
+        self.calls.append((stage, batch, t0_ns, t1_ns, n, sampled))
+        if len(self.calls) >= FLUSH_CALLS:
+            self.flush()
 
     # ---------------------------------------------------------------- by role
 
-    def read(self, stage: str, ids: list[Any], t0_ns: int) -> None:
-        """A source read `ids` from `t0_ns` on and hands them to its outlets now."""
+    def read(self, stage: str, ids: list[Any], t0_ns: int) -> bool:
+        """A source read `ids` from `t0_ns` on and hands them to its outlets now;
+        whether one of them is traced."""
         if not ids:
-            return
+            return False
         t1_ns = time.monotonic_ns()
         lo, hi = ids[0], ids[-1]
         if hi - lo == len(ids) - 1 and self.period > 1:  # ascending positions, none skipped
-            sampled: list[Any] = sorted(sampled_between(lo, hi, self.period))
+            sampled: list[Any] = sampled_between(lo, hi, self.period)
         else:
             sampled = self.pick(ids)
         self.call(stage, ids[0], t0_ns, t1_ns, len(ids), sampled)
-        self.hops("read", stage, sampled, t0_ns)
-        self.hops("sent", stage, sampled, t1_ns)
+        if sampled:
+            self.hops("read", stage, sampled, t0_ns)
+            self.hops("sent", stage, sampled, t1_ns)
+        return bool(sampled)
 
     def queued(self, ids: list[Any]) -> None:
         """A queue received a PUT of `ids`."""
@@ -228,17 +252,48 @@ class Tracer:
             self.hops("acked", stage, sampled, time.monotonic_ns(), lease)
 
     def flush(self) -> None:
-        if not self.records and self.header is None:
+        if not self.records and not self.calls and self.header is None:
             return
+        if self.calls:
+            self.records.append(("slices", call_slices(self.pid, self.role, self.stage, self.calls)))
         blob = self.header or b""
         if self.records:
             blob += msgpack.packb(self.records)
-        self.header, self.records = None, []
+        self.header, self.records, self.calls = None, [], []
         try:
             with open(self.path, "ab") as f:
                 f.write(blob)
         except OSError:  # a trace is advisory: a full disk must not stop the run
             pass
+
+
+def ids_json(ids: list[Any] | tuple[Any, ...]) -> str:
+    """Event ids as a JSON array of strings."""
+    if not ids:
+        return "[]"
+    if set(map(type, ids)) == {int}:  # source positions: nothing to escape
+        return '["' + '","'.join(map(str, ids)) + '"]'
+    return json.dumps([str(e) for e in ids])
+
+
+def call_slices(pid: int, role: str, own_stage: str, calls: list[Any], shift_ns: int = 0) -> str:
+    """The complete ("X") slices of a process's calls, (stage, batch, t0_ns, t1_ns,
+    events, sampled ids) each, as the trace document's JSON text (slices joined by
+    commas), at `shift_ns` plus their times in microseconds."""
+    name = json.dumps("read" if role == "source" else own_stage)
+    # thousands of slices: what is the same for all is written once
+    head = f'{{"ph":"X","name":{name},"cat":"{role}","pid":{pid},"tid":{pid},"ts":'
+    tails: dict[str, str] = {}
+    out = []
+    for stage, batch, c0, c1, n, sampled in calls:
+        if stage not in tails:
+            tails[stage] = f',"args":{{"stage":{json.dumps(stage)},"batch":'
+        out.append(
+            f'{head}{(c0 + shift_ns) / 1000!r},"dur":{(c1 - c0) / 1000!r}{tails[stage]}'
+            f'{batch if type(batch) is int else json.dumps(batch)},"events":{n},'
+            f'"sampled":{ids_json(sampled) if sampled else "[]"}}}}}'
+        )
+    return ",".join(out)
 
 
 def tracer_of(trace_dir: str, sample: float, role: str, stage: str, index: int = 0) -> Tracer | None:

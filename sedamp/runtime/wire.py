@@ -11,8 +11,11 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
 
     producer -> queue   HELLO(role=PRODUCER, index=-1, want)     register, ask for credit
                         PUT(seq, partition, ids, ends, t_src,    at most `credit` events and
-                            nbufs)                               bytes; t_src: source time (s)
-                          + body + buffers                       nbufs: buffers per event ([]:
+                            traced, nbufs)                       bytes; t_src: source time (s)
+                          + body + buffers                       traced: 1 when an event may
+                                                                 be traced (else 0: none is;
+                                                                 see sedamp.runtime.tracing);
+                                                                 nbufs: buffers per event ([]:
                                                                  none; see sedamp.runtime.payload)
                         EOS()                                    detach, give credit back
     queue -> producer   CREDIT(grant, took_seq, grant_bytes)     reply to every PUT and
@@ -25,8 +28,9 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
                         BYE()                                    leaving: unacked leases return
                         RETURN(leases)                           after HALT: batches it had
                                                                  not started (dropped)
-    queue -> worker     BATCH(lease, ids, counts, t_srcs, nbufs) one body per merged chunk
-                          + bodies + buffers                     (nbufs: per event, as in PUT)
+    queue -> worker     BATCH(lease, ids, counts, t_srcs,        one body per merged chunk
+                              traced, nbufs)                     (traced, nbufs: as in PUT)
+                          + bodies + buffers
                         END()                                    input is over for good
                         EXPIRED(leases)                          these leases were taken back
                                                                  (not renewed for a term)
@@ -73,7 +77,7 @@ from sedamp.errors import WireError
 from sedamp.runtime import payload
 from sedamp.runtime.payload import OOB_BYTES, Packed
 
-VERSION = 5  # 5: REPORT (the controller asks for STATS before a record)
+VERSION = 6  # 6: PUT and BATCH say whether they may hold a traced event; 5: REPORT
 
 # Largest frame a queue or worker accepts; anything larger is refused with ERR rather
 # than allowed to exhaust memory. Producers keep under it: no event may pack to more
@@ -137,8 +141,8 @@ KIND_NAMES = {
 # kind -> (number of header fields after VERSION and KIND, number of body frames:
 # 0 = none, 1 = exactly one, -1 = one or more)
 _SHAPES: dict[int, tuple[int, int]] = {
-    HELLO: (3, 0), PUT: (6, -1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0), RETURN: (1, 0),
-    CREDIT: (3, 0), BATCH: (5, -1), END: (0, 0), ERR: (2, 0), EXPIRED: (1, 0),
+    HELLO: (3, 0), PUT: (7, -1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0), RETURN: (1, 0),
+    CREDIT: (3, 0), BATCH: (6, -1), END: (0, 0), ERR: (2, 0), EXPIRED: (1, 0),
     REGISTER: (5, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
     CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0), HALT: (0, 0), REPORT: (0, 0),
     COMMAND: (1, 0), REPLY: (1, 0),
@@ -198,10 +202,14 @@ def put(
     t_src: float = 0.0,
     nbufs: Sequence[int] = (),
     bufs: Sequence[Any] = (),
+    traced: bool = False,
 ) -> list[Any]:
     """`t_src`: when the oldest of these events was read by its source (unix seconds);
-    `nbufs`: how many of `bufs` each event has (empty when none has any)."""
-    return [header(PUT, seq, partition, list(ids), list(ends), t_src, list(nbufs)), body, *bufs]
+    `nbufs`: how many of `bufs` each event has (empty when none has any); `traced`:
+    whether one of the events may be traced (a traced run's processes look for traced
+    events only in messages that say so)."""
+    head = header(PUT, seq, partition, list(ids), list(ends), t_src, 1 if traced else 0, list(nbufs))
+    return [head, body, *bufs]
 
 
 def credit(grant: int, took_seq: int, grant_bytes: int) -> list[bytes]:
@@ -236,11 +244,12 @@ def batch(
     t_srcs: Sequence[float] = (),
     nbufs: Sequence[int] = (),
     bufs: Sequence[Any] = (),
+    traced: bool = False,
 ) -> list[Any]:
     """`t_srcs`: the source time of each body's oldest event (0.0 where unknown);
-    `nbufs`, `bufs`: as in `put`, for all the events of the bodies in order."""
+    `nbufs`, `bufs`, `traced`: as in `put`, for all the events of the bodies in order."""
     t = list(t_srcs) or [0.0] * len(counts)
-    return [header(BATCH, lease, list(ids), list(counts), t, list(nbufs)), *bodies, *bufs]
+    return [header(BATCH, lease, list(ids), list(counts), t, 1 if traced else 0, list(nbufs)), *bodies, *bufs]
 
 
 def simple(kind: int, *fields: Any) -> list[bytes]:
@@ -519,9 +528,10 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
     if kind == HELLO:
         ok = _is_int(f[0]) and f[0] in (PRODUCER, WORKER) and _is_int(f[1]) and _is_int(f[2])
     elif kind == PUT:
-        seq, part, ids, ends, t_src, _nbufs = f
+        seq, part, ids, ends, t_src, traced, _nbufs = f
         ok = (
             _is_number(t_src)
+            and traced in (0, 1)
             and _is_int(seq)
             and _is_int(part)
             and isinstance(ids, list)
@@ -537,9 +547,10 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
     elif kind == CREDIT:
         ok = _is_int(f[0]) and f[0] >= 0 and _is_int(f[1]) and _is_int(f[2]) and f[2] >= 0
     elif kind == BATCH:
-        lease, ids, counts, t_srcs, _nbufs = f
+        lease, ids, counts, t_srcs, traced, _nbufs = f
         ok = (
             _is_int(lease)
+            and traced in (0, 1)
             and isinstance(ids, list)
             and isinstance(counts, list)
             and isinstance(t_srcs, list)

@@ -83,7 +83,7 @@ from sedamp.runtime.outlet import (
 from sedamp.runtime.pace import Pace
 from sedamp.runtime.slot import BLOCKED, IN_USER_CODE, WAITING, Slot, Waits
 from sedamp.runtime.stage import Failure, add_import_paths, enter_run, run_interrupt_cleanups
-from sedamp.runtime.tracing import tracer_of
+from sedamp.runtime.tracing import Tracer, tracer_of
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class _Worker:
         if msg.kind == wire.BATCH:
             self.gets_out -= 1
             self.inbox.append(msg)
-            if self.tracer is not None:
+            if self.tracer is not None and msg.fields[4]:  # it may hold a traced event
                 self.tracer.leased(self.cfg.stage, msg.fields[0], msg.fields[1])
         elif msg.kind == wire.END:
             self.ended = True
@@ -330,7 +330,7 @@ class _Worker:
     # ---------------------------------------------------------------- work
 
     def _handle(self, msg: wire.Message) -> None:
-        lease, ids, counts, t_srcs, nbufs = msg.fields
+        lease, ids, counts, t_srcs, _traced, nbufs = msg.fields
         try:
             events = wire.unpack_events(msg.bodies, len(ids), nbufs, msg.bufs)
         except WireError as exc:
@@ -358,14 +358,14 @@ class _Worker:
     def _spill(self) -> None:
         """A generator's outputs so far were routed: send them under the lease in hand,
         and wait until the queues have taken them (serving their replies)."""
-        _, released = self.router.commit(self.in_hand, 0.0)
+        _, released = self.router.commit(self.in_hand, 0.0, _traced(self.tracer, self.in_hand))
         dead_letter_rejected(self.outlets, self.dead)
         for t in released:
             self._released(t)
         wait_room(self.outlets, self._poll, self.cfg.parent_pid)
 
     def _commit(self, lease: Any, t_src: float = 0.0) -> None:
-        any_out, released = self.router.commit(lease, t_src)
+        any_out, released = self.router.commit(lease, t_src, _traced(self.tracer, lease))
         dead_letter_rejected(self.outlets, self.dead)
         for t in released:
             if t != lease:
@@ -532,3 +532,9 @@ def expired(w: _Worker, leases: list[int]) -> None:
             "twice, so the run stops"
         )
         w._stop_run(message, Failure("LeaseExpired", message, ""))
+
+
+def _traced(tracer: Tracer | None, lease: Any) -> bool:
+    """Whether an output of `lease` may be traced: only one of a traced event (an output
+    is named after its input, ``"<id>.<i>"`` when it has several)."""
+    return tracer is not None and lease in tracer.leases

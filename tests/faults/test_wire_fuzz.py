@@ -39,7 +39,7 @@ _garbage_frames = st.one_of(
     st.binary(min_size=1, max_size=64).map(lambda b: [b]),  # noise
     # a real message of every kind, cut short
     st.tuples(st.sampled_from(KINDS), st.integers(1, 12)).map(
-        lambda t: [_header(wire.VERSION, t[0], [0, 0, [1], [1], 0.0])[: t[1]]]
+        lambda t: [_header(wire.VERSION, t[0], [0, 0, [1], [1], 0.0, 0])[: t[1]]]
     ),
     # right version, known or unknown kind, fields of any type and number
     st.tuples(st.sampled_from([*KINDS, 0, 99, -1, "PUT", 2**40]), st.lists(_values, max_size=6)).map(
@@ -51,7 +51,7 @@ _garbage_frames = st.one_of(
     st.sampled_from([b"\xc6\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff"]).map(lambda b: [b]),
     # a PUT whose body does not match its header
     st.tuples(st.integers(1, 5), st.binary(max_size=16)).map(
-        lambda t: [wire.header(wire.PUT, 0, 0, list(range(t[0])), list(range(1, t[0] + 1)), 0.0, []), t[1]]
+        lambda t: [wire.header(wire.PUT, 0, 0, list(range(t[0])), list(range(1, t[0] + 1)), 0.0, 0, []), t[1]]
     ),
 )
 
@@ -108,7 +108,9 @@ def test_garbage_at_a_live_queue(tmp_path: Path) -> None:
         )
         assert q.stats["arrived"] == q.stats["acked"] == sent["seq"]
         # an oversized frame is refused like the rest
-        prod.send_multipart([wire.header(wire.PUT, sent["seq"], 0, [0], [1], 0.0, []), b"\x00" * (wire.MAX_PUT_BYTES + 1)])
+        prod.send_multipart(
+            [wire.header(wire.PUT, sent["seq"], 0, [0], [1], 0.0, 0, []), b"\x00" * (wire.MAX_PUT_BYTES + 1)]
+        )
         assert recv(prod).kind == wire.ERR
         assert q.proc.is_alive()
     finally:

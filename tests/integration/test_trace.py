@@ -60,8 +60,9 @@ def test_trace_a_real_run_and_summarise_it(tmp_path: Path) -> None:
     _check_paths(doc, stages)
     names = {e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"}
     assert {"src:seeds", "q:a", "q:b", "q:collect", "sdw:a:0", "sdw:b:0", "sdw:collect:0"} <= names
-    ends = [e["args"]["events"] for e in doc["traceEvents"] if e["ph"] == "f"]
-    assert sorted(eid for events in ends for eid in events) == sorted(own)  # each on one arrow
+    starts = [e["args"]["events"] for e in doc["traceEvents"] if e["ph"] == "s"]
+    assert sorted(eid for events in starts for eid in events) == sorted(own)  # each on one arrow
+    assert len(starts) == len([e for e in doc["traceEvents"] if e["ph"] == "f"])
 
     summary = run_sedamp("trace", str(out), "--slowest", "2")
     assert summary.returncode == 0, summary.stderr

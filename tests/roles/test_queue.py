@@ -77,9 +77,9 @@ def test_garbage_is_refused_and_good_traffic_flows(q: Harness) -> None:
         [b"\xc1"],
         [b"not msgpack at all"],
         [wire.header(99)],
-        [wire.header(wire.PUT, 0, 0, [1], [5], 0.0, []), b"xx"],
+        [wire.header(wire.PUT, 0, 0, [1], [5], 0.0, 0, []), b"xx"],
         [
-            wire.header(wire.PUT, 0, 0, [1, 2, 3, 4, 5, 6, 7, 8, 9], list(range(1, 10)), 0.0, []),
+            wire.header(wire.PUT, 0, 0, [1, 2, 3, 4, 5, 6, 7, 8, 9], list(range(1, 10)), 0.0, 0, []),
             b"\x01" * 9,
         ],  # beyond credit
         [b"\xdd\xff\xff\xff\xff"],

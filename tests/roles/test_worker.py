@@ -84,7 +84,9 @@ def test_worker_protocol_garbage_and_failures(tmp_path: Path) -> None:
         assert get.fields[0] == 4  # the fixed batch size
         # garbage from "its queue": refused, the worker lives on
         up.send_multipart([wid, b"\xc1garbage"])
-        up.send_multipart([wid, wire.header(wire.BATCH, 0, [1, 2], [2], [0.0], []), b"\xc1\xc1"])  # undecodable events
+        up.send_multipart(
+            [wid, wire.header(wire.BATCH, 0, [1, 2], [2], [0.0], 0, []), b"\xc1\xc1"]
+        )  # undecodable events
         _, ack0 = recv(up, wire.ACK)
         assert ack0.fields[0] == 0
         # a good batch: 0 fails (multiple of 3), 1 and 2 go on

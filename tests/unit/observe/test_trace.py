@@ -45,6 +45,18 @@ def _doc() -> dict[str, Any]:
     return chrome_trace(_records(), ["src", "a", "b"], "demo")
 
 
+def _arrows(doc: dict[str, Any]) -> dict[int, tuple[list[str], list[dict[str, Any]]]]:
+    """Per flow id, the events its first step names and its steps in order."""
+    arrows: dict[int, tuple[list[str], list[dict[str, Any]]]] = {}
+    for e in doc["traceEvents"]:
+        if e["ph"] == "s":
+            assert e["id"] not in arrows
+            arrows[e["id"]] = (e["args"]["events"], [e])
+        elif e["ph"] in ("t", "f"):
+            arrows[e["id"]][1].append(e)  # a step after its start
+    return arrows
+
+
 def test_the_document_is_valid_chrome_trace_json() -> None:
     doc = _doc()
     check_chrome_trace(doc)
@@ -56,22 +68,22 @@ def test_the_document_is_valid_chrome_trace_json() -> None:
 def test_a_slice_per_call_and_per_queue_wait() -> None:
     slices = [e for e in _doc()["traceEvents"] if e["ph"] == "X"]
     calls = {(e["pid"], e["name"]): (e["ts"], e["dur"], e["args"]["events"]) for e in slices if e["cat"] != "queue"}
-    # times in us from the first record (1 ms)
-    assert calls == {(10, "read"): (0.0, 1000.0, 2), (30, "a"): (5000.0, 3000.0, 2), (50, "b"): (11000.0, 8000.0, 3)}
+    # times in us on the processes' one clock
+    assert calls == {(10, "read"): (1000.0, 1000.0, 2), (30, "a"): (6000.0, 3000.0, 2), (50, "b"): (12000.0, 8000.0, 3)}
     waits = [(e["pid"], e["tid"], e["ts"], e["dur"], e["args"]["events"]) for e in slices if e["cat"] == "queue"]
     assert sorted(waits, key=str) == sorted(
-        [(20, lane_tid(20, 0), 2000.0, 2000.0, ["0", "5"]), (40, lane_tid(40, 0), 9000.0, 1000.0, ["0", "5.0", "5.1"])],
+        [
+            (20, lane_tid(20, 0), 3000.0, 2000.0, ["0", "5"]),
+            (40, lane_tid(40, 0), 10000.0, 1000.0, ["0", "5.0", "5.1"]),
+        ],
         key=str,
     )
 
 
 def test_flows_follow_each_event_from_stage_to_stage() -> None:
-    flows: dict[int, list[tuple[str, int, float]]] = {}
-    events: dict[int, list[str]] = {}
-    for e in _doc()["traceEvents"]:
-        if e["ph"] in ("s", "t", "f"):
-            flows.setdefault(e["id"], []).append((e["ph"], e["pid"], e["ts"]))
-            assert events.setdefault(e["id"], e["args"]["events"]) == e["args"]["events"]
+    arrows = _arrows(_doc())
+    flows = {fid: [(e["ph"], e["pid"], e["ts"]) for e in steps] for fid, (_, steps) in arrows.items()}
+    events = {fid: eids for fid, (eids, _) in arrows.items()}
     flow_of = {eid: fid for fid, eids in events.items() for eid in eids}
     assert sorted(flow_of) == ["0", "5", "5.0", "5.1"]  # each traced event on one flow
     assert sum(len(eids) for eids in events.values()) == 4
@@ -94,12 +106,9 @@ def test_events_that_part_ways_get_arrows_of_their_own() -> None:
     procs[3].hops = procs[4].hops = procs[4].calls = []
     doc = chrome_trace(procs, ["src", "a", "b"], "demo")
     check_chrome_trace(doc)
-    flows: dict[str, list[float]] = {}
-    for e in doc["traceEvents"]:
-        if e["ph"] in ("s", "t", "f"):
-            flows.setdefault(",".join(e["args"]["events"]), []).append(e["ts"])
+    flows = {",".join(eids): [e["ts"] for e in steps] for eids, steps in _arrows(doc).values()}
     # each from the shared read and wait to its own call
-    assert flows == {"0": [0.0, 2000.0, 5000.0], "5": [0.0, 2000.0, 8000.0]}
+    assert flows == {"0": [1000.0, 3000.0, 6000.0], "5": [1000.0, 3000.0, 9000.0]}
 
 
 def test_overlapping_waits_go_on_separate_lanes() -> None:
@@ -204,7 +213,7 @@ def test_files_of_the_earlier_forms_are_summarised_alike() -> None:
     first["sedamp"]["hops"] = [[e, stage, hop, ts] for hop, stage, ids, ts in v2 for e in ids]
     assert summarize(first) == summarize(second) == summarize(doc)
     times = [ns for _, _, _, ns in meta["hops"]]
-    assert times == sorted(times) and times[0] == 0
+    assert times == sorted(times) and times[0] == 0 and meta["zero_ns"] == 1 * MS
 
 
 def test_events_of_one_put_leased_apart_each_step_into_their_own_wait() -> None:
@@ -223,5 +232,7 @@ def test_events_of_one_put_leased_apart_each_step_into_their_own_wait() -> None:
     check_chrome_trace(doc)
     waits = {e["args"]["events"][0]: e["tid"] for e in doc["traceEvents"] if e["ph"] == "X" and e["pid"] == 20}
     assert waits == {"1": lane_tid(20, 0), "2": lane_tid(20, 1)}
-    steps = {e["args"]["events"][0]: e["tid"] for e in doc["traceEvents"] if e["ph"] == "t" and e["pid"] == 20}
+    steps = {
+        eids[0]: e["tid"] for eids, arrow in _arrows(doc).values() for e in arrow if e["ph"] == "t" and e["pid"] == 20
+    }
     assert steps == waits

@@ -112,6 +112,26 @@ def test_batches_are_split_and_merged_at_event_boundaries() -> None:
     q.check_invariant()
 
 
+def test_a_batch_says_it_may_hold_a_traced_event_when_a_put_of_it_did() -> None:
+    """A traced run's workers look for traced events only in batches that say so: a
+    batch with any part of a PUT that said so says so, after splits and redelivery."""
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    hello_worker(q, W)
+    hello_worker(q, W2)
+    for seq, (evs, traced) in enumerate((([0, 1, 2, 3], True), ([4, 5], False), ([6, 7], False))):
+        body, ends = wire.pack_events(evs)
+        q.handle(P, wire.parse(wire.put(seq, 0, evs, ends, body, traced=traced)))
+    (head,) = get(q, W, 2)  # a split of the traced PUT
+    (rest,) = get(q, W2, 4)  # the rest of it and an untraced PUT
+    (plain,) = get(q, W2, 10)
+    assert [(b.fields[1], b.fields[4]) for b in (head, rest, plain)] == [([0, 1], 1), ([2, 3, 4, 5], 1), ([6, 7], 0)]
+    q.worker_gone(W)  # its lease comes back and is leased again: still marked
+    (again,) = get(q, W2, 10)
+    assert (again.fields[1], again.fields[4]) == ([0, 1], 1)
+    q.check_invariant()
+
+
 def test_ack_frees_room_and_grants_credit() -> None:
     q = QueueCore(8)
     assert hello_producer(q, P, 8) == 4

@@ -19,8 +19,13 @@ class FakeOutlet:
         self.items: list[tuple[int, list[Any], list[bytes], Any]] = []
         self.held: dict[Any, int] = {}
 
-    def add(self, partition: int, ids: list[Any], packed: list[bytes], tag: Any, t_src: float = 0.0) -> None:
+        self.traced: list[bool] = []
+
+    def add(
+        self, partition: int, ids: list[Any], packed: list[bytes], tag: Any, t_src: float = 0.0, traced: bool = False
+    ) -> None:
         self.items.append((partition, ids, packed, tag))
+        self.traced.append(traced)
 
     def flush(self) -> list[Any]:
         return []
@@ -41,6 +46,16 @@ def test_ids_follow_the_parent() -> None:
     ((part, ids, packed, tag),) = o.items
     assert ids == [7, "8.0", "8.1"] and part == 0 and tag == "lease"
     assert [wire.unpack_events([p], 1)[0] for p in packed] == ["x", "a", "b"]
+
+
+def test_a_commit_says_whether_its_events_may_be_traced() -> None:
+    o = FakeOutlet()
+    r = Router([o])  # type: ignore[list-item]
+    r.route(1, ["x"])
+    r.commit("a", traced=True)
+    r.route(2, ["y"])
+    r.commit("b")
+    assert o.traced == [True, False]
 
 
 def test_fan_out_and_key_routing() -> None:

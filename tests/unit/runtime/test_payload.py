@@ -19,7 +19,9 @@ def through_the_wire(events: list[Any]) -> list[Any]:
     """Pack events as an outlet does, parse the PUT as a queue does, decode as a worker."""
     packed = [wire.pack_event(e) for e in events]
     body, ends = wire.join_packed(packed)
-    frames = wire.put(0, 0, list(range(len(events))), ends, body, 0.0, payload.nbufs_of(packed), payload.all_bufs(packed))
+    frames = wire.put(
+        0, 0, list(range(len(events))), ends, body, 0.0, payload.nbufs_of(packed), payload.all_bufs(packed)
+    )
     frames = [bytes(memoryview(f)) if i else f for i, f in enumerate(frames)]  # as received: separate memory
     msg = wire.parse(frames)
     return wire.unpack_events(msg.bodies, len(events), msg.fields[-1], msg.bufs)
@@ -120,7 +122,7 @@ def test_a_put_with_buffers_must_carry_them_all() -> None:
     with pytest.raises(WireError, match="body frames for 1 buffers"):
         wire.parse(frames[:-1])
     with pytest.raises(WireError, match="malformed"):
-        wire.parse([wire.header(wire.PUT, 0, 0, ["e"], [len(packed)], 0.0, [1, 0]), bytes(packed), b""])
+        wire.parse([wire.header(wire.PUT, 0, 0, ["e"], [len(packed)], 0.0, 0, [1, 0]), bytes(packed), b""])
 
 
 def test_the_fused_crossing_hands_on_a_read_only_view_without_a_copy() -> None:
@@ -144,7 +146,13 @@ def _chunk(sizes: list[int], with_bufs: bool = True) -> Chunk:
     """A chunk of one-byte packed events, each with one buffer of the given size."""
     ends = list(range(1, len(sizes) + 1))
     bufs = [bytes(s) for s in sizes] if with_bufs else []
-    return Chunk(list(range(len(sizes))), ends, memoryview(bytes(len(sizes))), nbufs=[1] * len(sizes) if with_bufs else [], bufs=bufs)
+    return Chunk(
+        list(range(len(sizes))),
+        ends,
+        memoryview(bytes(len(sizes))),
+        nbufs=[1] * len(sizes) if with_bufs else [],
+        bufs=bufs,
+    )
 
 
 def test_split_and_singles_keep_each_events_buffers() -> None:
@@ -171,7 +179,16 @@ def _put(q: QueueCore, rid: bytes, seq: int, sizes: list[int]) -> list[Any]:
     """A PUT of events, each an array of the given number of bytes."""
     packed = [wire.pack_event(np.zeros(s, dtype=np.uint8)) for s in sizes]
     body, ends = wire.join_packed(packed)
-    frames = wire.put(seq, 0, list(range(seq * 100, seq * 100 + len(sizes))), ends, body, 0.0, payload.nbufs_of(packed), payload.all_bufs(packed))
+    frames = wire.put(
+        seq,
+        0,
+        list(range(seq * 100, seq * 100 + len(sizes))),
+        ends,
+        body,
+        0.0,
+        payload.nbufs_of(packed),
+        payload.all_bufs(packed),
+    )
     return q.handle(rid, wire.parse(frames))
 
 

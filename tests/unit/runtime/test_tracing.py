@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import msgpack
@@ -114,8 +115,26 @@ def test_a_worker_records_its_hops_and_calls(tmp_path: Path) -> None:
         for eid in ids:
             by_event.setdefault(eid, []).append(hop)
     assert by_event == {e: ["leased", "start", "end", "put", "acked"] for e in (0, 1)}
-    assert [(c[1], c[4], list(c[5])) for c in proc.calls] == [(7, 3, [0, 1]), (8, 4, [])]
+    calls = json.loads("[" + ",".join(proc.slices) + "]")  # formatted by the process itself
+    assert [(c["args"]["batch"], c["args"]["events"], c["args"]["sampled"]) for c in calls] == [
+        (7, 3, ["0", "1"]),
+        (8, 4, []),
+    ]
+    assert {(c["ph"], c["name"], c["cat"], c["pid"], c["tid"]) for c in calls} == {
+        ("X", "a", "worker", tracer.pid, tracer.pid)
+    }
     assert tracer.leases == {}
+
+
+def test_a_read_with_no_sampled_event_records_its_call_and_no_hops(tmp_path: Path) -> None:
+    tracer = Tracer(str(tmp_path), 0.01, "source", "s")
+    first = _sampled_from(0, 100)
+    assert tracer.read("s", list(range(first - 10, first)), 5) is False  # none sampled
+    assert tracer.read("s", [first], 7) is True
+    tracer.flush()
+    proc = parse_records(tracer.path.read_bytes())
+    assert proc is not None and [h[:3] for h in proc.hops] == [("read", "s", (first,)), ("sent", "s", (first,))]
+    assert len(json.loads("[" + ",".join(proc.slices) + "]")) == 2  # both reads are slices
 
 
 def test_a_cut_last_line_is_skipped(tmp_path: Path) -> None:

@@ -34,6 +34,17 @@ def test_events_round_trip_through_put_and_batch(evs: list) -> None:
         assert wire.unpack_events(b.bodies, len(evs)) == evs
 
 
+def test_put_and_batch_carry_whether_they_may_hold_a_traced_event() -> None:
+    body, ends = wire.pack_events(["x", "y"])
+    assert wire.parse(wire.put(0, 0, [1, 2], ends, body)).fields[5] == 0
+    assert wire.parse(wire.put(0, 0, [1, 2], ends, body, traced=True)).fields[5] == 1
+    assert wire.parse(wire.batch(3, [1, 2], [2], [body], traced=True)).fields[4] == 1
+    assert wire.parse(wire.batch(3, [1, 2], [2], [body])).fields[4] == 0
+    for traced in (2, -1, "yes", None):  # only 0 or 1
+        with pytest.raises(WireError):
+            wire.parse([msgpack.packb([wire.VERSION, wire.PUT, 0, 0, [1, 2], ends, 0.0, traced, []]), body])
+
+
 def test_every_kind_round_trips() -> None:
     cases = [
         wire.hello(wire.WORKER, 2, 0),
@@ -98,7 +109,7 @@ def test_specific_refusals() -> None:
     with pytest.raises(WireError, match="malformed"):
         wire.parse(wire.get(0))
     with pytest.raises(WireError, match="body frames"):
-        wire.parse([wire.header(wire.PUT, 0, 0, [1], [1], 0.0, [])])
+        wire.parse([wire.header(wire.PUT, 0, 0, [1], [1], 0.0, 0, [])])
     with pytest.raises(WireError, match="exceeds"):
         wire.parse([b"\x00" * (wire.MAX_FRAME_BYTES + 1)])
     with pytest.raises(WireError, match="not MessagePack"):

@@ -5,6 +5,7 @@ that never go back, and the summary names every stage."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,55 @@ def test_fan_out_children_are_traced_with_their_parent(tmp_path: Path) -> None:
     assert children and all(e.split(".")[0] in own for e in children)
     assert all(("sink", "sink") in {(s, h) for _, s, h in own[e]} for e in children)
     _check_paths(doc, ["src", "mid", "sink"])
+
+
+def test_a_trace_of_the_thumbnails_example_follows_every_image(tmp_path: Path) -> None:
+    """Every sample image is traced (--trace-sample 1) and named on one arrow, which
+    goes from the source's read through the wait in the thumb stage's queue into the
+    handler call that made its thumbnail."""
+    out = tmp_path / "thumbs.trace.json"
+    proc = run_sedamp(
+        "run", str(TOPOLOGIES / "thumbnails.yaml"), "--workdir", str(tmp_path / "w"),
+        "--trace", str(out), "--trace-sample", "1", "-q",
+        env={"OUT": str(tmp_path / "thumbs")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    images = len([p for p in (TOPOLOGIES / "data" / "images").rglob("*") if p.suffix in (".jpg", ".png")])
+    assert len(list((tmp_path / "thumbs").rglob("*.jpg"))) == images
+    doc = json.loads(out.read_text())
+    check_chrome_trace(doc)
+    tracks = {e["pid"]: e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"}
+    named: list[str] = []
+    for e in doc["traceEvents"]:
+        if e["ph"] != "s":
+            continue
+        named += e["args"]["events"]
+        steps = [s for s in doc["traceEvents"] if s["ph"] in ("s", "t", "f") and s["id"] == e["id"]]
+        assert [tracks[s["pid"]].split(":")[0] for s in steps] == ["src", "q", "sdw"], steps
+    assert sorted(named, key=int) == [str(i) for i in range(images)]  # each image on one arrow
+    assert set(_hops_by_event(doc)) == set(named)
+    _check_paths(doc, ["files", "thumb"])
+
+
+def test_trace_names_the_slow_stage(tmp_path: Path) -> None:
+    """src -> mid (20 ms an event) -> sink: the summary's slowest events spend the most
+    of their time at mid, and mid has the longest service."""
+    topo = tmp_path / "slow.yaml"
+    middle = "    handler: tests.integration.teststages:pause\n    params: {delay_s: 0.02}\n    workers: 1"
+    topo.write_text("name: slow\n" + chain_yaml(tmp_path / "out.jsonl", middle, count=60))
+    out = tmp_path / "slow.trace.json"
+    proc = run_sedamp(
+        "run", str(topo), "--workdir", str(tmp_path / "w"), "--trace", str(out), "--trace-sample", "1", "-q"
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = run_sedamp("trace", str(out), "--slowest", "3")
+    assert summary.returncode == 0, summary.stderr
+    lines = summary.stdout.splitlines()
+    slow = [line for line in lines if line.startswith("  event ")]
+    assert len(slow) == 3 and all(re.search(r"\(most: (service|queue) mid\)", line) for line in slow), lines
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[4:7]]  # stage, events, queue, service, ...
+    service = {row[0]: float(row[3].split(" / ")[0]) for row in rows if row[3] != "-"}  # p50, ms
+    assert max(service, key=lambda s: service[s]) == "mid" and service["mid"] >= 20, lines
 
 
 def test_an_untraced_run_writes_no_trace_records(tmp_path: Path) -> None:

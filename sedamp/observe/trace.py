@@ -244,12 +244,12 @@ class _Builder:
 
     def _together(self) -> dict[tuple[int, ...], list[Any]]:
         """The sampled events by the hop records they share."""
-        cohorts = list(self.cohorts)
+        cohorts = [c for c in self.cohorts if c]  # records of no event (files of before) add nothing
         ids: set[Any] = set().union(*cohorts)
         self.count = len(ids)
         self.children = str in set(map(type, ids)) and any(type(e) is str and "." in e for e in ids)
         if sum(map(len, cohorts)) == len(ids):  # each event in one cohort: the usual case
-            return {tuple(r): list(c) for c, r in zip(cohorts, self.cohort_records, strict=True)}
+            return {tuple(self.cohort_records[self.cohorts[c]]): list(c) for c in cohorts}
         together: dict[tuple[int, ...], list[Any]] = defaultdict(list)
         for eid, records in self._own_records().items():
             together[tuple(records)].append(eid)

@@ -190,6 +190,8 @@ class Tracer:
         return [e for e in ids if is_sampled(e, p)]  # fan-out children, or ids far apart
 
     def hops(self, hop: str, stage: str, ids: list[Any], t_ns: int, batch: Any = None) -> None:
+        if not ids:  # a hop of no traced event says nothing
+            return
         self.records.append(("hops", hop, stage, ids, t_ns, batch))
         if len(self.records) >= FLUSH_RECORDS:
             self.flush()

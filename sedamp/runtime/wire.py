@@ -531,6 +531,7 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
         seq, part, ids, ends, t_src, traced, _nbufs = f
         ok = (
             _is_number(t_src)
+            and _is_int(traced)
             and traced in (0, 1)
             and _is_int(seq)
             and _is_int(part)
@@ -550,6 +551,7 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
         lease, ids, counts, t_srcs, traced, _nbufs = f
         ok = (
             _is_int(lease)
+            and _is_int(traced)
             and traced in (0, 1)
             and isinstance(ids, list)
             and isinstance(counts, list)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sedamp.errors import EXIT_INVALID
 from sedamp.observe.trace import hops_by_event, path_of
+from sedamp.runtime.tracing import is_sampled
 from tests.integration.util import TOPOLOGIES, chain_yaml, run_sedamp
 from tests.trace_format import check_chrome_trace
 
@@ -55,7 +56,7 @@ def test_trace_a_real_run_and_summarise_it(tmp_path: Path) -> None:
     check_chrome_trace(doc)
     stages = ["seeds", "a", "b", "collect"]
     own = _hops_by_event(doc)
-    assert 50 <= len(own) <= 150  # 5% of 2000, by a hash of the id
+    assert set(own) == {str(i) for i in range(2000) if is_sampled(i, 20)}  # 5% of 2000, every one of them
     for eid, hops in own.items():
         assert [(s, h) for _, s, h in hops if h in ("read", "sink")] == [("seeds", "read"), ("collect", "sink")], eid
     _check_paths(doc, stages)

@@ -15,6 +15,7 @@ from sedamp.observe.trace import (
     render,
     summarize,
 )
+from sedamp.runtime.tracing import call_slices
 from tests.trace_format import check_chrome_trace
 
 MS = 1_000_000  # ns
@@ -129,6 +130,38 @@ def test_hosts_are_put_on_one_clock_and_the_document_says_how() -> None:
     assert "wall clock of 2 hosts" in doc["sedamp"]["clock"]
     shifted = {e["pid"]: e["ts"] for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] != "queue"}
     assert shifted[50] - shifted[30] == pytest.approx(6000.0 - 1_000_000.0)
+
+
+def test_slices_a_process_formatted_are_moved_to_the_one_clock_too() -> None:
+    """As a run writes them: each process formats its calls itself (`call_slices`, on
+    its own clock); with several hosts the merge moves them by their host's offset."""
+    procs = _records("other", -1000 * MS)
+    for p in procs:
+        p.slices, p.calls = [call_slices(p.pid, p.role, p.stage, p.calls)] if p.calls else [], []
+    doc = chrome_trace(procs, ["src", "a", "b"], "demo")
+    calls = {e["pid"]: (e["ts"], e["dur"]) for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] != "queue"}
+    assert calls == {10: (1000.0, 1000.0), 30: (6000.0, 3000.0), 50: (12000.0 - 1_000_000.0, 8000.0)}
+    one = chrome_trace(_records(), ["src", "a", "b"], "demo")  # one host: the text as the process wrote it
+    same = _records()
+    for p in same:
+        p.slices, p.calls = [call_slices(p.pid, p.role, p.stage, p.calls)] if p.calls else [], []
+    assert chrome_trace(same, ["src", "a", "b"], "demo") == one
+
+
+def test_a_hop_record_of_no_event_adds_nothing() -> None:
+    """Sources once wrote the hops of reads that held no traced event, with no ids."""
+    src = ProcRecords("source", "src", 0, 10, "h", 0)
+    src.calls = [["src", 0, 0, 1 * MS, 2, []], ["src", 2, 1 * MS, 2 * MS, 1, [5]]]
+    src.hops = [[hop, "src", [], 0, None] for hop in ("read", "sent")]
+    src.hops += [[hop, "src", [5], t * MS, None] for hop, t in (("read", 1), ("sent", 2))]
+    qa = ProcRecords("queue", "a", 0, 20, "h", 0)
+    qa.hops = [["queued", "a", [5], 3 * MS, None]]
+    wa = ProcRecords("worker", "a", 0, 30, "h", 0)
+    wa.calls = [["a", 1, 6 * MS, 9 * MS, 1, [5]]]
+    wa.hops = [[hop, "a", [5], t * MS, 1] for hop, t in (("leased", 5), ("start", 6), ("end", 9))]
+    doc = chrome_trace([src, qa, wa], ["src", "a"], "demo")
+    check_chrome_trace(doc)
+    assert [(eids, len(steps)) for eids, steps in _arrows(doc).values()] == [(["5"], 3)]
 
 
 def test_summary_per_stage() -> None:

@@ -128,7 +128,8 @@ def test_a_worker_records_its_hops_and_calls(tmp_path: Path) -> None:
 
 def test_a_read_with_no_sampled_event_records_its_call_and_no_hops(tmp_path: Path) -> None:
     tracer = Tracer(str(tmp_path), 0.01, "source", "s")
-    first = _sampled_from(0, 100)
+    first = _sampled_from(RUN * 100, 100)  # a run that starts after a gap of positions
+    assert not is_sampled(first - 1, 100)
     assert tracer.read("s", list(range(first - 10, first)), 5) is False  # none sampled
     assert tracer.read("s", [first], 7) is True
     tracer.flush()

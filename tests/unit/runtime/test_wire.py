@@ -40,7 +40,7 @@ def test_put_and_batch_carry_whether_they_may_hold_a_traced_event() -> None:
     assert wire.parse(wire.put(0, 0, [1, 2], ends, body, traced=True)).fields[5] == 1
     assert wire.parse(wire.batch(3, [1, 2], [2], [body], traced=True)).fields[4] == 1
     assert wire.parse(wire.batch(3, [1, 2], [2], [body])).fields[4] == 0
-    for traced in (2, -1, "yes", None):  # only 0 or 1
+    for traced in (2, -1, "yes", None, True, 1.0):  # only the ints 0 or 1
         with pytest.raises(WireError):
             wire.parse([msgpack.packb([wire.VERSION, wire.PUT, 0, 0, [1, 2], ends, 0.0, traced, []]), body])
 

@@ -358,11 +358,16 @@ stages:
         wait_until(lambda: _listening(port), 30, "the front end")
         wait_until(lambda: stage_count(tmp_path / "w", "sleep", "ready") >= 1, 60, "the pool")
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            first = [pool.submit(ask, port, get("/sleep?s=1"), 30) for _ in range(3)]
             queue = lambda key: stage_count(tmp_path / "w", "sleep", "queue", key)  # noqa: E731
+            # The worker is held 3 s by the first request: long enough, on a loaded
+            # machine too, for what follows to be set up and interrupted within it (with
+            # 1 s, a slow machine let the first end first: the run then read the rest).
+            first = [pool.submit(ask, port, get("/sleep?s=3"), 30)]
+            wait_until(lambda: queue("leased") >= 1, 30, "the worker holding the first")
+            first += [pool.submit(ask, port, get("/sleep?s=0.1"), 30) for _ in range(2)]
             wait_until(lambda: queue("leased") >= 2 and queue("credit") == 0, 30, "the worker holding two, no credit")
             time.sleep(0.2)  # the third is held in the front end: what comes next waits in it, unread
-            second = [pool.submit(ask, port, get("/sleep?s=1"), 30) for _ in range(4)]
+            second = [pool.submit(ask, port, get("/sleep?s=0.1"), 30) for _ in range(4)]
             time.sleep(0.3)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGINT)

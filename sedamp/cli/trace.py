@@ -21,8 +21,8 @@ def trace(
     ] = 3,
 ) -> None:
     """Summarise an event trace: per stage, the median and p90 of the sampled events'
-    queue wait, service, transit and blocked time, and the critical path of the
-    slowest sampled events.
+    queue wait, service, transit and blocked time; the slowest stage (where the slowest
+    tenth of them spent the most time); and the critical path of the slowest events.
 
     Example: sedamp trace run.trace.json
     (after: sedamp run topologies/tiny.yaml --trace run.trace.json --trace-sample 0.05)

@@ -421,12 +421,24 @@ class SlowEvent:
 
 
 @dataclass(frozen=True)
+class HeldBack:
+    """The stage where the slowest sampled events (the slowest tenth, at least one) spent
+    the most of their time: its share of their time, and the part of it that was most."""
+
+    stage: str
+    share: float  # of the slow events' time, 0..1
+    part: str  # "service", "queue", "transit", ...: the most of its time there
+    events: int  # how many slow events this is drawn from
+
+
+@dataclass(frozen=True)
 class TraceSummary:
     name: str
     clock: str
     events: int
     stages: tuple[StageTimes, ...]
     slowest: tuple[SlowEvent, ...]
+    held_back: HeldBack | None = None
 
 
 def percentiles(values: list[float]) -> tuple[float, float] | None:
@@ -525,8 +537,27 @@ def summarize(doc: dict[str, Any], slowest: int = 3) -> TraceSummary:
         )
         for s in stages
     )
-    slow = sorted((_slow_event(e, path_of(e, own)) for e in leaves), key=lambda x: -x.total_ms)[:slowest]
-    return TraceSummary(meta.get("name", "?"), meta.get("clock", "?"), len(own), times, tuple(slow))
+    ranked = sorted((_slow_event(e, path_of(e, own)) for e in leaves), key=lambda x: -x.total_ms)
+    name, clock = meta.get("name", "?"), meta.get("clock", "?")
+    return TraceSummary(name, clock, len(own), times, tuple(ranked[:slowest]), held_back(ranked))
+
+
+def held_back(ranked: list[SlowEvent]) -> HeldBack | None:
+    """Where the slowest tenth of `ranked` (slowest first; at least one) spent the most
+    of its time, by stage; None when they show no time at all."""
+    tail = ranked[: max(1, -(-len(ranked) // 10))]
+    at: dict[str, float] = defaultdict(float)
+    parts: dict[tuple[str, str], float] = defaultdict(float)
+    for ev in tail:
+        for what, stage, ms in ev.segments:
+            at[stage] += ms
+            parts[(stage, what)] += ms
+    total = sum(at.values())
+    if total <= 0:
+        return None
+    stage = max(at, key=lambda s: at[s])
+    part = max((p for p in parts if p[0] == stage), key=lambda p: parts[p])[1]
+    return HeldBack(stage, at[stage] / total, part, len(tail))
 
 
 def _pair(v: tuple[float, float] | None) -> str:
@@ -547,6 +578,13 @@ def render(s: TraceSummary) -> list[str]:
     for r in rows:
         cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells).rstrip())
+    if s.held_back is not None:
+        hb = s.held_back
+        lines += [
+            "",
+            f"slowest stage: {hb.stage}: {hb.share:.0%} of the time of the slowest "
+            f"{plural(hb.events, 'sampled event')}, most of it {hb.part}",
+        ]
     if s.slowest:
         lines += ["", f"critical path of the {plural(len(s.slowest), 'slowest sampled event')} (ms):"]
     for ev in s.slowest:

@@ -143,6 +143,7 @@ def test_trace_names_the_slow_stage(tmp_path: Path) -> None:
     rows = [re.split(r"\s{2,}", line.strip()) for line in lines[4:7]]  # stage, events, queue, service, ...
     service = {row[0]: float(row[3].split(" / ")[0]) for row in rows if row[3] != "-"}  # p50, ms
     assert max(service, key=lambda s: service[s]) == "mid" and service["mid"] >= 20, lines
+    assert any(line.startswith("slowest stage: mid: ") for line in lines), lines
 
 
 def test_an_untraced_run_writes_no_trace_records(tmp_path: Path) -> None:

@@ -8,8 +8,11 @@ import jsonschema
 import pytest
 
 from sedamp.observe.trace import (
+    HeldBack,
     ProcRecords,
+    SlowEvent,
     chrome_trace,
+    held_back,
     lane_tid,
     percentiles,
     render,
@@ -205,6 +208,18 @@ def test_critical_path_of_the_slowest_events() -> None:
     assert lines[0] == "trace of demo: 4 sampled events; clock: monotonic clock of one host (exact)"
     assert any(line.split()[:2] == ["a", "2"] and "2.000 / 2.000" in line for line in lines)
     assert any(line.startswith(f"  event {ev.eid}: 19.000 (most: service b): read src 1.000 > ") for line in lines)
+    # the slowest tenth (one event of three): 10.5 of its 19 ms at b, 8 of them its service
+    assert s.held_back == HeldBack("b", pytest.approx(10.5 / 19), "service", 1)
+    assert "slowest stage: b: 55% of the time of the slowest 1 sampled event, most of it service" in lines
+
+
+def test_the_slowest_stage_is_where_the_slowest_tenth_spent_its_time() -> None:
+    fast = [SlowEvent(str(i), 3.0, (("queue", "a", 1.0), ("service", "b", 2.0))) for i in range(18)]
+    slow = [SlowEvent(str(i), 12.0, (("queue", "a", 9.0), ("service", "b", 3.0))) for i in (18, 19)]
+    # b has the longer service of most events, but the slowest two (a tenth of 20)
+    # spent 3/4 of their time waiting in a's queue
+    assert held_back(slow + fast) == HeldBack("a", 0.75, "queue", 2)
+    assert held_back([]) is None and held_back([SlowEvent("0", 0.0, ())]) is None
 
 
 def test_percentiles() -> None:

@@ -502,10 +502,12 @@ def _work_changed(before: float, after: float, grew_by: float) -> bool:
 # (smoothed, so a burst does not shrink every pool), down to this floor. A rise is
 # followed faster than a fall: a program that starts beside the run reads low while
 # they contend (it gets a share of the cores it wants, 2/3 of one on 2 cores), so at
-# 0.7 a whole core took five periods to count; and a program that ends gives its cores
-# back for good, so taking them back can wait.
+# 0.7 a whole core took five periods to count; at 0.5 it crossed SHARED_MACHINE_CORES in
+# the second record after the start or the third, by where in a period it fell (the
+# neighbour benchmark yielded within 1 s in 3 runs of 5); at 0.3, in the second (10 of
+# 10). A program that ends gives its cores back for good, so taking them back can wait.
 OTHERS_SMOOTHING = 0.7  # weight of the old estimate when the others use less
-OTHERS_RISING = 0.5  # ... and when they use more
+OTHERS_RISING = 0.3  # ... and when they use more
 MIN_BUDGET = 1.0
 
 

@@ -78,15 +78,20 @@ def test_trace_a_real_run_and_summarise_it(tmp_path: Path) -> None:
     assert len(slow) == 2 and all(" > service collect " in line for line in slow), lines
 
 
-def test_fan_out_children_are_traced_with_their_parent(tmp_path: Path) -> None:
-    topo = tmp_path / "fan.yaml"
-    middle = "    handler: tests.integration.teststages:split\n"
-    topo.write_text("name: fan\n" + chain_yaml(tmp_path / "out.jsonl", middle, count=300))
-    out = tmp_path / "fan.trace.json"
+def _traced_chain(tmp_path: Path, middle: str, count: int, sample: str) -> Path:
+    """Run src -> mid (`middle`: its YAML lines) -> sink traced; the trace file."""
+    topo = tmp_path / "chain.yaml"
+    topo.write_text("name: chain\n" + chain_yaml(tmp_path / "out.jsonl", middle, count=count))
+    out = tmp_path / "chain.trace.json"
     proc = run_sedamp(
-        "run", str(topo), "--workdir", str(tmp_path / "w"), "--trace", str(out), "--trace-sample", "0.1", "-q"
+        "run", str(topo), "--workdir", str(tmp_path / "w"), "--trace", str(out), "--trace-sample", sample, "-q"
     )
     assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_fan_out_children_are_traced_with_their_parent(tmp_path: Path) -> None:
+    out = _traced_chain(tmp_path, "    handler: tests.integration.teststages:split\n", 300, "0.1")
     doc = json.loads(out.read_text())
     check_chrome_trace(doc)
     own = _hops_by_event(doc)
@@ -127,14 +132,8 @@ def test_a_trace_of_the_thumbnails_example_follows_every_image(tmp_path: Path) -
 def test_trace_names_the_slow_stage(tmp_path: Path) -> None:
     """src -> mid (20 ms an event) -> sink: the summary's slowest events spend the most
     of their time at mid, and mid has the longest service."""
-    topo = tmp_path / "slow.yaml"
     middle = "    handler: tests.integration.teststages:pause\n    params: {delay_s: 0.02}\n    workers: 1"
-    topo.write_text("name: slow\n" + chain_yaml(tmp_path / "out.jsonl", middle, count=60))
-    out = tmp_path / "slow.trace.json"
-    proc = run_sedamp(
-        "run", str(topo), "--workdir", str(tmp_path / "w"), "--trace", str(out), "--trace-sample", "1", "-q"
-    )
-    assert proc.returncode == 0, proc.stderr
+    out = _traced_chain(tmp_path, middle, 60, "1")
     summary = run_sedamp("trace", str(out), "--slowest", "3")
     assert summary.returncode == 0, summary.stderr
     lines = summary.stdout.splitlines()

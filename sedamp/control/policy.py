@@ -505,9 +505,16 @@ def _work_changed(before: float, after: float, grew_by: float) -> bool:
 # 0.7 a whole core took five periods to count; at 0.5 it crossed SHARED_MACHINE_CORES in
 # the second record after the start or the third, by where in a period it fell (the
 # neighbour benchmark yielded within 1 s in 3 runs of 5); at 0.3, in the second (10 of
-# 10). A program that ends gives its cores back for good, so taking them back can wait.
+# 10). But at 0.3 a burst of one period from nothing (0.6 of a core) would count too,
+# so a rise from under OTHERS_UNDER_WAY is followed at OTHERS_RISING_FIRST: one
+# period's burst is not a neighbour, a rise that goes on is (from 0.1 of a core the
+# neighbour's first partial reading was sometimes too small: 4 runs of 5; from 0.05, 6
+# of 6). A program that ends gives its cores back for good, so taking them back can
+# wait.
 OTHERS_SMOOTHING = 0.7  # weight of the old estimate when the others use less
-OTHERS_RISING = 0.3  # ... and when they use more
+OTHERS_RISING = 0.3  # ... and when they use more than an estimate already rising
+OTHERS_RISING_FIRST = 0.5  # ... and when they use more than an estimate near nothing
+OTHERS_UNDER_WAY = 0.05  # cores: an estimate from which a rise is followed fast
 MIN_BUDGET = 1.0
 
 
@@ -516,7 +523,10 @@ def machine_budget(cap: int, machine: int, other_cores: float, seen: float | Non
     cores less what other programs use (smoothed), within `cap` (the configured or usable
     cores, a hard cap), at least MIN_BUDGET. So sedamp yields cores to another job that
     starts on the machine and takes them back when it ends."""
-    old = OTHERS_RISING if seen is not None and other_cores > seen else OTHERS_SMOOTHING
+    if seen is not None and other_cores > seen:
+        old = OTHERS_RISING if seen >= OTHERS_UNDER_WAY else OTHERS_RISING_FIRST
+    else:
+        old = OTHERS_SMOOTHING
     smoothed = other_cores if seen is None else old * seen + (1 - old) * other_cores
     return max(MIN_BUDGET, min(float(cap), machine - smoothed)), smoothed
 

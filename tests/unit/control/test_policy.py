@@ -237,7 +237,8 @@ def test_the_budget_yields_to_other_programs_and_takes_cores_back() -> None:
         budget, seen = machine_budget(8, 8, others, seen)
         budgets.append(budget)
     assert budgets[0] == 8 and 2.0 <= budgets[13] < 2.2 and budgets[-1] > 7.9
-    assert budgets[2] == pytest.approx(8 - 0.7 * 6)  # one busy period takes 0.7 of what it used, not all
+    assert budgets[2] == 5.0  # one busy period from nothing takes half of what it used, not every core
+    assert budgets[3] == pytest.approx(8 - (0.3 * 3 + 0.7 * 6))  # a rise that goes on is followed faster
     assert budgets[14] == pytest.approx(8 - 0.7 * 5.9985, abs=0.01)  # a fall is followed more slowly
     assert machine_budget(4, 64, 10.0, None)[0] == 4  # the cap holds on a large machine
     assert machine_budget(8, 8, 20.0, None)[0] == 1.0  # never below one core
@@ -254,6 +255,10 @@ def test_a_program_that_starts_beside_the_run_makes_the_machine_shared_by_the_se
     for others in (0.0, 0.3, 0.6):
         _, seen = machine_budget(2, 2, others, seen)
     assert seen is not None and seen >= SHARED_MACHINE_CORES
+    # one period's burst from nothing is not a neighbour: the machine stays unshared
+    for before in (0.0, 0.03):
+        _, burst = machine_budget(2, 2, 0.6, machine_budget(2, 2, before, None)[1])
+        assert burst < SHARED_MACHINE_CORES, before
 
 
 def test_a_growth_whose_workers_run_on_cpu_is_not_taken_for_thrashing() -> None:

@@ -23,14 +23,18 @@ from typing import Any
 class Timeline:
     """What a picture of a window of the trace shows, times in ms from its start."""
 
+    span_ms: float = 0.0  # the window's length
     rows: list[str] = field(default_factory=list)  # track names, top to bottom
-    bars: list[tuple[int, float, float, str]] = field(default_factory=list)  # (row, start, length, category)
-    arrows: list[list[tuple[float, int]]] = field(default_factory=list)  # each flow's steps (t, row)
+    bars: list[tuple[int, float, float, str]] = field(
+        default_factory=list
+    )  # (row, start, length, category), cut to the window
+    arrows: list[list[tuple[float, int]]] = field(default_factory=list)  # steps (t, row) of the flows that cross it
 
 
 def timeline(doc: dict[str, Any], from_ms: float, span_ms: float) -> Timeline:
-    """The tracks, slices and flows of `doc` that fall in [from_ms, from_ms + span_ms),
-    counted from the document's first slice."""
+    """The tracks, slices and flows of `doc` in the window [from_ms, from_ms + span_ms),
+    counted from the document's first slice: slices cut to the window, and every flow
+    that crosses it, whole (the picture shows the part inside)."""
     events = doc["traceEvents"]
     names: dict[tuple[int, int], str] = {}
     order: dict[int, int] = {}
@@ -41,21 +45,22 @@ def timeline(doc: dict[str, Any], from_ms: float, span_ms: float) -> Timeline:
             order[e["pid"]] = e["args"]["sort_index"]
     timed = [e for e in events if e["ph"] in ("X", "s", "t", "f")]
     if not timed:
-        return Timeline()
+        return Timeline(span_ms)
     zero = min(e["ts"] for e in timed) / 1000 + from_ms
     end = zero + span_ms
     tracks = sorted(names, key=lambda k: (order.get(k[0], 0), k[0], k[1] != k[0], k[1]))
     row = {k: i for i, k in enumerate(tracks)}
-    out = Timeline(rows=[names[k] for k in tracks])
+    out = Timeline(span_ms, [names[k] for k in tracks])
     flows: dict[Any, list[tuple[float, int]]] = {}
     for e in timed:
         t = e["ts"] / 1000
         if e["ph"] == "X":
-            if t < end and t + e["dur"] / 1000 >= zero and (e["pid"], e["tid"]) in row:
-                out.bars.append((row[(e["pid"], e["tid"])], t - zero, e["dur"] / 1000, e["cat"]))
+            first, last = max(t, zero), min(t + e["dur"] / 1000, end)
+            if first < last and (e["pid"], e["tid"]) in row:
+                out.bars.append((row[(e["pid"], e["tid"])], first - zero, last - first, e["cat"]))
         elif (e["pid"], e["tid"]) in row:
             flows.setdefault(e["id"], []).append((t - zero, row[(e["pid"], e["tid"])]))
-    out.arrows = [sorted(steps) for steps in flows.values() if any(0 <= t < span_ms for t, _ in steps)]
+    out.arrows = [sorted(s) for s in flows.values() if min(s)[0] < span_ms and max(s)[0] >= 0 and len(s) > 1]
     return out
 
 
@@ -71,6 +76,7 @@ def draw(tl: Timeline, path: Path, title: str) -> None:
         ax.broken_barh([(start, max(length, 0.01))], (r - 0.35, 0.7), color=colours.get(cat, "tab:orange"))
     for steps in tl.arrows:
         ax.plot([t for t, _ in steps], [r for _, r in steps], color="tab:red", linewidth=0.6, alpha=0.7)
+    ax.set_xlim(0, tl.span_ms)
     ax.set_yticks(range(len(tl.rows)), tl.rows)
     ax.invert_yaxis()
     ax.set_xlabel("ms")

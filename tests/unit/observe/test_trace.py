@@ -220,6 +220,13 @@ def test_the_slowest_stage_is_where_the_slowest_tenth_spent_its_time() -> None:
     # spent 3/4 of their time waiting in a's queue
     assert held_back(slow + fast) == HeldBack("a", 0.75, "queue", 2)
     assert held_back([]) is None and held_back([SlowEvent("0", 0.0, ())]) is None
+    # a tenth rounds up: of 11 events the slowest two, whose time is mostly at b
+    top = [
+        SlowEvent("0", 10.0, (("service", "a", 6.0), ("service", "b", 4.0))),
+        SlowEvent("1", 9.0, (("queue", "b", 9.0),)),
+    ]
+    rest = [SlowEvent(str(i), 1.0, (("service", "a", 1.0),)) for i in range(2, 11)]
+    assert held_back(top + rest) == HeldBack("b", 13 / 19, "queue", 2)
 
 
 def test_percentiles() -> None:

@@ -507,10 +507,9 @@ def _work_changed(before: float, after: float, grew_by: float) -> bool:
 # neighbour benchmark yielded within 1 s in 3 runs of 5); at 0.3, in the second (10 of
 # 10). But at 0.3 a burst of one period from nothing (0.6 of a core) would count too,
 # so a rise from under OTHERS_UNDER_WAY is followed at OTHERS_RISING_FIRST: one
-# period's burst is not a neighbour, a rise that goes on is (from 0.1 of a core the
-# neighbour's first partial reading was sometimes too small: 4 runs of 5; from 0.05, 6
-# of 6). A program that ends gives its cores back for good, so taking them back can
-# wait.
+# period's burst is not a neighbour, a rise that goes on is (counted from 0.1 of a core,
+# the neighbour benchmark met its target in 4 runs of 5; from 0.05, in 6 of 6). A
+# program that ends gives its cores back for good, so taking them back can wait.
 OTHERS_SMOOTHING = 0.7  # weight of the old estimate when the others use less
 OTHERS_RISING = 0.3  # ... and when they use more than an estimate already rising
 OTHERS_RISING_FIRST = 0.5  # ... and when they use more than an estimate near nothing

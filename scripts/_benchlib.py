@@ -39,6 +39,7 @@ from typing import Any
 
 import psutil
 
+from sedamp.runtime.blocks import held_bytes
 from stages.burn import Collect
 
 __all__ = [
@@ -243,7 +244,9 @@ class TreeRss:
     """Samples, every `interval_s` in a daemon thread, the RSS of process `pid` plus all
     its descendants, summed; keeps the peak. Summed RSS counts pages shared between
     processes (the interpreter's code, copy-on-write pages) once per process, so it
-    over-states the physical total a little; it is the same rule for every system."""
+    over-states the physical total a little; it is the same rule for every system. A
+    sedamp run's shared blocks (/dev/shm) are added, mapped or not (mapped pages are so
+    counted twice)."""
 
     def __init__(self, pid: int, interval_s: float = 0.05) -> None:
         self.pid = pid
@@ -266,6 +269,7 @@ class TreeRss:
                 alive += 1
             except psutil.Error:  # exited between the listing and the read
                 pass
+        total += held_bytes(self.pid)  # a sedamp run's shared blocks in /dev/shm
         self.samples += 1
         if total > self.peak_bytes:
             self.peak_bytes = total

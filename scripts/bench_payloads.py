@@ -15,8 +15,10 @@ Systems
     sedamp        `sedamp run` of the chain, no worker counts: the runtime chooses pools
                   and fusion (it may fuse the cheap stages: then no array crosses).
     sedamp-apart  the same with `fuse: never` on every stage: each array crosses four
-                  process boundaries (source, three stages, sink) as frames beside
-                  MessagePack (sedamp.runtime.payload).
+                  process boundaries (source, three stages, sink) through shared
+                  blocks (sedamp.runtime.blocks: written once, mapped read-only).
+    sedamp-frames sedamp-apart with SEDAMP_SHARED_MEMORY=0: every array as a ZeroMQ
+                  frame of its own beside MessagePack (sedamp.runtime.payload).
     pool          multiprocessing.Pool(cores).imap of the three stages fused, chunks of 1:
                   each array pickled (protocol 5) to a worker and back.
     pool-chain    a Pool of one worker per stage, imap feeding imap: each array crosses
@@ -50,7 +52,7 @@ from _payload_stages import expected  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
-SYSTEMS = ("sedamp", "sedamp-apart", "pool", "pool-chain", "ray")
+SYSTEMS = ("sedamp", "sedamp-apart", "sedamp-frames", "pool", "pool-chain", "ray")
 TARGET = ("pool-chain", 2.0)  # sedamp-apart moves >= 2x the bytes per second of chained Pools
 
 
@@ -85,7 +87,7 @@ stages:
 def command(system: str, count: int, nbytes: int, out: Path, tmp: Path, queue_bytes: str = "") -> list[str]:
     py = sys.executable
     if system.startswith("sedamp"):
-        topo = topology(tmp, count, nbytes, system == "sedamp-apart", queue_bytes)
+        topo = topology(tmp, count, nbytes, system != "sedamp", queue_bytes)
         return [py, "-m", "sedamp", "run", str(topo), "--workdir", str(tmp / "w"), "-q"]
     return [py, str(SCRIPTS / "_payload_peers.py"), system, str(count), str(nbytes), str(out)]
 
@@ -122,7 +124,8 @@ def run_size(args: argparse.Namespace, mb: int, tmp: Path) -> dict[str, Any]:
         for system in order:
             n = 2 if rnd == 0 else count
             out = tmp / f"{system}-{mb}.json"
-            wall, peak = timed(command(system, n, nbytes, out, tmp), {**env, "OUT": str(out)}, out, expected(n, nbytes))
+            env_s = {**env, "OUT": str(out), **({"SEDAMP_SHARED_MEMORY": "0"} if system == "sedamp-frames" else {})}
+            wall, peak = timed(command(system, n, nbytes, out, tmp), env_s, out, expected(n, nbytes))
             if rnd > 0:
                 walls[system].append(wall)
                 peaks[system].append(peak)

@@ -14,6 +14,9 @@ a consumer that reads all of it (a sum), in two ways, interleaved:
              reads it and unlinks it. One copy in user space, fresh pages on both sides.
     shm-pool as shm, but blocks are reused from a pool of 4 (no fresh pages after the
              first), the best case for shared memory.
+    blocks   what sedamp does (sedamp.runtime.blocks): the producer writes the array into a
+             recycled block (pwrite), the consumer maps it read-only, reads it, closes the
+             mapping and frees the block (in a run the stage queue frees it at the ACK).
     frames-warm  as frames, with glibc told to keep freed large blocks in the heap
              (mallopt), so each new array and each received frame reuse warm pages.
 
@@ -31,7 +34,10 @@ from multiprocessing import shared_memory
 import numpy as np
 import zmq
 
+from sedamp.runtime.blocks import Blocks, run_token, sweep
+
 ENDPOINT = "ipc:///tmp/sedamp-measure-shm"
+TOKEN = run_token()
 
 
 def warm_heap() -> None:
@@ -54,8 +60,16 @@ def consumer(way: str, count: int, nbytes: int, done: mp.Queue) -> None:  # type
     back.bind(ENDPOINT + "-back")
     total = 0.0
     pool: dict[str, shared_memory.SharedMemory] = {}
+    blocks = Blocks(TOKEN)
     for _ in range(count):
-        if way.startswith("frames"):
+        if way == "blocks":
+            ref = s.recv()
+            a = np.frombuffer(blocks.open(ref), dtype=np.float64)
+            total += float(a.sum())
+            del a
+            blocks.settle(blocks.take_opened())
+            blocks.free([ref])
+        elif way.startswith("frames"):
             frame = s.recv(copy=False)
             a = np.frombuffer(frame.buffer, dtype=np.float64)
             total += float(a.sum())
@@ -92,10 +106,13 @@ def run(way: str, count: int, nbytes: int) -> float:
     back.connect(ENDPOINT + "-back")
     free: list[shared_memory.SharedMemory] = []
     owned: dict[str, shared_memory.SharedMemory] = {}
+    blocks = Blocks(TOKEN)
     t0 = time.perf_counter()
     for i in range(count):
         a = np.full(nbytes // 8, float(i))  # the handler's new array
-        if way.startswith("frames"):
+        if way == "blocks":
+            s.send(blocks.share(a))
+        elif way.startswith("frames"):
             s.send(a, copy=False)
         elif way == "shm":
             shm = shared_memory.SharedMemory(create=True, size=nbytes)
@@ -116,6 +133,7 @@ def run(way: str, count: int, nbytes: int) -> float:
                 free.append(owned[back.recv_string()])
     total = done.get(timeout=600)
     wall = time.perf_counter() - t0
+    sweep(TOKEN)
     p.join(timeout=30)
     for shm in owned.values():
         shm.close()
@@ -133,7 +151,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    ways = ["frames", "frames-warm", "shm", "shm-pool"]
+    ways = ["frames", "frames-warm", "shm", "shm-pool", "blocks"]
     for mb in args.mb:
         rates: dict[str, list[float]] = {w: [] for w in ways}
         for rnd in range(args.rounds):

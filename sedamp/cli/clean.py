@@ -11,6 +11,7 @@ from sedamp.cli._common import load_or_exit
 from sedamp.control.client import is_topology_file
 from sedamp.control.rundir import WORKDIR_NAME, prune_runs, workdir_of
 from sedamp.observe.words import plural
+from sedamp.runtime import blocks
 
 
 def clean(
@@ -37,7 +38,9 @@ def clean(
     Example: sedamp clean topologies/wordcount.yaml --keep 3
 
     A running topology's directory is never removed, nor any journal (--resume needs
-    it). Every run also keeps only the newest 20 ended runs of its topology.
+    it). Every run also keeps only the newest 20 ended runs of its topology. Shared-memory
+    blocks (/dev/shm) left by runs that were killed go too; a run removes them as it
+    starts as well.
 
     Exit codes: 0 done (also when there was nothing to remove); 2 invalid
     arguments.
@@ -50,3 +53,6 @@ def clean(
     for d in removed:
         typer.echo(str(d))
     typer.echo(f"sedamp: removed {plural(len(removed), 'run directory', 'run directories')}", err=True)
+    stale = blocks.sweep_stale()
+    if stale:
+        typer.echo(f"sedamp: removed {plural(stale, 'shared-memory block')} of runs that were killed", err=True)

@@ -25,7 +25,7 @@ import zmq
 from sedamp.control.rundir import socket_dir, write_run_file
 from sedamp.control.wiring import Wiring
 from sedamp.errors import StorageError
-from sedamp.runtime import security, sockets
+from sedamp.runtime import blocks, security, sockets
 from sedamp.runtime.tracing import TRACE_DIR
 from sedamp.spec import Topology, paths
 
@@ -119,6 +119,7 @@ class Ports:
         self.ctl_endpoint: str | None = None
         self.endpoints: dict[str, str] = {}  # each stage queue's, by stage
         self.cmd: zmq.Socket[Any] | None = None
+        self.blocks = ""  # the token of the run's shared blocks ("": the run uses none)
 
     def open(self, remote: bool) -> str | None:
         """Bind the control and command sockets; an error when the CURVE keys cannot be read."""
@@ -144,6 +145,7 @@ class Ports:
             self.ctl_endpoint = f"ipc://{self.sock_dir}/ctl"
             self.endpoints = {n: f"ipc://{self.sock_dir}/q{i}" for i, n in enumerate(self.top.stages)}
             self.links.ctl = self.socks.router(self.ctl_endpoint)
+            self.blocks = _blocks_token()
         return error
 
     def open_commands(self) -> None:
@@ -171,6 +173,7 @@ class Ports:
             slot_dir=self.sock_dir,
             trace_dir=str(self.run_dir / TRACE_DIR) if opt.trace_sample else "",
             trace_sample=opt.trace_sample,
+            blocks=self.blocks,
             run_dir=str(self.run_dir),
             stage_dir=str(self.top.base_dir.absolute()),
         )
@@ -201,3 +204,15 @@ class Ports:
         self.socks.close()
         if self.sock_dir is not None:
             shutil.rmtree(self.sock_dir, ignore_errors=True)
+        if self.blocks:  # every child is gone: no block of the run is in use
+            blocks.sweep(self.blocks)
+
+
+def _blocks_token() -> str:
+    """The run's shared-blocks token (every process on this host, ipc), or "" when
+    there is no /dev/shm or SEDAMP_SHARED_MEMORY=0 turns them off (frames carry every
+    buffer then). Blocks that runs killed before their end left behind go first."""
+    if os.environ.get(blocks.ENV, "").strip() == "0" or not blocks.available():
+        return ""
+    blocks.sweep_stale()
+    return blocks.run_token()

@@ -38,6 +38,7 @@ class Wiring:
     producers: dict[str, int] = field(default_factory=dict)  # processes that may produce into each queue
     trace_dir: str = ""  # where the processes write trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced
+    blocks: str = ""  # the token of the run's shared blocks ("": none, frames only)
     run_dir: str = ""  # the run directory (stage code may keep files for the run there)
     stage_dir: str = ""  # the topology's folder, where stage code runs (relative paths resolve there)
 
@@ -83,6 +84,7 @@ def queue_config(top: Topology, name: str, w: Wiring) -> QueueConfig:
         advertise=w.advertise,
         trace_dir=w.trace_dir,
         trace_sample=w.trace_sample,
+        blocks=w.blocks,
     )
 
 
@@ -103,6 +105,7 @@ def source_config(top: Topology, spec: StageSpec, w: Wiring, slot_path: str = ""
         curve=w.curve,
         trace_dir=w.trace_dir,
         trace_sample=w.trace_sample,
+        blocks=w.blocks,
         slot_path=slot_path,
         run_dir=w.run_dir,
         stage_dir=w.stage_dir,
@@ -151,6 +154,7 @@ def worker_config(top: Topology, spec: StageSpec, index: int, token: int, slot_p
         curve=w.curve,
         trace_dir=w.trace_dir,
         trace_sample=w.trace_sample,
+        blocks=w.blocks,
         run_dir=w.run_dir,
         stage_dir=w.stage_dir,
     )

@@ -47,6 +47,7 @@ class QueueConfig:
     advertise: str | None = None  # the host peers reach this queue at (tcp)
     trace_dir: str = ""  # where this process writes its trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
+    blocks: str = ""  # the run's shared blocks (sedamp.runtime.blocks): their token; "": none
 
 
 def queue_identity(stage: str) -> str:
@@ -88,6 +89,7 @@ class WorkerConfig:
     token: int = 0
     trace_dir: str = ""  # where this process writes its trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
+    blocks: str = ""  # the run's shared blocks (sedamp.runtime.blocks): their token; "": none
     run_dir: str = ""  # the run directory, told to stage code (runtime.stage.enter_run)
     stage_dir: str = ""  # the topology's folder: the current directory of stage code
 
@@ -113,6 +115,7 @@ class SourceConfig:
     curve: dict[str, str] | None = None  # the run's CURVE keys (tcp endpoints)
     trace_dir: str = ""  # where this process writes its trace records ("": not traced)
     trace_sample: float = 0.0  # the share of events traced (sedamp.runtime.tracing)
+    blocks: str = ""  # the run's shared blocks (sedamp.runtime.blocks): their token; "": none
     slot_path: str = ""  # its slot: the time it is blocked and waiting, as it accrues ("": none)
     run_dir: str = ""  # the run directory, told to stage code (runtime.stage.enter_run)
     stage_dir: str = ""  # the topology's folder: the current directory of stage code

@@ -415,6 +415,9 @@ class LeaseBook:
         self.events = 0  # events leased
         self.nbytes = 0  # their bytes
         self.expired = _Recent(1000)
+        # the buffers of acknowledged leases' events, for the queue process to free
+        # (shared blocks: `sedamp.runtime.blocks`); None: not kept
+        self.done_bufs: list[Any] | None = None
 
     def issue(self, worker: bytes, chunks: list[Chunk], partition: int, n: int, nbytes: int, now: float) -> int:
         lease_id = self.next_id
@@ -448,6 +451,12 @@ class LeaseBook:
         self.events -= lease.n
         self.nbytes -= lease.nbytes
         return lease
+
+    def done(self, lease_id: int) -> None:
+        """Take an acknowledged lease: its events are done (their buffers to `done_bufs`)."""
+        lease = self.take(lease_id)
+        if self.done_bufs is not None:
+            self.done_bufs.extend(b for c in lease.chunks for b in c.bufs)
 
     def renew(self, worker: bytes, named: Iterable[int] | None = None) -> tuple[list[int], int]:
         """Renew the leases of `worker` it `named` (None: all of them). Returns the
@@ -670,7 +679,7 @@ class QueueCore:
             return []
         if lease is None:
             return self.refuse(rid, f"ACK of unknown lease {lease_id}")
-        self.leases.take(lease_id)
+        self.leases.done(lease_id)
         self.counters.acked += lease.n
         return self._grant() + self._check_end()
 

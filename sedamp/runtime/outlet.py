@@ -26,7 +26,7 @@ from sedamp.errors import WireError
 from sedamp.runtime import lifeline, sockets, wire
 from sedamp.runtime.configs import OutputConfig
 from sedamp.runtime.deadletter import DeadLetters
-from sedamp.runtime.payload import all_bufs, nbufs_of, size_of
+from sedamp.runtime.payload import all_bufs, nbufs_of, share, size_of
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Outlet:
             else:
                 self.backlog.popleft()
             body, ends = wire.join_packed(packed)
-            bufs = all_bufs(packed) if nbufs else []
+            bufs = share(all_bufs(packed)) if nbufs else []  # large ones through shared blocks
             put = wire.put(self.seq, partition, ids, ends, body, t_src, nbufs, bufs, traced)
             self.sock.send_multipart(put, copy=False)
             self.sent.append((self.seq, tag))

@@ -30,6 +30,8 @@ from typing import Any
 
 import msgpack
 
+from sedamp.runtime import blocks
+
 # Buffers of at least this many bytes travel as their own frame. Below it, a frame costs
 # more than the copy it saves (a frame is a ZeroMQ message of its own, ~1 us).
 OOB_BYTES = 64 * 1024
@@ -60,8 +62,43 @@ def bufs_of(packed: bytes) -> list[Any]:
 
 
 def bufs_nbytes(bufs: list[Any]) -> int:
-    """The bytes of buffers (memoryviews, bytes, received frames)."""
-    return sum(memoryview(b).nbytes for b in bufs) if bufs else 0
+    """The bytes of buffers (memoryviews, bytes, received frames), a shared block's
+    reference counting as the bytes it stands for."""
+    return sum(map(buf_nbytes, bufs)) if bufs else 0
+
+
+def buf_nbytes(buf: Any) -> int:
+    n: int = memoryview(buf).nbytes
+    return blocks.ref_nbytes(buf) if n < OOB_BYTES and blocks.is_ref(buf) else n
+
+
+# This process's side of the run's shared blocks (None: the run uses none), set by the
+# role that starts here (`attach`): a reference frame among an event's buffers is read
+# through it.
+_blocks: blocks.Blocks | None = None
+
+
+def attach(token: str) -> blocks.Blocks | None:
+    """Read and write the shared blocks of run `token` in this process ("": none);
+    returns them (None when the run or host has none)."""
+    global _blocks
+    _blocks = blocks.usable(token)
+    return _blocks
+
+
+def detach() -> None:
+    """At exit: close this process's mappings of shared blocks, remove those it kept."""
+    if _blocks is not None:
+        _blocks.close()
+
+
+def share(bufs: list[Any]) -> list[Any]:
+    """`bufs` as they leave this process: each of at least `share_bytes` written into
+    a shared block and replaced by its reference, when the run uses blocks."""
+    b = _blocks
+    if b is None:
+        return bufs
+    return [b.share(x) if memoryview(x).nbytes >= b.share_bytes else x for x in bufs]
 
 
 class _Big:
@@ -177,7 +214,15 @@ def _buffer(bufs: Sequence[Any], base: list[int], fields: Any, at: int) -> Any:
     start, count = base
     if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < count or start + i >= len(bufs):
         raise PayloadError(f"buffer {i!r} is not among the {count} sent with the event")
-    return bufs[start + i]
+    buf = bufs[start + i]
+    if memoryview(buf).nbytes < OOB_BYTES and blocks.is_ref(buf):
+        if _blocks is None:
+            raise PayloadError("a shared block, and this process reads none (another host?)")
+        try:
+            return _blocks.open(buf)
+        except (blocks.BlockError, OSError) as exc:
+            raise PayloadError(str(exc)) from None
+    return buf
 
 
 def array_of(fields: list[Any], buf: Any) -> Any:

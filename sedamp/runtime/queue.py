@@ -27,7 +27,8 @@ from typing import Any
 import zmq
 
 from sedamp.errors import StorageError, WireError
-from sedamp.runtime import lifeline, sockets, wire
+from sedamp.runtime import lifeline, payload, sockets, wire
+from sedamp.runtime.blocks import Blocks
 from sedamp.runtime.configs import QueueConfig, queue_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import POISON_DEATHS, Outgoing, QueueCore, lease_term_s, queue_stats
@@ -39,7 +40,10 @@ log = logging.getLogger(__name__)
 
 def _core_of(cfg: QueueConfig) -> QueueCore:
     term = lease_term_s(cfg.period_s)
-    return QueueCore(cfg.capacity, cfg.partitions, lease_term_s=term, producers=cfg.producers, max_bytes=cfg.max_bytes)
+    core = QueueCore(cfg.capacity, cfg.partitions, lease_term_s=term, producers=cfg.producers, max_bytes=cfg.max_bytes)
+    if cfg.blocks:
+        core.leases.done_bufs = []  # acknowledged events' shared blocks, freed by `_free`
+    return core
 
 
 def run_queue(cfg: QueueConfig) -> None:
@@ -51,6 +55,7 @@ def run_queue(cfg: QueueConfig) -> None:
     core = _core_of(cfg)
     outbox = Outbox(data, core)
     dead = DeadLetters(cfg.dead_letters) if cfg.dead_letters else None
+    blocks = payload.attach(cfg.blocks)  # it frees the shared blocks of acknowledged events
     tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "queue", cfg.stage)
     ctl.send_multipart(
         wire.simple(wire.REGISTER, wire.QUEUE, cfg.stage, 0, os.getpid(), sockets.bound_endpoint(data, cfg.advertise))
@@ -79,6 +84,8 @@ def run_queue(cfg: QueueConfig) -> None:
                             next_stats = 0.0  # STATS now, below
                 except StorageError as exc:  # a poison event it cannot dead-letter
                     lifeline.storage_failed(ctl, [data], socks.ctx, f"the queue of stage {cfg.stage!r}", exc)
+            if core.leases.done_bufs:
+                _free(blocks, core.leases.done_bufs)
             _excuse_pause(cfg, core, pauses)  # here: a pause in the poll or in the work above
             now = time.monotonic()
             if now >= next_expiry:
@@ -94,14 +101,20 @@ def run_queue(cfg: QueueConfig) -> None:
                 _exit_if_orphaned(cfg)
                 next_parent_check = now + lifeline.PARENT_CHECK_PERIOD_S
     finally:
-        ctl.setsockopt(zmq.LINGER, 1000)  # let the final DONE out; counters are advisory
-        ctl.close()
-        data.close()
-        socks.close()
-        if dead is not None:
-            dead.close()
-        if tracer is not None:
-            tracer.flush()
+        _close(socks, ctl, data, dead, tracer)
+
+
+def _close(
+    socks: sockets.Sockets, ctl: zmq.Socket[Any], data: zmq.Socket[Any], dead: DeadLetters | None, tracer: Tracer | None
+) -> None:
+    ctl.setsockopt(zmq.LINGER, 1000)  # let the final DONE out; counters are advisory
+    ctl.close()
+    data.close()
+    socks.close()
+    if dead is not None:
+        dead.close()
+    if tracer is not None:
+        tracer.flush()
 
 
 def _excuse_pause(cfg: QueueConfig, core: QueueCore, pauses: Pauses) -> None:
@@ -151,15 +164,25 @@ def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> No
         eid, packed, reason = core.poisoned.pop(0)
         log.error("stage %s: event %r killed %d workers (last: %s); not retried", cfg.stage, eid, POISON_DEATHS, reason)
         core.last_poison = {"event_id": eid, "reason": reason}
-        if cfg.on_poison == "skip" or dead is None:
-            continue
-        dead.write_packed(
-            stage=cfg.stage,
-            event_id=eid,
-            error_type="WorkerDied",
-            message=f"stage {cfg.stage!r}: the event killed {POISON_DEATHS} workers that held it; the last {reason}",
-            packed=packed,
-        )
+        if cfg.on_poison != "skip" and dead is not None:
+            dead.write_packed(
+                stage=cfg.stage,
+                event_id=eid,
+                error_type="WorkerDied",
+                message=f"stage {cfg.stage!r}: the event killed {POISON_DEATHS} workers that held it; "
+                f"the last {reason}",
+                packed=packed,
+            )
+        if core.leases.done_bufs is not None:
+            core.leases.done_bufs.extend(payload.bufs_of(packed))  # out of circulation: its blocks go
+
+
+def _free(blocks: Blocks | None, bufs: list[Any]) -> None:
+    """Free the shared blocks among `bufs` (acknowledged or dead-lettered events')."""
+    if blocks is not None:
+        blocks.settle(blocks.take_opened())  # what writing a dead letter mapped
+        blocks.free(bufs)
+    bufs.clear()
 
 
 def _on_data(core: QueueCore, frames: list[bytes], tracer: Tracer | None = None) -> Outgoing:

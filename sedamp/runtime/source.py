@@ -30,7 +30,7 @@ import zmq
 
 from sedamp.errors import StorageError, WireError
 from sedamp.observe.words import plural
-from sedamp.runtime import lifeline, sockets, wire
+from sedamp.runtime import lifeline, payload, sockets, wire
 from sedamp.runtime.configs import SourceConfig, source_identity
 from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import DEFAULT_MAX_BYTES
@@ -52,6 +52,7 @@ def run_source(cfg: SourceConfig) -> None:
     lifeline.become_child(cfg.parent_pid)
     add_import_paths(cfg.import_paths)
     enter_run(cfg.run_dir, cfg.stage_dir)
+    payload.attach(cfg.blocks)  # its large buffers go out through shared blocks
     source = _Source(cfg)
     try:
         source.run()

@@ -64,7 +64,7 @@ import zmq
 
 from sedamp.errors import StorageError, WireError
 from sedamp.observe.words import plural
-from sedamp.runtime import lifeline, sockets, wire
+from sedamp.runtime import lifeline, payload, sockets, wire
 from sedamp.runtime.chain import Chain, links_of
 from sedamp.runtime.configs import MAX_BATCH_EVENTS, WorkerConfig, worker_identity
 from sedamp.runtime.deadletter import DeadLetters
@@ -172,6 +172,7 @@ class _Worker:
         self.guard: MemoryGuard | None = None  # max_rss_mb inside a batch
         self.outlets: list[Outlet] = []
         self.tracer = tracer_of(cfg.trace_dir, cfg.trace_sample, "worker", cfg.stage, cfg.index)
+        self.blocks = payload.attach(cfg.blocks)  # shared blocks its inputs are read from
 
     # ---------------------------------------------------------------- life
 
@@ -259,7 +260,7 @@ class _Worker:
             return
         if self.up in ready:
             for frames in sockets.drain(self.up):
-                self._on_upstream(frames)
+                on_upstream(self, frames)
         replies = take_replies(self.outlets, ready, self.dead, f"worker {self.identity}")
         for lease in replies.released:
             self._released(lease)
@@ -270,29 +271,6 @@ class _Worker:
         if self.ctl in ready:
             for frames in sockets.drain(self.ctl):
                 self._on_control(frames)
-
-    def _on_upstream(self, frames: list[bytes]) -> None:
-        try:
-            msg = wire.parse(frames)
-        except WireError as exc:
-            log.error("worker %s: refused frame from its queue: %s", self.identity, exc)
-            self.protocol_errors += 1
-            return
-        if msg.kind == wire.BATCH:
-            self.gets_out -= 1
-            self.inbox.append(msg)
-            if self.tracer is not None and msg.fields[4]:  # it may hold a traced event
-                self.tracer.leased(self.cfg.stage, msg.fields[0], msg.fields[1])
-        elif msg.kind == wire.END:
-            self.ended = True
-            self.gets_out = 0
-        elif msg.kind == wire.EXPIRED:
-            self._expired(msg.fields[0])
-        elif msg.kind == wire.HALT:
-            give_back_unstarted(self)
-        elif msg.kind == wire.ERR:
-            log.error("worker %s: queue refused a message: %s", self.identity, msg.fields[0])
-            self.protocol_errors += 1
 
     def _on_control(self, frames: list[bytes]) -> None:
         try:
@@ -314,9 +292,6 @@ class _Worker:
         held = [m.fields[0] for m in self.inbox] + list(self.unacked)
         self.up.send_multipart(wire.renew(self.cfg.index, held, max(0, self.gets_out)))
 
-    def _expired(self, leases: list[int]) -> None:
-        expired(self, leases)
-
     def _released(self, lease: Any) -> None:
         if lease is None or lease == self.in_hand:
             return  # the lease being handled is acknowledged by _commit, once it is done
@@ -334,7 +309,11 @@ class _Worker:
         try:
             events = wire.unpack_events(msg.bodies, len(ids), nbufs, msg.bufs)
         except WireError as exc:
+            events = None
             self.chain.dead_input(ids, f"stage {self.cfg.stage!r} received an undecodable event: {exc}")
+        if self.blocks is not None:
+            self.blocks.hold(lease)  # closed before the ACK (the queue then frees the blocks)
+        if events is None:
             self._ack(lease)
             return
         t0_ns = time.monotonic_ns() if self.tracer is not None else 0
@@ -346,13 +325,15 @@ class _Worker:
         self.chain.run(0, ids, events, self.pace.slow_events)
         self.in_hand = None
         elapsed = time.perf_counter() - t0
+        n_events = len(events)
+        del events  # nothing of ours holds the batch (a shared block's mapping can close)
         if self.slot is not None:
             self.slot.end(self.pace.busy_s + elapsed)
         sink = self.chain.tail.kind == "sink"
         if self.tracer is not None:
             self.tracer.handled(self.cfg.stage, lease, len(ids), t0_ns, sink, bool(self.outlets))
         now_s = time.time() if sink else None
-        t_src = self.pace.record(elapsed, len(events), t_srcs, counts, now_s)
+        t_src = self.pace.record(elapsed, n_events, t_srcs, counts, now_s)
         self._commit(lease, t_src)
 
     def _spill(self) -> None:
@@ -381,6 +362,8 @@ class _Worker:
         """Acknowledge `lease` to the stage queue: its outputs are all delivered."""
         if self.tracer is not None:
             self.tracer.acked(self.cfg.stage, lease)
+        if self.blocks is not None:
+            self.blocks.done(lease)
         self.up.send_multipart(wire.ack(lease))
 
     def data_sockets(self) -> list[zmq.Socket[Any]]:
@@ -417,6 +400,7 @@ class _Worker:
         for o in self.outlets:
             o.detach()
         self.dead.close()
+        payload.detach()
         if error is not None:
             what = "teardown" if retired else "the end of its input"
             message = f"stage {self.cfg.stage!r} failed at {what}: {error.type}: {error.message}"
@@ -438,6 +422,31 @@ class _Worker:
 
     def _send_stats(self, kind: int, retired: bool = False) -> None:
         self.ctl.send_multipart(wire.simple(kind, _stats(self, retired)))
+
+
+def on_upstream(w: _Worker, frames: list[bytes]) -> None:
+    """One message from the stage queue: a BATCH to the inbox, END, EXPIRED, HALT, ERR."""
+    try:
+        msg = wire.parse(frames)
+    except WireError as exc:
+        log.error("worker %s: refused frame from its queue: %s", w.identity, exc)
+        w.protocol_errors += 1
+        return
+    if msg.kind == wire.BATCH:
+        w.gets_out -= 1
+        w.inbox.append(msg)
+        if w.tracer is not None and msg.fields[4]:  # it may hold a traced event
+            w.tracer.leased(w.cfg.stage, msg.fields[0], msg.fields[1])
+    elif msg.kind == wire.END:
+        w.ended = True
+        w.gets_out = 0
+    elif msg.kind == wire.EXPIRED:
+        expired(w, msg.fields[0])
+    elif msg.kind == wire.HALT:
+        give_back_unstarted(w)
+    elif msg.kind == wire.ERR:
+        log.error("worker %s: queue refused a message: %s", w.identity, msg.fields[0])
+        w.protocol_errors += 1
 
 
 def _stats(w: _Worker, retired: bool) -> dict[str, Any]:

@@ -24,10 +24,14 @@ class Arrays:
             yield {"n": i, "a": np.full(self.nbytes // self.dtype.itemsize, i, dtype=self.dtype)}
 
 
-def touch(event: dict[str, Any], fail_modulo: int = 0) -> dict[str, Any]:
+def touch(event: dict[str, Any], fail_modulo: int = 0, delay_s: float = 0.0) -> dict[str, Any]:
     """A new array, one more than the input; its first bytes as `head` (bytes)."""
     if fail_modulo and event["n"] % fail_modulo == 0:
         raise ValueError(f"n={event['n']} fails on purpose")
+    if delay_s:
+        import time
+
+        time.sleep(delay_s)
     a = event["a"]
     return {"n": event["n"], "a": a + 1, "head": a[:16].tobytes(), "was_writeable": bool(a.flags.writeable)}
 
@@ -69,6 +73,15 @@ def once(event: dict[str, Any], die_at: int, fail_at: int, marker_dir: str) -> d
         if act == "die":
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"n={n} fails once")
+    return touch(event)
+
+
+def kill_at(event: dict[str, Any], n: int) -> dict[str, Any]:
+    """`touch`, but SIGKILLs its worker whenever it is handed event `n` (a poison event)."""
+    if event["n"] == n:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
     return touch(event)
 
 
@@ -129,3 +142,20 @@ class SaveArrays:
         with open(tmp, "wb") as f:
             np.save(f, event["a"])
         os.replace(tmp, path)
+
+
+class KeepArrays:
+    """Sink: keeps every array it is handed as it came (no copy), and only at `finish()`
+    writes one JSON line per event: n and the sum of its array then. An array over a
+    shared block that was freed and written again meanwhile would sum wrong."""
+
+    def setup(self, out: str) -> None:
+        self.out = Path(out)
+        self.kept: list[tuple[int, Any]] = []
+
+    def handle(self, event: dict[str, Any]) -> None:
+        self.kept.append((event["n"], event["a"]))
+
+    def finish(self) -> None:
+        rows = [{"n": n, "sum": float(a.sum()), "size": int(a.size)} for n, a in sorted(self.kept, key=lambda x: x[0])]
+        self.out.write_text("".join(json.dumps(r) + "\n" for r in rows))

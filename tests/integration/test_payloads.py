@@ -12,12 +12,17 @@ from typing import Any
 import psutil
 import pytest
 
+from sedamp.runtime.blocks import held_bytes
 from sedamp.runtime.deadletter import event_of, read_dead_letters
 from tests.integration.util import run_sedamp, stage_of, start_run, summary_of
 
 np = pytest.importorskip("numpy")
 
 STAGES = "tests.integration.arraystages"
+# Every out-of-band buffer (64 KiB and up) through a shared block, so that small arrays
+# test that path too (sedamp.runtime.blocks); the default sends them as frames.
+THROUGH_BLOCKS = {"SEDAMP_SHARED_MEMORY": "64KiB"}
+WAYS = pytest.mark.parametrize("env", [{}, THROUGH_BLOCKS], ids=["frames", "blocks"])
 
 
 def topology(
@@ -72,10 +77,13 @@ def test_arrays_cross_stages_and_arrive_the_same_fused_or_not(tmp_path: Path, wo
     assert rows[True] == apart  # fused, an array crosses as it would between processes
 
 
-def test_an_array_that_fails_is_dead_lettered_in_a_form_read_back_whole(tmp_path: Path, workdir: Path) -> None:
+@WAYS
+def test_an_array_that_fails_is_dead_lettered_in_a_form_read_back_whole(
+    tmp_path: Path, workdir: Path, env: dict[str, str]
+) -> None:
     out = tmp_path / "digest.jsonl"
     topo = topology(tmp_path, out, count=12, nbytes=200_000, fuse=False, fail_modulo=5)
-    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", timeout=120)
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", env=env, timeout=120)
     assert proc.returncode == 1, proc.stderr  # some events failed
     [run_dir] = (workdir / "runs").iterdir()
     records = read_dead_letters(run_dir / "dead-letters.jsonl")
@@ -90,13 +98,13 @@ def test_an_array_that_fails_is_dead_lettered_in_a_form_read_back_whole(tmp_path
 
 
 def _tree_rss(root: psutil.Process) -> int:
-    """The RSS of `root` and its descendants; 0 when one ended while the tree was read
+    """The RSS of `root` and its descendants, and its shared blocks; 0 when one ended while the tree was read
     (the sample is skipped: the watcher thread used to die of it, and stop measuring)."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return 0
-    total = 0
+    total = held_bytes(root.pid)  # the run's shared blocks, mapped or free
     for p in procs:
         try:
             total += p.memory_info().rss
@@ -180,7 +188,8 @@ stages:
     assert m["peak"] - m["base"] < 100, m
 
 
-def test_arrays_survive_a_retry_and_a_killed_worker(tmp_path: Path, workdir: Path) -> None:
+@WAYS
+def test_arrays_survive_a_retry_and_a_killed_worker(tmp_path: Path, workdir: Path, env: dict[str, str]) -> None:
     """The lease of a killed worker comes back with its arrays (the queue holds the
     frames until the lease is acknowledged); a retried event is handed its arrays again."""
     out = tmp_path / "digest.jsonl"
@@ -193,7 +202,7 @@ def test_arrays_survive_a_retry_and_a_killed_worker(tmp_path: Path, workdir: Pat
         "    on_error: {retry: 1}\n",
     )
     topo.write_text(text)
-    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", timeout=120)
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in markers.iterdir()) == ["die", "fail"]
     rows = digest(out)

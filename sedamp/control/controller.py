@@ -95,7 +95,7 @@ from sedamp.errors import JournalError, LaunchError, StorageError, WireError
 from sedamp.executor.local import LocalExecutor
 from sedamp.observe.failures import FailureDigest, budget_message, over_budget
 from sedamp.observe.words import plural
-from sedamp.runtime import journal, lifeline, sockets, wire
+from sedamp.runtime import blocks, journal, lifeline, sockets, wire
 from sedamp.runtime import stage as stage_mod
 from sedamp.runtime.deadletter import DEAD_LETTERS_FILE, DeadLetterTail
 from sedamp.runtime.pauses import Pauses
@@ -367,6 +367,8 @@ class _Controller:
         self.roster.on_exit(child)
         if child.role == wire.WORKER:
             self.recorder.forget(child)
+            if self.ports.blocks:  # the blocks it kept died with its arrays
+                blocks.drop_kept(self.ports.blocks, child.proc.pid)
 
     def _on_command(self, frames: list[bytes]) -> None:
         """A command from `sedamp status`, `scale` or `top`, answered at once."""

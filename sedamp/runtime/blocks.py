@@ -14,8 +14,8 @@ processes ever claim one block:
 
     sedamp-<run>-u<size>-<pid>-<n>   in use: an event names it (u: used)
     sedamp-<run>-f<size>-<pid>-<n>   free: any producer of the run may claim it
-    sedamp-<run>-k<size>-<pid>-<n>   kept: a consumer's handler still holds an array
-                                     over it after its event was acknowledged
+    sedamp-<run>-k<size>-<pid>-<n>   kept: the handler of consumer <pid> still holds an
+                                     array over it after its event was acknowledged
 
 - A producer claims a free block of the size class it needs (renaming it to a new
   used name), or makes one, and writes the buffer into it.
@@ -26,7 +26,8 @@ processes ever claim one block:
 - A consumer closes its mapping before it acknowledges. If its handler kept an array
   over the block (a sink collecting arrays for `finish()`), the mapping cannot close;
   the block is renamed to kept, so the queue's free finds nothing, and the consumer
-  frees it when the array is gone, or removes it when it exits.
+  frees it when the array is gone, or removes it when it exits; if it dies, the
+  controller removes the blocks it kept (`drop_kept`).
 - The controller removes every block of its run when the run ends; a run that did not
   end (kill -9 of the controller) leaves blocks named after a process that is gone, and
   the next run, or `sedamp clean`, removes them (`sweep_stale`).
@@ -225,7 +226,8 @@ class Blocks:
             try:
                 m.close()
             except BufferError:
-                kept = self.prefix + "k" + name[len(self.prefix) + 1 :]
+                size = int(name[len(self.prefix) + 1 :].split("-")[0], 16)
+                kept = self._name("k", size)  # named after this process, the one keeping it
                 try:
                     os.rename(os.path.join(self.dir, name), os.path.join(self.dir, kept))
                 except FileNotFoundError:
@@ -305,6 +307,18 @@ def sweep(token: str, directory: str = SHM_DIR) -> int:
     """Remove every block of the run `token` (at its end); returns how many."""
     prefix = f"sedamp-{token}-"
     return _remove(directory, lambda name: name.startswith(prefix))
+
+
+def drop_kept(token: str, pid: int, directory: str = SHM_DIR) -> int:
+    """Remove the blocks worker `pid` kept, once it has died (its arrays died with it);
+    returns how many. The events of blocks it was reading are still in their queue."""
+    kept = f"sedamp-{token}-k"
+
+    def theirs(name: str) -> bool:
+        m = _NAME.match(name)
+        return name.startswith(kept) and m is not None and m.group(5) == str(pid)
+
+    return _remove(directory, theirs)
 
 
 def sweep_stale(directory: str = SHM_DIR) -> int:

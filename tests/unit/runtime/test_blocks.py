@@ -168,3 +168,39 @@ def test_share_leaves_small_buffers_as_frames(tmp_path: Path, token: str) -> Non
     finally:
         payload._blocks = None
     assert payload.share([big])[0] is big  # a run without blocks sends frames
+
+
+def test_the_blocks_a_dead_worker_kept_are_removed_and_no_others(tmp_path: Path, token: str) -> None:
+    b = Blocks(token, str(tmp_path))
+    ref = b.share(b"k" * (5 * MIB))
+    held = b.open(ref)
+    b.hold(1)
+    b.done(1)  # kept, named after this process
+    other = b.share(b"o" * (5 * MIB))
+    assert blocks.drop_kept(token, os.getpid() + 1, str(tmp_path)) == 0
+    assert blocks.drop_kept(token, os.getpid(), str(tmp_path)) == 1
+    assert states(tmp_path) == ["u"] and b.free([other]) == 1 and held[0] == ord("k")
+
+
+def test_a_48_mb_array_crosses_with_no_copy_on_the_python_heap(tmp_path: Path, token: str) -> None:
+    """The producer writes the array into the block (the one copy, by the kernel, from
+    the array's memory); the consumer reads it in place. Neither side allocates its
+    bytes again."""
+    import tracemalloc
+
+    np = pytest.importorskip("numpy")
+    a = np.full(6_000_000, 3.0)  # 48 MB
+    producer, consumer = Blocks(token, str(tmp_path)), Blocks(token, str(tmp_path))
+    tracemalloc.start()
+    try:
+        packed = wire.pack_event({"a": a})
+        refs = [producer.share(x) for x in packed.bufs]
+        payload._blocks = consumer
+        got = wire.unpack_events([bytes(packed)], 1, [1], refs)[0]["a"]
+        total = float(got.sum())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        payload._blocks = None
+    assert total == 3.0 * 6_000_000
+    assert peak < 4 * MIB, f"{peak:,} bytes allocated for a 48 MB array"  # a copy would be 48 MB

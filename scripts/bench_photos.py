@@ -22,8 +22,10 @@ Systems
                   worker counts: the runtime chooses pools and fusion (it fuses decode,
                   blur and encode: the arrays are handed on inside each worker).
     sedamp-apart  the same with ``fuse: never`` on decode, blur and encode: each photo's
-                  array crosses two process boundaries (decode -> blur -> encode) as a
-                  ZeroMQ frame beside the event (``sedamp.runtime.payload``).
+                  array crosses two process boundaries (decode -> blur -> encode) through a
+                  shared block (``sedamp.runtime.blocks``: written once, mapped read-only).
+    sedamp-frames sedamp-apart with SEDAMP_SHARED_MEMORY=0: each array as a ZeroMQ frame
+                  beside the event (``sedamp.runtime.payload``).
     pool          ``multiprocessing.Pool(cores).imap`` of decode -> blur -> encode fused
                   into one function, chunks of one photo (``_photo_stages.py``).
 
@@ -50,7 +52,7 @@ import _benchlib as bl  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
-SYSTEMS = ("sedamp", "sedamp-apart", "pool")
+SYSTEMS = ("sedamp", "sedamp-apart", "sedamp-frames", "pool")
 # issue 20: the pipeline with arrays between stages is >= 1.0x Pool.imap of the fused steps
 TARGETS = {"sedamp": ("pool", 1.0), "sedamp-apart": ("pool", 1.0)}
 WARMUP_PHOTOS = 2
@@ -90,7 +92,7 @@ def command(system: str, data: Path, out: Path, args: argparse.Namespace, tmp: P
     py = sys.executable
     if system == "pool":
         return [py, str(SCRIPTS / "_photo_stages.py"), str(data), str(out), str(args.radius), str(args.quality)]
-    topo = topology(tmp, data, args.radius, args.quality, system == "sedamp-apart")
+    topo = topology(tmp, data, args.radius, args.quality, system != "sedamp")
     return [py, "-m", "sedamp", "run", str(topo), "--workdir", str(tmp / "w"), "-q"]
 
 
@@ -124,7 +126,8 @@ def timed(system: str, data: Path, args: argparse.Namespace, tmp: Path, env: dic
     out = tmp / f"{system}.json"
     out.unlink(missing_ok=True)
     cmd = command(system, data, out, args, tmp)
-    wall = bl.timed_process(cmd, {**env, "OUT": str(out)}, REPO, None, None, timeout=RUN_TIMEOUT_S)
+    frames = {"SEDAMP_SHARED_MEMORY": "0"} if system == "sedamp-frames" else {}
+    wall = bl.timed_process(cmd, {**env, "OUT": str(out), **frames}, REPO, None, None, timeout=RUN_TIMEOUT_S)
     try:
         return wall, json.loads(out.read_text())
     except (OSError, ValueError) as exc:

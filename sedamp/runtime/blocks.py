@@ -129,6 +129,7 @@ class Blocks:
         self.shared = 0  # buffers written into blocks
         self.reused = 0  # of them, into a recycled block
         self.share_bytes = SHARE_BYTES  # buffers from this size up go through blocks
+        self.failed = 0  # buffers that could not be written into a block (sent as frames)
 
     def _name(self, state: str, size: int) -> str:
         return f"{self.prefix}{state}{size:x}-{os.getpid()}-{next(self._n)}"
@@ -147,6 +148,9 @@ class Blocks:
             done = 0
             while done < nbytes:
                 done += os.pwrite(fd, view[done:], done)
+        except OSError:
+            _unlink(os.path.join(self.dir, name))  # /dev/shm is full: the caller sends a frame
+            raise
         finally:
             os.close(fd)
         self.shared += 1

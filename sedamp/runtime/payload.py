@@ -20,10 +20,16 @@ imported only when an array is met, so a run without arrays never loads it.
 A packed event with buffers is a `Packed`: the packed bytes (what `len` counts) with
 its buffers in ``.bufs``. Everything that moves packed events keeps them together; the
 wire (`sedamp.runtime.wire`) puts them in frames.
+
+Between processes of one host a buffer of at least blocks.SHARE_BYTES leaves as a
+shared block instead (`share`, as an outlet sends): its frame is then a reference,
+which `ext_hook` maps read-only through this process's `Blocks` (`attach`). The byte
+bounds count a reference as the bytes it stands for (`buf_nbytes`).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +37,8 @@ from typing import Any
 import msgpack
 
 from sedamp.runtime import blocks
+
+log = logging.getLogger(__name__)
 
 # Buffers of at least this many bytes travel as their own frame. Below it, a frame costs
 # more than the copy it saves (a frame is a ZeroMQ message of its own, ~1 us).
@@ -98,7 +106,19 @@ def share(bufs: list[Any]) -> list[Any]:
     b = _blocks
     if b is None:
         return bufs
-    return [b.share(x) if memoryview(x).nbytes >= b.share_bytes else x for x in bufs]
+    return [_shared(b, x) if memoryview(x).nbytes >= b.share_bytes else x for x in bufs]
+
+
+def _shared(b: blocks.Blocks, buf: Any) -> Any:
+    """`buf` written into a block, or `buf` itself (a frame) when no block can be made
+    (/dev/shm full or gone): blocks only ever make a crossing cheaper."""
+    try:
+        return b.share(buf)
+    except OSError as exc:
+        if not b.failed:
+            log.warning("cannot write a shared-memory block (%s): large buffers go as frames", exc)
+        b.failed += 1
+        return buf
 
 
 class _Big:

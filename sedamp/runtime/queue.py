@@ -5,7 +5,8 @@ Reads:  the data ROUTER it binds (HELLO/PUT/EOS from producers, HELLO/GET/ACK/RE
         HOLD, HALT, REPORT).
 Writes: CREDIT to producers, BATCH/END/EXPIRED/HALT to workers, ERR to a peer whose frame
         was refused; REGISTER, STATS every period and on REPORT, and DONE to the
-        controller.
+        controller. Frees the shared blocks of events acknowledged or dead-lettered
+        (`sedamp.runtime.blocks`).
 
 All decisions are made by `sedamp.runtime.flow.QueueCore`; this module only moves frames
 between the sockets and that state machine, and asks it every half period to take back

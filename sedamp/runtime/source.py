@@ -5,7 +5,8 @@ Reads:  the user's source iterable; CREDIT from each downstream queue; from the
         source whose events must all be answered, `drain_on_interrupt`) or HALT (Ctrl-C:
         stop reading, drop what the queues had no room for yet, finish).
 Writes: HELLO/PUT/EOS to each downstream queue, REGISTER/STATS/DONE/FATAL to the
-        controller, unserializable events to the dead-letter file.
+        controller, unserializable events to the dead-letter file, large buffers into
+        shared blocks (`sedamp.runtime.blocks`).
 
 Every event gets its id here: its position in the source (0, 1, 2, ...). The source
 reads ahead only as far as the downstream credit allows, so a full pipeline stops the

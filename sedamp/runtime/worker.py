@@ -5,7 +5,9 @@ Reads:  BATCH/END/EXPIRED/HALT from its stage queue (DEALER, routing id
         and REPORT from the controller.
 Writes: HELLO/GET/ACK/RENEW/BYE/RETURN to its stage queue, HELLO/PUT/EOS to each downstream
         queue, REGISTER/STATS/DONE/FATAL to the controller (STATS every period and on
-        REPORT), failed events to the dead-letter file.
+        REPORT), failed events to the dead-letter file, large output buffers into
+        shared blocks (`sedamp.runtime.blocks`: it maps its inputs' blocks read-only
+        and closes them before it acknowledges).
 
 The loop: keep up to `prefetch` requests for work outstanding, handle one batch, give
 the outputs to the outlets, and acknowledge the batch's lease only when every

@@ -19,7 +19,7 @@ from sedamp.runtime import blocks
 from sedamp.runtime.deadletter import event_of, read_dead_letters
 from tests.conftest import wait_until
 from tests.integration.test_payloads import STAGES, THROUGH_BLOCKS, digest, topology
-from tests.integration.util import REPO, run_sedamp, sedamp_cmd
+from tests.integration.util import run_sedamp, start_run
 
 pytest.importorskip("numpy")
 pytestmark = pytest.mark.skipif(not blocks.available(), reason="no /dev/shm on this host")
@@ -33,9 +33,7 @@ def blocks_of(pid: int) -> list[str]:
 
 
 def start(topo: Path, workdir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    cmd = sedamp_cmd("run", str(topo), "--workdir", str(workdir), "--json")
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return start_run(topo, workdir, env=env)
 
 
 class Watch:
@@ -187,7 +185,8 @@ def test_an_array_that_kills_its_workers_is_dead_lettered_by_its_queue_whole(tmp
     assert record["error_type"] == "WorkerDied"
     event = event_of(record)
     assert event["n"] == 4 and event["a"].shape == (25_000,) and (event["a"] == 4).all()
-    assert sorted(r["n"] for r in digest(out)) == [n for n in range(10) if n != 4]
+    # the others arrive, some more than once (redelivered with the poison's batch: at least once)
+    assert sorted({r["n"] for r in digest(out)}) == [n for n in range(10) if n != 4]
     assert blocks_of(proc.pid) == []
 
 

@@ -4,6 +4,7 @@ and a run's memory stays within its queues' byte bounds."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -211,9 +212,11 @@ def test_arrays_survive_a_retry_and_a_killed_worker(tmp_path: Path, workdir: Pat
     assert all(r["sum"] == (r["n"] + 1) * side * side for r in rows)
 
 
-def test_a_resumed_run_does_only_the_arrays_no_sink_wrote(tmp_path: Path, workdir: Path) -> None:
+@WAYS
+def test_a_resumed_run_does_only_the_arrays_no_sink_wrote(tmp_path: Path, workdir: Path, env: dict[str, str]) -> None:
     """kill -9 of `sedamp run` mid-job, then --resume: the arrays already saved are
-    skipped, the others cross the stages again whole."""
+    skipped, the others cross the stages again whole (and the blocks the killed run
+    left are gone)."""
     from tests.conftest import wait_until
 
     out = tmp_path / "saved"
@@ -224,7 +227,7 @@ def test_a_resumed_run_does_only_the_arrays_no_sink_wrote(tmp_path: Path, workdi
                                  f"{STAGES}:SaveArrays\n    params: {{out: \"{out}\", delay_s: 0.05}}")
     )  # fmt: skip
     assert "SaveArrays" in topo.read_text()
-    proc = start_run(topo, workdir)
+    proc = start_run(topo, workdir, env=env)
     try:
         wait_until(lambda: out.exists() and len(list(out.glob("*.npy"))) >= 15, 60, "15 arrays saved")
     finally:
@@ -233,8 +236,9 @@ def test_a_resumed_run_does_only_the_arrays_no_sink_wrote(tmp_path: Path, workdi
     saved = len(list(out.glob("*.npy")))
     assert 15 <= saved < count, "the job was not interrupted mid-way: the test proves nothing"
 
-    again = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", "--resume", timeout=120)
+    again = run_sedamp("run", str(topo), "--workdir", str(workdir), "--json", "--resume", env=env, timeout=120)
     assert again.returncode == 0, again.stderr
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"sedamp-{proc.pid}.")]
     summary = summary_of(again)
     skipped = stage_of(summary, "src")["skipped"]
     assert 0 < skipped <= saved

@@ -50,11 +50,13 @@ stages:
 {extra}"""
 
 
-def start_run(topo: Path, workdir: Path, *extra: str) -> subprocess.Popen[str]:
-    """Start `sedamp run TOPO --json` in the background (output captured)."""
+def start_run(topo: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `sedamp run TOPO --json` in the background (output captured), with `env`
+    added to the environment."""
     return subprocess.Popen(
         sedamp_cmd("run", str(topo), "--workdir", str(workdir), "--json", *extra),
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -204,3 +204,20 @@ def test_a_48_mb_array_crosses_with_no_copy_on_the_python_heap(tmp_path: Path, t
         payload._blocks = None
     assert total == 3.0 * 6_000_000
     assert peak < 4 * MIB, f"{peak:,} bytes allocated for a 48 MB array"  # a copy would be 48 MB
+
+
+def test_a_full_dev_shm_sends_the_buffer_as_a_frame_and_leaves_no_block(
+    tmp_path: Path, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: object, offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    payload._blocks = Blocks(token, str(tmp_path))
+    monkeypatch.setattr(os, "pwrite", full)
+    try:
+        big = b"f" * blocks.SHARE_BYTES
+        assert payload.share([big])[0] is big
+        assert payload._blocks.failed == 1
+    finally:
+        payload._blocks = None
+    assert names(tmp_path) == []

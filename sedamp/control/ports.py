@@ -210,9 +210,9 @@ class Ports:
 
 def _blocks_token() -> str:
     """The run's shared-blocks token (every process on this host, ipc), or "" when
-    there is no /dev/shm or SEDAMP_SHARED_MEMORY=0 turns them off (frames carry every
-    buffer then). Blocks that runs killed before their end left behind go first."""
-    if os.environ.get(blocks.ENV, "").strip() == "0" or not blocks.available():
+    there is no /dev/shm or SEDAMP_SHARED_MEMORY=0 (or off) turns them off (frames carry
+    every buffer then). Blocks that runs killed before their end left behind go first."""
+    if not blocks.threshold(os.environ.get(blocks.ENV, "")) or not blocks.available():
         return ""
     blocks.sweep_stale()
     return blocks.run_token()

@@ -8,9 +8,9 @@ block's name). The consumer maps the block read-only and reads it in place. One 
 of the bytes in all.
 
 Blocks are recycled, which is what makes them pay (fresh blocks were slower than
-frames: their pages are new on both sides). A block is in one of three states, its
-name saying which, and moves between them by `os.rename`, which is atomic, so no two
-processes ever claim one block:
+frames: their pages are new on both sides). A block's names say its state, and it
+moves between them by `os.rename`, which is atomic, so no two processes ever claim one
+block:
 
     sedamp-<run>-u<size>-<pid>-<n>   in use: an event names it (u: used)
     sedamp-<run>-f<size>-<pid>-<n>   free: any producer of the run may claim it
@@ -19,21 +19,27 @@ processes ever claim one block:
 
 - A producer claims a free block of the size class it needs (renaming it to a new
   used name), or makes one, and writes the buffer into it.
-- The stage queue frees an event's blocks when the event is acknowledged (its worker
+- The stage queue frees an event's blocks when it accepts the event's ACK (its worker
   is done with it and its outputs are delivered); until then the event can be leased
   again, after its worker dies, and its blocks are still there. A block is renamed to
-  free, or removed when the run's free blocks already hold FREE_BYTES.
+  free, or removed when the run's free blocks would hold more than FREE_BYTES. The
+  blocks of an event whose lease expired are never freed during the run: the worker
+  the lease was taken from may still be reading them.
 - A consumer closes its mapping before it acknowledges. If its handler kept an array
-  over the block (a sink collecting arrays for `finish()`), the mapping cannot close;
-  the block is renamed to kept, so the queue's free finds nothing, and the consumer
-  frees it when the array is gone, or removes it when it exits; if it dies, the
-  controller removes the blocks it kept (`drop_kept`).
+  over the block (a sink collecting arrays for `finish()`), the mapping cannot close:
+  the consumer gives the block a second, kept name (a hard link), so that the queue's
+  free removes only the in-use name and the pages live on under the kept one. The
+  consumer frees it when the array is gone (it looks at every batch), or removes it
+  when it exits; if it dies, the controller removes the blocks it kept (`drop_kept`).
+  A block with two names is never recycled, only unnamed.
 - The controller removes every block of its run when the run ends; a run that did not
   end (kill -9 of the controller) leaves blocks named after a process that is gone, and
   the next run, or `sedamp clean`, removes them (`sweep_stale`).
 
-A name's <run> is the controller's pid and start time (`run_token`), so a reused pid
-is not taken for a live run. Reads: /dev/shm. Writes: blocks in /dev/shm.
+A name's <run> is the controller's pid, its start (clock ticks since boot, which a
+change of the wall clock does not move) and a random part (`run_token`): a reused pid
+is not taken for a live run, and two runs in one process are apart. Reads and writes
+blocks in /dev/shm; removes only the user's own.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import logging
 import mmap
 import os
 import re
+import secrets
 import struct
 from typing import Any
 
@@ -63,7 +70,10 @@ FREE_BYTES = 256 * 1024 * 1024
 # least payload.OOB_BYTES (64 KiB) long, so a short frame with the magic is a reference.
 REF_MAGIC = b"\x00sedamp-block\x00"
 _REF_MAX = 256
-_NAME = re.compile(r"sedamp-([0-9]+)\.([0-9a-f]+)-([ufk])([0-9a-f]+)-([0-9]+)-([0-9]+)\Z")
+_REF_MIN = len(REF_MAGIC) + 8 + len("sedamp-")
+# sedamp-<pid>.<start>.<nonce>-<state><size>-<pid>-<n>
+_NAME = re.compile(r"sedamp-([0-9]+)\.([0-9a-f]+)\.([0-9a-f]+)-([ufk])([0-9a-f]+)-([0-9]+)-([0-9a-f]+)\Z")
+_STATE, _SIZE, _PID = 4, 5, 6  # groups of _NAME
 
 
 class BlockError(ValueError):
@@ -76,12 +86,28 @@ def available() -> bool:
 
 
 def run_token(pid: int | None = None) -> str:
-    """The <run> part of the names of a run's blocks: the controller's pid and start
-    time in centiseconds (so that a later process with the same pid is not this run)."""
-    import psutil
+    """The <run> part of the names of a run's blocks: the controller's pid, its start
+    and a random part (see the module's docstring)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}.{_start_of(pid):x}.{secrets.token_hex(4)}"
 
-    p = psutil.Process(pid)
-    return f"{p.pid}.{int(p.create_time() * 100):x}"
+
+def _start_of(pid: int) -> int:
+    """When process `pid` started, in clock ticks since boot (Linux /proc), else its
+    start time in centiseconds. Raises ProcessLookupError when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    except OSError:
+        import psutil
+
+        try:
+            return int(psutil.Process(pid).create_time() * 100)
+        except psutil.NoSuchProcess:
+            raise ProcessLookupError(pid) from None
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22, starttime
 
 
 def size_class(nbytes: int) -> int:
@@ -98,7 +124,7 @@ def is_ref(frame: Any) -> bool:
         view = memoryview(frame)
     except TypeError:
         return False
-    return view.nbytes < _REF_MAX and view[: len(REF_MAGIC)] == REF_MAGIC
+    return _REF_MIN <= view.nbytes < _REF_MAX and view[: len(REF_MAGIC)] == REF_MAGIC
 
 
 def ref_nbytes(frame: Any) -> int:
@@ -123,6 +149,7 @@ class Blocks:
         self.dir = directory
         self.prefix = f"sedamp-{token}-"
         self._n = itertools.count()
+        self._nonce = secrets.token_hex(4)  # names stay unique if this pid is reused
         self.opened: list[tuple[str, mmap.mmap]] = []  # mapped by `open` since `take_opened`
         self.kept: list[tuple[str, mmap.mmap]] = []  # kept blocks with their mapping
         self.held: dict[Any, list[tuple[str, mmap.mmap]]] = {}  # mappings by the lease they came in
@@ -132,7 +159,7 @@ class Blocks:
         self.failed = 0  # buffers that could not be written into a block (sent as frames)
 
     def _name(self, state: str, size: int) -> str:
-        return f"{self.prefix}{state}{size:x}-{os.getpid()}-{next(self._n)}"
+        return f"{self.prefix}{state}{size:x}-{os.getpid()}-{self._nonce}{next(self._n):x}"
 
     # ------------------------------------------------------------ producer
 
@@ -214,6 +241,8 @@ class Blocks:
         maps = self.take_opened()
         if maps:
             self.held[lease] = maps
+        if self.kept:
+            self._free_kept(remove=False)  # a handler may have let go of a kept array
 
     def done(self, lease: Any) -> None:
         """`lease` is about to be acknowledged: `settle` its mappings."""
@@ -223,17 +252,17 @@ class Blocks:
 
     def settle(self, maps: list[tuple[str, mmap.mmap]]) -> None:
         """Close the mappings of an event that is done, before it is acknowledged. A
-        block whose mapping a handler still holds (an array over it) is renamed to kept,
-        so that the queue's free does not hand it to a producer; it is freed here later,
-        once nothing holds it (`settle` and `close` look again)."""
+        block whose mapping a handler still holds (an array over it) gets a kept name
+        as well, so that the queue's free only unnames it and no producer gets its
+        pages; it is freed here later, once nothing holds it."""
         for name, m in maps:
             try:
                 m.close()
             except BufferError:
-                size = int(name[len(self.prefix) + 1 :].split("-")[0], 16)
-                kept = self._name("k", size)  # named after this process, the one keeping it
+                m_ = _NAME.match(name)
+                kept = self._name("k", int(m_.group(_SIZE), 16) if m_ else 0)  # named after this process
                 try:
-                    os.rename(os.path.join(self.dir, name), os.path.join(self.dir, kept))
+                    os.link(os.path.join(self.dir, name), os.path.join(self.dir, kept))
                 except FileNotFoundError:
                     log.warning("block %s was freed while a handler still held an array over it", name)
                     continue
@@ -267,28 +296,30 @@ class Blocks:
 
     # ------------------------------------------------------------ queue
 
-    def free(self, frames: list[Any]) -> int:
+    def free(self, frames: list[Any], unsafe: set[bytes] | frozenset[bytes] = frozenset()) -> int:
         """Free the blocks the reference frames among `frames` name (an acknowledged
-        event's buffers); returns how many were freed. A block already kept or gone is
-        skipped."""
+        event's buffers) but those in `unsafe`; returns how many were freed. A block
+        already gone is skipped."""
         freed = 0
         for f in frames:
-            if is_ref(f):
+            if is_ref(f) and not (unsafe and bytes(f) in unsafe):
                 name = _ref_name(f)
-                if name.startswith(self.prefix) and _NAME.match(name) and name[len(self.prefix)] == "u":
+                m = _NAME.match(name)
+                if name.startswith(self.prefix) and m is not None and m.group(_STATE) == "u":
                     freed += self._release(name)
         return freed
 
     def _release(self, name: str) -> int:
-        """Rename an in-use or kept block to free, or remove it when the run's free
-        blocks already hold FREE_BYTES."""
+        """Take `name` off a block: rename it to free, or only remove the name when the
+        block has another (a consumer keeps it) or the run's free blocks would hold more
+        than FREE_BYTES (those of other sizes go first)."""
         m = _NAME.match(name)
         if m is None:
             return 0
-        size = int(m.group(4), 16)
+        size = int(m.group(_SIZE), 16)
         path = os.path.join(self.dir, name)
         try:
-            if self._free_bytes() + size > FREE_BYTES:
+            if os.stat(path).st_nlink > 1 or not self._room(size):
                 os.unlink(path)
             else:
                 os.rename(path, os.path.join(self.dir, self._name("f", size)))
@@ -296,15 +327,20 @@ class Blocks:
             return 0
         return 1
 
-    def _free_bytes(self) -> int:
+    def _room(self, size: int) -> bool:
+        """Whether a free block of `size` fits in FREE_BYTES, after removing free blocks
+        of other sizes if need be (the pool follows the sizes in use)."""
         free = f"{self.prefix}f"
-        total = 0
         with os.scandir(self.dir) as it:
-            for e in it:
-                if e.name.startswith(free):
-                    m = _NAME.match(e.name)
-                    total += int(m.group(4), 16) if m else 0
-        return total
+            names = [e.name for e in it if e.name.startswith(free)]
+        pool = [(name, int(m.group(_SIZE), 16)) for name in names if (m := _NAME.match(name))]
+        total = sum(n for _, n in pool)
+        for name, n in pool:
+            if total + size <= FREE_BYTES:
+                break
+            if n != size:
+                total -= n * _unlink(os.path.join(self.dir, name))
+        return total + size <= FREE_BYTES
 
 
 def sweep(token: str, directory: str = SHM_DIR) -> int:
@@ -320,7 +356,7 @@ def drop_kept(token: str, pid: int, directory: str = SHM_DIR) -> int:
 
     def theirs(name: str) -> bool:
         m = _NAME.match(name)
-        return name.startswith(kept) and m is not None and m.group(5) == str(pid)
+        return name.startswith(kept) and m is not None and m.group(_PID) == str(pid)
 
     return _remove(directory, theirs)
 
@@ -330,16 +366,16 @@ def sweep_stale(directory: str = SHM_DIR) -> int:
     sweep its own); returns how many."""
     if not os.path.isdir(directory):
         return 0
-    live: dict[str, bool] = {}
+    live: dict[tuple[str, str], bool] = {}
 
     def stale(name: str) -> bool:
         m = _NAME.match(name)
         if m is None:
             return False
-        token = f"{m.group(1)}.{m.group(2)}"
-        if token not in live:
-            live[token] = _alive(token)
-        return not live[token]
+        key = (m.group(1), m.group(2))
+        if key not in live:
+            live[key] = _alive(int(key[0]), int(key[1], 16))
+        return not live[key]
 
     return _remove(directory, stale)
 
@@ -363,33 +399,37 @@ def held_bytes(controller_pid: int, directory: str = SHM_DIR) -> int:
     return total
 
 
-def _alive(token: str) -> bool:
-    import psutil
-
+def _alive(pid: int, start: int) -> bool:
     try:
-        return run_token(int(token.split(".")[0])) == token
-    except psutil.NoSuchProcess:
+        return _start_of(pid) == start
+    except ProcessLookupError:
         return False
-    except psutil.Error:  # not ours to look at: taken for alive
+    except Exception:  # not ours to look at: taken for alive
         return True
 
 
 def _remove(directory: str, which: Any) -> int:
-    n = 0
+    """Remove this user's blocks in `directory` that `which` names; returns how many."""
+    uid = os.getuid()
+    names = []
     try:
         with os.scandir(directory) as it:
-            names = [e.name for e in it if e.name.startswith("sedamp-") and which(e.name)]
+            for e in it:
+                if e.name.startswith("sedamp-") and which(e.name):
+                    try:
+                        if e.stat(follow_symlinks=False).st_uid == uid:
+                            names.append(e.name)
+                    except OSError:
+                        pass
     except OSError:
         return 0
-    for name in names:
-        n += _unlink(os.path.join(directory, name))
-    return n
+    return sum(_unlink(os.path.join(directory, name)) for name in names)
 
 
 def _unlink(path: str) -> int:
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:  # gone already, or not ours
         return 0
     return 1
 
@@ -401,14 +441,24 @@ def usable(token: str | None) -> Blocks | None:
     if not token or not available():
         return None
     b = Blocks(token)
-    b.share_bytes = threshold(os.environ.get(ENV, ""))
+    b.share_bytes = threshold(os.environ.get(ENV, "")) or SHARE_BYTES
     return b
 
 
+_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+
+
 def threshold(setting: str) -> int:
-    """SHARE_BYTES, or the size SEDAMP_SHARED_MEMORY gives (``8MiB``, ``65536``): buffers
-    from that size up go through blocks ("0" turns blocks off before a run starts)."""
-    m = re.fullmatch(r"\s*([0-9]+)\s*(KiB|MiB|GiB)?\s*", setting)
-    if m is None or int(m.group(1)) == 0:
+    """What SEDAMP_SHARED_MEMORY says: 0 for off (``0``, ``off``, ``false``, ``no``), the
+    size from which buffers go through blocks (``8MiB``, ``65536``), or SHARE_BYTES when
+    it is unset or not understood (with a warning)."""
+    text = setting.strip().lower()
+    if not text:
         return SHARE_BYTES
-    return int(m.group(1)) * {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m.group(2)]
+    if text in ("off", "false", "no"):
+        return 0
+    m = re.fullmatch(r"([0-9]+)\s*([a-z]*)", text)
+    if m is None or m.group(2) not in _UNITS:
+        log.warning("%s=%r is not a size or 'off': buffers from %d bytes go through blocks", ENV, setting, SHARE_BYTES)
+        return SHARE_BYTES
+    return int(m.group(1)) * _UNITS[m.group(2)]

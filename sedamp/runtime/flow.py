@@ -80,7 +80,7 @@ from typing import Any
 
 from sedamp.observe import metrics
 from sedamp.observe.words import plural
-from sedamp.runtime import payload, wire
+from sedamp.runtime import blocks, payload, wire
 
 Outgoing = list[tuple[bytes, list[Any]]]
 
@@ -416,8 +416,11 @@ class LeaseBook:
         self.nbytes = 0  # their bytes
         self.expired = _Recent(1000)
         # the buffers of acknowledged leases' events, for the queue process to free
-        # (shared blocks: `sedamp.runtime.blocks`); None: not kept
+        # (shared blocks: `sedamp.runtime.blocks`); None: not kept. `unsafe`: the
+        # references of expired leases, never to be freed (their first worker may still
+        # read the blocks; the run's end removes them).
         self.done_bufs: list[Any] | None = None
+        self.unsafe: set[bytes] = set()
 
     def issue(self, worker: bytes, chunks: list[Chunk], partition: int, n: int, nbytes: int, now: float) -> int:
         lease_id = self.next_id
@@ -481,6 +484,9 @@ class LeaseBook:
         due = sorted((i for i, lease in self.by_id.items() if lease.expires <= now), reverse=True)
         for lease_id in due:
             self.expired.add(lease_id)
+            if self.done_bufs is not None:
+                refs = (b for c in self.by_id[lease_id].chunks for b in c.bufs if blocks.is_ref(b))
+                self.unsafe.update(bytes(b) for b in refs)
         return due
 
 

@@ -76,8 +76,10 @@ def bufs_nbytes(bufs: list[Any]) -> int:
 
 
 def buf_nbytes(buf: Any) -> int:
+    """A buffer's bytes; a reference frame's, the block's, where this process reads
+    blocks (elsewhere a reference is only its few bytes: a peer cannot inflate it)."""
     n: int = memoryview(buf).nbytes
-    return blocks.ref_nbytes(buf) if n < OOB_BYTES and blocks.is_ref(buf) else n
+    return blocks.ref_nbytes(buf) if n < OOB_BYTES and _blocks is not None and blocks.is_ref(buf) else n
 
 
 # This process's side of the run's shared blocks (None: the run uses none), set by the

@@ -86,7 +86,7 @@ def run_queue(cfg: QueueConfig) -> None:
                 except StorageError as exc:  # a poison event it cannot dead-letter
                     lifeline.storage_failed(ctl, [data], socks.ctx, f"the queue of stage {cfg.stage!r}", exc)
             if core.leases.done_bufs:
-                _free(blocks, core.leases.done_bufs)
+                _free(blocks, core.leases.done_bufs, core.leases.unsafe)
             _excuse_pause(cfg, core, pauses)  # here: a pause in the poll or in the work above
             now = time.monotonic()
             if now >= next_expiry:
@@ -178,11 +178,12 @@ def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> No
             core.leases.done_bufs.extend(payload.bufs_of(packed))  # out of circulation: its blocks go
 
 
-def _free(blocks: Blocks | None, bufs: list[Any]) -> None:
-    """Free the shared blocks among `bufs` (acknowledged or dead-lettered events')."""
+def _free(blocks: Blocks | None, bufs: list[Any], unsafe: set[bytes]) -> None:
+    """Free the shared blocks among `bufs` (acknowledged or dead-lettered events') but
+    the `unsafe` ones (of expired leases)."""
     if blocks is not None:
         blocks.settle(blocks.take_opened())  # what writing a dead letter mapped
-        blocks.free(bufs)
+        blocks.free(bufs, unsafe)
     bufs.clear()
 
 

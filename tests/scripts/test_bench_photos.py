@@ -54,7 +54,7 @@ def test_a_smoke_run(tmp_path: Path) -> None:
     assert r.stdout.startswith("$ python scripts/bench_photos.py --photos 4")
     assert "photos: 4 in " in r.stdout and "target: sedamp-apart >= 1.00x pool: " in r.stdout
     saved = json.loads(out.read_text())
-    assert saved["photos"] == 4 and set(saved["walls"]) == {"sedamp", "sedamp-apart", "pool"}
+    assert saved["photos"] == 4 and set(saved["walls"]) == {"sedamp", "sedamp-apart", "sedamp-frames", "pool"}
     assert all(len(w) == 1 and w[0] > 0 for w in saved["walls"].values())
-    assert set(saved["ratio"]) == {"sedamp", "sedamp-apart"} and saved["ratio"]["sedamp"]["sedamp"] == 1.0
+    assert set(saved["ratio"]) == {"sedamp", "sedamp-apart", "sedamp-frames"} and saved["ratio"]["sedamp"]["sedamp"] == 1.0
     assert len(list((tmp_path / "data").glob("*.jpg"))) == 4  # made once, kept for the next run

@@ -49,7 +49,6 @@ import logging
 import mmap
 import os
 import re
-import secrets
 import struct
 from typing import Any
 
@@ -89,7 +88,7 @@ def run_token(pid: int | None = None) -> str:
     """The <run> part of the names of a run's blocks: the controller's pid, its start
     and a random part (see the module's docstring)."""
     pid = os.getpid() if pid is None else pid
-    return f"{pid}.{_start_of(pid):x}.{secrets.token_hex(4)}"
+    return f"{pid}.{_start_of(pid):x}.{os.urandom(4).hex()}"
 
 
 def _start_of(pid: int) -> int:
@@ -149,7 +148,7 @@ class Blocks:
         self.dir = directory
         self.prefix = f"sedamp-{token}-"
         self._n = itertools.count()
-        self._nonce = secrets.token_hex(4)  # names stay unique if this pid is reused
+        self._nonce = os.urandom(4).hex()  # names stay unique if this pid is reused
         self.opened: list[tuple[str, mmap.mmap]] = []  # mapped by `open` since `take_opened`
         self.kept: list[tuple[str, mmap.mmap]] = []  # kept blocks with their mapping
         self.held: dict[Any, list[tuple[str, mmap.mmap]]] = {}  # mappings by the lease they came in

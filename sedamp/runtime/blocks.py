@@ -58,9 +58,10 @@ SHM_DIR = "/dev/shm"
 # The environment variable that turns blocks off ("0") or sets their threshold.
 ENV = "SEDAMP_SHARED_MEMORY"
 # Buffers of at least this many bytes go through a block. Measured on 2 cores against
-# frames (scripts/measure_shm.py): recycled blocks moved 4 MB arrays at 1.35x the rate
-# of frames and 48 MB ones at 2.3x; at 1 MB the two were level, and a block costs a
-# rename and a mapping per event, so smaller buffers stay frames.
+# frames between two processes (scripts/measure_shm.py): these blocks moved 4 MB arrays
+# at 1.9x the rate of frames and 48 MB ones at 3.4x; at 1 MB recycled blocks and frames
+# were level, and a block costs a rename, a scan and a mapping per buffer, so smaller
+# buffers stay frames.
 SHARE_BYTES = 4 * 1024 * 1024
 # The most bytes of free blocks a run keeps for reuse; a block freed beyond it is
 # removed. Pages of a free block are memory (tmpfs) even while no one maps them.

@@ -153,8 +153,7 @@ class Blocks:
         self.opened: list[tuple[str, mmap.mmap]] = []  # mapped by `open` since `take_opened`
         self.kept: list[tuple[str, mmap.mmap]] = []  # kept blocks with their mapping
         self.held: dict[Any, list[tuple[str, mmap.mmap]]] = {}  # mappings by the lease they came in
-        self.shared = 0  # buffers written into blocks
-        self.reused = 0  # of them, into a recycled block
+        self.reused = 0  # buffers written into a recycled block
         self.share_bytes = SHARE_BYTES  # buffers from this size up go through blocks
         self.failed = 0  # buffers that could not be written into a block (sent as frames)
 
@@ -180,7 +179,6 @@ class Blocks:
             raise
         finally:
             os.close(fd)
-        self.shared += 1
         return _ref(name, nbytes)
 
     def _claim(self, size: int, name: str) -> int:

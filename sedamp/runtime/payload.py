@@ -237,7 +237,7 @@ def _buffer(bufs: Sequence[Any], base: list[int], fields: Any, at: int) -> Any:
     if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < count or start + i >= len(bufs):
         raise PayloadError(f"buffer {i!r} is not among the {count} sent with the event")
     buf = bufs[start + i]
-    if memoryview(buf).nbytes < OOB_BYTES and blocks.is_ref(buf):
+    if blocks.is_ref(buf):  # it looks at the length first: a data frame is not read
         if _blocks is None:
             raise PayloadError("a shared block, and this process reads none (another host?)")
         try:

@@ -144,6 +144,11 @@ FULL_QUEUE_FRACTION = 0.75
 DOWNSTREAM_FULL_FRACTION = 0.5
 GROWING_FACTOR = 1.2  # a queue filling 20% faster than it drains holds its producers back soon
 OVERSUBSCRIBE = 2
+# A stage that ends its work within this many periods (the sources have ended) holds
+# cores only until then: a growth elsewhere that waited for them would wait a period
+# longer than they are held (the shift benchmark's c, 1 worker on 2 cores for a period
+# after b ended), while running a period oversubscribed costs little.
+FINISHING_PERIODS = 2
 # Other programs using this many cores (smoothed) make the machine shared: the pools do
 # not grow past the budget, and yield cores when what they want is over it by the slack.
 # A program that wants a whole core reads 0.6-0.7 of one while it contends with the
@@ -181,6 +186,9 @@ class StageView:
     starting: int = 0  # workers started but not yet set up (setup() still running): capacity on its way
     cpu: float | None = None  # mean CPU fraction of its workers (psutil); None where not measured
     visits: float | None = None  # events it handles per event the sources read (`visits_of`); None: not known
+    # every source has ended and what is left for it (its queue and all upstream of it)
+    # takes it less than FINISHING_PERIODS at its rate: its cores are as good as free
+    finishing: bool = False
 
     @property
     def cores_used(self) -> float:
@@ -236,6 +244,8 @@ class PolicyState:
     # stage -> (period, rate, target, service time per event) before its last growth
     grown: dict[str, tuple[int, float, int, float]] = field(default_factory=dict)
     barred_until: dict[str, int] = field(default_factory=dict)
+    # barred stages whose growth was judged while the pools used every core of the budget
+    contended: set[str] = field(default_factory=set)
 
 
 def decide(
@@ -250,7 +260,7 @@ def decide(
     state.period += 1
     r = _Round(state, {v.name: v.target for v in views}, shared=others >= SHARED_MACHINE_CORES)
     _update_idle_clocks(views, now_s, state)
-    decisions = _undo_unpaid_growth(views, r)
+    decisions = _undo_unpaid_growth(views, budget, r)
     decisions += _shrink_idle(views, now_s, r)
     decisions += _yield_cores(views, budget, r)
     decisions += _grow_bottleneck(views, budget, r)
@@ -285,9 +295,11 @@ def _update_idle_clocks(views: list[StageView], now_s: float, state: PolicyState
             state.idle_since.pop(v.name, None)
 
 
-def _undo_unpaid_growth(views: list[StageView], r: _Round) -> list[Decision]:
-    """The thrashing guard: a growth that bought nothing is undone, and growth barred."""
+def _undo_unpaid_growth(views: list[StageView], budget: int, r: _Round) -> list[Decision]:
+    """The thrashing guard: a growth that bought nothing is undone, and growth barred
+    (noting whether the pools used every core then: see `_wants_to_grow`)."""
     state, p = r.state, r.state.period
+    contended = _cores_used(views, r) + GROW_HEADROOM_CORES > budget
     by_name = {v.name: v for v in views}
     decisions = []
     for name, (at, before, old, cost) in list(state.grown.items()):
@@ -311,6 +323,10 @@ def _undo_unpaid_growth(views: list[StageView], r: _Round) -> list[Decision]:
                 )
             )
             state.barred_until[name] = p + THRASH_BAR_PERIODS
+            if contended:
+                state.contended.add(name)
+            else:
+                state.contended.discard(name)
     return decisions
 
 
@@ -373,11 +389,12 @@ def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Dec
     """Grow the bottleneck: of the backed-up, busy stages, the one that completes the
     fewest events per second bounds the pipeline (a stage upstream of it looks busy
     only until backpressure reaches it). One growth per period."""
+    used = _cores_used(views, r)
+    room = used + GROW_HEADROOM_CORES <= budget
     for v in sorted(views, key=lambda x: (x.completions_per_s, -x.queue_length)):
-        if not _wants_to_grow(v, r, views, budget):
+        if not _wants_to_grow(v, r, views, budget, room):
             continue
-        used = sum(r.targets[x.name] / max(1, x.target) * x.cores_used for x in views)
-        if used + GROW_HEADROOM_CORES <= budget:
+        if room:
             if r.shared and _has_its_share(v, views, budget, r.targets[v.name]):
                 continue  # more would be over its share, and yielded back next period
             free = int(budget - used)
@@ -393,18 +410,30 @@ def _grow_bottleneck(views: list[StageView], budget: int, r: _Round) -> list[Dec
     return []
 
 
-def _wants_to_grow(v: StageView, r: _Round, views: list[StageView], budget: int) -> bool:
-    """Resizable, below its max, not cooling or barred, its outputs not waiting, and
-    its queue backed up with busy workers. A stage that has just grown, whose new
-    workers are ready, may grow on while its need says its share is larger still
-    (the period that saw a change of phase measured a mix of the old work and the
-    new): hysteresis holds back a change of direction, not the rest of a growth."""
-    if not v.resizable or r.targets[v.name] >= v.hi or v.starting:
+def _cores_used(views: list[StageView], r: _Round) -> float:
+    """The cores the pools will use at the targets decided so far (at their present use
+    per worker), leaving out pools that finish within a period or two."""
+    return sum(r.targets[x.name] / max(1, x.target) * x.cores_used for x in views if not x.finishing)
+
+
+def _wants_to_grow(v: StageView, r: _Round, views: list[StageView], budget: int, room: bool) -> bool:
+    """Resizable, below its max, not cooling, its outputs not waiting, and its queue
+    backed up with busy workers. A stage that has just grown, whose new workers are
+    ready, may grow on while its need says its share is larger still (the period that
+    saw a change of phase measured a mix of the old work and the new): hysteresis
+    holds back a change of direction, not the rest of a growth. A stage barred by the
+    thrashing guard stays barred, unless its growth was judged while the pools used
+    every core and cores are idle now (`room`): a growth that did not pay on contended
+    cores says nothing of one onto an idle core (the shift benchmark's c was held at
+    one worker, one core idle, for the 5 s of its bar once the stages before it had
+    ended). One that did not pay with cores idle stays barred: something other than
+    cores holds that stage back."""
+    if not v.resizable or r.targets[v.name] >= v.hi or v.starting or v.finishing:
         return False
     if r.cooling(v.name) or v.name in r.state.grown:  # changed lately; its growth still judged
         if not _grows_on(v, r, views, budget):
             return False
-    if r.state.barred_until.get(v.name, 0) > r.state.period:
+    if r.state.barred_until.get(v.name, 0) > r.state.period and not (room and v.name in r.state.contended):
         return False
     if v.downstream_fill >= DOWNSTREAM_FULL_FRACTION:
         return False  # its outputs already wait: more workers here would only wait too
@@ -437,7 +466,8 @@ def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Rou
     # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
     growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
     full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity or growing
-    processes = sum(r.targets[x.name] for x in views if x.busy >= SHRINK_BUSY)  # idle pools hold no core
+    # idle pools hold no core, nor pools that finish their work within the period
+    processes = sum(r.targets[x.name] for x in views if x.busy >= SHRINK_BUSY and not x.finishing)
     if _has_its_share(v, views, budget, r.targets[v.name]):
         return []  # a full queue here is the sources running ahead of it
     # In one step to its share: the producers it holds back free their cores as it grows.
@@ -541,7 +571,7 @@ def _has_its_share(v: StageView, views: list[StageView], budget: int, target: in
     """`v` holds at least its share of the budget by need, counting only the stages whose
     need is known (those not yet known would only make its share smaller). In cores: a
     pool of 16 workers that wait on I/O 95% of their busy time holds 0.8 of a core."""
-    known = [x.need for x in views if x.need is not None]
+    known = [x.need for x in _staying(v, views) if x.need is not None]
     if v.need is None or not sum(known):
         return False
     # a CPU-bound worker is a core, whatever share of one it gets while cores are contended
@@ -554,7 +584,9 @@ def cores_share(v: StageView, views: list[StageView], budget: int) -> float | No
     need over all stages' need (`StageView.need`: in a balanced pipeline every stage
     runs at the sources' pace, so the cores each uses are in proportion to it). Where a
     need is not known, the cores each uses now stand in for it (the same in a steady
-    state). None when nothing is measured."""
+    state). Stages that finish their work within the period leave their cores to the
+    others. None when nothing is measured."""
+    views = _staying(v, views)
     needs = [x.need for x in views]
     if any(n is None for n in needs) or not any(needs):
         load = {x.name: x.cores_used for x in views}
@@ -562,6 +594,41 @@ def cores_share(v: StageView, views: list[StageView], budget: int) -> float | No
         load = {x.name: float(n or 0.0) for x, n in zip(views, needs, strict=True)}
     total = sum(load.values())
     return None if total <= 0 else budget * load[v.name] / total
+
+
+def _staying(v: StageView, views: list[StageView]) -> list[StageView]:
+    """`v` and the stages that do not finish their work within the period."""
+    return [x for x in views if x is v or not x.finishing]
+
+
+def finishing(
+    feeds: Mapping[str, Collection[str]],
+    backlog: Mapping[str, float],
+    rates: Mapping[str, float],
+    arrivals: Mapping[str, float],
+    period_s: float,
+) -> set[str]:
+    """The pools that end their work within FINISHING_PERIODS, once every source has
+    ended: what is left for a pool is its backlog (events waiting or leased) and the
+    backlogs of every pool upstream of it (`feeds`: each pool's producers), which it
+    handles at its rate of the last period (`rates`, events/s). A pool whose queue
+    fills (`arrivals` above its rate) is not finishing: its rate is about to fall (the
+    shift benchmark's c, whose events turn heavy as the last of the input reaches it)."""
+    done = set()
+    for pool in feeds:
+        if arrivals.get(pool, 0.0) > rates.get(pool, 0.0):
+            continue
+        left, seen, todo = 0.0, set(), [pool]
+        while todo:
+            p = todo.pop()
+            if p in seen or p not in feeds:  # a source: it has ended
+                continue
+            seen.add(p)
+            left += backlog.get(p, 0.0)
+            todo += feeds[p]
+        if rates.get(pool, 0.0) > 0 and left / rates[pool] < FINISHING_PERIODS * period_s:
+            done.add(pool)
+    return done
 
 
 def visits_of(

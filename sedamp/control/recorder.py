@@ -436,6 +436,7 @@ class Recorder:
         """The pool controller's view of every pool it may resize, from a period's record."""
         views = []
         visits = _visits(self.top, period)
+        finishing = _finishing(self.top, self.roster, period)
         for name, st in self.roster.stages.items():
             if st.spec.kind == "source" or self.top.is_member(name) or st.ended or name in pinned:
                 continue
@@ -460,6 +461,7 @@ class Recorder:
                     starting=sum(1 for w in st.workers.values() if not w.stats and not w.retiring),
                     cpu=_mean_cpu(r.worker_detail),
                     visits=visits.get(name),
+                    finishing=name in finishing,
                 )
             )
         return views
@@ -579,15 +581,33 @@ def bottleneck_of(top: Topology, records: dict[str, StageRecord]) -> dict[str, s
 def _visits(top: Topology, period: Period) -> dict[str, float]:
     """Events each pool handles per event the sources read, this period (`policy.visits_of`)."""
     sources = [s.name for s in top.sources()]
-    feeds = {
-        name: {top.head_of(u) for u in top.upstream(name)}
-        for name, spec in top.stages.items()
-        if spec.kind != "source" and not top.is_member(name) and name in period.stages
-    }
+    feeds = _feeds(top, period)
     rate = {n: r.completions_per_s for n, r in period.stages.items() if n not in sources}
     rate.update({n: period.stages[n].arrivals_per_s for n in sources if n in period.stages})
     arrivals = {n: r.arrivals_per_s for n, r in period.stages.items()}
     return policy.visits_of(feeds, arrivals, rate, sources)
+
+
+def _finishing(top: Topology, roster: Roster, period: Period) -> set[str]:
+    """The pools that end their work within a few periods (`policy.finishing`); none
+    while a source still reads."""
+    sources = [roster.stages[s.name].source for s in top.sources()]
+    if not all(src is None or src.done for src in sources):
+        return set()
+    queues = {name: r.counts.queue or {} for name, r in period.stages.items()}
+    backlog = {name: float(q.get("length") or 0) + float(q.get("leased") or 0) for name, q in queues.items()}
+    rates = {name: r.completions_per_s for name, r in period.stages.items()}
+    arrivals = {name: r.arrivals_per_s for name, r in period.stages.items()}
+    return policy.finishing(_feeds(top, period), backlog, rates, arrivals, top.controller.period_s)
+
+
+def _feeds(top: Topology, period: Period) -> dict[str, set[str]]:
+    """Each pool's producers: the pools (by their first stage) and sources it receives from."""
+    return {
+        name: {top.head_of(u) for u in top.upstream(name)}
+        for name, spec in top.stages.items()
+        if spec.kind != "source" and not top.is_member(name) and name in period.stages
+    }
 
 
 def _downstream_fill(top: Topology, name: str, period: Period) -> float:

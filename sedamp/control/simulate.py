@@ -240,6 +240,15 @@ class Simulation:
              **{s.name: s.period_sent / self.dt for s in self.sources}},
             [s.name for s in self.sources],
         )  # fmt: skip
+        finishing: set[str] = set()
+        if all(s.sent >= s.events for s in self.sources):
+            finishing = policy.finishing(
+                self.feeds,
+                {p.name: p.queue for p in self.pools},
+                {p.name: p.period_done / self.dt for p in self.pools},
+                {p.name: p.period_in / self.dt for p in self.pools},
+                self.dt,
+            )
         for p in self.pools:
             if p.ended:
                 continue  # as a real run's recorder leaves out a stage whose queue has ended
@@ -263,6 +272,7 @@ class Simulation:
                     starting=p.starting,
                     cpu=min(1.0, p.cpu_s / per_worker) if per_worker else 0.0,
                     visits=visits.get(p.name),
+                    finishing=p.name in finishing,
                 )
             )
         return views

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -423,3 +424,55 @@ def test_needs_are_not_compared_across_sources() -> None:
 
     # s1 at 100/s feeds a, s2 at 10/s feeds b: an event of s1 is not one of s2
     assert visits_of({"a": {"s1"}, "b": {"s2"}}, {"a": 100.0, "b": 10.0}, {"s1": 100.0, "s2": 10.0}, ["s1", "s2"]) == {}
+
+
+def test_a_stage_that_finishes_within_two_periods_leaves_its_cores_to_the_bottleneck() -> None:
+    """The shift benchmark as the load reaches c: a and b will be done in under a second
+    (the sources have ended), but busy now, so growing c went past the process cap and
+    waited a period, one core idle once b was done. Counted as finishing, they leave
+    their cores to c, which grows at once."""
+
+    def views(finishing: bool) -> list[StageView]:
+        return [
+            dataclasses.replace(_shift_view("a", 1, q=160, busy=0.94, done=330, arrivals=0), finishing=finishing),
+            dataclasses.replace(_shift_view("b", 2, q=573, busy=0.93, done=1300, arrivals=330), finishing=finishing),
+            _shift_view("c", 1, q=543, busy=0.97, done=150, arrivals=1300),
+        ]
+
+    assert decide(views(False), budget=2, now_s=5.8, state=PolicyState()) == []
+    d = decide(views(True), budget=2, now_s=5.8, state=PolicyState())
+    assert [(x.stage, x.old, x.new) for x in d] == [("c", 1, 2)], d
+    # nor does a finishing stage grow: a worker started for the last half second of its work
+    late = [dataclasses.replace(_shift_view("a", 1, q=900, busy=1.0, done=1300, arrivals=0), finishing=True)]
+    assert decide(late, budget=2, now_s=5.8, state=PolicyState()) == []
+
+
+def test_a_growth_undone_on_contended_cores_is_tried_again_when_cores_fall_idle() -> None:
+    """c grew beside a busy a on 2 cores and did not pay: undone and barred. Once a has
+    ended, a core is idle: c grows onto it within its bar, after the cooldown. (Barred
+    with cores idle, a stage stays barred: the thrashing guard's own test.)"""
+    st = PolicyState()
+    busy_a = view("a", 1, busy=1.0)
+    assert [(x.stage, x.new) for x in decide([busy_a, view("c", 1, q=900, busy=1.0)], 2, 0, st)] == [("c", 2)]
+    for t in (0.5, 1.0):
+        assert decide([busy_a, view("c", 2, q=900, busy=1.0)], 2, t, st) == []
+    d = decide([busy_a, view("c", 2, q=900, busy=1.0)], 2, 1.5, st)
+    assert [(x.stage, x.new) for x in d] == [("c", 1)] and "did not pay" in d[0].reason
+    grown = []
+    for t in (2.0, 2.5, 3.0, 3.5):  # a has ended; the bar lasts THRASH_BAR_PERIODS (5 s)
+        grown += decide([view("c", 1, q=900, busy=1.0)], 2, t, st)
+    assert [(x.stage, x.new) for x in grown] == [("c", 2)] and "1.0 of 2 cores busy" in grown[0].reason
+
+
+def test_a_pool_finishes_when_its_backlog_and_all_upstream_of_it_take_under_two_periods() -> None:
+    feeds = {"a": {"src"}, "b": {"a"}, "c": {"b"}, "j": {"b", "c"}}
+    backlog = {"a": 100.0, "b": 300.0, "c": 0.0, "j": 0.0}
+    rates = {"a": 500.0, "b": 1000.0, "c": 150.0, "j": 0.0}
+    arrivals = {"a": 0.0, "b": 500.0, "c": 1000.0, "j": 0.0}
+    # a: 100 / 500 = 0.2 s; b: (300 + 100) / 1000 = 0.4 s; c: 400 / 150 = 2.7 s; j: no rate
+    assert policy.finishing(feeds, backlog, rates, arrivals, period_s=0.5) == {"a", "b"}
+    assert policy.finishing(feeds, backlog, rates, arrivals, period_s=0.15) == {"a"}  # b needs 0.4 s of 0.3
+    # c's queue fills (its events turned dear as the last input reached it): not finishing
+    fast_c = {**rates, "c": 800.0}  # 400 / 800 = 0.5 s
+    assert policy.finishing(feeds, backlog, fast_c, arrivals, period_s=0.5) == {"a", "b"}
+    assert policy.finishing(feeds, backlog, fast_c, {**arrivals, "c": 700.0}, period_s=0.5) == {"a", "b", "c"}

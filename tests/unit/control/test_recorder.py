@@ -249,3 +249,23 @@ def test_the_runtime_cpu_leaves_out_workers_that_just_exited() -> None:
     gone = 1  # a worker that exited since the last sample: in the run's CPU, not in the roster
     cpu_now = {os.getpid(): 5.0, queue.pid: 20.0, src.pid: 10.0, worker.pid: 100.0, gone: 100.0}
     assert runtime_cores(cpu_now, r) == pytest.approx(0.35)
+
+
+def test_a_pool_is_finishing_once_the_sources_ended_and_its_backlog_is_short() -> None:
+    r, rec = running()
+    [work, _] = rec.views(rec.period(cores=2, decisions=[]), cores=2, pinned=set())
+    assert not work.finishing  # the source still reads
+    src = r.stages["src"].source
+    assert src is not None
+    r.on_done(src, dict(src.stats))
+    work_stage = r.stages["work"]
+    for i, w in work_stage.workers.items():  # 30 more events each, in the period
+        r.on_stats(w, {**w.stats, "in": 45 + i, "out": 45 + i})
+    [work, _] = rec.views(rec.period(cores=2, decisions=[]), cores=2, pinned=set())
+    assert work.finishing  # 8 events left (6 waiting, 2 leased), at its rate of the period
+    assert work_stage.queue is not None
+    r.on_stats(work_stage.queue, {**work_stage.queue.stats, "length": 10**9})
+    for i, w in work_stage.workers.items():
+        r.on_stats(w, {**w.stats, "in": 75 + i, "out": 75 + i})
+    [work, _] = rec.views(rec.period(cores=2, decisions=[]), cores=2, pinned=set())
+    assert not work.finishing

@@ -4,7 +4,8 @@ Workload (topologies/shift.yaml): seeds -> a (~1 ms) -> b -> c -> collect, where
 ~4 ms and c ~0.5 ms for the first half of the events and they swap for the second half.
 Every system does the same CPU work per event (the iteration counts add up to the same
 total), so one machine limit applies: cores / CPU seconds per event, measured by timing
-the stages serially in each round.
+the stages serially just before and just after each system's run (their mean is that
+run's limit: the machine's pace drifts within a round).
 
 Systems, interleaved in rounds (this machine's speed drifts; compare within a round):
     sedamp        the pool controller on (workers {min: 1, max: auto} per stage)
@@ -179,11 +180,13 @@ def main() -> int:
         "pool-chain": lambda: run_pool_chain(n),
     }
     walls: dict[str, list[float]] = {k: [] for k in systems}
-    limits: list[float] = []
+    # The machine's pace drifts by tens of percent from minute to minute, so each run's
+    # limit is the mean of the serial pace measured just before and just after it.
+    limits: dict[str, list[float]] = {k: [] for k in systems}
     tmp = Path(tempfile.mkdtemp(prefix="bench-shift-metrics-"))
     rebalances = []
     for r in range(args.repeat):
-        limits.append(cores / cpu_per_event(n, n // 2))
+        before = cores / cpu_per_event(n, n // 2)
         for name, fn in systems.items():
             if name == "sedamp":
                 metrics = tmp / f"round{r}.jsonl"
@@ -194,15 +197,18 @@ def main() -> int:
             if checksum != expected:
                 raise SystemExit(f"{name}: checksum {checksum} != expected {expected}")
             walls[name].append(wall)
+            after = cores / cpu_per_event(n, n // 2)
+            limits[name].append((before + after) / 2)
+            before = after
+    every = [x for xs in limits.values() for x in xs]
     print(
-        f"\nshift: {n} events, b heavy for the first {n // 2} then c; limit per round: "
-        + ", ".join(f"{x:.0f}" for x in limits)
-        + " events/s (cores / serial CPU per event)"
+        f"\nshift: {n} events, b heavy for the first {n // 2} then c; limit {min(every):.0f}-{max(every):.0f} "
+        "events/s (cores / serial CPU per event, measured before and after each run)"
     )
     print(f"{'system':14} {'best wall s':>11} {'events/s':>9} {'eff. vs limit':>13} {'sedamp ÷ this':>13}")
     results = {}
     for name, ws in walls.items():
-        eff = statistics.median(n / w / lim for w, lim in zip(ws, limits, strict=True))
+        eff = statistics.median(n / w / lim for w, lim in zip(ws, limits[name], strict=True))
         ratio = statistics.median(w / sw for sw, w in zip(walls["sedamp"], ws, strict=True))
         results[name] = {"walls": ws, "efficiency": eff, "sedamp_ratio": ratio}
         print(f"{name:14} {min(ws):11.3f} {n / min(ws):9.0f} {eff:13.1%} {ratio:12.2f}x")

@@ -18,7 +18,8 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 import typer
 
 from sedamp import api
-from sedamp.cli._common import fail, load_or_exit, setup_logging, stdout_console
+from sedamp.cli import table
+from sedamp.cli._common import fail, load_or_exit, setup_logging
 from sedamp.control.rundir import workdir_of
 from sedamp.control.summary import Summary
 from sedamp.errors import EXIT_INVALID, EXIT_RUN_ERROR, ExecutorError, ReportError, StorageError
@@ -32,7 +33,8 @@ from sedamp.runtime import journal
 from sedamp.spec import Topology, paths
 
 if TYPE_CHECKING:  # rich and the progress displays load only when something is shown
-    from sedamp.cli.progress import LogProgress, TerminalProgress
+    from sedamp.cli.live import TerminalProgress
+    from sedamp.cli.progress import LogProgress
 
 TopologyArg = Annotated[Path, typer.Argument(metavar="TOPOLOGY", help="The topology YAML file.")]
 SetOpt = Annotated[
@@ -327,15 +329,14 @@ def _watchers(
         watchers.closers.append(exporter.close)
         typer.echo(f"sedamp: Prometheus metrics at {exporter.url}", err=True)
     display: TerminalProgress | LogProgress | FailureLines = FailureLines(verbose > 0, warnings=not quiet)
-    if show_progress:
-        from sedamp.cli.progress import LogProgress, TerminalProgress
+    if show_progress and sys.stderr.isatty():
+        from sedamp.cli.live import TerminalProgress  # rich: only for a terminal
 
-        copies = copies_events(top)
-        display = (
-            TerminalProgress(copies=copies, verbose=verbose > 0)
-            if sys.stderr.isatty()
-            else LogProgress(progress_interval, copies=copies, verbose=verbose > 0)
-        )
+        display = TerminalProgress(copies=copies_events(top), verbose=verbose > 0)
+    elif show_progress:
+        from sedamp.cli.progress import LogProgress
+
+        display = LogProgress(progress_interval, copies=copies_events(top), verbose=verbose > 0)
     watchers.ticks.append(display)
     watchers.closers.insert(0, display.close)
     return watchers
@@ -407,29 +408,21 @@ def _nothing_done(s: Summary) -> bool:
 
 
 def print_summary(s: Summary) -> None:
-    from rich.table import Table
-
-    console = stdout_console()
-    table = Table(title=summary_title(s))
-    table.add_column("stage")
-    table.add_column("kind")
-    table.add_column("in", justify="right")
-    table.add_column("out", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("workers", justify="right")
+    header = ["stage", "kind", "in", "out", "failed", "workers"]
     shed = any(st.dropped or st.rejected for st in s.stages)
     if shed:
-        table.add_column("dropped", justify="right")
-        table.add_column("rejected", justify="right")
+        header += ["dropped", "rejected"]
+    rows = []
     for st in s.stages:
         row = [st.name, st.kind, f"{st.events_in:,}", f"{st.events_out:,}", f"{st.failed:,}", str(st.workers)]
         if shed:
             row += [f"{st.dropped:,}", f"{st.rejected:,}"]
-        table.add_row(*row)
+        rows.append(row)
     runs = s.fused_runs()
-    if runs:
-        table.caption = "ran fused, in one pool: " + ", ".join("+".join(r) for r in runs)
-    console.print(table)
+    caption = "ran fused, in one pool: " + ", ".join("+".join(r) for r in runs) if runs else None
+    right = [False, False] + [True] * (len(header) - 2)
+    for line in table.draw(summary_title(s), header, rows, right, caption):
+        typer.echo(line.rstrip())
     for st in s.stages:
         served = answered_line(st.name, st.stats)
         if served is not None:
@@ -437,7 +430,7 @@ def print_summary(s: Summary) -> None:
     for line in where_lines(s):
         typer.echo(line)
     if s.interrupted:
-        console.print(interrupted_line(s))
+        typer.echo(interrupted_line(s))
 
 
 def where_lines(s: Summary) -> list[str]:

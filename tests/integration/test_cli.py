@@ -199,7 +199,7 @@ def test_the_cli_leaves_optional_and_heavy_modules_unimported() -> None:
 
 def test_sedamp_run_loads_only_its_own_command() -> None:
     """The app built for `sedamp run` imports no other command's module, and no rich
-    (the summary table and the progress bar import it when they draw)."""
+    (the progress bar imports it when it draws on a terminal)."""
     code = (
         "import sys\n"
         "from sedamp.cli import command_of\n"
@@ -210,7 +210,25 @@ def test_sedamp_run_loads_only_its_own_command() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr) == (0, "")
-    assert r.stdout == "['sedamp.cli._common', 'sedamp.cli.app', 'sedamp.cli.run']\n"
+    assert r.stdout == "['sedamp.cli._common', 'sedamp.cli.app', 'sedamp.cli.run', 'sedamp.cli.table']\n"
+
+
+def test_a_run_whose_output_goes_to_pipes_never_imports_rich(tmp_path: Path) -> None:
+    """Its progress lines and its summary table are plain text: importing rich and laying
+    the table out with it took a tenth of a one-event job."""
+    env = {"COUNT": "3", "OUT": str(tmp_path / "result.json")}
+    r = run_sedamp("run", str(TOPOLOGIES / "tiny.yaml"), "--workdir", str(tmp_path), "--progress", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "sedamp: progress" in r.stderr and "┃ stage" in r.stdout  # both shown
+    traced = subprocess.run(
+        [sys.executable, "-X", "importtime", *sedamp_cmd("run", str(TOPOLOGIES / "tiny.yaml"))[1:],
+         "--workdir", str(tmp_path), "--progress"],
+        env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert traced.returncode == 0, traced.stderr
+    imported = [line.split("|")[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")]
+    assert "sedamp.cli.run" in imported  # the trace is there
+    assert [m for m in imported if m == "rich" or m.startswith("rich.")] == []
 
 
 def test_sedamp_run_starts_its_launcher_before_the_heavy_imports() -> None:

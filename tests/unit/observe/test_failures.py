@@ -13,7 +13,8 @@ from typing import Any
 from rich.console import Console
 
 import sedamp
-from sedamp.cli.progress import LogProgress, TerminalProgress
+from sedamp.cli.live import TerminalProgress
+from sedamp.cli.progress import LogProgress
 from sedamp.observe.failures import (
     MAX_KINDS_PER_STAGE,
     FailureDigest,

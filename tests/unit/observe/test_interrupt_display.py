@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sedamp.cli.progress import HeldLines, TerminalProgress
+from sedamp.cli.live import HeldLines, TerminalProgress
 from sedamp.cli.run import interrupted_line, summary_title
 from sedamp.control.summary import StageSummary, Summary
 from tests.integration.util import screen

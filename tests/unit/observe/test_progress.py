@@ -7,7 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
-from sedamp.cli.progress import LogProgress, TerminalProgress
+from sedamp.cli.live import TerminalProgress
+from sedamp.cli.progress import LogProgress
 from sedamp.observe.progress import Listening, Tracker, answered_line, count, duration, headline, stage_line
 
 

@@ -26,7 +26,7 @@ runtime would run: `spec.fusion.plan`), unless `split` gives one. Under
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,18 @@ def simulate(
     split: Mapping[str, int] | None = None,
     adaptive: bool | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    schedule: Sequence[tuple[float, Mapping[str, int]]] = (),
 ) -> SimResult:
     """Simulate a run of `topology` (a Topology, or a YAML file loaded without importing
     its stages) on `cores` cores with the costs of `profile`; see the module docstring.
+    `schedule`: pool sizes to set at given times, their workers ready at once (an
+    oracle that knows when the load changes, to compare a controller with).
     Raises SimulationError for a profile that does not fit the topology."""
     if not isinstance(topology, Topology):
         topology = load_topology(topology, check_handlers=False)
-    return Simulation(topology, cores, profile or Profile(), split, adaptive).run(on_record)
+    sim = Simulation(topology, cores, profile or Profile(), split, adaptive)
+    sim.schedule = sorted(schedule, key=lambda x: x[0])
+    return sim.run(on_record)
 
 
 class Simulation:
@@ -129,6 +134,7 @@ class Simulation:
         self.records: list[dict[str, Any]] = []
         self.decisions: list[dict[str, Any]] = []
         self.cpu_total_s = 0.0
+        self.schedule: list[tuple[float, Mapping[str, int]]] = []  # see `simulate`
 
     def _pools(self, split: Mapping[str, int] | None) -> list[SimPool]:
         """The pools in topological order, each with its first split's workers."""
@@ -164,6 +170,7 @@ class Simulation:
             machine = max(MIN_POOL_CORES, self.cores - self.profile.runtime_cores - self.profile.others_at(self.t))
             step(self.pools, self.sources, machine, self.events, self.t, STEP_S)
             self.t += STEP_S
+            self._follow_schedule()
             for p in self.pools:
                 p.join_ready(self.t)
             self._end_streams()
@@ -181,6 +188,14 @@ class Simulation:
             self.top.name, self.cores, self.events, round(self.t, 3), round(self.cpu_total_s / self.cores, 3),
             tuple(self.records), tuple(self.decisions), tuple(p.name for p in self.pools),
         )  # fmt: skip
+
+    def _follow_schedule(self) -> None:
+        """Set the pool sizes the schedule gives for this time, their workers ready now."""
+        while self.schedule and self.schedule[0][0] <= self.t + 1e-9:
+            _, sizes = self.schedule.pop(0)
+            for p in self.pools:
+                if p.name in sizes and not p.ended:
+                    p.resize(sizes[p.name], self.t)
 
     def _finished(self) -> bool:
         return all(p.ended for p in self.pools)

@@ -215,3 +215,16 @@ def test_the_records_are_metrics_lines_the_readers_read() -> None:
     assert totals.finished and by_name["collect"].events_in == 1000 and by_name["b"].peak_workers >= 1
     assert len(totals.decisions) == len(run.decisions)
     table({"name": "shift", "pid": 0, "run_dir": "(simulated)"}, run.records[2])
+
+
+def test_a_schedule_sets_the_pools_at_its_times_with_their_workers_ready() -> None:
+    """An oracle's sizes: x has 1 worker, then 3 from 1 s, then 1 again from 2 s; with
+    no controller nothing else resizes it."""
+    top = chain("x")
+    p = with_flags(Profile(), costs={"x": "1ms"}, rate=simprofile.parse_rate("1000/s", "r"), events=3000)
+    run = simulate(top, 4, p, split={"x": 1}, adaptive=False, schedule=[(2.0, {"x": 1}), (1.0, {"x": 3})])
+    seen = [(r["elapsed_s"], r["stages"]["x"]["workers"]) for r in run.records if not r["final"]]
+    assert {w for t, w in seen if t < 1.0} == {1}
+    assert {w for t, w in seen if 1.0 < t < 2.0} == {3}
+    assert {w for t, w in seen if 2.0 < t < 2.9} == {1}
+    assert run.decisions == ()

@@ -23,8 +23,14 @@ shown batches of 8 events), and noise. So it answers one question, how well the
 controller's decisions track the load, and its figures at 2 cores are checked against
 a real run of scripts/bench_shift.py.
 
-Systems: "adaptive" (the controller from the runtime's even first split) and "static"
-(the split that suits the first half, fixed: 1 : 4 : 0.5 of the cores, at least 1).
+Systems: "adaptive" (the controller from the runtime's even first split), "static"
+(the split that suits the first half, fixed: 1 : 4 : 0.5 of the cores, at least 1), and
+"oracle", which knows the phases: the first half of the events on the pools that suit
+it, then the second half on the pools that suit that, as two runs, the first drained
+before the second starts. The pools that suit a phase give each stage its share of
+the cores by its cost, rounded up (1 : 4 : 0.5, then 1 : 0.5 : 4), so that none is
+short of it; the fixed split above must add up to the cores, and leaves the stage
+rounded down short (a at 8 cores: 1 worker for a share of 1.45).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sedamp.control.simprofile import Profile, with_flags  # noqa: E402
+from sedamp.control.simprofile import Profile, RateStep, with_flags  # noqa: E402
 from sedamp.control.simulate import simulate as run_model  # noqa: E402
 from sedamp.observe.report import plot_pools  # noqa: E402
 
@@ -86,6 +92,57 @@ def rebalanced(records: list[dict[str, Any]], cores: int, events: int) -> tuple[
     return (None if start is None else start + 1, None if after is None else after - shift + 1)
 
 
+def oracle(cores: int, events: int, spawn_s: float) -> float:
+    """The wall time of a controller that knows the phases: each half of the events on
+    the pools that suit it, every stage its share of the cores by cost, rounded up."""
+    wall = 0.0
+    for costs, per_event in (
+        ({"a": "1ms", "b": "4ms", "c": "0.5ms"}, FIRST),
+        ({"a": "1ms", "b": "0.5ms", "c": "4ms"}, SECOND),
+    ):
+        split = [math.ceil(cores * c / sum(per_event) - 1e-9) for c in per_event]
+        profile = with_flags(Profile(), costs=costs, events=events // 2, start_s=spawn_s, batch_events=BATCH_EVENTS)
+        wall += run_model(TOPOLOGY, cores, profile, split=dict(zip("abc", split, strict=True)), adaptive=False).wall_s
+    return wall
+
+
+STAIRCASE = REPO / "topologies" / "staircase.yaml"
+STAIR_COST_S = 4.0e-3
+
+
+def staircase(cores: int, spawn_s: float) -> dict[str, dict[str, float]]:
+    """The staircase at `cores`, its rates scaled to them (20 x N, 190 x N, 20 x N events/s
+    for 3, 4 and 8 s) into a 4 ms stage: the controller from its first pool; "static",
+    the pool that suits the first step, fixed; "oracle", the pool that suits each step
+    from the moment it begins. Wall, worker-seconds held, and the longest queue."""
+    steps = [(20 * cores, 3.0), (190 * cores, 4.0), (20 * cores, 8.0)]
+    events = int(sum(r * t for r, t in steps))
+    profile = with_flags(
+        Profile(), costs={"work": "4ms"}, events=events, start_s=spawn_s, rate=tuple(RateStep(r, t) for r, t in steps)
+    )
+
+    def suits(rate: float) -> int:
+        return max(1, math.ceil(rate * STAIR_COST_S - 1e-9))
+
+    schedule, at = [], 0.0
+    for rate, seconds in steps:
+        schedule.append((at, {"work": suits(rate)}))
+        at += seconds
+    out = {}
+    for name, kw in (
+        ("adaptive", {"adaptive": True}),
+        ("static", {"adaptive": False, "split": {"work": suits(steps[0][0])}}),
+        ("oracle", {"adaptive": False, "split": {"work": suits(steps[0][0])}, "schedule": schedule}),
+    ):
+        result = run_model(STAIRCASE, cores, profile, **kw)  # type: ignore[arg-type]
+        records = list(result.records)
+        held = sum(r["stages"]["work"]["workers"] * (b["elapsed_s"] - a["elapsed_s"]) for a, b, r in zip(
+            [{"elapsed_s": 0.0}, *records], records, records, strict=False))  # fmt: skip
+        queue = max((r["stages"]["work"]["queue"] or {}).get("length") or 0 for r in records)
+        out[name] = {"wall_s": result.wall_s, "worker_s": held, "max_queue": queue}
+    return out
+
+
 def static_split(cores: int) -> list[int]:
     """The split that suits the first half (1 : 4 : 0.5), at least one worker each; on 2
     cores scripts/bench_shift.py's 1 / 2 / 1."""
@@ -107,7 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", action="store_true", help="print every decision of the adaptive runs")
     ap.add_argument("--plot-dir", type=Path, help="draw each adaptive run into DIR/shift-<N>cores.png")
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--staircase", action="store_true", help="the staircase against its static pool and an oracle")
     args = ap.parse_args(argv)
+    if args.staircase:
+        print("$ python scripts/sim_controller.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        for cores in args.cores:
+            runs = staircase(cores, args.spawn_s)
+            print(f"{cores:3d} cores, staircase: " + "; ".join(
+                f"{k} {v['wall_s']:.2f} s, {v['worker_s']:.1f} worker-s, queue up to {v['max_queue']:,}"
+                for k, v in runs.items()))  # fmt: skip
+        return 0
     print("$ python scripts/sim_controller.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     rows = []
     for cores in args.cores:
@@ -116,12 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         plot = args.plot_dir / f"shift-{cores}cores.png" if args.plot_dir else None
         adaptive = simulate(even, cores, events, True, args.spawn_s, args.trace, plot)
         static = simulate(static_split(cores), cores, events, False, args.spawn_s)
+        knows = oracle(cores, events, args.spawn_s)
         ratio = static["wall_s"] / adaptive["wall_s"]
-        rows.append({"cores": cores, "events": events, "adaptive": adaptive, "static": static, "ratio": ratio})
+        rows.append(
+            {"cores": cores, "events": events, "adaptive": adaptive, "static": static, "ratio": ratio,
+             "oracle_s": knows, "of_oracle": knows / adaptive["wall_s"]}
+        )  # fmt: skip
         print(
             f"{cores:3d} cores, {events:,} events: adaptive {adaptive['wall_s']:.2f} s "
             f"({adaptive['limit_s'] / adaptive['wall_s']:.0%} of the limit, {adaptive['decisions']} decisions), "
             f"static {static_split(cores)} {static['wall_s']:.2f} s: adaptive {ratio:.2f}x the static split; "
+            f"oracle {knows:.2f} s: adaptive {knows / adaptive['wall_s']:.2f}x the oracle; "
             "balanced in {} period(s) from the start and {} after the shift".format(*adaptive["rebalanced_periods"])
         )
     if args.json:

@@ -27,3 +27,23 @@ def test_the_controller_follows_the_load_at_64_cores() -> None:
     assert sim.static_split(64) == [12, 46, 6]
     assert static["wall_s"] / adaptive["wall_s"] >= 1.3
     assert adaptive["decisions"] > 0 and adaptive["wall_s"] >= adaptive["limit_s"]
+
+
+def test_the_oracle_runs_each_half_on_the_pools_that_suit_it() -> None:
+    """6 cores: the first half's pools are ceil(6 x 1 / 5.5) / ceil(6 x 4 / 5.5) /
+    ceil(6 x 0.5 / 5.5) = 2 / 5 / 1, so each half of 3,000 events runs at the
+    machine's limit, 6 / 5.5 ms = 1,091 events/s: about 1.4 s a half, 2.75 s in all,
+    against 7.5 s for the split 1 / 4 / 1 above."""
+    wall = sim.oracle(6, 3000, 0.05)
+    assert 2.7 <= wall <= 3.1
+
+
+def test_the_staircase_oracle_keeps_up_where_the_first_steps_pool_falls_behind() -> None:
+    """8 cores: the first step's pool (1 worker) cannot take 1,520 events/s of 4 ms, so
+    the run ends long after the source's 15 s; the oracle, sized for each step as it
+    begins, ends with it and its queue stays short; the controller ends with it too."""
+    runs = sim.staircase(8, 0.05)
+    assert runs["static"]["wall_s"] > 25 and runs["static"]["max_queue"] >= 2000
+    assert runs["oracle"]["wall_s"] < 15.5 and runs["oracle"]["max_queue"] < 50
+    assert runs["adaptive"]["wall_s"] < 15.5
+    assert runs["oracle"]["worker_s"] < runs["adaptive"]["worker_s"]

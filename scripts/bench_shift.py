@@ -11,6 +11,8 @@ pace drifts within a round).
 Systems, interleaved in rounds (this machine's speed drifts; compare within a round):
     sedamp        the pool controller on (workers {min: 1, max: auto} per stage)
     sedamp-static the allocation that suits the first half, fixed: a 1, b 2, c 1
+    oracle        knows the phases: the first half on a 1, b 2, c 1, then the second
+                  half on a 1, b 1, c 2 (two static runs, each paying a start-up)
     pool          multiprocessing.Pool(cores) running all stages per event
     pool-chain    a Pool per stage (1/2/1), imap_unordered feeding imap_unordered
 
@@ -96,10 +98,13 @@ def machine_limit(n: int, at: int, cores: int, sample: int = 200) -> float:
     return cores / statistics.mean(per_event)
 
 
-def run_sedamp(n: int, overrides: list[str], metrics: Path | None) -> tuple[float, int]:
+def run_sedamp(n: int, overrides: list[str], metrics: Path | None, at: int | None = None) -> tuple[float, int]:
+    """One run of the topology in this process: its wall time and checksum. `at`: the
+    first seed of the second half (default: half way)."""
+    at = n // 2 if at is None else at
     with tempfile.TemporaryDirectory(prefix="bench-shift-") as tmp:
         out = Path(tmp) / "result.json"
-        ov = [f"seeds.params.count={n}", f"b.params.at={n // 2}", f"c.params.at={n // 2}", f"collect.params.out={out}"]
+        ov = [f"seeds.params.count={n}", f"b.params.at={at}", f"c.params.at={at}", f"collect.params.out={out}"]
         top = sedamp.load(TOPOLOGY, [*ov, *overrides])
         from sedamp.control.controller import run_topology
         from sedamp.control.summary import RunOptions
@@ -110,6 +115,17 @@ def run_sedamp(n: int, overrides: list[str], metrics: Path | None) -> tuple[floa
         if summary.exit_code != 0:
             raise SystemExit(f"sedamp run failed: {summary.error}")
         return wall, int(json.loads(out.read_text())["checksum"])
+
+
+def run_oracle(n: int) -> tuple[float, int]:
+    """A controller that knows the phases: the first half of the events on the pools
+    that suit it (a 1, b 2, c 1), then the second half on those that suit that (a 1,
+    b 1, c 2), as two runs, each on seeds 0..n/2 (the checksum counts them twice). It
+    pays a run's start-up and drain twice."""
+    static = ["a.workers=1", "controller.policy=static"]
+    first, s1 = run_sedamp(n // 2, [*static, "b.workers=2", "c.workers=1"], None, at=n // 2)
+    second, s2 = run_sedamp(n // 2, [*static, "b.workers=1", "c.workers=2"], None, at=0)
+    return first + second, s1 + s2
 
 
 def run_pool(n: int, cores: int) -> tuple[float, int]:
@@ -196,6 +212,7 @@ def main() -> int:
         ),
         "pool": lambda: run_pool(n, cores),
         "pool-chain": lambda: run_pool_chain(n),
+        "oracle": lambda: run_oracle(n),
     }
     walls: dict[str, list[float]] = {k: [] for k in systems}
     # The machine's pace drifts by tens of percent from minute to minute, so each run's
@@ -212,8 +229,9 @@ def main() -> int:
                 rebalances.append(rebalance(metrics))
             else:
                 wall, checksum = fn()
-            if checksum != expected:
-                raise SystemExit(f"{name}: checksum {checksum} != expected {expected}")
+            want = 2 * expected_checksum(n // 2, [A, HEAVY, LIGHT])["checksum"] if name == "oracle" else expected
+            if checksum != want:
+                raise SystemExit(f"{name}: checksum {checksum} != expected {want}")
             walls[name].append(wall)
             after = machine_limit(n, n // 2, cores)
             limits[name].append((before + after) / 2)

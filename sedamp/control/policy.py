@@ -466,7 +466,7 @@ def _grow_past_budget(v: StageView, views: list[StageView], budget: int, r: _Rou
     # use now will be free: grow anyway, within OVERSUBSCRIBE x the budget in processes.
     growing = v.arrivals_per_s > GROWING_FACTOR * max(1.0, v.completions_per_s)
     full = v.queue_length >= FULL_QUEUE_FRACTION * v.capacity or growing
-    # idle pools hold no core, nor pools that finish their work within the period
+    # idle pools hold no core, nor pools that finish their work within a period or two
     processes = sum(r.targets[x.name] for x in views if x.busy >= SHRINK_BUSY and not x.finishing)
     if _has_its_share(v, views, budget, r.targets[v.name]):
         return []  # a full queue here is the sources running ahead of it
@@ -584,7 +584,7 @@ def cores_share(v: StageView, views: list[StageView], budget: int) -> float | No
     need over all stages' need (`StageView.need`: in a balanced pipeline every stage
     runs at the sources' pace, so the cores each uses are in proportion to it). Where a
     need is not known, the cores each uses now stand in for it (the same in a steady
-    state). Stages that finish their work within the period leave their cores to the
+    state). Stages that finish their work within a period or two leave their cores to the
     others. None when nothing is measured."""
     views = _staying(v, views)
     needs = [x.need for x in views]
@@ -597,7 +597,7 @@ def cores_share(v: StageView, views: list[StageView], budget: int) -> float | No
 
 
 def _staying(v: StageView, views: list[StageView]) -> list[StageView]:
-    """`v` and the stages that do not finish their work within the period."""
+    """`v` and the stages that do not finish their work within a period or two."""
     return [x for x in views if x is v or not x.finishing]
 
 

@@ -71,7 +71,10 @@ def test_a_peer_without_the_client_key_is_refused(tmp_path: Path) -> None:
     assert run_sedamp("keys", str(keys_dir)).returncode == 1  # never overwrites
     keys = Keys.load(keys_dir)
 
-    topo = chain(tmp_path, f"  transport: tcp\n  keys: {keys_dir}", count=8000, delay_s=0.001)  # ~8 s: alive through every check
+    # ~16 s: alive through every check, which may take 13 s (each refused peer's send may
+    # block for its SNDTIMEO of 5 s, then 1.5 s of silence); at ~8 s the run ended before
+    # the last check once, on a loaded machine
+    topo = chain(tmp_path, f"  transport: tcp\n  keys: {keys_dir}", count=8000, delay_s=0.002)
     work = tmp_path / "w"
     proc = start_run(topo, work)
     ctx: zmq.Context[Any] = socket_context()

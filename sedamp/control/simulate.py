@@ -93,9 +93,7 @@ def simulate(
     Raises SimulationError for a profile that does not fit the topology."""
     if not isinstance(topology, Topology):
         topology = load_topology(topology, check_handlers=False)
-    sim = Simulation(topology, cores, profile or Profile(), split, adaptive)
-    sim.schedule = sorted(schedule, key=lambda x: x[0])
-    return sim.run(on_record)
+    return Simulation(topology, cores, profile or Profile(), split, adaptive, schedule).run(on_record)
 
 
 class Simulation:
@@ -108,6 +106,7 @@ class Simulation:
         profile: Profile,
         split: Mapping[str, int] | None = None,
         adaptive: bool | None = None,
+        schedule: Sequence[tuple[float, Mapping[str, int]]] = (),
     ) -> None:
         if cores < 1:
             raise SimulationError(f"cores must be at least 1, got {cores}")
@@ -134,7 +133,7 @@ class Simulation:
         self.records: list[dict[str, Any]] = []
         self.decisions: list[dict[str, Any]] = []
         self.cpu_total_s = 0.0
-        self.schedule: list[tuple[float, Mapping[str, int]]] = []  # see `simulate`
+        self.schedule = sorted(schedule, key=lambda x: x[0])  # see `simulate`
 
     def _pools(self, split: Mapping[str, int] | None) -> list[SimPool]:
         """The pools in topological order, each with its first split's workers."""
@@ -256,13 +255,13 @@ class Simulation:
             [s.name for s in self.sources],
         )  # fmt: skip
         finishing: set[str] = set()
-        if all(s.sent >= s.events for s in self.sources):
+        if all(s.sent >= s.events - 1e-6 for s in self.sources):  # as the recorder: every source has ended
             finishing = policy.finishing(
                 self.feeds,
                 {p.name: p.queue for p in self.pools},
                 {p.name: p.period_done / self.dt for p in self.pools},
                 {p.name: p.period_in / self.dt for p in self.pools},
-                self.dt,
+                self.period_s,
             )
         for p in self.pools:
             if p.ended:

@@ -32,7 +32,6 @@ from sedamp.executor.base import Executor, Proc, SlotView
 from sedamp.observe.failures import user_place
 from sedamp.runtime import wire
 from sedamp.runtime.configs import queue_identity, source_identity, worker_identity
-from sedamp.runtime.flow import POISON_DEATHS
 from sedamp.runtime.guard import hard_limit_mb
 from sedamp.runtime.lifeline import EXIT_MEMORY
 from sedamp.runtime.slot import Slot
@@ -230,7 +229,7 @@ class Roster:
         poison = stats.get("last_poison") if child.role == wire.QUEUE else None
         if poison and self.stages[child.stage].spec.on_error.then == "fail" and self.state.error is None:
             self.state.error = (
-                f"stage {child.stage!r}: event {poison['event_id']!r} killed {POISON_DEATHS} workers "
+                f"stage {child.stage!r}: event {poison['event_id']!r} killed {poison['deaths']} workers "
                 f"(the last {poison['reason']}); on_error: fail (the event is in the dead-letter file)"
             )
 

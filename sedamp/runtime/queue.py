@@ -164,7 +164,7 @@ def _poisoned(cfg: QueueConfig, core: QueueCore, dead: DeadLetters | None) -> No
     while core.poisoned:
         eid, packed, reason = core.poisoned.pop(0)
         log.error("stage %s: event %r killed %d workers (last: %s); not retried", cfg.stage, eid, POISON_DEATHS, reason)
-        core.last_poison = {"event_id": eid, "reason": reason}
+        core.last_poison = {"event_id": eid, "reason": reason, "deaths": POISON_DEATHS}
         if cfg.on_poison != "skip" and dead is not None:
             dead.write_packed(
                 stage=cfg.stage,

@@ -12,6 +12,7 @@ What is here
                        deterministic events: a source, a sink that checks every payload,
                        and the same event maker for ``multiprocessing``.
     ``machine_info`` / ``format_table``  report helpers.
+    ``pool_use``       a pool's worker-seconds and longest queue, from a metrics stream.
 
 This module is also copied next to generated topologies (sedamp imports user modules
 from the topology's directory), so it must stay importable on its own: it imports only
@@ -450,6 +451,19 @@ def strict_json(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     return x
+
+
+def pool_use(records: Sequence[dict[str, Any]], stage: str) -> tuple[float, int]:
+    """The worker-seconds `stage`'s pool held over a run (its workers in each record
+    times the time since the record before) and its longest queue, from the run's
+    metrics records (a real run's or a simulated one's)."""
+    held, last, longest = 0.0, 0.0, 0
+    for r in records:
+        st = r["stages"][stage]
+        held += st["workers"] * (r["elapsed_s"] - last)
+        last = r["elapsed_s"]
+        longest = max(longest, int((st["queue"] or {}).get("length") or 0))
+    return held, longest
 
 
 def fmt_rate(x: float) -> str:

@@ -32,6 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _benchlib import pool_use  # noqa: E402
+
 import sedamp  # noqa: E402
 from sedamp.control import client  # noqa: E402
 from sedamp.control.controller import run_topology  # noqa: E402
@@ -107,12 +109,8 @@ def run_once(overrides: list[str], schedule: bool) -> dict[str, float]:
         if summary.exit_code != 0:
             raise SystemExit(f"run failed: {summary.error}")
         lines = [json.loads(x) for x in metrics.read_text().splitlines()]
-    held, last = 0.0, 0.0
-    for r in lines:
-        held += r["stages"]["work"]["workers"] * (r["elapsed_s"] - last)
-        last = r["elapsed_s"]
+    held, queue = pool_use(lines, "work")
     waits = [((r["stages"]["work"]["latency_ms"]["queue_wait"] or {}).get("p90") or 0.0) for r in lines]
-    queue = max((r["stages"]["work"]["queue"] or {}).get("length") or 0 for r in lines)
     return {"wall_s": summary.wall_s, "worker_s": held, "max_queue": queue, "worst_p90_wait_ms": max(waits)}
 
 

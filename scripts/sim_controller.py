@@ -45,6 +45,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _benchlib import pool_use  # noqa: E402
+
 from sedamp.control.simprofile import Profile, RateStep, with_flags  # noqa: E402
 from sedamp.control.simulate import simulate as run_model  # noqa: E402
 from sedamp.observe.report import plot_pools  # noqa: E402
@@ -96,10 +98,8 @@ def oracle(cores: int, events: int, spawn_s: float) -> float:
     """The wall time of a controller that knows the phases: each half of the events on
     the pools that suit it, every stage its share of the cores by cost, rounded up."""
     wall = 0.0
-    for costs, per_event in (
-        ({"a": "1ms", "b": "4ms", "c": "0.5ms"}, FIRST),
-        ({"a": "1ms", "b": "0.5ms", "c": "4ms"}, SECOND),
-    ):
+    for per_event in (FIRST, SECOND):
+        costs = {name: f"{c * 1000:g}ms" for name, c in zip("abc", per_event, strict=True)}
         split = [math.ceil(cores * c / sum(per_event) - 1e-9) for c in per_event]
         profile = with_flags(Profile(), costs=costs, events=events // 2, start_s=spawn_s, batch_events=BATCH_EVENTS)
         wall += run_model(TOPOLOGY, cores, profile, split=dict(zip("abc", split, strict=True)), adaptive=False).wall_s
@@ -135,10 +135,7 @@ def staircase(cores: int, spawn_s: float) -> dict[str, dict[str, float]]:
         ("oracle", {"adaptive": False, "split": {"work": suits(steps[0][0])}, "schedule": schedule}),
     ):
         result = run_model(STAIRCASE, cores, profile, **kw)  # type: ignore[arg-type]
-        records = list(result.records)
-        held = sum(r["stages"]["work"]["workers"] * (b["elapsed_s"] - a["elapsed_s"]) for a, b, r in zip(
-            [{"elapsed_s": 0.0}, *records], records, records, strict=False))  # fmt: skip
-        queue = max((r["stages"]["work"]["queue"] or {}).get("length") or 0 for r in records)
+        held, queue = pool_use(result.records, "work")
         out[name] = {"wall_s": result.wall_s, "worker_s": held, "max_queue": queue}
     return out
 

@@ -74,7 +74,7 @@ def _c(args: tuple[dict[str, Any], int]) -> int:
     return stage_c(*args)
 
 
-def cpu_per_event(n: int, at: int, sample: int = 400) -> float:
+def cpu_per_event(n: int, at: int, sample: int) -> float:
     """CPU seconds per event of the stages run serially, over events of both halves."""
     seeds = list(range(0, min(at, sample // 2))) + list(range(at, min(n, at + sample // 2)))
     c0 = time.process_time()

@@ -42,10 +42,12 @@ sends what to whom (ROUTER/DEALER over ipc, or tcp with CURVE):
   `Wiring` children start with; `sedamp.control.rundir`: the run directory, run.json.
 
 End of a batch job, stage by stage in topological order: a source is finished when its
-process reported DONE (everything it sent was taken downstream) and exited. A stage
-with a queue is finished when its queue has ENDed (closed, empty, no lease out) and
-every worker reported DONE and exited. When every stage feeding a queue is finished,
-the controller sends it CLOSE. A finished stage's queue is told STOP.
+process reported DONE (everything it sent was taken downstream). A stage with a queue
+is finished when its queue has ENDed (closed, empty, no lease out) and every worker
+reported DONE (its finish() outputs taken, its teardown run). When every stage feeding
+a queue is finished, the controller sends it CLOSE. A finished stage's queue is told
+STOP. The exits are not waited for in turn: a process that said DONE only closes its
+sockets, and the run's end joins them all (`roster.reap_all`).
 
 Ctrl-C or SIGTERM: the sources and the queues are told HALT (`roster.interrupt`): the
 sources stop reading, each queue drops what waits in it (a re-run or --resume does it)
@@ -85,6 +87,7 @@ from sedamp.control.roster import (
     hold_leases,
     interrupt,
     reached_from,
+    reap_all,
     watch_deadlines,
     watch_silence,
 )
@@ -206,7 +209,7 @@ class _Controller:
 
     def _close(self, restore: Callable[[], None]) -> None:
         """Leave no process, socket or socket directory behind; write the final record."""
-        self.roster.reap_all()
+        reap_all(self.roster)
         if self.roster.executor is not None:
             self.roster.executor.close()
         restore()

@@ -79,6 +79,8 @@ class RunState:
 
 @dataclass(eq=False)
 class Child:
+    """One process of the run as the controller knows it: its handle, role, last counters and state."""
+
     proc: Proc
     role: int
     stage: str
@@ -99,6 +101,9 @@ class Child:
 
 @dataclass(eq=False)
 class Stage:
+    """One stage as the controller runs it: its pool's target, its queue, source or
+    workers, and how far it is."""
+
     spec: StageSpec
     target: int = 0
     queue: Child | None = None
@@ -241,7 +246,11 @@ class Roster:
                 self.stages[child.stage].ended = True
             return
         child.stopped = True
-        if child.role == wire.WORKER and not stats.get("retired"):
+        if child.role == wire.SOURCE:
+            # everything it sent is in its queues: the stages after it need not wait
+            # for its exit to be closed (`_source_exited` accounts for the exit)
+            self._source_finished(child)
+        elif child.role == wire.WORKER and not stats.get("retired"):
             # A worker finishes only after its queue said END (or when retired):
             # the stage's input is over, so no worker of it may start again.
             self.stages[child.stage].ended = True
@@ -302,10 +311,15 @@ class Roster:
             self.state.error = self.state.error or (
                 f"source {child.stage!r} (pid {child.proc.pid}) {how} before it finished"
             )
-        st.complete = True
+        self._source_finished(child)
         st.retired = {k: v for k, v in child.stats.items() if isinstance(v, int | float) or k == "stats"}
         self._retire_shed(child)
-        log.info("source %s finished (%s events)", child.stage, child.stats.get("in"))
+
+    def _source_finished(self, child: Child) -> None:
+        st = self.stages[child.stage]
+        if not st.complete:
+            st.complete = True
+            log.info("source %s finished (%s events)", child.stage, child.stats.get("in"))
 
     def _worker_exited(self, child: Child, how: str, code: int | None, in_hand: tuple[int, int]) -> None:
         st = self.stages[child.stage]
@@ -392,36 +406,40 @@ class Roster:
                 assert st.queue is not None
                 self.links.send(st.queue.identity, wire.simple(wire.CLOSE))
                 log.info("stage %s: every producer finished; queue closed", name)
-            if st.ended and not st.workers:
+            if st.ended and all(w.done for w in st.workers.values()):
                 st.complete = True
                 if st.queue is not None:
                     st.queue.stopped = True
                     self.links.send(st.queue.identity, wire.simple(wire.STOP, 0))
                 log.info("stage %s finished", name)
 
-    def reap_all(self) -> None:
-        """Make sure no process of this run is left: wait briefly for the ones that are
-        finishing on their own, then kill the rest."""
-        clean = self.state.error is None and not self.state.hard_stop and self.complete
-        now = time.monotonic()
-        deadline = now + 2.0
-        if not clean:
-            deadline = now + INTERRUPT_GRACE_S
-            for child in self.by_sentinel.values():
-                if child.role == wire.WORKER:
-                    child.proc.interrupt()
-        for fd, child in list(self.by_sentinel.items()):
-            self.links.unwatch(fd)
-            left = deadline - time.monotonic()
-            if left > 0 and (clean or child.role == wire.WORKER):
-                child.proc.join(left)
-            if child.proc.is_alive():
-                child.proc.kill()
-            child.proc.join(5)
-            if child.slot is not None:
-                child.slot.close()
-                child.slot = None
-        self.by_sentinel.clear()
+
+def reap_all(roster: Roster) -> None:
+    """Make sure no process of this run is left: wait briefly for the ones that are
+    finishing on their own, then kill the rest."""
+    clean = roster.state.error is None and not roster.state.hard_stop and roster.complete
+    now = time.monotonic()
+    deadline = now + 2.0
+    if not clean:
+        deadline = now + INTERRUPT_GRACE_S
+        for child in roster.by_sentinel.values():
+            if child.role == wire.WORKER:
+                child.proc.interrupt()
+    for fd, child in list(roster.by_sentinel.items()):
+        left = deadline - time.monotonic()
+        if left > 0 and (clean or child.role == wire.WORKER):
+            child.proc.join(left)
+        if child.done and child.proc.exitcode == 0:  # it finished, and left after the run ended
+            roster.on_exit(child)
+            continue
+        roster.links.unwatch(fd)
+        if child.proc.is_alive():
+            child.proc.kill()
+        child.proc.join(5)
+        if child.slot is not None:
+            child.slot.close()
+            child.slot = None
+    roster.by_sentinel.clear()
 
 
 # ---------------------------------------------------------------- watchdogs

@@ -15,6 +15,7 @@ from sedamp.control.roster import (
     Roster,
     excuse_pause,
     hold_leases,
+    reap_all,
     watch_deadlines,
     watch_silence,
 )
@@ -154,6 +155,41 @@ def test_stages_finish_in_order() -> None:
     assert links.kinds(out.queue.identity) == ["CLOSE"]
     assert r.stages["work"].retired == {"in": 5, "out": 5, "failed": 0}
     assert r.state.error is None
+
+
+def test_a_stage_ends_on_its_done_reports_not_on_its_exits() -> None:
+    """DONE means everything a process will send is in the next queues: the next
+    queue closes then, while the processes that said it are still leaving, so the
+    end of a run does not wait for each stage's exits in turn."""
+    r, _, links = roster()
+    r.start_sources()
+    r.reconcile()
+    work, out = r.stages["work"], r.stages["out"]
+    assert work.queue is not None and out.queue is not None
+    src = r.stages["src"].source
+    assert src is not None
+    r.on_done(src, {"in": 5, "out": 5})
+    r.advance()
+    assert links.kinds(work.queue.identity) == ["CLOSE"]  # the source has not exited yet
+    r.on_done(work.queue, {"ended": True})
+    w = work.workers[0]
+    r.on_done(w, {"in": 5, "out": 5, "failed": 0})
+    r.advance()
+    assert work.complete and links.kinds(out.queue.identity) == ["CLOSE"]  # w is still running
+    assert src.proc.is_alive() and w.proc.is_alive()
+    r.on_done(out.queue, {"ended": True})
+    o = out.workers[0]
+    r.on_done(o, {"in": 5, "out": 5, "failed": 0})
+    r.advance()
+    assert r.complete
+    # the run is over: the exits come in after it, and are accounted as in the run
+    for child in [src, w, o, work.queue, out.queue]:
+        child.proc.exit(0)
+    reap_all(r)
+    assert work.workers == {} and out.workers == {} and r.stages["src"].source is None
+    assert work.retired == {"in": 5, "out": 5, "failed": 0}
+    assert r.stages["src"].retired == {"in": 5, "out": 5}
+    assert r.state.error is None and work.restarts == 0
 
 
 def test_a_recycled_worker_frees_its_index_for_a_fresh_one() -> None:

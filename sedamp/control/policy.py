@@ -225,6 +225,8 @@ class StageView:
 
 @dataclass(frozen=True)
 class Decision:
+    """One change of a pool's target size, with the reason the metrics stream and the summary show."""
+
     stage: str
     old: int
     new: int

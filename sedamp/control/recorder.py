@@ -57,6 +57,8 @@ class StageCounts:
 
 @dataclass(frozen=True)
 class WorkerSample:
+    """One worker's readings in a record: psutil's CPU and memory, and its busy and waiting time."""
+
     index: int
     pid: int
     cpu_percent: float | None  # None: not measurable (another host, or gone)

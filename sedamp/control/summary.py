@@ -16,6 +16,8 @@ from sedamp.observe.failures import FailureKind
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How a run is made beyond its topology (the command line's flags, or the Python API's arguments)."""
+
     workdir: Path | None = None  # run directories and journals; None: .sedamp beside the topology file
     cores: int | None = None  # overrides the topology's controller.cores
     drain_timeout_s: float | None = None  # overrides controller.drain_timeout_s
@@ -29,6 +31,8 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class StageSummary:
+    """One stage's counters at the end of a run."""
+
     name: str
     kind: str
     events_in: int
@@ -50,6 +54,8 @@ class StageSummary:
 
 @dataclass(frozen=True)
 class Summary:
+    """What a run did: its stages' counters, its outcome and where its files are."""
+
     name: str
     run_dir: Path
     dead_letters: Path

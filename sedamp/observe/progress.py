@@ -35,6 +35,8 @@ RATE_WINDOW_S = 5.0
 
 @dataclass(frozen=True)
 class StageLine:
+    """One stage in a progress view."""
+
     name: str
     kind: str
     workers: int
@@ -45,6 +47,8 @@ class StageLine:
 
 @dataclass(frozen=True)
 class View:
+    """What a progress display shows of one record: events done, the rate, the ETA and each stage."""
+
     done: int
     total: int | None
     counting: str  # "done" or "read" (see the module docstring)

@@ -32,6 +32,8 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class QueueConfig:
+    """What a queue process starts with (sent by the controller through the executor)."""
+
     stage: str
     endpoint: str  # where the data ROUTER binds
     control_endpoint: str
@@ -56,6 +58,8 @@ def queue_identity(stage: str) -> str:
 
 @dataclass(frozen=True)
 class WorkerConfig:
+    """What a worker process starts with (sent by the controller through the executor)."""
+
     stage: str
     kind: str  # "handler" or "sink"
     index: int
@@ -100,6 +104,8 @@ def worker_identity(stage: str, index: int, token: int) -> str:
 
 @dataclass(frozen=True)
 class SourceConfig:
+    """What a source process starts with (sent by the controller through the executor)."""
+
     stage: str
     ref: str
     params: dict[str, Any]

@@ -123,6 +123,8 @@ def lease_term_s(period_s: float) -> float:
 
 @dataclass(slots=True)
 class Chunk:
+    """Events that arrived in one message, kept as their packed bytes and the offsets between them."""
+
     ids: list[Any]
     ends: list[int]  # cumulative end offset of each event in `body`
     body: memoryview
@@ -302,6 +304,8 @@ class Store:
 
 @dataclass(slots=True)
 class _Producer:
+    """A producer's credit at this queue: what it asked for, what is granted and unused."""
+
     want: int
     outstanding: int = 0  # credit granted and not yet used
     outstanding_bytes: int = 0  # bytes of it (negative: a lone event overdrew it)
@@ -311,6 +315,8 @@ class _Producer:
 
 @dataclass(slots=True)
 class _Worker:
+    """A worker connected to this queue and its requests for work not yet answered."""
+
     index: int
     gets: deque[int] = field(default_factory=deque)  # max_events of each pending GET
     last_max: int = 1  # max_events of its latest GET (a GET asked again on its behalf)
@@ -318,6 +324,8 @@ class _Worker:
 
 @dataclass(slots=True)
 class _Lease:
+    """Events handed to one worker and not yet acknowledged."""
+
     worker: bytes
     chunks: list[Chunk]
     partition: int
@@ -512,6 +520,8 @@ class _Recent:
 
 @dataclass
 class QueueCounters:
+    """A queue's counters since it started, reported in its STATS."""
+
     arrived: int = 0  # events accepted from producers
     leased: int = 0  # events handed to workers (redeliveries included)
     acked: int = 0  # events whose lease was acknowledged

@@ -92,6 +92,8 @@ class WorkersSpec:
 
 @dataclass(frozen=True)
 class QueueSpec:
+    """A stage's input queue: its bound in events and bytes, and what a producer does when it is full."""
+
     capacity: int = DEFAULT_CAPACITY_EVENTS
     on_full: OnFull = "block"
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -131,6 +133,9 @@ class Edge:
 
 @dataclass(frozen=True, eq=False)
 class StageSpec:
+    """One stage of a topology, as validated from its YAML: what runs, where its outputs
+    go, and its pool's bounds."""
+
     name: str
     kind: StageKind
     ref: str  # "module:attribute"
@@ -155,6 +160,8 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class ControllerSpec:
+    """The topology's `controller:` section: cores, the period, the pool policy and the drain deadline."""
+
     cores: int | None = None  # None = "auto": the number of usable cores
     period_s: float = 0.5
     policy: PolicyName = "adaptive"
@@ -170,6 +177,8 @@ class ControllerSpec:
 
 @dataclass(frozen=True, eq=False)
 class Topology:
+    """A validated topology: its stages in file order and its controller settings."""
+
     name: str
     stages: Mapping[str, StageSpec]  # in file order
     controller: ControllerSpec = ControllerSpec()

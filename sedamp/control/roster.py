@@ -20,6 +20,7 @@ from an `Executor`: a unit test drives a roster with fakes of both.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import time
@@ -168,12 +169,11 @@ class Roster:
 
     def start_queues(self, targets: Mapping[str, int]) -> None:
         """One queue per pool (a grouped stage after the first is served by the first's)."""
-        for name, st in self.stages.items():
-            if st.spec.kind == "source" or self.top.is_member(name):
-                continue
-            proc = self._exec().start(f"sdq:{name}", "queue", queue_config(self.top, name, self._wiring()))
-            st.queue = self.adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
-            st.target = targets[name]
+        names = [n for n, st in self.stages.items() if st.spec.kind != "source" and not self.top.is_member(n)]
+        requests = [(f"sdq:{n}", "queue", queue_config(self.top, n, self._wiring())) for n in names]
+        for name, proc in zip(names, self._exec().start_many(requests), strict=True):
+            self.stages[name].queue = self.adopt(proc, wire.QUEUE, name, 0, queue_identity(name))
+            self.stages[name].target = targets[name]
 
     def start_sources(self) -> None:
         """One process per source, with a slot for its blocked and waiting time."""
@@ -189,16 +189,19 @@ class Roster:
         """Spawn workers until every unfinished pool matches its target."""
         if self.state.error is not None or self.state.hard_stop:
             return
-        for name, st in self.stages.items():
-            if st.spec.kind == "source" or st.ended or self.top.is_member(name):
-                continue
+        wanted: list[tuple[Stage, int]] = []
+        pools = [
+            st for n, st in self.stages.items() if st.spec.kind != "source" and not (st.ended or self.top.is_member(n))
+        ]
+        for st in pools:
             active = [w for w in st.workers.values() if not w.retiring]
-            for _ in range(st.target - len(active)):
-                index = next(i for i in range(st.target + len(st.workers) + 1) if i not in st.workers)
-                self._spawn_worker(st, index)
+            free = (i for i in itertools.count() if i not in st.workers)
+            wanted += [(st, next(free)) for _ in range(st.target - len(active))]
             for w in sorted(active, key=lambda c: c.index, reverse=True)[: max(0, len(active) - st.target)]:
                 w.retiring = True
                 self.links.send(w.identity, wire.simple(wire.RETIRE))
+        self._spawn_workers(wanted)
+        for st in pools:
             st.peak_workers = max(st.peak_workers, len([w for w in st.workers.values() if not w.retiring]))
 
     def _new_slot(self) -> tuple[Slot | None, str]:
@@ -210,20 +213,26 @@ class Roster:
         slot_path = str(slot_dir / f"slot{self.slot_seq}")
         return Slot(slot_path, create=True), slot_path
 
-    def _spawn_worker(self, st: Stage, index: int) -> None:
+    def _spawn_workers(self, wanted: list[tuple[Stage, int]]) -> None:
+        """Start a worker for each (stage, index), all in one request to the executor."""
         w = self._wiring()
-        slot, slot_path = self._new_slot()
-        self.spawn_seq += 1
-        cfg = worker_config(self.top, st.spec, index, self.spawn_seq, slot_path, w)
-        proc = self._exec().start(f"sdw:{st.spec.name}:{index}", "worker", cfg)
-        identity = worker_identity(st.spec.name, index, self.spawn_seq)
-        child = self.adopt(proc, wire.WORKER, st.spec.name, index, identity)
-        child.slot = slot
-        if proc.slot is not None:  # the worker runs elsewhere: its executor reads its slot there
-            child.slot = proc.slot
-            if slot is not None:
-                slot.discard()
-        st.workers[index] = child
+        made: list[tuple[Stage, int, Slot | None, str]] = []
+        requests = []
+        for st, index in wanted:
+            slot, slot_path = self._new_slot()
+            self.spawn_seq += 1
+            cfg = worker_config(self.top, st.spec, index, self.spawn_seq, slot_path, w)
+            made.append((st, index, slot, worker_identity(st.spec.name, index, self.spawn_seq)))
+            requests.append((f"sdw:{st.spec.name}:{index}", "worker", cfg))
+        procs = self._exec().start_many(requests) if requests else []
+        for (st, index, slot, identity), proc in zip(made, procs, strict=True):
+            child = self.adopt(proc, wire.WORKER, st.spec.name, index, identity)
+            child.slot = slot
+            if proc.slot is not None:  # the worker runs elsewhere: its executor reads its slot there
+                child.slot = proc.slot
+                if slot is not None:
+                    slot.discard()
+            st.workers[index] = child
 
     # ---------------------------------------------------------------- what children report
 

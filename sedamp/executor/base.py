@@ -10,6 +10,7 @@ implements these two protocols drives the controller's roster in unit tests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 
@@ -86,6 +87,12 @@ class Executor(Protocol):
     remote: bool
 
     def start(self, name: str, role: str, config: Any) -> Proc: ...
+    def start_many(self, requests: Sequence[tuple[str, str, Any]]) -> list[Proc]:
+        """Start a process for each (name, role, config), in order; the same as `start`
+        for each, but an executor may overlap them (the local one asks its launcher for
+        all at once, so the forks do not wait for one round trip each)."""
+        ...
+
     def cores(self) -> int:
         """The core budget when the user sets none: the CPUs processes can be placed on."""
         ...

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sedamp.runtime.pauses import Pauses
@@ -161,22 +162,27 @@ class LocalExecutor:
         os.write(self._req_w, json.dumps({"op": "stdout_to_stderr"}).encode() + b"\n")
 
     def start(self, name: str, role: str, config: Any) -> Proc:
+        return self.start_many([(name, role, config)])[0]
+
+    def start_many(self, requests: Sequence[tuple[str, str, Any]]) -> list[Proc]:
+        """Ask the launcher for every process at once, then collect their pids: it forks
+        one while this process writes the next one's config or waits."""
         if self._zygote is None:
             self._launch()
         from dataclasses import asdict
 
         from sedamp.errors import LaunchError
 
-        line = json.dumps({"name": name, "role": role, "config": asdict(config)}) + "\n"
+        lines = [json.dumps({"name": n, "role": role, "config": asdict(cfg)}) + "\n" for n, role, cfg in requests]
         try:
-            os.write(self._req_w, line.encode())
+            os.write(self._req_w, "".join(lines).encode())  # blocks while the pipe is full; the launcher reads on
         except BrokenPipeError:
             self._read_reports(0)  # notes how the launcher died
         # the time this process was not running (the whole job paused: Ctrl-Z) is not
         # the launcher's: its answer may be in the pipe already
         pauses = Pauses(time.monotonic())
         deadline = pauses.last + LAUNCH_TIMEOUT_S
-        while not self._started:
+        while len(self._started) < len(requests):
             now = time.monotonic()
             deadline += pauses.observe(now, STOPPED_CHECK_S)
             left = deadline - now
@@ -185,13 +191,16 @@ class LocalExecutor:
                     f"the process launcher (pid {self._lost_pid}) {self._lost}, and every process of the run with it"
                 )
             if left <= 0 or (self._zygote is not None and self._zygote.poll() is not None):
-                raise LaunchError(f"the process launcher did not start {name}")
+                raise LaunchError(f"the process launcher did not start {requests[len(self._started)][0]}")
             self._read_reports(min(left, STOPPED_CHECK_S))
-            if not self._started:
+            if len(self._started) < len(requests):
                 self.check_stopped()
-        pid = self._started.pop(0)
-        self._live.add(pid)
-        return LocalProc(name, pid, self)
+        procs: list[Proc] = []
+        for name, _, _ in requests:
+            pid = self._started.pop(0)
+            self._live.add(pid)
+            procs.append(LocalProc(name, pid, self))
+        return procs
 
     def cores(self) -> int:
         from sedamp.control.policy import usable_cores

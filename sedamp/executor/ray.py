@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -334,6 +335,9 @@ class RayExecutor:
         self._procs = [p for p in self._procs if p.is_alive()]
         self._procs.append(proc)
         return proc
+
+    def start_many(self, requests: Sequence[tuple[str, str, Any]]) -> list[Proc]:
+        return [self.start(name, role, config) for name, role, config in requests]
 
     def close(self) -> None:
         for p in self._procs:

@@ -4,6 +4,7 @@ recorder without processes or sockets."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class FakeExecutor:
 
     def __init__(self, elsewhere: bool = False) -> None:
         self.started: list[FakeProc] = []
+        self.requests: list[list[str]] = []  # the names asked for in each start_many
         self.elsewhere = elsewhere
 
     def start(self, name: str, role: str, config: Any) -> FakeProc:
@@ -89,6 +91,10 @@ class FakeExecutor:
             proc.slot = RemoteSlot(stale_s=5.0)
         self.started.append(proc)
         return proc
+
+    def start_many(self, requests: Sequence[tuple[str, str, Any]]) -> list[FakeProc]:
+        self.requests.append([name for name, _, _ in requests])
+        return [self.start(name, role, config) for name, role, config in requests]
 
     def cores(self) -> int:
         return 2

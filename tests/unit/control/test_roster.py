@@ -45,6 +45,19 @@ def test_reconcile_spawns_until_each_pool_matches_its_target() -> None:
     assert [o.stage for o in cfg.outputs] == ["out"]
 
 
+def test_the_queues_and_then_the_workers_are_each_asked_for_in_one_request() -> None:
+    """One request per batch of processes: the local executor's launcher then forks
+    them back to back instead of waiting for a round trip each."""
+    r, executor, _ = roster()
+    r.stages["work"].target = 3
+    r.reconcile()
+    assert executor.requests == [["sdq:work", "sdq:out"], ["sdw:work:0", "sdw:work:1", "sdw:work:2", "sdw:out:0"]]
+    del r.stages["work"].workers[1]  # a gap: the next worker takes index 1, then 3
+    r.stages["work"].target = 4
+    r.reconcile()
+    assert executor.requests[2:] == [["sdw:work:1", "sdw:work:3"]]
+
+
 def test_a_lower_target_retires_the_highest_indexes_once() -> None:
     r, executor, links = roster()
     st = r.stages["work"]

@@ -1,0 +1,52 @@
+"""The local executor starts several processes with one request to its launcher."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+
+from sedamp.executor.local import LocalExecutor
+from sedamp.runtime.configs import WorkerConfig
+
+
+def sink_config(tmp_path: Path, index: int) -> WorkerConfig:
+    return WorkerConfig(
+        stage="sink",
+        kind="sink",
+        index=index,
+        ref="tests.integration.teststages:Record",
+        params={"out": str(tmp_path / f"out{index}.jsonl")},
+        input_endpoint=f"ipc://{tmp_path}/up",
+        outputs=(),
+        control_endpoint=f"ipc://{tmp_path}/ctl",
+        batch=1,
+        dead_letters=str(tmp_path / "dead.jsonl"),
+        import_paths=(os.getcwd(),),
+        period_s=0.1,
+        parent_pid=os.getpid(),
+    )
+
+
+def test_start_many_gives_each_request_its_own_process_in_order(tmp_path: Path) -> None:
+    executor = LocalExecutor()
+    try:
+        names = [f"sdw:sink:{i}" for i in range(4)]
+        procs = executor.start_many([(n, "worker", sink_config(tmp_path, i)) for i, n in enumerate(names)])
+        assert [p.name for p in procs] == names  # type: ignore[attr-defined]
+        assert len({p.pid for p in procs}) == 4
+        for p, name in zip(procs, names, strict=True):  # each pid is the process of its request
+            assert p.is_alive()
+            deadline = time.monotonic() + 10  # the child names itself just after the fork
+            while psutil.Process(p.pid).name() != name and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert psutil.Process(p.pid).name() == name
+        for p in procs:
+            p.kill()
+            p.join(5)
+            assert p.exitcode is not None
+        assert executor.start_many([]) == []
+    finally:
+        executor.close()

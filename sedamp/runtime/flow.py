@@ -29,8 +29,11 @@ is paid back before that producer gets bytes again). A lease takes at most
 ``max_bytes // LEASE_BYTES_SHARE`` bytes (at least one event), so large events spread
 over the workers.
 
-Work. Workers ask (GET) for up to N events; the oldest waiting worker is served first,
-and no more than its share of the buffer when several wait.
+Work. Workers ask (GET) for up to N events, and keep a second GET out while they work
+(prefetch). Work is dealt in rounds, one GET of each waiting worker per round: those
+that hold no lease first (a busy worker's prefetched GET must not take work an idle
+worker could start now), then the oldest GET first; each lease is no more than its
+worker's share of the buffer when several wait.
 A batch may be merged from several chunks or split from one, at event boundaries,
 without decoding events. Each batch is a lease until ACKed; BYE or GONE puts a
 worker's leases back at the head of the buffer.
@@ -786,23 +789,23 @@ class QueueCore:
 
     # ------------------------------------------------------------ internals
 
-    def _dispatch(self) -> Outgoing:  # oldest first, each at most its share of the buffer
+    def _dispatch(self) -> Outgoing:  # as "Work" in the module's docstring says
         out: Outgoing = []
         if not self.buffered or not self.waiting:
             return out
-        still: deque[bytes] = deque()
         ways = len(self.waiting) if self.partitions == 1 else 1
         share = -(-self.buffered // ways)
         share_bytes = min(self.max_bytes // LEASE_BYTES_SHARE, -(-self.store.nbytes // ways))
         buffers = self.store.buffers
-        while self.waiting:
-            rid = self.waiting.popleft()
-            w = self.workers[rid]
-            while w.gets and buffers[w.index]:
-                out.append((rid, self._lease(rid, w.index, min(share, w.gets.popleft()), share_bytes)))
-            if w.gets:
-                still.append(rid)
-        self.waiting = still
+        served = True
+        while served:  # a round serves one GET of each worker, those that hold no lease first, then the oldest
+            served = False
+            for rid in sorted(self.waiting, key=self.leases.by_worker.__contains__):  # sorted() is stable
+                w = self.workers[rid]
+                if w.gets and buffers[w.index]:
+                    out.append((rid, self._lease(rid, w.index, min(share, w.gets.popleft()), share_bytes)))
+                    served = True
+        self.waiting = deque(r for r in self.waiting if self.workers[r].gets)
         return out
 
     def _lease(self, rid: bytes, partition: int, max_events: int, max_bytes: int) -> list[Any]:

@@ -160,6 +160,40 @@ def test_worker_waiting_is_served_when_work_arrives_oldest_first() -> None:
     assert [(r, m.fields[1]) for r, m in batches] == [(W, [0, 1, 2, 3]), (W2, [4, 5, 6])]
 
 
+def test_an_idle_worker_is_served_before_a_busy_one_that_asked_first() -> None:
+    """Workers keep two GETs out (prefetch). An HTTP route at four connections: W holds
+    a request and its second GET is the oldest, W2 holds nothing. The next request went
+    to W, to wait behind the first while W2 sat idle (/work at 4 clients served at 0.8x
+    gunicorn's rate with both workers in the pool)."""
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    hello_worker(q, W)
+    hello_worker(q, W2)
+    assert get(q, W, 8) == [] and get(q, W, 8) == []  # W's two GETs, then W2's
+    assert get(q, W2, 8) == [] and get(q, W2, 8) == []
+    first = [r for r, _ in put(q, P, 0, ["r1"]) if r in (W, W2)]
+    assert first == [W]  # all idle: the oldest GET is served
+    second = [r for r, _ in put(q, P, 1, ["r2"]) if r in (W, W2)]
+    assert second == [W2]  # W holds r1: the idle worker is served first
+    third = [r for r, _ in put(q, P, 2, ["r3"]) if r in (W, W2)]
+    assert third == [W]  # both busy: the oldest GET again (W's came before W2's second)
+    q.check_invariant()
+
+
+def test_a_worker_s_prefetched_get_waits_for_the_others_first() -> None:
+    """Two requests arrive in one PUT while both workers wait with two GETs each: one
+    each, not both to the worker that asked first."""
+    q = QueueCore(100)
+    hello_producer(q, P, 50)
+    hello_worker(q, W)
+    hello_worker(q, W2)
+    for rid in (W, W, W2, W2):
+        assert get(q, rid, 1) == []
+    out = put(q, P, 0, ["r1", "r2", "r3"])
+    assert [r for r, _ in out if r in (W, W2)] == [W, W2, W]
+    q.check_invariant()
+
+
 def test_gone_worker_leases_return_to_the_head() -> None:
     q = QueueCore(100)
     hello_producer(q, P, 50)

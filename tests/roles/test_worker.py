@@ -166,3 +166,34 @@ def test_a_worker_counts_the_time_it_is_blocked_and_waiting(tmp_path: Path) -> N
         blocked = wait_until(lambda: (s := slot.waits())[1] > waiting + 0.3 and s[0], 10, "waiting again")
         assert slot.waits()[0] == blocked  # no longer blocked: the total stays put
     slot.close()
+
+
+def kinds_within(sock: zmq.Socket[Any], seconds: float) -> list[int]:
+    """The kinds of every message `sock` receives in the next `seconds`."""
+    out, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if sock.poll(int(left * 1000) + 1):
+            out.append(wire.parse(sock.recv_multipart()[1:]).kind)
+    return out
+
+
+def test_a_worker_asks_one_batch_ahead_only_while_its_queue_has_a_backlog(tmp_path: Path) -> None:
+    """A batch short of what the worker asked for says its queue ran dry: a second GET
+    left out would take the next event from a worker that may be free sooner (an HTTP
+    route at 4 connections kept one of two workers 70% busy, the other 35%). A full
+    batch says there is a backlog: then it asks a batch ahead again."""
+    ref = "tests.integration.teststages:Append"
+    with LiveWorker(tmp_path, "sink", ref, {"out": str(tmp_path / "out.jsonl")}, batch=4) as w:
+        up, ctl = w.up, w.ctl
+        recv(ctl, wire.REGISTER)
+        wid, _ = recv(up, wire.HELLO)
+        recv(up, wire.GET)
+        recv(up, wire.GET)  # two out: the one it will handle and the next
+        body, _ = wire.pack_events([{"n": 0}])
+        up.send_multipart([wid, *wire.batch(0, [0], [1], [body])])  # 1 of the 4 it asked for
+        recv(up, wire.ACK)
+        assert wire.GET not in kinds_within(up, 0.5)  # its other GET is still out: enough
+        body, _ = wire.pack_events([{"n": i} for i in range(1, 5)])
+        up.send_multipart([wid, *wire.batch(1, [1, 2, 3, 4], [4], [body])])  # a full one
+        kinds = kinds_within(up, 1.0)
+        assert wire.ACK in kinds and kinds.count(wire.GET) == 2  # one ahead again

@@ -169,6 +169,9 @@ class HttpFrontend:
         timeout_s: a request unanswered this long gets 504.
         max_body_bytes, header_timeout_s (time to send a request), keepalive_s (idle time
         between requests), max_connections.
+        idle_ms: how long a request read may wait for others to go downstream with it
+            (default 0: at once, with those already read; under load they pile up while
+            the last batch is sent, so batches grow with the load by themselves).
         inline_max_ms: a route with ``inline: "module:function"`` is served by that
             function in the front end's own process (no hop: for cheap routes) while its
             mean time per request stays under inline_max_ms (default 1); past it, the route
@@ -199,7 +202,7 @@ class HttpFrontend:
         header_timeout_s: float = 10.0,
         keepalive_s: float = 5.0,
         max_connections: int = 1024,
-        idle_ms: float = 2.0,
+        idle_ms: float = 0.0,
         refusal_pace_ms: float = 500.0,
         close_after_refusals: int = 20,
         inline_max_ms: float = 1.0,
@@ -254,19 +257,22 @@ class HttpFrontend:
         return {"listening": self.url, "answered": {str(k): v for k, v in sorted(answered.items())}}
 
     def __iter__(self) -> Iterator[Any]:
-        # After a request, wait only `idle_ms` for another before saying IDLE (so that
-        # what was read is sent at once); when nothing is coming, wait longer between
-        # IDLEs: a request that arrives is still taken at once, and an idle front end
-        # does not wake its process hundreds of times a second.
-        wait = IDLE_WAIT_S
+        # A request goes downstream as soon as it is read, with the requests already
+        # waiting behind it (IDLE ends the batch), or at most idle_ms later when that is
+        # set. When nothing is coming, wait IDLE_WAIT_S between IDLEs: a request that
+        # arrives is still taken at once, and an idle front end does not wake its
+        # process hundreds of times a second.
+        deadline: float | None = None  # of the batch being read
         while True:
+            wait = IDLE_WAIT_S if deadline is None else deadline - time.monotonic()
             try:
-                event = self._events.get(timeout=wait)
+                event = self._events.get(timeout=wait) if wait > 0 else self._events.get_nowait()
             except queue.Empty:
-                wait = IDLE_WAIT_S
+                deadline = None
                 yield sedamp.IDLE
             else:
-                wait = self.idle_s
+                if deadline is None:
+                    deadline = time.monotonic() + self.idle_s
                 yield event
 
     # ------------------------------------------------------------ the server thread

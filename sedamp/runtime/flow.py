@@ -321,6 +321,7 @@ class _Worker:
     """A worker connected to this queue and its requests for work not yet answered."""
 
     index: int
+    rid: bytes  # its routing id
     gets: deque[int] = field(default_factory=deque)  # max_events of each pending GET
     last_max: int = 1  # max_events of its latest GET (a GET asked again on its behalf)
 
@@ -648,7 +649,7 @@ class QueueCore:
         if not 0 <= index < self.partitions and self.partitions > 1:
             return self.refuse(rid, f"worker index {index} outside 0..{self.partitions - 1}")
         if rid not in self.workers:
-            self.workers[rid] = _Worker(index=index if self.partitions > 1 else 0)
+            self.workers[rid] = _Worker(index=index if self.partitions > 1 else 0, rid=rid)
         return []
 
     def _put(self, rid: bytes, seq: int, partition: int, chunk: Chunk) -> Outgoing:
@@ -796,16 +797,16 @@ class QueueCore:
         ways = len(self.waiting) if self.partitions == 1 else 1
         share = -(-self.buffered // ways)
         share_bytes = min(self.max_bytes // LEASE_BYTES_SHARE, -(-self.store.nbytes // ways))
-        buffers = self.store.buffers
-        served = True
-        while served:  # a round serves one GET of each worker, those that hold no lease first, then the oldest
-            served = False
-            for rid in sorted(self.waiting, key=self.leases.by_worker.__contains__):  # sorted() is stable
-                w = self.workers[rid]
-                if w.gets and buffers[w.index]:
-                    out.append((rid, self._lease(rid, w.index, min(share, w.gets.popleft()), share_bytes)))
-                    served = True
-        self.waiting = deque(r for r in self.waiting if self.workers[r].gets)
+        buffers, ready = self.store.buffers, [self.workers[r] for r in self.waiting]
+        while ready:  # a round serves one GET of each worker, those that hold no lease first, then the oldest
+            if len(ready) > 1:
+                ready.sort(key=lambda w: w.rid in self.leases.by_worker)  # stable
+            for w in ready:
+                if buffers[w.index]:
+                    out.append((w.rid, self._lease(w.rid, w.index, min(share, w.gets.popleft()), share_bytes)))
+            ready = [w for w in ready if w.gets and buffers[w.index]]
+        if out:
+            self.waiting = deque(r for r in self.waiting if self.workers[r].gets)
         return out
 
     def _lease(self, rid: bytes, partition: int, max_events: int, max_bytes: int) -> list[Any]:

@@ -170,8 +170,7 @@ class HttpFrontend:
         max_body_bytes, header_timeout_s (time to send a request), keepalive_s (idle time
         between requests), max_connections.
         idle_ms: how long a request read may wait for others to go downstream with it
-            (default 0: at once, with those already read; under load they pile up while
-            the last batch is sent, so batches grow with the load by themselves).
+            (default 0: at once, with those read meanwhile: batches grow with the load).
         inline_max_ms: a route with ``inline: "module:function"`` is served by that
             function in the front end's own process (no hop: for cheap routes) while its
             mean time per request stays under inline_max_ms (default 1); past it, the route
@@ -257,11 +256,9 @@ class HttpFrontend:
         return {"listening": self.url, "answered": {str(k): v for k, v in sorted(answered.items())}}
 
     def __iter__(self) -> Iterator[Any]:
-        # A request goes downstream as soon as it is read, with the requests already
-        # waiting behind it (IDLE ends the batch), or at most idle_ms later when that is
-        # set. When nothing is coming, wait IDLE_WAIT_S between IDLEs: a request that
-        # arrives is still taken at once, and an idle front end does not wake its
-        # process hundreds of times a second.
+        # A request goes downstream with those waiting behind it (IDLE ends the batch),
+        # at most idle_ms after it was read. With nothing coming, IDLE every IDLE_WAIT_S:
+        # a request is still taken at once, and the process does not spin.
         deadline: float | None = None  # of the batch being read
         while True:
             wait = IDLE_WAIT_S if deadline is None else deadline - time.monotonic()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -99,38 +99,49 @@ def test_a_refusal_that_closes_its_connection_is_not_held() -> None:
             assert status == b"HTTP/1.1 503" and took < 0.2, took
 
 
-def test_a_request_read_waits_at_most_idle_ms_for_others_to_go_with_it() -> None:
-    """Requests arriving every 5 ms, idle_ms 20: the wait for more was counted afresh
+class Arrivals:
+    """The front end's request queue, fed by a schedule on a clock of its own: `get`
+    with a timeout moves the clock to the next arrival, or by the whole timeout."""
+
+    def __init__(self, every_s: float, n: int) -> None:
+        self.now = 0.0
+        self.times = [i * every_s for i in range(n)]
+
+    def get(self, timeout: float) -> int:
+        if self.times and self.times[0] <= self.now + timeout:
+            self.now = max(self.now, self.times[0])
+            self.times.pop(0)
+            return 1
+        self.now += timeout
+        raise queue.Empty
+
+    def get_nowait(self) -> int:
+        return self.get(0.0)
+
+
+def test_a_request_read_waits_at_most_idle_ms_for_others_to_go_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests arriving every ~4 ms, idle_ms ~16: the wait for more was counted afresh
     after each request, so the batch grew as long as they kept coming and the first
     request waited for all of them (p50 of /work at 4 connections: 7 ms in the front
-    end). Now a batch ends 20 ms after its first request."""
-    n, gap_s = 40, 0.005
-    with serving(routes=[{"path": "/", "route": "r"}], idle_ms=20, timeout_s=0.5) as (fe, port):
-        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
-        try:
-
-            def send() -> None:
-                for c in conns:
-                    c.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-                    time.sleep(gap_s)
-
-            feeder = threading.Thread(target=send, daemon=True)
-            it = iter(fe)
-            feeder.start()
-            batches, current, deadline = [], 0, time.monotonic() + 30
-            while sum(batches) + current < n and time.monotonic() < deadline:
-                ev = next(it)
-                if ev is sedamp.IDLE:
-                    if current:
-                        batches.append(current)
-                    current = 0
-                else:
-                    current += 1
+    end). Now a batch ends idle_ms after its first request. (Steps of 2**-8 s keep the
+    clock's sums exact.)"""
+    step = 2**-8
+    arrivals = Arrivals(every_s=step, n=40)
+    monkeypatch.setattr(frontend.time, "monotonic", lambda: arrivals.now)
+    fe = frontend.HttpFrontend()
+    fe.idle_s = 4 * step
+    fe._events = arrivals  # type: ignore[assignment]
+    batches, current = [], 0
+    for ev in fe:
+        if ev is sedamp.IDLE:
             batches.append(current)
-            feeder.join(10)
-        finally:
-            for c in conns:
-                c.close()
-    assert sum(batches) == n
-    # 20 ms holds about 4 requests 5 ms apart; a slow machine spaces them more, not less
-    assert max(batches) <= 8, batches
+            current = 0
+            if not arrivals.times:
+                break
+        else:
+            current += 1
+    assert batches == [5] * 8, batches  # read at 0 to 4 steps, sent at 4 steps
+    fe.idle_s = 0.0  # the default: what is waiting, and no more
+    arrivals.times, arrivals.now = [0.0, 0.0, step], 0.0
+    it = iter(fe)
+    assert [next(it), next(it), next(it)] == [1, 1, sedamp.IDLE]

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import psutil
 
 from sedamp.executor.local import LocalExecutor
-from sedamp.runtime.configs import WorkerConfig
-
-
-def sink_config(tmp_path: Path, index: int) -> WorkerConfig:
-    return WorkerConfig(
-        stage="sink",
-        kind="sink",
-        index=index,
-        ref="tests.integration.teststages:Record",
-        params={"out": str(tmp_path / f"out{index}.jsonl")},
-        input_endpoint=f"ipc://{tmp_path}/up",
-        outputs=(),
-        control_endpoint=f"ipc://{tmp_path}/ctl",
-        batch=1,
-        dead_letters=str(tmp_path / "dead.jsonl"),
-        import_paths=(os.getcwd(),),
-        period_s=0.1,
-        parent_pid=os.getpid(),
-    )
+from tests.unit.executor.sinks import sink_config
 
 
 def test_start_many_gives_each_request_its_own_process_in_order(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import types
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 
 from sedamp.executor import local
 from sedamp.executor.local import LAUNCH_TIMEOUT_S, LocalExecutor
-from sedamp.runtime.configs import WorkerConfig
+from tests.unit.executor.sinks import sink_config
 from tests.unit.runtime.test_pauses import Jumping
 
 
@@ -19,21 +18,7 @@ def test_starting_a_process_outlasts_a_pause_in_the_wait(tmp_path: Path, monkeyp
     """Ctrl-Z while the controller waits for the launcher to start a worker, and `fg`
     a minute later: the launcher's answer is in the pipe, but the wait's deadline had
     passed by the clock, and the run failed with "the process launcher did not start"."""
-    cfg = WorkerConfig(
-        stage="sink",
-        kind="sink",
-        index=0,
-        ref="tests.integration.teststages:Record",
-        params={"out": str(tmp_path / "out.jsonl")},
-        input_endpoint=f"ipc://{tmp_path}/up",
-        outputs=(),
-        control_endpoint=f"ipc://{tmp_path}/ctl",
-        batch=1,
-        dead_letters=str(tmp_path / "dead.jsonl"),
-        import_paths=(os.getcwd(),),
-        period_s=0.1,
-        parent_pid=os.getpid(),
-    )
+    cfg = sink_config(tmp_path)
     executor = LocalExecutor()
     # the executor's clock jumps just after the wait began: paused a minute and a half
     clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})

@@ -307,8 +307,8 @@ class HttpFrontend:
         self._pull = self._zctx.socket(zmq.PULL)
         self._reply = reply_endpoint(self.port)
         self._pull.bind(self._reply)
-        self._loop.add_reader(self._pull.fileno(), self._receive)
-        self._receive()  # what came before the reader was added
+        self._loop.add_reader(self._pull.fileno(), _receive, self)
+        _receive(self)  # what came before the reader was added
         self._reporter = asyncio.ensure_future(self._report())
 
     async def _report(self) -> None:
@@ -333,24 +333,6 @@ class HttpFrontend:
                     f"{adm.bucket.rate:.1f}/s" if math.isfinite(adm.bucket.rate) else "unlimited",
                     f"{p90 * 1000:.0f} ms" if p90 is not None else "-",
                 )
-
-    def _receive(self) -> None:
-        while int(self._pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # the descriptor is edge-triggered: drain
-            raw = self._pull.recv(zmq.NOBLOCK)
-            try:
-                responses = [(rid, int(st), dict(hd), bytes(bd)) for rid, st, hd, bd in msgpack.unpackb(raw, raw=False)]
-            except Exception:
-                log.error("http: a malformed batch of responses was dropped")
-                continue
-            now = time.monotonic()
-            for rid, status, headers, body in responses:
-                entry = self._pending.pop(rid, None)
-                if entry is None:
-                    continue  # it was answered 504 already
-                fut, route, t0 = entry
-                self.admission[route].done(now - t0, admitted_at=t0)
-                if not fut.done():
-                    fut.set_result((status, headers, body))
 
     async def dispatch(
         self, method: str, target: str, headers: dict[str, str], body: bytes, client: str
@@ -480,3 +462,23 @@ def _refuse_unread(fe: HttpFrontend) -> None:
         fe.admission[route].done(time.monotonic() - t0, admitted_at=t0)
         if not fut.done():
             fut.set_result((503, {"retry-after": "1"}, b"shutting down\n"))
+
+
+def _receive(fe: HttpFrontend) -> None:
+    """Hand every reply waiting on the front end's socket to the request it answers."""
+    while int(fe._pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # the descriptor is edge-triggered: drain
+        raw = fe._pull.recv(zmq.NOBLOCK)
+        try:
+            responses = [(rid, int(st), dict(hd), bytes(bd)) for rid, st, hd, bd in msgpack.unpackb(raw, raw=False)]
+        except Exception:
+            log.error("http: a malformed batch of responses was dropped")
+            continue
+        now = time.monotonic()
+        for rid, status, headers, body in responses:
+            entry = fe._pending.pop(rid, None)
+            if entry is None:
+                continue  # it was answered 504 already
+            fut, route, t0 = entry
+            fe.admission[route].done(now - t0, admitted_at=t0)
+            if not fut.done():
+                fut.set_result((status, headers, body))

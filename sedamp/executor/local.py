@@ -166,7 +166,7 @@ class LocalExecutor:
 
     def start_many(self, requests: Sequence[tuple[str, str, Any]]) -> list[Proc]:
         """Ask the launcher for every process at once, then collect their pids: it forks
-        one while this process writes the next one's config or waits."""
+        them back to back instead of waiting for a round trip each."""
         if self._zygote is None:
             self._launch()
         from dataclasses import asdict
@@ -174,8 +174,10 @@ class LocalExecutor:
         from sedamp.errors import LaunchError
 
         lines = [json.dumps({"name": n, "role": role, "config": asdict(cfg)}) + "\n" for n, role, cfg in requests]
+        data = "".join(lines).encode()  # more than a pipe holds for a large pool: the launcher reads on
         try:
-            os.write(self._req_w, "".join(lines).encode())  # blocks while the pipe is full; the launcher reads on
+            while data:  # a write a signal interrupts part way returns what it wrote
+                data = data[os.write(self._req_w, data) :]
         except BrokenPipeError:
             self._read_reports(0)  # notes how the launcher died
         # the time this process was not running (the whole job paused: Ctrl-Z) is not

@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+from sedamp.executor import local
 from sedamp.executor.local import LocalExecutor
 from tests.unit.executor.sinks import sink_config
 
@@ -29,5 +31,25 @@ def test_start_many_gives_each_request_its_own_process_in_order(tmp_path: Path) 
             p.join(5)
             assert p.exitcode is not None
         assert executor.start_many([]) == []
+    finally:
+        executor.close()
+
+
+def test_start_many_sends_every_request_when_a_write_takes_only_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write to a pipe that a signal interrupts returns what it wrote so far; the
+    requests of a large pool are longer than a pipe holds. Each write here takes at
+    most 1,000 bytes: every request must still reach the launcher whole."""
+    real_write = local.os.write
+    monkeypatch.setattr(local.os, "write", lambda fd, data: real_write(fd, data[:1000]))
+    monkeypatch.setattr(local, "LAUNCH_TIMEOUT_S", 10.0)
+    executor = LocalExecutor()
+    try:
+        procs = executor.start_many([(f"sdw:sink:{i}", "worker", sink_config(tmp_path, i)) for i in range(3)])
+        assert len({p.pid for p in procs}) == 3
+        for p in procs:
+            p.kill()
+            p.join(5)
     finally:
         executor.close()

@@ -309,8 +309,12 @@ class Recorder:
 
     def _own_cores(self, dt: float) -> float:
         """The CPU the run's processes on this machine used since the last record, in
-        cores: the controller and every local queue, source and worker (psutil)."""
-        pids = [os.getpid()] + [c.pid for c in self.roster.children.values() if c.pid and c.proc.local]
+        cores: the controller, the executor's launcher and every local queue, source and
+        worker (psutil). Left out, the launcher's start (0.1 s of CPU in the first record,
+        a tenth of a second long) read as another program using half a core, and the
+        first decision found a budget of one core."""
+        pids = [os.getpid(), *_helper_pids(self.roster)]
+        pids += [c.pid for c in self.roster.children.values() if c.pid and c.proc.local]
         self.cpu_now = self.cpu_meter.sample(pids, dt)
         return (sum(self.cpu_now.values()) + self.cpu_meter.gone_percent) / 100
 
@@ -508,11 +512,17 @@ def runtime_cores(cpu_now: dict[int, float], roster: Roster) -> float:
     sources on this machine) used in the last period, in cores, from each one's CPU
     (`cpu_now`, pid -> %). Taken as the run's CPU less its workers', it also held the
     last rate of workers that had just exited (`CpuMeter.gone_percent`): 2 cores in the
-    period a pool of two ended, and the budget fell by as much."""
+    period a pool of two ended, and the budget fell by as much. The launcher is left
+    out: it works when processes start (its own start filled the first record, 0.1 s
+    long), not as the run goes on."""
     pids = [os.getpid()] + [
         c.pid for c in roster.children.values() if c.pid and c.proc.local and c.role != wire.WORKER
     ]
     return sum(cpu_now.get(pid, 0.0) for pid in pids) / 100
+
+
+def _helper_pids(roster: Roster) -> list[int]:
+    return roster.executor.helper_pids() if roster.executor is not None else []
 
 
 def _discarded(st: Stage, pool: Stage, head: bool) -> int:

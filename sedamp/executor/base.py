@@ -101,4 +101,9 @@ class Executor(Protocol):
         """How many workers can run at once (None: no limit but the machine's)."""
         ...
 
+    def helper_pids(self) -> list[int]:
+        """The executor's own processes on this machine (the local launcher): their CPU
+        is the run's, not another program's."""
+        ...
+
     def close(self) -> None: ...

@@ -212,6 +212,10 @@ class LocalExecutor:
     def worker_slots(self) -> int | None:
         return None  # processes share the cores; the controller sizes pools to them
 
+    def helper_pids(self) -> list[int]:
+        z = self._zygote
+        return [z.pid] if z is not None and z.poll() is None else []
+
     def signal_all(self, sig: int) -> None:
         """Send `sig` to every process of the run: the launcher's process group, which
         is not the terminal's (so Ctrl-C and Ctrl-Z reach the command line alone)."""

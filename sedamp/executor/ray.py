@@ -321,6 +321,9 @@ class RayExecutor:
     def worker_slots(self) -> int | None:
         return int(self._ray.cluster_resources().get("CPU", 0))  # one CPU per worker actor
 
+    def helper_pids(self) -> list[int]:
+        return self._local.helper_pids()  # the queues' and sources' launcher
+
     def start(self, name: str, role: str, config: Any) -> Proc:
         if role != "worker":
             return self._local.start(name, role, config)

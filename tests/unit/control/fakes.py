@@ -84,6 +84,7 @@ class FakeExecutor:
         self.started: list[FakeProc] = []
         self.requests: list[list[str]] = []  # the names asked for in each start_many
         self.elsewhere = elsewhere
+        self.helpers: list[int] = []  # pids of the executor's own processes (a launcher)
 
     def start(self, name: str, role: str, config: Any) -> FakeProc:
         proc = FakeProc(name, role, config)
@@ -101,6 +102,9 @@ class FakeExecutor:
 
     def worker_slots(self) -> int | None:
         return None
+
+    def helper_pids(self) -> list[int]:
+        return self.helpers
 
     def close(self) -> None:
         pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sedamp.control.recorder import Recorder
@@ -249,6 +250,35 @@ def test_the_runtime_cpu_leaves_out_workers_that_just_exited() -> None:
     gone = 1  # a worker that exited since the last sample: in the run's CPU, not in the roster
     cpu_now = {os.getpid(): 5.0, queue.pid: 20.0, src.pid: 10.0, worker.pid: 100.0, gone: 100.0}
     assert runtime_cores(cpu_now, r) == pytest.approx(0.35)
+
+
+def test_the_launcher_s_cpu_is_the_run_s_and_not_runtime_load() -> None:
+    """The launcher was in no pid list: its own start (0.1 s of CPU within the first
+    record, 0.1 s long) read as another program using half a core, and the first
+    decision found a budget of one core. It is the run's CPU now, but not the
+    runtime's steady load that the pools must leave room for."""
+    import subprocess
+    import sys
+
+    from sedamp.control.recorder import runtime_cores
+
+    r, rec = running()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(60)\n"
+    launcher = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        assert r.executor is not None
+        r.executor.helpers = [launcher.pid]  # type: ignore[attr-defined]
+        start = time.monotonic()
+        while sum(psutil.Process(launcher.pid).cpu_times()[:2]) < 0.3:
+            assert time.monotonic() - start < 30, "the child did not burn its CPU in 30 s"
+            time.sleep(0.05)
+        dt = time.monotonic() - rec.last_record_t  # the record's period, give or take
+        record = rec.period(cores=2, decisions=[]).as_dict()["system"]
+        assert record["own_cores"] >= 0.3 / dt * 0.9, (record, dt)
+        assert runtime_cores({launcher.pid: 100.0}, r) == 0.0
+    finally:
+        launcher.kill()
+        launcher.wait(timeout=10)
 
 
 def test_a_pool_is_finishing_once_the_sources_ended_and_its_backlog_is_short() -> None:

@@ -289,8 +289,7 @@ class _Controller:
     def _loop(self) -> None:
         state, ctl, cmd = self.state, self.links.ctl, self.ports.cmd
         assert ctl is not None and cmd is not None, "_open binds the sockets"
-        next_tick = time.monotonic() + policy.FIRST_PERIOD * self.period_s
-        ask_at = next_tick - REPORT_AHEAD * self.period_s
+        next_tick, ask_at = first_record(time.monotonic(), self.period_s)
         self.pauses = Pauses(time.monotonic())  # from here on the loop comes round often
         while True:
             if state.hard_stop or (self.roster.complete and not self.roster.by_sentinel):
@@ -456,6 +455,16 @@ def _outcome_error(state: RunState, complete: bool, drain_timeout_s: float) -> s
 # (`sedamp.runtime.pace`): at 30 ms ahead, one in three answers missed the record.
 REPORT_AHEAD = 0.2
 LAST_WORDS_S = 1.0
+
+
+def first_record(now: float, period_s: float) -> tuple[float, float]:
+    """When the first record is due (`policy.FIRST_PERIOD` of a period from `now`) and
+    when to ask for the reports it reads: REPORT_AHEAD of a period before it, but not
+    before half-way through the first period. Asked at the start, as REPORT_AHEAD of a
+    0.1 s first period was, the queues reported nothing yet: a stage backed up from the
+    start read an empty queue and could not grow until the second record."""
+    first = policy.FIRST_PERIOD * period_s
+    return now + first, now + max(first / 2, first - REPORT_AHEAD * period_s)
 
 
 def _await_last_words(child: Child, ctl: zmq.Socket[Any], on_control: Callable[[list[bytes]], None]) -> None:

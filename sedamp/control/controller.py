@@ -289,7 +289,8 @@ class _Controller:
     def _loop(self) -> None:
         state, ctl, cmd = self.state, self.links.ctl, self.ports.cmd
         assert ctl is not None and cmd is not None, "_open binds the sockets"
-        next_tick, ask_at = first_record(time.monotonic(), self.period_s)
+        records = 0  # taken so far
+        next_tick, ask_at = record_due(time.monotonic(), policy.record_gap(0, self.period_s), self.period_s)
         self.pauses = Pauses(time.monotonic())  # from here on the loop comes round often
         while True:
             if state.hard_stop or (self.roster.complete and not self.roster.by_sentinel):
@@ -318,7 +319,8 @@ class _Controller:
             self._excuse_pause(timeout)  # before the watchdogs of the tick
             now = time.monotonic()
             if now >= next_tick:
-                next_tick, ask_at = now + self.period_s, now + (1 - REPORT_AHEAD) * self.period_s
+                records += 1
+                next_tick, ask_at = record_due(now, policy.record_gap(records, self.period_s), self.period_s)
                 self._tick()
             self.roster.advance()
             self.roster.reconcile()  # after the tick: what it decided starts now, not after the next poll
@@ -457,14 +459,13 @@ REPORT_AHEAD = 0.2
 LAST_WORDS_S = 1.0
 
 
-def first_record(now: float, period_s: float) -> tuple[float, float]:
-    """When the first record is due (`policy.FIRST_PERIOD` of a period from `now`) and
-    when to ask for the reports it reads: REPORT_AHEAD of a period before it, but not
-    before half-way through the first period. Asked at the start, as REPORT_AHEAD of a
-    0.1 s first period was, the queues reported nothing yet: a stage backed up from the
-    start read an empty queue and could not grow until the second record."""
-    first = policy.FIRST_PERIOD * period_s
-    return now + first, now + max(first / 2, first - REPORT_AHEAD * period_s)
+def record_due(now: float, gap_s: float, period_s: float) -> tuple[float, float]:
+    """When the next record is due (`gap_s` from `now`, `policy.record_gap`) and when to
+    ask for the reports it reads: REPORT_AHEAD of a period before it, but not before
+    half-way through the gap. Asked at the start, as REPORT_AHEAD of the 0.1 s first
+    gap would be, the queues reported nothing yet: a stage backed up from the start
+    read an empty queue and could not grow."""
+    return now + gap_s, now + max(gap_s / 2, gap_s - REPORT_AHEAD * period_s)
 
 
 def _await_last_words(child: Child, ctl: zmq.Socket[Any], on_control: Callable[[list[bytes]], None]) -> None:

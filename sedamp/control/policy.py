@@ -127,14 +127,32 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 # Stages whose handler keeps state to emit at the end (finish()) or that are key-routed
 # are never resized.
 
-# The first record (and so the first decision) comes after this share of a period: a
-# pool's workers are ready within ~0.05 s of the start and their busy time is read as it
-# accrues (their slots), so waiting a whole period only left a bottleneck at its first
-# size; in the heavy benchmark one core sat idle for it. At half a period (0.25 s) the
-# second worker of heavy's fused pool still started 0.25 s after the first; at a fifth
-# (0.1 s) it starts 0.1 s after, and the job takes 3% less time (6 interleaved pairs).
-# Later periods are whole.
+# The first record (and so the first decision) comes after FIRST_PERIOD of a period,
+# the second SECOND_RECORD of a period from the start, the others a period apart
+# (`record_gap`). A pool's workers are ready within ~0.05 s of the start and their busy
+# time is read as it accrues (their slots), so waiting a whole period only left a
+# bottleneck at its first size: at half a period (0.25 s) the second worker of the
+# heavy benchmark's one fused pool started 0.25 s after the first, a core idle
+# meanwhile; at 0.1 s the job takes 3-5% less time. But 0.1 s in, the queue after the
+# source is full with the source's first burst while what lies downstream has barely
+# begun: in the shift benchmark the 1 ms stage a read backed up and busy and the 4 ms
+# stage b after it, busy too, had an empty queue; a grew and took a core from b. So
+# in the first record only a pool with no resizable pool after it may grow
+# (`_first_look_is_clear`), and the second record, at a quarter of a second as the
+# first was before, decides on the rest.
 FIRST_PERIOD = 0.2
+SECOND_RECORD = 0.5
+
+
+def record_gap(n: int, period_s: float) -> float:
+    """How long after the one before (the start, for n = 0) record n comes."""
+    if n == 0:
+        return FIRST_PERIOD * period_s
+    if n == 1:
+        return (SECOND_RECORD - FIRST_PERIOD) * period_s
+    return period_s
+
+
 GROW_QUEUE_FRACTION = 0.25
 GROW_BUSY = 0.75
 SHRINK_BUSY = 0.25
@@ -189,6 +207,7 @@ class StageView:
     starting: int = 0  # workers started but not yet set up (setup() still running): capacity on its way
     cpu: float | None = None  # mean CPU fraction of its workers (psutil); None where not measured
     visits: float | None = None  # events it handles per event the sources read (`visits_of`); None: not known
+    downstream: tuple[str, ...] = ()  # the pools it sends to
     # every source has ended and what is left for it (its queue and all upstream of it)
     # takes it less than FINISHING_PERIODS at its rate: its cores are as good as free
     finishing: bool = False
@@ -442,8 +461,19 @@ def _wants_to_grow(v: StageView, r: _Round, views: list[StageView], budget: int,
         return False
     if v.downstream_fill >= DOWNSTREAM_FULL_FRACTION:
         return False  # its outputs already wait: more workers here would only wait too
+    if r.state.period == 1 and not _first_look_is_clear(v, views):
+        return False
     threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
     return not (v.queue_length < threshold or v.busy < GROW_BUSY)
+
+
+def _first_look_is_clear(v: StageView, views: list[StageView]) -> bool:
+    """No pool after `v` may be resized: in the first record (see FIRST_PERIOD) a
+    backed-up queue may be the first burst of what comes before it, and the pools after
+    it have barely begun (a worker sends on a batch when it has handled all of it, ~50
+    ms), so one of them may be the bottleneck that has not had the time to back up."""
+    resizable = {x.name for x in views if x.resizable}
+    return not resizable.intersection(v.downstream)
 
 
 def _grows_on(v: StageView, r: _Round, views: list[StageView], budget: int) -> bool:

@@ -464,6 +464,7 @@ class Recorder:
                     resizable=lo != hi and not st.stateful and self.top.route_key(name) is None,
                     arrivals_per_s=float(r.arrivals_per_s),
                     downstream_fill=_downstream_fill(self.top, name, period),
+                    downstream=tuple(self.top.head_of(e.stage) for e in self.top.chain_of(name)[-1].to),
                     starting=sum(1 for w in st.workers.values() if not w.stats and not w.retiring),
                     cpu=_mean_cpu(r.worker_detail),
                     visits=visits.get(name),

@@ -5,7 +5,7 @@ simulated time (`sedamp simulate`, `sedamp.simulate`). Pure: no process, socket 
         |
         v
     Simulation.run: every STEP_S, simmodel.step moves the pools, queues and sources on;
-        every controller.period_s (the first after policy.FIRST_PERIOD of one, as in a
+        every controller.period_s (the first two sooner, `policy.record_gap`, as in a
         real run) it builds the period's record (the metrics line of a real run,
         `recorder.Period.as_dict`: the same keys) and the views
         the recorder would build from it, and calls what the real controller calls:
@@ -163,8 +163,8 @@ class Simulation:
     def run(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> SimResult:
         """Step until every event has left the pipeline; a record every period."""
         self._draw_noise()
-        self.dt = policy.FIRST_PERIOD * self.period_s  # the first period is short, as a real run's
-        next_period, last = self.dt, 0.0
+        self.dt = policy.record_gap(0, self.period_s)  # the first periods are short, as a real run's
+        next_period, last, n = self.dt, 0.0, 0
         while not self._finished():
             machine = max(MIN_POOL_CORES, self.cores - self.profile.runtime_cores - self.profile.others_at(self.t))
             step(self.pools, self.sources, machine, self.events, self.t, STEP_S)
@@ -174,7 +174,8 @@ class Simulation:
                 p.join_ready(self.t)
             self._end_streams()
             if self.t >= next_period:
-                next_period += self.period_s
+                n += 1
+                next_period += policy.record_gap(n, self.period_s)
                 self.dt, last = self.t - last, self.t
                 self._period(on_record)
             if self.t > MAX_SIMULATED_S:
@@ -283,6 +284,7 @@ class Simulation:
                     resizable=lo != hi and self.top.route_key(p.name) is None,
                     arrivals_per_s=p.period_in / self.dt,
                     downstream_fill=max((pools[d].queue / pools[d].capacity for d in p.down), default=0.0),
+                    downstream=tuple(p.down),
                     starting=p.starting,
                     cpu=min(1.0, p.cpu_s / per_worker) if per_worker else 0.0,
                     visits=visits.get(p.name),

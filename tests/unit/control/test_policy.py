@@ -476,3 +476,28 @@ def test_a_pool_finishes_when_its_backlog_and_all_upstream_of_it_take_under_two_
     fast_c = {**rates, "c": 800.0}  # 400 / 800 = 0.5 s
     assert policy.finishing(feeds, backlog, fast_c, arrivals, period_s=0.5) == {"a", "b"}
     assert policy.finishing(feeds, backlog, fast_c, {**arrivals, "c": 700.0}, period_s=0.5) == {"a", "b", "c"}
+
+
+def test_the_first_record_grows_only_a_pool_with_none_resizable_after_it() -> None:
+    """0.1 s in, the queue after the source holds its first burst and the pools after it
+    have barely begun: the shift benchmark's 1 ms stage a read backed up and busy while
+    the 4 ms stage b after it had an empty queue, and a grew and took a core from b."""
+    import dataclasses
+
+    def shift(**b: Any) -> list[StageView]:
+        a = dataclasses.replace(view("a", 1, q=1900, busy=0.93, rate=468.0), downstream=("b",))
+        return [
+            a,
+            dataclasses.replace(view("b", 1, busy=0.8, rate=73.0, **b), downstream=("c",)),
+            view("c", 1, busy=0.1),
+        ]
+
+    st = PolicyState()
+    assert decide(shift(), budget=2, now_s=0.1, state=st) == []  # the first record: a waits
+    d = decide(shift(q=150, arrivals=600.0), budget=2, now_s=0.25, state=st)  # the second: b backs up
+    assert [(x.stage, x.new) for x in d] == [("b", 2)], d
+    # a pool with only a fixed pool after it (the heavy benchmark's fused pool, then its sink)
+    heavy = dataclasses.replace(view("abc", 1, q=280, busy=0.95, rate=95.0), downstream=("sink",))
+    sink = view("sink", 1, busy=0.02, lo=1, hi=1, resizable=False)
+    d = decide([heavy, sink], budget=2, now_s=0.1, state=PolicyState())
+    assert [(x.stage, x.new) for x in d] == [("abc", 2)], d

@@ -163,7 +163,9 @@ def rebalance(metrics: Path) -> dict[str, Any]:
         if t_shift is not None and t_grow is None:
             if any(d["stage"] == "c" and d["to"] > d["from"] for d in r["decisions"]):
                 t_grow = r["elapsed_s"]
-    period = (lines[1]["elapsed_s"] - lines[0]["elapsed_s"]) if len(lines) > 1 else 0.5
+    # the usual gap between records (the first two come sooner: `policy.record_gap`)
+    gaps = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(lines, lines[1:], strict=False)]
+    period = statistics.median(gaps) if gaps else 0.5
     periods = None if t_shift is None or t_grow is None else round((t_grow - t_shift) / period, 1)
     decisions = [dict(d, t=r["elapsed_s"]) for r in lines for d in r["decisions"]]
     return {"shift_s": t_shift, "grow_c_s": t_grow, "periods": periods, "decisions": decisions, "lines": lines}

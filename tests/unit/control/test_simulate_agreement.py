@@ -4,7 +4,7 @@ over time that the controller made in a measured run of topologies/shift.yaml.
 The recording, tests/data/recorded/shift-2cores.jsonl, is the metrics stream of
     COUNT=2000 SHIFT_AT=1000 sedamp run topologies/shift.yaml --cores 2 \\
         --metrics tests/data/recorded/shift-2cores.jsonl --no-progress
-on an otherwise idle 2-core machine (2026-12-07, after the first record moved to
+on an otherwise idle 2-core machine (2026-12-07 04:40, after the first record moved to
 0.1 s and the second to 0.25 s): 2,000 events in 6.31 s; the controller grew b at
 0.29 s (its second record) and c at 4.29 s.
 

@@ -309,13 +309,8 @@ class Recorder:
 
     def _own_cores(self, dt: float) -> float:
         """The CPU the run's processes on this machine used since the last record, in
-        cores: the controller, the executor's launcher and every local queue, source and
-        worker (psutil). Left out, the launcher's start (0.1 s of CPU in the first record,
-        a tenth of a second long) read as another program using half a core, and the
-        first decision found a budget of one core."""
-        pids = [os.getpid(), *_helper_pids(self.roster)]
-        pids += [c.pid for c in self.roster.children.values() if c.pid and c.proc.local]
-        self.cpu_now = self.cpu_meter.sample(pids, dt)
+        cores (psutil; `_run_pids`)."""
+        self.cpu_now = self.cpu_meter.sample(_run_pids(self.roster), dt)
         return (sum(self.cpu_now.values()) + self.cpu_meter.gone_percent) / 100
 
     def _stage_record(
@@ -522,8 +517,13 @@ def runtime_cores(cpu_now: dict[int, float], roster: Roster) -> float:
     return sum(cpu_now.get(pid, 0.0) for pid in pids) / 100
 
 
-def _helper_pids(roster: Roster) -> list[int]:
-    return roster.executor.helper_pids() if roster.executor is not None else []
+def _run_pids(roster: Roster) -> list[int]:
+    """The run's processes on this machine: the controller, the executor's own (the
+    launcher) and every local queue, source and worker. Left out, the launcher's start
+    (0.1 s of CPU in the first record, a tenth of a second long) read as another
+    program using half a core, and the first decision found a budget of one core."""
+    helpers = roster.executor.helper_pids() if roster.executor is not None else []
+    return [os.getpid(), *helpers] + [c.pid for c in roster.children.values() if c.pid and c.proc.local]
 
 
 def _discarded(st: Stage, pool: Stage, head: bool) -> int:

@@ -459,7 +459,7 @@ class Recorder:
                     resizable=lo != hi and not st.stateful and self.top.route_key(name) is None,
                     arrivals_per_s=float(r.arrivals_per_s),
                     downstream_fill=_downstream_fill(self.top, name, period),
-                    downstream=tuple(self.top.head_of(e.stage) for e in self.top.chain_of(name)[-1].to),
+                    downstream=_downstream(self.top, name),
                     starting=sum(1 for w in st.workers.values() if not w.stats and not w.retiring),
                     cpu=_mean_cpu(r.worker_detail),
                     visits=visits.get(name),
@@ -623,12 +623,16 @@ def _feeds(top: Topology, period: Period) -> dict[str, set[str]]:
     }
 
 
+def _downstream(top: Topology, name: str) -> tuple[str, ...]:
+    """The pools (by their first stage) that `name`'s group sends to."""
+    return tuple(top.head_of(e.stage) for e in top.chain_of(name)[-1].to)
+
+
 def _downstream_fill(top: Topology, name: str, period: Period) -> float:
     """How full the fullest queue is that `name`'s group sends to (0..1)."""
-    tail = top.chain_of(name)[-1]
     fill = 0.0
-    for e in tail.to:
-        q = period.stages[top.head_of(e.stage)].counts.queue or {}
+    for head in _downstream(top, name):
+        q = period.stages[head].counts.queue or {}
         if q.get("capacity"):
             fill = max(fill, (q.get("length") or 0) / q["capacity"])
     return fill

@@ -21,7 +21,7 @@ The pace is read from CPU time, which does not see a machine that is slow becaus
 host gives it less. Of three recordings made within minutes, the other two read a
 pace of 0.84 and 0.86 and took 5.48 s and 6.45 s, where the simulation at those paces
 took 4.9 s and 5.2 s (their growths matched in 21 runs of 21; the worker counts in
-8-12 of 13 and 8-10 of 15 periods). The recording kept is the one whose CPU pace and
+9-13 of 13 and 9-11 of 15 records). The recording kept is the one whose CPU pace and
 wall agree.
 
 Whether a growth past the budget happens in a given period depends on where in a
@@ -33,8 +33,12 @@ the test simulates the band mean +- 0.1 core in steps of 0.01 (21 runs) and asks
   plus the real run's offset of its periods), in at least half the runs (both: 21 of
   21 when recorded);
 - in the median run the worker counts of a, b and c all agree with the real run's in
-  at least 70% of its periods (12 of 15 when recorded, 12-13 in every run), and in
-  every run in at least half;
+  at least 70% of its records (12 of 15 when recorded, 12-13 in every run), and in
+  every run in at least half; each real record is paired with the simulated one
+  nearest in time (paired by position, as before, a record one run took early and the
+  other did not shifted every pair after it: the recording of the code before, whose
+  first record came at 0.25 s, agreed in 11 of its 12 records paired by time, 8 by
+  position);
 - the median run lasts within 10% of the real one (6.27 s against 6.31 s).
 
 The bounds are those of the first recording.
@@ -73,6 +77,19 @@ def speed(records: list[dict]) -> float:  # type: ignore[type-arg]
     return cpu / events / 0.001
 
 
+def _nearest(records: list[dict], record: dict) -> dict:  # type: ignore[type-arg]
+    """The record of `records` taken nearest in time to `record` (the final one for the
+    final one): records are paired by time, not by position, so that a record one run
+    takes and the other does not shifts no pair after it."""
+    if record["final"]:
+        return records[-1]
+    return min(records, key=lambda s: abs(s["elapsed_s"] - record["elapsed_s"]))
+
+
+def _same_workers(real: dict, sim: dict) -> bool:  # type: ignore[type-arg]
+    return all(real["stages"][n]["workers"] == sim["stages"][n]["workers"] for n in POOLS)
+
+
 def test_the_simulator_reproduces_a_real_2_core_run_of_shift() -> None:
     real = recorded()
     live = [r for r in real if not r["final"]]
@@ -89,10 +106,7 @@ def test_the_simulator_reproduces_a_real_2_core_run_of_shift() -> None:
         matched = sum(any(s == stage and abs(t - at) <= 0.6 for s, t in growths(sim)) for sim in runs)
         assert matched >= len(runs) / 2, f"{stage}'s growth at {at} s: in {matched} of {len(runs)} runs"
 
-    agree = sorted(
-        sum(all(r["stages"][n]["workers"] == s["stages"][n]["workers"] for n in POOLS) for r, s in zip(real, sim, strict=False))
-        for sim in runs
-    )
+    agree = sorted(sum(_same_workers(r, _nearest(sim, r)) for r in real) for sim in runs)
     assert agree[len(agree) // 2] >= 0.7 * len(real) and agree[0] >= 0.5 * len(real), agree
 
     walls = sorted(sim[-1]["elapsed_s"] for sim in runs)

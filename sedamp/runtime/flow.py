@@ -615,8 +615,8 @@ class QueueCore:
             bufs, when = list(msg.bufs), self.clock()
             chunk = Chunk(ids, ends, body, float(t_src), when, nbufs=nbufs, bufs=bufs, traced=traced == 1)
             return self._put(rid, seq, partition, chunk)
-        if k == wire.GET:
-            return self._get(rid, msg.fields[0])
+        if k == wire.GET:  # its acknowledgements first: they may free room and end the input
+            return [m for lease in msg.fields[1] for m in self._ack(rid, lease)] + self._get(rid, msg.fields[0])
         if k == wire.ACK:
             return self._ack(rid, msg.fields[0])
         if k == wire.HELLO:

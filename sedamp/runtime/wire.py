@@ -21,7 +21,9 @@ Data plane (a stage queue's ROUTER; producers and workers connect with DEALERs):
     queue -> producer   CREDIT(grant, took_seq, grant_bytes)     reply to every PUT and
                                                                  unsolicited as room frees
     worker -> queue     HELLO(role=WORKER, index, 0)             index = key partition
-                        GET(max_events)                          ask for one batch
+                        GET(max_events, acks)                    ask for one batch; acks: leases
+                                                                 acknowledged with it (an ACK
+                                                                 each, one message fewer)
                         ACK(lease)                               outputs delivered downstream
                         RENEW(index, leases, gets)               every period: the leases it
                                                                  holds, the GETs it awaits
@@ -77,7 +79,7 @@ from sedamp.errors import WireError
 from sedamp.runtime import payload
 from sedamp.runtime.payload import OOB_BYTES, Packed
 
-VERSION = 6  # 6: PUT and BATCH say whether they may hold a traced event; 5: REPORT
+VERSION = 7  # 7: GET carries acknowledgements; 6: PUT and BATCH say whether they may hold a traced event
 
 # Largest frame a queue or worker accepts; anything larger is refused with ERR rather
 # than allowed to exhaust memory. Producers keep under it: no event may pack to more
@@ -141,7 +143,7 @@ KIND_NAMES = {
 # kind -> (number of header fields after VERSION and KIND, number of body frames:
 # 0 = none, 1 = exactly one, -1 = one or more)
 _SHAPES: dict[int, tuple[int, int]] = {
-    HELLO: (3, 0), PUT: (7, -1), EOS: (0, 0), GET: (1, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0), RETURN: (1, 0),
+    HELLO: (3, 0), PUT: (7, -1), EOS: (0, 0), GET: (2, 0), ACK: (1, 0), BYE: (0, 0), RENEW: (3, 0), RETURN: (1, 0),
     CREDIT: (3, 0), BATCH: (6, -1), END: (0, 0), ERR: (2, 0), EXPIRED: (1, 0),
     REGISTER: (5, 0), STATS: (1, 0), DONE: (1, 0), FATAL: (1, 0),
     CLOSE: (0, 0), STOP: (1, 0), GONE: (4, 0), RETIRE: (0, 0), HOLD: (1, 0), HALT: (0, 0), REPORT: (0, 0),
@@ -216,8 +218,9 @@ def credit(grant: int, took_seq: int, grant_bytes: int) -> list[bytes]:
     return [header(CREDIT, grant, took_seq, grant_bytes)]
 
 
-def get(max_events: int) -> list[bytes]:
-    return [header(GET, max_events)]
+def get(max_events: int, acks: Sequence[int] = ()) -> list[bytes]:
+    """Ask for a batch of up to `max_events`, acknowledging the leases `acks` first."""
+    return [header(GET, max_events, list(acks))]
 
 
 def ack(lease: int) -> list[bytes]:
@@ -543,8 +546,10 @@ def _check_fields(kind: int, f: tuple[Any, ...], bodies: tuple[bytes, ...]) -> N
             and ends[0] > 0
             and ends[-1] == len(bodies[0])
         )
-    elif kind in (GET, ACK):
-        ok = _is_int(f[0]) and f[0] >= (1 if kind == GET else 0)
+    elif kind == GET:
+        ok = _is_int(f[0]) and f[0] >= 1 and _int_list(f[1])
+    elif kind == ACK:
+        ok = _is_int(f[0]) and f[0] >= 0
     elif kind == CREDIT:
         ok = _is_int(f[0]) and f[0] >= 0 and _is_int(f[1]) and _is_int(f[2]) and f[2] >= 0
     elif kind == BATCH:

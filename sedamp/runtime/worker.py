@@ -169,6 +169,7 @@ class _Worker:
         self.ended = False
         self.retiring = False
         self.unacked: dict[int, int] = {}  # lease -> outlets still holding its outputs
+        self.acks: list[int] = []  # leases acknowledged but not yet said so (`_ack`)
         self.handled: deque[int] = deque(maxlen=64)  # the latest leases it started handling
         self.in_hand: int | None = None  # the lease being handled
         self.protocol_errors = 0
@@ -238,8 +239,10 @@ class _Worker:
             blocked = any(o.blocked for o in self.outlets)
             if not blocked and not self.ended and not self.retiring:
                 while self.gets_out + len(self.inbox) < self.prefetch:
-                    self.up.send_multipart(wire.get(self.pace.batch_n))
+                    self.up.send_multipart(wire.get(self.pace.batch_n, self.acks))
+                    self.acks = []
                     self.gets_out += 1
+            self._say_acks()  # what no request carried
             if self.inbox and not blocked:
                 self._handle(self.inbox.popleft())
                 timeout_ms = 0
@@ -258,6 +261,8 @@ class _Worker:
                 lifeline.exit_if_orphaned(cfg.parent_pid)
 
     def _poll(self, timeout_ms: int) -> None:
+        if timeout_ms:
+            self._say_acks()  # never wait with an acknowledgement unsaid
         self.waits.begin(wait_of(self, timeout_ms))
         ready = dict(self.poller.poll(timeout_ms))
         self.waits.end()
@@ -294,6 +299,7 @@ class _Worker:
     def _renew(self) -> None:
         """RENEW: the leases held (batches waiting, outputs not yet taken downstream)
         and the GETs not yet answered."""
+        self._say_acks()
         held = [m.fields[0] for m in self.inbox] + list(self.unacked)
         self.up.send_multipart(wire.renew(self.cfg.index, held, max(0, self.gets_out)))
 
@@ -364,12 +370,20 @@ class _Worker:
         self._ack(lease)
 
     def _ack(self, lease: Any) -> None:
-        """Acknowledge `lease` to the stage queue: its outputs are all delivered."""
+        """Acknowledge `lease` to the stage queue: its outputs are all delivered. The
+        word goes with the next GET if one is sent before the worker waits (the loop
+        sends a GET after most batches: a message fewer per batch), else alone."""
         if self.tracer is not None:
             self.tracer.acked(self.cfg.stage, lease)
         if self.blocks is not None:
             self.blocks.done(lease)
-        self.up.send_multipart(wire.ack(lease))
+        self.acks.append(lease)
+
+    def _say_acks(self) -> None:
+        """Send the acknowledgements no GET carried."""
+        for lease in self.acks:
+            self.up.send_multipart(wire.ack(lease))
+        self.acks = []
 
     def data_sockets(self) -> list[zmq.Socket[Any]]:
         """Its data sockets (none before it connects): what to drop when it stops at once."""
@@ -400,6 +414,7 @@ class _Worker:
         """Say BYE (the queue puts back anything it leased us meanwhile), tear every
         stage down, detach from the next queues, report DONE (or FATAL)."""
         self._in_user_code()
+        self._say_acks()  # before BYE, which returns every lease not acknowledged
         self.up.send_multipart(wire.simple(wire.BYE))
         error = self.chain.teardown(error)
         for o in self.outlets:

@@ -30,6 +30,21 @@ def recv(sock: zmq.Socket[Any], kind: int, timeout_s: float = 10) -> tuple[bytes
     raise AssertionError(f"no {wire.KIND_NAMES[kind]} arrived")
 
 
+def recv_ack(sock: zmq.Socket[Any], timeout_s: float = 10) -> tuple[int, int]:
+    """The next lease acknowledged to `sock`, and the kind of message that said so: an
+    ACK, or a GET that carries it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            m = wire.parse(sock.recv_multipart()[1:])
+            if m.kind == wire.ACK:
+                return m.fields[0], m.kind
+            if m.kind == wire.GET and m.fields[1]:
+                assert len(m.fields[1]) == 1, m.fields
+                return m.fields[1][0], m.kind
+    raise AssertionError("no acknowledgement arrived")
+
+
 class LiveWorker:
     """A worker process with this test playing its queues and its controller: `up` is
     its stage queue, `down` the next queue (handlers only), `ctl` the controller."""
@@ -125,8 +140,7 @@ def test_a_dedupe_sink_handles_a_redelivered_event_once(tmp_path: Path) -> None:
         for lease, ids in enumerate(([1, 2, 3], [2, 3, 4], ["4.0", "4.1", 4])):
             body, _ = wire.pack_events([{"n": i} for i in ids])
             up.send_multipart([wid, *wire.batch(lease, ids, [len(ids)], [body])])
-            _, ack = recv(up, wire.ACK)
-            assert ack.fields[0] == lease
+            assert recv_ack(up)[0] == lease
         up.send_multipart([wid, *wire.simple(wire.END)])
         cid, done = recv(ctl, wire.DONE)
         ctl.send_multipart([cid, *wire.simple(wire.STOP, 0)])
@@ -168,13 +182,27 @@ def test_a_worker_counts_the_time_it_is_blocked_and_waiting(tmp_path: Path) -> N
     slot.close()
 
 
-def kinds_within(sock: zmq.Socket[Any], seconds: float) -> list[int]:
-    """The kinds of every message `sock` receives in the next `seconds`."""
+def within(sock: zmq.Socket[Any], seconds: float) -> list[wire.Message]:
+    """Every message `sock` receives in the next `seconds`."""
     out, deadline = [], time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         if sock.poll(int(left * 1000) + 1):
-            out.append(wire.parse(sock.recv_multipart()[1:]).kind)
+            out.append(wire.parse(sock.recv_multipart()[1:]))
     return out
+
+
+def kinds_within(sock: zmq.Socket[Any], seconds: float) -> list[int]:
+    """The kinds of every message `sock` receives in the next `seconds`."""
+    return [m.kind for m in within(sock, seconds)]
+
+
+def acked_in(msgs: list[wire.Message]) -> list[int]:
+    """The leases `msgs` acknowledge, alone (ACK) or with a request (GET)."""
+    return [
+        lease
+        for m in msgs
+        for lease in ([m.fields[0]] if m.kind == wire.ACK else m.fields[1] if m.kind == wire.GET else [])
+    ]
 
 
 def test_a_worker_asks_one_batch_ahead_only_while_its_queue_has_a_backlog(tmp_path: Path) -> None:
@@ -191,13 +219,15 @@ def test_a_worker_asks_one_batch_ahead_only_while_its_queue_has_a_backlog(tmp_pa
         recv(up, wire.GET)  # two out: the one it will handle and the next
         body, _ = wire.pack_events([{"n": 0}])
         up.send_multipart([wid, *wire.batch(0, [0], [1], [body])])  # 1 of the 4 it asked for
-        recv(up, wire.ACK)
+        assert recv_ack(up) == (0, wire.ACK)  # alone: no GET goes with it
         assert wire.GET not in kinds_within(up, 0.5)  # its other GET is still out: enough
         body, _ = wire.pack_events([{"n": i} for i in range(1, 5)])
         up.send_multipart([wid, *wire.batch(1, [1, 2, 3, 4], [4], [body])])  # a full one
-        kinds: list[int] = []
+        msgs: list[wire.Message] = []
         deadline = time.monotonic() + 10
-        while (wire.ACK not in kinds or kinds.count(wire.GET) < 2) and time.monotonic() < deadline:
-            kinds += kinds_within(up, 0.1)
-        kinds += kinds_within(up, 0.3)
-        assert wire.ACK in kinds and kinds.count(wire.GET) == 2  # one ahead again, and no more
+        while (not acked_in(msgs) or sum(m.kind == wire.GET for m in msgs) < 2) and time.monotonic() < deadline:
+            msgs += within(up, 0.1)
+        msgs += within(up, 0.3)
+        # one ahead again, and no more; the first GET says the batch is done
+        asked = [m.kind for m in msgs if m.kind in (wire.GET, wire.ACK)]
+        assert asked == [wire.GET, wire.GET] and acked_in(msgs) == [1]

@@ -147,6 +147,32 @@ def test_ack_frees_room_and_grants_credit() -> None:
     q.check_invariant()
 
 
+def test_a_get_acknowledges_what_it_carries_before_it_asks() -> None:
+    """A worker's next GET carries the acknowledgement of the batch it just finished
+    (one message fewer per batch): the ACK's room is granted, and the GET is served
+    from the buffer as it would be after a separate ACK; an unknown lease in it is
+    refused alone, and the last acknowledgement of a closed queue ends it."""
+    q = QueueCore(8)
+    assert hello_producer(q, P, 8) == 4
+    hello_worker(q, W)
+    put(q, P, 0, [1, 2, 3, 4])
+    put(q, P, 1, [5, 6, 7, 8])
+    (b,) = get(q, W, 4)
+    assert q.free == 0
+    out = q.handle(W, wire.parse(wire.get(4, [b.fields[0]])))
+    assert credit_of(out, P) == 4 and q.counters.acked == 4
+    [b2] = [m for m in msgs(out, W) if m.kind == wire.BATCH]
+    assert b2.fields[1] == [5, 6, 7, 8]
+    q.check_invariant()
+    out = q.handle(W, wire.parse(wire.get(4, [99])))
+    assert [m.kind for m in msgs(out, W)] == [wire.ERR] and q.counters.refused_frames == 1
+    assert list(q.waiting) == [W]  # the GET itself still waits for work
+    q.handle(P, wire.parse(wire.simple(wire.EOS)))
+    q.close()
+    out = q.handle(W, wire.parse(wire.get(4, [b2.fields[0]])))
+    assert [m.kind for m in msgs(out, W)] == [wire.END, wire.END] and q.counters.acked == 8
+
+
 def test_worker_waiting_is_served_when_work_arrives_oldest_first() -> None:
     q = QueueCore(100)
     hello_producer(q, P, 50)

@@ -49,6 +49,7 @@ def test_every_kind_round_trips() -> None:
     cases = [
         wire.hello(wire.WORKER, 2, 0),
         wire.get(16),
+        wire.get(16, [3, 4]),
         wire.ack(5),
         wire.credit(64, 9, 1 << 20),
         wire.simple(wire.EOS),
@@ -108,6 +109,9 @@ def test_specific_refusals() -> None:
         wire.parse(wire.put(0, 0, [1, 2, 3], [1.0, 2.0, 3.0], body))  # type: ignore[list-item]
     with pytest.raises(WireError, match="malformed"):
         wire.parse(wire.get(0))
+    for acks in ([1.0], ["1"], 3, [True]):  # a GET acknowledges leases by their int ids
+        with pytest.raises(WireError, match="malformed"):
+            wire.parse([wire.header(wire.GET, 4, acks)])
     with pytest.raises(WireError, match="body frames"):
         wire.parse([wire.header(wire.PUT, 0, 0, [1], [1], 0.0, 0, [])])
     with pytest.raises(WireError, match="exceeds"):

@@ -75,7 +75,8 @@ async def one(
     it (after `refusals` refusals in a row already)."""
     wait = fe.header_timeout_s if first else fe.keepalive_s
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
+        async with asyncio.timeout(wait):  # not wait_for: that makes a task per request
+            head = await reader.readuntil(b"\r\n\r\n")
     except TimeoutError:
         if first:
             await write(fe, writer, 408, {}, b"request not received in time\n", close=True)
@@ -115,7 +116,10 @@ async def one(
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
     try:
-        body = await asyncio.wait_for(reader.readexactly(length), fe.header_timeout_s) if length else b""
+        body = b""
+        if length:
+            async with asyncio.timeout(fe.header_timeout_s):
+                body = await reader.readexactly(length)
     except TimeoutError:
         await write(fe, writer, 408, {}, b"body not received in time\n", close=True)
         return False, False

@@ -121,6 +121,7 @@ Functions (usable without sedamp)
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
 import os
@@ -170,6 +171,11 @@ _STORABLE = {
     "WEBP": ("RGB", "RGBA"),
 }
 DEFAULT_ACCEPT = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# The plugins of the default formats beyond those Pillow loads first (`Image.preinit`).
+# Loading only these takes ~20 ms where every plugin (`Image.init`) takes ~45 ms, paid
+# where the topology is checked and again in every worker; any other name still loads
+# them all before it is judged.
+_PLUGINS = {"WEBP": "PIL.WebPImagePlugin", "TIFF": "PIL.TiffImagePlugin"}
 # 50 MP: any camera up to full-frame 45 MP passes; a small file decoding to more is
 # refused before a pixel is decoded. A 50 MP RGB image takes 150 MB once decoded.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -283,6 +289,17 @@ def _max_pixels(value: Any, who: str) -> int | None:
     return value
 
 
+def _load_plugins(names: Sequence[str]) -> None:
+    """Make Pillow know the formats `names` if it can: the common plugins, the named
+    ones among `_PLUGINS`, and every plugin only if a name is still unknown."""
+    Image.preinit()
+    for name in names:
+        if name not in Image.OPEN and name in _PLUGINS:
+            importlib.import_module(_PLUGINS[name])
+    if any(name not in Image.OPEN for name in names):
+        Image.init()
+
+
 def _accept(value: Any, who: str) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -290,8 +307,8 @@ def _accept(value: Any, who: str) -> tuple[str, ...] | None:
         value = [value]
     if not isinstance(value, list | tuple) or not value or not all(isinstance(v, str) for v in value):
         raise ValueError(f"{who}: accept must be a list of Pillow format names (e.g. [JPEG, PNG]), got {value!r}")
-    Image.init()
     names = tuple(v.upper() for v in value)
+    _load_plugins(names)
     unknown = [v for v in names if v not in Image.OPEN]
     if unknown:
         raise ValueError(f"{who}: accept names formats Pillow cannot open: {', '.join(unknown)}")

@@ -322,7 +322,11 @@ class _Controller:
                 records += 1
                 next_tick, ask_at = record_due(now, policy.record_gap(records, self.period_s), self.period_s)
                 self._tick()
-            self.roster.advance()
+            if self.roster.advance() and resizing_goes_on(self.roster, self.cores):
+                # a pool ended: its cores are idle until another grows, so record soon
+                now, gap = time.monotonic(), policy.END_RECORD * self.period_s
+                if now + gap < next_tick:
+                    next_tick, ask_at = record_due(now, gap, self.period_s)
             self.roster.reconcile()  # after the tick: what it decided starts now, not after the next poll
 
     def _excuse_pause(self, allowed_s: float) -> None:
@@ -457,6 +461,18 @@ def _outcome_error(state: RunState, complete: bool, drain_timeout_s: float) -> s
 # (`sedamp.runtime.pace`): at 30 ms ahead, one in three answers missed the record.
 REPORT_AHEAD = 0.2
 LAST_WORDS_S = 1.0
+
+
+def resizing_goes_on(roster: Roster, cores: int) -> bool:
+    """Whether a pool the controller may resize is still running (`policy.END_RECORD`)."""
+    top = roster.top
+    for name, st in roster.stages.items():
+        if st.complete or st.spec.kind == "source" or top.is_member(name):
+            continue
+        lo, hi = policy.worker_bounds(st.spec, cores)
+        if lo != hi and not st.stateful and top.route_key(name) is None:
+            return True
+    return False
 
 
 def record_due(now: float, gap_s: float, period_s: float) -> tuple[float, float]:

@@ -143,6 +143,12 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 # first was before, decides on the rest.
 FIRST_PERIOD = 0.2
 SECOND_RECORD = 0.5
+# When a pool ends while a pool the controller may resize runs on, the next record comes
+# END_RECORD of a period later instead of up to a period later: the cores the ended pool
+# used are idle until another pool grows onto them. In the shift benchmark the 4 ms
+# stage c, one worker with a long queue, grew in the record after b's pool ended, which
+# came up to half a second later (a core idle meanwhile, one run in two).
+END_RECORD = 0.1
 
 
 def record_gap(n: int, period_s: float) -> float:

@@ -401,9 +401,11 @@ class Roster:
 
     # ---------------------------------------------------------------- the end of stages
 
-    def advance(self) -> None:
+    def advance(self) -> list[str]:
         """Move finished stages forward: CLOSE queues whose producers are all done,
-        mark stages complete, STOP queues of complete stages."""
+        mark stages complete, STOP queues of complete stages. Returns the pools that
+        ended now (their first stage's name)."""
+        ended: list[str] = []
         for name, st in self.stages.items():
             if st.spec.kind == "source" or st.complete:
                 continue
@@ -417,10 +419,12 @@ class Roster:
                 log.info("stage %s: every producer finished; queue closed", name)
             if st.ended and all(w.done for w in st.workers.values()):
                 st.complete = True
+                ended.append(name)
                 if st.queue is not None:
                     st.queue.stopped = True
                     self.links.send(st.queue.identity, wire.simple(wire.STOP, 0))
                 log.info("stage %s finished", name)
+        return ended
 
 
 def reap_all(roster: Roster) -> None:

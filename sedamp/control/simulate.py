@@ -172,7 +172,8 @@ class Simulation:
             self._follow_schedule()
             for p in self.pools:
                 p.join_ready(self.t)
-            self._end_streams()
+            if self._end_streams() and self._resizing_goes_on():  # as a real run's controller
+                next_period = min(next_period, self.t + policy.END_RECORD * self.period_s)
             if self.t >= next_period:
                 n += 1
                 next_period += policy.record_gap(n, self.period_s)
@@ -200,15 +201,26 @@ class Simulation:
     def _finished(self) -> bool:
         return all(p.ended for p in self.pools)
 
-    def _end_streams(self) -> None:
+    def _end_streams(self) -> bool:
         """A pool whose every producer has finished and whose queue is empty ends (its
-        workers leave, as a real run's do at the end of their stream)."""
+        workers leave, as a real run's do at the end of their stream). Whether one did."""
         done = {s.name for s in self.sources if s.sent >= s.events - 1e-6}
         done |= {p.name for p in self.pools if p.ended}
+        ended = False
         for p in self.pools:  # in topological order: an end passes down the chain in one step
             if not p.ended and p.queue < 1e-6 and all(u in done for u in self.feeds[p.name]):
                 p.end()
                 done.add(p.name)
+                ended = True
+        return ended
+
+    def _resizing_goes_on(self) -> bool:
+        """Whether a pool the controller may resize still runs (`policy.END_RECORD`)."""
+        for p in self.pools:
+            lo, hi = policy.worker_bounds(self.top.stages[p.name], self.cores)
+            if not p.ended and lo != hi and self.top.route_key(p.name) is None:
+                return True
+        return False
 
     def _period(self, on_record: Callable[[dict[str, Any]], None] | None) -> None:
         """The period's record, then (adaptive) the controller's decisions, as a real

@@ -127,3 +127,48 @@ controller:
     assert slow["queue"]["length"] > 0 and slow["worker_detail"][0]["busy"] >= 0.75, slow
     if first["system"]["budget"] >= 1.5:  # else other programs hold a core, and the run yields it to them
         assert [(d["stage"], d["from"], d["to"]) for d in first["decisions"]] == [("slow", 1, 2)], first
+
+
+def test_a_pool_that_ends_brings_the_next_record_forward(tmp_path: Path) -> None:
+    """When a pool ends while another the controller may resize runs on, the cores it
+    held are idle until one grows: the next record comes at once (a tenth of a period),
+    not on the period's schedule. Here cheap ends (slow's queue of 1,000 took its last
+    events) about 2 s in, slow runs on for about a second, and the records come 3 s
+    apart after the first two (at 0.6 and 1.5 s): before, no record showed cheap ended
+    until the final one."""
+    out, metrics = tmp_path / "out.jsonl", tmp_path / "m.jsonl"
+    p = tmp_path / "t.yaml"
+    p.write_text(
+        f"""
+name: ends
+stages:
+  src:
+    source: {T}:Numbers
+    params: {{count: 3000}}
+    to: cheap
+  cheap:
+    handler: {T}:pause
+    params: {{delay_s: 0}}
+    workers: {{min: 1, max: 2}}
+    to: slow
+  slow:
+    handler: stages.burn:burn
+    params: {{iterations: 19200, field: x, seed_field: n}}
+    workers: {{min: 1, max: 2}}
+    queue: {{capacity: 1000}}
+    to: sink
+  sink:
+    sink: {T}:Record
+    params: {{out: "{out}"}}
+controller:
+  cores: 2
+  period_s: 3.0
+"""
+    )
+    proc = run_sedamp("run", str(p), "--metrics", str(metrics), "--workdir", str(tmp_path / "w"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(e["n"] for e in read_records(out)) == list(range(3000))
+    records = [json.loads(x) for x in metrics.read_text().splitlines()]
+    times = [(r["elapsed_s"], r["stages"]["cheap"]["workers"]) for r in records]
+    ended = next(r for r in records[1:] if r["stages"]["cheap"]["workers"] == 0)
+    assert not ended["final"] and ended["stages"]["slow"]["queue"]["length"] > 0, times

@@ -229,3 +229,15 @@ def test_a_schedule_sets_the_pools_at_its_times_with_their_workers_ready() -> No
     assert {w for t, w in seen if 1.0 < t < 2.0} == {3}
     assert {w for t, w in seen if 2.0 < t < 2.9} == {1}
     assert run.decisions == ()
+
+
+def test_a_pool_that_ends_brings_the_next_record_forward() -> None:
+    """x (1 ms, then 0.1 ms) ends while y (0.1 ms, then 4 ms) has a backlog: the record
+    that sees x ended comes a tenth of a period after, not on the period's schedule, and
+    y grows onto x's core in it, as in a real run (`policy.END_RECORD`)."""
+    p = with_flags(Profile(), costs={"x": "1ms,0.1ms@50%", "y": "0.1ms,4ms@50%"}, events=2000)
+    run = simulate(chain("x", "y"), 2, p)
+    i = next(i for i, r in enumerate(run.records) if r["stages"]["x"]["workers"] == 0)
+    gap = run.records[i]["elapsed_s"] - run.records[i - 1]["elapsed_s"]
+    assert i > 1 and gap < 0.5 * 0.5, [r["elapsed_s"] for r in run.records]
+    assert [(d["stage"], d["to"]) for d in run.records[i]["decisions"]] == [("y", 2)]

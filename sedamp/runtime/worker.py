@@ -355,6 +355,7 @@ class _Worker:
         for t in released:
             self._released(t)
         wait_room(self.outlets, self._poll, self.cfg.parent_pid)
+        self._say_acks()  # the handler runs on: a worker that dies in it must not take them along
 
     def _commit(self, lease: Any, t_src: float = 0.0) -> None:
         any_out, released = self.router.commit(lease, t_src, _traced(self.tracer, lease))
@@ -371,8 +372,9 @@ class _Worker:
 
     def _ack(self, lease: Any) -> None:
         """Acknowledge `lease` to the stage queue: its outputs are all delivered. The
-        word goes with the next GET if one is sent before the worker waits (the loop
-        sends a GET after most batches: a message fewer per batch), else alone."""
+        word goes with the next GET if one is sent before the worker waits or user code
+        runs again (the loop sends a GET after most batches: a message fewer per batch),
+        else alone."""
         if self.tracer is not None:
             self.tracer.acked(self.cfg.stage, lease)
         if self.blocks is not None:

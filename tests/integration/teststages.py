@@ -47,6 +47,14 @@ def pause(event: dict[str, Any], delay_s: float) -> dict[str, Any]:
     return event
 
 
+def fan_then_pause(event: dict[str, Any]) -> Any:
+    """Handler (a generator): `k` outputs {"n", "i"}, then a pause of `pause_s` inside
+    the handler, after the outputs past the first spill were sent."""
+    for i in range(int(event.get("k", 1))):
+        yield {"n": event.get("n", 0), "i": i}
+    time.sleep(float(event.get("pause_s", 0)))
+
+
 def split(event: dict[str, Any]) -> Any:
     return sedamp.Many([{"n": event["n"], "half": 0}, {"n": event["n"], "half": 1}])
 

@@ -231,3 +231,27 @@ def test_a_worker_asks_one_batch_ahead_only_while_its_queue_has_a_backlog(tmp_pa
         # one ahead again, and no more; the first GET says the batch is done
         asked = [m.kind for m in msgs if m.kind in (wire.GET, wire.ACK)]
         assert asked == [wire.GET, wire.GET] and acked_in(msgs) == [1]
+
+
+def test_an_acknowledgement_is_not_held_while_user_code_runs(tmp_path: Path) -> None:
+    """Lease 0's outputs are taken while the worker sends lease 1's first outputs (a
+    generator that spills, then pauses in the handler): lease 0 is acknowledged then,
+    not after the handler returns. Held back until the next GET, its acknowledgement
+    would be lost with a worker that dies in the handler, and lease 0 done twice."""
+    ref = "tests.integration.teststages:fan_then_pause"
+    with LiveWorker(tmp_path, "handler", ref, {}, batch=1) as w:
+        up, down, ctl = w.up, w.down, w.ctl
+        assert down is not None
+        recv(ctl, wire.REGISTER)
+        wid, _ = recv(up, wire.HELLO)
+        body, _ = wire.pack_events([{"n": 0, "k": 1}])
+        up.send_multipart([wid, *wire.batch(0, [0], [1], [body])])
+        pid_, _ = recv(down, wire.HELLO)
+        down.send_multipart([pid_, *wire.credit(10, -1, 1 << 30)])  # room for 10
+        _, first = recv(down, wire.PUT)  # lease 0's one output, not confirmed yet
+        body, _ = wire.pack_events([{"n": 1, "k": 300, "pause_s": 5}])
+        up.send_multipart([wid, *wire.batch(1, [1], [1], [body])])
+        _, second = recv(down, wire.PUT)  # lease 1's first 9: the worker waits for room
+        down.send_multipart([pid_, *wire.credit(1000, second.fields[0], 1 << 30)])  # both taken
+        acked = acked_in(within(up, 2.0))  # the handler is in its pause meanwhile
+        assert acked == [0], acked

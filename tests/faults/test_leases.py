@@ -28,7 +28,7 @@ from tests.faults.test_faults import find
 from tests.integration.teststages import read_records
 from tests.integration.util import REPO, chain_yaml, sedamp_cmd, stage_count, stage_of, start_run, summary_of
 from tests.roles.test_queue import Harness, recv
-from tests.roles.test_worker import LiveWorker
+from tests.roles.test_worker import LiveWorker, recv_ack
 from tests.roles.test_worker import recv as recv_kind
 
 T = "tests.integration.teststages"
@@ -121,7 +121,7 @@ def test_a_stateful_worker_that_handled_a_lease_taken_back_stops_the_run(tmp_pat
         assert renewal.fields == (0, [], 2)  # nothing held, its two GETs awaited
         body, _ = wire.pack_events([{"n": 1}, {"n": 2}])
         w.up.send_multipart([wid, *wire.batch(5, [1, 2], [2], [body])])
-        recv_kind(w.up, wire.ACK)
+        assert recv_ack(w.up)[0] == 5  # alone, or with its next GET
         w.up.send_multipart([wid, *wire.expired([5])])
         _, fatal = recv_kind(w.ctl, wire.FATAL)
         assert "keeps state (finish()) and had handled lease 5" in fatal.fields[0]["message"]

@@ -5,8 +5,9 @@ simulated time (`sedamp simulate`, `sedamp.simulate`). Pure: no process, socket 
         |
         v
     Simulation.run: every STEP_S, simmodel.step moves the pools, queues and sources on;
-        every controller.period_s (the first two sooner, `policy.record_gap`, as in a
-        real run) it builds the period's record (the metrics line of a real run,
+        every controller.period_s (the first two sooner, `policy.record_gap`, and one
+        soon after a pool ends, `policy.END_RECORD`, as in a real run) it builds the
+        period's record (the metrics line of a real run,
         `recorder.Period.as_dict`: the same keys) and the views
         the recorder would build from it, and calls what the real controller calls:
         `policy.decide` (growth to the DS2 share, rebalancing, the thrashing guard,

@@ -466,13 +466,11 @@ LAST_WORDS_S = 1.0
 def resizing_goes_on(roster: Roster, cores: int) -> bool:
     """Whether a pool the controller may resize is still running (`policy.END_RECORD`)."""
     top = roster.top
-    for name, st in roster.stages.items():
-        if st.complete or st.spec.kind == "source" or top.is_member(name):
-            continue
-        lo, hi = policy.worker_bounds(st.spec, cores)
-        if lo != hi and not st.stateful and top.route_key(name) is None:
-            return True
-    return False
+    return any(
+        policy.resizable(top, name, cores, st.stateful)
+        for name, st in roster.stages.items()
+        if not st.complete and st.spec.kind != "source" and not top.is_member(name)
+    )
 
 
 def record_due(now: float, gap_s: float, period_s: float) -> tuple[float, float]:

@@ -30,6 +30,13 @@ def worker_bounds(spec: StageSpec, cores: int) -> tuple[int, int]:
     return lo, hi
 
 
+def resizable(topology: Topology, name: str, cores: int, stateful: bool = False) -> bool:
+    """May the controller resize the pool of stage `name`: its bounds leave room, it is
+    not key-routed, and its workers keep no state (`stateful`, as they report it)?"""
+    lo, hi = worker_bounds(topology.stages[name], cores)
+    return lo != hi and not stateful and topology.route_key(name) is None
+
+
 def producers_of(topology: Topology, name: str, cores: int) -> int:
     """How many processes may produce into stage `name`'s queue at once: a source is one,
     a pool as many as its largest size."""

@@ -456,7 +456,7 @@ class Recorder:
                     batch_size=float(r.batch_size or 1),
                     busy=sum(busy) / len(busy),
                     completions_per_s=float(r.completions_per_s),
-                    resizable=lo != hi and not st.stateful and self.top.route_key(name) is None,
+                    resizable=policy.resizable(self.top, name, cores, st.stateful),
                     arrivals_per_s=float(r.arrivals_per_s),
                     downstream_fill=_downstream_fill(self.top, name, period),
                     downstream=_downstream(self.top, name),

@@ -217,11 +217,7 @@ class Simulation:
 
     def _resizing_goes_on(self) -> bool:
         """Whether a pool the controller may resize still runs (`policy.END_RECORD`)."""
-        for p in self.pools:
-            lo, hi = policy.worker_bounds(self.top.stages[p.name], self.cores)
-            if not p.ended and lo != hi and self.top.route_key(p.name) is None:
-                return True
-        return False
+        return any(not p.ended and policy.resizable(self.top, p.name, self.cores) for p in self.pools)
 
     def _period(self, on_record: Callable[[dict[str, Any]], None] | None) -> None:
         """The period's record, then (adaptive) the controller's decisions, as a real
@@ -294,7 +290,7 @@ class Simulation:
                     batch_size=batch_events(self, p),
                     busy=min(1.0, p.busy_s / per_worker) if per_worker else 0.0,
                     completions_per_s=p.period_done / self.dt,
-                    resizable=lo != hi and self.top.route_key(p.name) is None,
+                    resizable=policy.resizable(self.top, p.name, self.cores),
                     arrivals_per_s=p.period_in / self.dt,
                     downstream_fill=max((pools[d].queue / pools[d].capacity for d in p.down), default=0.0),
                     downstream=tuple(p.down),

@@ -40,6 +40,16 @@ def test_bounds_resolve_auto_max() -> None:
     assert policy.worker_bounds(s, 1) == (2, 2)
 
 
+def test_a_pool_is_resizable_with_room_between_its_bounds_no_key_and_no_state() -> None:
+    t = top(a=WorkersSpec(1, None), b=WorkersSpec(2, 2), c=WorkersSpec(1, 4))
+    assert policy.resizable(t, "a", 4) and policy.resizable(t, "c", 4)
+    assert not policy.resizable(t, "b", 4)  # fixed
+    assert not policy.resizable(t, "a", 1)  # auto max resolves to its min on one core
+    assert not policy.resizable(t, "c", 4, stateful=True)  # its workers keep state
+    keyed = dataclasses.replace(t.stages["a"], to=(Edge("c", key="word"),))
+    assert not policy.resizable(dataclasses.replace(t, stages={**t.stages, "a": keyed}), "c", 4)
+
+
 def test_usable_cores_is_positive() -> None:
     assert policy.usable_cores() >= 1
 

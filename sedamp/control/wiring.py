@@ -14,9 +14,10 @@ from sedamp.spec import StageSpec, Topology
 from sedamp.spec.fusion import FUSED_PREFIX
 
 # Events a source reads per PUT: large enough to amortise the per-message cost for
-# near-free events, small enough that a slow first stage still gets work to all its
-# workers at once (the queue splits batches for workers that ask for fewer).
-SOURCE_BATCH_EVENTS = 512
+# near-free events (as MAX_BATCH_EVENTS), small enough that a slow first stage still
+# gets work to all its workers at once (the queue splits batches for workers that ask
+# for fewer). A source of large events reads fewer (`READ_BYTES_SHARE`).
+SOURCE_BATCH_EVENTS = 2048
 
 
 @dataclass(frozen=True)

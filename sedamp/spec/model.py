@@ -55,11 +55,13 @@ ON_ERROR_THEN: tuple[OnErrorThen, ...] = ("dead_letter", "skip", "fail")
 # (`QueueSpec.bound`). Large enough to hold four of the largest batches
 # (MAX_BATCH_EVENTS) per producer: a queue lets each producer hold credit for at most
 # capacity / (2 x producers) events, so each can have two batches on their way while
-# the other is handled (at 1024 in all, three near-free stages ran 15-20% slower; at
-# 2048 for the two workers a pool of near-free stages may have, its single worker
-# waited for credit after every batch, and tiny ran 10% slower). Small enough that a
-# slow stage holds little memory: 2048 events of a few KiB are a few MiB per producer.
-DEFAULT_CAPACITY_EVENTS = 2048
+# the other is handled (at a bound of one batch per producer, three near-free stages
+# ran 15-20% slower; at two, the single worker of a pool of near-free stages waited
+# for credit after every batch, and tiny ran 10% slower). It grew with the batches from
+# 2048 (see MAX_BATCH_EVENTS). A queue fills only while its stage falls behind, and
+# large events meet the bound in bytes first (DEFAULT_MAX_BYTES): 8192 events of a few
+# KiB are a few tens of MiB per producer.
+DEFAULT_CAPACITY_EVENTS = 8192
 # Default bound of a stage queue in bytes (events and the buffers beside them): with
 # large events (arrays, images) the bound in bytes is the one that holds, so a job's
 # memory is bounded by its topology whatever the size of its events.

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import sedamp
 from sedamp.errors import ExporterError
 from sedamp.observe.prometheus import Exporter
+from sedamp.spec import DEFAULT_CAPACITY_EVENTS
 from tests.conftest import wait_until
 from tests.integration.util import TESTSTAGES, chain_yaml, stage_of, start_run, summary_of
 from tests.unit.observe.test_report import N_RECORDS, synthetic_record
@@ -278,7 +279,7 @@ controller: {{period_s: 0.1, policy: static}}
         last = scrapes[-1]
         assert sample(last, "sedamp_run_info", topology="slow", version=sedamp.__version__) == 1.0
         assert sample(last, "sedamp_stage_workers", stage="mid") == 1.0
-        assert sample(last, "sedamp_stage_queue_capacity", stage="mid") == 2048.0  # the default
+        assert sample(last, "sedamp_stage_queue_capacity", stage="mid") == DEFAULT_CAPACITY_EVENTS  # the default
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -79,8 +79,9 @@ def test_thumbnails_parses_into_the_expected_specs() -> None:
     assert decode.to == (Edge("resize"), Edge("stats", key="user"))
 
     assert resize.workers == WorkersSpec(1, None)  # handler default: up to the core budget
-    assert resize.queue == QueueSpec(per_producer=True)  # capacity left out: 2048 per producer
-    assert (resize.queue.bound(1), resize.queue.bound(3), decode.queue.bound(3)) == (2048, 6144, 256)
+    assert resize.queue == QueueSpec(per_producer=True)  # capacity left out: the default per producer
+    per = DEFAULT_CAPACITY_EVENTS
+    assert (resize.queue.bound(1), resize.queue.bound(3), decode.queue.bound(3)) == (per, 3 * per, 256)
     assert resize.params == {"size": 128}  # ${SIZE:-128} in a plain scalar -> int
     assert resize.batch is None
 
@@ -104,7 +105,7 @@ def test_defaults_and_name_from_file_stem() -> None:
     assert top.controller.cores is None
     work = top.stages["work"]
     assert work.params == {} and isinstance(work.params, dict)
-    assert work.queue.capacity == DEFAULT_CAPACITY_EVENTS == 2048 and work.queue.on_full == "block"
+    assert work.queue.capacity == DEFAULT_CAPACITY_EVENTS == 8192 and work.queue.on_full == "block"
     assert isinstance(top.stages["src"].to, tuple)
 
 

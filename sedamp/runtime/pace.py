@@ -1,4 +1,5 @@
-"""The pace of a worker: its adaptive batch size and the timings of its batches. Pure.
+"""The pace of a worker: its adaptive batch size and the timings of its batches; and
+how many events a source reads at once (`next_read`). Pure.
 
 The worker asks its queue for `batch_n` events at a time. With a fixed ``batch:`` that
 is the number; otherwise it follows a moving average of the time per event so that a
@@ -26,6 +27,24 @@ INITIAL_BATCH_EVENTS = 8
 # lost in them, and a request/response route answers each request as soon as it is made
 # instead of after the whole batch (p90 at 4 clients, 5 ms requests in batches of up to 8).
 SLOW_EVENT_S = 0.001
+# A source sends what it read in one message, so a read holds its first event until
+# its last is read: a full read takes about this long at most, and a read is at most
+# READ_GROWTH times the one before (a read's pace is known only once it is done: a
+# generator that sleeps between events sleeps when asked for the next). At 4096 events
+# a read, a source of one event a millisecond sent its first after four seconds.
+SOURCE_READ_S = 0.01
+READ_GROWTH = 8
+
+
+def next_read(last: int, n: int, elapsed_s: float, ceiling: int) -> int:
+    """How many events a source reads next, after asking for `last` and getting `n` in
+    `elapsed_s`: at most READ_GROWTH x `last` and `ceiling`, and, after a full read,
+    no more than its pace reads in SOURCE_READ_S; at least one. A read cut short (the
+    source was idle or ended) says nothing of its pace: its time was spent waiting."""
+    cap = min(ceiling, READ_GROWTH * last)
+    if n >= last and elapsed_s > 0:
+        cap = min(cap, int(SOURCE_READ_S * n / elapsed_s))
+    return max(1, cap)
 
 
 class Pace:

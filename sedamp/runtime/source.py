@@ -11,7 +11,9 @@ Writes: HELLO/PUT/EOS to each downstream queue, REGISTER/STATS/DONE/FATAL to the
 Every event gets its id here: its position in the source (0, 1, 2, ...). The source
 reads ahead only as far as the downstream credit allows, so a full pipeline stops the
 source: backpressure reaches the input. It reports DONE only once every downstream
-queue has taken every event it sent.
+queue has taken every event it sent. Each read is one message: a read is sized by the
+bytes of the events before it and by the source's pace, so that a slow iterator's
+events go downstream as they come (`sedamp.runtime.pace.next_read`).
 
 It counts the time it is held back so (blocked: no credit downstream) and the time
 inside its iterator (waiting: for a source that is waiting for its input, which it
@@ -37,6 +39,7 @@ from sedamp.runtime.deadletter import DeadLetters
 from sedamp.runtime.flow import DEFAULT_MAX_BYTES
 from sedamp.runtime.journal import read_skip
 from sedamp.runtime.outlet import Outlet, Router, dead_letter_rejected, outlets_for, take_replies, wait_taken
+from sedamp.runtime.pace import next_read
 from sedamp.runtime.payload import nbufs_of, size_of
 from sedamp.runtime.slot import BLOCKED, WAITING, Slot, Waits
 from sedamp.runtime.stage import IDLE, Failure, SourceRunner, add_import_paths, enter_run
@@ -143,6 +146,7 @@ class _Source:
         t_read_ns = time.monotonic_ns() if self.tracer is not None else 0
         idle = False
         self.waits.begin(WAITING)
+        t0 = time.perf_counter()
         try:
             for ev in itertools.islice(it, batch):
                 if ev is IDLE:  # nothing more for now: send what was read
@@ -152,6 +156,7 @@ class _Source:
         except Exception as exc:  # the user's iterator failed: keep what it gave
             self.error = Failure.from_exception(exc)
             self.exhausted = True
+        elapsed = time.perf_counter() - t0
         self.waits.end()
         n = len(evs)
         first = self.counters["in"]
@@ -163,6 +168,7 @@ class _Source:
             evs = [ev for _, ev in kept]
         traced = self.tracer is not None and self.tracer.read(self.cfg.stage, ids, t_read_ns)
         self._route(ids, evs)
+        self.read_n = min(self.read_n, next_read(batch, n, elapsed, self.cfg.batch))
         self.counters["in"] += n
         self.router.commit(None, t_read, traced)
         dead_letter_rejected(self.outlets, self.dead)

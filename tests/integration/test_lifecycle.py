@@ -394,3 +394,29 @@ def test_repeated_worker_deaths_lose_nothing(tmp_path: Path, workdir: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert set(e["n"] for e in read_records(out)) == set(range(1500))
     assert stage_of(summary_of(proc), "mid")["restarts"] == len(deaths)
+
+
+def test_a_slow_source_sends_its_events_as_they_come(tmp_path: Path) -> None:
+    """A source sends each read in one message; a slow iterator's events must not wait
+    for a whole read (at 4096 events a read, all but the first of these 150, one every
+    20 ms, went out together three seconds after the run began)."""
+    out = tmp_path / "out.jsonl"
+    topo = topology(tmp_path, chain_yaml(out, f"    handler: {T}:parity", sink="Append", count=150, delay_s=0.02))
+    proc = start_run(topo, tmp_path / "w")
+
+    def lines() -> int:
+        return len(out.read_text().splitlines()) if out.exists() else 0
+
+    try:
+        wait_until(lambda: lines() >= 50, 60, "50 events at the sink")
+        third = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        ended = time.monotonic()
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=10)
+        raise
+    assert proc.returncode == 0, err
+    # the source reads the other 100 events over two seconds after the 50th
+    assert ended - third > 1.0, f"a third of the events reached the sink {ended - third:.2f} s before the end"
+    assert lines() == 150

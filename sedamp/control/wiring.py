@@ -17,7 +17,7 @@ from sedamp.spec.fusion import FUSED_PREFIX
 # near-free events (as MAX_BATCH_EVENTS), small enough that a slow first stage still
 # gets work to all its workers at once (the queue splits batches for workers that ask
 # for fewer). A source of large events reads fewer (`READ_BYTES_SHARE`).
-SOURCE_BATCH_EVENTS = 2048
+SOURCE_BATCH_EVENTS = 4096
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ from sedamp.runtime import wire
 # Most events a worker asks for at once (the ceiling of its batch size): its outlets
 # ask each downstream queue for credit for two such batches. Every batch costs a
 # handful of messages whatever its size, and each message wakes a process: for
-# near-free events 512 beat 256 by 15-20%, and 2048 (with queues and source reads
-# grown to match) beat 512 by ~20% more (tiny, 1M events, whole runs in interleaved
-# pairs: the queues' CPU fell from ~0.55 to ~0.35 s). The ceiling binds only stages
-# cheaper than ~25 us per event: the adaptive size aims at batches of ~50 ms.
-MAX_BATCH_EVENTS = 2048
+# near-free events 512 beat 256 by 15-20%; with queues, source reads and PUTs grown to
+# match, 2048 took 0.85x the time of 512 and 4096 0.92x that of 2048 (tiny, 1M events,
+# whole runs in interleaved pairs: the queues' CPU fell from ~0.55 to ~0.35 s at
+# 2048); 8192 gained ~7% more for twice the memory of a full queue. The ceiling binds
+# only stages cheaper than ~12 us per event: the adaptive size aims at batches of ~50 ms.
+MAX_BATCH_EVENTS = 4096
 
 
 @dataclass(frozen=True)

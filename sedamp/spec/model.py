@@ -59,9 +59,9 @@ ON_ERROR_THEN: tuple[OnErrorThen, ...] = ("dead_letter", "skip", "fail")
 # ran 15-20% slower; at two, the single worker of a pool of near-free stages waited
 # for credit after every batch, and tiny ran 10% slower). It grew with the batches from
 # 2048 (see MAX_BATCH_EVENTS). A queue fills only while its stage falls behind, and
-# large events meet the bound in bytes first (DEFAULT_MAX_BYTES): 8192 events of a few
+# large events meet the bound in bytes first (DEFAULT_MAX_BYTES): 16384 events of a few
 # KiB are a few tens of MiB per producer.
-DEFAULT_CAPACITY_EVENTS = 8192
+DEFAULT_CAPACITY_EVENTS = 16384
 # Default bound of a stage queue in bytes (events and the buffers beside them): with
 # large events (arrays, images) the bound in bytes is the one that holds, so a job's
 # memory is bounded by its topology whatever the size of its events.

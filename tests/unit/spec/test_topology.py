@@ -105,7 +105,7 @@ def test_defaults_and_name_from_file_stem() -> None:
     assert top.controller.cores is None
     work = top.stages["work"]
     assert work.params == {} and isinstance(work.params, dict)
-    assert work.queue.capacity == DEFAULT_CAPACITY_EVENTS == 8192 and work.queue.on_full == "block"
+    assert work.queue.capacity == DEFAULT_CAPACITY_EVENTS == 16384 and work.queue.on_full == "block"
     assert isinstance(top.stages["src"].to, tuple)
 
 

@@ -161,9 +161,9 @@ _STAGE_PROPERTIES: dict[str, Any] = {
         },
     ),
     "batch": _optional(
-        f"Events per batch: an integer fixes the size (for a source: events per message it sends, default "
-        f"512); {{min, max}} bounds the adaptive size. Without it each worker sizes its batches so that one "
-        f"takes about 50 ms (1 to 512 events). 1..{MAX_BATCH}. In a group, set on its first stage only.",
+        f"Events per batch: an integer fixes the size (for a source: events per message it sends, at most; default "
+        f"4096); {{min, max}} bounds the adaptive size. Without it each worker sizes its batches so that one "
+        f"takes about 50 ms (1 to 4096 events). 1..{MAX_BATCH}. In a group, set on its first stage only.",
         _or_var(_int(1, MAX_BATCH)),
         {
             "type": "object",

@@ -261,3 +261,14 @@ def test_sedamp_schema_help_documents_exit_codes_and_an_example() -> None:
     assert r.returncode == 0
     assert "Example: sedamp schema" in r.stdout
     assert "Exit codes: 0 printed or written; 1 the output file could not be written." in r.stdout
+
+
+def test_the_schema_states_the_runtime_s_batch_and_queue_defaults() -> None:
+    from sedamp.control.wiring import SOURCE_BATCH_EVENTS
+    from sedamp.runtime.configs import MAX_BATCH_EVENTS
+    from sedamp.spec import DEFAULT_CAPACITY_EVENTS
+
+    stage = topology_schema()["$defs"]["stage"]["properties"]
+    batch = stage["batch"]["description"]
+    assert f"default {SOURCE_BATCH_EVENTS})" in batch and f"(1 to {MAX_BATCH_EVENTS} events)" in batch
+    assert f"default {DEFAULT_CAPACITY_EVENTS} per process" in json.dumps(stage["queue"])

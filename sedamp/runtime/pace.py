@@ -31,7 +31,8 @@ SLOW_EVENT_S = 0.001
 # its last is read: a full read takes about this long at most, and a read is at most
 # READ_GROWTH times the one before (a read's pace is known only once it is done: a
 # generator that sleeps between events sleeps when asked for the next). At 4096 events
-# a read, a source of one event a millisecond sent its first after four seconds.
+# a read, a source of one event a millisecond held all but its first for three seconds
+# (a job of 3,000), and sent them together.
 SOURCE_READ_S = 0.01
 READ_GROWTH = 8
 

@@ -11,36 +11,41 @@ from tests.integration.util import TESTSTAGES, chain_yaml, run_sedamp, stage_of,
 T = "tests.integration.teststages"
 
 
-def topology(tmp: Path, out: Path, policy: str) -> Path:
+def cheap_then_slow(
+    tmp: Path, out: Path, controller: str, *, name: str = "ctl", count: int = 1500, most: int = 3, slow_extra: str = ""
+) -> Path:
+    """src -> cheap (nothing to do) -> slow (~2 ms) -> sink, both pools 1..`most`;
+    `controller`: its YAML lines, `slow_extra`: more of slow's."""
     p = tmp / "t.yaml"
     p.write_text(
         f"""
-name: ctl
+name: {name}
 stages:
   src:
     source: {T}:Numbers
-    params: {{count: 1500}}
+    params: {{count: {count}}}
     to: cheap
   cheap:
     handler: {T}:pause
     params: {{delay_s: 0}}
-    workers: {{min: 1, max: 3}}
+    workers: {{min: 1, max: {most}}}
     to: slow
   slow:
     handler: stages.burn:burn
     params: {{iterations: 19200, field: x, seed_field: n}}
-    workers: {{min: 1, max: 3}}
-    to: sink
+    workers: {{min: 1, max: {most}}}
+{slow_extra}    to: sink
   sink:
     sink: {T}:Record
     params: {{out: "{out}"}}
 controller:
-  cores: 4
-  period_s: 0.2
-  policy: {policy}
-"""
+{controller}"""
     )
     return p
+
+
+def topology(tmp: Path, out: Path, policy: str) -> Path:
+    return cheap_then_slow(tmp, out, f"  cores: 4\n  period_s: 0.2\n  policy: {policy}\n")
 
 
 def run(tmp: Path, policy: str) -> tuple[dict, list[dict], list]:
@@ -137,34 +142,9 @@ def test_a_pool_that_ends_brings_the_next_record_forward(tmp_path: Path) -> None
     apart after the first two (at 0.6 and 1.5 s): before, no record showed cheap ended
     until the final one."""
     out, metrics = tmp_path / "out.jsonl", tmp_path / "m.jsonl"
-    p = tmp_path / "t.yaml"
-    p.write_text(
-        f"""
-name: ends
-stages:
-  src:
-    source: {T}:Numbers
-    params: {{count: 3000}}
-    to: cheap
-  cheap:
-    handler: {T}:pause
-    params: {{delay_s: 0}}
-    workers: {{min: 1, max: 2}}
-    to: slow
-  slow:
-    handler: stages.burn:burn
-    params: {{iterations: 19200, field: x, seed_field: n}}
-    workers: {{min: 1, max: 2}}
-    queue: {{capacity: 1000}}
-    to: sink
-  sink:
-    sink: {T}:Record
-    params: {{out: "{out}"}}
-controller:
-  cores: 2
-  period_s: 3.0
-"""
-    )
+    controller = "  cores: 2\n  period_s: 3.0\n"
+    queue = "    queue: {capacity: 1000}\n"
+    p = cheap_then_slow(tmp_path, out, controller, name="ends", count=3000, most=2, slow_extra=queue)
     proc = run_sedamp("run", str(p), "--metrics", str(metrics), "--workdir", str(tmp_path / "w"), "-q")
     assert proc.returncode == 0, proc.stderr
     assert sorted(e["n"] for e in read_records(out)) == list(range(3000))

@@ -10,6 +10,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
@@ -56,10 +57,35 @@ class Interrupted(BaseException):
     ``except Exception`` does not take it for a failure of the event."""
 
 
+# How soon `Interrupted` is raised again when it first landed where it cannot propagate.
+REINTERRUPT_S = 0.01
+
+
 def raise_interrupted(signum: int, frame: object) -> None:
     """The handler of INTERRUPT_SIGNAL in a worker: raise `Interrupted`, once."""
     signal.signal(INTERRUPT_SIGNAL, signal.SIG_IGN)
     raise Interrupted
+
+
+def take_interrupts() -> None:
+    """Call in a worker: raise `Interrupted` where INTERRUPT_SIGNAL finds its code. A
+    signal handler runs wherever the interpreter is, and that may be a finalizer (a
+    `__del__`, a weakref callback such as the one of an import's module lock), whose
+    exceptions Python cannot propagate: it prints them as "Exception ignored in ..."
+    and goes on. Such an `Interrupted` is not printed; the signal comes again a moment
+    later, until it lands in code that unwinds."""
+    signal.signal(INTERRUPT_SIGNAL, raise_interrupted)
+    sys.unraisablehook = _unraisable
+
+
+def _unraisable(unraisable: Any) -> None:
+    if not isinstance(unraisable.exc_value, Interrupted):
+        sys.__unraisablehook__(unraisable)
+        return
+    signal.signal(INTERRUPT_SIGNAL, raise_interrupted)
+    again = threading.Timer(REINTERRUPT_S, os.kill, (os.getpid(), INTERRUPT_SIGNAL))
+    again.daemon = True
+    again.start()
 
 
 def ignore_signal(signum: int, frame: object) -> None:

@@ -56,7 +56,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -131,7 +130,7 @@ def exit_over_memory(identity: str, why: str) -> NoReturn:
 def run_worker(cfg: WorkerConfig) -> None:
     """Entry function of a worker process."""
     lifeline.become_child(cfg.parent_pid)
-    signal.signal(lifeline.INTERRUPT_SIGNAL, lifeline.raise_interrupted)
+    lifeline.take_interrupts()
     add_import_paths(cfg.import_paths)
     enter_run(cfg.run_dir, cfg.stage_dir)
     try:

@@ -183,3 +183,32 @@ def test_a_param_value_in_the_file_is_placed_at_its_line(tmp_path: Path) -> None
         "(docs/stages.md says what it accepts)",
         f"{topo}: 1 problem; nothing was started",
     ]
+
+
+def test_a_stop_that_lands_in_a_finalizer_still_unwinds_the_handler(tmp_path: Path, workdir: Path) -> None:
+    """The run stops at once (here a source raises) while a worker runs a finalizer
+    (CI caught one in an import's module-lock callback): the interrupt raised there
+    cannot propagate, and Python printed it as "Exception ignored in ..." with a
+    traceback, while the handler slept on until killed. Now the worker takes the
+    interrupt again when the finalizer is over: one line, and the handler's cleanup ran."""
+    marker, cleaned = tmp_path / "in-finalizer", tmp_path / "cleaned"
+    topo = tmp_path / "t.yaml"
+    topo.write_text(
+        f"""name: t
+stages:
+  src: {{source: {TESTSTAGES}:FailWhen, params: {{marker: "{marker}"}}, to: mid}}
+  mid:
+    handler: {TESTSTAGES}:finalize_then_wait
+    params: {{marker: "{marker}", cleaned: "{cleaned}"}}
+    workers: 1
+    to: out
+  out: {{sink: stages.records:WriteJsonl, params: {{path: "{tmp_path / "out.jsonl"}"}}}}
+"""
+    )
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir))
+    assert proc.returncode == 3, proc.stderr
+    assert _lines(proc.stderr) == [
+        "error: source 'src' raised after 1 event: RuntimeError: the source broke "
+        f"(at {_raise_line(teststages.FailWhen.__iter__)})"
+    ], proc.stderr
+    assert cleaned.exists(), "the handler's finally did not run"

@@ -313,3 +313,42 @@ def slow_copy(event: dict[str, Any], root: str, delay_s: float) -> dict[str, Any
 def slow_line(event: dict[str, Any], delay_s: float) -> dict[str, Any]:
     time.sleep(delay_s)
     return {"path": event["path"]}
+
+
+class FailWhen:
+    """Source: one event, then IDLE until `marker` exists, then it raises."""
+
+    def setup(self, marker: str, wait_s: float = 30.0) -> None:
+        self.marker = marker
+        self.wait_s = wait_s
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        yield {"n": 0}
+        deadline = time.monotonic() + self.wait_s
+        while not os.path.exists(self.marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            yield sedamp.IDLE
+        raise RuntimeError("the source broke")
+
+
+class _SlowFinalizer:
+    """An object whose finalizer makes `marker` and then takes 30 s."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __del__(self) -> None:
+        Path(self.marker).touch()
+        time.sleep(30)
+
+
+def finalize_then_wait(event: dict[str, Any], marker: str, cleaned: str) -> dict[str, Any]:
+    """Handler: runs a slow finalizer (as an import's lock callback or a `__del__` in a
+    library may be running when the run stops), then waits 30 s; makes `cleaned` on
+    the way out, however it leaves."""
+    try:
+        _SlowFinalizer(marker)  # dropped at once: its __del__ runs here
+        time.sleep(30)
+    finally:
+        Path(cleaned).touch()
+    return event

@@ -98,6 +98,9 @@ class Child:
     last_heard: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
     endpoint: str = ""  # a queue's bound data endpoint, from its REGISTER
     in_hand: tuple[int, int] | None = None  # (lease, position) read when the controller killed it
+    # the descriptor watched for its exit, as it was at the start: joining a local
+    # process closes its pidfd, after which `proc.sentinel` reads -1
+    sentinel: int = -1
 
 
 @dataclass(eq=False)
@@ -162,9 +165,10 @@ class Roster:
 
     def adopt(self, proc: Proc, role: int, stage: str, index: int, identity: str) -> Child:
         child = Child(proc=proc, role=role, stage=stage, index=index, identity=identity, pid=proc.pid)
+        child.sentinel = proc.sentinel
         self.children[identity] = child
-        self.by_sentinel[proc.sentinel] = child
-        self.links.watch(proc.sentinel)
+        self.by_sentinel[child.sentinel] = child
+        self.links.watch(child.sentinel)
         return child
 
     def start_queues(self, targets: Mapping[str, int]) -> None:
@@ -290,8 +294,8 @@ class Roster:
     def on_exit(self, child: Child) -> None:
         """A child's sentinel fired: account for it, and tell its queues if it died."""
         proc = child.proc
-        self.links.unwatch(proc.sentinel)
-        del self.by_sentinel[proc.sentinel]
+        self.links.unwatch(child.sentinel)
+        del self.by_sentinel[child.sentinel]
         proc.join(5.0)  # it has ended (the sentinel fired); this waits for the launcher's report
         code = proc.exitcode
         in_hand = (-1, -1)

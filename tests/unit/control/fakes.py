@@ -40,6 +40,7 @@ class FakeProc:
         self.reason: str | None = None
         self._pid = next(_pids)
         self._code: int | None = None
+        self._joined = False
         self.killed = False
 
     @property
@@ -48,7 +49,9 @@ class FakeProc:
 
     @property
     def sentinel(self) -> int:
-        return self._pid  # unique, and only ever handed to FakeLinks
+        """Unique, and only ever handed to FakeLinks; -1 once joined, as a local
+        process's pidfd is closed when it has been joined."""
+        return -1 if self._joined else self._pid
 
     @property
     def exitcode(self) -> int | None:
@@ -71,7 +74,8 @@ class FakeProc:
         self.exit(-9)
 
     def join(self, timeout: float | None = None) -> None:
-        pass
+        if self._code is not None:
+            self._joined = True
 
 
 class FakeExecutor:
@@ -128,7 +132,7 @@ class FakeLinks:
         self.watched.add(fd)
 
     def unwatch(self, fd: int) -> None:
-        self.watched.discard(fd)
+        self.watched.remove(fd)  # KeyError for one not watched, as zmq's Poller.unregister
 
     def kinds(self, identity: str | None = None) -> list[str]:
         return [kind for who, kind, _ in self.sent if identity is None or who == identity]

@@ -81,10 +81,10 @@ def test_slow_stage_gets_more_workers_than_a_cheap_one(tmp_path: Path) -> None:
     ]  # fmt: skip
     if free:
         assert grows, (free, decisions)
+        # the metrics stream shows the pool following its target
+        assert max(r["stages"]["slow"]["workers"] for r in lines) >= 2
     if grows:
         assert "busy" in grows[0]["reason"] and "queue" in grows[0]["reason"]
-    # the metrics stream shows the pool following its target
-    assert max(r["stages"]["slow"]["workers"] for r in lines) >= 2
 
 
 def test_static_policy_keeps_the_sizes(tmp_path: Path) -> None:
@@ -138,9 +138,11 @@ controller:
     first = json.loads(metrics.read_text().splitlines()[0])
     assert first["elapsed_s"] < 0.9, first["elapsed_s"]
     slow = first["stages"]["slow"]
-    # what the decision reads, fresh: the backlog, and a worker busy since it was ready
-    assert slow["queue"]["length"] > 0 and slow["worker_detail"][0]["busy"] >= 0.75, slow
+    assert slow["queue"]["length"] > 0, slow  # the backlog, fresh
     if first["system"]["budget"] >= 1.5:  # else other programs hold a core, and the run yields it to them
+        # a worker busy since it was ready (on a loaded machine the source may start
+        # late, and the worker reads idle until its first batch), and the growth
+        assert slow["worker_detail"][0]["busy"] >= 0.75, first
         assert [(d["stage"], d["from"], d["to"]) for d in first["decisions"]] == [("slow", 1, 2)], first
 
 

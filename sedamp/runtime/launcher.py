@@ -98,6 +98,8 @@ def _run_child(spec: dict[str, Any], fds: tuple[int, ...]) -> None:
         entry(cfg)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except lifeline.Interrupted:  # stopped at once as it was leaving on its own: nothing to say
+        code = lifeline.EXIT_INTERRUPTED
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -233,11 +233,16 @@ class Trickle:
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         yield {"n": 0}
-        deadline = time.monotonic() + self.wait_s
-        while not os.path.exists(self.marker) and time.monotonic() < deadline:
-            time.sleep(0.01)
-            yield sedamp.IDLE
+        yield from _idle_until(self.marker, self.wait_s)
         yield {"n": 1, "saw_marker": os.path.exists(self.marker)}
+
+
+def _idle_until(marker: str, wait_s: float):  # type: ignore[no-untyped-def]
+    """IDLE every 10 ms until `marker` exists, for at most `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        yield sedamp.IDLE
 
 
 class Touch:
@@ -315,19 +320,12 @@ def slow_line(event: dict[str, Any], delay_s: float) -> dict[str, Any]:
     return {"path": event["path"]}
 
 
-class FailWhen:
+class FailWhen(Trickle):
     """Source: one event, then IDLE until `marker` exists, then it raises."""
-
-    def setup(self, marker: str, wait_s: float = 30.0) -> None:
-        self.marker = marker
-        self.wait_s = wait_s
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         yield {"n": 0}
-        deadline = time.monotonic() + self.wait_s
-        while not os.path.exists(self.marker) and time.monotonic() < deadline:
-            time.sleep(0.01)
-            yield sedamp.IDLE
+        yield from _idle_until(self.marker, self.wait_s)
         raise RuntimeError("the source broke")
 
 

@@ -174,12 +174,7 @@ class LocalExecutor:
         from sedamp.errors import LaunchError
 
         lines = [json.dumps({"name": n, "role": role, "config": asdict(cfg)}) + "\n" for n, role, cfg in requests]
-        data = "".join(lines).encode()  # more than a pipe holds for a large pool: the launcher reads on
-        try:
-            while data:  # a write a signal interrupts part way returns what it wrote
-                data = data[os.write(self._req_w, data) :]
-        except BrokenPipeError:
-            self._read_reports(0)  # notes how the launcher died
+        self._write("".join(lines).encode())  # more than a pipe holds for a large pool: the launcher reads on
         # the time this process was not running (the whole job paused: Ctrl-Z) is not
         # the launcher's: its answer may be in the pipe already
         pauses = Pauses(time.monotonic())
@@ -201,8 +196,25 @@ class LocalExecutor:
         for name, _, _ in requests:
             pid = self._started.pop(0)
             self._live.add(pid)
-            procs.append(LocalProc(name, pid, self))
+            try:
+                procs.append(LocalProc(name, pid, self))
+            except ProcessLookupError:  # reaped: only if the launcher died, and its children with it
+                self._read_reports(0)
+                raise LaunchError(f"{name} (pid {pid}) was gone before it could be watched: the process "
+                                  f"launcher (pid {self._zygote.pid if self._zygote else '?'}) "
+                                  f"{self._lost or 'is gone'}") from None  # fmt: skip
+        # the launcher reaps a child only from now on: until the pidfd was open, a
+        # child that ended at once stayed a zombie, its pid its own
+        self._write(json.dumps({"op": "held", "pids": [p.pid for p in procs]}).encode() + b"\n")
         return procs
+
+    def _write(self, data: bytes) -> None:
+        """Send requests to the launcher; if it is gone, note how it died."""
+        try:
+            while data:  # a write a signal interrupts part way returns what it wrote
+                data = data[os.write(self._req_w, data) :]
+        except BrokenPipeError:
+            self._read_reports(0)
 
     def cores(self) -> int:
         from sedamp.control.policy import usable_cores

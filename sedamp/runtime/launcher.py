@@ -3,9 +3,16 @@
 Reads:  start requests from the controller, one JSON line each on REQ_FD:
         ``{"name": ..., "role": "queue" | "worker" | "source", "config": {...}}``,
         or ``{"op": "stdout_to_stderr"}`` (children started after it print to stderr).
+        ``{"op": "held", "pids": [PID, ...]}``: the controller holds a pidfd of each.
 Writes: on REP_FD, ``{"started": PID}`` for each request (or ``{"error": MESSAGE}``),
         and ``{"exit": PID, "code": CODE}`` when a child ends (CODE < 0: killed by
         signal -CODE).
+
+A child is reaped only once the controller holds its pidfd ("held"): until then it
+stays a zombie, whose pid no other process can take. A worker whose setup() raises
+exits within milliseconds; reaped at once, its pid was gone before the controller could
+open a pidfd for it (ESRCH, a traceback instead of the setup's one-line error), or
+worse, could have been given to an unrelated process that the controller then watched.
 
 Starting a fresh interpreter for every process costs ~150 ms of CPU (interpreter start
 plus importing zmq, msgpack and sedamp); with a dozen processes on a small machine that
@@ -48,6 +55,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lifeline.ignore_signal)  # like its children: the controller stops it
     buf = b""
     me = os.getpid()
+    held: set[int] = set()  # children the controller holds a pidfd of: the ones reaped
 
     def reply(obj: dict[str, Any]) -> None:
         os.write(rep_fd, (json.dumps(obj) + "\n").encode())
@@ -59,14 +67,14 @@ def main() -> None:
             ready = []
         if wake_r in ready:
             os.read(wake_r, 4096)
-        _reap(reply)
+        _reap(reply, held)
         if not lifeline.parent_alive(controller_pid):
             os._exit(1)
         if req_fd not in ready:
             continue
         chunk = os.read(req_fd, 1 << 20)
         if not chunk:  # the controller closed the pipe: the run is over
-            _reap(reply)
+            _reap(reply, held)
             os._exit(0)
         buf += chunk
         while b"\n" in buf:
@@ -74,6 +82,10 @@ def main() -> None:
             spec = json.loads(line)
             if spec.get("op") == "stdout_to_stderr":  # `sedamp run --json`: stdout is the summary's
                 os.dup2(2, 1)
+                continue
+            if spec.get("op") == "held":
+                held.update(spec["pids"])
+                _reap(reply, held)
                 continue
             spec["config"]["parent_pid"] = me  # children watch the launcher
             try:
@@ -111,16 +123,17 @@ def _run_child(spec: dict[str, Any], fds: tuple[int, ...]) -> None:
             os._exit(code)
 
 
-def _reap(reply: Any) -> None:
-    while True:
+def _reap(reply: Any, held: set[int]) -> None:
+    """Reap and report the children in `held` that have ended (see the module's doc)."""
+    for pid in list(held):
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        reply({"exit": pid, "code": code})
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not ours (cannot happen): nothing to report
+            held.discard(pid)
+            continue
+        if done:
+            held.discard(pid)
+            reply({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 if __name__ == "__main__":

@@ -134,6 +134,7 @@ class LocalExecutor:
         self._lost: str | None = None  # how the launcher died, once it has
         self._stopped = False  # it was found stopped, and killed
         self._lost_pid = 0
+        self._errors: list[str] = []  # the launcher's word on forks that failed, for `start_many`
         self._orphans: set[int] = set()  # children that died with it (PR_SET_PDEATHSIG)
         self._launch()
 
@@ -190,6 +191,10 @@ class LocalExecutor:
             if left <= 0 or (self._zygote is not None and self._zygote.poll() is not None):
                 raise LaunchError(f"the process launcher did not start {requests[len(self._started)][0]}")
             self._read_reports(min(left, STOPPED_CHECK_S))
+            if self._errors:  # the first says it; the batch's others are the same cause
+                first = self._errors[0]
+                self._errors.clear()
+                raise LaunchError(first)
             if len(self._started) < len(requests):
                 self.check_stopped()
         procs: list[Proc] = []
@@ -255,10 +260,8 @@ class LocalExecutor:
             elif "exit" in msg:
                 self._exits[msg["exit"]] = msg["code"]
                 self._live.discard(msg["exit"])
-            elif "error" in msg:
-                from sedamp.errors import LaunchError
-
-                raise LaunchError(msg["error"])
+            elif "error" in msg:  # raised by `start_many`, not by whoever reads next (a join in `close`)
+                self._errors.append(msg["error"])
 
     def check_stopped(self) -> None:
         """Kill the launcher if it is stopped (SIGSTOP): it would start nothing and

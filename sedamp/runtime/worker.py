@@ -189,9 +189,7 @@ class _Worker:
         if failed is not None:
             link, fail = failed
             message = f"setup of stage {link.stage!r} ({link.runner.ref}) raised {fail.type}: {fail.message}"
-            # the FATAL must be out before the process ends (a forked child ends with _exit)
-            code = lifeline.EXIT_CHILD_FAILED
-            lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, fail, self.pid, code)
+            self._stop_run(message, fail)
         if self.slot is not None:
             self.slot.end()
         tail = self.chain.tail
@@ -392,8 +390,10 @@ class _Worker:
         return [*([up] if up is not None else []), *(o.sock for o in self.outlets)]
 
     def _stop_run(self, message: str, fail: Failure) -> NoReturn:
-        """Report FATAL (the controller stops the run) and exit at once."""
-        lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, fail, self.pid, 1)
+        """Report FATAL (the controller stops the run) and exit at once, with the code for
+        which the controller waits for the FATAL if it sees the exit first. (The FATAL is
+        out before the process ends: a forked child ends with _exit.)"""
+        lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, fail, self.pid, lifeline.EXIT_CHILD_FAILED)
 
     # ---------------------------------------------------------------- end
 
@@ -425,7 +425,7 @@ class _Worker:
         if error is not None:
             what = "teardown" if retired else "the end of its input"
             message = f"stage {self.cfg.stage!r} failed at {what}: {error.type}: {error.message}"
-            lifeline.fail_now(self.ctl, self.data_sockets(), self.ctx, message, error, self.pid, 1)
+            self._stop_run(message, error)
         if self.tracer is not None:
             self.tracer.flush()
         self._send_stats(wire.DONE, retired=retired)

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from sedamp.control.client import find_run
-from sedamp.runtime import wire
+from sedamp.runtime import lifeline, wire
 from sedamp.runtime.deadletter import read_dead_letters
 from tests.conftest import wait_until
 from tests.faults.test_faults import find
@@ -127,7 +127,7 @@ def test_a_stateful_worker_that_handled_a_lease_taken_back_stops_the_run(tmp_pat
         assert "keeps state (finish()) and had handled lease 5" in fatal.fields[0]["message"]
         assert "counted twice" in fatal.fields[0]["message"]
         w.proc.join(10)
-        assert w.proc.exitcode == 1 and not out.exists()
+        assert w.proc.exitcode == lifeline.EXIT_CHILD_FAILED and not out.exists()
 
 
 # ------------------------------------------------------------------ whole runs

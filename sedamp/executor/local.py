@@ -100,7 +100,23 @@ class LocalProc:
         self._signal(INTERRUPT_SIGNAL)
 
     def kill(self) -> None:
+        """SIGKILL it and what it started. Its children would otherwise outlive it,
+        re-parented, until the run ends (a tool a handler ran, the reason the handler
+        overran its timeout_s): stopped first, it starts nothing more while they are
+        read. One that left it already (a daemon) is the run's end's to kill."""
+        if not self.is_alive():
+            return
+        import psutil  # only here: a kill is rare, and psutil is not on the start path
+
+        self._signal(signal.SIGSTOP)
+        try:
+            kids = psutil.Process(self._pid).children(recursive=True)
+        except psutil.Error:
+            kids = []
         self._signal(signal.SIGKILL)
+        for kid in kids:
+            with contextlib.suppress(psutil.Error):
+                kid.kill()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the process has ended and its exit code is known."""

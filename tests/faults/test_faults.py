@@ -459,3 +459,31 @@ def test_processes_user_code_starts_are_gone_when_the_run_ends(tmp_path: Path) -
         return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
 
     wait_until(gone, 5, "the processes user code started to be gone")
+
+
+def test_a_worker_killed_for_its_timeout_takes_the_tool_it_ran_with_it(tmp_path: Path) -> None:
+    """A handler waits on a tool that hangs; timeout_s kills the worker. The tool was
+    left running, re-parented, until the run ended: in a long run (a service) such
+    tools piled up. Now it dies with the worker, while the run goes on."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    middle = f"    handler: {T}:hang_in_tool\n    params: {{at: 3, pid_dir: \"{pids}\"}}\n    timeout_s: 1"
+    proc = start_run(topology(tmp_path, middle, count=400, delay_s=0.05), tmp_path / "w")  # ~20 s of input
+    try:
+        tool = psutil.Process(int(wait_until(lambda: next(pids.iterdir(), None), 60, "the tool to start").name))
+
+        def tool_gone() -> bool:
+            try:
+                return tool.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_until(tool_gone, 15, "the tool to die with the worker killed for its timeout")
+        assert proc.poll() is None, "the run ended before the tool did"
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 1, stderr  # the event that hung was dead-lettered; the rest were done
+    assert "event 3" in stderr and "killed 2 workers" in stderr, stderr

@@ -350,3 +350,13 @@ def finalize_then_wait(event: dict[str, Any], marker: str, cleaned: str) -> dict
     finally:
         Path(cleaned).touch()
     return event
+
+
+def hang_in_tool(event: dict[str, Any], at: int, pid_dir: str) -> dict[str, Any]:
+    """On event `at`, run a tool that hangs (`sleep 300`) and wait for it, as a handler
+    calling a stuck program does; the tool's pid goes to `pid_dir`."""
+    if event["n"] == at:
+        tool = subprocess.Popen(["sleep", "300"])
+        Path(pid_dir, str(tool.pid)).write_text("")
+        tool.wait()
+    return event

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,11 @@ class ControlLinks:
         self.pending: dict[bytes, list[list[bytes]]] = {}
         self.held_since: dict[bytes, float] = {}  # when the oldest message of each was held
         self.clock = clock
+        # Ctrl-C's handler sends (HALT to the sources) wherever the loop is, which may be
+        # between two frames of a message the loop is sending: such a send is queued,
+        # and the send it interrupted sends it after its own, whole
+        self._out: deque[list[bytes]] = deque()
+        self._sending = False
 
     def send(self, identity: str, frames: list[bytes]) -> None:
         self.send_to(identity.encode(), frames)
@@ -64,11 +70,21 @@ class ControlLinks:
             self.pending.setdefault(rid, []).append(frames)
             self.held_since.setdefault(rid, now)
             return
+        self._out.append([rid, *frames])
+        if self._sending:  # a signal handler's, inside another send: that one sends it
+            return
+        while self._out:
+            self._sending = True
+            while self._out:
+                self._send_now(self._out.popleft())
+            self._sending = False  # a handler that runs from here sends its own
+
+    def _send_now(self, message: list[bytes]) -> None:
         assert self.ctl is not None
         try:
-            self.ctl.send_multipart([rid, *frames], zmq.NOBLOCK)
+            self.ctl.send_multipart(message, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            log.warning("controller: cannot send to %r: %s", rid, exc)
+            log.warning("controller: cannot send to %r: %s", message[0], exc)
 
     def register(self, rid: bytes) -> None:
         """`rid` registered: it can be sent to now, and what was held for it is sent."""

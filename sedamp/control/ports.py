@@ -75,9 +75,11 @@ class ControlLinks:
             return
         while self._out:
             self._sending = True
-            while self._out:
-                self._send_now(self._out.popleft())
-            self._sending = False  # a handler that runs from here sends its own
+            try:
+                while self._out:
+                    self._send_now(self._out.popleft())
+            finally:
+                self._sending = False  # a handler that runs from here sends its own
 
     def _send_now(self, message: list[bytes]) -> None:
         assert self.ctl is not None

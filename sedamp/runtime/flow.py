@@ -33,7 +33,8 @@ Work. Workers ask (GET) for up to N events, and keep a second GET out while they
 (prefetch). Work is dealt in rounds, one GET of each waiting worker per round: those
 that hold no lease first (a busy worker's prefetched GET must not take work an idle
 worker could start now), then the oldest GET first; each lease is no more than its
-worker's share of the buffer when several wait.
+worker's share of the buffer among all the workers the queue serves, waiting or not:
+a worker that finishes a moment after another asked finds its share still here.
 A batch may be merged from several chunks or split from one, at event boundaries,
 without decoding events. Each batch is a lease until ACKed; BYE or GONE puts a
 worker's leases back at the head of the buffer.
@@ -794,7 +795,7 @@ class QueueCore:
         out: Outgoing = []
         if not self.buffered or not self.waiting:
             return out
-        ways = len(self.waiting) if self.partitions == 1 else 1
+        ways = max(len(self.workers), 1) if self.partitions == 1 else 1  # all, not only those waiting
         share = -(-self.buffered // ways)
         share_bytes = min(self.max_bytes // LEASE_BYTES_SHARE, -(-self.store.nbytes // ways))
         buffers, ready = self.store.buffers, [self.workers[r] for r in self.waiting]

@@ -184,6 +184,8 @@ class HttpFrontend:
             is written refusal_pace_ms x k after its request was read (at most 1 s),
             and nothing more is read from it meanwhile; after close_after_refusals in
             a row it is closed (defaults 500 and 20).
+        max_refusals_per_s: refusals written per second, all connections together:
+            while more wait, each waits its turn (up to 5 s) (default 100; 0: no bound).
 
     On Ctrl-C every request it took is answered before the run ends (`drain_on_interrupt`):
     those the run had read by their handlers, those still waiting here (the queue
@@ -210,6 +212,7 @@ class HttpFrontend:
         refusal_pace_ms: float = 500.0,
         close_after_refusals: int = 20,
         inline_max_ms: float = 1.0,
+        max_refusals_per_s: float = 100.0,
     ) -> None:
         self.port = int(port)
         self.host = host
@@ -229,6 +232,8 @@ class HttpFrontend:
         self.idle_s = float(idle_ms) / 1000
         self.pace_s = float(refusal_pace_ms) / 1000
         self.close_after = max(1, int(close_after_refusals))
+        self.refusals_per_s = max(0.0, float(max_refusals_per_s))
+        self.pacing: set[asyncio.Future[Any]] = set()  # refusals waiting out their pace
         self.inline_max_s = float(inline_max_ms) / 1000
         # route -> [name, function, mean seconds per call (EWMA, None until measured)]
         self.inline: dict[str, list[Any]] = {
@@ -430,6 +435,9 @@ class HttpFrontend:
             self.closing = True
             self._server.close()
             _refuse_unread(self)
+            for wake in list(self.pacing):  # paced refusals are written now
+                if not wake.done():
+                    wake.set_result(None)
             deadline = time.monotonic() + self.timeout_s
             while (self._pending or self.answering) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)  # every answer set, then written

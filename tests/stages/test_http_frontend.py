@@ -99,6 +99,55 @@ def test_a_refusal_that_closes_its_connection_is_not_held() -> None:
             assert status == b"HTTP/1.1 503" and took < 0.2, took
 
 
+def test_a_refusal_waits_its_own_pace_or_its_turn_among_many() -> None:
+    wait = protocol.refusal_wait
+    assert wait(0.5, 0, 1, 100) == 0.5 and wait(0.5, 1, 1, 100) == 1.0  # its own pace, k x 0.5 s
+    assert wait(0.5, 5, 1, 100) == protocol.MAX_PACE_S  # at most 1 s of its own
+    assert wait(0.5, 0, 250, 100) == 2.5  # 250 waiting, 100 written a second: its turn
+    assert wait(0.5, 0, 10_000, 100) == protocol.MAX_SHARED_PACE_S
+    assert wait(0.5, 0, 10_000, 0) == 0.5  # no shared bound
+
+
+def test_refusals_to_many_connections_are_written_at_the_front_end_s_pace() -> None:
+    """wrk at 512 connections, none honouring Retry-After: each connection's refusal
+    came back after at most 1 s, so the front end read and refused 524 requests a
+    second, 0.19 of a core taken from the workers. With more refusals waiting than
+    max_refusals_per_s, each waits its turn: here 30 at 20 a second take 1.5 s."""
+    params = {
+        "routes": [INLINE], "limits": {"r": {"rate": 0.001, "burst": 1}}, "refusal_pace_ms": 1, "max_refusals_per_s": 20,
+    }  # fmt: skip
+    with serving(**params) as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            assert ask(c, REQUEST)[0] == b"HTTP/1.1 200"  # the bucket's one token
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(30)]
+        try:
+            t0 = time.monotonic()
+            for c in conns:
+                c.sendall(REQUEST)
+            heads = [c.recv(4096)[:12] for c in conns]
+            took = time.monotonic() - t0
+        finally:
+            for c in conns:
+                c.close()
+    assert heads == [b"HTTP/1.1 503"] * 30
+    assert took >= 1.2, took  # 30 / 20 a second, less the first ones' own short waits
+
+
+def test_a_stop_writes_the_refusals_waiting_their_turn_at_once() -> None:
+    """A refusal may wait up to 5 s for its turn; a stop (Ctrl-C, the end of the run)
+    answers it at once instead of waiting it out."""
+    params = {"routes": [INLINE], "limits": {"r": {"rate": 0.001, "burst": 1}}, "max_refusals_per_s": 0.2}
+    with serving(**params) as (fe, port), socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert ask(c, REQUEST)[0] == b"HTTP/1.1 200"  # the bucket's one token
+        c.sendall(REQUEST)  # refused: its turn comes in 5 s (one refusal every 5 s)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        fe.teardown()  # (serving's own teardown then finds it stopped)
+        took = time.monotonic() - t0
+        assert c.recv(4096)[:12] == b"HTTP/1.1 503"
+    assert took < 3.0, took
+
+
 class Arrivals:
     """The front end's request queue, fed by a schedule on a clock of its own: `get`
     with a timeout moves the clock to the next arrival, or by the whole timeout."""

@@ -435,9 +435,7 @@ class HttpFrontend:
             self.closing = True
             self._server.close()
             _refuse_unread(self)
-            for wake in list(self.pacing):  # paced refusals are written now
-                if not wake.done():
-                    wake.set_result(None)
+            protocol.end_pacing(self)
             deadline = time.monotonic() + self.timeout_s
             while (self._pending or self.answering) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)  # every answer set, then written

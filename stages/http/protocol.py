@@ -6,8 +6,8 @@ pacing of clients that ignore Retry-After.
 What it needs of the front end ``fe``: ``connections``, ``max_connections``,
 ``answering`` (counted here: requests read whose answer is not written yet),
 ``closing``, ``header_timeout_s``, ``keepalive_s``, ``max_body``, ``pace_s``,
-``close_after``, ``refusals_per_s``, ``pacing`` (a set: the waits of refusals, which the
-front end ends when it stops), ``counts`` (answers by status) and ``async
+``close_after``, ``refusals_per_s``, ``pacing`` (a set: the waits of refusals, which
+`end_pacing` ends when the front end stops), ``counts`` (answers by status) and ``async
 dispatch(method, target, headers, body, client) -> (status, headers, body)``.
 """
 
@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
-    "MAX_HEADER_BYTES", "REASONS", "BadRequest", "connection", "keep_alive", "parse_head", "refusal_wait", "write",
+    "MAX_HEADER_BYTES", "REASONS", "BadRequest", "connection", "end_pacing", "keep_alive", "parse_head", "refusal_wait",
+    "write",
 ]  # fmt: skip
 
 REASONS = {
@@ -87,6 +88,7 @@ async def connection(fe: Any, reader: asyncio.StreamReader, writer: asyncio.Stre
         fe.connections -= 1
         writer.close()
 
+
 async def one(
     fe: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str, first: bool, refusals: int = 0
 ) -> tuple[bool, bool]:
@@ -150,7 +152,10 @@ async def one(
 
 
 async def answer(
-    fe: Any, writer: asyncio.StreamWriter, request: tuple[str, str, dict[str, str], bytes, str], keep: bool,
+    fe: Any,
+    writer: asyncio.StreamWriter,
+    request: tuple[str, str, dict[str, str], bytes, str],
+    keep: bool,
     refusals: int,
 ) -> tuple[bool, bool]:
     """Dispatch a request and write its answer: whether to keep the connection, and
@@ -181,6 +186,12 @@ async def _pace(fe: Any, refusals: int) -> None:
 def _wake(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def end_pacing(fe: Any) -> None:
+    """Write every paced refusal now (the front end stops)."""
+    for wake in list(fe.pacing):
+        _wake(wake)
 
 
 async def write(

@@ -185,7 +185,8 @@ class HttpFrontend:
             and nothing more is read from it meanwhile; after close_after_refusals in
             a row it is closed (defaults 500 and 20).
         max_refusals_per_s: refusals written per second, all connections together:
-            while more wait, each waits its turn (up to 5 s) (default 100; 0: no bound).
+            while more wait, a connection refused again in a row waits its turn (up
+            to 5 s) (default 100; 0: no bound).
 
     On Ctrl-C every request it took is answered before the run ends (`drain_on_interrupt`):
     those the run had read by their handlers, those still waiting here (the queue

@@ -42,20 +42,23 @@ MAX_HEADER_BYTES = 16 * 1024
 # the pipeline itself held 150 ms).
 MAX_PACE_S = 1.0
 # All connections together: while more refusals wait than the front end may write in a
-# second (refusals_per_s), each waits its turn, up to MAX_SHARED_PACE_S, so the refusals
-# written per second, and the requests read behind them, stay near refusals_per_s at any
-# number of connections (one refusal costs the front end ~0.3-0.5 ms of CPU: at 512
-# connections of wrk, 524 refusals a second took 0.19 of a core from the workers).
+# second (refusals_per_s), each repeated refusal (a connection refused again in a row:
+# its client did not wait out Retry-After) waits its turn, up to MAX_SHARED_PACE_S, so
+# the refusals written per second, and the requests read behind them, stay near
+# refusals_per_s at any number of connections (one refusal costs the front end ~0.3-0.5
+# ms of CPU: at 512 connections of wrk, 524 refusals a second took 0.19 of a core from
+# the workers). A connection's first refusal keeps its own short pace: a client that
+# honours Retry-After learns of the overload at once.
 MAX_SHARED_PACE_S = 5.0
 
 
 def refusal_wait(pace_s: float, refusals: int, waiting: int, per_s: float) -> float:
-    """Seconds a refusal waits before it is written: its connection's own pace (the
-    `refusals`-th in a row before it, at most MAX_PACE_S), or, when `waiting` refusals
-    (this one included) are more than `per_s` writes a second allow, its turn among
-    them (at most MAX_SHARED_PACE_S; `per_s` 0: no such bound)."""
+    """Seconds a refusal waits before it is written: its connection's own pace (with
+    `refusals` in a row before it, at most MAX_PACE_S), or, for a repeated refusal when
+    `waiting` refusals (this one included) are more than `per_s` writes a second allow,
+    its turn among them (at most MAX_SHARED_PACE_S; `per_s` 0: no such bound)."""
     own = min(MAX_PACE_S, pace_s * (refusals + 1))
-    shared = waiting / per_s if per_s > 0 else 0.0
+    shared = waiting / per_s if per_s > 0 and refusals > 0 else 0.0
     return min(MAX_SHARED_PACE_S, max(own, shared))
 
 

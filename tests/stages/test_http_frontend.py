@@ -103,16 +103,18 @@ def test_a_refusal_waits_its_own_pace_or_its_turn_among_many() -> None:
     wait = protocol.refusal_wait
     assert wait(0.5, 0, 1, 100) == 0.5 and wait(0.5, 1, 1, 100) == 1.0  # its own pace, k x 0.5 s
     assert wait(0.5, 5, 1, 100) == protocol.MAX_PACE_S  # at most 1 s of its own
-    assert wait(0.5, 0, 250, 100) == 2.5  # 250 waiting, 100 written a second: its turn
-    assert wait(0.5, 0, 10_000, 100) == protocol.MAX_SHARED_PACE_S
-    assert wait(0.5, 0, 10_000, 0) == 0.5  # no shared bound
+    assert wait(0.5, 1, 250, 100) == 2.5  # refused again, 250 waiting, 100 written a second: its turn
+    assert wait(0.5, 1, 10_000, 100) == protocol.MAX_SHARED_PACE_S
+    assert wait(0.5, 1, 10_000, 0) == 1.0  # no shared bound
+    assert wait(0.5, 0, 10_000, 100) == 0.5  # a first refusal keeps its own pace: news of the overload at once
 
 
 def test_refusals_to_many_connections_are_written_at_the_front_end_s_pace() -> None:
     """wrk at 512 connections, none honouring Retry-After: each connection's refusal
     came back after at most 1 s, so the front end read and refused 524 requests a
     second, 0.19 of a core taken from the workers. With more refusals waiting than
-    max_refusals_per_s, each waits its turn: here 30 at 20 a second take 1.5 s."""
+    max_refusals_per_s, a connection refused again waits its turn: here 30 at 20 a
+    second take 1.5 s. Its first refusal comes at its own pace (1 ms here)."""
     params = {
         "routes": [INLINE], "limits": {"r": {"rate": 0.001, "burst": 1}}, "refusal_pace_ms": 1, "max_refusals_per_s": 20,
     }  # fmt: skip
@@ -124,13 +126,19 @@ def test_refusals_to_many_connections_are_written_at_the_front_end_s_pace() -> N
             t0 = time.monotonic()
             for c in conns:
                 c.sendall(REQUEST)
-            heads = [c.recv(4096)[:12] for c in conns]
+            first = [c.recv(4096)[:12] for c in conns]
+            took_first = time.monotonic() - t0
+            t0 = time.monotonic()
+            for c in conns:  # at once again, Retry-After ignored
+                c.sendall(REQUEST)
+            again = [c.recv(4096)[:12] for c in conns]
             took = time.monotonic() - t0
         finally:
             for c in conns:
                 c.close()
-    assert heads == [b"HTTP/1.1 503"] * 30
-    assert took >= 1.2, took  # 30 / 20 a second, less the first ones' own short waits
+    assert first == again == [b"HTTP/1.1 503"] * 30
+    assert took_first < 1.0, took_first  # first refusals: each at its own pace, not in turn
+    assert took >= 1.2, took  # 30 / 20 a second, less the first ones' turns
 
 
 def test_a_stop_writes_the_refusals_waiting_their_turn_at_once() -> None:

@@ -174,6 +174,8 @@ def run(
         raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
     summary_out = _keep_stdout_for_json() if json_ else None
     started = ctx.obj if isinstance(ctx.obj, LocalExecutor) else None  # see sedamp.cli.main
+    if started is not None and verbose:
+        started.log_level(os.environ["SEDAMP_LOG_LEVEL"])  # set by setup_logging
     if summary_out is not None and started is not None:
         started.stdout_to_stderr()
     top, executor = _open(topology, set_ or [], executor_name, address, started)

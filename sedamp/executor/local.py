@@ -178,6 +178,13 @@ class LocalExecutor:
             self._launch()
         os.write(self._req_w, json.dumps({"op": "stdout_to_stderr"}).encode() + b"\n")
 
+    def log_level(self, level: str) -> None:
+        """Make the processes started from now on log at `level` (the command line's -v:
+        the launcher may have been started before it was parsed)."""
+        if self._zygote is None:
+            self._launch()
+        os.write(self._req_w, json.dumps({"op": "log_level", "level": level}).encode() + b"\n")
+
     def start(self, name: str, role: str, config: Any) -> Proc:
         return self.start_many([(name, role, config)])[0]
 

@@ -2,7 +2,8 @@
 
 Reads:  start requests from the controller, one JSON line each on REQ_FD:
         ``{"name": ..., "role": "queue" | "worker" | "source", "config": {...}}``,
-        or ``{"op": "stdout_to_stderr"}`` (children started after it print to stderr).
+        or ``{"op": "stdout_to_stderr"}`` (children started after it print to stderr),
+        or ``{"op": "log_level", "level": "INFO"}`` (children started after it log at it).
         ``{"op": "held", "pids": [PID, ...]}``: the controller holds a pidfd of each.
 Writes: on REP_FD, ``{"started": PID}`` for each request (or ``{"error": MESSAGE}``),
         and ``{"exit": PID, "code": CODE}`` when a child ends (CODE < 0: killed by
@@ -40,9 +41,7 @@ from sedamp.runtime import child, lifeline
 def main() -> None:
     req_fd, rep_fd, controller_pid = (int(x) for x in sys.argv[1:4])
     lifeline.become_child(controller_pid)
-    level = os.environ.get("SEDAMP_LOG_LEVEL")
-    if level in ("DEBUG", "INFO", "WARNING", "ERROR"):  # set by the command line's -v; children inherit it
-        logging.basicConfig(level=level, format="sedamp[%(process)d]: %(levelname)s: %(message)s", stream=sys.stderr)
+    _log_at(os.environ.get("SEDAMP_LOG_LEVEL"))  # a level in the environment; -v comes as an op
     # preload what every child needs, so a fork starts with it imported
     import sedamp.runtime.queue  # noqa: F401
     import sedamp.runtime.source  # noqa: F401
@@ -83,6 +82,9 @@ def main() -> None:
             if spec.get("op") == "stdout_to_stderr":  # `sedamp run --json`: stdout is the summary's
                 os.dup2(2, 1)
                 continue
+            if spec.get("op") == "log_level":  # the command line's -v, parsed after it started
+                _log_at(spec.get("level"))
+                continue
             if spec.get("op") == "held":
                 held.update(spec["pids"])
                 _reap(reply, held)
@@ -96,6 +98,18 @@ def main() -> None:
             if pid == 0:
                 _run_child(spec, (req_fd, rep_fd, wake_r, wake_w))
             reply({"started": pid})
+
+
+def _log_at(level: str | None) -> None:
+    """Log at `level` (a name; anything else is ignored), here and in every child forked
+    from now on, which inherit the handler and SEDAMP_LOG_LEVEL (for what user code starts)."""
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        return
+    os.environ["SEDAMP_LOG_LEVEL"] = level
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="sedamp[%(process)d]: %(levelname)s: %(message)s", stream=sys.stderr)
+    root.setLevel(level)
 
 
 def _run_child(spec: dict[str, Any], fds: tuple[int, ...]) -> None:

@@ -122,6 +122,22 @@ def test_a_setup_that_raises_is_one_line(tmp_path: Path, workdir: Path) -> None:
     assert "Traceback (most recent call last)" in verbose.stderr
 
 
+def test_verbose_reaches_the_runtimes_processes(tmp_path: Path, workdir: Path) -> None:
+    """-v shows what user code in a worker logs at INFO, -vv at DEBUG, neither without
+    them. The launcher starts before the command line is parsed, so the level it hands
+    its children must come after it started (it did not: -v showed the command line's
+    own INFO lines and nothing of the workers')."""
+    topo = _topology(tmp_path, f"    handler: {TESTSTAGES}:LogsInSetup", 5)
+    quiet = run_sedamp("run", str(topo), "--workdir", str(workdir), "--no-progress")
+    info = run_sedamp("run", str(topo), "--workdir", str(workdir), "--no-progress", "-v")
+    debug = run_sedamp("run", str(topo), "--workdir", str(workdir), "--no-progress", "-vv")
+    for proc in (quiet, info, debug):
+        assert proc.returncode == 0, proc.stderr
+    assert "LogsInSetup" not in quiet.stderr
+    assert "LogsInSetup: set up in pid" in info.stderr and "debug detail" not in info.stderr
+    assert "LogsInSetup: set up in pid" in debug.stderr and "LogsInSetup: debug detail" in debug.stderr
+
+
 def test_a_setup_that_raises_in_a_pool_of_eight_is_one_line(tmp_path: Path, workdir: Path) -> None:
     """Eight workers whose setup() raises exit within milliseconds of their start. The
     launcher reaped each at once, and the controller, opening the pidfds of the whole

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -73,6 +74,19 @@ def die_once(event: dict[str, Any], at: int, marker: str) -> dict[str, Any]:
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)
     return event
+
+
+class LogsInSetup:
+    """Handler: says at INFO and at DEBUG that it is set up (which `sedamp run -v` /
+    `-vv` must show: it runs in a worker process, not the command line's)."""
+
+    def setup(self) -> None:
+        log = logging.getLogger("teststages")
+        log.info("LogsInSetup: set up in pid %d", os.getpid())
+        log.debug("LogsInSetup: debug detail")
+
+    def handle(self, event: Any) -> Any:
+        return event
 
 
 class BadSetup:

@@ -500,10 +500,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def command(system: str, port: int, cores: int, metrics: Path | None = None) -> list[str]:
+def command(
+    system: str, port: int, cores: int, metrics: Path | None = None, work_workers: int | None = None
+) -> list[str]:
+    """How `system` is started: gunicorn with `cores` workers; sedamp's /work pool as the
+    topology writes it, or `work_workers` processes (``--set work.workers=N``)."""
     py = sys.executable
     if system == "sedamp":
         more = ["--metrics", str(metrics)] if metrics is not None else []
+        more += ["--set", f"work.workers={work_workers}"] if work_workers else []
         return [py, "-m", "sedamp", "run", "topologies/http-service.yaml", "-q", "--workdir", "/tmp/sedamp-bench-http",
                 *more]  # fmt: skip
     if system == "gunicorn":
@@ -588,13 +593,14 @@ def stop_server(proc: subprocess.Popen[bytes], system: str) -> None:
 
 @contextlib.contextmanager
 def serving(
-    system: str, iterations: int, cores: int, metrics: Path | None = None
+    system: str, iterations: int, cores: int, metrics: Path | None = None, work_workers: int | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """`system` serving stages.http_demo on a free port with `iterations` of work per
     /work request, listening: yields its process and port; stopped on exit."""
     port = free_port()
     env = {**os.environ, "PORT": str(port), "HTTP_DEMO_WORK_ITERATIONS": str(iterations)}
-    proc = subprocess.Popen(command(system, port, cores, metrics), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    cmd = command(system, port, cores, metrics, work_workers)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     try:
         wait_listening(port, proc)
         yield proc, port

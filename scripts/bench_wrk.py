@@ -102,6 +102,7 @@ REPO = Path(__file__).resolve().parent.parent
 LUA = REPO / "scripts" / "bench_wrk.lua"
 TOPOLOGY = REPO / "topologies" / "http-service.yaml"
 FRONT_END = "sds:http"  # the process name of the topology's front end stage ("http")
+WORK_WORKER = "sdw:work:"  # ... and the start of its /work workers' names
 SYSTEMS = ("sedamp", "gunicorn", "asyncio")
 BASELINE = "gunicorn"
 DRIVERS = ("wrk", "loadgen")
@@ -282,13 +283,16 @@ def unanswered(f: Row) -> int:
     return int(f["socket_errors"] + f["lost"] + f["timeouts"])
 
 
-def server_figures(f: Row, cpu_s: float, front_s: float | None, wall_s: float) -> Row:
+def server_figures(f: Row, cpu_s: float, front_s: float | None, wall_s: float, work_s: float | None = None) -> Row:
     """CPU figures of a measurement window: the server's CPU per answer and its cores,
+    the CPU per 200 of the processes that run the handler (`work_s`: their CPU seconds),
     and (sedamp) the front end's cores and CPU per refusal."""
     wall = wall_s or 1e-9
     refused = f["refused"]
+    ok = f["ok_rps"] * f["wall_s"]
     return {
         "cpu_ms_per_answer": round(cpu_s / f["answers"] * 1000, 3) if f["answers"] else None,
+        "work_ms_per_ok": round(work_s / ok * 1000, 3) if work_s is not None and ok else None,
         "server_cores": round(cpu_s / wall, 3),
         "front_cores": None if front_s is None else round(front_s / wall, 3),
         "front_ms_per_refusal": None if front_s is None or not refused else round(front_s / refused * 1000, 4),
@@ -451,7 +455,7 @@ def summarize(rows: Sequence[Row]) -> list[Row]:
                 "ok_p90_ms_highest": _highest(r.get("ok_p90_ms") for r in g),
                 "wrk_p90_ms": _median(r.get("wrk_p90_ms") for r in g),
                 "unanswered": sum(unanswered(r) for r in g),
-                **{k: _median(r.get(k) for r in g) for k in ("cpu_ms_per_answer", "server_cores")},
+                **{k: _median(r.get(k) for r in g) for k in ("cpu_ms_per_answer", "work_ms_per_ok", "server_cores")},
                 "front_ms_per_refusal": _median(r.get("front_ms_per_refusal") for r in g),
                 "front_cores_highest": _highest(r.get("front_cores") for r in g),
             }
@@ -476,7 +480,7 @@ def _fmt(v: float | None, spec: str) -> str:
 ROW_HEADER = (
     f"{'round':>5}  {'system':<9}{'driver':<8}{'path':<7}{'conns':>6}{'200/s':>9}{'503/s':>9}{'all/s':>9}"
     f"{'p50':>8}{'p90':>8}{'p99':>8}{'wrk p90':>8}{'sock':>6}{'lost':>6}{'tmo':>5}"
-    f"{'ms/ans':>8}{'srv cores':>10}{'gen cores':>10}{'fe cores':>9}{'fe ms/503':>10}"
+    f"{'ms/ans':>8}{'wk ms/200':>10}{'srv cores':>10}{'gen cores':>10}{'fe cores':>9}{'fe ms/503':>10}"
 )
 
 
@@ -487,8 +491,8 @@ def row_line(r: Row) -> str:
         f"{r['ok_rps']:>9.1f}{r['refused_rps']:>9.1f}{r['all_rps']:>9.1f}"
         f"{_fmt_ms(r['ok_p50_ms']):>8}{_fmt_ms(r['ok_p90_ms']):>8}{_fmt_ms(r['ok_p99_ms']):>8}"
         f"{_fmt_ms(r['wrk_p90_ms']):>8}{r['socket_errors']:>6}{r['lost']:>6}{r['timeouts']:>5}"
-        f"{_fmt(r['cpu_ms_per_answer'], '.3f'):>8}{r['server_cores']:>10.2f}"
-        f"{r['gen_cores']:>10.2f}{_fmt(r['front_cores'], '.3f'):>9}{_fmt(r['front_ms_per_refusal'], '.3f'):>10}"
+        f"{_fmt(r['cpu_ms_per_answer'], '.3f'):>8}{_fmt(r.get('work_ms_per_ok'), '.3f'):>10}"
+        f"{r['server_cores']:>10.2f}{r['gen_cores']:>10.2f}{_fmt(r['front_cores'], '.3f'):>9}{_fmt(r['front_ms_per_refusal'], '.3f'):>10}"
     )
 
 
@@ -498,8 +502,8 @@ def summary_lines(summary: Sequence[Row]) -> list[str]:
         f"summary over {rounds} round{'s' if rounds != 1 else ''}: medians (200/s with lowest-highest), the "
         "highest p90 of any round, unanswered in all (settling included), the highest front-end cores",
         f"{'driver':<8}{'system':<9}{'path':<7}{'conns':>6}{'200/s':>9}{'lowest-highest':>18}{'503/s':>9}{'p50':>8}"
-        f"{'p90':>8}{'p99':>8}{'max p90':>8}{'wrk p90':>8}{'unans':>7}{'ms/ans':>8}{'srv cores':>10}{'fe cores':>9}"
-        f"{'fe ms/503':>10}",
+        f"{'p90':>8}{'p99':>8}{'max p90':>8}{'wrk p90':>8}{'unans':>7}{'ms/ans':>8}{'wk ms/200':>10}"
+        f"{'srv cores':>10}{'fe cores':>9}{'fe ms/503':>10}",
     ]
     for s in summary:
         spread = f"{s['ok_rps_lowest']:.1f}-{s['ok_rps_highest']:.1f}"
@@ -507,8 +511,8 @@ def summary_lines(summary: Sequence[Row]) -> list[str]:
             f"{s['driver']:<8}{s['system']:<9}{s['path']:<7}{s['connections']:>6}{s['ok_rps']:>9.1f}{spread:>18}"
             f"{_fmt(s['refused_rps'], '.1f'):>9}{_fmt_ms(s['ok_p50_ms']):>8}{_fmt_ms(s['ok_p90_ms']):>8}"
             f"{_fmt_ms(s['ok_p99_ms']):>8}{_fmt_ms(s['ok_p90_ms_highest']):>8}{_fmt_ms(s['wrk_p90_ms']):>8}"
-            f"{s['unanswered']:>7}{_fmt(s['cpu_ms_per_answer'], '.3f'):>8}{_fmt(s['server_cores'], '.2f'):>10}"
-            f"{_fmt(s['front_cores_highest'], '.3f'):>9}{_fmt(s['front_ms_per_refusal'], '.3f'):>10}"
+            f"{s['unanswered']:>7}{_fmt(s['cpu_ms_per_answer'], '.3f'):>8}{_fmt(s['work_ms_per_ok'], '.3f'):>10}"
+            f"{_fmt(s['server_cores'], '.2f'):>10}{_fmt(s['front_cores_highest'], '.3f'):>9}{_fmt(s['front_ms_per_refusal'], '.3f'):>10}"
         )
     return lines
 
@@ -584,11 +588,34 @@ DRIVE = {"wrk": run_wrk, "loadgen": run_loadgen}
 def front_end_cpu_s(pid: int) -> float | None:
     """CPU seconds used so far by the processes named FRONT_END among `pid` and its
     descendants; None when there is none (not sedamp)."""
-    total, found = 0.0, False
+    return _named_cpu_s(pid, lambda name: name == FRONT_END)
+
+
+def work_cpu_s(pid: int, system: str) -> float | None:
+    """CPU seconds used so far by the processes that run /work's handler: sedamp's
+    WORK_WORKER pool, gunicorn's workers (every descendant of its arbiter), the asyncio
+    server itself. A worker that ended in between is left out."""
+    if system == "sedamp":
+        return _named_cpu_s(pid, lambda name: name.startswith(WORK_WORKER))
+    procs = tree_processes(pid)
+    return _cpu_s(procs[1:] if system == "gunicorn" else procs[:1])
+
+
+def _named_cpu_s(pid: int, wanted: Callable[[str], bool]) -> float | None:
+    procs = []
     for p in tree_processes(pid):
         try:
-            if p.name() != FRONT_END:
-                continue
+            if wanted(p.name()):
+                procs.append(p)
+        except psutil.Error:
+            continue
+    return _cpu_s(procs)
+
+
+def _cpu_s(procs: Sequence[psutil.Process]) -> float | None:
+    total, found = 0.0, False
+    for p in procs:
+        try:
             t = p.cpu_times()
         except psutil.Error:
             continue
@@ -627,10 +654,11 @@ def measure(proc: subprocess.Popen[bytes], port: int, system: str, point: Point,
     """One point by one driver: one run, its connections kept from the settling into the
     measured window; the server's and the front end's CPU over that window (read at
     its start by a timer, and after the run)."""
-    marks: list[tuple[float, float | None, float]] = []
+    marks: list[tuple[float, float | None, float | None, float]] = []
 
     def mark() -> None:
-        marks.append((tree_cpu_s(proc.pid), front_end_cpu_s(proc.pid), time.monotonic()))
+        pid = proc.pid
+        marks.append((tree_cpu_s(pid), front_end_cpu_s(pid), work_cpu_s(pid, system), time.monotonic()))
 
     launched = time.monotonic()
     timer = threading.Timer(args.settle, mark)
@@ -643,10 +671,11 @@ def measure(proc: subprocess.Popen[bytes], port: int, system: str, point: Point,
     mark()
     if len(marks) != 2:
         raise RuntimeError(f"the {driver} run ended within its {args.settle} s of settling")
-    (cpu0, front0, t0), (cpu1, front1, t1) = marks
+    (cpu0, front0, work0, t0), (cpu1, front1, work1, t1) = marks
     front = None if front0 is None or front1 is None else max(0.0, front1 - front0)
+    work = None if work0 is None or work1 is None or point[0] != "/work" else max(0.0, work1 - work0)
     row = {"system": system, "driver": driver, "path": point[0], "connections": point[1], **figures}
-    row |= server_figures(figures, cpu1 - cpu0, front, t1 - t0)
+    row |= server_figures(figures, cpu1 - cpu0, front, t1 - t0, work)
     row["gen_cores"] = round(gen_cpu_s / (t1 - launched), 3)  # over its whole run
     return row
 
@@ -657,7 +686,7 @@ def run_system(system: str, points: Sequence[Point], args: argparse.Namespace, r
     from stages.burn import spin
 
     rows = []
-    with serving(system, args.iterations, args.cores) as (proc, port):
+    with serving(system, args.iterations, args.workers or args.cores, work_workers=args.workers) as (proc, port):
         if args.warmup > 0:
             load(port, 8, args.warmup, 20.0)  # workers calibrated, pools grown
         cost_ms = round(machine_speed(spin, args.iterations) * 1000, 3)  # the server idle
@@ -723,6 +752,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=positive, default=10, help="seconds after which a request is a timeout")
     ap.add_argument("--iterations", type=positive, help="the work of a /work request (default: ~5 ms, calibrated)")
     ap.add_argument("--cores", type=positive, default=psutil.cpu_count() or 1, help="gunicorn workers")
+    ap.add_argument(
+        "--workers",
+        type=positive,
+        help="serve /work with this many processes in both sedamp (--set work.workers=N) and gunicorn "
+        "(-w N, instead of --cores): with fewer than the cores, the front end and queue have a core of "
+        "their own, as on a machine larger than the pool",
+    )
     ap.add_argument("--json", type=Path, help="write every point, the summary and the targets to this file")
     ap.add_argument("--smoke", action="store_true", help="one round, 1 s settling + 1 s per point: proves it runs")
     args = ap.parse_args(argv)

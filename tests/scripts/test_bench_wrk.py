@@ -28,6 +28,7 @@ def _load() -> Any:
 
 
 bw = _load()
+bh = sys.modules["bench_http"]  # imported by bench_wrk, as when it runs
 
 # wrk 4.1's output for a sedamp /work run past saturation (--latency), as printed, and
 # the lines of scripts/bench_wrk.lua (3 threads; window of 10 s after 5 s of settling)
@@ -158,16 +159,30 @@ def test_loadgen_figures_take_the_same_shape() -> None:
 
 
 def test_server_figures_per_answer_and_per_refusal() -> None:
-    f = {"answers": 1000, "refused": 800}
-    s = bw.server_figures(f, cpu_s=2.0, front_s=0.4, wall_s=10.0)
+    f = {"answers": 1000, "refused": 800, "ok_rps": 20.0, "wall_s": 10.0}
+    s = bw.server_figures(f, cpu_s=2.0, front_s=0.4, wall_s=10.0, work_s=1.1)
     assert s == {
         "cpu_ms_per_answer": 2.0,
+        "work_ms_per_ok": 5.5,  # the handler's processes: 1.1 s over 200 answers of 200
         "server_cores": 0.2,
         "front_cores": 0.04,
         "front_ms_per_refusal": 0.5,
     }
-    s = bw.server_figures({"answers": 0, "refused": 0}, cpu_s=0.1, front_s=None, wall_s=10.0)
+    f = {"answers": 0, "refused": 0, "ok_rps": 0.0, "wall_s": 10.0}
+    s = bw.server_figures(f, cpu_s=0.1, front_s=None, wall_s=10.0, work_s=0.0)
     assert s["cpu_ms_per_answer"] is None and s["front_cores"] is None and s["front_ms_per_refusal"] is None
+    assert s["work_ms_per_ok"] is None
+
+
+def test_workers_fix_the_pool_of_both_systems() -> None:
+    """--workers N: gunicorn runs N workers and sedamp's /work pool is set to N."""
+    args = bw.parse_args(["--workers", "1", "--connections", "4", "--hello-connections", ""])
+    assert args.workers == 1
+    sedamp = bh.command("sedamp", 8080, 1, None, args.workers)
+    assert sedamp[sedamp.index("--set") + 1] == "work.workers=1"
+    gunicorn = bh.command("gunicorn", 8080, args.workers)
+    assert gunicorn[gunicorn.index("-w") + 1] == "1"
+    assert "--set" not in bh.command("sedamp", 8080, 2)  # by default, the pool as the topology writes it
 
 
 def test_points_reverse_in_odd_rounds() -> None:

@@ -36,6 +36,17 @@ pressure (in flight past FAIR_PRESSURE of the bound, or the bucket below
 the active clients lately (counts halve every FAIR_HALF_LIFE_S) is refused first, so
 refusals rotate among clients instead of falling on whoever is unlucky.
 
+Work-conserving: the rate the response-time controller sets is a means to hold the
+p90, not a limit of its own, so it never refuses a request that would wait ahead of
+its service less than half the target: while the requests in flight, at the rate they
+have lately completed, would drain in under ``(1 - under) x target`` (Little's law), a
+request is admitted without a token, and the fair-share check does not count the
+bucket as tight. Before it, a route whose pool was smaller than its in-flight bound
+needed (one worker serving /work, 48 in flight, 250 ms target) saw the controller cut
+the rate, the refused clients paced, and the pool idle with no request in flight
+while 512 connections waited (wrk, 2026-12-07). A rate the user set (``rate``) is a
+limit, and binds always.
+
 Every decision returns the reason for a refusal; the caller answers 503 with it.
 """
 
@@ -167,6 +178,8 @@ class ResponseTimeController:
 # index 0.944 at 90%, 0.990 at 75%; throughput 96% and 99% of the peak).
 FAIR_PRESSURE = 0.75
 FAIR_HALF_LIFE_S = 2.0
+# The completion rate a request's wait is predicted from: completions over this window.
+DRAIN_WINDOW_S = 1.0
 
 
 @dataclass
@@ -197,6 +210,7 @@ class Admission:
         self.inflight = 0
         self.admitted = 0
         self.refused: dict[str, int] = {}
+        self.completions: deque[float] = deque()  # when requests completed, the last DRAIN_WINDOW_S
         self.shares: dict[str, float] = {}  # client -> recent admissions (decaying)
         self._shares_t = clock()
 
@@ -211,9 +225,10 @@ class Admission:
             return self._refuse("queue", f"{self.inflight} {requests} in flight (limit {room} for class {k})")
         if self.controller is not None:
             self.bucket.rate = self.controller.rate
-        if client is not None and self._over_share(client, now, room):
+        light = self._short_wait(now)
+        if client is not None and self._over_share(client, now, room, light):
             return self._refuse("fair", "this client had more than its share lately")
-        if not self.bucket.take(now, keep=k * lim.reserve * lim.burst):
+        if not self.bucket.take(now, keep=k * lim.reserve * lim.burst) and not light:
             return self._refuse("rate", f"over the admission rate ({self.bucket.rate:.1f}/s for class {k})")
         self.inflight += 1
         self.admitted += 1
@@ -223,7 +238,23 @@ class Admission:
             self.shares[client] = self.shares.get(client, 0.0) + 1.0
         return None
 
-    def _over_share(self, client: str, now: float, room: int) -> bool:
+    def _short_wait(self, now: float) -> bool:
+        """Whether a request admitted now would wait less than ``(1 - under) x target``
+        behind those in flight, at the rate requests completed over the last
+        DRAIN_WINDOW_S: then the controller's rate does not refuse it (see the module
+        doc). Never for a rate the user set, nor before a window of completions."""
+        c = self.controller
+        if c is None or math.isfinite(self.limits.rate):
+            return False
+        done = self.completions
+        while done and now - done[0] > DRAIN_WINDOW_S:
+            done.popleft()
+        if len(done) < 2 or now - done[0] < DRAIN_WINDOW_S / 4:
+            return False
+        drain_per_s = len(done) / (now - done[0])
+        return self.inflight / drain_per_s < (1 - c.under) * c.target_s
+
+    def _over_share(self, client: str, now: float, room: int, light: bool = False) -> bool:
         factor = 0.5 ** ((now - self._shares_t) / FAIR_HALF_LIFE_S)
         if factor < 0.95:
             self.shares = {c: v * factor for c, v in self.shares.items() if v * factor >= 0.05}
@@ -231,7 +262,8 @@ class Admission:
         if len(self.shares) < 2:
             return False
         self.bucket.refill(now)
-        tight = math.isfinite(self.bucket.rate) and self.bucket.tokens < (1 - FAIR_PRESSURE) * self.bucket.burst
+        tight = not light and math.isfinite(self.bucket.rate)
+        tight = tight and self.bucket.tokens < (1 - FAIR_PRESSURE) * self.bucket.burst
         if self.inflight < FAIR_PRESSURE * room and not tight:
             return False
         mean = sum(self.shares.values()) / len(self.shares)
@@ -241,8 +273,11 @@ class Admission:
         """A request admitted earlier (at `admitted_at` on this clock, if known) was
         answered (latency None: it did not complete)."""
         self.inflight -= 1
-        if latency_s is not None and self.controller is not None:
-            self.controller.observe(self.clock(), latency_s, admitted_at)
+        if self.controller is not None:
+            now = self.clock()
+            if latency_s is not None:
+                self.controller.observe(now, latency_s, admitted_at)
+                self.completions.append(now)
 
     def _refuse(self, kind: str, why: str) -> str:
         self.refused[kind] = self.refused.get(kind, 0) + 1

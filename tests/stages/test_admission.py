@@ -155,17 +155,78 @@ def test_admission_bounds_inflight_and_refuses_lower_classes_first() -> None:
     assert a.refused == {"queue": 2}
 
 
+def _serve(a: Admission, clock: Clock, offered_per_s: float, seconds: float, latency_s: float) -> int:
+    """Offer requests at `offered_per_s` for `seconds`; each admitted one completes
+    `latency_s` after it was admitted (so it is in flight meanwhile). Returns how many
+    were admitted."""
+    pending: list[tuple[float, float]] = []  # (completes at, admitted at)
+    admitted = 0
+    step = 1.0 / offered_per_s
+    for _ in range(int(seconds * offered_per_s)):
+        clock.t += step
+        while pending and pending[0][0] <= clock.t:
+            _, at = pending.pop(0)
+            a.done(latency_s, admitted_at=at)
+        if a.admit() is None:
+            admitted += 1
+            pending.append((clock.t + latency_s, clock.t))
+    return admitted
+
+
 def test_admission_rate_follows_the_controller() -> None:
     clock = Clock()
     a = Admission(RouteLimits(max_inflight=10_000, burst=1.0, target_p90_s=0.05), clock)
-    admitted = 0
-    for _ in range(3000):  # 3 s of offered load at 1000/s, every response 0.2 s: over target
-        clock.t += 0.001
-        if a.admit() is None:
-            admitted += 1
-            a.done(0.2)
+    # 3 s of offered load at 1000/s, every response 0.2 s (~200 in flight): over target
+    admitted = _serve(a, clock, 1000.0, 3.0, 0.2)
     assert a.controller is not None and a.controller.rate < 1000.0 / 1.2
     assert a.refused.get("rate", 0) > 0 and admitted < 3000
+
+
+def test_the_controllers_rate_never_refuses_a_request_that_would_not_wait() -> None:
+    """A rate cut far below what the pool drains, with nothing in flight: the request is
+    admitted without a token (it failed before: the pool sat idle while clients were
+    refused for the rate)."""
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=48, burst=1.0, target_p90_s=0.25), clock)
+    for _ in range(100):  # a second of completions at 100/s, one at a time
+        clock.t += 0.01
+        assert a.admit() is None
+        a.done(0.01)
+    assert a.controller is not None
+    a.controller.rate = 1.0  # as after cuts
+    a.bucket.tokens = 0.0
+    clock.t += 0.01
+    assert a.admit() is None and a.admit() is None  # 0 then 1 in flight: ~10 ms of waiting
+    assert a.refused == {}
+    for _ in range(12):  # up to 12 in flight is ~120 ms of waiting: still under half the target
+        if a.admit() is not None:
+            break
+    assert a.inflight == 13  # the 13th would wait 130 ms, over half of 250 ms: refused
+    assert a.refused == {"rate": 1}
+
+
+def test_a_rate_the_user_set_binds_even_with_nothing_in_flight() -> None:
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=48, rate=1.0, burst=1.0, target_p90_s=0.25), clock)
+    for _ in range(100):
+        clock.t += 0.01
+        if a.admit() is None:
+            a.done(0.01)
+    assert a.admitted <= 2 and set(a.refused) == {"rate"} and a.refused["rate"] >= 98  # the burst, then 1/s
+
+
+def test_a_short_wait_lifts_the_fair_share_check_of_a_tight_bucket() -> None:
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=48, burst=4.0, target_p90_s=0.25), clock)
+    for _ in range(100):  # "heavy" got in 100 times, "light" once
+        clock.t += 0.01
+        assert a.admit(client="heavy") is None
+        a.done(0.01)
+    assert a.admit(client="light") is None
+    a.done(0.01)
+    assert a.controller is not None
+    a.controller.rate, a.bucket.tokens = 1.0, 0.0  # tight: fairness would refuse "heavy"
+    assert a.admit(client="heavy") is None and a.refused == {}
 
 
 def test_under_pressure_refusals_fall_on_clients_over_their_share() -> None:

@@ -492,7 +492,8 @@ def row_line(r: Row) -> str:
         f"{_fmt_ms(r['ok_p50_ms']):>8}{_fmt_ms(r['ok_p90_ms']):>8}{_fmt_ms(r['ok_p99_ms']):>8}"
         f"{_fmt_ms(r['wrk_p90_ms']):>8}{r['socket_errors']:>6}{r['lost']:>6}{r['timeouts']:>5}"
         f"{_fmt(r['cpu_ms_per_answer'], '.3f'):>8}{_fmt(r.get('work_ms_per_ok'), '.3f'):>10}"
-        f"{r['server_cores']:>10.2f}{r['gen_cores']:>10.2f}{_fmt(r['front_cores'], '.3f'):>9}{_fmt(r['front_ms_per_refusal'], '.3f'):>10}"
+        f"{r['server_cores']:>10.2f}{r['gen_cores']:>10.2f}"
+        f"{_fmt(r['front_cores'], '.3f'):>9}{_fmt(r['front_ms_per_refusal'], '.3f'):>10}"
     )
 
 
@@ -512,7 +513,8 @@ def summary_lines(summary: Sequence[Row]) -> list[str]:
             f"{_fmt(s['refused_rps'], '.1f'):>9}{_fmt_ms(s['ok_p50_ms']):>8}{_fmt_ms(s['ok_p90_ms']):>8}"
             f"{_fmt_ms(s['ok_p99_ms']):>8}{_fmt_ms(s['ok_p90_ms_highest']):>8}{_fmt_ms(s['wrk_p90_ms']):>8}"
             f"{s['unanswered']:>7}{_fmt(s['cpu_ms_per_answer'], '.3f'):>8}{_fmt(s['work_ms_per_ok'], '.3f'):>10}"
-            f"{_fmt(s['server_cores'], '.2f'):>10}{_fmt(s['front_cores_highest'], '.3f'):>9}{_fmt(s['front_ms_per_refusal'], '.3f'):>10}"
+            f"{_fmt(s['server_cores'], '.2f'):>10}"
+            f"{_fmt(s['front_cores_highest'], '.3f'):>9}{_fmt(s['front_ms_per_refusal'], '.3f'):>10}"
         )
     return lines
 

@@ -173,11 +173,7 @@ def run(
     if executor_name not in (None, *EXECUTORS):
         raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
     summary_out = _keep_stdout_for_json() if json_ else None
-    started = ctx.obj if isinstance(ctx.obj, LocalExecutor) else None  # see sedamp.cli.main
-    if started is not None and verbose:
-        started.log_level(os.environ["SEDAMP_LOG_LEVEL"])  # set by setup_logging
-    if summary_out is not None and started is not None:
-        started.stdout_to_stderr()
+    started = _tell_launcher(ctx.obj, verbose, summary_out is not None)
     top, executor = _open(topology, set_ or [], executor_name, address, started)
     workdir = _checked_workdir(workdir, top, executor)
     metrics = _metrics_path(top, executor, resume, report, metrics)
@@ -252,6 +248,18 @@ def _open(
         return top, open_executor(kind, address or top.controller.address, local)
     except ExecutorError as exc:  # open_executor has closed `local`
         raise fail(f"--executor ray: {exc}", EXIT_RUN_ERROR) from None
+
+
+def _tell_launcher(obj: object, verbose: int, json_summary: bool) -> LocalExecutor | None:
+    """The launcher `sedamp.cli.main` started before the command line was parsed (None
+    if it did not), told what was parsed since: the log level, and that stdout is the
+    summary's (``--json``)."""
+    started = obj if isinstance(obj, LocalExecutor) else None
+    if started is not None and verbose:
+        started.log_level(os.environ["SEDAMP_LOG_LEVEL"])  # set by setup_logging
+    if started is not None and json_summary:
+        started.stdout_to_stderr()
+    return started
 
 
 def _refuse(executor: Executor, message: str) -> typer.Exit:

@@ -246,13 +246,17 @@ class Admission:
         c = self.controller
         if c is None or math.isfinite(self.limits.rate):
             return False
-        done = self.completions
-        while done and now - done[0] > DRAIN_WINDOW_S:
-            done.popleft()
+        done = self._recent_completions(now)
         if len(done) < 2 or now - done[0] < DRAIN_WINDOW_S / 4:
             return False
         drain_per_s = len(done) / (now - done[0])
         return self.inflight / drain_per_s < (1 - c.under) * c.target_s
+
+    def _recent_completions(self, now: float) -> deque[float]:
+        done = self.completions
+        while done and now - done[0] > DRAIN_WINDOW_S:
+            done.popleft()
+        return done
 
     def _over_share(self, client: str, now: float, room: int, light: bool = False) -> bool:
         factor = 0.5 ** ((now - self._shares_t) / FAIR_HALF_LIFE_S)
@@ -277,7 +281,8 @@ class Admission:
             now = self.clock()
             if latency_s is not None:
                 self.controller.observe(now, latency_s, admitted_at)
-                self.completions.append(now)
+                if not math.isfinite(self.limits.rate):  # only the controller's rate yields to a short wait
+                    self._recent_completions(now).append(now)
 
     def _refuse(self, kind: str, why: str) -> str:
         self.refused[kind] = self.refused.get(kind, 0) + 1

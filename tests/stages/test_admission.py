@@ -215,6 +215,26 @@ def test_a_rate_the_user_set_binds_even_with_nothing_in_flight() -> None:
     assert a.admitted <= 2 and set(a.refused) == {"rate"} and a.refused["rate"] >= 98  # the burst, then 1/s
 
 
+def test_completions_are_kept_for_one_window_only() -> None:
+    """The completion times the wait is predicted from stay bounded: one window's, and
+    none for a route whose rate the user set (they grew without end there)."""
+    from stages.http.admission import DRAIN_WINDOW_S
+
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=100_000, target_p90_s=0.25), clock)
+    for _ in range(5000):  # 5 s at 1000 requests a second
+        clock.t += 0.001
+        assert a.admit() is None
+        a.done(0.01)
+    assert len(a.completions) <= DRAIN_WINDOW_S / 0.001 + 1
+    limited = Admission(RouteLimits(max_inflight=100, rate=1e9, target_p90_s=0.25), clock)
+    for _ in range(50):
+        clock.t += 0.001
+        assert limited.admit() is None
+        limited.done(0.01)
+    assert not limited.completions  # a rate the user set never yields: nothing to keep
+
+
 def test_a_short_wait_lifts_the_fair_share_check_of_a_tight_bucket() -> None:
     clock = Clock()
     a = Admission(RouteLimits(max_inflight=48, burst=4.0, target_p90_s=0.25), clock)

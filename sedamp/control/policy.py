@@ -104,7 +104,8 @@ def initial_targets(topology: Topology, cores: int) -> Mapping[str, int]:
 # it looks at each stage's queue and workers and may move the stage's target by one:
 #
 #   grow    the queue holds at least GROW_QUEUE_FRACTION of its capacity (or two full
-#           batches) and the workers are at least GROW_BUSY busy: the stage is a
+#           batches) and the workers are at least GROW_BUSY busy (FILLING_BUSY when the
+#           queue fills at FILLING_FACTOR x its rate): the stage is a
 #           bottleneck. Of several, the one completing the fewest events per second,
 #           one per period; never a stage whose next queue is already half full.
 #           It grows in one step to its share of the budget (as DS2 sizes Flink
@@ -178,6 +179,12 @@ GROW_HEADROOM_CORES = 0.5
 FULL_QUEUE_FRACTION = 0.75
 DOWNSTREAM_FULL_FRACTION = 0.5
 GROWING_FACTOR = 1.2  # a queue filling 20% faster than it drains holds its producers back soon
+# A backed-up queue taking events this many times faster than its workers complete them
+# grows at FILLING_BUSY: its work arrived within the period, whose mean busy time counts
+# the time before it (the shift benchmark's c: its queue went 0 -> 395 at 2.8x its rate,
+# its workers 73% busy over the period and saturated at its end; it grew a period later).
+FILLING_FACTOR = 2.0
+FILLING_BUSY = 0.5
 OVERSUBSCRIBE = 2
 # A stage that ends its work within this many periods (the sources have ended) holds
 # cores only until then: a growth elsewhere that waited for them would wait a period
@@ -478,7 +485,9 @@ def _wants_to_grow(v: StageView, r: _Round, views: list[StageView], budget: int,
     if r.state.period == 1 and not _first_look_is_clear(v, views):
         return False
     threshold = min(GROW_QUEUE_FRACTION * v.capacity, 2 * max(1.0, v.batch_size))
-    return not (v.queue_length < threshold or v.busy < GROW_BUSY)
+    # a queue filling fast took its load in the period: its busy time mixes before and after
+    filling = v.arrivals_per_s > FILLING_FACTOR * max(1.0, v.completions_per_s)
+    return not (v.queue_length < threshold or v.busy < (FILLING_BUSY if filling else GROW_BUSY))
 
 
 def _first_look_is_clear(v: StageView, views: list[StageView]) -> bool:

@@ -457,6 +457,26 @@ def test_a_stage_that_finishes_within_two_periods_leaves_its_cores_to_the_bottle
     assert decide(late, budget=2, now_s=5.8, state=PolicyState()) == []
 
 
+def test_a_queue_that_filled_within_the_period_grows_at_a_lower_busy_bar() -> None:
+    """The shift benchmark's record at 4.72 s (2026-12-07 14:53, round 4): b (two workers)
+    ends its backlog within two periods, a has ended; c's queue went from 0 to 395 at
+    2.8x its rate, its one worker 73% busy over a period whose start it spent on light
+    events. It waited for the next record, one core idle once b ended. It grows now; a
+    queue backed up but not filling still needs GROW_BUSY."""
+
+    def views(c_arrivals: float) -> list[StageView]:
+        return [
+            dataclasses.replace(_shift_view("b", 2, q=862, busy=0.95, done=1472, arrivals=0), finishing=True),
+            _shift_view("c", 1, q=395, busy=0.73, done=460, arrivals=c_arrivals),
+        ]
+
+    d = decide(views(1300), budget=2, now_s=4.72, state=PolicyState())
+    assert [(x.stage, x.old, x.new) for x in d] == [("c", 1, 2)], d
+    assert decide(views(500), budget=2, now_s=4.72, state=PolicyState()) == []
+    half_idle = [views(1300)[0], _shift_view("c", 1, q=395, busy=0.4, done=460, arrivals=1300)]
+    assert decide(half_idle, budget=2, now_s=4.72, state=PolicyState()) == []
+
+
 def test_a_growth_undone_on_contended_cores_is_tried_again_when_cores_fall_idle() -> None:
     """c grew beside a busy a on 2 cores and did not pay: undone and barred. Once a has
     ended, a core is idle: c grows onto it within its bar, after the cooldown. (Barred

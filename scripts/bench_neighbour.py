@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "--workdir",
         str(tmp / "w"),
     ]
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     job = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     time.sleep(args.at)
     started = time.monotonic() - t0
@@ -77,7 +77,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if code != 0:
         raise SystemExit(f"the sedamp job exited {code}")
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
-    return analyse(records, started, stopped, float(bl.machine_info()["cores"]))
+    # the job's elapsed times start when its controller did, later than ours: on its clock
+    lag = max(0.0, records[0]["t"] - records[0]["elapsed_s"] - t0_wall)
+    return analyse(records, started - lag, stopped - lag, float(bl.machine_info()["cores"]))
 
 
 def analyse(records: list[dict[str, Any]], started: float, stopped: float, cores: float) -> dict[str, Any]:
@@ -85,8 +87,7 @@ def analyse(records: list[dict[str, Any]], started: float, stopped: float, cores
     the periods whose demand was over the cores, counting of each the time the neighbour
     ran in it (the whole period if it did not run: the pool alone was over). Counted
     whole, a stretch of two periods of which the neighbour ran 0.25 s of the first read
-    as 1.01 s. The job's elapsed times are about 0.1 s behind ours (its interpreter's
-    start)."""
+    as 1.01 s. `started` and `stopped` are on the job's clock (its elapsed_s)."""
     rows = []
     prev_t = 0.0
     for r in records:

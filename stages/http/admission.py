@@ -277,12 +277,11 @@ class Admission:
         """A request admitted earlier (at `admitted_at` on this clock, if known) was
         answered (latency None: it did not complete)."""
         self.inflight -= 1
-        if self.controller is not None:
+        if latency_s is not None and self.controller is not None:
             now = self.clock()
-            if latency_s is not None:
-                self.controller.observe(now, latency_s, admitted_at)
-                if not math.isfinite(self.limits.rate):  # only the controller's rate yields to a short wait
-                    self._recent_completions(now).append(now)
+            self.controller.observe(now, latency_s, admitted_at)
+            if not math.isfinite(self.limits.rate):  # only the controller's rate yields to a short wait
+                self._recent_completions(now).append(now)
 
     def _refuse(self, kind: str, why: str) -> str:
         self.refused[kind] = self.refused.get(kind, 0) + 1

@@ -51,6 +51,13 @@ generator's cores; for sedamp, the front end's cores and CPU per refusal (its CP
 seconds / 503s): the front end is the process named sds:http among the descendants of
 ``sedamp run``.
 
+Pool size. By default gunicorn runs a worker per core and sedamp /work's pool as the
+topology writes it. ``--workers N`` gives both N processes for /work (gunicorn -w N,
+sedamp --set work.workers=N): with fewer than the cores, sedamp's front end and queue
+have a core of their own, as on any machine larger than the pool. ``wk ms/200`` is the
+CPU per 200 of the processes that run the handler (sedamp's /work workers, gunicorn's
+workers), beside ``ms/ans``, the whole server's per answer.
+
 Rounds. The machine's speed drifts by tens of percent within minutes, so the whole set
 runs --rounds times (default 4), every system in turn in an order rotated by one per
 round (scripts/bench_http.py's), the points in reverse order and the drivers swapped in

@@ -199,9 +199,14 @@ class FailureLines:
         self.warnings = warnings
 
     def __call__(self, record: Mapping[str, Any]) -> None:
+        lines = failure_lines(record, self.verbose, self.warnings)
+        if not lines:
+            return
         stream = self.stream or sys.stderr
-        for line in failure_lines(record, self.verbose, self.warnings):
-            print(line, file=stream)
+        # one write: the runtime's processes log to the same stderr (-v), and a line of
+        # theirs must not land between a failure and its traceback
+        stream.write("".join(line + "\n" for line in lines))
+        stream.flush()
         stream.flush()
 
     def close(self) -> None:

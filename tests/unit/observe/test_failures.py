@@ -135,6 +135,31 @@ NEW = {"failures": [{"stage": "mid", "error_type": "KeyError", "message": "'txt'
 LINE = "sedamp: stage 'mid' failed on event 7: KeyError: 'txt' (at shout.py:3)"
 
 
+def test_a_failure_and_its_traceback_go_out_in_one_write() -> None:
+    """The runtime's processes write to the same stderr (their logs, with -v): printed
+    line by line, one of their lines could land between a failure and its traceback."""
+
+    class Writes(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes = 0
+
+        def write(self, s: str) -> int:
+            self.writes += 1
+            return super().write(s)
+
+    out = Writes()
+    FailureLines(verbose=True, stream=out)({"stages": {}, **NEW, "warnings": ["w"]})
+    assert out.writes == 1 and out.getvalue().splitlines()[:3] == [
+        "sedamp: warning: w",
+        LINE,
+        "Traceback (most recent call last):",
+    ]
+    out = Writes()
+    FailureLines(stream=out)({"stages": {}})
+    assert out.writes == 0
+
+
 def test_each_display_prints_a_new_kind_of_failure_when_it_comes() -> None:
     out = io.StringIO()
     FailureLines(stream=out)({"stages": {}, **NEW})

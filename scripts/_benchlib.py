@@ -231,14 +231,21 @@ def tree_processes(pid: int) -> list[psutil.Process]:
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by process `pid` and its descendants
     alive now; a process that vanished in between is left out."""
-    total = 0.0
-    for p in tree_processes(pid):
+    return cpu_s(tree_processes(pid)) or 0.0
+
+
+def cpu_s(procs: Sequence[psutil.Process]) -> float | None:
+    """CPU seconds (user + system) used so far by `procs`, leaving out those that ended
+    before the read; None when none could be read."""
+    total, found = 0.0, False
+    for p in procs:
         try:
             t = p.cpu_times()
         except psutil.Error:  # exited between the listing and the read
             continue
+        found = True
         total += t.user + t.system
-    return total
+    return total if found else None
 
 
 class TreeRss:

@@ -102,7 +102,7 @@ from typing import Any
 
 import psutil
 import yaml
-from _benchlib import machine_info, positive, tree_cpu_s, tree_processes
+from _benchlib import cpu_s, machine_info, positive, tree_cpu_s, tree_processes
 from bench_http import load, machine_speed, rotation, serving
 
 REPO = Path(__file__).resolve().parent.parent
@@ -607,7 +607,7 @@ def work_cpu_s(pid: int, system: str) -> float | None:
     if system == "sedamp":
         return _named_cpu_s(pid, lambda name: name.startswith(WORK_WORKER))
     procs = tree_processes(pid)
-    return _cpu_s(procs[1:] if system == "gunicorn" else procs[:1])
+    return cpu_s(procs[1:] if system == "gunicorn" else procs[:1])
 
 
 def _named_cpu_s(pid: int, wanted: Callable[[str], bool]) -> float | None:
@@ -618,19 +618,7 @@ def _named_cpu_s(pid: int, wanted: Callable[[str], bool]) -> float | None:
                 procs.append(p)
         except psutil.Error:
             continue
-    return _cpu_s(procs)
-
-
-def _cpu_s(procs: Sequence[psutil.Process]) -> float | None:
-    total, found = 0.0, False
-    for p in procs:
-        try:
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        found = True
-        total += t.user + t.system
-    return total if found else None
+    return cpu_s(procs)
 
 
 IDLE_CORES = 0.2  # a server using less than this is idle (sedamp idle: ~0.005)

@@ -174,16 +174,18 @@ class LocalExecutor:
         """Make what the processes started from now on print to stdout go to stderr
         (`sedamp run --json` keeps stdout for the summary; the launcher may have been
         started before that was known)."""
-        if self._zygote is None:
-            self._launch()
-        os.write(self._req_w, json.dumps({"op": "stdout_to_stderr"}).encode() + b"\n")
+        self._op({"op": "stdout_to_stderr"})
 
     def log_level(self, level: str) -> None:
         """Make the processes started from now on log at `level` (the command line's -v:
         the launcher may have been started before it was parsed)."""
+        self._op({"op": "log_level", "level": level})
+
+    def _op(self, op: dict[str, Any]) -> None:
+        """Tell the launcher `op` (started now if it was not)."""
         if self._zygote is None:
             self._launch()
-        os.write(self._req_w, json.dumps({"op": "log_level", "level": level}).encode() + b"\n")
+        os.write(self._req_w, json.dumps(op).encode() + b"\n")
 
     def start(self, name: str, role: str, config: Any) -> Proc:
         return self.start_many([(name, role, config)])[0]

@@ -258,7 +258,7 @@ class Admission:
             done.popleft()
         return done
 
-    def _over_share(self, client: str, now: float, room: int, light: bool = False) -> bool:
+    def _over_share(self, client: str, now: float, room: int, light: bool) -> bool:
         factor = 0.5 ** ((now - self._shares_t) / FAIR_HALF_LIFE_S)
         if factor < 0.95:
             self.shares = {c: v * factor for c, v in self.shares.items() if v * factor >= 0.05}

@@ -480,6 +480,16 @@ def fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
 
 
+def user_env(**extra: str) -> dict[str, str]:
+    """This process's environment as a user's run would have it, plus `extra`: without
+    PYTHONDONTWRITEBYTECODE, so that a child imports compiled bytecode (an installed
+    package has its .pyc files) instead of compiling every module it imports whose
+    source changed since its bytecode was written, on every start."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra)
+    return env
+
+
 def timed_process(
     cmd: Sequence[str],
     env: Mapping[str, str],

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         str(tmp / "w"),
     ]
     t0, t0_wall = time.monotonic(), time.time()
-    job = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    job = subprocess.Popen(cmd, cwd=REPO, env=bl.user_env(PYTHONPATH=str(REPO)))
     time.sleep(args.at)
     started = time.monotonic() - t0
     neighbour = subprocess.Popen([sys.executable, "-c", BUSY.format(s=args.seconds)])

@@ -114,7 +114,7 @@ def timed(cmd: list[str], env: dict[str, str], out: Path, want: Any) -> tuple[fl
 def run_size(args: argparse.Namespace, mb: int, tmp: Path) -> dict[str, Any]:
     nbytes = mb * 1_000_000
     count = max(2, int(args.mb) // mb)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = bl.user_env()
     env["PYTHONPATH"] = os.pathsep.join([str(SCRIPTS), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     systems = list(args.systems)
     walls: dict[str, list[float]] = {s: [] for s in systems}
@@ -192,7 +192,7 @@ def memory(count: int, queue_bytes: str) -> int:
     nbytes = 48_000_000
     print(f"$ python scripts/bench_payloads.py --memory {count} --queue-bytes {queue_bytes}")
     print(json.dumps(bl.machine_info()))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = bl.user_env()
     env["PYTHONPATH"] = os.pathsep.join([str(SCRIPTS), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "out.json"

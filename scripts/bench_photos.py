@@ -136,7 +136,7 @@ def timed(system: str, data: Path, args: argparse.Namespace, tmp: Path, env: dic
 
 def run_rounds(args: argparse.Namespace, data: Path, tmp: Path) -> dict[str, list[float]]:
     paths = [str(SCRIPTS), str(REPO), os.environ.get("PYTHONPATH", "")]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = bl.user_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     systems = list(args.systems)
     walls: dict[str, list[float]] = {s: [] for s in systems}

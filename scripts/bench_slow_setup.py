@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -88,7 +87,7 @@ def real(events: int, tmp: Path) -> dict[str, Any]:
     topo.write_text(TOPOLOGY.format(events=events, out=tmp / "out.json"))
     metrics = tmp / "m.jsonl"
     cmd = [sys.executable, "-m", "sedamp", "run", str(topo), "--metrics", str(metrics), "-q", "--workdir", str(tmp)]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900, check=False)
+    proc = subprocess.run(cmd, cwd=REPO, env=bl.user_env(PYTHONPATH=str(REPO)), timeout=900, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"the sedamp run exited {proc.returncode}")
     records = [json.loads(line) for line in metrics.read_text().splitlines()]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print("$ python scripts/bench_start.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps(bl.machine_info()))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = bl.user_env()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         env["OUT"], env["COUNT"] = str(tmp / "out.json"), "1"

@@ -294,7 +294,7 @@ def run_sedamp(images: Path, n: int, cores: int | None, sets: Sequence[str]) -> 
         cmd += ["--json", "-q", *(a for s in sets for a in ("--set", s))]
         if cores is not None:
             cmd += ["--cores", str(cores)]
-        proc, wall, rss = timed_child(cmd, {**os.environ, "IN": str(images), "OUT": str(out)})
+        proc, wall, rss = timed_child(cmd, bl.user_env(IN=str(images), OUT=str(out)))
         run = Run("sedamp", n, wall, peak_rss_bytes=rss.peak_bytes, peak_processes=rss.peak_procs)
         run.extra["command"] = shlex.join(cmd)
         problems = []
@@ -326,7 +326,7 @@ def run_pool(images: Path, n: int, procs: int, chunk: int, sets: Sequence[str]) 
         cmd = [sys.executable, os.path.abspath(__file__), "--pool-child", "--pool-in", str(images)]
         cmd += ["--pool-out", str(out), "--pool-procs", str(procs), "--pool-chunksize", str(chunk)]
         cmd += [a for s in sets for a in ("--set", s)]
-        proc, wall, rss = timed_child(cmd, dict(os.environ))
+        proc, wall, rss = timed_child(cmd, bl.user_env())
         run = Run("pool", n, wall, procs=str(procs), peak_rss_bytes=rss.peak_bytes, peak_processes=rss.peak_procs)
         run.extra.update(command=shlex.join(cmd), chunksize=chunk)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import statistics
@@ -92,7 +91,7 @@ def run_workload(args: argparse.Namespace, workload: str, tmp: Path) -> dict[str
 
     topo = topology(workload, tmp)
     chunk = args.chunk_heavy if workload == "heavy" else args.chunk_tiny
-    base_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    base_env = bl.user_env()
     systems = list(args.systems)
     walls: dict[str, list[float]] = {s: [] for s in systems}
     for rnd in range(args.rounds + 1):  # round 0 warms the caches, with few events

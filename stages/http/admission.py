@@ -38,14 +38,21 @@ refusals rotate among clients instead of falling on whoever is unlucky.
 
 Work-conserving: the rate the response-time controller sets is a means to hold the
 p90, not a limit of its own, so it never refuses a request that would wait ahead of
-its service less than half the target: while the requests in flight, at the rate they
-have lately completed, would drain in under ``(1 - under) x target`` (Little's law), a
-request is admitted without a token, and the fair-share check does not count the
-bucket as tight. Before it, a route whose pool was smaller than its in-flight bound
-needed (one worker serving /work, 48 in flight, 250 ms target) saw the controller cut
-the rate, the refused clients paced, and the pool idle with no request in flight
-while 512 connections waited (wrk, 2026-12-07). A rate the user set (``rate``) is a
-limit, and binds always.
+its service less than half the target. A request's wait is predicted from those in
+flight and the rate they have lately completed (Little's law: N in flight complete in
+N / rate), less the service time the handlers lately reported (with a pool of c
+workers, the c requests in service wait for nothing); with nothing in flight it waits
+for nothing. While that wait is under ``(1 - under) x target``, a request is admitted
+without a token, and the fair-share check does not count the bucket as tight. Before
+it, a route whose pool was smaller than its in-flight bound needed (one worker serving
+/work, 48 in flight, 250 ms target) saw the controller cut the rate, the refused
+clients paced, and the pool idle with no request in flight while 512 connections
+waited (wrk, 2026-12-07). Without the service time subtracted, a route whose handler
+takes more than half its target never had a short wait at all, and once its rate was
+cut it stayed cut with workers idle (its p90 could not fall under half the target for
+the controller to raise it). A handler that does not report its service time (only
+`Call` does) is predicted as if it took none: its waits are overestimated, so such a
+route yields less. A rate the user set (``rate``) is a limit, and binds always.
 
 Every decision returns the reason for a refusal; the caller answers 503 with it.
 """
@@ -210,7 +217,8 @@ class Admission:
         self.inflight = 0
         self.admitted = 0
         self.refused: dict[str, int] = {}
-        self.completions: deque[float] = deque()  # when requests completed, the last DRAIN_WINDOW_S
+        # (when, service s or None) of the requests completed in the last DRAIN_WINDOW_S
+        self.completions: deque[tuple[float, float | None]] = deque()
         self.shares: dict[str, float] = {}  # client -> recent admissions (decaying)
         self._shares_t = clock()
 
@@ -240,21 +248,26 @@ class Admission:
 
     def _short_wait(self, now: float) -> bool:
         """Whether a request admitted now would wait less than ``(1 - under) x target``
-        behind those in flight, at the rate requests completed over the last
-        DRAIN_WINDOW_S: then the controller's rate does not refuse it (see the module
-        doc). Never for a rate the user set, nor before a window of completions."""
+        before its service: then the controller's rate does not refuse it (see the
+        module doc). Never for a rate the user set; always with nothing in flight;
+        otherwise only once a quarter window of completions says at what rate those in
+        flight drain."""
         c = self.controller
         if c is None or math.isfinite(self.limits.rate):
             return False
+        if self.inflight == 0:
+            return True
         done = self._recent_completions(now)
-        if len(done) < 2 or now - done[0] < DRAIN_WINDOW_S / 4:
+        if len(done) < 2 or now - done[0][0] < DRAIN_WINDOW_S / 4:
             return False
-        drain_per_s = len(done) / (now - done[0])
-        return self.inflight / drain_per_s < (1 - c.under) * c.target_s
+        drain_per_s = len(done) / (now - done[0][0])
+        served = [s for _, s in done if s is not None]
+        service_s = sum(served) / len(served) if served else 0.0
+        return self.inflight / drain_per_s - service_s < (1 - c.under) * c.target_s
 
-    def _recent_completions(self, now: float) -> deque[float]:
+    def _recent_completions(self, now: float) -> deque[tuple[float, float | None]]:
         done = self.completions
-        while done and now - done[0] > DRAIN_WINDOW_S:
+        while done and now - done[0][0] > DRAIN_WINDOW_S:
             done.popleft()
         return done
 
@@ -273,15 +286,16 @@ class Admission:
         mean = sum(self.shares.values()) / len(self.shares)
         return self.shares.get(client, 0.0) > mean
 
-    def done(self, latency_s: float | None, admitted_at: float | None = None) -> None:
+    def done(self, latency_s: float | None, admitted_at: float | None = None, service_s: float | None = None) -> None:
         """A request admitted earlier (at `admitted_at` on this clock, if known) was
-        answered (latency None: it did not complete)."""
+        answered (latency None: it did not complete); `service_s`: how long its handler
+        took, if it said."""
         self.inflight -= 1
         if latency_s is not None and self.controller is not None:
             now = self.clock()
             self.controller.observe(now, latency_s, admitted_at)
             if not math.isfinite(self.limits.rate):  # only the controller's rate yields to a short wait
-                self._recent_completions(now).append(now)
+                self._recent_completions(now).append((now, service_s))
 
     def _refuse(self, kind: str, why: str) -> str:
         self.refused[kind] = self.refused.get(kind, 0) + 1

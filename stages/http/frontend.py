@@ -42,7 +42,10 @@ BODY_CEILING = wire.MAX_EVENT_BYTES - 4 * MAX_HEADER_BYTES
 # Set by the runtime in every process of a local run: it makes the reply socket the run's own.
 RUN_TOKEN_VAR = "SEDAMP_RUN"
 IDLE_WAIT_S = 0.1  # how long an idle front end waits for a request before saying IDLE
+SERVICE_FIELD = "service_s"  # of a response event: how long its handler took (`Call` sets it)
 REPORT_S = 5.0  # how often each route's admission is logged (INFO)
+
+
 def reply_endpoint(port: int) -> str:
     """Where the front end on `port` takes responses: a socket in a directory only this
     user can enter, named for the port and the run (so that another service, even on
@@ -87,6 +90,8 @@ def call(name: str, func: Any, request: dict[str, Any]) -> dict[str, Any]:
 
 class Call:
     """Handler: the response of ``func(request)``; a failure is a 500 naming no internals.
+    The response carries how long `func` took (``service_s``), which `Respond` hands back
+    with it: the front end predicts how long a request would wait from it.
 
     `func` ("module:function", from the topology file) is imported in ``setup``, so a
     module that prepares itself on import (e.g. calibrates) does so before the first
@@ -104,7 +109,10 @@ class Call:
         if isinstance(deadline, int | float) and time.time() > deadline:
             self.expired += 1
             return None
-        return call(self.name, self.func, request)
+        t0 = time.monotonic()
+        out = call(self.name, self.func, request)
+        # how long the handler took: the front end's admission predicts waits from it
+        return {**out, SERVICE_FIELD: time.monotonic() - t0}
 
     def teardown(self) -> None:
         if self.expired:
@@ -125,10 +133,14 @@ class Respond:
         self.sock.connect(reply_endpoint(port))
 
     def handle_batch(self, events: list[dict[str, Any]]) -> list[None]:
-        """One message per batch: ``[[id, status, headers, body], ...]``."""
+        """One message per batch: ``[[id, status, headers, body, service_s], ...]``
+        (service_s None when the handler did not say)."""
         self.sock.send(
             msgpack.packb(
-                [[e["id"], int(e.get("status", 200)), e.get("headers") or {}, e.get("body", b"")] for e in events],
+                [
+                    [e["id"], int(e.get("status", 200)), e.get("headers") or {}, e.get("body", b""), _service_of(e)]
+                    for e in events
+                ],
                 use_bin_type=True,
             )
         )
@@ -137,6 +149,11 @@ class Respond:
     def teardown(self) -> None:
         self.sock.close()
         self.ctx.term()
+
+
+def _service_of(event: dict[str, Any]) -> float | None:
+    s = event.get(SERVICE_FIELD)
+    return float(s) if isinstance(s, int | float) and not isinstance(s, bool) and s >= 0 else None
 
 
 def _admissions(routes: list[dict[str, Any]], limits: dict[str, dict[str, Any]]) -> dict[str, Admission]:
@@ -476,16 +493,24 @@ def _receive(fe: HttpFrontend) -> None:
     while int(fe._pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # the descriptor is edge-triggered: drain
         raw = fe._pull.recv(zmq.NOBLOCK)
         try:
-            responses = [(rid, int(st), dict(hd), bytes(bd)) for rid, st, hd, bd in msgpack.unpackb(raw, raw=False)]
+            responses = [_reply_of(r) for r in msgpack.unpackb(raw, raw=False)]
         except Exception:
             log.error("http: a malformed batch of responses was dropped")
             continue
         now = time.monotonic()
-        for rid, status, headers, body in responses:
+        for rid, status, headers, body, service_s in responses:
             entry = fe._pending.pop(rid, None)
             if entry is None:
                 continue  # it was answered 504 already
             fut, route, t0 = entry
-            fe.admission[route].done(now - t0, admitted_at=t0)
+            fe.admission[route].done(now - t0, admitted_at=t0, service_s=service_s)
             if not fut.done():
                 fut.set_result((status, headers, body))
+
+
+def _reply_of(r: list[Any]) -> tuple[Any, int, dict[str, str], bytes, float | None]:
+    """One reply of a batch from `Respond`: ``[id, status, headers, body]`` and, from a
+    sink of this version, the handler's service time (seconds, or None)."""
+    rid, st, hd, bd = r[:4]
+    service = r[4] if len(r) > 4 and isinstance(r[4], int | float) and not isinstance(r[4], bool) else None
+    return rid, int(st), dict(hd), bytes(bd), service

@@ -333,3 +333,65 @@ def test_the_controller_history_is_bounded_in_a_long_run() -> None:
         c.observe(t, 0.05)
     assert len(c.history) <= 1000
     assert c.history[-1][0] == t  # the newest kept, the oldest dropped
+
+
+def _serve_pool(
+    a: Admission, clock: Clock, offered_per_s: float, seconds: float, workers: int, service_s: float, report: bool
+) -> tuple[int, float]:
+    """Offer requests at `offered_per_s` for `seconds` to a pool of `workers` that serve
+    them first come, first served, each in `service_s` (reported to `done` if `report`).
+    Returns how many were answered (those in flight at the end complete, the clock
+    moving on) and the pool's busy fraction while requests were offered."""
+    free_at = [clock.t] * workers  # when each worker is next free
+    pending: list[tuple[float, float]] = []  # (completes at, admitted at), in order
+    answered, busy = 0, 0.0
+    step = 1.0 / offered_per_s
+    start = clock.t
+    for _ in range(int(seconds * offered_per_s)):
+        clock.t += step
+        pending.sort()
+        while pending and pending[0][0] <= clock.t:
+            end, at = pending.pop(0)
+            a.done(end - at, admitted_at=at, service_s=service_s if report else None)
+            answered += 1
+        if a.admit() is None:
+            w = min(range(workers), key=lambda i: free_at[i])
+            begin = max(clock.t, free_at[w])
+            free_at[w] = begin + service_s
+            busy += service_s
+            pending.append((free_at[w], clock.t))
+    span = clock.t - start
+    for end, at in sorted(pending):  # the offer ends: what is in flight completes
+        clock.t = max(clock.t, end)
+        a.done(end - at, admitted_at=at, service_s=service_s if report else None)
+        answered += 1
+    return answered, busy / (workers * span)
+
+
+def test_a_pool_whose_handler_takes_over_half_the_target_is_not_left_idle() -> None:
+    """Four workers of 200 ms under a 250 ms target, 40 requests a second offered (twice
+    what they serve), the rate cut to 1/s. The three requests in service when one worker
+    is free wait for nothing; counted as waiting their service too, they were refused for
+    the rate and half the pool sat idle for good (the p90 stayed between half the target
+    and the target, where the controller neither cuts nor raises)."""
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=48, burst=1.0, target_p90_s=0.25), clock)
+    _serve_pool(a, clock, 40.0, 2.0, workers=4, service_s=0.2, report=True)
+    assert a.controller is not None
+    a.controller.rate, a.bucket.tokens = 1.0, 0.0  # as after cuts
+    answered, busy = _serve_pool(a, clock, 40.0, 10.0, workers=4, service_s=0.2, report=True)
+    assert busy > 0.9 and answered > 0.9 * 20 * 10
+    assert a.inflight <= 4 + 3  # a few wait, each less than half the target: not the whole bound
+
+
+def test_with_nothing_in_flight_a_request_waits_for_nothing() -> None:
+    """After a quiet spell longer than the window of completions (clients that honoured
+    Retry-After), a cut rate still admits a request when nothing is in flight."""
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=48, burst=1.0, target_p90_s=0.25), clock)
+    _serve_pool(a, clock, 100.0, 1.0, workers=1, service_s=0.005, report=True)
+    assert a.controller is not None and a.inflight == 0
+    a.controller.rate, a.bucket.tokens = 1.0, 0.0
+    clock.t += 1.5  # quiet: no completion within the window
+    answered, _ = _serve_pool(a, clock, 100.0, 1.0, workers=1, service_s=0.005, report=True)
+    assert answered >= 90 and a.refused.get("rate", 0) == 0

@@ -69,6 +69,36 @@ def test_a_504_is_a_latency_sample_for_the_p90_controller() -> None:
         assert controller is not None and controller.samples == [pytest.approx(0.2)]
 
 
+def test_the_handlers_service_time_comes_back_to_admission_with_its_response() -> None:
+    """`Call` says how long its function took, `Respond` hands that back with the
+    response, and the route's admission predicts waits from it (real sockets)."""
+    call = frontend.Call()
+    call.setup(func="stages.http_demo:hello")
+    params = {"routes": [{"path": "/", "route": "r"}], "limits": {"r": {"target_p90_ms": 250}}, "timeout_s": 5}
+    with serving(**params) as (fe, port), socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        respond = frontend.Respond()
+        respond.setup(port=port)
+        try:
+            c.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            request = fe._events.get(timeout=10)
+            answer = call.handle(request)
+            assert answer is not None and answer["status"] == 200
+            assert isinstance(answer["service_s"], float) and 0 <= answer["service_s"] < 1
+            respond.handle_batch([{**answer, "service_s": 0.125}])
+            assert c.recv(4096).startswith(b"HTTP/1.1 200")
+        finally:
+            respond.teardown()
+        assert [s for _, s in fe.admission["r"].completions] == [0.125]
+
+
+def test_a_reply_without_a_service_time_is_still_read() -> None:
+    """A sink of another version sends four fields; a service time that is not a number
+    is taken as unknown."""
+    assert frontend._reply_of([1, 200, {}, b"x"]) == (1, 200, {}, b"x", None)
+    assert frontend._reply_of([1, 200, {}, b"x", 0.5]) == (1, 200, {}, b"x", 0.5)
+    assert frontend._reply_of([1, 200, {}, b"x", True])[4] is None
+
+
 INLINE = {"path": "/r", "route": "r", "method": "GET", "inline": "stages.http_demo:hello"}
 REQUEST = b"GET /r HTTP/1.1\r\nhost: x\r\n\r\n"
 

@@ -185,7 +185,7 @@ class LocalExecutor:
         """Tell the launcher `op` (started now if it was not)."""
         if self._zygote is None:
             self._launch()
-        os.write(self._req_w, json.dumps(op).encode() + b"\n")
+        self._write(json.dumps(op).encode() + b"\n")
 
     def start(self, name: str, role: str, config: Any) -> Proc:
         return self.start_many([(name, role, config)])[0]

@@ -53,3 +53,20 @@ def test_start_many_sends_every_request_when_a_write_takes_only_part(
             p.join(5)
     finally:
         executor.close()
+
+
+def test_an_op_to_a_launcher_that_died_says_how_it_died() -> None:
+    """`-v` tells the launcher the log level in a message of its own: when the launcher
+    had died, that write raised BrokenPipeError (a traceback) instead of noting how it
+    died, as a start request's write does."""
+    executor = LocalExecutor()
+    try:
+        executor.log_level("INFO")  # starts it
+        zygote = executor._zygote
+        assert zygote is not None
+        zygote.kill()
+        zygote.wait(10)
+        executor.log_level("DEBUG")
+        assert executor._lost == "was killed by SIGKILL"
+    finally:
+        executor.close()

@@ -173,7 +173,7 @@ def run(
     if executor_name not in (None, *EXECUTORS):
         raise fail(f"--executor: {executor_name!r} is not one of {', '.join(EXECUTORS)}", EXIT_INVALID)
     summary_out = _keep_stdout_for_json() if json_ else None
-    started = _tell_launcher(ctx.obj, verbose, summary_out is not None)
+    started = _tell_launcher(ctx.obj, summary_out is not None)
     top, executor = _open(topology, set_ or [], executor_name, address, started)
     workdir = _checked_workdir(workdir, top, executor)
     metrics = _metrics_path(top, executor, resume, report, metrics)
@@ -250,13 +250,13 @@ def _open(
         raise fail(f"--executor ray: {exc}", EXIT_RUN_ERROR) from None
 
 
-def _tell_launcher(obj: object, verbose: int, json_summary: bool) -> LocalExecutor | None:
+def _tell_launcher(obj: object, json_summary: bool) -> LocalExecutor | None:
     """The launcher `sedamp.cli.main` started before the command line was parsed (None
-    if it did not), told what was parsed since: the log level, and that stdout is the
-    summary's (``--json``)."""
+    if it did not), told what was parsed since: the log level (always: it started with
+    whatever level its environment had), and that stdout is the summary's (``--json``)."""
     started = obj if isinstance(obj, LocalExecutor) else None
-    if started is not None and verbose:
-        started.log_level(os.environ["SEDAMP_LOG_LEVEL"])  # set by setup_logging
+    if started is not None:
+        started.log_level(os.environ["SEDAMP_LOG_LEVEL"])  # set by setup_logging from -v
     if started is not None and json_summary:
         started.stdout_to_stderr()
     return started

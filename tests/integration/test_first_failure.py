@@ -138,6 +138,16 @@ def test_verbose_reaches_the_runtimes_processes(tmp_path: Path, workdir: Path) -
     assert "LogsInSetup: set up in pid" in debug.stderr and "LogsInSetup: debug detail" in debug.stderr
 
 
+def test_the_command_lines_level_wins_over_one_inherited(tmp_path: Path, workdir: Path) -> None:
+    """A run started from a process that set SEDAMP_LOG_LEVEL (a run under `-v` that
+    starts another, a harness) logs at its own command line's level: without -v its
+    workers' INFO lines stayed on, since the level was sent to the launcher only for -v."""
+    topo = _topology(tmp_path, f"    handler: {TESTSTAGES}:LogsInSetup", 5)
+    proc = run_sedamp("run", str(topo), "--workdir", str(workdir), "--no-progress", env={"SEDAMP_LOG_LEVEL": "INFO"})
+    assert proc.returncode == 0, proc.stderr
+    assert "LogsInSetup" not in proc.stderr
+
+
 def test_a_setup_that_raises_in_a_pool_of_eight_is_one_line(tmp_path: Path, workdir: Path) -> None:
     """Eight workers whose setup() raises exit within milliseconds of their start. The
     launcher reaped each at once, and the controller, opening the pidfds of the whole

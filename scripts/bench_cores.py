@@ -95,13 +95,14 @@ def role_of(system: str, name: str, cmdline: Sequence[str], is_root: bool) -> st
     return f"other {name}"
 
 
-def spread(system: str, role: str, growing: set[str]) -> int | None:
+def spread(system: str, role: str, pools: Mapping[str, int | None]) -> int | None:
     """How many processes a group's CPU may be spread over: None for as many as there
-    are cores (a pool that grows with them), else 1."""
+    are cores (a pool whose size ranges up to the core budget); a sedamp pool's largest
+    size (`pools`: None when that is the budget); 1 for a process alone."""
     if system == "pool":
         return None if role == "workers" else 1
-    if role.startswith("pool ") and role.removeprefix("pool ") in growing:
-        return None
+    if role.startswith("pool "):
+        return pools.get(role.removeprefix("pool "), 1)
     return 1
 
 
@@ -114,21 +115,13 @@ def bound(cpu_s: float, groups: Mapping[str, float], spreads: Mapping[str, int |
     return max([cpu_s / cores, *serial])
 
 
-def growing_pools(topology: Path, cores: int) -> set[str]:
-    """The pools of `topology` (as sedamp runs it: fused runs under their first stage's
-    name) whose size ranges up to the core budget."""
-    from sedamp.control.policy import worker_bounds
+def pool_sizes(topology: Path) -> dict[str, int | None]:
+    """The largest size of each pool of `topology` as sedamp runs it (fused runs under
+    their first stage's name): None for one that ranges up to the core budget."""
     from sedamp.spec import fusion, load_topology
 
     top, _ = fusion.plan(load_topology(topology, check_handlers=False))
-    out = set()
-    for spec in top.stages.values():
-        if spec.kind == "source" or top.is_member(spec.name):
-            continue
-        lo, hi = worker_bounds(spec, 64)
-        if hi > lo:
-            out.add(spec.name)
-    return out
+    return {s.name: s.workers.max for s in top.stages.values() if s.kind != "source" and not top.is_member(s.name)}
 
 
 class Sampler:
@@ -150,8 +143,8 @@ class Sampler:
             for p in bl.tree_processes(self.root):
                 try:
                     t = p.cpu_times()
-                    role = self.seen[p.pid][0] if p.pid in self.seen else None
-                    if role is None:
+                    role = self.seen[p.pid][0] if p.pid in self.seen else "launcher"
+                    if role == "launcher":  # a child forked by the launcher names itself just after
                         role = role_of(self.system, p.name(), p.cmdline(), p.pid == self.root)
                 except psutil.Error:
                     continue
@@ -188,9 +181,17 @@ def run_once(cmd: list[str], env: dict[str, str], cores: Sequence[int], system: 
     return Usage(wall, rusage.ru_utime + rusage.ru_stime, seen)
 
 
+def cores_for(usable: Sequence[int], count: int) -> list[int]:
+    """The cores a run on `count` cores is pinned to: the first of those this process
+    may use (under `taskset -c 2,3`, core 0 is not one of them)."""
+    return sorted(usable)[:count]
+
+
 def run_all(
-    args: argparse.Namespace, tmp: Path, check: Callable[[Path, int], None]
+    args: argparse.Namespace, tmp: Path, usable: list[int], check: Callable[[Path, int], None]
 ) -> dict[int, dict[str, list[Usage]]]:
+    """Every round: each core count (pinned to the first of the `usable` cores), each
+    system; `check` reads each run's output."""
     topo = bw.topology(args.workload, tmp)
     chunk = args.chunk_heavy if args.workload == "heavy" else args.chunk_tiny
     n = args.events_heavy if args.workload == "heavy" else args.events_tiny
@@ -204,7 +205,7 @@ def run_all(
                 out.unlink(missing_ok=True)
                 env = bl.user_env(COUNT=str(count), OUT=str(out))
                 cmd = bw.command(system, args.workload, count, out, chunk, topo, tmp / "w")
-                u = run_once(cmd, env, list(range(c)), system, args.sample_ms / 1000)
+                u = run_once(cmd, env, cores_for(usable, c), system, args.sample_ms / 1000)
                 check(out, count)
                 if rnd > 0:
                     usages[c][system].append(u)
@@ -212,7 +213,9 @@ def run_all(
     return usages
 
 
-def summarise(usages: Mapping[int, Mapping[str, list[Usage]]], growing: set[str], events: int) -> dict[str, Any]:
+def summarise(
+    usages: Mapping[int, Mapping[str, list[Usage]]], pools: Mapping[str, int | None], events: int
+) -> dict[str, Any]:
     """Medians per core count and system; the bound and the measured over it; the
     estimate for PREDICT cores."""
     table: dict[str, Any] = {"measured": {}, "roles": {}, "estimate": {}}
@@ -224,7 +227,7 @@ def summarise(usages: Mapping[int, Mapping[str, list[Usage]]], growing: set[str]
             roles: dict[str, float] = {}
             for role in {r for u in runs for r in u.by_role()}:
                 roles[role] = statistics.median(u.by_role().get(role, 0.0) for u in runs)
-            spreads = {r: spread(system, r, growing) for r in roles}
+            spreads = {r: spread(system, r, pools) for r in roles}
             b = bound(cpu, roles, spreads, c)
             table["measured"].setdefault(system, {})[c] = {"wall_s": wall, "cpu_s": cpu, "bound_s": b, "over": wall / b}
             if c == most:
@@ -312,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
 
     events = args.events_heavy if args.workload == "heavy" else args.events_tiny
     with tempfile.TemporaryDirectory(prefix="bench-cores-") as d:
-        growing = growing_pools(bw.topology(args.workload, Path(d)), max(args.cores))
-        usages = run_all(args, Path(d), check)
-    table = summarise(usages, growing, events)
+        pools = pool_sizes(bw.topology(args.workload, Path(d)))
+        usages = run_all(args, Path(d), usable, check)
+    table = summarise(usages, pools, events)
     report(table, events)
     if args.json:
         Path(args.json).write_text(json.dumps(bl.strict_json({"machine": bl.machine_info(), **table}), indent=1))

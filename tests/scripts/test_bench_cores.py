@@ -26,14 +26,28 @@ def test_each_process_of_a_sedamp_run_is_named_for_its_role() -> None:
     assert bc.role_of("pool", "python", ["python", "x.py"], is_root=False) == "workers"
 
 
-def test_only_pools_that_grow_with_the_cores_spread_over_them() -> None:
-    growing = {"a"}
-    assert bc.spread("sedamp", "pool a", growing) is None
-    assert bc.spread("sedamp", "pool collect", growing) == 1  # a sink of one worker
-    assert bc.spread("sedamp", "queue a", growing) == 1
-    assert bc.spread("sedamp", "command line + controller", growing) == 1
-    assert bc.spread("pool", "workers", growing) is None
-    assert bc.spread("pool", "main", growing) == 1
+def test_a_pool_spreads_over_its_largest_size_and_a_process_alone_over_one() -> None:
+    pools = {"a": None, "collect": 1, "fixed": 4}  # a ranges up to the budget
+    assert bc.spread("sedamp", "pool a", pools) is None
+    assert bc.spread("sedamp", "pool collect", pools) == 1  # a sink of one worker
+    assert bc.spread("sedamp", "pool fixed", pools) == 4
+    assert bc.spread("sedamp", "queue a", pools) == 1
+    assert bc.spread("sedamp", "command line + controller", pools) == 1
+    assert bc.spread("pool", "workers", pools) is None
+    assert bc.spread("pool", "main", pools) == 1
+
+
+def test_the_pools_are_read_from_the_topology_as_sedamp_runs_it(tmp_path: Path) -> None:
+    """tiny with no worker counts: a and b run fused, as one pool named a that ranges up
+    to the budget; the sink keeps one worker."""
+    import bench_whole
+
+    assert bc.pool_sizes(bench_whole.topology("tiny", tmp_path)) == {"a": None, "collect": 1}
+
+
+def test_a_run_is_pinned_to_cores_this_process_may_use() -> None:
+    assert bc.cores_for([3, 2], 1) == [2]
+    assert bc.cores_for([2, 3], 2) == [2, 3]
 
 
 def test_the_bound_is_the_cpu_over_the_cores_or_the_largest_serial_part() -> None:
@@ -58,7 +72,7 @@ def test_the_estimate_scales_the_bound_by_how_far_each_system_was_from_it_here()
         1: {"sedamp": [_usage(2.0, 2.0, sedamp)], "pool": [_usage(1.0, 1.0, pool)]},
         2: {"sedamp": [_usage(1.2, 2.0, sedamp)], "pool": [_usage(0.77, 1.0, pool)]},
     }
-    table = bc.summarise(usages, {"a"}, 1000)
+    table = bc.summarise(usages, {"a": None}, 1000)
     assert table["measured"]["sedamp"][2]["over"] == pytest.approx(1.2)
     assert table["measured"]["pool"][2]["over"] == pytest.approx(1.1)
     assert table["estimate"]["sedamp"][8]["wall_s"] == pytest.approx(0.5 * 1.2)
@@ -67,9 +81,17 @@ def test_the_estimate_scales_the_bound_by_how_far_each_system_was_from_it_here()
 
 
 def test_a_short_run_on_one_core_reads_every_role_and_checks_the_outputs(capsys: pytest.CaptureFixture[str]) -> None:
-    """The real thing, small: both systems pinned to one core, their outputs checked,
-    their processes read while they ran."""
-    assert bc.main(["--events-tiny", "3000", "--rounds", "1", "--cores", "1", "--sample-ms", "5"]) == 0
+    """The real thing, small: both systems pinned to one core of those this process may
+    use (the last: pinning to core 0 would escape a `taskset` that excludes it), their
+    outputs checked, their processes read while they ran."""
+    import os
+
+    usable = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, usable[-1:])
+    try:
+        assert bc.main(["--events-tiny", "3000", "--rounds", "1", "--cores", "1", "--sample-ms", "5"]) == 0
+    finally:
+        os.sched_setaffinity(0, usable)
     out = capsys.readouterr().out
     assert "round 1 1 core(s) sedamp" in out and "round 1 1 core(s) pool" in out
     for role in ("command line + controller", "launcher", "queue a", "source seeds", "main"):

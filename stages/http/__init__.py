@@ -17,7 +17,9 @@ Three pieces, used together in a topology (see ``topologies/http-service.yaml``)
     Calls ``func(request)`` (named in params, from the topology file) and turns what it
     returns into a response event: a dict with ``status``/``headers``/``body``, a str
     (text), bytes, or anything else as JSON. An exception becomes a 500 that names no
-    internals (the traceback goes to the worker's log).
+    internals (the traceback goes to the worker's log). The response event also says
+    how long ``func`` took and in which process (``service``: [seconds, pid], a field
+    `Call` sets): the front end's admission learns the route's pool from it.
 ``Respond`` (sink)
     Hands the responses of each batch, in one message, to the front end listening on
     the same `port`, through a socket in a private per-user directory.

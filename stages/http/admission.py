@@ -37,22 +37,32 @@ the active clients lately (counts halve every FAIR_HALF_LIFE_S) is refused first
 refusals rotate among clients instead of falling on whoever is unlucky.
 
 Work-conserving: the rate the response-time controller sets is a means to hold the
-p90, not a limit of its own, so it never refuses a request that would wait ahead of
-its service less than half the target. A request's wait is predicted from those in
-flight and the rate they have lately completed (Little's law: N in flight complete in
-N / rate), less the service time the handlers lately reported (with a pool of c
-workers, the c requests in service wait for nothing); with nothing in flight it waits
-for nothing. While that wait is under ``(1 - under) x target``, a request is admitted
-without a token, and the fair-share check does not count the bucket as tight. Before
-it, a route whose pool was smaller than its in-flight bound needed (one worker serving
-/work, 48 in flight, 250 ms target) saw the controller cut the rate, the refused
-clients paced, and the pool idle with no request in flight while 512 connections
-waited (wrk, 2026-12-07). Without the service time subtracted, a route whose handler
-takes more than half its target never had a short wait at all, and once its rate was
-cut it stayed cut with workers idle (its p90 could not fall under half the target for
-the controller to raise it). A handler that does not report its service time (only
-`Call` does) is predicted as if it took none: its waits are overestimated, so such a
-route yields less. A rate the user set (``rate``) is a limit, and binds always.
+p90, not a limit of its own. A request is admitted without a token, and the fair-share
+check does not count the bucket as tight, when it would wait for nothing or would still
+be answered well within the target:
+
+- with nothing in flight;
+- while fewer requests are in flight than the route's pool has workers: one of them is
+  free. The pool is counted from the replies: `Call` says how long its function took
+  and in which process (``service``), and the workers heard from in the last
+  POOL_MEMORY_S are the pool;
+- while the request, behind those in flight (``(in flight + 1 - pool) x service /
+  pool``, first come first served), would be answered within ``(1 - under) x target``;
+- for handlers that say nothing of their service, while those in flight would drain
+  within ``(1 - under) x target`` at the rate they lately completed (Little's law).
+
+Without it, a route whose pool was smaller than its in-flight bound needed (one worker
+serving /work, 48 in flight, 250 ms target) saw the controller cut the rate, the
+refused clients paced, and the pool idle with no request in flight while 512
+connections waited (wrk, 2026-12-07). Predicted from the drain rate alone, a route
+whose handler takes more than half its target never qualified: four workers of 200 ms
+under a 250 ms target stayed half idle once the rate was cut, the p90 between half the
+target and the target, where the controller neither cuts nor raises. And a wait allowed
+up to half the target whatever the service took let latency reach the service time plus
+half the target. A free worker adds no wait to anyone; a queue is allowed only as far as
+it keeps answers well within the target. A service time is believed only up to the
+request's own response time. A rate the user set (``rate``) is a limit, and binds
+always.
 
 Every decision returns the reason for a refusal; the caller answers 503 with it.
 """
@@ -187,6 +197,9 @@ FAIR_PRESSURE = 0.75
 FAIR_HALF_LIFE_S = 2.0
 # The completion rate a request's wait is predicted from: completions over this window.
 DRAIN_WINDOW_S = 1.0
+# The workers that answered within this long are the route's pool (a pool the runtime
+# shrank is over-counted this long: a request may then wait one service time).
+POOL_MEMORY_S = 5.0
 
 
 @dataclass
@@ -219,6 +232,7 @@ class Admission:
         self.refused: dict[str, int] = {}
         # (when, service s or None) of the requests completed in the last DRAIN_WINDOW_S
         self.completions: deque[tuple[float, float | None]] = deque()
+        self.workers: dict[object, float] = {}  # worker -> when it last answered
         self.shares: dict[str, float] = {}  # client -> recent admissions (decaying)
         self._shares_t = clock()
 
@@ -247,23 +261,32 @@ class Admission:
         return None
 
     def _short_wait(self, now: float) -> bool:
-        """Whether a request admitted now would wait less than ``(1 - under) x target``
-        before its service: then the controller's rate does not refuse it (see the
-        module doc). Never for a rate the user set; always with nothing in flight;
-        otherwise only once a quarter window of completions says at what rate those in
-        flight drain."""
+        """Whether a request admitted now would wait for nothing, or still be answered
+        within ``(1 - under) x target``: then the controller's rate does not refuse it
+        (see the module doc). Never for a rate the user set."""
         c = self.controller
         if c is None or math.isfinite(self.limits.rate):
             return False
         if self.inflight == 0:
             return True
+        pool = self._pool(now)
+        if self.inflight < pool:
+            return True  # a worker is free
         done = self._recent_completions(now)
+        served = [s for _, s in done if s is not None]
+        within = (1 - c.under) * c.target_s
+        if served and pool:
+            service = sum(served) / len(served)
+            return (self.inflight + 1 - pool) * service / pool + service < within
         if len(done) < 2 or now - done[0][0] < DRAIN_WINDOW_S / 4:
             return False
-        drain_per_s = len(done) / (now - done[0][0])
-        served = [s for _, s in done if s is not None]
-        service_s = sum(served) / len(served) if served else 0.0
-        return self.inflight / drain_per_s - service_s < (1 - c.under) * c.target_s
+        return self.inflight / (len(done) / (now - done[0][0])) < within
+
+    def _pool(self, now: float) -> int:
+        """The workers heard from in the last POOL_MEMORY_S."""
+        if any(now - t > POOL_MEMORY_S for t in self.workers.values()):
+            self.workers = {w: t for w, t in self.workers.items() if now - t <= POOL_MEMORY_S}
+        return len(self.workers)
 
     def _recent_completions(self, now: float) -> deque[tuple[float, float | None]]:
         done = self.completions
@@ -286,16 +309,22 @@ class Admission:
         mean = sum(self.shares.values()) / len(self.shares)
         return self.shares.get(client, 0.0) > mean
 
-    def done(self, latency_s: float | None, admitted_at: float | None = None, service_s: float | None = None) -> None:
+    def done(
+        self, latency_s: float | None, admitted_at: float | None = None, service: tuple[float, object] | None = None
+    ) -> None:
         """A request admitted earlier (at `admitted_at` on this clock, if known) was
-        answered (latency None: it did not complete); `service_s`: how long its handler
-        took, if it said."""
+        answered (latency None: it did not complete); `service`: how long its handler
+        took and which worker ran it, if it said."""
         self.inflight -= 1
         if latency_s is not None and self.controller is not None:
             now = self.clock()
             self.controller.observe(now, latency_s, admitted_at)
             if not math.isfinite(self.limits.rate):  # only the controller's rate yields to a short wait
-                self._recent_completions(now).append((now, service_s))
+                took = None
+                if service is not None:
+                    took = min(max(0.0, service[0]), latency_s)  # no longer than it took to answer
+                    self.workers[service[1]] = now
+                self._recent_completions(now).append((now, took))
 
     def _refuse(self, kind: str, why: str) -> str:
         self.refused[kind] = self.refused.get(kind, 0) + 1

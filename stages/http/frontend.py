@@ -42,7 +42,8 @@ BODY_CEILING = wire.MAX_EVENT_BYTES - 4 * MAX_HEADER_BYTES
 # Set by the runtime in every process of a local run: it makes the reply socket the run's own.
 RUN_TOKEN_VAR = "SEDAMP_RUN"
 IDLE_WAIT_S = 0.1  # how long an idle front end waits for a request before saying IDLE
-SERVICE_FIELD = "service_s"  # of a response event: how long its handler took (`Call` sets it)
+# of a response event: [seconds its handler took, the pid of the worker] (`Call` sets it)
+SERVICE_FIELD = "service"
 REPORT_S = 5.0  # how often each route's admission is logged (INFO)
 
 
@@ -90,8 +91,9 @@ def call(name: str, func: Any, request: dict[str, Any]) -> dict[str, Any]:
 
 class Call:
     """Handler: the response of ``func(request)``; a failure is a 500 naming no internals.
-    The response carries how long `func` took (``service_s``), which `Respond` hands back
-    with it: the front end predicts how long a request would wait from it.
+    The response carries how long `func` took and in which process (``service``: [seconds,
+    pid]), which `Respond` hands back with it: the front end's admission learns the
+    route's pool and service time from it.
 
     `func` ("module:function", from the topology file) is imported in ``setup``, so a
     module that prepares itself on import (e.g. calibrates) does so before the first
@@ -111,8 +113,8 @@ class Call:
             return None
         t0 = time.monotonic()
         out = call(self.name, self.func, request)
-        # how long the handler took: the front end's admission predicts waits from it
-        return {**out, SERVICE_FIELD: time.monotonic() - t0}
+        # how long the handler took, and where: the front end's admission learns from it
+        return {**out, SERVICE_FIELD: [time.monotonic() - t0, os.getpid()]}
 
     def teardown(self) -> None:
         if self.expired:
@@ -133,8 +135,8 @@ class Respond:
         self.sock.connect(reply_endpoint(port))
 
     def handle_batch(self, events: list[dict[str, Any]]) -> list[None]:
-        """One message per batch: ``[[id, status, headers, body, service_s], ...]``
-        (service_s None when the handler did not say)."""
+        """One message per batch: ``[[id, status, headers, body, service], ...]``
+        (service: [seconds, pid] from `Call`, None when the handler did not say)."""
         self.sock.send(
             msgpack.packb(
                 [
@@ -151,9 +153,21 @@ class Respond:
         self.ctx.term()
 
 
-def _service_of(event: dict[str, Any]) -> float | None:
-    s = event.get(SERVICE_FIELD)
-    return float(s) if isinstance(s, int | float) and not isinstance(s, bool) and s >= 0 else None
+def _service_of(event: dict[str, Any]) -> list[Any] | None:
+    """A response event's [seconds, pid], or None if it has none that reads as one."""
+    s = _as_service(event.get(SERVICE_FIELD))
+    return list(s) if s is not None else None
+
+
+def _as_service(value: Any) -> tuple[float, int] | None:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    took, pid = value
+    if not isinstance(took, int | float) or isinstance(took, bool) or not took >= 0:
+        return None
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    return float(took), pid
 
 
 def _admissions(routes: list[dict[str, Any]], limits: dict[str, dict[str, Any]]) -> dict[str, Admission]:
@@ -498,19 +512,18 @@ def _receive(fe: HttpFrontend) -> None:
             log.error("http: a malformed batch of responses was dropped")
             continue
         now = time.monotonic()
-        for rid, status, headers, body, service_s in responses:
+        for rid, status, headers, body, service in responses:
             entry = fe._pending.pop(rid, None)
             if entry is None:
                 continue  # it was answered 504 already
             fut, route, t0 = entry
-            fe.admission[route].done(now - t0, admitted_at=t0, service_s=service_s)
+            fe.admission[route].done(now - t0, admitted_at=t0, service=service)
             if not fut.done():
                 fut.set_result((status, headers, body))
 
 
-def _reply_of(r: list[Any]) -> tuple[Any, int, dict[str, str], bytes, float | None]:
+def _reply_of(r: list[Any]) -> tuple[Any, int, dict[str, str], bytes, tuple[float, int] | None]:
     """One reply of a batch from `Respond`: ``[id, status, headers, body]`` and, from a
-    sink of this version, the handler's service time (seconds, or None)."""
+    sink of this version, the handler's ``[seconds, pid]`` (or None)."""
     rid, st, hd, bd = r[:4]
-    service = r[4] if len(r) > 4 and isinstance(r[4], int | float) and not isinstance(r[4], bool) else None
-    return rid, int(st), dict(hd), bytes(bd), service
+    return rid, int(st), dict(hd), bytes(bd), _as_service(r[4]) if len(r) > 4 else None

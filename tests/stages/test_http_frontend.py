@@ -70,8 +70,11 @@ def test_a_504_is_a_latency_sample_for_the_p90_controller() -> None:
 
 
 def test_the_handlers_service_time_comes_back_to_admission_with_its_response() -> None:
-    """`Call` says how long its function took, `Respond` hands that back with the
-    response, and the route's admission predicts waits from it (real sockets)."""
+    """`Call` says how long its function took and in which process, `Respond` hands that
+    back with the response, and the route's admission learns its pool and service time
+    from it (real sockets)."""
+    import os
+
     call = frontend.Call()
     call.setup(func="stages.http_demo:hello")
     params = {"routes": [{"path": "/", "route": "r"}], "limits": {"r": {"target_p90_ms": 250}}, "timeout_s": 5}
@@ -83,20 +86,24 @@ def test_the_handlers_service_time_comes_back_to_admission_with_its_response() -
             request = fe._events.get(timeout=10)
             answer = call.handle(request)
             assert answer is not None and answer["status"] == 200
-            assert isinstance(answer["service_s"], float) and 0 <= answer["service_s"] < 1
-            respond.handle_batch([{**answer, "service_s": 0.125}])
+            took, pid = answer["service"]
+            assert 0 <= took < 1 and pid == os.getpid()
+            time.sleep(0.05)  # the answer takes longer than the service it reports
+            respond.handle_batch([{**answer, "service": [0.0125, 4242]}])
             assert c.recv(4096).startswith(b"HTTP/1.1 200")
         finally:
             respond.teardown()
-        assert [s for _, s in fe.admission["r"].completions] == [0.125]
+        admission = fe.admission["r"]
+        assert [s for _, s in admission.completions] == [0.0125] and list(admission.workers) == [4242]
 
 
 def test_a_reply_without_a_service_time_is_still_read() -> None:
-    """A sink of another version sends four fields; a service time that is not a number
+    """A sink of another version sends four fields; a service that is not [seconds, pid]
     is taken as unknown."""
     assert frontend._reply_of([1, 200, {}, b"x"]) == (1, 200, {}, b"x", None)
-    assert frontend._reply_of([1, 200, {}, b"x", 0.5]) == (1, 200, {}, b"x", 0.5)
-    assert frontend._reply_of([1, 200, {}, b"x", True])[4] is None
+    assert frontend._reply_of([1, 200, {}, b"x", [0.5, 12]]) == (1, 200, {}, b"x", (0.5, 12))
+    for bad in (0.5, [True, 12], [0.5, "w"], [-1.0, 12], [float("nan"), 12], None):
+        assert frontend._reply_of([1, 200, {}, b"x", bad])[4] is None, bad
 
 
 INLINE = {"path": "/r", "route": "r", "method": "GET", "inline": "stages.http_demo:hello"}

@@ -186,10 +186,23 @@ class DeadLetterTail:
 
 
 def count_dead_letters(path: str | Path) -> int:
-    """How many whole records (lines) a dead-letter file holds; 0 if it is absent (or
-    cannot be read)."""
+    """How many records a dead-letter file holds, as `read_dead_letters` reads them: its
+    lines, and a last line without its newline if it is a whole record (a full disk
+    can stop a write just before the newline); 0 if the file is absent (or cannot be
+    read)."""
+    lines, tail = 0, b""
     try:
         with Path(path).open("rb") as f:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                lines += chunk.count(b"\n")
+                end = chunk.rfind(b"\n")
+                tail = chunk[end + 1 :] if end >= 0 else tail + chunk
     except OSError:
         return 0
+    if tail.strip():
+        try:
+            json.loads(tail)
+        except ValueError:  # cut short: not a record
+            return lines
+        return lines + 1
+    return lines

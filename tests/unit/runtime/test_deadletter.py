@@ -39,6 +39,22 @@ def test_a_record_cut_short_at_the_end_is_skipped_with_a_warning(tmp_path: Path,
     assert count_dead_letters(path) == 3
 
 
+def test_a_record_whose_newline_the_disk_refused_is_counted_as_it_is_read(tmp_path: Path) -> None:
+    """A full disk (here a file-size limit) can stop a write just before the newline:
+    the record is whole and `read_dead_letters` gives it, so the run's count of dead
+    letters must include it (it counted lines, one fewer: the disk fault test saw its
+    summary say 124 failed with 125 records on disk, once in a loaded suite)."""
+    path = tmp_path / "dead-letters.jsonl"
+    write_three(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole.splitlines(keepends=True)[0].rstrip(b"\n"))
+    assert len(read_dead_letters(path)) == 4
+    assert count_dead_letters(path) == 4
+    big = tmp_path / "big.jsonl"  # the last record across the reads of a large file
+    big.write_bytes(b"x" * (1 << 20) + b"\n" + b'{"event_id": 9, "pad": "' + b"y" * (1 << 20) + b'"}')
+    assert count_dead_letters(big) == 2
+
+
 def test_a_bad_line_before_the_end_is_an_error_naming_the_line(tmp_path: Path) -> None:
     path = tmp_path / "dead-letters.jsonl"
     write_three(path)

@@ -23,6 +23,7 @@ import pytest
 from sedamp.control.client import find_run
 from sedamp.runtime import lifeline, wire
 from sedamp.runtime.deadletter import read_dead_letters
+from sedamp.runtime.slot import Slot
 from tests.conftest import wait_until
 from tests.faults.test_faults import find
 from tests.integration.teststages import read_records
@@ -172,7 +173,7 @@ def test_the_leases_of_a_stopped_worker_expire_and_every_event_is_done_once(tmp_
     try:
         victim = wait_until(lambda: find(proc, "sdw:mid"), 30, "a worker")
         wait_until(lambda: stage_count(tmp_path / "w", "mid") > 20, 30, "events to flow")
-        victim.suspend()  # between batches: its events take microseconds
+        suspend_between_batches(victim)
         # the term is 10 periods (3 s); the silence bound, 20 (6 s), is not reached
         wait_until(lambda: stage_count(tmp_path / "w", "mid", "queue", "expired") > 0, 15, "its leases to expire")
         victim.resume()
@@ -183,6 +184,22 @@ def test_the_leases_of_a_stopped_worker_expire_and_every_event_is_done_once(tmp_
     assert sorted(e["n"] for e in read_records(tmp_path / "out.jsonl")) == list(range(count))
     assert stage_of(json.loads(stdout), "mid")["restarts"] == 0
     assert "the queue took back leases" in stderr
+
+
+def suspend_between_batches(worker: psutil.Process, tries: int = 500) -> None:
+    """Stop `worker` (SIGSTOP) while its slot says it is between batches. Stopped inside
+    its handler, it would be held: the controller renews the leases of a worker inside
+    user code, however long it stays there (on a loaded machine a handler of
+    microseconds can be descheduled midway, and the leases then never expired)."""
+    path = next(m.path for m in worker.memory_maps(grouped=False) if os.path.basename(m.path).startswith("slot"))
+    slot = Slot(path)
+    for _ in range(tries):
+        worker.suspend()
+        if slot.read()[1] == -1:
+            return
+        worker.resume()
+        time.sleep(0.01)
+    raise AssertionError(f"worker {worker.pid} was never found between batches in {tries} tries")
 
 
 def test_a_job_paused_whole_goes_on_as_if_it_had_not_been(tmp_path: Path) -> None:

@@ -95,6 +95,13 @@ def role_of(system: str, name: str, cmdline: Sequence[str], is_root: bool) -> st
     return f"other {name}"
 
 
+def settled(role: str) -> bool:
+    """Whether a process's role can no longer change: not before it is read, nor while
+    it may be a fork that has not yet exec'd (the launcher started by the command
+    line) or not yet named itself (a child of the launcher)."""
+    return bool(role) and role != "launcher" and not role.startswith("other ")
+
+
 def spread(system: str, role: str, pools: Mapping[str, int | None]) -> int | None:
     """How many processes a group's CPU may be spread over: None for as many as there
     are cores (a pool whose size ranges up to the core budget); a sedamp pool's largest
@@ -143,8 +150,8 @@ class Sampler:
             for p in bl.tree_processes(self.root):
                 try:
                     t = p.cpu_times()
-                    role = self.seen[p.pid][0] if p.pid in self.seen else "launcher"
-                    if role == "launcher":  # a child forked by the launcher names itself just after
+                    role = self.seen[p.pid][0] if p.pid in self.seen else ""
+                    if not settled(role):  # a fork names itself, or execs, just after
                         role = role_of(self.system, p.name(), p.cmdline(), p.pid == self.root)
                 except psutil.Error:
                     continue

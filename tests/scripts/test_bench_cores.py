@@ -26,6 +26,17 @@ def test_each_process_of_a_sedamp_run_is_named_for_its_role() -> None:
     assert bc.role_of("pool", "python", ["python", "x.py"], is_root=False) == "workers"
 
 
+def test_a_role_is_read_again_until_the_process_has_its_own() -> None:
+    """The launcher is a fork of the command line until it execs, and each child of the
+    launcher is the launcher until it names itself: a process first read in between
+    was counted under the wrong role for good (the launcher went missing from a table
+    once, in a loaded suite)."""
+    early = bc.role_of("sedamp", "python", ["python", "-m", "sedamp", "run", "t.yaml"], is_root=False)
+    assert early == "other python" and not bc.settled(early)
+    assert not bc.settled("launcher") and not bc.settled("")
+    assert bc.settled("pool a") and bc.settled("queue a") and bc.settled("main") and bc.settled("workers")
+
+
 def test_a_pool_spreads_over_its_largest_size_and_a_process_alone_over_one() -> None:
     pools = {"a": None, "collect": 1, "fixed": 4}  # a ranges up to the budget
     assert bc.spread("sedamp", "pool a", pools) is None

@@ -230,8 +230,10 @@ class Admission:
         self.inflight = 0
         self.admitted = 0
         self.refused: dict[str, int] = {}
-        # (when, service s or None) of the requests completed in the last DRAIN_WINDOW_S
+        # (when, service s or None) of the requests completed in the last DRAIN_WINDOW_S,
+        # and the sum and count of the service times among them
         self.completions: deque[tuple[float, float | None]] = deque()
+        self._served = [0.0, 0]
         self.workers: dict[object, float] = {}  # worker -> when it last answered
         self.shares: dict[str, float] = {}  # client -> recent admissions (decaying)
         self._shares_t = clock()
@@ -273,10 +275,10 @@ class Admission:
         if self.inflight < pool:
             return True  # a worker is free
         done = self._recent_completions(now)
-        served = [s for _, s in done if s is not None]
         within = (1 - c.under) * c.target_s
-        if served and pool:
-            service = sum(served) / len(served)
+        total, n = self._served
+        if n and pool:
+            service = total / n
             return (self.inflight + 1 - pool) * service / pool + service < within
         if len(done) < 2 or now - done[0][0] < DRAIN_WINDOW_S / 4:
             return False
@@ -291,7 +293,12 @@ class Admission:
     def _recent_completions(self, now: float) -> deque[tuple[float, float | None]]:
         done = self.completions
         while done and now - done[0][0] > DRAIN_WINDOW_S:
-            done.popleft()
+            took = done.popleft()[1]
+            if took is not None:
+                self._served[0] -= took
+                self._served[1] -= 1
+        if not self._served[1]:
+            self._served[0] = 0.0  # no drift left behind by the subtractions
         return done
 
     def _over_share(self, client: str, now: float, room: int, light: bool) -> bool:
@@ -324,6 +331,8 @@ class Admission:
                 if service is not None:
                     took = min(max(0.0, service[0]), latency_s)  # no longer than it took to answer
                     self.workers[service[1]] = now
+                    self._served[0] += took
+                    self._served[1] += 1
                 self._recent_completions(now).append((now, took))
 
     def _refuse(self, kind: str, why: str) -> str:

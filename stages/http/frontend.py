@@ -105,6 +105,7 @@ class Call:
         self.name = func
         self.func = load_ref(func)
         self.expired = 0
+        self.pid = os.getpid()  # the worker's: setup runs in it
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any] | None:
         deadline = request.get("deadline")
@@ -114,7 +115,7 @@ class Call:
         t0 = time.monotonic()
         out = call(self.name, self.func, request)
         # how long the handler took, and where: the front end's admission learns from it
-        return {**out, SERVICE_FIELD: [time.monotonic() - t0, os.getpid()]}
+        return {**out, SERVICE_FIELD: [time.monotonic() - t0, self.pid]}
 
     def teardown(self) -> None:
         if self.expired:
@@ -140,7 +141,13 @@ class Respond:
         self.sock.send(
             msgpack.packb(
                 [
-                    [e["id"], int(e.get("status", 200)), e.get("headers") or {}, e.get("body", b""), _service_of(e)]
+                    [
+                        e["id"],
+                        int(e.get("status", 200)),
+                        e.get("headers") or {},
+                        e.get("body", b""),
+                        _as_service(e.get(SERVICE_FIELD)),
+                    ]
                     for e in events
                 ],
                 use_bin_type=True,
@@ -153,13 +160,8 @@ class Respond:
         self.ctx.term()
 
 
-def _service_of(event: dict[str, Any]) -> list[Any] | None:
-    """A response event's [seconds, pid], or None if it has none that reads as one."""
-    s = _as_service(event.get(SERVICE_FIELD))
-    return list(s) if s is not None else None
-
-
 def _as_service(value: Any) -> tuple[float, int] | None:
+    """A response's (seconds, pid), or None for a value that does not read as one."""
     if not isinstance(value, list | tuple) or len(value) != 2:
         return None
     took, pid = value

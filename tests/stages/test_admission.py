@@ -440,3 +440,20 @@ def test_with_nothing_in_flight_a_request_waits_for_nothing() -> None:
         clock.t += 6.0  # quiet: no completion within the window, no worker within its memory
         answered, _, _ = _serve_pool(a, clock, 100.0, 1.0, workers=1, service_s=0.005, reported_s=reported)
         assert answered >= 90 and a.refused.get("rate", 0) == 0
+
+
+def test_the_service_times_kept_are_those_of_the_window() -> None:
+    """The mean service time is kept as a running sum over the window of completions
+    (summing the window on every admission cost the front end a pass over up to a
+    second of completions per request): it must stay what the window holds."""
+    clock = Clock()
+    a = Admission(RouteLimits(max_inflight=100_000, target_p90_s=0.25), clock)
+    for i in range(3000):  # 3 s at 1000 requests a second, service times 1-3 ms
+        clock.t += 0.001
+        assert a.admit() is None
+        a.done(0.01, service=(0.001 * (1 + i % 3), i % 4))
+    kept = [s for _, s in a.completions if s is not None]
+    assert a._served[1] == len(kept) and a._served[0] == pytest.approx(sum(kept))
+    clock.t += 2.0
+    a._recent_completions(clock.t)  # the window empties
+    assert not a.completions and a._served == [0.0, 0]

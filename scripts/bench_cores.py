@@ -310,12 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--cores must be between 1 and {len(usable)} here")
     print("$ python scripts/bench_cores.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps(bl.machine_info()))
-    from stages.burn import expected_checksum
-
-    iterations = bw.ITERATIONS[args.workload]
 
     def check(out: Path, count: int) -> None:
-        want = expected_checksum(count, iterations) if iterations else expected_checksum(count)
+        want = bw.expected(args.workload, count)
         got = json.loads(out.read_text())
         if got != want:
             raise SystemExit(f"wrong result {got} (expected {want})")

@@ -86,9 +86,14 @@ def events_for(args: argparse.Namespace, workload: str, system: str) -> int:
     return int(args.events_pypeln_tiny if system == "pypeln" else args.events_tiny)
 
 
-def run_workload(args: argparse.Namespace, workload: str, tmp: Path) -> dict[str, Any]:
+def expected(workload: str, n: int) -> dict[str, int]:
+    """What a run of `workload` over `n` events writes: its count and exact checksum."""
     from stages.burn import expected_checksum
 
+    return expected_checksum(n, ITERATIONS[workload]) if ITERATIONS[workload] else expected_checksum(n)
+
+
+def run_workload(args: argparse.Namespace, workload: str, tmp: Path) -> dict[str, Any]:
     topo = topology(workload, tmp)
     chunk = args.chunk_heavy if workload == "heavy" else args.chunk_tiny
     base_env = bl.user_env()
@@ -100,10 +105,9 @@ def run_workload(args: argparse.Namespace, workload: str, tmp: Path) -> dict[str
             n = 50 if rnd == 0 else events_for(args, workload, system)
             out = tmp / f"{workload}-{system}.json"
             env = {**base_env, "COUNT": str(n), "OUT": str(out)}
-            expected = expected_checksum(n, ITERATIONS[workload]) if ITERATIONS[workload] else expected_checksum(n)
             cmd = command(system, workload, n, out, chunk, topo, tmp / "w")
             label = f"round {rnd} {workload} {system} ({wall_clock()}, {cmd[1]} {cmd[2]} ...)"
-            wall = bl.timed_process(cmd, env, REPO, out, expected, timeout=900, label=label)
+            wall = bl.timed_process(cmd, env, REPO, out, expected(workload, n), timeout=900, label=label)
             if rnd > 0:
                 walls[system].append(wall)
                 print(f"  round {rnd} {workload:5} {system:10} {wall:8.3f} s  {n / wall:12,.0f} events/s", flush=True)
